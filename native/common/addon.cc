@@ -1,0 +1,15 @@
+#include <napi.h>
+
+#include "common/modules.h"
+
+namespace {
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  lr::InitUffd(env, exports);
+  lr::InitEngine(env, exports);
+  lr::InitInject(env, exports);
+  lr::InitRestoreNative(env, exports);
+  return exports;
+}
+}  // namespace
+
+NODE_API_MODULE(lazy_restore, Init)

@@ -1,0 +1,12 @@
+// Each native area registers its functions on the addon's exports object.
+// Areas own their own files; addon.cc only calls these.
+#pragma once
+
+#include <napi.h>
+
+namespace lr {
+void InitUffd(Napi::Env env, Napi::Object exports);    // native/uffd: the userfaultfd ABI
+void InitEngine(Napi::Env env, Napi::Object exports);  // native/engine: the fault-serving engine
+void InitInject(Napi::Env env, Napi::Object exports);  // native/inject: ptrace + syscall injection
+void InitRestoreNative(Napi::Env env, Napi::Object exports);  // native/inject: restore-side primitives
+}  // namespace lr

@@ -1,0 +1,7 @@
+// CLI commands of the restore area. Keep imports of heavy modules inside the
+// action handlers (dynamic import) so `lazy-restore --help` stays fast.
+import type { Command } from 'commander';
+
+export function register(program: Command): void {
+  void program;
+}

@@ -1,0 +1,43 @@
+// CLI entry: builds the commander program, loads each command lazily, and
+// maps errors to exit codes in one place.
+import { Command, CommanderError } from 'commander';
+import { ExitCode, UserError } from '../errors.js';
+import { registerCommands } from './commands.js';
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command();
+  program
+    .name('lazy-restore')
+    .description('Checkpoint/restore of Linux process trees with lazy restore over userfaultfd (CRIU image format)')
+    .version(await packageVersion(), '-V, --version')
+    .option('--verbose', 'print stack traces and debug logs')
+    .exitOverride()
+    .showHelpAfterError();
+  registerCommands(program);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return ExitCode.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    const verbose = program.opts<{ verbose?: boolean }>().verbose === true;
+    if (e instanceof UserError) {
+      process.stderr.write(`lazy-restore: ${e.message}\n`);
+      if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+      return e.exitCode;
+    }
+    process.stderr.write(`lazy-restore: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return ExitCode.internal;
+  }
+}
+
+async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const { projectRoot } = await import('./paths.js');
+  const pkg = JSON.parse(await readFile(`${projectRoot}/package.json`, 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const code = await main(process.argv.slice(2));
+process.exitCode = code;

@@ -1,0 +1,2 @@
+// Public surface of plugin/dump (re-exported from plugin/index.ts).
+export {};

@@ -1,0 +1,2 @@
+// Public surface of plugin/images (re-exported from plugin/index.ts).
+export {};

@@ -1,0 +1,9 @@
+// Public TypeScript API of lazy-restore: one re-export per area.
+export * from './errors.js';
+export * from './images/index.js';
+export * from './uffd/index.js';
+export * from './inject/index.js';
+export * from './lazy/index.js';
+export * from './dump/index.js';
+export * from './restore/index.js';
+export * from './pageserver/index.js';

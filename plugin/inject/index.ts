@@ -1,0 +1,2 @@
+// Public surface of plugin/inject (re-exported from plugin/index.ts).
+export {};

@@ -1,0 +1,2 @@
+// Public surface of plugin/lazy (re-exported from plugin/index.ts).
+export {};

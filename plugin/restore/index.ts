@@ -1,0 +1,2 @@
+// Public surface of plugin/restore (re-exported from plugin/index.ts).
+export {};

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds everything: the Node-API addon (node-gyp), the helper C programs
+# (native/helpers -> build/bin) and the TypeScript (tsc -> dist).
+# --no-addon skips node-gyp (npm's install step already ran it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ "${1:-}" != "--no-addon" ]]; then
+  npx --no-install node-gyp rebuild --loglevel=error >/dev/null
+fi
+make -s -C native/helpers OUT="$PWD/build/bin"
+npx --no-install tsc -p tsconfig.json
