@@ -1,7 +1,7 @@
 // `npm run bench [-- --quick] [-- --only NAME]`: runs every suite in
 // bench/suites, prints one table with each figure, its same-run baseline and
 // the ratio, and writes bench/results.md and bench/results.json.
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   const onlyIdx = args.indexOf('--only');
   const only = onlyIdx >= 0 ? args[onlyIdx + 1] : undefined;
   const suiteDir = join(here, 'suites');
-  const files = readdirSync(suiteDir).filter((f) => f.endsWith('.js')).sort();
+  const files = (existsSync(suiteDir) ? readdirSync(suiteDir) : []).filter((f) => f.endsWith('.js')).sort();
   const rows: { suite: string; fig: BenchFigure }[] = [];
   for (const f of files) {
     const mod = (await import(pathToFileURL(join(suiteDir, f)).href)) as { suite: BenchSuite };
