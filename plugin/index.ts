@@ -8,3 +8,4 @@ export * from './dump/index.js';
 export * from './restore/index.js';
 export * from './pageserver/index.js';
 export * from './stats/index.js';
+export * from './integrity/index.js';
