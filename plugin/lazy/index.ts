@@ -3,7 +3,7 @@ export { LazyPagesServer } from './server.js';
 export type { LazyPagesServerDeps } from './server.js';
 export type {
   AdoptOptions, FaultBatchEvent, ForkEvent, LazyErrorEvent, LazyEventMap, LazyPagesServerOptions, PageSource,
-  PlannedRange, ProcessEvent, ProcessState, ProcessStats, RangeEvent, RemapEvent, RemotePageSource, ServerStats, SocketEvent,
+  PlannedRange, ProcessEvent, LazyProcessState, LazyProcessStats, RangeEvent, RemapEvent, RemotePageSource, LazyServerStats, SocketEvent,
 } from './types.js';
 export { isLazyVma, planRanges } from './plan.js';
 export type { Plan, PagemapRun, VmaInfo } from './plan.js';

@@ -13,7 +13,7 @@ import type { Plan } from './plan.js';
 import { childrenOf, identify, isAlive, tgidOf, type ProcIdentity } from './procfs.js';
 import { LatencyReservoir } from './stats.js';
 import type {
-  AdoptOptions, LazyEventMap, LazyPagesServerOptions, PlannedRange, ProcessState, ProcessStats, ServerStats,
+  AdoptOptions, LazyEventMap, LazyPagesServerOptions, PlannedRange, LazyProcessState, LazyProcessStats, LazyServerStats,
 } from './types.js';
 import type { LazySocket } from './socket.js';
 
@@ -30,7 +30,7 @@ export interface LazyPagesServerDeps {
 }
 
 class Proc {
-  state: ProcessState = 'serving';
+  state: LazyProcessState = 'serving';
   readonly children: Proc[] = [];
   hostPid: number | undefined;
   identity: ProcIdentity | undefined;
@@ -140,7 +140,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
    * virtual pid `pid` and serves it at once. If the images cannot serve it,
    * the process is killed and this rejects with the reason.
    */
-  async adopt(pid: number, uffd: number, opts: AdoptOptions = {}): Promise<ProcessStats> {
+  async adopt(pid: number, uffd: number, opts: AdoptOptions = {}): Promise<LazyProcessStats> {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`pid must be a positive integer, got ${pid}`);
     if (!Number.isInteger(uffd) || uffd < 0) throw new RangeError(`uffd must be a file descriptor, got ${uffd}`);
     if (this.closed) throw new UserError(`pid ${pid}: lazy-pages server is closed`);
@@ -191,11 +191,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   /** Statistics of every process the server has seen. */
-  processes(): ProcessStats[] {
+  processes(): LazyProcessStats[] {
     return [...this.procs.values()].map((p) => this.snapshot(p));
   }
 
-  stats(): ServerStats {
+  stats(): LazyServerStats {
     let serving = 0, complete = 0, exited = 0, killed = 0;
     let lazy = 0n, left = 0n;
     for (const p of this.procs.values()) {
@@ -225,12 +225,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   /** Resolves once restore has finished and every adopted process is complete or gone. */
-  whenIdle(): Promise<ServerStats> {
+  whenIdle(): Promise<LazyServerStats> {
     if (this.isIdle()) return Promise.resolve(this.stats());
     return new Promise((resolve) => this.idleWaiters.push(() => resolve(this.stats())));
   }
 
-  done(): Promise<ServerStats> {
+  done(): Promise<LazyServerStats> {
     return this.whenIdle();
   }
 
@@ -257,7 +257,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
   }
 
-  private snapshot(p: Proc): ProcessStats {
+  private snapshot(p: Proc): LazyProcessStats {
     return {
       id: p.id, imagePid: p.imagePid, hostPid: p.hostPid, parentId: p.parent?.id,
       lazyBytes: p.lazyBytes, lazyBytesLeft: this.leftOf(p), pushedBytes: p.pushedBytes, pushedChunks: p.pushedChunks,
@@ -392,7 +392,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (safe(() => this.engine.lazyBytes(p.engineProc), 1n) === 0n) this.finish(p, 'complete');
   }
 
-  private finish(p: Proc, state: ProcessState): void {
+  private finish(p: Proc, state: LazyProcessState): void {
     if (p.state !== 'serving') return;
     p.state = state;
     p.finishedAtMs = Date.now();
@@ -508,9 +508,13 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       for (const p of serving) {
         if (this.pushInFlight >= this.maxInFlight) break;
         if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
+        if (!this.takeTokens(Number(this.chunk))) return;
         const next = this.nextChunk(p);
-        if (!next) continue;
-        if (!this.takeTokens(Number(next.len))) return;
+        if (!next) {
+          this.refundTokens(Number(this.chunk));
+          continue;
+        }
+        this.refundTokens(Number(this.chunk - next.len));
         p.pushInFlight++;
         this.pushInFlight++;
         try {
@@ -573,6 +577,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       p.cursor = 0n;
     }
     return p.snapshot;
+  }
+
+  private refundTokens(n: number): void {
+    if (this.options.bandwidthBytesPerSec) this.tokens += n;
   }
 
   /** Token bucket for the bandwidth cap; schedules a retry when empty. */

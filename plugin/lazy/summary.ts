@@ -1,5 +1,5 @@
 // The daemon's end-of-run summary (CLI and logs).
-import type { ProcessStats, ServerStats } from './types.js';
+import type { LazyProcessStats, LazyServerStats } from './types.js';
 
 function mib(b: bigint): string {
   return `${(Number(b) / 2 ** 20).toFixed(1)} MiB`;
@@ -9,7 +9,7 @@ function us(v: number | undefined): string {
   return v === undefined ? 'n/a' : `${v.toFixed(0)} us`;
 }
 
-export function formatSummary(s: ServerStats, procs: readonly ProcessStats[]): string {
+export function formatSummary(s: LazyServerStats, procs: readonly LazyProcessStats[]): string {
   const times = procs.map((p) => p.timeToCompleteMs).filter((t): t is number => t !== undefined);
   const lines = [
     `lazy-pages: ${s.processes} process(es): ${s.complete} complete, ${s.exited} exited, ${s.killed} killed${s.serving ? `, ${s.serving} still serving` : ''}`,

@@ -50,7 +50,7 @@ export interface AdoptOptions {
 }
 
 /** Per-process statistics (also the payload of `complete` and `exit`). */
-export interface ProcessStats {
+export interface LazyProcessStats {
   /** Server-wide id of this process (stable, also for forked children). */
   id: number;
   /** Virtual pid from pstree (roots); for forked children the image pid they read from. */
@@ -70,13 +70,13 @@ export interface ProcessStats {
   adoptedAtMs: number;
   /** ms from adopt to complete/exit, when finished. */
   timeToCompleteMs: number | undefined;
-  state: ProcessState;
+  state: LazyProcessState;
 }
 
-export type ProcessState = 'serving' | 'complete' | 'exited' | 'killed';
+export type LazyProcessState = 'serving' | 'complete' | 'exited' | 'killed';
 
 /** Aggregate statistics of the server (engine counters included when available). */
-export interface ServerStats {
+export interface LazyServerStats {
   processes: number;
   serving: number;
   complete: number;
@@ -104,15 +104,15 @@ export interface FaultBatchEvent {
   faults: number;
   faultPages: number;
   zeroPages: number;
-  stats: ServerStats;
+  stats: LazyServerStats;
 }
-export interface ForkEvent { parent: ProcessStats; child: ProcessStats }
-export interface RemapEvent { proc: ProcessStats; from: bigint; to: bigint; len: bigint }
-export interface RangeEvent { proc: ProcessStats; start: bigint; end: bigint }
-export interface ProcessEvent { proc: ProcessStats }
+export interface ForkEvent { parent: LazyProcessStats; child: LazyProcessStats }
+export interface RemapEvent { proc: LazyProcessStats; from: bigint; to: bigint; len: bigint }
+export interface RangeEvent { proc: LazyProcessStats; start: bigint; end: bigint }
+export interface ProcessEvent { proc: LazyProcessStats }
 export interface LazyErrorEvent {
   /** The process concerned (killed with SIGKILL when `killed`), if any. */
-  proc: ProcessStats | undefined;
+  proc: LazyProcessStats | undefined;
   killed: boolean;
   message: string;
   error: Error;
@@ -133,5 +133,5 @@ export interface LazyEventMap {
   complete: ProcessEvent;
   error: LazyErrorEvent;
   socket: SocketEvent;
-  idle: ServerStats;
+  idle: LazyServerStats;
 }
