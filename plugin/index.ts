@@ -7,3 +7,5 @@ export * from './lazy/index.js';
 export * from './dump/index.js';
 export * from './restore/index.js';
 export * from './pageserver/index.js';
+export * from './stats/index.js';
+export * from './integrity/index.js';
