@@ -8,7 +8,7 @@ export { ChunkedReader, headerBytes, joinEntries, parseHeader, scanVarintFields,
 export { decodeImage, encodeImage, entryType, readImageFile, writeImageFile, type DecodedEntry, type DecodedImage, type EntryToWrite } from './image.js';
 export {
   PagemapIndex, PagemapReader, PagemapWriter, PagesFileWriter, decodePagemapEntry, encodePagemapEntry, entryFlags, entryPages,
-  formatPeFlags, type PagemapReaderOptions, type PagemapRun, type PagemapWriterOptions,
+  formatPeFlags, type PagemapReaderOptions, type PagemapRecord, type PagemapWriterOptions,
 } from './pagemap.js';
 export { ImageDir, type ImageFileInfo, type PagePiece } from './imagedir.js';
 export {

@@ -14,7 +14,7 @@ const PAGE = BigInt(PAGE_SIZE);
 const U64_MAX = (1n << 64n) - 1n;
 
 /** One pagemap entry with everything a consumer needs resolved. */
-export interface PagemapRun {
+export interface PagemapRecord {
   /** The entry as stored. */
   entry: PagemapEntry;
   vaddr: bigint;
@@ -256,7 +256,7 @@ export class PagemapReader {
   }
 
   /** Entries in batches of up to `max` (cheaper than one await per entry). */
-  async *batches(max = 4096): AsyncGenerator<PagemapRun[], void, undefined> {
+  async *batches(max = 4096): AsyncGenerator<PagemapRecord[], void, undefined> {
     if (this.consumed) throw new Error(`${this.file}: pagemap reader already consumed`);
     this.consumed = true;
     const r = this.reader;
@@ -266,7 +266,7 @@ export class PagemapReader {
     const pagesName = basename(this.pagesPath);
     try {
       for (;;) {
-        const batch: PagemapRun[] = [];
+        const batch: PagemapRecord[] = [];
         let have = await r.ensure(64 * 1024);
         if (have === 0) break;
         let { buf, pos } = r.window();
@@ -334,17 +334,17 @@ export class PagemapReader {
     }
   }
 
-  async *entries(): AsyncGenerator<PagemapRun, void, undefined> {
+  async *entries(): AsyncGenerator<PagemapRecord, void, undefined> {
     for await (const b of this.batches()) yield* b;
   }
 
-  [Symbol.asyncIterator](): AsyncGenerator<PagemapRun, void, undefined> {
+  [Symbol.asyncIterator](): AsyncGenerator<PagemapRecord, void, undefined> {
     return this.entries();
   }
 
   /** All entries as an array: only for small pagemaps (tests, tools). */
-  async toArray(): Promise<PagemapRun[]> {
-    const out: PagemapRun[] = [];
+  async toArray(): Promise<PagemapRecord[]> {
+    const out: PagemapRecord[] = [];
     for await (const b of this.batches()) for (const x of b) out.push(x);
     return out;
   }
