@@ -100,7 +100,7 @@ export function stringifyJson(v: JsonValue, indent?: number, level = 0): string 
     if (!v.length) return '[]';
     return '[' + nl + v.map((x) => stringifyJson(x, indent, level + 1)).join(sep + nl) + close + ']';
   }
-  const keys = Object.keys(v);
+  const keys = Object.keys(v).filter((k) => v[k] !== undefined);
   if (!keys.length) return '{}';
   return '{' + nl + keys.map((k) => `${pyString(k)}: ${stringifyJson(v[k]!, indent, level + 1)}`).join(sep + nl) + close + '}';
 }

@@ -205,6 +205,12 @@ export interface PagemapReaderOptions {
   pagesDir?: string;
   /** Check that the pages file is exactly as long as the entries say (default true). */
   checkPagesSize?: boolean;
+  /**
+   * Check entries (alignment, order, counts, flags, pages inside the pages
+   * file); default true. Off only for plain decoding (`show`): framing and
+   * protobuf errors are still reported.
+   */
+  validate?: boolean;
 }
 
 /**
@@ -224,6 +230,7 @@ export class PagemapReader {
     readonly pagesSize: number | undefined,
     private readonly reader: ChunkedReader,
     private readonly checkPagesSize: boolean,
+    private readonly validate: boolean,
   ) {}
 
   static async open(file: string, opts: PagemapReaderOptions = {}): Promise<PagemapReader> {
@@ -248,7 +255,8 @@ export class PagemapReader {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
-      return new PagemapReader(file, head, pagesPath, pagesSize, reader, opts.checkPagesSize ?? true);
+      const validate = opts.validate ?? true;
+      return new PagemapReader(file, head, pagesPath, pagesSize, reader, validate && (opts.checkPagesSize ?? true), validate);
     } catch (e) {
       await reader.close();
       throw e;
@@ -285,6 +293,15 @@ export class PagemapReader {
           }
           const n = entryPages(e);
           const flags = entryFlags(e);
+          if (!this.validate) {
+            const present = (flags & PE_PRESENT) !== 0;
+            const nrPages = Number(n);
+            batch.push({ entry: e, vaddr: e.vaddr, end: e.vaddr + n * PAGE, nrPages, flags, pagesOffset: present ? off : undefined, imageOffset: at });
+            if (present) off += nrPages * PAGE_SIZE;
+            pos += 4 + len;
+            have -= 4 + len;
+            continue;
+          }
           if (n === 0n) throw new ImageError(file, at, `pagemap entry at 0x${e.vaddr.toString(16)} has zero pages`);
           if (e.vaddr % PAGE !== 0n) throw new ImageError(file, at, `pagemap entry vaddr 0x${e.vaddr.toString(16)} is not page-aligned`);
           if (flags === 0 || flags & ~7 || (flags & PE_PARENT && flags & PE_PRESENT)) {
