@@ -203,7 +203,9 @@ test('EXTRA payloads: pipes-data and ghost files keep their raw bytes', () => {
   assert.deepEqual(img.entries[1]!.message, { pipe_id: 2, bytes: 0 });
 
   const ghost = requireKind('GHOST_FILE');
-  const flat = decodeImage(encodeImage(ghost, [{ message: { uid: 0, gid: 0, mode: 0o100644, size: 5n }, extra: Buffer.from('abcde') }]), 'g.img');
+  const flat = decodeImage(encodeImage(ghost, [{
+    message: { uid: 0, gid: 0, mode: 0o100644, atim: { tv_sec: 1n, tv_usec: 2n }, size: 5n }, extra: Buffer.from('abcde'),
+  }]), 'g.img');
   assert.deepEqual(flat.entries[0]!.extra, Buffer.from('abcde'));
   const chunked = decodeImage(encodeImage(ghost, [
     { message: { uid: 0, gid: 0, mode: 0o100644, chunks: true, size: 8192n } },

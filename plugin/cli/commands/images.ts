@@ -38,8 +38,8 @@ export function register(program: Command): void {
     .command('encode')
     .description('build an image from crit-shaped JSON (as printed by `show --json` or `crit decode`)')
     .argument('<json>', 'JSON file')
-    .requiredOption('-o, --output <file>', 'image file to write')
-    .action(async (json: string, opts: { output: string }) => {
+    .argument('<image>', 'image file to write')
+    .action(async (json: string, output: string) => {
       const { readFile, writeFile } = await import('node:fs/promises');
       const { critJsonToImage } = await import('../../images/index.js');
       const { UserError } = await import('../../errors.js');
@@ -51,9 +51,9 @@ export function register(program: Command): void {
       }
       const { bytes } = critJsonToImage(text, json);
       try {
-        await writeFile(opts.output, bytes);
+        await writeFile(output, bytes);
       } catch (e) {
-        throw new UserError(`${opts.output}: cannot write: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+        throw new UserError(`${output}: cannot write: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
       }
     });
 }
