@@ -2,3 +2,7 @@
 // CRIU page-server protocol codec and parsers, server, client, migration.
 export * from './protocol.js';
 export * from './parser.js';
+export * from './transport.js';
+export * from './store.js';
+export * from './server.js';
+export * from './client.js';
