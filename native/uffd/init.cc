@@ -1,6 +1,9 @@
 #include "common/modules.h"
+#include "uffd/lazysock.h"
 
 namespace lr {
 // Placeholder: the uffd area registers its functions here.
-void InitUffd(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+void InitUffd(Napi::Env env, Napi::Object exports) {
+  InitLazySocket(env, exports);  // plugin/lazy: CRIU lazy-pages socket (lazysock.cc)
+}
 }  // namespace lr
