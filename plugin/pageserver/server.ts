@@ -205,7 +205,17 @@ export class PageServer extends EventEmitter {
     });
     const peer = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`;
     const limit = this.opts.lazy ? (this.opts.maxConnections ?? 4) : 1;
-    if (this.finished || this.conns.size >= limit || (!this.opts.lazy && this.stats.connections > 0)) {
+    if (this.opts.lazy && !this.finished && this.conns.size >= limit) {
+      // A client that reconnects after a silent link cut leaves dead
+      // connections behind that we cannot tell from live ones: the newest
+      // connection is the likely live one, so the oldest gives way.
+      const oldest = this.conns.values().next().value as Conn;
+      this.log.warn(`connection #${oldest.id} from ${oldest.peer} dropped: a session holds at most ${limit} connections`);
+      oldest.closed = true;
+      this.conns.delete(oldest);
+      oldest.sock.destroy();
+    }
+    if (this.finished || (!this.opts.lazy && this.stats.connections > 0)) {
       this.stats.refusedConnections++;
       this.log.warn(`refusing connection from ${peer}: ${this.finished ? 'server is finishing' : 'session already has its connections'}`);
       sock.destroy();
