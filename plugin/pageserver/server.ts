@@ -151,7 +151,7 @@ export class PageServer extends EventEmitter {
     if (opts.lazy) {
       if (opts.store) ps.store = opts.store;
       else {
-        ps.store = new ImageDirPageStore(opts.imagesDir);
+        ps.store = await ImageDirPageStore.open(opts.imagesDir);
         ps.ownsStore = true;
       }
     }
