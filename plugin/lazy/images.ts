@@ -71,11 +71,13 @@ export class ImagePlanner implements LazyImageProvider {
   }
 }
 
+/** Size of a pages file; a missing one holds nothing (entries with data then fail validation). */
 function sizeOf(path: string, pid: number): bigint {
   try {
     return BigInt(statSync(path).size);
   } catch (e) {
     const code = (e as { code?: string }).code ?? 'EIO';
+    if (code === 'ENOENT') return 0n;
     throw new UserError(`${path}: pid ${pid}: cannot open pages file: ${code}`, { cause: e });
   }
 }

@@ -91,6 +91,14 @@ interface Lane {
   queue: Get[];
   reconnecting: boolean;
   lostAt: number | undefined;
+  /** When the current connection was made, and whether it has carried data since. */
+  attachedAt: number | undefined;
+  gotData: boolean;
+  /** lostAt of the outage the current connection ended (kept if it fails at once). */
+  outageStart: number | undefined;
+  delay: number;
+  /** TLS connections the server dropped right after the handshake, in a row. */
+  tlsDrops: number;
   stallTimer: NodeJS.Timeout | undefined;
   closeWaiter: { resolve: (v: number) => void; reject: (e: Error) => void } | undefined;
 }
@@ -114,7 +122,7 @@ export class PageServerClient extends EventEmitter {
     this.stallMs = opts.stallTimeoutMs ?? 2_000;
     this.maxGet = BigInt(opts.maxGetPages ?? 1024);
     this.maxBackgroundGet = opts.singleConnection ? (this.maxGet < 16n ? this.maxGet : 16n) : this.maxGet;
-    const mk = (name: LaneName): Lane => ({ name, sock: undefined, parser: new ReplyParser(), inflight: [], queue: [], reconnecting: false, lostAt: undefined, stallTimer: undefined, closeWaiter: undefined });
+    const mk = (name: LaneName): Lane => ({ name, sock: undefined, parser: new ReplyParser(), inflight: [], queue: [], reconnecting: false, lostAt: undefined, attachedAt: undefined, gotData: false, outageStart: undefined, delay: 0, tlsDrops: 0, stallTimer: undefined, closeWaiter: undefined });
     this.lanes = opts.singleConnection ? [mk('urgent')] : [mk('urgent'), mk('background')];
   }
 
@@ -282,6 +290,8 @@ export class PageServerClient extends EventEmitter {
       this.fatal(new UserError(`page server ${this.opts.address}:${this.opts.port}: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
       return;
     }
+    lane.gotData = true;
+    lane.tlsDrops = 0;
     this.armStall(lane);
     for (const r of replies) {
       if (r.kind === 'i32') {
@@ -322,9 +332,10 @@ export class PageServerClient extends EventEmitter {
 
   // --- connection management ----------------------------------------------
 
-  private async establish(lane: Lane, since: number): Promise<void> {
+  private async establish(lane: Lane, since: number, initialDelay = 0): Promise<void> {
     let delay = 20;
     let lastErr: unknown;
+    if (initialDelay > 0) await new Promise((r) => setTimeout(r, initialDelay));
     for (;;) {
       if (this.closed) throw this.fatalError ?? new UserError('page-server client closed');
       const left = since + this.timeoutMs - Date.now();
@@ -339,8 +350,12 @@ export class PageServerClient extends EventEmitter {
         this.attach(lane, sock);
         return;
       } catch (e) {
+        if (this.opts.tls && /before secure TLS connection/.test(e instanceof Error ? e.message : "") && ++lane.tlsDrops >= 3) {
+          throw new UserError(`page server ${this.opts.address}:${this.opts.port} refused the TLS handshake ${lane.tlsDrops} times: is this client's certificate signed by a CA the server trusts?`, { cause: e });
+        }
         if (isTlsFailure(e)) throw new UserError(`page server ${this.opts.address}:${this.opts.port}: TLS handshake failed: ${systemMessage(e)}`, { cause: e });
         lastErr = e;
+        this.emit('retry', lane.name, e);
       }
       await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(1, since + this.timeoutMs - Date.now()))));
       delay = Math.min(delay * 2, 500);
@@ -362,7 +377,10 @@ export class PageServerClient extends EventEmitter {
       this.log.info(`${lane.name} connection to ${this.opts.address}:${this.opts.port} re-established after ${Date.now() - lane.lostAt} ms; re-sending ${pending.length} GETs`);
       this.emit('reconnect', lane.name);
     }
+    lane.outageStart = lane.lostAt;
     lane.lostAt = undefined;
+    lane.attachedAt = Date.now();
+    lane.gotData = false;
     for (const g of pending) {
       if (this.lanes.length === 1 && this.isBackground(g)) lane.queue.push(g);
       else this.send(lane, g);
@@ -384,12 +402,24 @@ export class PageServerClient extends EventEmitter {
     if (lane.name === 'background' && this.closing && lane.inflight.length === 0) return;
     lane.queue = [...lane.inflight, ...lane.queue];
     lane.inflight = [];
-    lane.lostAt ??= Date.now();
+    // A connection that dies at once without carrying anything (a server
+    // that accepts and drops, a black hole) is one more failed attempt of
+    // the same outage: keep its start time and back off.
+    const quick = lane.attachedAt !== undefined && !lane.gotData && Date.now() - lane.attachedAt < 5_000;
+    // With TLS 1.3 a server that rejects our certificate completes the
+    // handshake and then hangs up: the client cannot see why. Several such
+    // drops in a row are reported as the likely cause instead of retrying.
+    if (this.opts.tls && quick && ++lane.tlsDrops >= 3) {
+      this.fatal(new UserError(`page server ${this.opts.address}:${this.opts.port} closed the TLS connection right after the handshake ${lane.tlsDrops} times: is this client's certificate signed by a CA the server trusts?`, { cause: e }));
+      return;
+    }
+    lane.delay = quick ? Math.min(Math.max(lane.delay * 2, 20), 500) : 0;
+    lane.lostAt ??= quick && lane.outageStart !== undefined ? lane.outageStart : Date.now();
     this.log.warn(`${lane.name} connection to ${this.opts.address}:${this.opts.port} lost (${systemMessage(e)}); reconnecting, ${lane.queue.length} GETs waiting`);
     this.emit('disconnect', lane.name, e);
     if (lane.reconnecting) return;
     lane.reconnecting = true;
-    this.establish(lane, lane.lostAt)
+    this.establish(lane, lane.lostAt, lane.delay)
       .catch((err: unknown) => this.fatal(err instanceof Error ? err : new Error(String(err))))
       .finally(() => {
         lane.reconnecting = false;

@@ -74,6 +74,7 @@ export function checkAddressPolicy(ip: string, original: string, opts: { tls: bo
 }
 
 export function systemMessage(e: unknown): string {
+  if (e === undefined || e === null) return 'unknown error';
   const err = e as NodeJS.ErrnoException;
   return err.code ? `${err.syscall ? `${err.syscall}: ` : ''}${err.code}` : err instanceof Error ? err.message : String(e);
 }

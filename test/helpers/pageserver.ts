@@ -2,6 +2,10 @@
 // TCP peer that reads exact byte counts with a bound, a push session
 // written with the codec, and a TCP proxy whose link can be cut.
 import net from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PageStore, StoredPages } from '../../plugin/pageserver/store.js';
 import { PAGE_SIZE, PE_PRESENT, addFHeader, closeHeader, open2Header } from '../../plugin/pageserver/protocol.js';
 import { withTimeout } from './env.js';
 
@@ -110,66 +114,130 @@ export class RawPeer {
  */
 export class CuttableProxy {
   private conns = new Set<net.Socket>();
-  private cutNow = false;
+  private mode: 'up' | 'cut' | 'blackhole' = 'up';
+  private fixedPort = 0;
   connections = 0;
   private constructor(private server: net.Server, readonly target: number) {}
 
   static async start(target: number): Promise<CuttableProxy> {
-    const server = net.createServer();
-    const p = new CuttableProxy(server, target);
-    server.on('connection', (c) => p.onConn(c));
-    await new Promise<void>((r) => server.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+    const p = new CuttableProxy(net.createServer(), target);
+    await p.listen();
     return p;
   }
 
+  private listen(): Promise<void> {
+    this.server = net.createServer((c) => this.onConn(c));
+    return new Promise<void>((r) => this.server.listen({ host: '127.0.0.1', port: this.fixedPort }, () => {
+      this.fixedPort = (this.server.address() as net.AddressInfo).port;
+      r();
+    }));
+  }
+
   get port(): number {
-    return (this.server.address() as net.AddressInfo).port;
+    return this.fixedPort;
   }
 
   private onConn(c: net.Socket): void {
-    if (this.cutNow) {
-      c.destroy();
+    c.on('error', () => undefined);
+    this.conns.add(c);
+    c.on('close', () => this.conns.delete(c));
+    if (this.mode === 'blackhole') {
+      c.pause(); // accepted, but nothing ever flows
       return;
     }
     this.connections++;
     const up = net.connect({ host: '127.0.0.1', port: this.target });
-    c.on('error', () => undefined);
     up.on('error', () => undefined);
     c.pipe(up);
     up.pipe(c);
     const kill = (): void => {
       c.destroy();
       up.destroy();
-      this.conns.delete(c);
       this.conns.delete(up);
     };
     c.on('close', kill);
     up.on('close', kill);
-    this.conns.add(c);
     this.conns.add(up);
   }
 
-  /** Silently stop forwarding (like a pulled cable): sockets stay open but carry nothing. */
+  /** Like a pulled cable: open connections carry nothing more, new ones are accepted but dead. */
   blackhole(): void {
-    this.cutNow = true;
+    this.mode = 'blackhole';
     for (const s of this.conns) {
       s.unpipe();
       s.pause();
     }
   }
 
+  /** Drops every connection and refuses new ones (ECONNREFUSED) until heal(). */
   cut(): void {
-    this.cutNow = true;
+    if (this.mode !== 'cut') this.server.close();
+    this.mode = 'cut';
     for (const s of this.conns) s.destroy();
     this.conns.clear();
   }
 
-  heal(): void {
-    this.cutNow = false;
+  async heal(): Promise<void> {
+    const wasCut = this.mode === 'cut';
+    this.mode = 'up';
+    if (wasCut) await this.listen();
   }
 
   async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    const wasCut = this.mode === 'cut';
+    this.mode = 'cut';
+    for (const s of this.conns) s.destroy();
+    this.conns.clear();
+    if (!wasCut) await new Promise<void>((r) => this.server.close(() => r()));
   }
+}
+
+/** A store that holds pages [base, base+pages) of every listed pid, with pageData contents. */
+export class SyntheticStore implements PageStore {
+  lookups = 0;
+  constructor(private pids: number[], private base: bigint, private pages: bigint, private maxRun = 1n << 40n) {}
+  lookup(pid: number, vaddr: bigint, maxPages: bigint): StoredPages | undefined {
+    this.lookups++;
+    const end = this.base + this.pages * 4096n;
+    if (!this.pids.includes(pid) || vaddr < this.base || vaddr >= end) return undefined;
+    // Runs of maxRun pages force short replies at run ends.
+    const runEnd = this.base + (((vaddr - this.base) / 4096n / this.maxRun) + 1n) * this.maxRun * 4096n;
+    const limit = ((runEnd < end ? runEnd : end) - vaddr) / 4096n;
+    const n = maxPages < limit ? maxPages : limit;
+    return { pages: n, fill: (buf, off) => void pageData(pid, vaddr, n).copy(buf, off) };
+  }
+  get totalPages(): bigint {
+    return this.pages * BigInt(this.pids.length);
+  }
+  close(): void {}
+}
+
+export interface TestCerts {
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  /** A client certificate signed by another CA. */
+  rogueCert: string;
+  rogueKey: string;
+}
+
+/** Generates a CA, server (SAN = the given IPs) and client certificates with openssl. */
+export function makeCerts(dir: string, ips: string[] = ['127.0.0.1']): TestCerts {
+  const run = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const ca = (name: string): void => run('req', '-x509', ...ec, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${name}`);
+  const leaf = (name: string, caName: string, ext: string): void => {
+    run('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    writeFileSync(join(dir, `${name}.ext`), ext);
+    run('x509', '-req', '-in', `${name}.csr`, '-CA', `${caName}.pem`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
+  };
+  ca('ca');
+  ca('rogue-ca');
+  leaf('server', 'ca', `subjectAltName=${ips.map((i) => `IP:${i}`).join(',')}\nextendedKeyUsage=serverAuth\n`);
+  leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
+  leaf('rogue', 'rogue-ca', 'extendedKeyUsage=clientAuth\n');
+  const p = (f: string): string => join(dir, f);
+  return { ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server.key'), clientCert: p('client.pem'), clientKey: p('client.key'), rogueCert: p('rogue.pem'), rogueKey: p('rogue.key') };
 }
