@@ -1,6 +1,11 @@
+// native/inject: ptrace, single-syscall injection and remote memory access,
+// shared by dump and restore. This file only wires the parts together.
 #include "common/modules.h"
+#include "inject/init.h"
 
 namespace lr {
-// Placeholder: the inject area registers its functions here.
-void InitInject(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+void InitInject(Napi::Env env, Napi::Object exports) {
+  InitInjectPtrace(env, exports);
+  InitInjectMemory(env, exports);
+}
 }  // namespace lr

@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "uffd/lazysock.h"
 #include "uffd/uffd_abi.h"
 
 namespace lr {
@@ -366,6 +367,7 @@ void InitUffd(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("unixListen", Napi::Function::New(env, UnixListen, "unixListen"));
   exports.Set("acceptRecvFds", Napi::Function::New(env, AcceptRecvFds, "acceptRecvFds"));
+  InitLazySocket(env, exports);  // plugin/lazy: CRIU lazy-pages socket (lazysock.cc)
 }
 
 }  // namespace lr

@@ -3,6 +3,8 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode, UserError } from '../errors.js';
 import { registerCommands } from './commands.js';
+import { extractGlobalOptions, globalOptions, resolveLogFile } from './global.js';
+import { configureLog } from '../log.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command();
@@ -14,14 +16,24 @@ export async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .showHelpAfterError();
   registerCommands(program);
+  // -o/--log-file is relative to the work dir, which defaults to the images dir
+  // of the command being run: resolve it once commander knows the command.
+  program.hook('preAction', (_root, action) => {
+    const imagesDir = action.opts<{ imagesDir?: string }>().imagesDir;
+    const file = resolveLogFile(imagesDir);
+    if (file !== undefined) configureLog({ file });
+  });
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    const rest = extractGlobalOptions(argv);
+    const g = globalOptions();
+    if (g.verbosity !== undefined) configureLog({ level: g.verbosity });
+    await program.parseAsync(rest, { from: 'user' });
     return ExitCode.ok;
   } catch (e) {
     if (e instanceof CommanderError) {
       return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
-    const verbose = program.opts<{ verbose?: boolean }>().verbose === true;
+    const verbose = program.opts<{ verbose?: boolean }>().verbose === true || (globalOptions().verbosity ?? 0) >= 4;
     if (e instanceof UserError) {
       process.stderr.write(`lazy-restore: ${e.message}\n`);
       if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);

@@ -99,8 +99,83 @@ export interface EngineNative {
 // restore adds its own primitives in a separate block below)
 // ---------------------------------------------------------------------------
 //
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface InjectNative {}
+// All calls are synchronous and must run on node's main thread (ptrace
+// binds a tracee to the thread that seized it). Errors carry code/errno/syscall.
+// Friendlier wrappers with docs: plugin/inject/index.ts.
+
+/** The kernel's struct user_regs_struct (x86-64), field for field. */
+export interface UserRegsStruct {
+  r15: bigint; r14: bigint; r13: bigint; r12: bigint; rbp: bigint; rbx: bigint;
+  r11: bigint; r10: bigint; r9: bigint; r8: bigint; rax: bigint; rcx: bigint;
+  rdx: bigint; rsi: bigint; rdi: bigint; orig_rax: bigint; rip: bigint; cs: bigint;
+  eflags: bigint; rsp: bigint; ss: bigint; fs_base: bigint; gs_base: bigint; ds: bigint;
+  es: bigint; fs: bigint; gs: bigint;
+}
+
+/** A decoded waitpid status. `event` is status >> 16 (PTRACE_EVENT_*), stopped only. */
+export interface NativeWaitStatus {
+  pid: number;
+  status: number;
+  kind: 'exited' | 'signaled' | 'stopped' | 'continued';
+  exitCode?: number;
+  signal?: number;
+  event?: number;
+}
+
+export interface NativeRseqConfiguration {
+  rseqAbiPointer: bigint;
+  rseqAbiSize: number;
+  signature: number;
+  flags: number;
+}
+
+export interface NativeCollectedPages {
+  /** Kept pages as (vaddr, count) pairs, packed in this order at the start of `out`. */
+  runs: BigUint64Array;
+  bytes: number;
+  /** Pages selected by the pagemap rule (before zero pages were dropped). */
+  scanned: number;
+  zero: number;
+}
+
+export interface InjectNative {
+  ptraceSeize(tid: number, options?: bigint | number): void;
+  ptraceInterrupt(tid: number): void;
+  ptraceCont(tid: number, sig?: number): void;
+  ptraceSyscall(tid: number, sig?: number): void;
+  ptraceSingleStep(tid: number, sig?: number): void;
+  ptraceDetach(tid: number, sig?: number): void;
+  ptraceSetOptions(tid: number, options: bigint | number): void;
+  ptraceGetEventMsg(tid: number): bigint;
+  /** waitpid(pid, __WALL|WNOHANG|flags) polled until a report or timeout (-> null). */
+  waitPid(pid: number, timeoutMs: number, flags?: number): NativeWaitStatus | null;
+  ptraceGetRegs(tid: number): UserRegsStruct;
+  ptraceSetRegs(tid: number, regs: UserRegsStruct): void;
+  /** Buffer sized by the kernel's iov_len. */
+  ptraceGetRegset(tid: number, nt: number): Buffer;
+  ptraceSetRegset(tid: number, nt: number, data: Buffer): void;
+  ptraceGetSigmask(tid: number): bigint;
+  ptraceSetSigmask(tid: number, mask: bigint): void;
+  ptraceGetRseqConfiguration(tid: number): NativeRseqConfiguration;
+  /** Pending siginfos (128 bytes each), per-thread or shared queue. */
+  ptracePeekSiginfo(tid: number, shared: boolean): Buffer[];
+  getRobustList(tid: number): { head: bigint; len: number };
+  /** Signed raw rax after the syscall. */
+  injectSyscall(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
+    useTrap: boolean, timeoutMs: number): bigint;
+  /** remote: (addr, len) pairs; local gets the bytes back to back. Returns bytes moved. */
+  processVmReadv(pid: number, local: Buffer, remote: BigUint64Array): number;
+  processVmWritev(pid: number, local: Buffer, remote: BigUint64Array): number;
+  /** Full-length pread/pwrite at a 64-bit offset (e.g. /proc/PID/mem). */
+  preadAt(fd: number, buffer: Buffer, offset: bigint, length?: bigint | number): number;
+  pwriteAt(fd: number, buffer: Buffer, offset: bigint, length?: bigint | number): number;
+  readPagemap(pagemapFd: number, start: bigint, nPages: number): BigUint64Array;
+  /** mode: 0 anon (present|swapped), 1 private file (not page-cache), 2 all pages kept. */
+  collectPages(pid: number, memFd: number, pagemapFd: number, start: bigint, nPages: number,
+    mode: number, out: Buffer): NativeCollectedPages;
+  pidfdOpen(pid: number, flags?: number): number;
+  pidfdGetfd(pidfd: number, targetFd: number): number;
+}
 
 //
 // ---------------------------------------------------------------------------
@@ -108,10 +183,117 @@ export interface InjectNative {}
 // (owner: restore work)
 // ---------------------------------------------------------------------------
 //
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface RestoreNative {}
+/** Result of restoreWaitpid. */
+export interface RestoreWaitStatus {
+  pid: number;
+  status: number;
+  exited: boolean;
+  /** Exit code, or -1 when not exited. */
+  code: number;
+  /** Terminating (or stop) signal, 0 if none. */
+  signal: number;
+  stopped: boolean;
+}
+
+/** What RestoreChildWaiter reports once the child is reaped. */
+export interface RestoreExitInfo {
+  code: number; // -1 when killed by a signal
+  signal: number; // 0 when exited normally
+  error?: Error & { code: string; errno: number; syscall: string };
+}
+
+export interface RestoreChildWaiterHandle {
+  /** Stops the waiter thread (flag, wake, join) if it is still waiting. Idempotent. */
+  close(): void;
+}
+
+export interface RestoreNative {
+  /**
+   * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
+   * namespace) from the calling thread; the child drops fds >= 3, defaults
+   * every signal, PTRACE_TRACEMEs and execs `stubPath`. Returns once the
+   * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set.
+   * Throws EEXIST when the pid is taken.
+   */
+  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean): number;
+  /** Injects one syscall into the stopped tracee `tid` by single-stepping the `syscall` at `gadget`. Returns the raw (signed) result. */
+  restoreSyscall(tid: number, gadget: bigint, nr: number, args?: (bigint | number)[]): bigint;
+  /** Pid (in this process's namespace) of the task created by the last injected clone; -1 if none. */
+  restoreLastEventPid(): number;
+  /** Waits for the next stop of a tracee (e.g. a task auto-attached by an injected clone); returns the stop signal. */
+  restoreWaitStop(tid: number): number;
+  /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
+  restoreGetRegs(tid: number): BigUint64Array;
+  restoreSetRegs(tid: number, regs: BigUint64Array): void;
+  /** The NT_X86_XSTATE regset (standard XSAVE layout) at its real size. */
+  restoreGetXstate(tid: number): Buffer;
+  restoreSetXstate(tid: number, xstate: Buffer): void;
+  /** [component, offset, size] of each XSAVE user component (CPUID 0xD). */
+  restoreXstateLayout(): [number, number, number][];
+  restoreSetSigmask(tid: number, mask: bigint): void;
+  restoreDetach(tid: number, sig?: number): void;
+  /** Kills and reaps process groups listed parents first ([leader, ...tids] each); never leaves zombies behind. */
+  restoreKillTree(groups: number[][]): void;
+  /** waitpid(pid, __WALL [|WNOHANG]); null when nohang and nothing to report. */
+  restoreWaitpid(pid: number, nohang?: boolean): RestoreWaitStatus | null;
+  restoreWriteMem(pid: number, addr: bigint, data: Buffer): void;
+  restoreReadMem(pid: number, addr: bigint, len: bigint | number): Buffer;
+  /** Copies (address, file offset, length) triples from a pages file into the target; returns bytes written. */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array): bigint;
+  /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
+  restorePidfdGetfd(pid: number, fd: number): number;
+  restoreCloseFd(fd: number): void;
+  /** UFFDIO_API with `features`, then UFFDIO_REGISTER (MISSING) of each (start, length) pair; returns the granted features. */
+  restoreUffdSetup(uffd: number, features: bigint, ranges: BigUint64Array): bigint;
+  /** Connects to a lazy-pages daemon's UNIX socket; returns the socket fd. */
+  restoreLazyConnect(path: string): number;
+  /** Lazy socket message A (pid, then the uffd by SCM_RIGHTS) or, with uffd < 0, message B (-pid). */
+  restoreLazySendTask(sock: number, pid: number, uffd: number): void;
+  /** Lazy socket message C ("RSTF"). */
+  restoreLazySendFinish(sock: number): void;
+  RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
+}
+
+//
+// ---------------------------------------------------------------------------
+// native/uffd/lazysock.cc: the receiving end of CRIU's lazy-pages socket
+// (owner: lazy work)
+// ---------------------------------------------------------------------------
+//
+/** One message from the lazy-pages socket listener thread. */
+export type LazySocketEvent =
+  /** A peer with an allowed uid connected; the listening socket is now closed. */
+  | { type: 'connected'; pid: number; uid: number }
+  /** A peer with another uid (not root) was refused and disconnected. */
+  | { type: 'refused'; pid: number; uid: number }
+  /** Message A: a live process's virtual pid and its userfaultfd (now owned by the receiver). */
+  | { type: 'task'; pid: number; fd: number }
+  /** Message B: a zombie (the pid is positive here). */
+  | { type: 'zombie'; pid: number }
+  /** Message C: restore finished ("RSTF"). */
+  | { type: 'finished' }
+  /** The restorer closed the connection. */
+  | { type: 'eof' }
+  /** A malformed message; the listener stopped reading. */
+  | { type: 'protocol'; detail: string }
+  /** A system call failed; the listener stopped. `error` has code/errno/syscall. */
+  | { type: 'error'; error: Error & { code: string; errno: number; syscall: string } };
+
+export interface LazySocketListenerHandle {
+  readonly path: string;
+  /** Stops the listener thread (flag, wake, join), closes its fds and unlinks the socket. Idempotent. */
+  close(): void;
+}
+
+export interface LazySocketNative {
+  /**
+   * Binds and listens on `path` (a stale socket file is replaced) and starts
+   * the listener thread. Peers whose uid is neither `allowUid` nor 0 are refused.
+   */
+  LazySocketListener: new (path: string, allowUid: number, onEvent: (ev: LazySocketEvent) => void) => LazySocketListenerHandle;
+}
 
 //
 // ---------------------------------------------------------------------------
 //
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative {}

@@ -1,7 +1,91 @@
-// CLI commands of the lazy area. Keep imports of heavy modules inside the
-// action handlers (dynamic import) so `lazy-restore --help` stays fast.
+// CLI commands of the lazy area: `lazy-pages`, the CRIU-compatible daemon.
+// Keep imports of heavy modules inside the action handlers (dynamic import)
+// so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { ExitCode, UserError } from '../../errors.js';
+
+interface LazyPagesCliOptions {
+  imagesDir: string;
+  socket?: string;
+  prefetch: boolean;
+  bandwidth?: string;
+  statsFile?: string;
+  statusFd?: string;
+  engineThreads?: string;
+}
+
+/** Parses "100M", "1.5GiB", "500k", "1048576" (bytes per second; K/M/G are powers of 1024). */
+export function parseRate(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?(?:\/s)?$/i.exec(s.trim());
+  if (!m) throw new UserError(`--bandwidth: cannot parse "${s}" (e.g. 100M, 1G, 512k: bytes per second)`, { exitCode: ExitCode.usage });
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  const v = Math.floor(Number(m[1]) * unit);
+  if (!(v > 0)) throw new UserError(`--bandwidth must be > 0, got "${s}"`, { exitCode: ExitCode.usage });
+  return v;
+}
 
 export function register(program: Command): void {
-  void program;
+  program
+    .command('lazy-pages')
+    .description('serve the lazy memory of restored processes from images (CRIU lazy-pages daemon)')
+    .requiredOption('-D, --images-dir <dir>', 'image directory (the socket is created here unless --socket)')
+    .option('--socket <path>', 'lazy-pages socket path (default: DIR/lazy-pages.socket)')
+    .option('--no-prefetch', 'serve faults only, no background push')
+    .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
+    .option('--stats-file <file>', 'write statistics as JSON when done')
+    .option('--status-fd <fd>', 'write a NUL byte to this fd once listening, then close it')
+    .option('--engine-threads <n>', 'fault engine threads')
+    .action(async (opts: LazyPagesCliOptions) => {
+      const code = await runLazyPages(opts);
+      if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
+    });
+}
+
+async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
+  const { LazyPagesServer } = await import('../../lazy/server.js');
+  const { formatSummary } = await import('../../lazy/summary.js');
+  const { writeSync, closeSync } = await import('node:fs');
+  const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
+  let threads: number | undefined;
+  if (opts.engineThreads !== undefined) {
+    threads = Number(opts.engineThreads);
+    if (!Number.isInteger(threads) || threads < 1) throw new UserError(`--engine-threads must be an integer >= 1, got "${opts.engineThreads}"`, { exitCode: ExitCode.usage });
+  }
+  const server = await LazyPagesServer.open({
+    imagesDir: opts.imagesDir,
+    socketPath: opts.socket ?? true,
+    prefetch: opts.prefetch,
+    ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
+    ...(threads !== undefined ? { engineThreads: threads } : {}),
+    ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),
+  });
+  let errors = 0;
+  server.on('error', (ev) => {
+    errors++;
+    process.stderr.write(`lazy-pages: ${ev.message}\n`);
+  });
+  server.on('socket', (ev) => {
+    if (ev.type === 'refused') process.stderr.write(`lazy-pages: refused a connection from pid ${ev.pid} (uid ${ev.uid}): not our uid or root\n`);
+  });
+  process.stderr.write(`lazy-pages: listening on ${server.socketPath}\n`);
+  if (opts.statusFd !== undefined) {
+    const fd = Number(opts.statusFd);
+    if (!Number.isInteger(fd) || fd < 0) throw new UserError(`--status-fd must be a file descriptor, got "${opts.statusFd}"`, { exitCode: ExitCode.usage });
+    writeSync(fd, Buffer.from([0]));
+    closeSync(fd);
+  }
+  const stop = (): void => {
+    process.stderr.write('lazy-pages: interrupted\n');
+    void server.close().then(() => process.exit(ExitCode.failure));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const stats = await server.done();
+  const procs = server.processes();
+  await server.close();
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
+  process.stdout.write(formatSummary(stats, procs));
+  if (stats.killed > 0) return ExitCode.restoredFailed;
+  return errors > 0 && stats.processes === 0 ? ExitCode.failure : ExitCode.ok;
 }

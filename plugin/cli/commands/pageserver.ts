@@ -1,7 +1,87 @@
-// CLI commands of the pageserver area. Keep imports of heavy modules inside the
-// action handlers (dynamic import) so `lazy-restore --help` stays fast.
+// CLI commands of the pageserver area: `page-server` (CRIU's options) and
+// `migrate`. Heavy modules are imported inside the actions so
+// `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { ExitCode, UserError } from '../../errors.js';
+
+export interface TlsCliOptions {
+  tls?: boolean;
+  tlsCacert?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+export function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UserError(`bad port ${v}`, { exitCode: ExitCode.usage });
+  return n;
+}
+
+export function parseSeconds(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new UserError(`bad duration ${v} (seconds)`, { exitCode: ExitCode.usage });
+  return n;
+}
+
+/** Adds --tls, --tls-cacert, --tls-cert, --tls-key (CRIU's names and defaults). */
+export function addTlsOptions(cmd: Command): Command {
+  return cmd
+    .option('--tls', 'use TLS with mutual certificate authentication')
+    .option('--tls-cacert <file>', 'CA certificate (default /etc/pki/CA/cacert.pem)')
+    .option('--tls-cert <file>', 'this side\'s certificate (default /etc/pki/criu/cert.pem)')
+    .option('--tls-key <file>', 'this side\'s private key (default /etc/pki/criu/private/key.pem)');
+}
 
 export function register(program: Command): void {
-  void program;
+  addTlsOptions(
+    program
+      .command('page-server')
+      .description('serve pages over TCP: receive a dump pushed with --page-server, or with --lazy-pages serve an image directory to a remote lazy-pages daemon')
+      .requiredOption('-D, --images-dir <dir>', 'images directory to write (push) or serve (--lazy-pages)')
+      .option('--address <addr>', 'address to bind (only this one)', '127.0.0.1')
+      .requiredOption('--port <port>', 'TCP port (0: kernel-chosen, printed on stdout)', parsePort)
+      .option('--lazy-pages', 'serve PS_IOV_GET requests from the images (remote lazy restore)')
+      .option('--insecure', 'allow plain TCP on a non-loopback address')
+      .option('--keep-going', 'lazy mode: serve one session after another until killed')
+      .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60),
+  )
+    .addHelpText('after', `
+Examples:
+  lazy-restore page-server -D /srv/img --port 27000                      # receive a pushed dump
+  lazy-restore page-server -D img --lazy-pages --address 10.0.0.1 --port 27000 --tls \\
+      --tls-cacert ca.pem --tls-cert server.pem --tls-key server.key       # serve lazy pages
+
+A lazy session may use several connections (urgent faults and background
+transfer) and survives a dropped connection until --reconnect-timeout.`)
+    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number } & TlsCliOptions) => {
+      const { PageServer } = await import('../../pageserver/server.js');
+      const { loadTls } = await import('../../pageserver/transport.js');
+      const { signalReady } = await import('../global.js');
+      const ps = await PageServer.start({
+        imagesDir: o.imagesDir,
+        address: o.address,
+        port: o.port,
+        lazy: o.lazyPages === true,
+        insecure: o.insecure === true,
+        keepGoing: o.keepGoing === true,
+        reconnectTimeoutMs: o.reconnectTimeout * 1000,
+        ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+      });
+      process.stdout.write(`page-server: listening on ${ps.address}:${ps.port}\n`);
+      signalReady();
+      const stop = (): void => void ps.close();
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      try {
+        const s = await ps.done;
+        process.stdout.write(
+          o.lazyPages
+            ? `page-server: served ${s.pagesServed} pages in ${s.gets} GETs\n`
+            : `page-server: received ${s.pagesReceived} pages in ${s.pagemapsWritten} pagemaps\n`,
+        );
+      } finally {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+      }
+    });
 }

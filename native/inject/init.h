@@ -1,0 +1,10 @@
+// Registration functions of the dump-owned native/inject files (init.cc
+// calls them). The restore side registers its own in restore_init.cc.
+#pragma once
+
+#include <napi.h>
+
+namespace lr {
+void InitInjectPtrace(Napi::Env env, Napi::Object exports);  // ptrace.cc
+void InitInjectMemory(Napi::Env env, Napi::Object exports);  // memory.cc
+}  // namespace lr

@@ -1,0 +1,52 @@
+// Shared C++ helpers of native/inject: ptrace stops, register access and
+// single-syscall injection. Used by the JS bindings in this directory and by
+// the restore-side primitives (restore_*.cc), so both sides agree on how a
+// stop is waited for and how an injected syscall leaves the thread.
+//
+// Every function here runs on the thread that called PTRACE_SEIZE (node's
+// main thread): ptrace ties a tracee to the tracing *thread*.
+#pragma once
+
+#include <sys/types.h>
+#include <sys/user.h>
+
+#include <cstdint>
+
+namespace lr::inject {
+
+// Result of a bounded wait. `err` is 0 on success, else an errno value
+// (ETIMEDOUT when nothing happened in time, ECHILD/ESRCH etc. from waitpid).
+struct WaitResult {
+  int err = 0;
+  pid_t pid = 0;
+  int status = 0;
+};
+
+// waitpid(pid, __WALL | extra) polled until something is reported or
+// `timeout_ms` passes (node cannot block in waitpid forever, and waitpid has
+// no timeout). Spins briefly first: ptrace stops usually come within µs.
+WaitResult WaitPid(pid_t pid, int timeout_ms, int extra_flags = 0);
+
+// Outcome of InjectSyscall; `err` is 0 or an errno describing why the
+// injection itself failed (the syscall's own -errno is in `result`).
+struct InjectResult {
+  int err = 0;
+  const char* what = nullptr;  // failing step, for the error message
+  int64_t result = 0;          // raw rax after the syscall
+  int unexpected_status = 0;   // wait status when a foreign stop interfered
+};
+
+// Runs one syscall in a ptrace-stopped thread and puts every register and
+// the blocked mask back as they were.
+//  gadget: address of a `syscall` (0f 05) instruction in the tracee.
+//  use_trap=false: PTRACE_SINGLESTEP over it (e.g. the vDSO's 0f 05).
+//  use_trap=true: PTRACE_CONT, the gadget must be followed by int3 (cc).
+// orig_rax is set to -1 so the kernel does not apply syscall-restart fix-ups
+// to our rip when the thread was stopped inside an interrupted syscall; all
+// signals but SIGTRAP are blocked meanwhile so a pending signal cannot be
+// delivered in the middle (SIGTRAP must stay unblocked: forcing a blocked
+// SIGTRAP resets its handler to SIG_DFL).
+InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint64_t gadget,
+                           bool use_trap, int timeout_ms);
+
+}  // namespace lr::inject

@@ -1,0 +1,134 @@
+// Remote memory of another process: process_vm_readv/writev (batched
+// iovecs), /proc/PID/mem (reaches pages without read/write permission, as
+// the tracer), /proc/PID/pagemap ranges, and pidfd_open/pidfd_getfd.
+import { closeSync, openSync } from 'node:fs';
+import { addon } from '../native/addon.js';
+import type { NativeCollectedPages } from '../native/types.js';
+const PAGE_SIZE = 4096;
+import { errnoError } from './errors.js';
+
+/** A remote range. */
+export interface RemoteRange {
+  addr: bigint;
+  len: number;
+}
+
+function pairs(ranges: readonly RemoteRange[]): BigUint64Array {
+  const a = new BigUint64Array(ranges.length * 2);
+  ranges.forEach((r, i) => {
+    a[2 * i] = r.addr;
+    a[2 * i + 1] = BigInt(r.len);
+  });
+  return a;
+}
+
+/** Reads `len` bytes at `addr`; throws EFAULT if not all of it is readable. */
+export function readMemory(pid: number, addr: bigint, len: number): Buffer {
+  const buf = Buffer.allocUnsafe(len);
+  const got = addon.processVmReadv(pid, buf, new BigUint64Array([addr, BigInt(len)]));
+  if (got !== len) throw errnoError(14 /* EFAULT */, 'process_vm_readv', `pid ${pid}: read ${got} of ${len} bytes at 0x${addr.toString(16)}`);
+  return buf;
+}
+
+/**
+ * Reads many ranges into one buffer back to back (batches of 1024 iovecs).
+ * Returns the bytes read; short if a range was unreadable (the kernel stops
+ * at the first bad page).
+ */
+export function readMemoryv(pid: number, ranges: readonly RemoteRange[], into?: Buffer): { buffer: Buffer; bytes: number } {
+  const total = ranges.reduce((s, r) => s + r.len, 0);
+  const buffer = into ?? Buffer.allocUnsafe(total);
+  return { buffer, bytes: addon.processVmReadv(pid, buffer, pairs(ranges)) };
+}
+
+/** Writes `data` at `addr` with process_vm_writev (EFAULT on non-writable pages: use ProcMem). */
+export function writeMemory(pid: number, addr: bigint, data: Buffer): void {
+  const n = addon.processVmWritev(pid, data, new BigUint64Array([addr, BigInt(data.length)]));
+  if (n !== data.length) throw errnoError(14 /* EFAULT */, 'process_vm_writev', `pid ${pid}: wrote ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
+}
+
+/** Writes consecutive slices of `data` to many ranges; returns bytes written. */
+export function writeMemoryv(pid: number, data: Buffer, ranges: readonly RemoteRange[]): number {
+  return addon.processVmWritev(pid, data, pairs(ranges));
+}
+
+/**
+ * /proc/PID/mem opened once; pread/pwrite at remote addresses. As the
+ * tracer (or parent with ptrace access) this reads and writes pages whose
+ * protection forbids it (FOLL_FORCE), e.g. read-only private pages.
+ */
+export class ProcMem {
+  readonly fd: number;
+  constructor(readonly pid: number, writable = false) {
+    this.fd = openSync(`/proc/${pid}/mem`, writable ? 'r+' : 'r');
+  }
+  read(addr: bigint, len: number, into: Buffer = Buffer.allocUnsafe(len)): Buffer {
+    const n = addon.preadAt(this.fd, into, addr, len);
+    if (n !== len) throw errnoError(5 /* EIO */, 'pread', `/proc/${this.pid}/mem: ${n} of ${len} bytes at 0x${addr.toString(16)}`);
+    return into;
+  }
+  write(addr: bigint, data: Buffer): void {
+    const n = addon.pwriteAt(this.fd, data, addr);
+    if (n !== data.length) throw errnoError(5 /* EIO */, 'pwrite', `/proc/${this.pid}/mem: ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
+  }
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** Bits of a /proc/PID/pagemap entry. */
+export const PM = {
+  PRESENT: 1n << 63n,
+  SWAPPED: 1n << 62n,
+  FILE_OR_SHARED: 1n << 61n,
+  EXCLUSIVE: 1n << 56n,
+  SOFT_DIRTY: 1n << 55n,
+  PFN_MASK: (1n << 55n) - 1n,
+} as const;
+
+/** /proc/PID/pagemap opened once; one 64-bit entry per page. */
+export class Pagemap {
+  readonly fd: number;
+  constructor(readonly pid: number) {
+    this.fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  }
+  read(start: bigint, nPages: number): BigUint64Array {
+    return addon.readPagemap(this.fd, start, nPages);
+  }
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** Reads the pagemap entries of [start, start + nPages pages) of `pid`. */
+export function readPagemap(pid: number, start: bigint, nPages: number): BigUint64Array {
+  const pm = new Pagemap(pid);
+  try {
+    return pm.read(start, nPages);
+  } finally {
+    pm.close();
+  }
+}
+
+export const CollectMode = { anon: 0, privateFile: 1, all: 2 } as const;
+export type CollectMode = (typeof CollectMode)[keyof typeof CollectMode];
+export type CollectedPages = NativeCollectedPages;
+
+/**
+ * The dump's hot path for one chunk: pagemap → selected pages read into
+ * `out` → all-zero pages dropped (except mode all) → kept pages packed at the
+ * front of `out`, described by (vaddr, count) runs.
+ */
+export function collectPages(mem: ProcMem, pagemap: Pagemap, start: bigint, nPages: number, mode: CollectMode, out: Buffer): CollectedPages {
+  if (out.length < nPages * PAGE_SIZE) throw new RangeError('collectPages: out buffer too small');
+  return addon.collectPages(mem.pid, mem.fd, pagemap.fd, start, nPages, mode, out);
+}
+
+/** pidfd_open(2); close the fd with fs.closeSync. */
+export function pidfdOpen(pid: number, flags = 0): number {
+  return addon.pidfdOpen(pid, flags);
+}
+/** pidfd_getfd(2): a duplicate of `targetFd` of the process behind `pidfd`. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  return addon.pidfdGetfd(pidfd, targetFd);
+}

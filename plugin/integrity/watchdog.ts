@@ -1,0 +1,92 @@
+// The daemon-death watchdog (issue: a restored process never runs on wrong
+// memory). A separate small process (native/helpers/lr-watchdog.c) holds a
+// duplicate of every userfaultfd the daemon serves, taken with pidfd_getfd,
+// so that if the daemon dies the restored processes block on their next lazy
+// page instead of reading zeros; the watchdog then SIGKILLs them and logs why.
+// This class is the daemon's side of the line protocol on the watchdog's stdin.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { helperPath } from '../native/addon.js';
+import { UserError } from '../errors.js';
+
+interface Pending { resolve: () => void; reject: (e: Error) => void; what: string }
+
+export class Watchdog {
+  private readonly pending: Pending[] = [];
+  private closed = false;
+  private readonly exited: Promise<number | null>;
+
+  private constructor(private readonly child: ChildProcess) {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => this.onLine(line));
+    this.exited = new Promise((resolve) => child.once('exit', (code) => {
+      this.failAll(new UserError(`watchdog exited (code ${code})`));
+      resolve(code);
+    }));
+  }
+
+  /** Starts the watchdog for this process; resolves once it is ready. */
+  static async start(opts: { logFile?: string } = {}): Promise<Watchdog> {
+    const logFd = opts.logFile !== undefined ? openSync(opts.logFile, 'a') : undefined;
+    try {
+      const child = spawn(helperPath('lr-watchdog'), [String(process.pid)], {
+        // Its own session: a signal to the daemon's process group must not reach it.
+        detached: true,
+        stdio: ['pipe', 'pipe', logFd ?? 'inherit'],
+      });
+      const w = new Watchdog(child);
+      await w.request(null, 'start');
+      return w;
+    } finally {
+      if (logFd !== undefined) closeSync(logFd);
+    }
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Hands over a duplicate of `uffd` (an fd of this process) serving `pid`. */
+  adopt(pid: number, uffd: number): Promise<void> {
+    return this.request(`ADOPT ${pid} ${uffd}`, `adopt pid ${pid}`);
+  }
+
+  /** Also kill `pid` if the daemon dies (e.g. a child forked after restore). */
+  watch(pid: number): Promise<void> {
+    return this.request(`WATCH ${pid}`, `watch pid ${pid}`);
+  }
+
+  /** `pid` is fully restored or gone: stop guarding it. */
+  done(pid: number): Promise<void> {
+    return this.request(`DONE ${pid}`, `done pid ${pid}`);
+  }
+
+  /** Normal shutdown: the watchdog releases everything and exits. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.request('BYE', 'close');
+    this.closed = true;
+    this.child.stdin!.end();
+    await this.exited;
+  }
+
+  private request(line: string | null, what: string): Promise<void> {
+    if (this.closed) return Promise.reject(new UserError(`watchdog: ${what}: already closed`));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject, what });
+      if (line !== null) this.child.stdin!.write(`${line}\n`);
+    });
+  }
+
+  private onLine(line: string): void {
+    const p = this.pending.shift();
+    if (!p) return;
+    if (line === 'OK' || line === 'READY') p.resolve();
+    else p.reject(new UserError(`watchdog: ${p.what}: ${line.replace(/^ERR /, '')}`));
+  }
+
+  private failAll(e: Error): void {
+    for (const p of this.pending.splice(0)) p.reject(e);
+  }
+}

@@ -1,0 +1,65 @@
+// Small /proc readers the daemon needs to act on processes it does not own:
+// liveness (is the mm still there?) and finding a forked child's pid.
+import { readFileSync, readdirSync } from 'node:fs';
+
+export interface ProcIdentity {
+  pid: number;
+  /** starttime from /proc/PID/stat (clock ticks since boot): guards against pid reuse. */
+  startTime: string;
+}
+
+/** Parses state and starttime out of /proc/PID/stat; undefined if the process is gone. */
+export function readStat(pid: number): { state: string; ppid: number; startTime: string } | undefined {
+  let s: string;
+  try {
+    s = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  // comm may contain spaces and parentheses: fields start after the last ')'.
+  const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return { state: rest[0] ?? '?', ppid: Number(rest[1]), startTime: rest[19] ?? '' };
+}
+
+export function identify(pid: number): ProcIdentity | undefined {
+  const st = readStat(pid);
+  return st ? { pid, startTime: st.startTime } : undefined;
+}
+
+/** True while the process still has its memory (not gone, not a zombie, same incarnation). */
+export function isAlive(id: ProcIdentity): boolean {
+  const st = readStat(id.pid);
+  if (!st || st.startTime !== id.startTime) return false;
+  return st.state !== 'Z' && st.state !== 'X' && st.state !== 'x';
+}
+
+/** Children (pids) of every thread of `pid`, ascending. */
+export function childrenOf(pid: number): number[] {
+  const out = new Set<number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  for (const tid of tids) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'latin1').trim().split(/\s+/)) {
+        if (c) out.add(Number(c));
+      }
+    } catch {
+      /* thread gone */
+    }
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+/** Thread group id of a thread id (for a tid reported by the kernel in a fault). */
+export function tgidOf(tid: number): number | undefined {
+  try {
+    const m = /^Tgid:\s+(\d+)/m.exec(readFileSync(`/proc/${tid}/status`, 'latin1'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,47 @@
+// The lazy-pages socket (IMAGE-FORMAT.md §5.2-5.3) over the native listener
+// (native/uffd/lazysock.cc): forwards each announced task with its uffd, and
+// every other message as an event. Owns the fds it receives until handed on.
+import { closeSync } from 'node:fs';
+import { addon } from '../native/addon.js';
+import type { LazySocketEvent, LazySocketListenerHandle } from '../native/types.js';
+import { systemUserError } from '../errors.js';
+
+export type LazySocketNotice =
+  | { type: 'connected' | 'refused'; pid: number; uid: number }
+  | { type: 'zombie'; pid: number }
+  | { type: 'finished' | 'eof' }
+  | { type: 'protocol'; detail: string }
+  | { type: 'error'; error: Error };
+
+export interface LazySocketHandlers {
+  /** A live process and its userfaultfd; the callee owns `fd`. */
+  onTask(pid: number, fd: number): void;
+  onEvent(ev: LazySocketNotice): void;
+}
+
+export class LazySocket {
+  private readonly listener: LazySocketListenerHandle;
+  private closed = false;
+
+  constructor(readonly path: string, handlers: LazySocketHandlers) {
+    const uid = process.geteuid?.() ?? 0;
+    try {
+      this.listener = new addon.LazySocketListener(path, uid, (ev: LazySocketEvent) => {
+        if (this.closed) {
+          if (ev.type === 'task') closeSync(ev.fd);
+          return;
+        }
+        if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd);
+        else handlers.onEvent(ev);
+      });
+    } catch (e) {
+      throw systemUserError(`lazy-pages socket ${path}`, e);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.listener.close();
+  }
+}

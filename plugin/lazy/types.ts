@@ -1,0 +1,135 @@
+// Public types of the lazy-pages daemon (plugin/lazy): server options, the
+// per-process picture, statistics and the typed events the server emits.
+
+/** Where the bytes of a lazy range come from (the engine's RangeSource shape). */
+export type PageSource =
+  | { kind: 'file'; source: number; offset: bigint }
+  | { kind: 'zero' }
+  | { kind: 'remote'; imageAddr: bigint };
+
+/** A run of pages [start, end) with one source; `start`/`end` page-aligned, run-time addresses. */
+export interface PlannedRange {
+  start: bigint;
+  end: bigint;
+  src: PageSource;
+}
+
+/** Fetches dump-time pages for 'remote' ranges (provided by plugin/pageserver). */
+export interface RemotePageSource {
+  /** Returns exactly `len` bytes of process `pid` at dump-time address `imageAddr`, or throws. */
+  fetch(pid: number, imageAddr: bigint, len: number): Promise<Buffer>;
+}
+
+export interface LazyPagesServerOptions {
+  /** The image directory (pstree.img, mm-<pid>.img, pagemap-<pid>.img, pages-<id>.img, parent/). */
+  imagesDir: string;
+  /**
+   * Listen for a CRIU-style restorer on this unix socket path. `true` = `lazy-pages.socket`
+   * in imagesDir. Omitted/false = in-process adoption only.
+   */
+  socketPath?: string | boolean;
+  /** Background push after restore finished (default true); false = pure on-demand. */
+  prefetch?: boolean;
+  /** Cap of the background push, bytes per second (faults are never capped). */
+  bandwidthBytesPerSec?: number;
+  /** Fault engine threads (default: engine's choice). */
+  engineThreads?: number;
+  /** Write the final statistics as JSON here when the server becomes idle/closes. */
+  statsFile?: string;
+  /** Serves 'remote' ranges (PE_LAZY without PE_PRESENT). Without it such images are refused. */
+  remote?: RemotePageSource;
+  /** Background chunk size in bytes (default 2 MiB). */
+  pushChunkBytes?: number;
+  /** Background chunks in flight at once, over all processes (default 2). */
+  pushInFlight?: number;
+}
+
+export interface AdoptOptions {
+  /** The pid to SIGKILL when a page cannot be served, if it differs from the virtual pid (pid namespaces). */
+  hostPid?: number;
+}
+
+/** Per-process statistics (also the payload of `complete` and `exit`). */
+export interface LazyProcessStats {
+  /** Server-wide id of this process (stable, also for forked children). */
+  id: number;
+  /** Virtual pid from pstree (roots); for forked children the image pid they read from. */
+  imagePid: number;
+  /** Host pid when known (roots: from adopt; children: resolved after the fork). */
+  hostPid: number | undefined;
+  /** Id of the process it was forked from, if any. */
+  parentId: number | undefined;
+  /** Lazy (non-zero) bytes in the plan when adopted / forked. */
+  lazyBytes: bigint;
+  /** Bytes still to be copied. */
+  lazyBytesLeft: bigint;
+  /** Bytes pushed by the background transfer. */
+  pushedBytes: bigint;
+  /** Chunks pushed. */
+  pushedChunks: number;
+  adoptedAtMs: number;
+  /** ms from adopt to complete/exit, when finished. */
+  timeToCompleteMs: number | undefined;
+  state: LazyProcessState;
+}
+
+export type LazyProcessState = 'serving' | 'complete' | 'exited' | 'killed';
+
+/** Aggregate statistics of the server (engine counters included when available). */
+export interface LazyServerStats {
+  processes: number;
+  serving: number;
+  complete: number;
+  exited: number;
+  killed: number;
+  faults: number;
+  faultPages: number;
+  zeroPages: number;
+  pushedPages: number;
+  bytesCopied: bigint;
+  lazyBytes: bigint;
+  lazyBytesLeft: bigint;
+  faultLatencyP50Us: number | undefined;
+  faultLatencyP99Us: number | undefined;
+  /** ms from the first adopt until the last process finished (or now). */
+  elapsedMs: number;
+  /** Zombies announced on the socket. */
+  zombies: number;
+}
+
+export interface FaultBatchEvent {
+  /** Counters since the previous batch (engine statistics tick). */
+  faults: number;
+  faultPages: number;
+  zeroPages: number;
+  stats: LazyServerStats;
+}
+export interface ForkEvent { parent: LazyProcessStats; child: LazyProcessStats }
+export interface RemapEvent { proc: LazyProcessStats; from: bigint; to: bigint; len: bigint }
+export interface RangeEvent { proc: LazyProcessStats; start: bigint; end: bigint }
+export interface ProcessEvent { proc: LazyProcessStats }
+export interface LazyErrorEvent {
+  /** The process concerned (killed with SIGKILL when `killed`), if any. */
+  proc: LazyProcessStats | undefined;
+  killed: boolean;
+  message: string;
+  error: Error;
+}
+export interface SocketEvent {
+  type: 'connected' | 'refused' | 'zombie' | 'finished' | 'eof';
+  pid?: number;
+  uid?: number;
+}
+
+export interface LazyEventMap {
+  fault: FaultBatchEvent;
+  fork: ForkEvent;
+  remap: RemapEvent;
+  remove: RangeEvent;
+  unmap: RangeEvent;
+  exit: ProcessEvent;
+  complete: ProcessEvent;
+  error: LazyErrorEvent;
+  socket: SocketEvent;
+  idle: LazyServerStats;
+}

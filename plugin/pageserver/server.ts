@@ -1,0 +1,536 @@
+// The page server (`lazy-restore page-server`), in CRIU's two modes:
+//  - push: a dumping client sends OPEN2/ADD_F/…/CLOSE and we write
+//    pagemap-<id>.img + pages-<n>.img (n from 0x10001), byte-compatible with
+//    a local dump (§6.5). One connection, one session, like CRIU.
+//  - lazy: a lazy-pages daemon sends GETs and we answer each, strictly in
+//    order per connection, with ADD_F|PRESENT and M ≤ N pages clamped to the
+//    contiguous stored run (§6.6), from a PageStore.
+// Lazy sessions differ from CRIU's in two documented ways, both needed by
+// our client: a session may use several connections at once (urgent faults
+// and background transfer on separate connections), and a connection that
+// drops without CLOSE does not end the session — the client may reconnect
+// within `reconnectTimeoutMs`. A CRIU client (one connection, CLOSE at the
+// end) sees exactly CRIU's behaviour. A GET for pages we do not hold closes
+// the session cleanly: we never send a 0-page reply.
+import { EventEmitter } from 'node:events';
+import { closeSync, existsSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { join } from 'node:path';
+import { UserError } from '../errors.js';
+import { logger, type Logger } from '../log.js';
+import { CommandParser } from './parser.js';
+import {
+  HEADER_SIZE,
+  PAGE_SHIFT,
+  PAGE_SIZE,
+  PE_PARENT,
+  PE_PRESENT,
+  PS_IOV_ADD,
+  PS_IOV_ADD_F,
+  PS_IOV_CLOSE,
+  PS_IOV_FORCE_CLOSE,
+  PS_IOV_GET,
+  PS_IOV_HOLE,
+  PS_IOV_OPEN,
+  PS_IOV_OPEN2,
+  PS_IOV_PARENT,
+  ProtocolError,
+  commandName,
+  decodeDstId,
+  int32Reply,
+  open2Reply,
+  writeHeader,
+  type PsHeader,
+} from './protocol.js';
+import { PagemapFileWriter } from './pagemap-file.js';
+import { ImageDirPageStore, type PageStore } from './store.js';
+import { checkAddressPolicy, resolveAddress, systemMessage, type AnySocket, type TlsMaterial } from './transport.js';
+
+/** First pages-<n>.img id a page server uses (CRIU's convention). */
+export const FIRST_SERVER_PAGES_ID = 0x10001;
+
+export interface PageServerOptions {
+  /** Directory written (push) or served (lazy, unless `store` is given). */
+  imagesDir: string;
+  /** Address to bind; nothing else is bound. */
+  address: string;
+  /** TCP port; 0 lets the kernel choose (see `PageServer.port`). */
+  port?: number;
+  /** Serve GETs (lazy mode) instead of receiving pushed pages. */
+  lazy?: boolean;
+  /** Lazy mode: where pages come from (default: the images directory). */
+  store?: PageStore;
+  /** Mutual TLS: both ends present certificates signed by `ca`. */
+  tls?: TlsMaterial;
+  /** Allow plain TCP on a non-loopback address. */
+  insecure?: boolean;
+  /** Lazy mode: serve session after session until close(). */
+  keepGoing?: boolean;
+  /** Lazy mode: connections one session may hold at once (default 4). */
+  maxConnections?: number;
+  /** Lazy mode: how long a session with no connection waits for the client to come back (default 60 s). */
+  reconnectTimeoutMs?: number;
+  log?: Logger;
+}
+
+export interface PageServerStats {
+  sessions: number;
+  connections: number;
+  refusedConnections: number;
+  gets: number;
+  pagesServed: bigint;
+  pagesReceived: bigint;
+  pagemapsWritten: number;
+}
+
+interface Conn {
+  id: number;
+  sock: AnySocket;
+  peer: string;
+  parser: CommandParser;
+  queue: PsHeader[];
+  closed: boolean;
+}
+
+interface OpenPagemap {
+  dst: bigint;
+  writer: PagemapFileWriter;
+  pagesPath: string;
+  pagesFd: number;
+  lastEnd: bigint;
+  pending: bigint; // page-data bytes still expected for the current ADD
+}
+
+// Stop answering GETs on a connection while this much reply data is queued
+// in its socket (a client may pipeline many large GETs).
+const WRITE_HIGH_WATER = 8 << 20;
+
+export class PageServer extends EventEmitter {
+  readonly stats: PageServerStats = { sessions: 0, connections: 0, refusedConnections: 0, gets: 0, pagesServed: 0n, pagesReceived: 0n, pagemapsWritten: 0 };
+  readonly done: Promise<PageServerStats>;
+  private resolveDone!: (s: PageServerStats) => void;
+  private rejectDone!: (e: Error) => void;
+  private server: net.Server;
+  private conns = new Set<Conn>();
+  /** Every accepted socket not yet closed: `done` settles only when this is empty. */
+  private live = new Set<AnySocket>();
+  private listening = true;
+  private nextConnId = 1;
+  private log: Logger;
+  private store: PageStore | undefined;
+  private ownsStore = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private finished = false;
+  // push-mode state
+  private pagemap: OpenPagemap | undefined;
+  private nextPagesId = FIRST_SERVER_PAGES_ID;
+  private created: string[] = [];
+  private pushClosed = false;
+
+  private constructor(private readonly opts: PageServerOptions, server: net.Server) {
+    super();
+    this.server = server;
+    this.log = opts.log ?? logger('page-server');
+    this.done = new Promise((res, rej) => {
+      this.resolveDone = res;
+      this.rejectDone = rej;
+    });
+    this.done.catch(() => undefined); // observed through `done` by the caller
+  }
+
+  /** Binds and listens; resolves once connections can be accepted. */
+  static async start(opts: PageServerOptions): Promise<PageServer> {
+    const ip = await resolveAddress(opts.address);
+    checkAddressPolicy(ip, opts.address, { tls: opts.tls !== undefined, insecure: opts.insecure === true });
+    if (!existsSync(opts.imagesDir)) throw new UserError(`images directory ${opts.imagesDir}: ENOENT`);
+    const server = opts.tls
+      ? tls.createServer({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' })
+      : net.createServer();
+    const ps = new PageServer(opts, server);
+    if (opts.lazy) {
+      if (opts.store) ps.store = opts.store;
+      else {
+        ps.store = await ImageDirPageStore.open(opts.imagesDir);
+        ps.ownsStore = true;
+      }
+    }
+    server.on(opts.tls ? 'secureConnection' : 'connection', (s: AnySocket) => ps.accept(s));
+    if (opts.tls) {
+      server.on('tlsClientError', (e: Error, s: tls.TLSSocket) => {
+        ps.stats.refusedConnections++;
+        const peer = `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
+        ps.log.warn(`refused TLS client ${peer}: ${systemMessage(e)}`);
+        ps.emit('refused', peer, e);
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e) => {
+        ps.store?.close();
+        reject(new UserError(`page-server: listen on ${opts.address}:${opts.port ?? 0}: ${systemMessage(e)}`, { cause: e }));
+      });
+      server.listen({ host: ip, port: opts.port ?? 0, backlog: 4 }, () => resolve());
+    });
+    server.on('error', (e) => ps.fail(new UserError(`page-server: ${systemMessage(e)}`, { cause: e })));
+    ps.log.info(`listening on ${ps.address}:${ps.port} (${opts.lazy ? 'lazy' : 'push'}${opts.tls ? ', TLS' : ''})`);
+    return ps;
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  get address(): string {
+    return (this.server.address() as net.AddressInfo).address;
+  }
+
+  get lazy(): boolean {
+    return this.opts.lazy === true;
+  }
+
+  /** Stops listening and drops every connection; `done` rejects if a session was still open. */
+  async close(): Promise<void> {
+    if (!this.finished) {
+      if (this.opts.keepGoing && this.conns.size === 0) this.finish();
+      else this.fail(new UserError('page-server: stopped before the session ended'));
+    }
+    await this.done.catch(() => undefined);
+  }
+
+  private accept(sock: AnySocket): void {
+    this.live.add(sock);
+    sock.once('close', () => {
+      this.live.delete(sock);
+      this.settle();
+    });
+    const peer = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`;
+    const limit = this.opts.lazy ? (this.opts.maxConnections ?? 4) : 1;
+    if (this.opts.lazy && !this.finished && this.conns.size >= limit) {
+      // A client that reconnects after a silent link cut leaves dead
+      // connections behind that we cannot tell from live ones: the newest
+      // connection is the likely live one, so the oldest gives way.
+      const oldest = this.conns.values().next().value as Conn;
+      this.log.warn(`connection #${oldest.id} from ${oldest.peer} dropped: a session holds at most ${limit} connections`);
+      oldest.closed = true;
+      this.conns.delete(oldest);
+      oldest.sock.destroy();
+    }
+    if (this.finished || (!this.opts.lazy && this.stats.connections > 0)) {
+      this.stats.refusedConnections++;
+      this.log.warn(`refusing connection from ${peer}: ${this.finished ? 'server is finishing' : 'session already has its connections'}`);
+      sock.destroy();
+      this.emit('refused', peer);
+      return;
+    }
+    sock.setNoDelay(true);
+    const conn: Conn = { id: this.nextConnId++, sock, peer, parser: new CommandParser(), queue: [], closed: false };
+    this.conns.add(conn);
+    this.stats.connections++;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.log.info(`connection #${conn.id} from ${peer}`);
+    this.emit('connection', peer);
+    sock.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    sock.on('end', () => this.onEnd(conn));
+    sock.on('error', (e) => {
+      this.log.warn(`connection #${conn.id} from ${peer}: ${systemMessage(e)}`);
+    });
+    sock.on('close', () => this.onClosed(conn));
+    sock.on('drain', () => this.pump(conn));
+  }
+
+  private onData(conn: Conn, chunk: Buffer): void {
+    if (conn.closed || this.finished) return;
+    try {
+      const events = conn.parser.push(chunk);
+      if (this.opts.lazy) {
+        for (const ev of events) if (ev.type === 'command') conn.queue.push(ev.header);
+        this.pump(conn);
+      } else {
+        for (const ev of events) {
+          if (ev.type === 'command') this.pushCommand(conn, ev.header);
+          else if (ev.type === 'data') this.pushData(ev.chunk);
+        }
+      }
+    } catch (e) {
+      this.sessionError(conn, e);
+    }
+  }
+
+  // --- lazy mode ----------------------------------------------------------
+
+  /** Answers queued GETs in order while the socket accepts more data. */
+  private pump(conn: Conn): void {
+    try {
+      while (conn.queue.length > 0 && !conn.closed && !this.finished) {
+        if (conn.sock.writableLength >= WRITE_HIGH_WATER) {
+          conn.sock.pause();
+          return;
+        }
+        const h = conn.queue.shift()!;
+        switch (h.cmd) {
+          case PS_IOV_GET:
+            if (!this.serveGet(conn, h)) return;
+            break;
+          case PS_IOV_CLOSE:
+          case PS_IOV_FORCE_CLOSE:
+            conn.sock.end(int32Reply(0));
+            this.log.info(`session closed by ${conn.peer} (${this.stats.gets} GETs, ${this.stats.pagesServed} pages)`);
+            this.endSession(conn);
+            return;
+          default:
+            throw new ProtocolError(`${commandName(h.cmd)} is not valid in a lazy session (expected GET or CLOSE)`);
+        }
+      }
+      if (conn.sock.isPaused()) conn.sock.resume();
+    } catch (e) {
+      this.sessionError(conn, e);
+    }
+  }
+
+  private serveGet(conn: Conn, h: PsHeader): boolean {
+    this.stats.gets++;
+    const pid = h.dstId <= 0x7fffffffn ? Number(h.dstId) : -1;
+    const found = pid > 0 ? this.store!.lookup(pid, h.vaddr, h.nrPages) : undefined;
+    if (found === undefined) {
+      // CRIU's client cannot take a 0-page reply and there is no error
+      // reply: the only safe answer is to end the session.
+      this.sessionError(conn, new ProtocolError(`GET pid ${h.dstId} 0x${h.vaddr.toString(16)} (${h.nrPages} pages): no stored pages there; closing the session`));
+      return false;
+    }
+    const buf = Buffer.allocUnsafe(HEADER_SIZE + Number(found.pages) * PAGE_SIZE);
+    writeHeader(buf, 0, { cmd: PS_IOV_ADD_F, flags: PE_PRESENT, nrPages: found.pages, vaddr: h.vaddr, dstId: h.dstId });
+    found.fill(buf, HEADER_SIZE);
+    conn.sock.write(buf);
+    this.stats.pagesServed += found.pages;
+    return true;
+  }
+
+  // --- push mode ----------------------------------------------------------
+
+  private pushCommand(conn: Conn, h: PsHeader): void {
+    if (this.pushClosed) throw new ProtocolError(`${commandName(h.cmd)} after CLOSE`);
+    switch (h.cmd) {
+      case PS_IOV_OPEN2:
+        this.openPagemap(h.dstId);
+        conn.sock.write(open2Reply(this.hasParent(h.dstId)));
+        return;
+      case PS_IOV_OPEN:
+        this.openPagemap(h.dstId);
+        return;
+      case PS_IOV_PARENT:
+        conn.sock.write(int32Reply(this.hasParent(h.dstId) ? 1 : 0));
+        return;
+      case PS_IOV_ADD:
+      case PS_IOV_ADD_F:
+      case PS_IOV_HOLE: {
+        // An ADD for another pagemap silently opens it (legacy clients).
+        if (this.pagemap?.dst !== h.dstId) this.openPagemap(h.dstId);
+        const pm = this.pagemap!;
+        const flags = h.cmd === PS_IOV_ADD ? PE_PRESENT : h.cmd === PS_IOV_HOLE ? PE_PARENT : h.flags;
+        if (h.vaddr < pm.lastEnd) {
+          throw new ProtocolError(`${commandName(h.cmd)} at 0x${h.vaddr.toString(16)} is below the end of the previous entry 0x${pm.lastEnd.toString(16)} (entries must ascend)`);
+        }
+        pm.writer.add({ vaddr: h.vaddr, nrPages: h.nrPages, flags });
+        pm.lastEnd = h.vaddr + (h.nrPages << PAGE_SHIFT);
+        if ((flags & PE_PRESENT) !== 0) {
+          pm.pending = h.nrPages << PAGE_SHIFT;
+          this.stats.pagesReceived += h.nrPages;
+        }
+        return;
+      }
+      case PS_IOV_CLOSE:
+      case PS_IOV_FORCE_CLOSE:
+        this.closePagemap();
+        this.pushClosed = true;
+        conn.sock.write(int32Reply(0));
+        this.log.info(`push session closed: ${this.stats.pagemapsWritten} pagemaps, ${this.stats.pagesReceived} pages`);
+        // CRIU waits for the client to close its end; so do we (onEnd).
+        return;
+      case PS_IOV_GET:
+        throw new ProtocolError('GET received by a page server not started with --lazy-pages');
+      default:
+        throw new ProtocolError(`unexpected ${commandName(h.cmd)}`);
+    }
+  }
+
+  private pushData(chunk: Buffer): void {
+    const pm = this.pagemap!;
+    let off = 0;
+    while (off < chunk.length) off += writeSync(pm.pagesFd, chunk, off, chunk.length - off);
+    pm.pending -= BigInt(chunk.length);
+  }
+
+  private pagemapName(dst: bigint): string {
+    const d = decodeDstId(dst);
+    return d.kind === 'task' ? `pagemap-${d.id}.img` : `pagemap-shmem-${d.id}.img`;
+  }
+
+  private hasParent(dst: bigint): boolean {
+    const parent = join(this.opts.imagesDir, 'parent');
+    return existsSync(parent) && existsSync(join(parent, this.pagemapName(dst)));
+  }
+
+  private openPagemap(dst: bigint): void {
+    this.closePagemap();
+    const name = this.pagemapName(dst);
+    const pagesId = this.nextPagesId++;
+    const pagesPath = join(this.opts.imagesDir, `pages-${pagesId}.img`);
+    const path = join(this.opts.imagesDir, name);
+    let writer: PagemapFileWriter;
+    try {
+      writer = new PagemapFileWriter(path, pagesId);
+    } catch (e) {
+      throw new UserError(`${path}: ${systemMessage(e)}`);
+    }
+    this.created.push(path);
+    let pagesFd: number;
+    try {
+      pagesFd = openSync(pagesPath, 'wx', 0o600);
+    } catch (e) {
+      writer.close();
+      throw new UserError(`${pagesPath}: ${systemMessage(e)}`);
+    }
+    this.created.push(pagesPath);
+    this.pagemap = { dst, writer, pagesPath, pagesFd, lastEnd: 0n, pending: 0n };
+    this.stats.pagemapsWritten++;
+  }
+
+  private closePagemap(): void {
+    const pm = this.pagemap;
+    if (!pm) return;
+    this.pagemap = undefined;
+    try {
+      pm.writer.close();
+    } finally {
+      closeSync(pm.pagesFd);
+    }
+  }
+
+  // --- session end --------------------------------------------------------
+
+  private onEnd(conn: Conn): void {
+    if (conn.closed || this.finished) return;
+    let truncated: string | undefined;
+    try {
+      conn.parser.finish();
+    } catch (e) {
+      truncated = e instanceof Error ? e.message : String(e);
+    }
+    if (!this.opts.lazy) {
+      if (this.pushClosed && truncated === undefined) {
+        conn.sock.end();
+        this.endSession(conn);
+      } else {
+        this.sessionError(conn, new ProtocolError(`connection closed without CLOSE: the data were not flushed${truncated ? ` (${truncated})` : ''}`));
+      }
+      return;
+    }
+    if (truncated !== undefined) this.sessionError(conn, new ProtocolError(truncated));
+    // Lazy: a connection without CLOSE may come back; see onClosed.
+  }
+
+  private onClosed(conn: Conn): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    this.conns.delete(conn);
+    if (this.finished) return;
+    if (!this.opts.lazy) {
+      if (!this.pushClosed) this.fail(new UserError(`page-server: connection from ${conn.peer} lost without CLOSE: the data were not flushed`));
+      return;
+    }
+    if (this.conns.size === 0) {
+      const ms = this.opts.reconnectTimeoutMs ?? 60_000;
+      this.log.warn(`connection from ${conn.peer} lost without CLOSE; waiting ${ms} ms for the client to reconnect`);
+      this.reconnectTimer = setTimeout(() => {
+        this.fail(new UserError(`page-server: client did not reconnect within ${ms} ms after the connection from ${conn.peer} was lost`));
+      }, ms);
+    }
+  }
+
+  private sessionError(conn: Conn, e: unknown): void {
+    const msg = e instanceof Error ? e.message : String(e);
+    this.log.error(`connection #${conn.id} from ${conn.peer}: ${msg}`);
+    if (this.opts.lazy && this.opts.keepGoing) {
+      this.emit('session-error', new UserError(`page-server: ${msg}`));
+      this.endSession(conn, true);
+      return;
+    }
+    this.fail(e instanceof UserError ? e : new UserError(`page-server: ${conn.peer}: ${msg}`, { cause: e }));
+  }
+
+  /** A session ended (CLOSE, or a clean refusal in --keep-going mode). */
+  private endSession(conn: Conn, failed = false): void {
+    for (const c of this.conns) {
+      if (c === conn) continue;
+      c.closed = true;
+      c.sock.destroy();
+    }
+    this.conns.clear();
+    conn.closed = true;
+    if (failed) conn.sock.destroy();
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.stats.sessions++;
+    this.emit('session', { ...this.stats });
+    if (this.opts.lazy && this.opts.keepGoing) return;
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.outcome = { ok: true };
+    this.teardown();
+  }
+
+  private outcome: { ok: true } | { ok: false; error: Error } | undefined;
+
+  /** Stops listening, drops connections, then settles `done` once every socket is closed. */
+  private teardown(): void {
+    clearTimeout(this.reconnectTimer);
+    this.server.close(() => {
+      this.listening = false;
+      this.settle();
+    });
+    for (const c of this.conns) c.sock.destroy();
+    this.conns.clear();
+    for (const s of this.live) {
+      // A socket ending gracefully (reply flushed) gets a moment, not forever.
+      if (!s.destroyed) setTimeout(() => s.destroy(), 1000).unref();
+    }
+    if (this.ownsStore) this.store?.close();
+    this.settle();
+  }
+
+  private settle(): void {
+    if (this.outcome === undefined || this.listening || this.live.size > 0) return;
+    const o = this.outcome;
+    this.outcome = undefined;
+    if (o.ok) this.resolveDone({ ...this.stats });
+    else this.rejectDone(o.error);
+  }
+
+  private fail(e: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.reconnectTimer);
+    try {
+      this.closePagemap();
+    } catch {
+      /* already failing */
+    }
+    if (!this.opts.lazy && !this.pushClosed) {
+      // Half-written pagemaps must not be mistaken for a dump.
+      for (const p of this.created) {
+        try {
+          unlinkSync(p);
+        } catch {
+          /* best effort */
+        }
+      }
+    }
+    this.outcome = { ok: false, error: e };
+    this.teardown();
+  }
+}

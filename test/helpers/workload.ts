@@ -1,0 +1,109 @@
+// Starting the C test workloads (native/helpers/workload-*.c) as children of
+// the test process and driving their protocol: wait for CTRL_DIR/ready
+// (inotify, bounded), send SIGUSR1 ("go"), wait for exit and read
+// CTRL_DIR/result. Also usable by restore tests on restored processes.
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { existsSync, readFileSync, watch } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { helperPath } from '../../plugin/native/addon.js';
+import { tempDir } from './env.js';
+
+// libuv opens one inotify fd on the first fs.watch and keeps it for the
+// life of the loop: open it now so fd-leak checks taken later do not see it.
+watch(tmpdir()).close();
+
+/** Resolves when `path` exists (inotify on its directory), rejects after timeoutMs. */
+export function waitForFile(path: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const dir = dirname(path);
+    const name = basename(path);
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      w.close();
+      if (err) reject(err);
+      else resolve();
+    };
+    const w = watch(dir, (_ev, f) => {
+      if (f === name && existsSync(path)) finish();
+    });
+    const timer = setTimeout(() => finish(new Error(`timed out after ${timeoutMs} ms waiting for ${path}`)), timeoutMs);
+    if (existsSync(path)) finish();
+  });
+}
+
+/** Parses "key=value" lines. */
+export function parseReport(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
+export interface Workload {
+  child: ChildProcess;
+  pid: number;
+  ctrlDir: string;
+  report: Record<string, string>;
+  /** Resolves with the exit code (or signal name) once the child is reaped by node. */
+  exited: Promise<number | string>;
+  /** Sends SIGUSR1 to `pid` (default: the original pid). */
+  go(pid?: number): void;
+  /** Reads CTRL_DIR/result (after exit). */
+  result(): string;
+  /** SIGKILL if still running and remove the control dir. */
+  dispose(): Promise<void>;
+}
+
+export interface WorkloadOptions {
+  cwd?: string;
+  stdio?: StdioOptions;
+  readyTimeoutMs?: number;
+}
+
+/** Starts build/bin/<name> CTRL_DIR ...args and waits for its ready report. */
+export async function startWorkload(name: string, args: string[] = [], opts: WorkloadOptions = {}): Promise<Workload> {
+  const ctrl = tempDir('lr-wl-');
+  const child = spawn(helperPath(name), [ctrl.path, ...args], {
+    cwd: opts.cwd ?? ctrl.path,
+    stdio: opts.stdio ?? ['ignore', 'ignore', 'inherit'],
+  });
+  let alive = true;
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('exit', (code, sig) => {
+      alive = false;
+      resolve(code ?? sig ?? -1);
+    });
+  });
+  const pid = child.pid!;
+  const readyPath = join(ctrl.path, 'ready');
+  try {
+    await Promise.race([
+      waitForFile(readyPath, opts.readyTimeoutMs ?? 20000),
+      exited.then((c) => { throw new Error(`${name} exited (${c}) before it was ready`); }),
+    ]);
+  } catch (e) {
+    if (alive) child.kill('SIGKILL');
+    await exited;
+    ctrl.dispose();
+    throw e;
+  }
+  const report = parseReport(readFileSync(readyPath, 'utf8'));
+  return {
+    child, pid, ctrlDir: ctrl.path, report, exited,
+    go: (p = pid) => process.kill(p, 'SIGUSR1'),
+    result: () => readFileSync(join(ctrl.path, 'result'), 'utf8').trim(),
+    dispose: async () => {
+      if (alive) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+        await exited;
+      }
+      ctrl.dispose();
+    },
+  };
+}

@@ -1,0 +1,131 @@
+// plugin/inject against a real multi-threaded workload: seize/interrupt,
+// registers (general, xstate, fs_base), signal state, rseq, robust list,
+// injected syscalls (results, registers untouched), remote memory and
+// pagemap, pidfd; the workload then runs on and verifies itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync } from 'node:fs';
+import {
+  detach, findVdsoGadget, getFpregs, getRegs, getRobustList, getRseqConfiguration, getSigmask,
+  getXstate, injectSyscall, injectSyscallChecked, injectWithScratch, interrupt, PM, peekSiginfo,
+  Pagemap, pidfdGetfd, pidfdOpen, PR, ProcMem, readMaps, readMemory, seize, seizeAndStop, SIG,
+  SYS, waitStop, writeMemory,
+} from '../../plugin/inject/index.js';
+import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
+import { startWorkload } from '../helpers/workload.js';
+
+const bit = (sig: number): bigint => 1n << BigInt(sig - 1);
+
+test('inject: state of a stopped multi-threaded process, and injected syscalls', { skip: !isRoot && 'needs root' }, async () => {
+  const fds = openFds();
+  const wl = await startWorkload('workload-threads');
+  try {
+    const r = wl.report;
+    const tids = [wl.pid, Number(r.tid_futex), Number(r.tid_sleep), Number(r.tid_regs)];
+    // A blocked SIGHUP queued before the freeze must show up as pending.
+    process.kill(wl.pid, 'SIGHUP');
+    for (const t of tids) seizeAndStop(t);
+
+    const regsTid = Number(r.tid_regs);
+    const g = getRegs(regsTid);
+    assert.equal(g.r12, BigInt(r.r12!));
+    assert.equal(g.r13, BigInt(r.r13!));
+    assert.equal(g.r14, BigInt(r.r14!));
+    assert.equal(g.r15, BigInt(r.r15!));
+    assert.equal(g.orig_rax, BigInt(SYS.futex));
+    assert.equal(g.fs_base, BigInt(r.fsbase_regs!));
+    assert.equal(getRegs(wl.pid).fs_base, BigInt(r.fsbase_main!));
+
+    // xmm0 sits at byte 160 of the FXSAVE area (both regsets).
+    const xs = getXstate(regsTid);
+    assert.ok(xs.length >= 576 && xs.length % 64 === 0, `xstate size ${xs.length}`);
+    assert.equal(xs.readBigUInt64LE(160), BigInt(r.xmm0_lo!));
+    assert.equal(xs.readBigUInt64LE(168), BigInt(r.xmm0_hi!));
+    assert.equal(getFpregs(regsTid).length, 512);
+    assert.equal(getFpregs(regsTid).readBigUInt64LE(160), BigInt(r.xmm0_lo!));
+
+    const mask = getSigmask(wl.pid);
+    assert.equal(mask & (bit(SIG.USR1) | bit(SIG.USR2) | bit(SIG.HUP)), bit(SIG.USR1) | bit(SIG.USR2) | bit(SIG.HUP));
+    assert.equal(getSigmask(Number(r.tid_sleep)) & bit(SIG.USR2), 0n);
+    const shared = peekSiginfo(wl.pid, true);
+    assert.equal(shared.length, 1);
+    assert.equal(shared[0]!.length, 128);
+    assert.equal(shared[0]!.readInt32LE(0), SIG.HUP);
+
+    const rseq = getRseqConfiguration(regsTid);
+    assert.ok(rseq.rseqAbiPointer > 0n);
+    assert.equal(rseq.signature, 0x53053053);
+    assert.equal(getRobustList(regsTid).len, 24);
+
+    const gadget = findVdsoGadget(wl.pid);
+    const before = getRegs(regsTid);
+    assert.equal(injectSyscall(regsTid, SYS.gettid, [], { gadget }), BigInt(regsTid));
+    assert.equal(injectSyscall(wl.pid, SYS.getpid, [], { gadget }), BigInt(wl.pid));
+    assert.deepEqual(getRegs(regsTid), before, 'injection must leave every register as it was');
+    assert.equal(injectSyscall(regsTid, SYS.close, [-1], { gadget }), -9n); // -EBADF, raw
+    assert.throws(() => injectSyscallChecked(regsTid, SYS.close, [-1], { gadget }, 'close'), { code: 'EBADF' });
+
+    // rt_sigaction(SIGUSR1, NULL, &old, 8): the workload's handler, SA_SIGINFO|SA_RESTART|SA_RESTORER.
+    const sa = injectWithScratch(wl.pid, wl.pid, SYS.rt_sigaction, 32, (a) => [SIG.USR1, 0, a, 8], { gadget });
+    assert.equal(sa.result, 0n);
+    assert.notEqual(sa.data.readBigUInt64LE(0), 0n);
+    assert.equal(sa.data.readBigUInt64LE(8) & 0x14000004n, 0x14000004n);
+    assert.equal(sa.data.readBigUInt64LE(24), bit(SIG.USR2));
+    const tidAddr = injectWithScratch(wl.pid, regsTid, SYS.prctl, 8, (a) => [PR.GET_TID_ADDRESS, a, 0, 0, 0], { gadget });
+    assert.equal(tidAddr.result, 0n);
+    assert.notEqual(tidAddr.data.readBigUInt64LE(0), 0n);
+
+    // Remote memory: read/write through both paths, pagemap of the stack.
+    const stack = readMaps(wl.pid).find((m) => m.path === '[stack]')!;
+    const addr = (getRegs(wl.pid).rsp - 4096n) & ~4095n;
+    const orig = readMemory(wl.pid, addr, 64);
+    writeMemory(wl.pid, addr, Buffer.alloc(64, 0xab));
+    const mem = new ProcMem(wl.pid, true);
+    try {
+      assert.deepEqual(mem.read(addr, 64), Buffer.alloc(64, 0xab));
+      mem.write(addr, orig);
+    } finally {
+      mem.close();
+    }
+    assert.deepEqual(readMemory(wl.pid, addr, 64), orig);
+    const pm = new Pagemap(wl.pid);
+    try {
+      const e = pm.read(stack.end - 4096n, 1);
+      assert.equal(e.length, 1);
+      assert.ok((e[0]! & PM.PRESENT) !== 0n, 'top stack page is present');
+    } finally {
+      pm.close();
+    }
+
+    const pidfd = pidfdOpen(wl.pid);
+    const dupFd = pidfdGetfd(pidfd, 2);
+    closeSync(dupFd);
+    closeSync(pidfd);
+
+    // Interrupt again (a second stop) then let everything go.
+    interrupt(wl.pid);
+    // The thread is already stopped: the interrupt is reported at the next resume.
+    for (const t of tids) detach(t);
+    wl.go();
+    const code = await withTimeout(wl.exited, 20000, 'workload exit');
+    assert.equal(wl.result(), 'ok');
+    assert.equal(code, 0);
+  } finally {
+    await wl.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('inject: errors carry code, errno and syscall', { skip: !isRoot && 'needs root' }, async () => {
+  assert.throws(() => seize(0x3ffffff0), (e: NodeJS.ErrnoException) => e.code === 'ESRCH' && e.syscall === 'ptrace(PTRACE_SEIZE)');
+  const wl = await startWorkload('workload-threads');
+  try {
+    seizeAndStop(wl.pid);
+    assert.throws(() => seize(wl.pid), { code: 'EPERM' });
+    assert.throws(() => waitStop(wl.pid, 50), { code: 'ETIMEDOUT' });
+    assert.throws(() => readMemory(wl.pid, 0x1000n, 16), { code: 'EFAULT' });
+    detach(wl.pid);
+  } finally {
+    await wl.dispose();
+  }
+});
