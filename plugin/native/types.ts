@@ -36,8 +36,6 @@ export interface UffdNative {
   uffdRead(fd: number, max: number): RawUffdMsg[];
   /** Blocking poll for readability (bounded by timeoutMs). */
   uffdPoll(fd: number, timeoutMs: number): boolean;
-  /** pidfd_open(pid, 0): CLOEXEC fd, readable when the process has exited. */
-  pidfdOpen(pid: number): number;
   /** Listening AF_UNIX stream socket at path (CLOEXEC). */
   unixListen(path: string): number;
   /** Accepts one connection and reads one message with its SCM_RIGHTS fds (off the JS thread). */
