@@ -1,6 +1,8 @@
 // Test workload: one process with mixed memory whose every byte it can
 // verify itself after a dump/restore (protocol: workload-common.h).
-//   workload-mem CTRL_DIR [ANON_MIB=24]
+//   workload-mem CTRL_DIR [ANON_MIB=24] [shared|socket]
+// ("shared" adds a MAP_SHARED|MAP_ANONYMOUS page, "socket" a UNIX socket
+// pair (fds reported as sock=N): things a dump must refuse.)
 // Regions (reported in CTRL_DIR/ready as name=0xSTART:LEN):
 //   anon     ANON_MIB of patterned anonymous memory; every 16th page never
 //            touched (must read back as zeros), every 16th+1 page written
@@ -16,6 +18,7 @@
 #include "workload-common.h"
 
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 #define PAGE 4096UL
 
@@ -121,6 +124,19 @@ int main(int argc, char** argv) {
   (void)sink;
   for (size_t i = 0; i < sizeof cow_pages / sizeof cow_pages[0]; i++)
     fill(file + cow_pages[i] * PAGE, PAGE, COW_SEED ^ (uint64_t)cow_pages[i]);
+
+  if (argc > 3 && strcmp(argv[3], "shared") == 0) {
+    char* sh = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) wl_die("mmap shared");
+    sh[0] = 1;
+    wl_report("shared=%p:%lu", sh, PAGE);
+  }
+
+  if (argc > 3 && strcmp(argv[3], "socket") == 0) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) wl_die("socketpair");
+    wl_report("sock=%d", sv[0]);
+  }
 
   uint64_t stack_arr[8192];
   fill(stack_arr, sizeof stack_arr, STACK_SEED);
