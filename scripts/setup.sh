@@ -25,6 +25,6 @@ elif [[ ! -f build/Release/lazy_restore.node || ! -d dist ]]; then
 fi
 # Rebuild when sources are newer than the outputs (developer loop).
 if [[ -n "$(find plugin test bench examples proto -newer dist/plugin/index.js -name '*.ts' -print -quit 2>/dev/null)" ]] \
-   || [[ -n "$(find native -newer build/Release/lazy_restore.node \( -name '*.cc' -o -name '*.h' -o -name '*.c' \) -print -quit 2>/dev/null)" ]]; then
+   || [[ -n "$(find native examples -newer build/Release/lazy_restore.node \( -name '*.cc' -o -name '*.h' -o -name '*.c' \) -print -quit 2>/dev/null)" ]]; then
   bash scripts/build.sh
 fi

@@ -1,6 +1,12 @@
+// Registers the restore-side primitives of native/inject.
 #include "common/modules.h"
+#include "inject/restore.h"
 
 namespace lr {
-// Placeholder: the restore side of native/inject registers its functions here.
-void InitRestoreNative(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+void InitRestoreNative(Napi::Env env, Napi::Object exports) {
+  InitRestorePtrace(env, exports);
+  InitRestoreMem(env, exports);
+  InitRestoreLazy(env, exports);
+  InitRestoreWaiter(env, exports);
+}
 }  // namespace lr

@@ -14,3 +14,7 @@ export { ImageDir, type ImageFileInfo, type PagePiece } from './imagedir.js';
 export {
   base64Lines, critJsonToImage, imageToCrit, imageToCritJson, messageFromCrit, messageToCrit, parseJson, stringifyJson, type JsonValue,
 } from './critjson.js';
+export {
+  formatBytes, formatCheckpointSummary, inspectCheckpoint, isLazyEligible, vmaStatusNames,
+  type CheckpointSummary, type FdSummary, type MemoryCounts, type ProcessSummary, type VmaSummary,
+} from './inspect.js';

@@ -1,32 +1,43 @@
-// The part of the native fault engine (plugin/uffd) the lazy-pages server
-// drives. Kept as an interface so the server's policy (lifecycle, push,
-// failure handling) is unit-tested with a fake, and so the real engine is
-// plugged in by one adapter (engine-adapter.ts).
+// The part of the native fault engine (plugin/uffd FaultEngine) that the
+// lazy-pages server drives. Kept as an interface so the server's policy
+// (lifecycle, push, failure handling) is unit-tested with a fake; the real
+// FaultEngine satisfies it structurally (engine-adapter.ts).
 import type { PlannedRange } from './types.js';
 
 export type EngineEventLike =
   | { type: 'fork'; proc: number; child: number }
   | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
-  | { type: 'remove'; proc: number; start: bigint; end: bigint }
-  | { type: 'unmap'; proc: number; start: bigint; end: bigint }
+  | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
   | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
   | { type: 'complete'; proc: number }
   | { type: 'exit'; proc: number }
-  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string; tid?: number }
-  | { type: 'stats'; faults: number; faultPages: number; zeroPages: number; latenciesUs: number[]; faultAddrs: { proc: number; addr: bigint }[] };
+  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+
+/** Per-process counters as the engine reports them (cumulative). */
+export interface EngineProcStatsLike {
+  proc: number;
+  faults: number;
+  zeroPages: number;
+  copiedPages: number;
+  pushedPages: number;
+  bytes: bigint;
+  /** Bucket i counts fault service times in [2^i, 2^(i+1)) ns. */
+  latencyLog2Ns: number[];
+}
 
 export interface FaultEngineLike {
   addSource(path: string): number;
-  adopt(uffd: number, ranges: PlannedRange[]): number;
-  supply(proc: number, addr: bigint, data: Buffer): bigint;
+  /** Takes ownership of uffd (and pidfd) once it returns. */
+  adopt(uffd: number, ranges: readonly PlannedRange[], opts?: { pidfd?: number }): number;
+  /** Copies remote pages dumped at imageAddr to wherever they live now; returns bytes copied. */
+  supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
-  /** Remaining ranges that still need a copy (zero ranges may be included). */
-  lazyRanges(proc: number): PlannedRange[];
-  /** Bytes left that must be copied (file/remote). */
+  /** Remaining (lazy or in flight) ranges, sorted; zero ranges included. */
+  lazyRanges(proc: number): { start: bigint; end: bigint }[];
   lazyBytes(proc: number): bigint;
   release(proc: number): void;
-  stats(): Record<string, number | bigint>;
+  stats(): { procs: EngineProcStatsLike[] };
   close(): Promise<void>;
 }
 

@@ -6,20 +6,20 @@
 import { closeSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
-import type { EngineEventLike, EngineFactory, FaultEngineLike } from './engine.js';
+import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
 import { TypedEmitter } from './emitter.js';
 import type { LazyImageProvider } from './images.js';
 import type { Plan } from './plan.js';
-import { childrenOf, identify, isAlive, tgidOf, type ProcIdentity } from './procfs.js';
-import { LatencyReservoir } from './stats.js';
+import { childrenOf, identify, isAlive, type ProcIdentity } from './procfs.js';
+import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
-  AdoptOptions, LazyEventMap, LazyPagesServerOptions, PlannedRange, LazyProcessState, LazyProcessStats, LazyServerStats,
+  AdoptOptions, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
 } from './types.js';
-import type { LazySocket } from './socket.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
-const LIVENESS_MS = 100;
-const RECENT_FAULTS = 4;
+/** Engine statistics poll and liveness check period. */
+const POLL_MS = 50;
+const HOT_MAX = 4;
 
 /** Internal hooks so tests can run the policy against fakes. */
 export interface LazyPagesServerDeps {
@@ -27,29 +27,44 @@ export interface LazyPagesServerDeps {
   images?: LazyImageProvider;
   /** Sends SIGKILL; default process.kill. */
   kill?: (pid: number) => void;
+  /** Opens a pidfd for a root process so the engine sees its exit (default: inject's pidfdOpen). */
+  pidfdOpen?: (pid: number) => number | undefined;
 }
+
+interface Span { start: bigint; end: bigint }
 
 class Proc {
   state: LazyProcessState = 'serving';
   readonly children: Proc[] = [];
   hostPid: number | undefined;
   identity: ProcIdentity | undefined;
+  /** Bytes to copy from images or a page server (zero pages excluded). */
   lazyBytes = 0n;
   pushedBytes = 0n;
   pushedChunks = 0;
   pushInFlight = 0;
   readonly adoptedAtMs = Date.now();
   finishedAtMs: number | undefined;
-  /** Dump-time page addresses of recent faults (push near them first). */
-  readonly hot: bigint[] = [];
-  /** Address-order push: snapshot of remaining data ranges and where we are in it. */
-  snapshot: PlannedRange[] | undefined;
+  /** Page addresses near recent faults (push there first), newest last. */
+  hot: bigint[] = [];
+  /**
+   * Range edges whose origin we know (plan boundaries, our push windows,
+   * event ranges). A remaining-range edge not in here was cut by a fault.
+   * Undefined after a remap: addresses moved, the heuristic is dropped.
+   */
+  knownEdges: Set<bigint> | undefined = new Set();
+  lastFaults = 0;
+  hotCheck = false;
+  /** Address-order push: snapshot of remaining ranges and where we are in it. */
+  snapshot: Span[] | undefined;
   snapIndex = 0;
   cursor = 0n;
-  /** Bytes copied by the current address-order pass; a pass that copies nothing pauses the push until a fault. */
+  /** A pass over the snapshot that copied nothing pauses the push until the next fault. */
   passCopied = 0n;
   passChunks = 0;
   pushPaused = false;
+  /** Last engine counters seen (kept after release for the totals). */
+  engineStats: EngineProcStatsLike | undefined;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -63,26 +78,22 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private nextId = 1;
   private pendingAdopts = 0;
   private restoreFinished = false;
-  private pushStarted = false;
   private closed = false;
   private firstAdoptMs: number | undefined;
   private lastFinishMs: number | undefined;
   private pushInFlight = 0;
-  private readonly latency = new LatencyReservoir(200_000);
-  private faults = 0;
-  private faultPages = 0;
-  private zeroPages = 0;
   private pushedPages = 0;
-  private bytesCopied = 0n;
+  private bytesSupplied = 0n;
   private tokens = 0;
   private tokensAt = Date.now();
   private bwTimer: NodeJS.Timeout | undefined;
-  private readonly liveness: NodeJS.Timeout;
+  private readonly poller: NodeJS.Timeout;
   private idleWaiters: (() => void)[] = [];
   private socket: LazySocket | undefined;
   private readonly chunk: bigint;
   private readonly maxInFlight: number;
   private readonly kill: (pid: number) => void;
+  private readonly pidfdOpen: ((pid: number) => number | undefined) | undefined;
   private zombies = 0;
 
   private constructor(
@@ -95,23 +106,26 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.chunk = BigInt(options.pushChunkBytes ?? Number(DEFAULT_CHUNK));
     this.maxInFlight = options.pushInFlight ?? 2;
     this.kill = deps.kill ?? ((pid) => process.kill(pid, 'SIGKILL'));
-    this.liveness = setInterval(() => this.checkLiveness(), LIVENESS_MS);
-    this.liveness.unref();
+    this.pidfdOpen = deps.pidfdOpen;
+    // Never keeps the event loop alive by itself: the engine and the socket do.
+    this.poller = setInterval(() => this.poll(), POLL_MS);
+    this.poller.unref();
   }
 
-  /** Opens the images (pstree, inventory) and starts the engine (and the socket, if asked). */
+  /** Opens the images and starts the engine (and the socket, if asked). */
   static async open(options: LazyPagesServerOptions, deps: LazyPagesServerDeps = {}): Promise<LazyPagesServer> {
     validateOptions(options);
     const images = deps.images ?? (await (await import('./images.js')).openImageProvider(options.imagesDir, options.remote !== undefined));
-    // The engine's events reach the server through this indirection, which is
-    // wired once the server exists.
+    // Engine events reach the server through this indirection, wired once the server exists.
     let sink: ((evs: EngineEventLike[]) => void) | undefined;
-    const factory = deps.engineFactory ?? (await import('./engine-adapter.js')).realEngineFactory;
+    const adapter = deps.engineFactory ? undefined : await import('./engine-adapter.js');
+    const factory = deps.engineFactory ?? adapter!.realEngineFactory;
+    const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
     const engine = await factory({
       ...(options.engineThreads !== undefined ? { threads: options.engineThreads } : {}),
       onEvents: (evs) => sink?.(evs),
     });
-    const server = new LazyPagesServer(options, images, engine, deps);
+    const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
     if (options.socketPath) {
       const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
@@ -122,8 +136,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           onEvent: (ev) => server.onSocketEvent(ev),
         });
       } catch (e) {
+        clearInterval(server.poller);
         await engine.close();
-        clearInterval(server.liveness);
         throw e;
       }
     }
@@ -136,13 +150,14 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   /**
-   * Takes over `uffd` (owned by the server from now on) for the process with
-   * virtual pid `pid` and serves it at once. If the images cannot serve it,
-   * the process is killed and this rejects with the reason.
+   * Takes over `uffd` (owned by the server from now on, also on failure) for
+   * the process with virtual pid `pid` and serves it at once. If the images
+   * cannot serve it, the process is killed and this rejects with the reason.
    */
   async adopt(pid: number, uffd: number, opts: AdoptOptions = {}): Promise<LazyProcessStats> {
     if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`pid must be a positive integer, got ${pid}`);
     if (!Number.isInteger(uffd) || uffd < 0) throw new RangeError(`uffd must be a file descriptor, got ${uffd}`);
+    if (opts.hostPid !== undefined && !(Number.isInteger(opts.hostPid) && opts.hostPid > 0)) throw new RangeError(`hostPid must be a positive integer, got ${opts.hostPid}`);
     if (this.closed) throw new UserError(`pid ${pid}: lazy-pages server is closed`);
     const hostPid = opts.hostPid ?? pid;
     this.pendingAdopts++;
@@ -153,51 +168,53 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     } catch (e) {
       this.pendingAdopts--;
       closeQuietly(uffd);
-      const msg = `pid ${pid}: cannot serve its memory: ${e instanceof Error ? e.message : String(e)}`;
-      this.killPid(hostPid);
-      this.emit('error', { proc: undefined, killed: true, message: `${msg}; killed pid ${hostPid}`, error: e instanceof Error ? e : new Error(String(e)) });
-      this.checkIdle();
-      throw new UserError(msg, { cause: e });
+      throw this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
     }
+    const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
-      handle = this.engine.adopt(uffd, plan.ranges);
+      handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
     } catch (e) {
       this.pendingAdopts--;
       closeQuietly(uffd);
-      this.killPid(hostPid);
-      const msg = `pid ${pid}: engine refused the userfaultfd: ${errText(e)}; killed pid ${hostPid}`;
-      this.emit('error', { proc: undefined, killed: true, message: msg, error: e instanceof Error ? e : new Error(String(e)) });
-      this.checkIdle();
-      throw new UserError(msg, { cause: e });
+      if (pidfd !== undefined) closeQuietly(pidfd);
+      throw this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
     }
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
     p.hostPid = hostPid;
     p.identity = identify(hostPid);
     p.lazyBytes = plan.fileBytes + plan.remoteBytes;
+    for (const r of plan.ranges) {
+      p.knownEdges!.add(r.start);
+      p.knownEdges!.add(r.end);
+    }
+    // The engine may have reported 'complete' (empty plan) before the handle was known.
     this.procs.set(handle, p);
     if (!this.socket) this.restoreFinished = true;
-    if (this.restoreFinished) this.startPushInternal();
-    if (p.lazyBytes === 0n) this.finish(p, 'complete');
-    return this.snapshot(p);
+    if (plan.ranges.length === 0) this.finish(p, 'complete');
+    this.pump();
+    return this.snapshotOf(p);
   }
 
-  /** The restore-finished point without a socket: start the background push now. */
+  /** The restore-finished point for in-process use with a socket: start the background push now. */
   startPush(): void {
     this.restoreFinished = true;
-    this.startPushInternal();
+    this.pump();
     this.checkIdle();
   }
 
   /** Statistics of every process the server has seen. */
   processes(): LazyProcessStats[] {
-    return [...this.procs.values()].map((p) => this.snapshot(p));
+    return [...this.procs.values()].map((p) => this.snapshotOf(p));
   }
 
   stats(): LazyServerStats {
+    this.refreshEngineStats();
     let serving = 0, complete = 0, exited = 0, killed = 0;
-    let lazy = 0n, left = 0n;
+    let lazy = 0n, left = 0n, bytes = this.bytesSupplied;
+    let faults = 0, zeroPages = 0, copied = 0;
+    const hist: number[] = [];
     for (const p of this.procs.values()) {
       if (p.state === 'serving') serving++;
       else if (p.state === 'complete') complete++;
@@ -205,28 +222,29 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       else killed++;
       lazy += p.lazyBytes;
       left += this.leftOf(p);
+      const es = p.engineStats;
+      if (es) {
+        faults += es.faults;
+        zeroPages += es.zeroPages;
+        copied += es.copiedPages;
+        bytes += es.bytes;
+        es.latencyLog2Ns.forEach((n, i) => (hist[i] = (hist[i] ?? 0) + (n ?? 0)));
+      }
     }
     const end = serving === 0 && this.lastFinishMs !== undefined ? this.lastFinishMs : Date.now();
-    let engine: Record<string, number | bigint> = {};
-    try {
-      engine = this.engine.stats();
-    } catch {
-      /* engine closed */
-    }
     return {
       processes: this.procs.size, serving, complete, exited, killed,
-      faults: this.faults, faultPages: this.faultPages, zeroPages: this.zeroPages, pushedPages: this.pushedPages,
-      bytesCopied: this.bytesCopied, lazyBytes: lazy, lazyBytesLeft: left,
-      faultLatencyP50Us: this.latency.percentile(50), faultLatencyP99Us: this.latency.percentile(99),
+      faults, faultPages: copied, zeroPages, pushedPages: this.pushedPages,
+      bytesCopied: bytes, lazyBytes: lazy, lazyBytesLeft: left,
+      faultLatencyP50Us: histPercentileUs(hist, 50), faultLatencyP99Us: histPercentileUs(hist, 99),
       elapsedMs: this.firstAdoptMs === undefined ? 0 : end - this.firstAdoptMs,
       zombies: this.zombies,
-      engine,
     };
   }
 
   /** Resolves once restore has finished and every adopted process is complete or gone. */
   whenIdle(): Promise<LazyServerStats> {
-    if (this.isIdle()) return Promise.resolve(this.stats());
+    if (this.isIdle() || this.closed) return Promise.resolve(this.stats());
     return new Promise((resolve) => this.idleWaiters.push(() => resolve(this.stats())));
   }
 
@@ -234,11 +252,18 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     return this.whenIdle();
   }
 
-  /** Stops the socket and the engine; processes still serving are left to the kernel's mercy, so kill them first if needed. */
+  /**
+   * Stops the socket and the engine. Processes still being served are
+   * SIGKILLed first: closing their uffd would hand them zero pages.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.refreshEngineStats();
+    for (const p of this.procs.values()) {
+      if (p.state === 'serving') this.failProcess(p, 'the lazy-pages server was closed while it still had pages to serve', new Error('server closed'));
+    }
     this.closed = true;
-    clearInterval(this.liveness);
+    clearInterval(this.poller);
     if (this.bwTimer) clearTimeout(this.bwTimer);
     this.socket?.close();
     this.writeStatsFile();
@@ -246,18 +271,23 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  // -------------------------------------------------------------------------
+  // ---- process picture -------------------------------------------------------
+
+  private refuse(pid: number, hostPid: number, why: string, cause: unknown): UserError {
+    const killed = this.killPid(hostPid);
+    const msg = `pid ${pid}: ${why}; ${killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`}`;
+    const error = new UserError(msg, { cause });
+    this.emit('error', { proc: undefined, killed, message: msg, error });
+    this.checkIdle();
+    return error;
+  }
 
   private leftOf(p: Proc): bigint {
     if (p.state !== 'serving') return 0n;
-    try {
-      return this.engine.lazyBytes(p.engineProc);
-    } catch {
-      return 0n;
-    }
+    return safe(() => this.engine.lazyBytes(p.engineProc), 0n);
   }
 
-  private snapshot(p: Proc): LazyProcessStats {
+  private snapshotOf(p: Proc): LazyProcessStats {
     return {
       id: p.id, imagePid: p.imagePid, hostPid: p.hostPid, parentId: p.parent?.id,
       lazyBytes: p.lazyBytes, lazyBytesLeft: this.leftOf(p), pushedBytes: p.pushedBytes, pushedChunks: p.pushedChunks,
@@ -275,37 +305,35 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
   }
 
-  private onSocketEvent(ev: { type: 'connected' | 'refused' | 'zombie' | 'finished' | 'eof' | 'protocol' | 'error'; pid?: number; uid?: number; detail?: string; error?: Error }): void {
+  private onSocketEvent(ev: LazySocketNotice): void {
     switch (ev.type) {
       case 'zombie':
         this.zombies++;
         break;
       case 'finished':
         this.restoreFinished = true;
-        this.startPushInternal();
         break;
       case 'eof':
         if (!this.restoreFinished) {
           this.emit('error', { proc: undefined, killed: false, message: 'restorer unexpectedly closed the lazy-pages connection before restore finished', error: new Error('EOF before RSTF') });
-          // Nothing more will arrive: serve what was adopted and let idle happen.
+          // Nothing more will arrive: serve what was adopted, then be idle.
           this.restoreFinished = true;
-          this.startPushInternal();
         }
         break;
       case 'protocol':
       case 'error': {
-        const message = ev.type === 'protocol' ? `lazy-pages socket: ${ev.detail ?? 'protocol error'}` : `lazy-pages socket: ${errText(ev.error)}`;
-        this.emit('error', { proc: undefined, killed: false, message, error: ev.error ?? new Error(message) });
+        const message = ev.type === 'protocol' ? `lazy-pages socket: ${ev.detail}` : `lazy-pages socket: ${errText(ev.error)}`;
+        this.emit('error', { proc: undefined, killed: false, message, error: ev.type === 'error' ? ev.error : new Error(message) });
         this.restoreFinished = true;
-        this.startPushInternal();
         break;
       }
       default:
         break;
     }
-    if (ev.type !== 'protocol' && ev.type !== 'error') {
-      this.emit('socket', { type: ev.type, ...(ev.pid !== undefined ? { pid: ev.pid } : {}), ...(ev.uid !== undefined ? { uid: ev.uid } : {}) });
-    }
+    if (ev.type === 'connected' || ev.type === 'refused') this.emit('socket', { type: ev.type, pid: ev.pid, uid: ev.uid });
+    else if (ev.type === 'zombie') this.emit('socket', { type: ev.type, pid: ev.pid });
+    else if (ev.type === 'finished' || ev.type === 'eof') this.emit('socket', { type: ev.type });
+    this.pump();
     this.checkIdle();
   }
 
@@ -314,7 +342,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       try {
         this.onEngineEvent(ev);
       } catch (e) {
-        this.emit('error', { proc: undefined, killed: false, message: `internal: handling ${ev.type}: ${errText(e)}`, error: e instanceof Error ? e : new Error(String(e)) });
+        this.emit('error', { proc: undefined, killed: false, message: `internal: handling engine event ${ev.type}: ${errText(e)}`, error: e instanceof Error ? e : new Error(String(e)) });
       }
     }
     this.pump();
@@ -322,117 +350,107 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   private onEngineEvent(ev: EngineEventLike): void {
-    if (ev.type === 'stats') {
-      this.faults += ev.faults;
-      this.faultPages += ev.faultPages;
-      this.zeroPages += ev.zeroPages;
-      for (const l of ev.latenciesUs) this.latency.add(l);
-      for (const f of ev.faultAddrs) {
-        const p = this.procs.get(f.proc);
-        if (!p || p.state !== 'serving') continue;
-        p.hot.push(f.addr);
-        p.pushPaused = false;
-        if (p.hot.length > RECENT_FAULTS) p.hot.shift();
-      }
-      if (ev.faults > 0) this.emit('fault', { faults: ev.faults, faultPages: ev.faultPages, zeroPages: ev.zeroPages, stats: this.stats() });
-      for (const p of this.procs.values()) if (p.state === 'serving') this.maybeComplete(p);
-      return;
-    }
     const p = this.procs.get(ev.proc);
     if (!p) return;
     switch (ev.type) {
       case 'fork': {
         const c = new Proc(this.nextId++, ev.child, p.imagePid, p);
-        c.lazyBytes = safe(() => this.engine.lazyBytes(ev.child), 0n);
+        c.lazyBytes = p.lazyBytes;
+        c.knownEdges = p.knownEdges ? new Set(p.knownEdges) : undefined;
         p.children.push(c);
         this.procs.set(ev.child, c);
         // The child becomes visible in /proc only after the parent's fork returns.
         this.resolveChildPid(c, 0);
-        this.emit('fork', { parent: this.snapshot(p), child: this.snapshot(c) });
-        this.maybeComplete(c);
+        this.emit('fork', { parent: this.snapshotOf(p), child: this.snapshotOf(c) });
         break;
       }
       case 'remap':
         p.snapshot = undefined;
-        this.emit('remap', { proc: this.snapshot(p), from: ev.from, to: ev.to, len: ev.len });
+        p.knownEdges = undefined;
+        p.hot = [];
+        this.emit('remap', { proc: this.snapshotOf(p), from: ev.from, to: ev.to, len: ev.len });
         break;
       case 'remove':
       case 'unmap':
-        this.emit(ev.type, { proc: this.snapshot(p), start: ev.start, end: ev.end });
-        this.maybeComplete(p);
+        p.knownEdges?.add(ev.start);
+        p.knownEdges?.add(ev.end);
+        this.emit(ev.type, { proc: this.snapshotOf(p), start: ev.start, end: ev.end });
         break;
       case 'need':
-        void this.serveRemote(p, ev.addr, ev.imageAddr, ev.len);
+        void this.serveRemote(p, ev.imageAddr, ev.len);
         break;
       case 'prefetched': {
-        p.pushInFlight--;
-        this.pushInFlight--;
+        if (p.pushInFlight > 0) {
+          p.pushInFlight--;
+          this.pushInFlight--;
+        }
         p.pushedBytes += ev.copied;
         p.passCopied += ev.copied;
         if (ev.copied > 0n) p.pushedChunks++;
         this.pushedPages += Number(ev.copied / 4096n);
-        this.bytesCopied += ev.copied;
-        this.maybeComplete(p);
         break;
       }
       case 'complete':
-        if (p.state === 'serving') this.finish(p, 'complete');
+        this.finish(p, 'complete');
         break;
       case 'exit':
-        if (p.state === 'serving') this.finish(p, 'exited');
+        this.finish(p, 'exited');
         break;
       case 'error':
-        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, Object.assign(new Error(ev.message), { code: ev.code, errno: ev.errno, syscall: ev.syscall }), ev.tid);
+        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, Object.assign(new Error(ev.message), { code: ev.code, errno: ev.errno, syscall: ev.syscall }));
         break;
     }
   }
 
-  private maybeComplete(p: Proc): void {
-    if (p.state !== 'serving' || p.pushInFlight > 0) return;
-    if (safe(() => this.engine.lazyBytes(p.engineProc), 1n) === 0n) this.finish(p, 'complete');
-  }
-
   private finish(p: Proc, state: LazyProcessState): void {
     if (p.state !== 'serving') return;
+    this.refreshEngineStats();
     p.state = state;
     p.finishedAtMs = Date.now();
     this.lastFinishMs = p.finishedAtMs;
-    // Closing our uffd copy ends interception: only zero ranges (never
-    // populated in the image) may be left, and the kernel fills those with zeros.
+    if (p.pushInFlight > 0) {
+      this.pushInFlight -= p.pushInFlight;
+      p.pushInFlight = 0;
+    }
+    // Closing our uffd copy ends interception. For 'complete' nothing lazy is
+    // left; for 'exited' the mm is gone.
     try {
       this.engine.release(p.engineProc);
     } catch {
       /* already gone in the engine */
     }
-    if (state === 'complete') this.emit('complete', { proc: this.snapshot(p) });
-    else if (state === 'exited') this.emit('exit', { proc: this.snapshot(p) });
+    if (state === 'complete') this.emit('complete', { proc: this.snapshotOf(p) });
+    else if (state === 'exited') this.emit('exit', { proc: this.snapshotOf(p) });
     this.checkIdle();
   }
 
-  private failProcess(p: Proc, why: string, error: Error, tid?: number): void {
+  /** SIGKILL first, then release: once our uffd is closed the kernel would hand out zero pages. */
+  private failProcess(p: Proc, why: string, error: Error): void {
     if (p.state !== 'serving') return;
-    let target = p.hostPid;
-    if (target === undefined && tid !== undefined) target = tgidOf(tid);
-    if (target === undefined) {
-      this.resolveChildPidNow(p);
-      target = p.hostPid;
-    }
-    const who = p.parent ? `child of pid ${p.parent.hostPid ?? p.parent.imagePid} (image pid ${p.imagePid})` : `pid ${p.imagePid}`;
+    this.refreshEngineStats();
+    if (p.hostPid === undefined) this.resolveChildPidNow(p);
+    const target = p.hostPid;
+    const who = p.parent ? `child of pid ${p.parent.hostPid ?? p.parent.imagePid} (reads image pid ${p.imagePid})` : `pid ${p.imagePid}`;
     let killed = false;
-    if (target !== undefined && (!p.identity || isAlive(p.identity))) {
-      killed = this.killPid(target);
-    }
-    // Kill first, then release: once our uffd is closed the kernel would hand out zero pages.
+    if (target !== undefined && (!p.identity || isAlive(p.identity))) killed = this.killPid(target);
     p.state = 'killed';
     p.finishedAtMs = Date.now();
     this.lastFinishMs = p.finishedAtMs;
-    try {
-      this.engine.release(p.engineProc);
-    } catch {
-      /* gone */
+    if (p.pushInFlight > 0) {
+      this.pushInFlight -= p.pushInFlight;
+      p.pushInFlight = 0;
     }
-    const message = `${who}: a page could not be served: ${why}; ${killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown, it could not be killed' : `pid ${target} is already gone`}`;
-    this.emit('error', { proc: this.snapshot(p), killed, message, error });
+    if (killed || target === undefined || !p.identity || !isAlive(p.identity)) {
+      try {
+        this.engine.release(p.engineProc);
+      } catch {
+        /* gone */
+      }
+    }
+    // If the process could not be killed its uffd stays open in the engine, so it blocks instead of reading zeros.
+    const outcome = killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown: left blocked on its faults' : `pid ${target} is already gone`;
+    const message = `${who}: a page could not be served: ${why}; ${outcome}`;
+    this.emit('error', { proc: this.snapshotOf(p), killed, message, error });
     this.checkIdle();
   }
 
@@ -445,15 +463,14 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
   }
 
-  private async serveRemote(p: Proc, addr: bigint, imageAddr: bigint, len: bigint): Promise<void> {
+  private async serveRemote(p: Proc, imageAddr: bigint, len: bigint): Promise<void> {
     const remote = this.options.remote;
     try {
       if (!remote) throw new Error('no remote page source configured');
       const data = await remote.fetch(p.imagePid, imageAddr, Number(len));
       if (data.length !== Number(len)) throw new Error(`remote page source returned ${data.length} of ${len} bytes at 0x${imageAddr.toString(16)}`);
       if (p.state !== 'serving') return;
-      this.bytesCopied += this.engine.supply(p.engineProc, addr, data);
-      this.maybeComplete(p);
+      this.bytesSupplied += this.engine.supply(p.engineProc, imageAddr, data);
     } catch (e) {
       this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
     }
@@ -463,7 +480,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private resolveChildPid(c: Proc, attempt: number): void {
     if (c.hostPid !== undefined || c.state !== 'serving' || this.closed) return;
     this.resolveChildPidNow(c);
-    if (c.hostPid === undefined && attempt < 50) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+    if (c.hostPid === undefined && attempt < 40) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
   }
 
   private resolveChildPidNow(c: Proc): void {
@@ -478,34 +495,61 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const child = unresolved[i]!;
       child.hostPid = candidates[i]!;
       child.identity = identify(child.hostPid);
+      for (const gc of child.children) if (gc.hostPid === undefined) this.resolveChildPidNow(gc);
     }
   }
 
-  private checkLiveness(): void {
-    for (const p of this.procs.values()) {
-      if (p.state === 'serving' && p.identity && !isAlive(p.identity)) this.finish(p, 'exited');
+  /** Periodic: engine counters (fault batches), exits the engine cannot see. */
+  private poll(): void {
+    if (this.closed) return;
+    const before = new Map<Proc, EngineProcStatsLike | undefined>();
+    for (const p of this.procs.values()) if (p.state === 'serving') before.set(p, p.engineStats);
+    this.refreshEngineStats();
+    let faults = 0, pages = 0, zero = 0;
+    for (const [p, old] of before) {
+      const now = p.engineStats;
+      if (!now) continue;
+      const df = now.faults - (old?.faults ?? 0);
+      if (df > 0) {
+        faults += df;
+        pages += now.copiedPages - (old?.copiedPages ?? 0);
+        zero += now.zeroPages - (old?.zeroPages ?? 0);
+        p.hotCheck = true;
+        p.pushPaused = false;
+      }
+      if (p.identity && !isAlive(p.identity)) this.finish(p, 'exited');
+    }
+    if (faults > 0) this.emit('fault', { faults, faultPages: pages, zeroPages: zero, stats: this.stats() });
+    this.pump();
+    this.checkIdle();
+  }
+
+  private refreshEngineStats(): void {
+    let all: EngineProcStatsLike[];
+    try {
+      all = this.engine.stats().procs;
+    } catch {
+      return;
+    }
+    for (const s of all) {
+      const p = this.procs.get(s.proc);
+      if (p) p.engineStats = s;
     }
   }
 
   // ---- background push ----------------------------------------------------
 
-  private startPushInternal(): void {
-    if (this.options.prefetch === false || this.pushStarted || this.closed) {
-      this.pump();
-      return;
-    }
-    this.pushStarted = true;
-    this.pump();
+  private pushAllowed(): boolean {
+    return this.restoreFinished && !this.closed && this.options.prefetch !== false;
   }
 
-  /** Issues background chunks while there is room; faults are never queued behind them (the engine serves faults first). */
+  /** Issues background chunks while there is room; the engine serves faults before them. */
   private pump(): void {
-    if (!this.pushStarted || this.closed || this.options.prefetch === false) return;
-    const serving = [...this.procs.values()].filter((p) => p.state === 'serving');
+    if (!this.pushAllowed()) return;
     let progress = true;
     while (this.pushInFlight < this.maxInFlight && progress) {
       progress = false;
-      for (const p of serving) {
+      for (const p of this.procs.values()) {
         if (this.pushInFlight >= this.maxInFlight) break;
         if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
         if (!this.takeTokens(Number(this.chunk))) return;
@@ -514,7 +558,6 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           this.refundTokens(Number(this.chunk));
           continue;
         }
-        this.refundTokens(Number(this.chunk - next.len));
         p.pushInFlight++;
         this.pushInFlight++;
         try {
@@ -530,53 +573,64 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
   }
 
-  /** Next chunk of process p: near a recent fault first, then address order. */
+  /** Next window of process p: near recent faults first, then address order. */
   private nextChunk(p: Proc): { start: bigint; len: bigint } | undefined {
+    if (p.hotCheck) {
+      p.hotCheck = false;
+      this.findFaultHoles(p);
+    }
     while (p.hot.length > 0) {
       const addr = p.hot.pop()!;
-      const snap = this.refreshSnapshot(p, false);
-      const r = snap.find((x) => x.end > addr && x.src.kind !== 'zero' && x.start <= addr + this.chunk);
-      if (!r) continue;
-      const start = r.start > addr ? r.start : addr - (addr % this.chunk) < r.start ? r.start : addr - (addr % this.chunk);
-      const end = start + this.chunk < r.end ? start + this.chunk : r.end;
-      if (end > start) return { start, len: end - start };
+      const start = addr - (addr % this.chunk);
+      p.knownEdges?.add(start);
+      p.knownEdges?.add(start + this.chunk);
+      return { start, len: this.chunk };
     }
     for (let pass = 0; pass < 2; pass++) {
-      if (pass === 1) {
-        // A whole pass without progress (e.g. pages the engine cannot copy
-        // yet): wait for the next fault instead of spinning.
-        if (p.passChunks > 0 && p.passCopied === 0n) {
+      if (pass === 1 || !p.snapshot) {
+        if (pass === 1 && p.passChunks > 0 && p.passCopied === 0n) {
+          // A whole pass copied nothing (pages the engine cannot copy yet):
+          // wait for the next fault instead of spinning.
           p.pushPaused = true;
           p.passChunks = 0;
+          p.snapshot = undefined;
           return undefined;
         }
+        p.snapshot = safe(() => this.engine.lazyRanges(p.engineProc), []);
+        p.snapIndex = 0;
+        p.cursor = 0n;
         p.passChunks = 0;
         p.passCopied = 0n;
       }
-      const snap = this.refreshSnapshot(p, pass === 1);
-      while (p.snapIndex < snap.length) {
+      const snap = p.snapshot;
+      while (p.snapIndex < snap.length && snap[p.snapIndex]!.end <= p.cursor) p.snapIndex++;
+      if (p.snapIndex < snap.length) {
         const r = snap[p.snapIndex]!;
-        if (r.src.kind === 'zero' || r.end <= p.cursor) {
-          p.snapIndex++;
-          continue;
-        }
         const start = r.start > p.cursor ? r.start : p.cursor;
-        const end = start + this.chunk < r.end ? start + this.chunk : r.end;
-        p.cursor = end;
+        p.cursor = start + this.chunk;
         p.passChunks++;
-        return { start, len: end - start };
+        p.knownEdges?.add(start);
+        p.knownEdges?.add(p.cursor);
+        return { start, len: this.chunk };
       }
+      if (snap.length === 0) return undefined;
     }
     return undefined;
   }
 
-  private refreshSnapshot(p: Proc, force: boolean): PlannedRange[] {
-    if (!p.snapshot || force) {
-      p.snapshot = safe(() => this.engine.lazyRanges(p.engineProc).filter((r) => r.src.kind !== 'zero'), []);
-      p.snapIndex = 0;
-      p.cursor = 0n;
+  /** Remaining-range edges we did not make are fault holes: push around them next. */
+  private findFaultHoles(p: Proc): void {
+    const known = p.knownEdges;
+    if (!known) return;
+    const ranges = safe(() => this.engine.lazyRanges(p.engineProc), []);
+    const found: bigint[] = [];
+    for (const r of ranges) {
+      if (!known.has(r.start)) found.push(r.start);
+      if (!known.has(r.end)) found.push(r.end > this.chunk ? r.end - this.chunk : 0n);
+      if (found.length >= HOT_MAX * 4) break;
     }
-    return p.snapshot;
+    for (const a of found.slice(-HOT_MAX)) p.hot.push(a);
+    if (p.hot.length > HOT_MAX) p.hot = p.hot.slice(-HOT_MAX);
   }
 
   private refundTokens(n: number): void {
@@ -609,8 +663,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   // ---- idle ------------------------------------------------------------------
 
   private isIdle(): boolean {
-    if (this.pendingAdopts > 0) return false;
-    if (!this.restoreFinished) return false;
+    if (this.pendingAdopts > 0 || !this.restoreFinished) return false;
     for (const p of this.procs.values()) if (p.state === 'serving') return false;
     return true;
   }
@@ -639,6 +692,19 @@ function validateOptions(o: LazyPagesServerOptions): void {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
+}
+
+/** Upper bound (us) of the log2-ns bucket holding the p-th percentile. */
+function histPercentileUs(hist: readonly (number | undefined)[], p: number): number | undefined {
+  const total = hist.reduce<number>((a, b) => a + (b ?? 0), 0);
+  if (total === 0) return undefined;
+  const rank = Math.max(1, Math.ceil((p / 100) * total));
+  let cum = 0;
+  for (let i = 0; i < hist.length; i++) {
+    cum += hist[i] ?? 0;
+    if (cum >= rank) return 2 ** (i + 1) / 1000;
+  }
+  return 2 ** hist.length / 1000;
 }
 
 function safe<T>(f: () => T, fallback: T): T {

@@ -95,8 +95,6 @@ export interface LazyServerStats {
   elapsedMs: number;
   /** Zombies announced on the socket. */
   zombies: number;
-  /** Raw engine counters, as the engine reports them. */
-  engine: Record<string, number | bigint>;
 }
 
 export interface FaultBatchEvent {

@@ -8,16 +8,88 @@
 // native/uffd: the userfaultfd ABI (owner: uffd/engine work)
 // ---------------------------------------------------------------------------
 //
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface UffdNative {}
+/** A decoded `struct uffd_msg` (see plugin/uffd/abi.ts for the typed union). */
+export type RawUffdMsg =
+  | { event: 'pagefault'; flags: bigint; address: bigint; ptid: number }
+  | { event: 'fork'; ufd: number }
+  | { event: 'remap'; from: bigint; to: bigint; len: bigint }
+  | { event: 'remove' | 'unmap'; start: bigint; end: bigint }
+  | { event: 'unknown'; code: number };
+
+/**
+ * One ioctl per function; errors carry code/errno/syscall. COPY, ZEROPAGE,
+ * CONTINUE, MOVE and POISON errors also carry `progress: bigint` (bytes done).
+ */
+export interface UffdNative {
+  uffdCreate(flags: number, allowDevFallback: boolean): number;
+  uffdApi(fd: number, features: bigint): { api: bigint; features: bigint; ioctls: bigint };
+  uffdRegister(fd: number, start: bigint, len: bigint, mode: bigint): bigint;
+  uffdUnregister(fd: number, start: bigint, len: bigint): void;
+  uffdCopy(fd: number, dst: bigint, data: Buffer, mode: bigint): bigint;
+  uffdZeropage(fd: number, start: bigint, len: bigint, mode: bigint): bigint;
+  uffdWake(fd: number, start: bigint, len: bigint): void;
+  uffdWriteprotect(fd: number, start: bigint, len: bigint, mode: bigint): void;
+  uffdContinue(fd: number, start: bigint, len: bigint, mode: bigint): bigint;
+  uffdMove(fd: number, dst: bigint, src: bigint, len: bigint, mode: bigint): bigint;
+  uffdPoison(fd: number, start: bigint, len: bigint, mode: bigint): bigint;
+  /** Non-blocking; [] when nothing is pending. */
+  uffdRead(fd: number, max: number): RawUffdMsg[];
+  /** Blocking poll for readability (bounded by timeoutMs). */
+  uffdPoll(fd: number, timeoutMs: number): boolean;
+  /** Listening AF_UNIX stream socket at path (CLOEXEC). */
+  unixListen(path: string): number;
+  /** Accepts one connection and reads one message with its SCM_RIGHTS fds (off the JS thread). */
+  acceptRecvFds(listenFd: number, timeoutMs: number, maxBytes?: number): Promise<{ conn: number; data: Buffer; fds: number[] }>;
+}
 
 //
 // ---------------------------------------------------------------------------
 // native/engine: the fault-serving engine (owner: uffd/engine work)
 // ---------------------------------------------------------------------------
 //
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface EngineNative {}
+/** Event as delivered by the native engine (plugin/uffd/engine.ts re-types it). */
+export type RawEngineEvent =
+  | { type: 'fork'; proc: number; child: number }
+  | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
+  | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
+  | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
+  | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
+  | { type: 'complete' | 'exit'; proc: number }
+  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+
+export interface RawProcStats {
+  proc: number;
+  state: 'live' | 'exited' | 'failed' | 'released';
+  lazyBytes: bigint;
+  faults: bigint; served: bigint; ignored: bigint; unexpected: bigint;
+  zeroPages: bigint; copiedPages: bigint; pushedPages: bigint; suppliedPages: bigint;
+  bytes: bigint; needs: bigint; eagain: bigint; eexist: bigint; enoent: bigint;
+  /** Fault service time histogram: index i counts [2^i, 2^(i+1)) ns. */
+  latencyLog2Ns: number[];
+}
+
+export interface NativeFaultEngineHandle {
+  addSource(path: string): { id: number; size: bigint };
+  /** ranges: [start, end, kind (0 file, 1 zero, 2 remote), source, offset|imageAddr] per range. */
+  adopt(uffd: number, ranges: BigUint64Array, pidfd: number): number;
+  supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
+  prefetch(proc: number, start: bigint, len: bigint): void;
+  lazyRanges(proc: number): BigUint64Array;
+  lazyBytes(proc: number): bigint;
+  release(proc: number): void;
+  kill(proc: number): void;
+  stats(): { procs: RawProcStats[]; threadCpuNs: bigint[] };
+  close(): void;
+}
+
+export interface EngineNative {
+  NativeFaultEngine: new (
+    threads: number,
+    faultAroundPages: bigint,
+    spinMicros: bigint,
+    onEvents: (events: RawEngineEvent[]) => void,
+  ) => NativeFaultEngineHandle;
+}
 
 //
 // ---------------------------------------------------------------------------
@@ -118,8 +190,76 @@ export interface InjectNative {
 // (owner: restore work)
 // ---------------------------------------------------------------------------
 //
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export interface RestoreNative {}
+/** Result of restoreWaitpid. */
+export interface RestoreWaitStatus {
+  pid: number;
+  status: number;
+  exited: boolean;
+  /** Exit code, or -1 when not exited. */
+  code: number;
+  /** Terminating (or stop) signal, 0 if none. */
+  signal: number;
+  stopped: boolean;
+}
+
+/** What RestoreChildWaiter reports once the child is reaped. */
+export interface RestoreExitInfo {
+  code: number; // -1 when killed by a signal
+  signal: number; // 0 when exited normally
+  error?: Error & { code: string; errno: number; syscall: string };
+}
+
+export interface RestoreChildWaiterHandle {
+  /** Stops the waiter thread (flag, wake, join) if it is still waiting. Idempotent. */
+  close(): void;
+}
+
+export interface RestoreNative {
+  /**
+   * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
+   * namespace) from the calling thread; the child drops fds >= 3, defaults
+   * every signal, PTRACE_TRACEMEs and execs `stubPath`. Returns once the
+   * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set.
+   * Throws EEXIST when the pid is taken.
+   */
+  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean): number;
+  /** Injects one syscall into the stopped tracee `tid` by single-stepping the `syscall` at `gadget`. Returns the raw (signed) result. */
+  restoreSyscall(tid: number, gadget: bigint, nr: number, args?: (bigint | number)[]): bigint;
+  /** Pid (in this process's namespace) of the task created by the last injected clone; -1 if none. */
+  restoreLastEventPid(): number;
+  /** Waits for the next stop of a tracee (e.g. a task auto-attached by an injected clone); returns the stop signal. */
+  restoreWaitStop(tid: number): number;
+  /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
+  restoreGetRegs(tid: number): BigUint64Array;
+  restoreSetRegs(tid: number, regs: BigUint64Array): void;
+  /** The NT_X86_XSTATE regset (standard XSAVE layout) at its real size. */
+  restoreGetXstate(tid: number): Buffer;
+  restoreSetXstate(tid: number, xstate: Buffer): void;
+  /** [component, offset, size] of each XSAVE user component (CPUID 0xD). */
+  restoreXstateLayout(): [number, number, number][];
+  restoreSetSigmask(tid: number, mask: bigint): void;
+  restoreDetach(tid: number, sig?: number): void;
+  /** Kills and reaps process groups listed parents first ([leader, ...tids] each); never leaves zombies behind. */
+  restoreKillTree(groups: number[][]): void;
+  /** waitpid(pid, __WALL [|WNOHANG]); null when nohang and nothing to report. */
+  restoreWaitpid(pid: number, nohang?: boolean): RestoreWaitStatus | null;
+  restoreWriteMem(pid: number, addr: bigint, data: Buffer): void;
+  restoreReadMem(pid: number, addr: bigint, len: bigint | number): Buffer;
+  /** Copies (address, file offset, length) triples from a pages file into the target; returns bytes written. */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array): bigint;
+  /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
+  restorePidfdGetfd(pid: number, fd: number): number;
+  restoreCloseFd(fd: number): void;
+  /** UFFDIO_API with `features`, then UFFDIO_REGISTER (MISSING) of each (start, length) pair; returns the granted features. */
+  restoreUffdSetup(uffd: number, features: bigint, ranges: BigUint64Array): bigint;
+  /** Connects to a lazy-pages daemon's UNIX socket; returns the socket fd. */
+  restoreLazyConnect(path: string): number;
+  /** Lazy socket message A (pid, then the uffd by SCM_RIGHTS) or, with uffd < 0, message B (-pid). */
+  restoreLazySendTask(sock: number, pid: number, uffd: number): void;
+  /** Lazy socket message C ("RSTF"). */
+  restoreLazySendFinish(sock: number): void;
+  RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
+}
 
 //
 // ---------------------------------------------------------------------------

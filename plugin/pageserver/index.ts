@@ -6,3 +6,5 @@ export * from './transport.js';
 export * from './store.js';
 export * from './server.js';
 export * from './client.js';
+export * from './remote-source.js';
+export * from './lazy-source.js';

@@ -4,7 +4,10 @@
 // Pure codec: no I/O. Everything is little-endian because the format is
 // host order and we only target x86-64.
 
-export const PAGE_SIZE = 4096;
+import { PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+
+// Same bindings as plugin/images: page size and the pagemap flags.
+export { PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT };
 export const PAGE_SHIFT = 12n;
 export const HEADER_SIZE = 32;
 
@@ -18,10 +21,7 @@ export const PS_IOV_GET = 7;
 export const PS_IOV_CLOSE = 0x1023;
 export const PS_IOV_FORCE_CLOSE = 0x1024;
 
-/** Pagemap flags, carried in bits 16–31 of `cmd` for ADD_F. */
-export const PE_PARENT = 1;
-export const PE_LAZY = 2;
-export const PE_PRESENT = 4;
+// Pagemap flags travel in bits 16–31 of `cmd` for ADD_F.
 const PE_ALL = PE_PARENT | PE_LAZY | PE_PRESENT;
 
 /** dst_id type byte for OPEN/OPEN2/PARENT/ADD/ADD_F/HOLE. */

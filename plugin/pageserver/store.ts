@@ -6,11 +6,10 @@
 //    with pread, nothing loaded up front);
 //  - ProcessMemoryPageStore: the memory of a frozen source process
 //    (/proc/PID/mem), for `dump --lazy-pages`, so pages never touch disk.
-import { closeSync, openSync, readSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { UserError } from '../errors.js';
+import { ImageDir } from '../images/index.js';
 import { PAGE_SHIFT, PAGE_SIZE, PE_PRESENT } from './protocol.js';
-import { readPagemapFile } from './pagemap-file.js';
 
 export interface StoredPages {
   /** Pages available from the requested address (1 ≤ pages ≤ requested). */
@@ -106,44 +105,42 @@ abstract class RunStore implements PageStore {
 
 /** Serves the PE_PRESENT pages of every task pagemap in an image directory. */
 export class ImageDirPageStore extends RunStore {
-  constructor(readonly dir: string) {
+  private constructor(readonly dir: string) {
     super();
-    let names: string[];
+  }
+
+  static async open(dir: string): Promise<ImageDirPageStore> {
+    const images = await ImageDir.open(dir);
+    const store = new ImageDirPageStore(dir);
     try {
-      names = readdirSync(dir);
-    } catch (e) {
-      throw new UserError(`images directory ${dir}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-    }
-    try {
-      for (const name of names) {
-        const m = /^pagemap-(\d+)\.img$/.exec(name);
+      for (const f of await images.list()) {
+        const m = /^pagemap-(\d+)\.img$/.exec(f.name);
         if (!m) continue;
         const pid = Number(m[1]);
-        const path = join(dir, name);
-        const pm = readPagemapFile(path);
-        const pagesPath = join(dir, `pages-${pm.pagesId}.img`);
-        let fd: number;
-        try {
-          fd = openSync(pagesPath, 'r');
-        } catch (e) {
-          throw new UserError(`${pagesPath} (pid ${pid}): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-        }
-        this.fds.push(fd);
+        const reader = await images.pagemap(pid);
+        let fd: number | undefined;
         const table = new RunTable();
-        let off = 0n;
-        for (const e of pm.entries) {
-          if ((e.flags & PE_PRESENT) === 0) continue;
-          const len = e.nrPages << PAGE_SHIFT;
-          table.add({ start: e.vaddr, end: e.vaddr + len, fileOff: off, fd, what: path });
-          off += len;
+        for await (const batch of reader.batches()) {
+          for (const r of batch) {
+            if ((r.flags & PE_PRESENT) === 0 || r.pagesOffset === undefined) continue;
+            if (fd === undefined) {
+              try {
+                fd = openSync(reader.pagesPath, 'r');
+              } catch (e) {
+                throw new UserError(`${reader.pagesPath} (pid ${pid}): ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+              }
+              store.fds.push(fd);
+            }
+            table.add({ start: r.vaddr, end: r.end, fileOff: BigInt(r.pagesOffset), fd, what: reader.pagesPath });
+          }
         }
-        this.tables.set(pid, table);
+        store.tables.set(pid, table);
       }
     } catch (e) {
-      this.close();
-      if (e instanceof Error && e.name === 'ProtocolError') throw new UserError(e.message, { cause: e });
+      store.close();
       throw e;
     }
+    return store;
   }
 
   get pids(): number[] {

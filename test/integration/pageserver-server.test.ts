@@ -19,7 +19,13 @@ import {
   getHeader,
   open2Header,
 } from '../../plugin/pageserver/protocol.js';
-import { readPagemapFile } from '../../plugin/pageserver/pagemap-file.js';
+import { ImageDir } from '../../plugin/images/index.js';
+
+async function readPagemap(dir: string, pid: number): Promise<{ pagesId: number; entries: { vaddr: bigint; nrPages: bigint; flags: number }[] }> {
+  const r = await (await ImageDir.open(dir)).pagemap(pid);
+  const recs = await r.toArray();
+  return { pagesId: r.head.pages_id, entries: recs.map((x) => ({ vaddr: x.vaddr, nrPages: BigInt(x.nrPages), flags: x.flags })) };
+}
 import { UserError } from '../../plugin/errors.js';
 import { leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { RawPeer, pageData, pushStream, type Layout } from '../helpers/pageserver.js';
@@ -64,7 +70,7 @@ test('push session writes pagemap + pages files that crit decodes, data byte-exa
   try {
     await pushSession(d.path);
     assert.deepEqual(readdirSync(d.path).sort(), ['pagemap-4242.img', 'pagemap-77.img', 'pages-65537.img', 'pages-65538.img']);
-    const pm = readPagemapFile(join(d.path, 'pagemap-4242.img'));
+    const pm = await readPagemap(d.path, 4242);
     assert.equal(pm.pagesId, 0x10001);
     assert.deepEqual(pm.entries, layouts[0]!.entries.map((e) => ({ vaddr: e.vaddr, nrPages: BigInt(e.pages), flags: e.flags })));
     const pages = readFileSync(join(d.path, 'pages-65537.img'));
@@ -251,7 +257,7 @@ test('CLI page-server: a push session over TCP, then exit 0 with a summary', asy
     const [code] = (await withTimeout(once(child, 'exit'), 10_000, 'page-server exit')) as [number];
     assert.equal(code, 0);
     assert.match(out, /received 12 pages in 2 pagemaps/);
-    assert.equal(readPagemapFile(join(d.path, 'pagemap-77.img')).entries.length, 1);
+    assert.equal((await readPagemap(d.path, 77)).entries.length, 1);
     peer.close();
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');

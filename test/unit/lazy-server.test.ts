@@ -3,8 +3,8 @@
 // integration tests.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openSync } from 'node:fs';
-import type { EngineEventLike, EngineFactoryOptions, FaultEngineLike } from '../../plugin/lazy/engine.js';
+import { closeSync, openSync } from 'node:fs';
+import type { EngineEventLike, EngineFactoryOptions, EngineProcStatsLike, FaultEngineLike } from '../../plugin/lazy/engine.js';
 import type { LazyImageProvider } from '../../plugin/lazy/images.js';
 import type { Plan } from '../../plugin/lazy/plan.js';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
@@ -16,6 +16,7 @@ const MiB = 1024n * 1024n;
 
 class FakeEngine implements FaultEngineLike {
   ranges = new Map<number, PlannedRange[]>();
+  counters = new Map<number, EngineProcStatsLike>();
   prefetches: { proc: number; start: bigint; len: bigint }[] = [];
   released: number[] = [];
   sources: string[] = [];
@@ -27,10 +28,11 @@ class FakeEngine implements FaultEngineLike {
     this.sources.push(path);
     return this.sources.length - 1;
   }
-  adopt(uffd: number, ranges: PlannedRange[]): number {
-    void uffd;
+  adopt(uffd: number, ranges: readonly PlannedRange[]): number {
+    closeSync(uffd);
     const h = this.next++;
     this.ranges.set(h, ranges.map((r) => ({ ...r })));
+    this.counters.set(h, { proc: h, faults: 0, zeroPages: 0, copiedPages: 0, pushedPages: 0, bytes: 0n, latencyLog2Ns: [] });
     return h;
   }
   supply(): bigint {
@@ -38,18 +40,30 @@ class FakeEngine implements FaultEngineLike {
   }
   prefetch(proc: number, start: bigint, len: bigint): void {
     this.prefetches.push({ proc, start, len });
-    if (!this.autoComplete) return;
-    setImmediate(() => {
-      const copied = this.take(proc, start, start + len);
-      this.onEvents([{ type: 'prefetched', proc, start, len, copied }]);
-    });
+    if (this.autoComplete) setImmediate(() => this.completePrefetch(proc, start, len));
   }
-  /** Removes [s,e) from the data ranges of proc; returns data bytes removed. */
+  completePrefetch(proc: number, start: bigint, len: bigint): void {
+    const copied = this.take(proc, start, start + len);
+    this.onEvents([{ type: 'prefetched', proc, start, len, copied }]);
+    this.checkComplete(proc);
+  }
+  checkComplete(proc: number): void {
+    if (this.ranges.get(proc)?.length === 0) this.onEvents([{ type: 'complete', proc }]);
+  }
+  /** A fault served natively: one page at addr. */
+  fault(proc: number, addr: bigint, latencyBucket = 14): void {
+    const c = this.counters.get(proc)!;
+    c.faults++;
+    c.copiedPages++;
+    c.latencyLog2Ns[latencyBucket] = (c.latencyLog2Ns[latencyBucket] ?? 0) + 1;
+    this.take(proc, addr, addr + P);
+  }
+  /** Removes [s,e) from the ranges of proc; returns bytes removed. */
   take(proc: number, s: bigint, e: bigint): bigint {
     const out: PlannedRange[] = [];
     let n = 0n;
     for (const r of this.ranges.get(proc) ?? []) {
-      if (r.src.kind === 'zero' || r.end <= s || r.start >= e) {
+      if (r.end <= s || r.start >= e) {
         out.push(r);
         continue;
       }
@@ -60,27 +74,30 @@ class FakeEngine implements FaultEngineLike {
     this.ranges.set(proc, out);
     return n;
   }
-  lazyRanges(proc: number): PlannedRange[] {
+  lazyRanges(proc: number): { start: bigint; end: bigint }[] {
     const r = this.ranges.get(proc);
     if (!r) throw Object.assign(new Error('no such proc'), { code: 'EINVAL', errno: 22, syscall: 'lazyRanges' });
-    return r.map((x) => ({ ...x }));
+    return r.map((x) => ({ start: x.start, end: x.end }));
   }
   lazyBytes(proc: number): bigint {
     let n = 0n;
-    for (const r of this.lazyRanges(proc)) if (r.src.kind !== 'zero') n += r.end - r.start;
+    for (const r of this.lazyRanges(proc)) n += r.end - r.start;
     return n;
   }
   release(proc: number): void {
     this.released.push(proc);
     this.ranges.delete(proc);
   }
-  stats(): Record<string, number | bigint> {
-    return {};
+  stats(): { procs: EngineProcStatsLike[] } {
+    return { procs: [...this.counters.values()].map((c) => ({ ...c, latencyLog2Ns: [...c.latencyLog2Ns] })) };
   }
   async close(): Promise<void> {
     this.closed = true;
   }
 }
+
+/** Runs the server's periodic poll now (engine counters, liveness). */
+const poll = (s: LazyPagesServer): void => (s as unknown as { poll(): void }).poll();
 
 function fakeImages(plans: Record<number, PlannedRange[]>): LazyImageProvider {
   return {
@@ -115,52 +132,56 @@ async function setup(plans: Record<number, PlannedRange[]>, opts: { prefetch?: b
   return { server, engine: engine!, killed };
 }
 
-test('push copies everything in address order, in chunks, then completes and releases', async () => {
-  const { server, engine } = await setup({ 4242: [zero(0n, 16n * P), file(16n * P, 16n * P + 3n * MiB), zero(16n * P + 3n * MiB, 32n * MiB)] });
+test('push copies everything in address order, in windows, then completes and releases', async () => {
+  const end = 16n * P + 3n * MiB + 16n * P;
+  const { server, engine } = await setup({ 4242: [zero(0n, 16n * P), file(16n * P, 16n * P + 3n * MiB), zero(16n * P + 3n * MiB, end)] });
   const completes: number[] = [];
   server.on('complete', (ev) => completes.push(ev.proc.imagePid));
   const st = await server.adopt(4242, devnull(), { hostPid: 999_999_999 });
   assert.equal(st.lazyBytes, 3n * MiB);
   const stats = await withTimeout(server.whenIdle(), 5000, 'idle');
-  assert.deepEqual(engine.prefetches.map((p) => [p.start, p.len]), [[16n * P, MiB], [16n * P + MiB, MiB], [16n * P + 2n * MiB, MiB]]);
+  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n, MiB, 2n * MiB, 3n * MiB]);
   assert.deepEqual(completes, [4242]);
   assert.deepEqual(engine.released, [100]);
   assert.equal(stats.complete, 1);
-  assert.equal(stats.pushedPages, 768);
-  assert.equal(server.processes()[0]!.pushedBytes, 3n * MiB);
+  assert.equal(stats.pushedPages, Number(end / P));
+  assert.equal(server.processes()[0]!.pushedBytes, end);
   await server.close();
   assert.ok(engine.closed);
 });
 
-test('no prefetch: nothing is pushed; completion comes from faults', async () => {
+test('no prefetch: nothing is pushed; faults complete the process; stats come from the engine', async () => {
   const { server, engine } = await setup({ 1: [file(0n, 4n * P)] }, { prefetch: false });
+  const batches: number[] = [];
+  server.on('fault', (ev) => batches.push(ev.faults));
   await server.adopt(1, devnull(), { hostPid: 999_999_999 });
-  assert.equal(engine.prefetches.length, 0);
   let idle = false;
   void server.whenIdle().then(() => (idle = true));
   await new Promise((r) => setImmediate(r));
   assert.equal(idle, false);
-  engine.take(100, 0n, 4n * P); // the faults served everything
-  engine.onEvents([{ type: 'stats', faults: 4, faultPages: 4, zeroPages: 0, latenciesUs: [10, 20, 30, 40], faultAddrs: [] }]);
+  for (let i = 0n; i < 4n; i++) engine.fault(100, i * P, i === 3n ? 20 : 14);
+  poll(server);
+  assert.deepEqual(batches, [4]);
+  engine.checkComplete(100);
   const stats = await withTimeout(server.whenIdle(), 5000, 'idle');
   assert.equal(stats.faults, 4);
-  assert.equal(stats.faultLatencyP50Us, 20);
-  assert.equal(stats.faultLatencyP99Us, 40);
+  assert.equal(stats.faultLatencyP50Us, 2 ** 15 / 1000);
+  assert.equal(stats.faultLatencyP99Us, 2 ** 21 / 1000);
   assert.equal(engine.prefetches.length, 0);
   await server.close();
 });
 
-test('push starts near the most recent fault, then goes in address order', async () => {
+test('push goes near recent faults first, then on in address order', async () => {
   const { server, engine } = await setup({ 1: [file(0n, 8n * MiB)] });
   engine.autoComplete = false;
   await server.adopt(1, devnull(), { hostPid: 999_999_999 });
-  // first chunks were issued at once (2 in flight max, 1 per process): one
-  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n]);
-  engine.onEvents([{ type: 'stats', faults: 1, faultPages: 1, zeroPages: 0, latenciesUs: [5], faultAddrs: [{ proc: 100, addr: 5n * MiB + 3n * P }] }]);
-  engine.onEvents([{ type: 'prefetched', proc: 100, start: 0n, len: MiB, copied: engine.take(100, 0n, MiB) }]);
-  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n, 5n * MiB]);
-  engine.onEvents([{ type: 'prefetched', proc: 100, start: 5n * MiB, len: MiB, copied: engine.take(100, 5n * MiB, 6n * MiB) }]);
-  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n, 5n * MiB, MiB]);
+  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n], 'one window per process at a time');
+  engine.fault(100, 5n * MiB + 3n * P);
+  poll(server);
+  engine.completePrefetch(100, 0n, MiB);
+  engine.completePrefetch(100, engine.prefetches[1]!.start, MiB);
+  engine.completePrefetch(100, engine.prefetches[2]!.start, MiB);
+  assert.deepEqual(engine.prefetches.map((p) => p.start), [0n, 5n * MiB, 4n * MiB, MiB]);
   await server.close();
 });
 
@@ -171,7 +192,7 @@ test('an engine error kills the process by pid and reports why; a fork child is 
   const forks: [number, number | undefined][] = [];
   server.on('fork', (e) => forks.push([e.parent.id, e.child.parentId]));
   await server.adopt(77, devnull(), { hostPid: 12345 });
-  engine.ranges.set(101, engine.lazyRanges(100));
+  engine.ranges.set(101, engine.ranges.get(100)!.map((r) => ({ ...r })));
   engine.onEvents([{ type: 'fork', proc: 100, child: 101 }]);
   assert.deepEqual(forks, [[1, 1]]);
   engine.onEvents([{ type: 'error', proc: 100, code: 'EIO', errno: 5, syscall: 'pread', message: 'input/output error' }]);
@@ -205,6 +226,16 @@ test('bandwidth cap: the bucket starts empty, chunks wait for tokens', async () 
   await withTimeout(server.whenIdle(), 5000, 'idle');
   assert.equal(engine.prefetches.length, 3);
   await server.close();
+});
+
+test('close() kills processes still being served (their uffd would hand out zeros)', async () => {
+  const { server, killed } = await setup({ 9: [file(0n, 4n * P)] }, { prefetch: false });
+  const errors: string[] = [];
+  server.on('error', (e) => errors.push(e.message));
+  await server.adopt(9, devnull(), { hostPid: 31337 });
+  await server.close();
+  assert.deepEqual(killed, [31337]);
+  assert.match(errors[0]!, /server was closed/);
 });
 
 test('option validation', async () => {

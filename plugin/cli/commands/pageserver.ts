@@ -43,7 +43,8 @@ export function register(program: Command): void {
       .option('--lazy-pages', 'serve PS_IOV_GET requests from the images (remote lazy restore)')
       .option('--insecure', 'allow plain TCP on a non-loopback address')
       .option('--keep-going', 'lazy mode: serve one session after another until killed')
-      .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60),
+      .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60)
+      .option('--idle-timeout <seconds>', 'lazy mode: end the session when the client sent nothing for this long (default: never)', parseSeconds),
   )
     .addHelpText('after', `
 Examples:
@@ -53,7 +54,7 @@ Examples:
 
 A lazy session may use several connections (urgent faults and background
 transfer) and survives a dropped connection until --reconnect-timeout.`)
-    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number } & TlsCliOptions) => {
+    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number } & TlsCliOptions) => {
       const { PageServer } = await import('../../pageserver/server.js');
       const { loadTls } = await import('../../pageserver/transport.js');
       const { signalReady } = await import('../global.js');
@@ -65,6 +66,7 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
         insecure: o.insecure === true,
         keepGoing: o.keepGoing === true,
         reconnectTimeoutMs: o.reconnectTimeout * 1000,
+        ...(o.idleTimeout !== undefined ? { idleTimeoutMs: o.idleTimeout * 1000 } : {}),
         ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
       });
       process.stdout.write(`page-server: listening on ${ps.address}:${ps.port}\n`);

@@ -1,0 +1,214 @@
+// Restore-side remote memory: small writes/reads of scratch data, and the bulk
+// page copy from a pages-<id>.img file straight into the target
+// (process_vm_writev from a read-only mapping of the file, so page data is
+// copied once, page cache -> target).
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "inject/restore.h"
+
+namespace lr {
+namespace {
+
+constexpr size_t kIovBatch = 1024;  // UIO_MAXIOV
+
+std::string Where(int pid, uint64_t addr) {
+  char b[64];
+  snprintf(b, sizeof(b), "(pid %d, address 0x%llx)", pid, static_cast<unsigned long long>(addr));
+  return b;
+}
+
+// Writes through /proc/PID/mem: the tracer may write read-only private pages
+// (FOLL_FORCE), which process_vm_writev refuses with EFAULT.
+void WriteProcMem(Napi::Env env, int pid, uint64_t addr, const uint8_t* data, size_t len) {
+  std::string path = "/proc/" + std::to_string(pid) + "/mem";
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, errno, "open", path);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = pwrite(fd, data + done, len - done, static_cast<off_t>(addr + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int e = w < 0 ? errno : EIO;
+      close(fd);
+      ThrowErrno(env, e, "pwrite", path + " " + Where(pid, addr + done));
+    }
+    done += static_cast<size_t>(w);
+  }
+  close(fd);
+}
+
+void WriteRemote(Napi::Env env, int pid, uint64_t addr, const uint8_t* data, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    iovec l{const_cast<uint8_t*>(data + done), len - done};
+    iovec r{reinterpret_cast<void*>(addr + done), len - done};
+    ssize_t w = process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w < 0 && errno == EFAULT) return WriteProcMem(env, pid, addr + done, data + done, len - done);
+      ThrowErrno(env, w < 0 ? errno : EIO, "process_vm_writev", Where(pid, addr + done));
+    }
+    done += static_cast<size_t>(w);
+  }
+}
+
+// restoreWriteMem(pid, addr, data)
+Napi::Value WriteMem(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgI32(info, 0, "pid");
+  uint64_t addr = ArgU64(info, 1, "addr");
+  if (!info[2].IsBuffer()) throw Napi::TypeError::New(env, "data must be a Buffer");
+  Napi::Buffer<uint8_t> b = info[2].As<Napi::Buffer<uint8_t>>();
+  WriteRemote(env, pid, addr, b.Data(), b.Length());
+  return env.Undefined();
+}
+
+// restoreReadMem(pid, addr, len) -> Buffer
+Napi::Value ReadMem(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgI32(info, 0, "pid");
+  uint64_t addr = ArgU64(info, 1, "addr");
+  uint64_t len = ArgU64(info, 2, "len");
+  if (len > (64u << 20)) throw Napi::RangeError::New(env, "len too large");
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, len);
+  size_t done = 0;
+  while (done < len) {
+    iovec l{out.Data() + done, len - done};
+    iovec r{reinterpret_cast<void*>(addr + done), len - done};
+    ssize_t n = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ThrowErrno(env, n < 0 ? errno : EIO, "process_vm_readv", Where(pid, addr + done));
+    done += static_cast<size_t>(n);
+  }
+  return out;
+}
+
+// restoreWritePages(pid, pagesPath, ranges) -> bytes written.
+// ranges: BigUint64Array of (remote address, file offset, length) triples,
+// ascending. The target's mappings must be writable (the restorer maps them
+// with PROT_WRITE first); a range that still fails with EFAULT goes through
+// /proc/PID/mem.
+Napi::Value WritePages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgI32(info, 0, "pid");
+  if (!info[1].IsString()) throw Napi::TypeError::New(env, "pagesPath must be a string");
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "ranges must be a BigUint64Array");
+  Napi::BigUint64Array ranges = info[2].As<Napi::BigUint64Array>();
+  size_t n = ranges.ElementLength() / 3;
+  if (n == 0) return Napi::BigInt::New(env, static_cast<uint64_t>(0));
+  const uint64_t* rg = ranges.Data();
+
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, errno, "open", path);
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "fstat", path);
+  }
+  uint64_t fsize = static_cast<uint64_t>(sb.st_size);
+  for (size_t i = 0; i < n; i++) {
+    if (rg[3 * i + 1] + rg[3 * i + 2] > fsize || rg[3 * i + 1] + rg[3 * i + 2] < rg[3 * i + 1]) {
+      close(fd);
+      ThrowErrno(env, EINVAL, "restoreWritePages",
+                 path + ": page data at offset " + std::to_string(rg[3 * i + 1]) + " runs past the end of the file (" +
+                     std::to_string(fsize) + " bytes)");
+    }
+  }
+  void* map = mmap(nullptr, fsize, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  close(fd);
+  if (map == MAP_FAILED) ThrowErrno(env, e, "mmap", path);
+  madvise(map, fsize, MADV_SEQUENTIAL);
+  const uint8_t* base = static_cast<const uint8_t*>(map);
+
+  uint64_t total = 0;
+  std::vector<iovec> liov, riov;
+  liov.reserve(kIovBatch);
+  riov.reserve(kIovBatch);
+  auto flush = [&]() {
+    size_t idx = 0;
+    while (idx < liov.size()) {
+      size_t cnt = liov.size() - idx;
+      ssize_t w = process_vm_writev(pid, &liov[idx], cnt, &riov[idx], cnt, 0);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        // Fall back for this one iovec (read-only page or odd mapping).
+        int err = w < 0 ? errno : EIO;
+        if (err != EFAULT) {
+          munmap(map, fsize);
+          ThrowErrno(env, err, "process_vm_writev", Where(pid, reinterpret_cast<uint64_t>(riov[idx].iov_base)));
+        }
+        try {
+          WriteProcMem(env, pid, reinterpret_cast<uint64_t>(riov[idx].iov_base),
+                       static_cast<const uint8_t*>(liov[idx].iov_base), liov[idx].iov_len);
+        } catch (...) {
+          munmap(map, fsize);
+          throw;
+        }
+        total += liov[idx].iov_len;
+        idx++;
+        continue;
+      }
+      total += static_cast<uint64_t>(w);
+      size_t left = static_cast<size_t>(w);
+      while (left > 0 && idx < liov.size()) {
+        if (left >= liov[idx].iov_len) {
+          left -= liov[idx].iov_len;
+          idx++;
+        } else {
+          // Partial write of this iovec: advance inside it.
+          liov[idx].iov_base = static_cast<uint8_t*>(liov[idx].iov_base) + left;
+          liov[idx].iov_len -= left;
+          riov[idx].iov_base = static_cast<uint8_t*>(riov[idx].iov_base) + left;
+          riov[idx].iov_len -= left;
+          left = 0;
+        }
+      }
+    }
+    liov.clear();
+    riov.clear();
+  };
+  // Split each range into iovecs of at most 1 GiB (process_vm_writev caps a
+  // single call at MAX_RW_COUNT anyway).
+  constexpr uint64_t kMaxIov = 1ull << 30;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t addr = rg[3 * i], off = rg[3 * i + 1], len = rg[3 * i + 2];
+    while (len > 0) {
+      uint64_t chunk = len < kMaxIov ? len : kMaxIov;
+      liov.push_back({const_cast<uint8_t*>(base + off), chunk});
+      riov.push_back({reinterpret_cast<void*>(addr), chunk});
+      if (liov.size() == kIovBatch) flush();
+      addr += chunk;
+      off += chunk;
+      len -= chunk;
+    }
+  }
+  flush();
+  munmap(map, fsize);
+  return Napi::BigInt::New(env, total);
+}
+
+}  // namespace
+
+void InitRestoreMem(Napi::Env env, Napi::Object exports) {
+  exports.Set("restoreWriteMem", Napi::Function::New(env, WriteMem, "restoreWriteMem"));
+  exports.Set("restoreReadMem", Napi::Function::New(env, ReadMem, "restoreReadMem"));
+  exports.Set("restoreWritePages", Napi::Function::New(env, WritePages, "restoreWritePages"));
+}
+
+}  // namespace lr

@@ -1,0 +1,358 @@
+// Restore-side process control: spawning a traced stub with an exact pid
+// (clone3 + set_tid, PTRACE_TRACEME, execve of a static stub), injecting one
+// system call into a stopped tracee (single-step over a `syscall`
+// instruction), registers and xstate, signal mask, detaching, and tearing a
+// half-restored tree down without leaving zombies behind.
+//
+// Everything here is synchronous and must run on the tracer thread (the JS
+// main thread): the kernel only accepts ptrace requests from the thread that
+// created (and therefore traces) the stub.
+#include <cpuid.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "inject/restore.h"
+
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+
+namespace lr {
+namespace {
+
+constexpr int kRegCount = 27;  // user_regs_struct == CRIU user_x86_regs_entry order
+static_assert(sizeof(user_regs_struct) == kRegCount * 8, "unexpected user_regs_struct");
+
+// Event message (new task's pid in our namespace) of the last fork/clone
+// event stop seen while injecting. Only touched on the tracer thread.
+long g_last_event_pid = -1;
+
+std::string TidDetail(int tid) { return "(tid " + std::to_string(tid) + ")"; }
+
+void GetRegs(Napi::Env env, int tid, user_regs_struct* r) {
+  if (ptrace(PTRACE_GETREGS, tid, nullptr, r) != 0) ThrowErrno(env, errno, "ptrace(PTRACE_GETREGS)", TidDetail(tid));
+}
+
+void SetRegs(Napi::Env env, int tid, const user_regs_struct* r) {
+  if (ptrace(PTRACE_SETREGS, tid, nullptr, r) != 0) ThrowErrno(env, errno, "ptrace(PTRACE_SETREGS)", TidDetail(tid));
+}
+
+// waitpid that retries EINTR.
+pid_t WaitTid(int tid, int* status, int flags) {
+  pid_t r;
+  do r = waitpid(tid, status, flags | __WALL);
+  while (r < 0 && errno == EINTR);
+  return r;
+}
+
+// restoreSpawnStub(pid, stubPath) -> pid
+// The child is a copy of this (multi-threaded) process, so between clone3 and
+// execve it only issues raw system calls: no allocation, no locks.
+Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t want = ArgI32(info, 0, "pid");
+  if (!info[1].IsString()) throw Napi::TypeError::New(env, "stubPath must be a string");
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  bool newPidns = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+
+  const char* argv[] = {path.c_str(), nullptr};
+  const char* envp[] = {nullptr};
+  pid_t tid = want;
+  clone_args args{};
+  args.exit_signal = SIGCHLD;
+  if (newPidns) {
+    // The first task of a new pid namespace is its pid 1; the outer pid is free.
+    args.flags = CLONE_NEWPID;
+  } else {
+    args.set_tid = reinterpret_cast<uint64_t>(&tid);
+    args.set_tid_size = 1;
+  }
+  long r = syscall(SYS_clone3, &args, sizeof(args));
+  if (r < 0) ThrowErrno(env, errno, "clone3", "(set_tid " + std::to_string(want) + ")");
+  if (r == 0) {
+    // Child. Drop every fd but stdio, default every signal, empty mask.
+    syscall(SYS_close_range, 3, ~0U, 0);
+    struct kact { uint64_t handler, flags, restorer, mask; } dfl{};
+    for (int s = 1; s <= 64; s++) {
+      if (s == SIGKILL || s == SIGSTOP) continue;
+      syscall(SYS_rt_sigaction, s, &dfl, nullptr, 8);
+    }
+    uint64_t empty = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
+    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 126);
+    syscall(SYS_execve, argv[0], argv, envp);
+    syscall(SYS_exit_group, 127);
+  }
+  pid_t pid = static_cast<pid_t>(r);
+  int st = 0;
+  if (WaitTid(pid, &st, 0) != pid) ThrowErrno(env, errno, "waitpid", TidDetail(pid));
+  if (!WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP) {
+    if (WIFSTOPPED(st)) {
+      kill(pid, SIGKILL);
+      WaitTid(pid, &st, 0);
+    }
+    ThrowErrno(env, ENOEXEC, "execve", "of the restore stub " + path + " failed (status " + std::to_string(st) + ")");
+  }
+  long opts = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACESYSGOOD;
+  if (ptrace(PTRACE_SETOPTIONS, pid, nullptr, reinterpret_cast<void*>(opts)) != 0) {
+    int e = errno;
+    kill(pid, SIGKILL);
+    WaitTid(pid, &st, 0);
+    ThrowErrno(env, e, "ptrace(PTRACE_SETOPTIONS)", TidDetail(pid));
+  }
+  return Napi::Number::New(env, pid);
+}
+
+// restoreSyscall(tid, gadget, nr, args) -> bigint (raw return value, signed)
+// The tracee is stopped; rip is pointed at a `syscall` instruction and the
+// tracee single-steps over it. Intermediate ptrace events (a clone we asked
+// for) and unrelated signals are stepped through.
+Napi::Value InjectSyscall(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  uint64_t gadget = ArgU64(info, 1, "gadget");
+  int32_t nr = ArgI32(info, 2, "nr");
+  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
+  if (info.Length() > 3) {
+    if (!info[3].IsArray()) throw Napi::TypeError::New(env, "args must be an array");
+    Napi::Array arr = info[3].As<Napi::Array>();
+    if (arr.Length() > 6) throw Napi::RangeError::New(env, "at most 6 syscall arguments");
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value v = arr.Get(i);
+      if (v.IsBigInt()) {
+        bool lossless;
+        a[i] = v.As<Napi::BigInt>().Uint64Value(&lossless);
+      } else if (v.IsNumber()) {
+        a[i] = static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
+      } else {
+        throw Napi::TypeError::New(env, "syscall arguments must be bigint or number");
+      }
+    }
+  }
+  user_regs_struct r;
+  GetRegs(env, tid, &r);
+  r.rip = gadget;
+  r.rax = static_cast<uint64_t>(nr);
+  r.orig_rax = static_cast<uint64_t>(-1);
+  r.rdi = a[0];
+  r.rsi = a[1];
+  r.rdx = a[2];
+  r.r10 = a[3];
+  r.r8 = a[4];
+  r.r9 = a[5];
+  SetRegs(env, tid, &r);
+  g_last_event_pid = -1;
+  int sig = 0;
+  for (int step = 0; step < 64; step++) {
+    if (ptrace(PTRACE_SINGLESTEP, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
+      ThrowErrno(env, errno, "ptrace(PTRACE_SINGLESTEP)", TidDetail(tid));
+    sig = 0;
+    int st = 0;
+    if (WaitTid(tid, &st, 0) != tid) ThrowErrno(env, errno, "waitpid", TidDetail(tid));
+    if (WIFEXITED(st) || WIFSIGNALED(st))
+      ThrowErrno(env, ESRCH, "inject", "task died during syscall " + std::to_string(nr) + " " + TidDetail(tid));
+    if (!WIFSTOPPED(st)) continue;
+    if ((st >> 16) != 0) {  // fork/clone event stop: note the new task, step on to the trap
+      unsigned long msg = 0;
+      if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) == 0) g_last_event_pid = static_cast<long>(msg);
+      continue;
+    }
+    int s = WSTOPSIG(st);
+    if (s == SIGTRAP) {
+      user_regs_struct out;
+      GetRegs(env, tid, &out);
+      if (out.rip != gadget + 2)
+        ThrowErrno(env, EFAULT, "inject", "syscall " + std::to_string(nr) + " stopped at an unexpected address " + TidDetail(tid));
+      return Napi::BigInt::New(env, static_cast<int64_t>(out.rax));
+    }
+    // Any other signal (SIGCHLD of a child stub, a stray SIGSTOP) is
+    // suppressed: the stub has nothing to deliver it to.
+  }
+  ThrowErrno(env, EAGAIN, "inject", "syscall " + std::to_string(nr) + " did not complete " + TidDetail(tid));
+}
+
+// restoreLastEventPid() -> pid of the task created by the last injected
+// clone, as this process's pid namespace sees it (-1 if none).
+Napi::Value LastEventPid(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_last_event_pid));
+}
+
+// restoreWaitStop(tid) -> stop signal. For a task auto-attached by a clone
+// we injected: consumes its initial stop.
+Napi::Value WaitStop(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  int st = 0;
+  if (WaitTid(tid, &st, 0) != tid) ThrowErrno(env, errno, "waitpid", TidDetail(tid));
+  if (!WIFSTOPPED(st)) ThrowErrno(env, ESRCH, "waitpid", "task is gone " + TidDetail(tid));
+  int ev = st >> 16;
+  return Napi::Number::New(env, ev == PTRACE_EVENT_STOP ? SIGSTOP : WSTOPSIG(st));
+}
+
+Napi::Value GetRegsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  user_regs_struct r;
+  GetRegs(env, tid, &r);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, sizeof(r));
+  memcpy(ab.Data(), &r, sizeof(r));
+  return Napi::BigUint64Array::New(env, kRegCount, ab, 0);
+}
+
+Napi::Value SetRegsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "regs must be a BigUint64Array");
+  Napi::BigUint64Array a = info[1].As<Napi::BigUint64Array>();
+  if (a.ElementLength() != kRegCount) throw Napi::RangeError::New(env, "regs must have 27 elements");
+  user_regs_struct r;
+  memcpy(&r, a.Data(), sizeof(r));
+  SetRegs(env, tid, &r);
+  return env.Undefined();
+}
+
+Napi::Value GetXstate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  std::vector<uint8_t> buf(16384);
+  iovec iov{buf.data(), buf.size()};
+  if (ptrace(PTRACE_GETREGSET, tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) != 0)
+    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", TidDetail(tid));
+  return Napi::Buffer<uint8_t>::Copy(env, buf.data(), iov.iov_len);
+}
+
+Napi::Value SetXstate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  if (!info[1].IsBuffer()) throw Napi::TypeError::New(env, "xstate must be a Buffer");
+  Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+  iovec iov{b.Data(), b.Length()};
+  if (ptrace(PTRACE_SETREGSET, tid, reinterpret_cast<void*>(NT_X86_XSTATE), &iov) != 0)
+    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", TidDetail(tid));
+  return env.Undefined();
+}
+
+// restoreXstateLayout() -> [[component, offset, size], ...] from CPUID 0xD.
+Napi::Value XstateLayout(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (unsigned c = 2; c < 32; c++) {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(0xd, c, &eax, &ebx, &ecx, &edx)) break;
+    if (eax == 0) continue;
+    Napi::Array e = Napi::Array::New(env, 3);
+    e.Set(0u, c);
+    e.Set(1u, ebx);
+    e.Set(2u, eax);
+    out.Set(n++, e);
+  }
+  return out;
+}
+
+Napi::Value SetSigmask(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  uint64_t mask = ArgU64(info, 1, "mask");
+  if (ptrace(PTRACE_SETSIGMASK, tid, reinterpret_cast<void*>(sizeof(mask)), &mask) != 0)
+    ThrowErrno(env, errno, "ptrace(PTRACE_SETSIGMASK)", TidDetail(tid));
+  return env.Undefined();
+}
+
+Napi::Value Detach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  int sig = info.Length() > 1 ? ArgI32(info, 1, "sig") : 0;
+  if (ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
+    ThrowErrno(env, errno, "ptrace(PTRACE_DETACH)", TidDetail(tid));
+  return env.Undefined();
+}
+
+// restoreKillTree(groups: number[][]) — groups top-down (parents first), each
+// [leader, ...other tids]. Kills and reaps them all. While it runs this
+// process is a child subreaper, so children of a killed stub are re-parented
+// here (not to a slow init) and reaped too. Best effort: never throws for a
+// task that is already gone.
+Napi::Value KillTree(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "groups must be an array");
+  Napi::Array groups = info[0].As<Napi::Array>();
+  int was = 0;
+  prctl(PR_GET_CHILD_SUBREAPER, &was, 0, 0, 0);
+  if (!was) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  for (uint32_t g = 0; g < groups.Length(); g++) {
+    Napi::Array tids = groups.Get(g).As<Napi::Array>();
+    if (tids.Length() == 0) continue;
+    int leader = tids.Get(0u).As<Napi::Number>().Int32Value();
+    syscall(SYS_kill, leader, SIGKILL);
+    // Non-leader threads first: the leader is only reported once its group is empty.
+    for (uint32_t i = 1; i < tids.Length(); i++) {
+      int t = tids.Get(i).As<Napi::Number>().Int32Value();
+      int st;
+      while (WaitTid(t, &st, 0) == t && !WIFEXITED(st) && !WIFSIGNALED(st)) {
+      }
+    }
+    int st;
+    while (WaitTid(leader, &st, 0) == leader && !WIFEXITED(st) && !WIFSIGNALED(st)) {
+    }
+  }
+  if (!was) prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+  return env.Undefined();
+}
+
+// restoreWaitpid(pid, nohang) -> null | { pid, status, exited, code, signal }
+Napi::Value WaitpidJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgI32(info, 0, "pid");
+  bool nohang = info.Length() > 1 && info[1].ToBoolean().Value();
+  int st = 0;
+  pid_t r = WaitTid(pid, &st, nohang ? WNOHANG : 0);
+  if (r < 0) ThrowErrno(env, errno, "waitpid", TidDetail(pid));
+  if (r == 0) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", r);
+  o.Set("status", st);
+  o.Set("exited", WIFEXITED(st));
+  o.Set("code", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  o.Set("signal", WIFSIGNALED(st) ? WTERMSIG(st) : (WIFSTOPPED(st) ? WSTOPSIG(st) : 0));
+  o.Set("stopped", WIFSTOPPED(st));
+  return o;
+}
+
+}  // namespace
+
+void InitRestorePtrace(Napi::Env env, Napi::Object exports) {
+  exports.Set("restoreSpawnStub", Napi::Function::New(env, SpawnStub, "restoreSpawnStub"));
+  exports.Set("restoreSyscall", Napi::Function::New(env, InjectSyscall, "restoreSyscall"));
+  exports.Set("restoreLastEventPid", Napi::Function::New(env, LastEventPid, "restoreLastEventPid"));
+  exports.Set("restoreWaitStop", Napi::Function::New(env, WaitStop, "restoreWaitStop"));
+  exports.Set("restoreGetRegs", Napi::Function::New(env, GetRegsJs, "restoreGetRegs"));
+  exports.Set("restoreSetRegs", Napi::Function::New(env, SetRegsJs, "restoreSetRegs"));
+  exports.Set("restoreGetXstate", Napi::Function::New(env, GetXstate, "restoreGetXstate"));
+  exports.Set("restoreSetXstate", Napi::Function::New(env, SetXstate, "restoreSetXstate"));
+  exports.Set("restoreXstateLayout", Napi::Function::New(env, XstateLayout, "restoreXstateLayout"));
+  exports.Set("restoreSetSigmask", Napi::Function::New(env, SetSigmask, "restoreSetSigmask"));
+  exports.Set("restoreDetach", Napi::Function::New(env, Detach, "restoreDetach"));
+  exports.Set("restoreKillTree", Napi::Function::New(env, KillTree, "restoreKillTree"));
+  exports.Set("restoreWaitpid", Napi::Function::New(env, WaitpidJs, "restoreWaitpid"));
+}
+
+}  // namespace lr

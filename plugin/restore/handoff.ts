@@ -1,0 +1,86 @@
+// Where the userfaultfds of a lazy restore go: the in-process lazy-pages
+// daemon (plugin/lazy's LazyPagesServer, the default) or an external daemon
+// over CRIU's lazy-pages socket protocol (pid, then the uffd by SCM_RIGHTS,
+// per task; -pid for zombies; "RSTF" once the tree runs).
+import { UserError } from '../errors.js';
+import { addon } from '../native/addon.js';
+
+export interface LazyHandoff {
+  /** Hands `uffd` over (ownership passes); `pid` is the image pid, `hostPid` the pid here. */
+  adopt(pid: number, uffd: number, hostPid: number): Promise<void>;
+  zombie(pid: number): Promise<void>;
+  /** Every process runs: background transfer may start. */
+  finished(): Promise<void>;
+  /** Resolves once the daemon has served everything (external daemon: at once). */
+  done(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The part of plugin/lazy's LazyPagesServer the restorer uses. */
+interface LazyServerLike {
+  adopt(pid: number, uffd: number, opts?: { hostPid?: number }): Promise<unknown>;
+  startPush(): void;
+  whenIdle(): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+class InProcessHandoff implements LazyHandoff {
+  constructor(private readonly server: LazyServerLike) {}
+  async adopt(pid: number, uffd: number, hostPid: number): Promise<void> {
+    await this.server.adopt(pid, uffd, { hostPid });
+  }
+  async zombie(): Promise<void> {}
+  async finished(): Promise<void> {
+    this.server.startPush();
+  }
+  async done(): Promise<void> {
+    await this.server.whenIdle();
+  }
+  async close(): Promise<void> {
+    await this.server.close();
+  }
+}
+
+class SocketHandoff implements LazyHandoff {
+  private sock: number;
+  constructor(readonly path: string) {
+    try {
+      this.sock = addon.restoreLazyConnect(path);
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? String(e);
+      throw new UserError(`cannot connect to the lazy-pages daemon at ${path}: ${code}`, { cause: e });
+    }
+  }
+  async adopt(pid: number, uffd: number): Promise<void> {
+    try {
+      addon.restoreLazySendTask(this.sock, pid, uffd);
+    } finally {
+      // The daemon holds its own copy now (or the send failed): ours must go,
+      // or the uffd would outlive the daemon.
+      addon.restoreCloseFd(uffd);
+    }
+  }
+  async zombie(pid: number): Promise<void> {
+    addon.restoreLazySendTask(this.sock, pid, -1);
+  }
+  async finished(): Promise<void> {
+    addon.restoreLazySendFinish(this.sock);
+    this.closeSock();
+  }
+  async done(): Promise<void> {}
+  async close(): Promise<void> {
+    this.closeSock();
+  }
+  private closeSock(): void {
+    if (this.sock >= 0) addon.restoreCloseFd(this.sock);
+    this.sock = -1;
+  }
+}
+
+export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined): Promise<LazyHandoff> {
+  if (socketPath !== undefined) return new SocketHandoff(socketPath);
+  const mod = (await import('../lazy/index.js')) as unknown as {
+    LazyPagesServer: { open(o: { imagesDir: string }): Promise<LazyServerLike> };
+  };
+  return new InProcessHandoff(await mod.LazyPagesServer.open({ imagesDir }));
+}

@@ -1,0 +1,287 @@
+// Reads an image directory into a RestorePlan: everything the restorer needs
+// per process, checked before any process is created (unsupported VMAs or
+// fds, missing or changed files, inconsistent pagemaps), so that a bad image
+// fails without leaving anything behind.
+import { statSync } from 'node:fs';
+import { ImageError, UserError } from '../errors.js';
+import type {
+  CoreEntry,
+  FdinfoEntry,
+  FileEntry,
+  MmEntry,
+  PstreeEntry,
+  RegFileEntry,
+  VmaEntry,
+} from '../images/index.js';
+import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+
+export const PAGE = 4096n;
+
+// vma_entry.status bits (image ABI)
+export const VMA = {
+  REGULAR: 0x1,
+  VSYSCALL: 0x4,
+  VDSO: 0x8,
+  HEAP: 0x20,
+  FILE_PRIVATE: 0x40,
+  FILE_SHARED: 0x80,
+  ANON_SHARED: 0x100,
+  ANON_PRIVATE: 0x200,
+  SYSVIPC: 0x400,
+  SOCKET: 0x800,
+  VVAR: 0x1000,
+  AIORING: 0x2000,
+  MEMFD: 0x4000,
+  SHSTK: 0x8000,
+  GUARD: 0x10000,
+  UPROBES: 0x20000,
+  EXT_PLUGIN: 0x08000000,
+} as const;
+
+export const MAP = {
+  SHARED: 0x1,
+  PRIVATE: 0x2,
+  ANONYMOUS: 0x20,
+  GROWSDOWN: 0x100,
+  LOCKED: 0x2000,
+  NORESERVE: 0x4000,
+  HUGETLB: 0x40000,
+} as const;
+
+const FD_REG = 1;
+
+/** One contiguous run of page data to copy from a pages file. */
+export interface PageRun {
+  vaddr: bigint;
+  bytes: bigint;
+  /** The pages file holding the data (a parent image's for PE_PARENT runs); undefined for PE_LAZY-only runs. */
+  file: string | undefined;
+  offset: bigint | undefined;
+  flags: number;
+}
+
+export interface FilePlan {
+  fd: number;
+  /** FD_CLOEXEC from fdinfo. */
+  cloexec: boolean;
+  path: string;
+  /** open(2) flags from reg_file_entry. */
+  flags: number;
+  pos: bigint;
+}
+
+export interface VmaPlan {
+  vma: VmaEntry;
+  /** Path of the mapped file for file-backed VMAs. */
+  path?: string;
+  /** Private anonymous, not locked/hugetlb/vdso: may be served by userfaultfd. */
+  lazyEligible: boolean;
+}
+
+export interface ThreadPlan {
+  tid: number;
+  core: CoreEntry;
+}
+
+export interface ProcessPlan {
+  entry: PstreeEntry;
+  pid: number;
+  ppid: number;
+  state: number; // 1 alive, 2 zombie, 3 stopped
+  exitCode: number;
+  threads: ThreadPlan[]; // leader first
+  mm: MmEntry;
+  vmas: VmaPlan[];
+  exePath: string;
+  runs: PageRun[];
+  files: FilePlan[];
+  /** fds 0..2 the image does not describe as regular files: inherited from the restorer. */
+  inheritedStdio: number[];
+  cwd: string;
+  root: string;
+  umask: number | undefined;
+}
+
+export interface RestorePlan {
+  dir: string;
+  processes: ProcessPlan[]; // pstree order: parents first
+  byPid: Map<number, ProcessPlan>;
+}
+
+function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
+  const f = files.get(id);
+  if (!f) throw new ImageError(image, undefined, `${what} refers to file id ${id}, which files.img does not have`);
+  if (f.type !== FD_REG || !f.reg) throw new ImageError(image, undefined, `${what} refers to file id ${id} of type ${f.type}, not a regular file`);
+  return f.reg;
+}
+
+/** Checks a file recorded in the image still matches (exists, size and mode where recorded). */
+function checkFile(reg: RegFileEntry, what: string, pid: number): void {
+  let st;
+  try {
+    st = statSync(reg.name);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    throw new UserError(`pid ${pid}: ${what} ${reg.name} cannot be opened: ${code}`, { cause: e });
+  }
+  if (reg.size !== undefined && reg.size !== null && BigInt(st.size) !== BigInt(reg.size)) {
+    throw new UserError(`pid ${pid}: ${what} ${reg.name} has size ${st.size}, the image recorded ${reg.size}: the file changed since the dump`);
+  }
+  if (reg.mode !== undefined && reg.mode !== null && reg.mode !== 0 && (st.mode & 0o170777) !== (reg.mode & 0o170777)) {
+    throw new UserError(`pid ${pid}: ${what} ${reg.name} has mode 0${st.mode.toString(8)}, the image recorded 0${reg.mode.toString(8)}`);
+  }
+}
+
+export function isLazyEligible(v: VmaEntry): boolean {
+  if ((v.status & VMA.REGULAR) === 0) return false;
+  if ((v.status & VMA.ANON_PRIVATE) === 0) return false;
+  if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return false;
+  if (v.flags & (MAP.LOCKED | MAP.HUGETLB)) return false;
+  return true;
+}
+
+const UNSUPPORTED_STATUS: [number, string][] = [
+  [VMA.ANON_SHARED, 'shared anonymous memory'],
+  [VMA.SYSVIPC, 'SysV shared memory'],
+  [VMA.SOCKET, 'a packet socket ring'],
+  [VMA.AIORING, 'an AIO ring'],
+  [VMA.MEMFD, 'a memfd mapping'],
+  [VMA.SHSTK, 'a shadow stack'],
+  [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
+  [VMA.UPROBES, 'uprobes'],
+];
+
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean }): Promise<RestorePlan> {
+  const dir = await ImageDir.open(imagesDir);
+  const inv = await dir.inventory();
+  if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
+  const pstree = await dir.pstree();
+  if (pstree.length === 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, 'no processes in the image');
+  const files = new Map<number, FileEntry>();
+  for (const f of await dir.files()) files.set(f.id, f);
+
+  const processes: ProcessPlan[] = [];
+  const byPid = new Map<number, ProcessPlan>();
+  const fdinfoCache = new Map<number, FdinfoEntry[]>();
+  for (const [i, e] of pstree.entries()) {
+    if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
+    if (i > 0 && !byPid.has(e.ppid)) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: parent ${e.ppid} is not earlier in the tree`);
+    const threads = e.threads.length ? e.threads : [e.pid];
+    if (threads[0] !== e.pid) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: first thread is ${threads[0]}`);
+    const cores: ThreadPlan[] = [];
+    for (const tid of threads) cores.push({ tid, core: await dir.core(tid) });
+    const leaderCore = cores[0]!.core;
+    const tc = leaderCore.tc;
+    if (!tc) throw new ImageError(`${imagesDir}/core-${e.pid}.img`, undefined, 'the leader core has no task_core');
+    if (leaderCore.mtype !== 1) throw new ImageError(`${imagesDir}/core-${e.pid}.img`, undefined, `architecture ${leaderCore.mtype} is not x86_64`);
+    const state = tc.task_state;
+    if (state !== 1 && state !== 2 && state !== 3) throw new ImageError(`${imagesDir}/core-${e.pid}.img`, undefined, `task_state ${state} is not 1, 2 or 3`);
+    if (state === 2) {
+      const p: ProcessPlan = {
+        entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores.slice(0, 1),
+        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], files: [], inheritedStdio: [], cwd: '/', root: '/', umask: undefined,
+      };
+      processes.push(p);
+      byPid.set(e.pid, p);
+      continue;
+    }
+    for (const t of cores) {
+      if (!t.core.thread_info) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no x86 thread_info');
+      if (!t.core.thread_core) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no thread_core');
+    }
+    const mmImage = `${imagesDir}/mm-${e.pid}.img`;
+    const mm = await dir.mm(e.pid);
+    const exe = regFile(files, mm.exe_file_id, 'exe_file_id', mmImage);
+    checkFile(exe, 'executable', e.pid);
+
+    const vmas: VmaPlan[] = [];
+    for (const v of mm.vmas) {
+      if (v.status === VMA.GUARD) continue;
+      for (const [bit, what] of UNSUPPORTED_STATUS) {
+        if (v.status & bit) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${what}, which restore does not support`);
+      }
+      if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
+      if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
+      const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
+      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+        const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
+        checkFile(reg, 'mapped file', e.pid);
+        plan.path = reg.name;
+      }
+      vmas.push(plan);
+    }
+    for (let k = 1; k < vmas.length; k++) {
+      if (vmas[k]!.vma.start < vmas[k - 1]!.vma.end) throw new ImageError(mmImage, undefined, `VMAs overlap at 0x${vmas[k]!.vma.start.toString(16)}`);
+    }
+
+    // Pagemap: every run must lie in a private VMA; PE_PARENT runs are
+    // resolved through the parent chain to their own pages files.
+    const pm = await dir.pagemap(e.pid);
+    const pmImage = pm.file;
+    const runs: PageRun[] = [];
+    let vi = 0;
+    for await (const batch of pm.batches()) {
+      for (const ent of batch) {
+        const flags = ent.flags;
+        const start = ent.vaddr;
+        const end = ent.end;
+        if ((flags & PE_PRESENT) === 0 && (flags & PE_PARENT) === 0 && !(opts.lazy && opts.remotePages)) {
+          throw new UserError(`pid ${e.pid}: ${pmImage}: pages at 0x${start.toString(16)} are not in the images (dumped with --lazy-pages); they can only be restored lazily from a page server`);
+        }
+        let a = start;
+        while (a < end) {
+          while (vi < vmas.length && vmas[vi]!.vma.end <= a) vi++;
+          const v = vmas[vi];
+          if (!v || v.vma.start > a) throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is outside every VMA`);
+          if (!(v.vma.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || (v.vma.status & VMA.REGULAR) === 0) {
+            throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is in a non-private VMA`);
+          }
+          a = v.vma.end < end ? v.vma.end : end;
+        }
+        if (flags & PE_PRESENT) {
+          runs.push({ vaddr: start, bytes: end - start, file: pm.pagesPath, offset: BigInt(ent.pagesOffset!), flags });
+        } else if (flags & PE_PARENT) {
+          for (const piece of await dir.resolvePages(e.pid, start, ent.nrPages)) {
+            runs.push({ vaddr: piece.vaddr, bytes: BigInt(piece.nrPages) * PAGE, file: piece.file, offset: BigInt(piece.offset), flags: flags & PE_LAZY });
+          }
+        } else {
+          runs.push({ vaddr: start, bytes: end - start, file: undefined, offset: undefined, flags });
+        }
+      }
+    }
+
+    // Files.
+    const ids = await dir.ids(e.pid);
+    let fdinfo = fdinfoCache.get(ids.files_id);
+    if (!fdinfo) {
+      fdinfo = await dir.fdinfo(ids.files_id);
+      fdinfoCache.set(ids.files_id, fdinfo);
+    }
+    const plannedFiles: FilePlan[] = [];
+    const inheritedStdio: number[] = [];
+    for (const fi of fdinfo) {
+      const f = files.get(fi.id);
+      if (!f) throw new ImageError(`${imagesDir}/fdinfo-${ids.files_id}.img`, undefined, `fd ${fi.fd} refers to file id ${fi.id}, which files.img does not have`);
+      if (f.type === FD_REG && f.reg) {
+        checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
+        plannedFiles.push({ fd: fi.fd, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
+      } else if (fi.fd <= 2) {
+        inheritedStdio.push(fi.fd);
+      } else {
+        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files; stdio is inherited)`);
+      }
+    }
+    const fs = await dir.fs(e.pid);
+    const fsImage = `${imagesDir}/fs-${e.pid}.img`;
+    const cwd = fs ? regFile(files, fs.cwd_id, 'cwd_id', fsImage).name : '/';
+    const root = fs ? regFile(files, fs.root_id, 'root_id', fsImage).name : '/';
+
+    const p: ProcessPlan = {
+      entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores, mm, vmas,
+      exePath: exe.name, runs, files: plannedFiles, inheritedStdio, cwd, root, umask: fs?.umask,
+    };
+    processes.push(p);
+    byPid.set(e.pid, p);
+  }
+  return { dir: imagesDir, processes, byPid };
+}

@@ -1,0 +1,423 @@
+// Rebuilds one process inside a traced stub: the address space (RESTORE-NOTES
+// B: unmap the stub, move [vvar]/[vvar_vclock]/[vdso] together, map every VMA
+// at its exact address with MAP_FIXED_NOREPLACE, write pages, PR_SET_MM_MAP),
+// then sigactions, files, cwd/root, threads and per-thread kernel state, and
+// finally registers (with the syscall-restart fix-up) and the detach.
+import { UserError } from '../errors.js';
+import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
+import { addon } from '../native/addon.js';
+import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
+import { NR, PROT, readMaps, RemoteTask } from './task.js';
+
+const MAP_FIXED_NOREPLACE = 0x100000;
+const MREMAP_MAYMOVE = 1;
+const MREMAP_FIXED = 2;
+const O_RDONLY = 0;
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+const O_NONBLOCK = 0o4000;
+const O_PATH = 0o10000000;
+const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
+const PR_SET_PDEATHSIG = 1;
+const PR_SET_NAME = 15;
+const PR_SET_MM = 35;
+const PR_SET_MM_MAP = 14;
+const SS_DISABLE = 2;
+const SS_AUTODISARM = 1 << 31;
+const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
+const MADV_BITS = [10, 14, 15, 18]; // DONTFORK, HUGEPAGE, NOHUGEPAGE, WIPEONFORK: they change behaviour, not data
+const NR_MADVISE = 28;
+
+// Scratch layout (offsets into the task's scratch area).
+const SCR_PATH = 0n;
+const SCR_STRUCT = 0x1000n;
+const SCR_AUXV = 0x1800n;
+const SCR_SIGACT = 0x2000n;
+const SCR_CLONE = 0x3000n;
+
+const SPECIAL = ['[vvar]', '[vvar_vclock]', '[vdso]'];
+
+export interface Interval {
+  start: bigint;
+  end: bigint;
+}
+
+/** First page-aligned address >= `from` where `size` bytes overlap none of `busy`. */
+export function findHole(busy: Interval[], size: bigint, from = 0x10000000n, limit = 0x7ffffffff000n): bigint {
+  const sorted = [...busy].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  let cand = from;
+  for (const b of sorted) {
+    if (b.end <= cand) continue;
+    if (b.start >= cand + size) break;
+    cand = (b.end + PAGE - 1n) & ~(PAGE - 1n);
+  }
+  if (cand + size > limit) throw new Error('no free address range for the restorer scratch area');
+  return cand;
+}
+
+function cloneArgs(flags: number, exitSignal: number, setTidAddr: bigint): Buffer {
+  const b = Buffer.alloc(88);
+  b.writeBigUInt64LE(BigInt(flags), 0);
+  b.writeBigUInt64LE(BigInt(exitSignal), 32);
+  b.writeBigUInt64LE(setTidAddr, 64);
+  b.writeBigUInt64LE(1n, 72);
+  return b;
+}
+
+/**
+ * Injects clone3 with set_tid into `parent` (a stub or a restored process).
+ * Returns the new task's pid/tid in the restorer's pid namespace, after its
+ * initial stop. Thread clones share the parent's memory; process clones get a
+ * copy of the (still stub) address space.
+ */
+export function injectClone(parent: RemoteTask, tid: number, thread: boolean): number {
+  const setTid = parent.scratch + SCR_CLONE + 0x100n;
+  const t = Buffer.alloc(4);
+  t.writeInt32LE(tid, 0);
+  parent.write(setTid, t);
+  parent.write(parent.scratch + SCR_CLONE, cloneArgs(thread ? CLONE_THREAD_FLAGS : 0, thread ? 0 : 17, setTid));
+  const r = parent.raw(NR.clone3, parent.scratch + SCR_CLONE, 88);
+  if (r < 0n) {
+    const errno = Number(-r);
+    if (errno === 17) throw new UserError(`pid ${tid} is already in use: cannot recreate ${thread ? 'thread' : 'process'} ${tid} (clone3 set_tid: EEXIST)`);
+    throw new UserError(`pid ${parent.pid}: clone3 of ${thread ? 'thread' : 'child'} ${tid} failed: errno ${errno}`);
+  }
+  // The restorer sees the new task under its own namespace's pid: the event message.
+  const outer = addon.restoreLastEventPid();
+  addon.restoreWaitStop(outer);
+  return outer;
+}
+
+function isSpecial(v: VmaPlan): boolean {
+  return (v.vma.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0 || (v.vma.status & VMA.REGULAR) === 0;
+}
+
+export interface MmResult {
+  /** Lazy-eligible VMAs to register with userfaultfd (whole VMAs). */
+  lazyVmas: Interval[];
+  bytesWritten: bigint;
+}
+
+/** Pages that the kernel touches while the restorer re-registers per-thread state: always written eagerly. */
+function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
+  const s = new Set<bigint>();
+  for (const t of p.threads) {
+    const r = t.core.thread_core?.rseq_entry;
+    if (r && r.rseq_abi_pointer !== 0n) {
+      s.add(r.rseq_abi_pointer & ~(PAGE - 1n));
+      s.add((r.rseq_abi_pointer + BigInt(r.rseq_abi_size) - 1n) & ~(PAGE - 1n));
+    }
+  }
+  return s;
+}
+
+export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean): MmResult {
+  const cur = readMaps(t.pid);
+  // 1. Drop everything of the stub but the vDSO block and the scratch area.
+  for (const m of cur) {
+    if (SPECIAL.includes(m.name) || m.name === '[vsyscall]') continue;
+    if (m.start >= t.scratch && m.end <= t.scratch + t.scratchSize) continue;
+    t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, m.start, m.end - m.start);
+  }
+  // 2. Move [vvar], [vvar_vclock], [vdso] to their dumped addresses, through a
+  //    hole first: MREMAP_FIXED silently replaces whatever is at the target.
+  const curSpecial = cur.filter((m) => SPECIAL.includes(m.name));
+  const dumpedVdso = p.vmas.find((v) => v.vma.status & VMA.VDSO);
+  if (dumpedVdso) {
+    const dumpedVvar = p.vmas.filter((v) => v.vma.status & VMA.VVAR);
+    const pairs: { from: bigint; len: bigint; to: bigint; name: string }[] = [];
+    const curVvar = curSpecial.filter((m) => m.name !== '[vdso]');
+    const curVdso = curSpecial.find((m) => m.name === '[vdso]')!;
+    if (curVvar.length !== dumpedVvar.length || curVdso.end - curVdso.start !== dumpedVdso.vma.end - dumpedVdso.vma.start) {
+      throw new UserError(`pid ${p.pid}: the vDSO layout differs from the dump (${curVvar.length} vvar areas here, ${dumpedVvar.length} in the image): restore needs the same kernel`);
+    }
+    curVvar.forEach((m, i) => {
+      const d = dumpedVvar[i]!.vma;
+      if (m.end - m.start !== d.end - d.start) throw new UserError(`pid ${p.pid}: ${m.name} size differs from the dump: restore needs the same kernel`);
+      pairs.push({ from: m.start, len: m.end - m.start, to: d.start, name: m.name });
+    });
+    pairs.push({ from: curVdso.start, len: curVdso.end - curVdso.start, to: dumpedVdso.vma.start, name: '[vdso]' });
+    const lo = curSpecial.reduce((a, m) => (m.start < a ? m.start : a), curSpecial[0]!.start);
+    const hi = curSpecial.reduce((a, m) => (m.end > a ? m.end : a), 0n);
+    const busy: Interval[] = [...p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })), ...curSpecial, { start: t.scratch, end: t.scratch + t.scratchSize }];
+    const temp = findHole(busy, hi - lo);
+    for (const pr of pairs) {
+      const at = temp + (pr.from - lo);
+      t.call(`mremap(${pr.name})`, NR.mremap, pr.from, pr.len, pr.len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
+      if (pr.name === '[vdso]') t.vdsoMoved(at);
+      pr.from = at;
+    }
+    for (const pr of pairs) {
+      t.call(`mremap(${pr.name})`, NR.mremap, pr.from, pr.len, pr.len, MREMAP_MAYMOVE | MREMAP_FIXED, pr.to);
+      if (pr.name === '[vdso]') t.vdsoMoved(pr.to);
+    }
+  }
+  // 3. Every VMA at its exact address; files opened once per path inside the task.
+  const fds = new Map<string, number>();
+  const lazyVmas: Interval[] = [];
+  try {
+    for (const v of p.vmas) {
+      if (isSpecial(v)) continue;
+      const vma = v.vma;
+      const len = vma.end - vma.start;
+      let flags = MAP_FIXED_NOREPLACE | (vma.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE));
+      let fd = -1;
+      let off = 0n;
+      if (v.path !== undefined) {
+        const shared = (vma.flags & MAP.SHARED) !== 0;
+        const mode = shared && vma.prot & PROT.WRITE ? O_RDWR : O_RDONLY;
+        const key = `${mode}:${v.path}`;
+        let f = fds.get(key);
+        if (f === undefined) {
+          f = t.openat(v.path, mode | O_CLOEXEC);
+          fds.set(key, f);
+        }
+        fd = f;
+        off = vma.pgoff;
+      } else {
+        flags |= MAP.ANONYMOUS;
+      }
+      const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
+      if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
+      const madv = vma.madv ?? 0n;
+      for (const bit of MADV_BITS) if (madv & (1n << BigInt(bit))) t.raw(NR_MADVISE, vma.start, len, bit);
+      if (lazy && v.lazyEligible) lazyVmas.push({ start: vma.start, end: vma.end });
+    }
+  } finally {
+    for (const f of fds.values()) t.raw(NR.close, f);
+  }
+  // 4. Page data. Lazily restored runs are skipped except the few pages the
+  //    kernel touches during the restore itself (rseq areas).
+  const touched = lazy ? restoreTouchedPages(p) : new Set<bigint>();
+  const byFile = new Map<string, bigint[]>();
+  const add = (file: string, addr: bigint, off: bigint, len: bigint): void => {
+    let a = byFile.get(file);
+    if (!a) byFile.set(file, (a = []));
+    a.push(addr, off, len);
+  };
+  for (const r of p.runs) {
+    if (r.file === undefined || r.offset === undefined) continue;
+    if (lazy && r.flags & 2 /* PE_LAZY */) {
+      for (const pg of touched) {
+        if (pg >= r.vaddr && pg < r.vaddr + r.bytes) add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
+      }
+      continue;
+    }
+    add(r.file, r.vaddr, r.offset, r.bytes);
+  }
+  let bytesWritten = 0n;
+  for (const [file, triples] of byFile) {
+    bytesWritten += addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples));
+  }
+  // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
+  const mm = p.mm;
+  const exeFd = t.openat(p.exePath, O_RDONLY | O_CLOEXEC);
+  try {
+    const auxv = Buffer.alloc(mm.mm_saved_auxv.length * 8);
+    mm.mm_saved_auxv.forEach((w, i) => auxv.writeBigUInt64LE(BigInt.asUintN(64, w), i * 8));
+    t.write(t.scratch + SCR_AUXV, auxv);
+    const s = Buffer.alloc(104);
+    const words = [mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk, mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start, mm.mm_env_end, t.scratch + SCR_AUXV];
+    words.forEach((w, i) => s.writeBigUInt64LE(w, i * 8));
+    s.writeUInt32LE(auxv.length, 96);
+    s.writeUInt32LE(exeFd, 100);
+    t.write(t.scratch + SCR_STRUCT, s);
+    t.call('prctl(PR_SET_MM_MAP)', NR.prctl, PR_SET_MM, PR_SET_MM_MAP, t.scratch + SCR_STRUCT, 104, 0);
+  } finally {
+    t.raw(NR.close, exeFd);
+  }
+  return { lazyVmas, bytesWritten };
+}
+
+function sigForIndex(i: number): number {
+  return i < 8 ? i + 1 : i < 17 ? i + 2 : i + 3;
+}
+
+/** Process-wide state: signal handlers, files, cwd/root, umask. */
+export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
+  const tc = p.threads[0]!.core.tc!;
+  tc.sigactions.forEach((sa, i) => {
+    if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return;
+    const sig = sigForIndex(i);
+    const k = Buffer.alloc(32);
+    k.writeBigUInt64LE(sa.sigaction, 0);
+    k.writeBigUInt64LE(sa.flags, 8);
+    k.writeBigUInt64LE(sa.restorer, 16);
+    k.writeBigUInt64LE(sa.mask, 24);
+    t.write(t.scratch + SCR_SIGACT, k);
+    t.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, t.scratch + SCR_SIGACT, 0, 8);
+  });
+  // Files: stdio the image does not describe as regular files stays inherited.
+  const planned = new Set(p.files.map((f) => f.fd));
+  for (const fd of [0, 1, 2]) {
+    if (!planned.has(fd) && !p.inheritedStdio.includes(fd)) t.raw(NR.close, fd);
+  }
+  for (const f of [...p.files].sort((a, b) => a.fd - b.fd)) {
+    const flags = (f.flags & ~OPEN_STRIP) | O_CLOEXEC;
+    const tmp = t.openat(f.path, flags);
+    if (tmp !== f.fd) {
+      t.call(`dup3(${tmp}, ${f.fd})`, NR.dup3, tmp, f.fd, f.cloexec ? O_CLOEXEC : 0);
+      t.raw(NR.close, tmp);
+    } else if (!f.cloexec) {
+      t.call(`fcntl(${f.fd}, F_SETFD)`, NR.fcntl, f.fd, 2 /* F_SETFD */, 0);
+    }
+    if ((f.flags & O_PATH) === 0 && f.pos < 1n << 63n) {
+      const r = t.raw(NR.lseek, f.fd, f.pos, 0);
+      if (r !== f.pos) throw new UserError(`pid ${p.pid}: cannot seek fd ${f.fd} (${f.path}) to ${f.pos}: result ${r}`);
+    }
+  }
+  t.putString(p.cwd, SCR_PATH);
+  t.call(`chdir(${p.cwd})`, NR.chdir, t.scratch + SCR_PATH);
+  if (p.root !== '/') {
+    t.putString(p.root, SCR_PATH);
+    t.call(`chroot(${p.root})`, NR.chroot, t.scratch + SCR_PATH);
+  }
+  if (p.umask !== undefined) t.raw(NR.umask, p.umask);
+}
+
+/** Kernel state of one thread, injected in that thread. */
+export function restoreThreadState(t: RemoteTask, core: CoreEntry, comm: string | undefined): void {
+  const tc = core.thread_core!;
+  const ti = core.thread_info!;
+  const r = tc.rseq_entry;
+  if (r && r.rseq_abi_pointer !== 0n) {
+    t.call('rseq', NR.rseq, r.rseq_abi_pointer, r.rseq_abi_size, 0, r.signature);
+  }
+  if (tc.futex_rla !== 0n) t.call('set_robust_list', NR.set_robust_list, tc.futex_rla, tc.futex_rla_len);
+  t.call('set_tid_address', NR.set_tid_address, ti.clear_tid_addr);
+  const sas = tc.sas;
+  if (sas && (sas.ss_flags & SS_DISABLE) === 0 && sas.ss_size > 0n) {
+    const b = Buffer.alloc(24);
+    b.writeBigUInt64LE(sas.ss_sp, 0);
+    b.writeInt32LE((sas.ss_flags & SS_AUTODISARM) | 0, 8);
+    b.writeBigUInt64LE(sas.ss_size, 16);
+    t.write(t.scratch + SCR_STRUCT, b);
+    t.call('sigaltstack', NR.sigaltstack, t.scratch + SCR_STRUCT, 0);
+  }
+  if (tc.pdeath_sig) t.call('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR_SET_PDEATHSIG, tc.pdeath_sig);
+  const name = tc.comm ?? comm;
+  if (name) {
+    t.putString(name.slice(0, 15), SCR_PATH);
+    t.call('prctl(PR_SET_NAME)', NR.prctl, PR_SET_NAME, t.scratch + SCR_PATH);
+  }
+}
+
+/** Creates the non-leader threads of a restored process; returns their tids as the restorer sees them. */
+export function createThreads(leader: RemoteTask, p: ProcessPlan): RemoteTask[] {
+  const out: RemoteTask[] = [];
+  for (const th of p.threads.slice(1)) {
+    const outer = injectClone(leader, th.tid, true);
+    out.push(leader.thread(outer));
+  }
+  return out;
+}
+
+/** userfaultfd created inside the process (with its credentials), taken out with pidfd_getfd, enabled and registered here. */
+export function makeUffd(t: RemoteTask, ranges: Interval[]): number {
+  const remoteFd = Number(t.call('userfaultfd', NR.userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  let fd: number;
+  try {
+    fd = addon.restorePidfdGetfd(t.pid, remoteFd);
+  } finally {
+    t.raw(NR.close, remoteFd);
+  }
+  const FEATURES = (1n << 1n) | (1n << 2n) | (1n << 3n) | (1n << 6n); // EVENT_FORK REMAP REMOVE UNMAP
+  const pairs = new BigUint64Array(ranges.length * 2);
+  ranges.forEach((r, i) => {
+    pairs[2 * i] = r.start;
+    pairs[2 * i + 1] = r.end - r.start;
+  });
+  try {
+    addon.restoreUffdSetup(fd, FEATURES, pairs);
+  } catch (e) {
+    addon.restoreCloseFd(fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** The standard XSAVE image of the dumped FPU state, on top of the kernel's current buffer (for size and layout). */
+export function buildXstate(template: Buffer, fp: UserX86FpregsEntry): Buffer {
+  const b = Buffer.from(template);
+  b.writeUInt16LE(fp.cwd & 0xffff, 0);
+  b.writeUInt16LE(fp.swd & 0xffff, 2);
+  b.writeUInt16LE(fp.twd & 0xffff, 4);
+  b.writeUInt16LE(fp.fop & 0xffff, 6);
+  b.writeBigUInt64LE(fp.rip, 8);
+  b.writeBigUInt64LE(fp.rdp, 16);
+  b.writeUInt32LE(fp.mxcsr, 24);
+  b.writeUInt32LE(fp.mxcsr_mask, 28);
+  fp.st_space.slice(0, 32).forEach((w, i) => b.writeUInt32LE(w >>> 0, 32 + i * 4));
+  fp.xmm_space.slice(0, 64).forEach((w, i) => b.writeUInt32LE(w >>> 0, 160 + i * 4));
+  if (b.length <= 512) return b;
+  const xcr0 = b.length >= 472 ? b.readBigUInt64LE(464) : 3n;
+  const xs = fp.xsave;
+  let bv = xs ? xs.xstate_bv : 3n;
+  const layout = new Map<number, [number, number]>();
+  for (const [c, off, size] of addon.restoreXstateLayout()) layout.set(c, [off, size]);
+  const put32 = (comp: number, words: number[] | undefined): void => {
+    const l = layout.get(comp);
+    if (!words || !words.length || !l || l[0] + l[1] > b.length) return;
+    words.slice(0, l[1] / 4).forEach((w, i) => b.writeUInt32LE(w >>> 0, l[0] + i * 4));
+  };
+  const put64 = (comp: number, words: bigint[] | undefined): void => {
+    const l = layout.get(comp);
+    if (!words || !words.length || !l || l[0] + l[1] > b.length) return;
+    words.slice(0, l[1] / 8).forEach((w, i) => b.writeBigUInt64LE(BigInt.asUintN(64, w), l[0] + i * 8));
+  };
+  if (xs) {
+    put32(2, xs.ymmh_space);
+    put64(3, xs.bndreg_state);
+    put64(4, xs.bndcsr_state);
+    put64(5, xs.opmask_reg);
+    put64(6, xs.zmm_upper);
+    put64(7, xs.hi16_zmm);
+    put32(9, xs.pkru);
+  }
+  bv &= xcr0;
+  b.writeBigUInt64LE(bv, 512);
+  b.writeBigUInt64LE(0n, 520); // standard (non-compacted) format
+  return b;
+}
+
+const REG_ORDER: (keyof UserX86RegsEntry)[] = [
+  'r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di', 'orig_ax', 'ip', 'cs',
+  'flags', 'sp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
+];
+
+/**
+ * Final registers, with the kernel's syscall-restart rule applied by hand:
+ * -ERESTARTSYS/-ERESTARTNOINTR/-ERESTARTNOHAND re-execute the syscall,
+ * -ERESTART_RESTARTBLOCK (whose restart block was kernel state) becomes EINTR.
+ */
+export function finalRegs(g: UserX86RegsEntry): BigUint64Array {
+  const a = new BigUint64Array(27);
+  REG_ORDER.forEach((k, i) => {
+    a[i] = BigInt.asUintN(64, g[k] as bigint);
+  });
+  const orig = BigInt.asIntN(64, g.orig_ax);
+  const ax = BigInt.asIntN(64, g.ax);
+  if (orig >= 0n) {
+    if (ax === -512n || ax === -513n || ax === -514n) {
+      a[10] = BigInt.asUintN(64, orig);
+      a[16] = BigInt.asUintN(64, g.ip - 2n);
+    } else if (ax === -516n) {
+      a[10] = BigInt.asUintN(64, -4n);
+    }
+  }
+  a[15] = BigInt.asUintN(64, -1n);
+  return a;
+}
+
+/** Registers, xstate, blocked mask, then detach: the thread runs from here. */
+export function finalizeThread(tid: number, core: CoreEntry, leaderMask: bigint, stopSig = 0): void {
+  const ti = core.thread_info!;
+  const tcore = core.thread_core!;
+  const template = addon.restoreGetXstate(tid);
+  addon.restoreSetXstate(tid, buildXstate(template, ti.fpregs));
+  addon.restoreSetSigmask(tid, tcore.blk_sigset ?? leaderMask);
+  addon.restoreSetRegs(tid, finalRegs(ti.gpregs));
+  addon.restoreDetach(tid, stopSig);
+}
+
+export { PAGE };

@@ -1,0 +1,315 @@
+// restore(): recreates a dumped process tree from CRIU images, eagerly or
+// lazily. Owns the ordering: validate everything first; check pids (waiting,
+// bounded, for zombies still holding them); create the tree of stubs (root
+// spawned here, children cloned inside their restored parents so parent/child
+// links are real); rebuild each process; hand userfaultfds to the lazy-pages
+// daemon; then release every thread, children before parents. Any failure
+// before the release kills and reaps everything created so far.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { isSystemError, UserError } from '../errors.js';
+import { addon, helperPath } from '../native/addon.js';
+import type { RestoreExitInfo } from '../native/types.js';
+import { type LazyHandoff, openLazyHandoff } from './handoff.js';
+import { loadPlan, type ProcessPlan } from './plan.js';
+import {
+  createThreads,
+  findHole,
+  finalizeThread,
+  injectClone,
+  type Interval,
+  makeUffd,
+  restoreAddressSpace,
+  restoreProcessState,
+  restoreThreadState,
+} from './process.js';
+import { NR, readMaps, RemoteTask } from './task.js';
+
+export interface RestoreOptions {
+  /** The image directory (-D). */
+  imagesDir: string;
+  /** --lazy-pages: leave lazy-eligible memory to a lazy-pages daemon. */
+  lazy?: boolean;
+  /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
+  lazySocket?: string;
+  /**
+   * -d: return as soon as the tree runs. Otherwise restore() waits for the
+   * root to exit (and, when lazy, for the daemon to finish) and reports its status.
+   */
+  detached?: boolean;
+  /** --shell-job: the root may belong to the restorer's session and process group. */
+  shellJob?: boolean;
+  /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
+  pidns?: boolean;
+  /** --pidfile: write the root's pid here. */
+  pidfile?: string;
+  /** How long to wait for a zombie still holding a needed pid (default 5000 ms). */
+  zombieWaitMs?: number;
+  /** In-process lazy server options (prefetch etc.) are the daemon's defaults; this hook sees each adoption. */
+  log?: (line: string) => void;
+}
+
+export interface RestoreExit {
+  /** Exit code, or -1 when killed by a signal. */
+  code: number;
+  signal: number;
+}
+
+export interface RestoreTimings {
+  /** restore() start until the last thread was released. */
+  resumeMs: number;
+  /** Bytes written eagerly into the restored processes. */
+  eagerBytes: bigint;
+}
+
+export interface RestoredTree {
+  /** Pid of the restored root as this process sees it (with --pidns: the namespace's init). */
+  readonly pid: number;
+  /** Pids from the images (as the restored processes see themselves). */
+  readonly pids: number[];
+  readonly timings: RestoreTimings;
+  /** Set when restore() was not detached: the root's exit status. */
+  exit?: RestoreExit;
+  /** Resolves with the root's exit status (reaps it). */
+  wait(): Promise<RestoreExit>;
+  /** Lazy: resolves once every lazy page is served (or its process is gone). Eager: resolved. */
+  lazyDone(): Promise<void>;
+  /** Stops waiting and the in-process daemon (kill the tree first if it still runs). */
+  close(): Promise<void>;
+}
+
+const O_NOFOLLOW_PID_CHECK_MS = 20;
+
+function procState(pid: number): { state: string; comm: string } | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = s.lastIndexOf(')');
+    return { comm: s.slice(s.indexOf('(') + 1, close), state: s.slice(close + 2, close + 3) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every pid/tid must be free; a zombie holding one is waited for, bounded. */
+async function checkPids(plan: ProcessPlan[], waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (const p of plan) {
+    for (const t of p.threads.map((x) => x.tid)) {
+      for (;;) {
+        const st = procState(t);
+        if (!st) break;
+        if (st.state !== 'Z' && st.state !== 'X') {
+          throw new UserError(`pid ${t} is in use by a live process (${st.comm}, state ${st.state}): cannot restore ${t === p.pid ? 'process' : 'thread'} ${t}`);
+        }
+        if (Date.now() > deadline) {
+          throw new UserError(`pid ${t} is still held by an unreaped zombie (${st.comm}) after ${waitMs} ms: cannot restore it`);
+        }
+        await new Promise((r) => setTimeout(r, O_NOFOLLOW_PID_CHECK_MS));
+      }
+    }
+  }
+}
+
+interface Live {
+  plan: ProcessPlan;
+  task: RemoteTask;
+  threads: RemoteTask[];
+}
+
+export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
+  const t0 = performance.now();
+  const lazy = opts.lazy === true || opts.lazySocket !== undefined;
+  const log = opts.log ?? (() => {});
+  const plan = await loadPlan(opts.imagesDir, { lazy });
+  const root = plan.processes[0]!;
+  if (!opts.shellJob && root.entry.sid !== root.pid) {
+    throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
+  }
+  if (!opts.pidns) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  const stub = helperPath('restore-stub');
+
+  let handoff: LazyHandoff | undefined;
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket);
+
+  // Cleanup order: parents first (see restoreKillTree).
+  const created: { outer: number; tids: number[] }[] = [];
+  const live: Live[] = [];
+  let init: RemoteTask | undefined;
+  const uffds: { pid: number; host: number; fd: number }[] = [];
+  let released = false;
+  try {
+    // --- 1. the tree of stubs -------------------------------------------------
+    // One scratch address for the whole tree: children inherit the parent's.
+    const busy: Interval[] = plan.processes.flatMap((p) => p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })));
+    const byPid = new Map<number, Live>();
+    let scratchAt = 0n;
+    for (const p of plan.processes) {
+      let task: RemoteTask;
+      if (p === root) {
+        let outer: number;
+        if (opts.pidns) {
+          const initPid = spawn(stub, 1, true);
+          created.push({ outer: initPid, tids: [initPid] });
+          init = new RemoteTask(initPid);
+          init.findGadget();
+          scratchAt = findHole([...busy, ...readMaps(initPid)], init.scratchSize);
+          init.mapScratch(scratchAt);
+          outer = injectClone(init, p.pid, false);
+        } else {
+          outer = spawn(stub, p.pid, false);
+        }
+        created.push({ outer, tids: [outer] });
+        task = new RemoteTask(outer);
+        task.findGadget();
+        if (!opts.pidns) {
+          scratchAt = findHole([...busy, ...readMaps(outer)], task.scratchSize);
+          task.mapScratch(scratchAt);
+        } else {
+          task.scratch = scratchAt;
+        }
+      } else {
+        const parent = byPid.get(p.ppid)!;
+        const outer = injectClone(parent.task, p.pid, false);
+        created.push({ outer, tids: [outer] });
+        task = new RemoteTask(outer);
+        task.findGadget();
+        task.scratch = scratchAt;
+      }
+      // Session and own process group now, so children cloned later inherit them.
+      if (p.entry.sid === p.pid) task.call('setsid', NR.setsid);
+      else if (p.entry.pgid === p.pid) task.call('setpgid', NR.setpgid, 0, 0);
+      const l: Live = { plan: p, task, threads: [] };
+      live.push(l);
+      byPid.set(p.pid, l);
+    }
+    // Groups led by another process of the tree.
+    for (const l of live) {
+      const { pid, pgid } = l.plan.entry;
+      if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
+    }
+
+    // --- 2. every process -----------------------------------------------------
+    let eagerBytes = 0n;
+    for (const l of live) {
+      const p = l.plan;
+      if (p.state === 2) continue;
+      const mm = restoreAddressSpace(l.task, p, lazy);
+      eagerBytes += mm.bytesWritten;
+      restoreProcessState(l.task, p);
+      l.threads = createThreads(l.task, p);
+      const group = created.find((c) => c.outer === l.task.pid)!;
+      group.tids.push(...l.threads.map((t) => t.tid));
+      const tc = p.threads[0]!.core.tc!;
+      restoreThreadState(l.task, p.threads[0]!.core, tc.comm);
+      l.threads.forEach((t, i) => restoreThreadState(t, p.threads[i + 1]!.core, undefined));
+      if (lazy) {
+        const fd = makeUffd(l.task, mm.lazyVmas);
+        uffds.push({ pid: p.pid, host: l.task.pid, fd });
+      }
+      l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
+      log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
+    }
+
+    // --- 3. lazy hand-over ----------------------------------------------------
+    if (handoff) {
+      for (const u of uffds.splice(0)) await handoff.adopt(u.pid, u.fd, u.host);
+      for (const l of live) if (l.plan.state === 2) await handoff.zombie(l.plan.pid);
+    }
+
+    // --- 4. release: children before parents, the leader last in each process --
+    for (const l of [...live].reverse()) {
+      const p = l.plan;
+      if (p.state === 2) {
+        // A zombie: run exit(code) untraced; it stays a zombie of its restored parent.
+        const regs = addon.restoreGetRegs(l.task.pid);
+        regs[16] = l.task.gadget;
+        regs[10] = BigInt(NR.exit);
+        regs[14] = BigInt((p.exitCode >> 8) & 0xff);
+        regs[15] = BigInt.asUintN(64, -1n);
+        addon.restoreSetRegs(l.task.pid, regs);
+        addon.restoreDetach(l.task.pid, 0);
+        continue;
+      }
+      const leaderMask = p.threads[0]!.core.tc!.blk_sigset;
+      l.threads.forEach((t, i) => finalizeThread(t.tid, p.threads[i + 1]!.core, leaderMask));
+      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? 19 /* SIGSTOP */ : 0);
+    }
+    if (init) {
+      // The namespace's init becomes a reaper that exits with the root's status.
+      const regs = addon.restoreGetRegs(init.pid);
+      regs[16] = stubReaperEntry(stub);
+      regs[14] = BigInt(root.pid);
+      regs[15] = BigInt.asUintN(64, -1n);
+      addon.restoreSetRegs(init.pid, regs);
+      addon.restoreDetach(init.pid, 0);
+    }
+    released = true;
+    if (handoff) await handoff.finished();
+    const resumeMs = performance.now() - t0;
+    const rootHost = init ? init.pid : live[0]!.task.pid;
+    if (opts.pidfile) writeFileSync(opts.pidfile, `${rootHost}\n`);
+    const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff);
+    if (!opts.detached) {
+      tree.exit = await tree.wait();
+      await tree.lazyDone();
+      await tree.close();
+    }
+    return tree;
+  } catch (e) {
+    if (!released) {
+      for (const u of uffds) addon.restoreCloseFd(u.fd);
+      addon.restoreKillTree(created.map((c) => c.tids));
+    }
+    await handoff?.close();
+    throw wrapError(e);
+  }
+}
+
+function spawn(stub: string, pid: number, newPidns: boolean): number {
+  try {
+    return addon.restoreSpawnStub(pid, stub, newPidns);
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'EEXIST') throw new UserError(`pid ${pid} is already in use: cannot recreate process ${pid} (clone3 set_tid: EEXIST)`, { cause: e });
+    throw e;
+  }
+}
+
+/** The stub's second entry point (lr_reaper trampoline), 16 bytes after _start. */
+function stubReaperEntry(stub: string): bigint {
+  const elf = readFileSync(stub);
+  const entry = elf.readBigUInt64LE(24);
+  return entry + 16n;
+}
+
+function wrapError(e: unknown): unknown {
+  if (e instanceof UserError) return e;
+  if (isSystemError(e)) return new UserError(`restore failed: ${e.syscall}: ${e.code} (${e.message})`, { cause: e });
+  if (e instanceof Error && e.name === 'Error' && /^pid \d+:/.test(e.message)) return new UserError(e.message, { cause: e });
+  return e;
+}
+
+function makeTree(pid: number, pids: number[], timings: RestoreTimings, handoff: LazyHandoff | undefined): RestoredTree {
+  let exitP: Promise<RestoreExit> | undefined;
+  let waiter: { close(): void } | undefined;
+  return {
+    pid,
+    pids,
+    timings,
+    wait() {
+      exitP ??= new Promise<RestoreExit>((resolve, reject) => {
+        waiter = new addon.RestoreChildWaiter(pid, (info: RestoreExitInfo) => {
+          waiter?.close();
+          if (info.error) reject(info.error);
+          else resolve({ code: info.code, signal: info.signal });
+        });
+      });
+      return exitP;
+    },
+    async lazyDone() {
+      if (handoff) await handoff.done();
+    },
+    async close() {
+      waiter?.close();
+      await handoff?.close();
+    },
+  };
+}

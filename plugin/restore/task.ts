@@ -1,0 +1,165 @@
+// A stopped, traced task being restored: syscall injection at a `syscall`
+// gadget (found in the task's vDSO, so it survives unmapping the stub and
+// moves with the vDSO), a scratch page for syscall arguments, and typed
+// wrappers for the handful of calls the restorer makes.
+import { readFileSync } from 'node:fs';
+import { addon } from '../native/addon.js';
+
+export const NR = {
+  close: 3,
+  lseek: 8,
+  mmap: 9,
+  mprotect: 10,
+  munmap: 11,
+  rt_sigaction: 13,
+  mremap: 25,
+  getpid: 39,
+  wait4: 61,
+  exit: 60,
+  fcntl: 72,
+  chdir: 80,
+  umask: 95,
+  setgroups: 116,
+  setresuid: 117,
+  setresgid: 119,
+  setpgid: 109,
+  setsid: 112,
+  sigaltstack: 131,
+  prctl: 157,
+  chroot: 161,
+  set_tid_address: 218,
+  exit_group: 231,
+  openat: 257,
+  set_robust_list: 273,
+  dup3: 292,
+  userfaultfd: 323,
+  rseq: 334,
+  clone3: 435,
+} as const;
+
+export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
+const MAP_PRIVATE = 0x02;
+const MAP_ANONYMOUS = 0x20;
+const MAP_FIXED_NOREPLACE = 0x100000;
+const AT_FDCWD = -100;
+
+/** A failed injected syscall: names the pid, the call and the errno code. */
+export class InjectedSyscallError extends Error {
+  readonly errno: number;
+  readonly code: string;
+  constructor(
+    readonly pid: number,
+    readonly call: string,
+    errno: number,
+  ) {
+    const code = errnoName(errno);
+    super(`pid ${pid}: ${call} failed in the restored process: ${code}`);
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 5: 'EIO', 9: 'EBADF', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES',
+  14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 20: 'ENOTDIR', 21: 'EISDIR', 22: 'EINVAL', 24: 'EMFILE',
+  26: 'ETXTBSY', 28: 'ENOSPC', 36: 'ENAMETOOLONG', 38: 'ENOSYS', 40: 'ELOOP', 95: 'EOPNOTSUPP',
+};
+export function errnoName(e: number): string {
+  return ERRNO_NAMES[e] ?? `E${e}`;
+}
+
+export interface MapsLine {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  name: string;
+}
+
+export function readMaps(pid: number): MapsLine[] {
+  const out: MapsLine[] = [];
+  for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    if (!line) continue;
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (!m) continue;
+    out.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`), perms: m[3]!, name: m[4] ?? '' });
+  }
+  return out;
+}
+
+export class RemoteTask {
+  /** Address of a `syscall` instruction (0f 05) in this task's vDSO. */
+  gadget = 0n;
+  /** Offset of the gadget inside the vDSO; the gadget moves with the vDSO. */
+  private gadgetOff = 0n;
+  scratch = 0n;
+  readonly scratchSize = 0x4000n;
+
+  constructor(
+    readonly pid: number,
+    readonly tid: number = pid,
+  ) {}
+
+  /** A task sharing this task's address space (another thread): same gadget and scratch. */
+  thread(tid: number): RemoteTask {
+    const t = new RemoteTask(this.pid, tid);
+    t.gadget = this.gadget;
+    t.gadgetOff = this.gadgetOff;
+    t.scratch = this.scratch;
+    return t;
+  }
+
+  /** Finds the gadget in the task's current vDSO. */
+  findGadget(): void {
+    const vdso = readMaps(this.pid).find((m) => m.name === '[vdso]');
+    if (!vdso) throw new Error(`pid ${this.pid}: no [vdso] mapping to inject system calls through`);
+    const code = addon.restoreReadMem(this.pid, vdso.start, vdso.end - vdso.start);
+    const off = code.indexOf(Buffer.from([0x0f, 0x05]));
+    if (off < 0) throw new Error(`pid ${this.pid}: no syscall instruction in the vDSO`);
+    this.gadgetOff = BigInt(off);
+    this.gadget = vdso.start + this.gadgetOff;
+  }
+
+  vdsoMoved(newVdsoStart: bigint): void {
+    this.gadget = newVdsoStart + this.gadgetOff;
+  }
+
+  /** Raw injected syscall; returns the kernel's return value (negative errno on failure). */
+  raw(nr: number, ...args: (bigint | number)[]): bigint {
+    return addon.restoreSyscall(this.tid, this.gadget, nr, args);
+  }
+
+  /** Injected syscall that must succeed. */
+  call(what: string, nr: number, ...args: (bigint | number)[]): bigint {
+    const r = this.raw(nr, ...args);
+    if (r < 0n && r > -4096n) throw new InjectedSyscallError(this.pid, what, Number(-r));
+    return r;
+  }
+
+  write(addr: bigint, data: Buffer): void {
+    addon.restoreWriteMem(this.pid, addr, data);
+  }
+
+  /** Maps a fresh anonymous RW page range at `addr` for syscall arguments. */
+  mapScratch(addr: bigint): void {
+    const r = this.call('mmap(scratch)', NR.mmap, addr, this.scratchSize, PROT.READ | PROT.WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (r !== addr) throw new Error(`pid ${this.pid}: scratch mapped at 0x${r.toString(16)} instead of 0x${addr.toString(16)}`);
+    this.scratch = addr;
+  }
+
+  /** Writes a NUL-terminated string to scratch at `off`; returns its address. */
+  putString(s: string, off = 0n): bigint {
+    const b = Buffer.from(`${s}\0`, 'utf8');
+    if (BigInt(b.length) + off > this.scratchSize) throw new Error(`path too long: ${s}`);
+    this.write(this.scratch + off, b);
+    return this.scratch + off;
+  }
+
+  openat(path: string, flags: number, mode = 0): number {
+    const a = this.putString(path);
+    return Number(this.call(`open(${path})`, NR.openat, AT_FDCWD, a, flags, mode));
+  }
+
+  close(fd: number): void {
+    this.call(`close(${fd})`, NR.close, fd);
+  }
+}
