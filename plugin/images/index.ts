@@ -18,3 +18,4 @@ export {
   formatBytes, formatCheckpointSummary, inspectCheckpoint, isLazyEligible, vmaStatusNames,
   type CheckpointSummary, type FdSummary, type MemoryCounts, type ProcessSummary, type VmaSummary,
 } from './inspect.js';
+export { DEFAULT_CHECKSUM_CHUNK, checkChecksumsEntry, computePageChecksums, crc32c, firstBadChunk, verifyPageChecksums } from './checksums.js';
