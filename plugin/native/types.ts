@@ -88,6 +88,7 @@ export interface EngineNative {
     faultAroundPages: bigint,
     spinMicros: bigint,
     onEvents: (events: RawEngineEvent[]) => void,
+    cpus?: number[],
   ) => NativeFaultEngineHandle;
 }
 
