@@ -3,7 +3,7 @@
 // picture of every process (fork tree, state, statistics), decides the
 // background push (what, when, how fast) and enforces failure safety: a
 // process whose page cannot be served is SIGKILLed, never left on zeros.
-import { closeSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
@@ -17,6 +17,8 @@ import type {
 } from './types.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
+const DEFAULT_THREADS = 2;
+const DEFAULT_FAULT_AROUND = 8;
 /** Engine statistics poll and liveness check period. */
 const POLL_MS = 50;
 const HOT_MAX = 4;
@@ -95,6 +97,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly kill: (pid: number) => void;
   private readonly pidfdOpen: ((pid: number) => number | undefined) | undefined;
   private zombies = 0;
+  /** Processes killed because their images could not serve them (never adopted). */
+  private killedAtAdopt = 0;
 
   private constructor(
     readonly options: LazyPagesServerOptions,
@@ -122,7 +126,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const factory = deps.engineFactory ?? adapter!.realEngineFactory;
     const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
     const engine = await factory({
-      ...(options.engineThreads !== undefined ? { threads: options.engineThreads } : {}),
+      threads: options.engineThreads ?? DEFAULT_THREADS,
+      faultAroundPages: options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
@@ -233,7 +238,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     const end = serving === 0 && this.lastFinishMs !== undefined ? this.lastFinishMs : Date.now();
     return {
-      processes: this.procs.size, serving, complete, exited, killed,
+      processes: this.procs.size + this.killedAtAdopt, serving, complete, exited, killed: killed + this.killedAtAdopt,
       faults, faultPages: copied, zeroPages, pushedPages: this.pushedPages,
       bytesCopied: bytes, lazyBytes: lazy, lazyBytesLeft: left,
       faultLatencyP50Us: histPercentileUs(hist, 50), faultLatencyP99Us: histPercentileUs(hist, 99),
@@ -275,6 +280,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private refuse(pid: number, hostPid: number, why: string, cause: unknown): UserError {
     const killed = this.killPid(hostPid);
+    if (killed) this.killedAtAdopt++;
     const msg = `pid ${pid}: ${why}; ${killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`}`;
     const error = new UserError(msg, { cause });
     this.emit('error', { proc: undefined, killed, message: msg, error });
@@ -679,9 +685,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private writeStatsFile(): void {
     const f = this.options.statsFile;
     if (!f) return;
-    const body = { ...this.stats(), processes: this.processes() };
+    const body = { ...this.stats(), processes: this.processes(), memory: selfMemory() };
     writeFileSync(f, `${JSON.stringify(body, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
   }
+}
+
+/** This process's memory (bytes) from /proc/self/status: anonymous vs file-backed (mapped pages files). */
+function selfMemory(): { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; hwmBytes: number } {
+  const st = readFileSync('/proc/self/status', 'latin1');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? 0) * 1024;
+  return { rssBytes: kb('VmRSS'), rssAnonBytes: kb('RssAnon'), rssFileBytes: kb('RssFile'), hwmBytes: kb('VmHWM') };
 }
 
 function validateOptions(o: LazyPagesServerOptions): void {
@@ -691,6 +704,7 @@ function validateOptions(o: LazyPagesServerOptions): void {
   if (o.pushChunkBytes !== undefined && !(Number.isInteger(o.pushChunkBytes) && o.pushChunkBytes >= 4096 && o.pushChunkBytes % 4096 === 0)) {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
+  if (o.faultAroundPages !== undefined && !(Number.isInteger(o.faultAroundPages) && o.faultAroundPages >= 1 && o.faultAroundPages <= 512)) throw new RangeError('faultAroundPages must be 1..512');
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
 }
 
