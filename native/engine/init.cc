@@ -1,6 +1,330 @@
+// Node-API wrapper of the fault engine: class NativeFaultEngine. Events
+// leave the worker threads through one ThreadSafeFunction call per batch
+// (the queue is drained whole on the JS thread). close() stops and joins
+// the workers; an env cleanup hook does the same if JS never called it.
+#include <string.h>
+
+#include <memory>
+#include <system_error>
+
+#include "common/errors.h"
 #include "common/modules.h"
+#include "engine/engine.h"
 
 namespace lr {
-// Placeholder: the engine area registers its functions here.
-void InitEngine(Napi::Env env, Napi::Object exports) { (void)env; (void)exports; }
+namespace {
+
+using engine::Engine;
+using engine::Event;
+
+class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeFaultEngine",
+                       {InstanceMethod("addSource", &NativeFaultEngine::AddSource),
+                        InstanceMethod("adopt", &NativeFaultEngine::Adopt),
+                        InstanceMethod("supply", &NativeFaultEngine::Supply),
+                        InstanceMethod("prefetch", &NativeFaultEngine::Prefetch),
+                        InstanceMethod("lazyRanges", &NativeFaultEngine::LazyRanges),
+                        InstanceMethod("lazyBytes", &NativeFaultEngine::LazyBytes),
+                        InstanceMethod("release", &NativeFaultEngine::Release),
+                        InstanceMethod("kill", &NativeFaultEngine::Kill),
+                        InstanceMethod("stats", &NativeFaultEngine::Stats),
+                        InstanceMethod("close", &NativeFaultEngine::Close)});
+  }
+
+  // new NativeFaultEngine(threads, faultAroundPages, spinMicros, onEvents)
+  explicit NativeFaultEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeFaultEngine>(info) {
+    Napi::Env env = info.Env();
+    Engine::Options o;
+    o.threads = static_cast<unsigned>(ArgI32(info, 0, "threads"));
+    o.faultAroundPages = ArgU64(info, 1, "faultAroundPages");
+    o.spinMicros = ArgU64(info, 2, "spinMicros");
+    if (o.threads < 1 || o.threads > 64) throw Napi::RangeError::New(env, "threads must be 1..64");
+    if (o.faultAroundPages < 1 || o.faultAroundPages > 4096)
+      throw Napi::RangeError::New(env, "faultAroundPages must be 1..4096");
+    if (o.spinMicros > 100000) throw Napi::RangeError::New(env, "spinMicros must be <= 100000");
+    if (info.Length() < 4 || !info[3].IsFunction()) throw Napi::TypeError::New(env, "onEvents must be a function");
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[3].As<Napi::Function>(), "lr-fault-engine", 0, 1);
+    alive_ = std::make_shared<bool>(true);
+    try {
+      std::shared_ptr<bool> alive = alive_;
+      engine_ = std::make_unique<Engine>(o, [this, alive] {
+        // Called with no engine lock held; the TSFN queue is unbounded.
+        tsfn_.NonBlockingCall([this, alive](Napi::Env env, Napi::Function fn) {
+          if (*alive) Deliver(env, fn);
+        });
+      });
+    } catch (const std::system_error& e) {
+      tsfn_.Release();
+      ThrowErrno(env, e.code().value(), "FaultEngine", e.what());
+    }
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &NativeFaultEngine::CleanupHook, this);
+  }
+
+  ~NativeFaultEngine() override {
+    napi_remove_env_cleanup_hook(env_, &NativeFaultEngine::CleanupHook, this);
+    Shutdown();
+  }
+
+ private:
+  static void CleanupHook(void* self) { static_cast<NativeFaultEngine*>(self)->Shutdown(); }
+
+  void Shutdown() {
+    if (!engine_ || closed_) return;
+    closed_ = true;
+    engine_->Stop();
+    *alive_ = false;
+    tsfn_.Release();
+  }
+
+  Engine& Eng(Napi::Env env) {
+    if (closed_) ThrowErrno(env, EBADF, "FaultEngine", "(engine is closed)");
+    return *engine_;
+  }
+
+  static Napi::BigInt Big(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
+
+  void Deliver(Napi::Env env, Napi::Function fn) {
+    std::vector<Event> evs;
+    engine_->TakeEvents(&evs);
+    if (evs.empty()) return;
+    Napi::Array arr = Napi::Array::New(env, evs.size());
+    for (size_t i = 0; i < evs.size(); i++) {
+      const Event& e = evs[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("proc", Napi::Number::New(env, e.proc));
+      switch (e.type) {
+        case engine::kEvFork:
+          o.Set("type", "fork");
+          o.Set("child", Napi::Number::New(env, e.child));
+          break;
+        case engine::kEvRemap:
+          o.Set("type", "remap");
+          o.Set("from", Big(env, e.a));
+          o.Set("to", Big(env, e.b));
+          o.Set("len", Big(env, e.c));
+          break;
+        case engine::kEvRemove:
+        case engine::kEvUnmap:
+          o.Set("type", e.type == engine::kEvRemove ? "remove" : "unmap");
+          o.Set("start", Big(env, e.a));
+          o.Set("end", Big(env, e.b));
+          break;
+        case engine::kEvNeed:
+          o.Set("type", "need");
+          o.Set("addr", Big(env, e.a));
+          o.Set("imageAddr", Big(env, e.b));
+          o.Set("len", Big(env, e.c));
+          break;
+        case engine::kEvPrefetched:
+          o.Set("type", "prefetched");
+          o.Set("start", Big(env, e.a));
+          o.Set("len", Big(env, e.b));
+          o.Set("copied", Big(env, e.c));
+          break;
+        case engine::kEvComplete:
+          o.Set("type", "complete");
+          break;
+        case engine::kEvExit:
+          o.Set("type", "exit");
+          break;
+        case engine::kEvError:
+          o.Set("type", "error");
+          o.Set("code", ErrnoName(e.err));
+          o.Set("errno", Napi::Number::New(env, e.err));
+          o.Set("syscall", e.syscall);
+          o.Set("message", std::string(ErrnoName(e.err)) + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
+          break;
+      }
+      arr.Set(static_cast<uint32_t>(i), o);
+    }
+    fn.Call({arr});
+  }
+
+  uint32_t Handle(const Napi::CallbackInfo& info, size_t i) {
+    int32_t h = ArgI32(info, i, "proc");
+    if (h <= 0) throw Napi::RangeError::New(info.Env(), "proc must be a positive process handle");
+    return static_cast<uint32_t>(h);
+  }
+
+  [[noreturn]] void ThrowProc(Napi::Env env, int err, const char* syscall, uint32_t h) {
+    ThrowErrno(env, err, syscall, "(process handle " + std::to_string(h) + ")");
+  }
+
+  // addSource(path) -> { id, size }
+  Napi::Value AddSource(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+    std::string path = info[0].As<Napi::String>();
+    uint32_t id = 0;
+    uint64_t size = 0;
+    const char* what = "open";
+    int r = eng.AddSource(path, &id, &size, &what);
+    if (r < 0) ThrowErrno(env, -r, what, path);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Napi::Number::New(env, id));
+    o.Set("size", Big(env, size));
+    return o;
+  }
+
+  // adopt(uffd, ranges: BigUint64Array [start, end, kind, source, off]*, pidfd)
+  Napi::Value Adopt(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    int uffd = ArgFd(info, 0, "uffd");
+    if (info.Length() < 2 || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "ranges must be a BigUint64Array");
+    auto arr = info[1].As<Napi::TypedArrayOf<uint64_t>>();
+    if (arr.ElementLength() % 5 != 0) throw Napi::RangeError::New(env, "ranges length must be a multiple of 5");
+    int pidfd = info.Length() > 2 ? ArgI32(info, 2, "pidfd") : -1;
+    std::vector<engine::Piece> ranges;
+    for (size_t i = 0; i < arr.ElementLength(); i += 5) {
+      engine::Piece p;
+      p.start = arr[i];
+      p.span.end = arr[i + 1];
+      if (arr[i + 2] > engine::kRemote) throw Napi::RangeError::New(env, "bad range kind");
+      p.span.kind = static_cast<engine::Kind>(arr[i + 2]);
+      p.span.source = static_cast<uint32_t>(arr[i + 3]);
+      p.span.off = arr[i + 4];
+      ranges.push_back(p);
+    }
+    uint32_t h = 0;
+    const char* what = "adopt";
+    int r = eng.Adopt(uffd, pidfd, std::move(ranges), &h, &what);
+    if (r < 0) ThrowErrno(env, -r, what, "(uffd " + std::to_string(uffd) + ")");
+    return Napi::Number::New(env, h);
+  }
+
+  // supply(proc, imageAddr, data) -> bytes copied
+  Napi::Value Supply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t h = Handle(info, 0);
+    uint64_t ia = ArgU64(info, 1, "imageAddr");
+    if (info.Length() < 3 || !info[2].IsBuffer()) throw Napi::TypeError::New(env, "data must be a Buffer");
+    auto data = info[2].As<Napi::Buffer<uint8_t>>();
+    uint64_t copied = 0;
+    int r = eng.Supply(h, ia, data.Data(), data.Length(), &copied);
+    if (r < 0) ThrowProc(env, -r, "supply", h);
+    return Big(env, copied);
+  }
+
+  Napi::Value Prefetch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t h = Handle(info, 0);
+    uint64_t start = ArgU64(info, 1, "start"), len = ArgU64(info, 2, "len");
+    int r = eng.Prefetch(h, start, len);
+    if (r < 0) ThrowProc(env, -r, "prefetch", h);
+    return env.Undefined();
+  }
+
+  std::shared_ptr<engine::Proc> FindProc(const Napi::CallbackInfo& info, const char* what) {
+    uint32_t h = Handle(info, 0);
+    auto p = Eng(info.Env()).Find(h);
+    if (!p) ThrowProc(info.Env(), ENOENT, what, h);
+    return p;
+  }
+
+  // lazyRanges(proc) -> BigUint64Array [start, end]* (lazy and in flight, sorted)
+  Napi::Value LazyRanges(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto p = FindProc(info, "lazyRanges");
+    std::vector<std::pair<uint64_t, uint64_t>> v;
+    {
+      std::lock_guard<std::mutex> g(p->mu);
+      for (const auto& [s, sp] : p->lazy.raw()) v.emplace_back(s, sp.end);
+      for (const auto& [s, sp] : p->inflight.raw()) v.emplace_back(s, sp.end);
+    }
+    std::sort(v.begin(), v.end());
+    auto out = Napi::TypedArrayOf<uint64_t>::New(env, v.size() * 2, napi_biguint64_array);
+    for (size_t i = 0; i < v.size(); i++) {
+      out[2 * i] = v[i].first;
+      out[2 * i + 1] = v[i].second;
+    }
+    return out;
+  }
+
+  Napi::Value LazyBytes(const Napi::CallbackInfo& info) {
+    auto p = FindProc(info, "lazyBytes");
+    std::lock_guard<std::mutex> g(p->mu);
+    return Big(info.Env(), p->lazy.bytes() + p->inflight.bytes());
+  }
+
+  Napi::Value Release(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t h = Handle(info, 0);
+    int r = Eng(env).Release(h);
+    if (r < 0) ThrowProc(env, -r, "release", h);
+    return env.Undefined();
+  }
+
+  Napi::Value Kill(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t h = Handle(info, 0);
+    int r = Eng(env).Kill(h);
+    if (r < 0) ThrowProc(env, -r, "pidfd_send_signal", h);
+    return env.Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Array procs = Napi::Array::New(env);
+    static const char* states[] = {"live", "exited", "failed", "released"};
+    uint32_t i = 0;
+    for (const auto& s : eng.Snapshot()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("proc", Napi::Number::New(env, s.handle));
+      o.Set("state", states[s.state]);
+      o.Set("lazyBytes", Big(env, s.lazyBytes));
+      o.Set("faults", Big(env, s.st.faults));
+      o.Set("served", Big(env, s.st.served));
+      o.Set("ignored", Big(env, s.st.ignored));
+      o.Set("unexpected", Big(env, s.st.unexpected));
+      o.Set("zeroPages", Big(env, s.st.zeroPages));
+      o.Set("copiedPages", Big(env, s.st.copiedPages));
+      o.Set("pushedPages", Big(env, s.st.pushedPages));
+      o.Set("suppliedPages", Big(env, s.st.suppliedPages));
+      o.Set("bytes", Big(env, s.st.bytes));
+      o.Set("needs", Big(env, s.st.needs));
+      o.Set("eagain", Big(env, s.st.eagain));
+      o.Set("eexist", Big(env, s.st.eexist));
+      o.Set("enoent", Big(env, s.st.enoent));
+      Napi::Array hist = Napi::Array::New(env, engine::kHistBuckets);
+      for (int b = 0; b < engine::kHistBuckets; b++) hist.Set(b, Napi::Number::New(env, static_cast<double>(s.st.hist[b])));
+      o.Set("latencyLog2Ns", hist);
+      procs.Set(i++, o);
+    }
+    out.Set("procs", procs);
+    Napi::Array cpu = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (uint64_t ns : eng.ThreadCpuNs()) cpu.Set(k++, Big(env, ns));
+    out.Set("threadCpuNs", cpu);
+    return out;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Engine> engine_;
+  Napi::ThreadSafeFunction tsfn_;
+  std::shared_ptr<bool> alive_;
+  bool closed_ = false;
+  napi_env env_ = nullptr;
+};
+
+}  // namespace
+
+void InitEngine(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeFaultEngine", NativeFaultEngine::Define(env));
+}
+
 }  // namespace lr

@@ -1,0 +1,805 @@
+// Fault engine core. Threading: each process (Proc) belongs to one worker
+// thread, which is the only thread that polls its uffd. Proc state is
+// guarded by Proc::mu; JavaScript calls (supply, prefetch, release, stats)
+// take the same lock, so a fault is never served from a map that an event
+// or a supply() is changing. Lock order: Proc::mu -> procMu_/Worker::mu ->
+// evMu_ (the latter never held while taking a Proc::mu).
+//
+// Error rules (CRIU's, tightened): EAGAIN = non-cooperative events pending,
+// read them, then retry; EEXIST = page already there, wake and drop it from
+// the map; ENOENT = the range is gone; ESRCH/ENOSPC = the mm is gone (exit);
+// anything else = 'error' event and the process is no longer served (its
+// uffd stays open so nothing silently reads zero; the daemon kills it).
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "uffd/uffd_abi.h"
+
+namespace lr::engine {
+namespace {
+
+constexpr uint64_t kPage = lr::kPageSize;
+constexpr uint64_t kPrefetchChunk = 256 * 1024;  // bounded so a fault waits at most ~0.1 ms behind it
+constexpr int kProbeMs = 100;
+// Highest page a 47-bit process can map; used only as the destination of a
+// liveness probe whose source is unreadable, so it can never install data.
+constexpr uint64_t kProbeAddr = 0x7fffffffe000ull;
+
+enum Tag : uint64_t { kTagEventfd = 0, kTagUffd = 1, kTagPidfd = 2 };
+
+uint64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+int Bucket(uint64_t ns) { return 63 - __builtin_clzll(ns | 1); }
+
+std::string Hex(uint64_t v) {
+  char b[24];
+  snprintf(b, sizeof(b), "0x%llx", (unsigned long long)v);
+  return b;
+}
+
+}  // namespace
+
+Engine::Engine(const Options& o, std::function<void()> notify) : opt_(o), notify_(std::move(notify)) {
+  if (opt_.threads < 1) opt_.threads = 1;
+  if (opt_.faultAroundPages < 1) opt_.faultAroundPages = 1;
+  guard_ = mmap(nullptr, kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (guard_ == MAP_FAILED) guard_ = nullptr;
+  for (unsigned i = 0; i < opt_.threads; i++) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    w->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->ep < 0 || w->evfd < 0) {
+      int err = errno;
+      if (w->ep >= 0) close(w->ep);
+      if (w->evfd >= 0) close(w->evfd);
+      Stop();
+      throw std::system_error(err, std::generic_category(), "epoll_create1/eventfd");
+    }
+    struct epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kTagEventfd;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, w->evfd, &ev);
+    workers_.push_back(std::move(w));
+  }
+  for (auto& w : workers_) {
+    Worker* wp = w.get();
+    wp->th = std::thread([this, wp] {
+      char name[16];
+      snprintf(name, sizeof(name), "lr-uffd-%u", wp->index);
+      pthread_setname_np(pthread_self(), name);
+      Run(wp);
+    });
+  }
+}
+
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() {
+  if (stopped_) return;
+  stop_ = true;
+  for (auto& w : workers_) Poke(w.get());
+  for (auto& w : workers_)
+    if (w->th.joinable()) w->th.join();
+  std::map<uint32_t, std::shared_ptr<Proc>> procs;
+  {
+    std::lock_guard<std::mutex> g(procMu_);
+    procs.swap(procs_);
+  }
+  for (auto& [h, p] : procs) {
+    std::lock_guard<std::mutex> g(p->mu);
+    if (p->uffd >= 0) close(p->uffd);
+    if (p->pidfd >= 0) close(p->pidfd);
+    p->uffd = p->pidfd = -1;
+    p->state = Proc::kReleased;
+    p->lazy.clear();
+    p->inflight.clear();
+  }
+  for (auto& w : workers_) {
+    w->procs.clear();
+    if (w->ep >= 0) close(w->ep);
+    if (w->evfd >= 0) close(w->evfd);
+    w->ep = w->evfd = -1;
+  }
+  {
+    std::lock_guard<std::mutex> g(srcMu_);
+    for (auto& s : sources_)
+      if (s && s->base) munmap(const_cast<uint8_t*>(s->base), s->size);
+    sources_.clear();
+  }
+  if (guard_) munmap(guard_, kPage);
+  guard_ = nullptr;
+  stopped_ = true;
+}
+
+void Engine::Poke(Worker* w) {
+  uint64_t one = 1;
+  if (w->evfd >= 0) (void)!write(w->evfd, &one, sizeof(one));
+}
+
+void Engine::Emit(Event&& e) {
+  bool wasEmpty;
+  {
+    std::lock_guard<std::mutex> g(evMu_);
+    wasEmpty = events_.empty();
+    events_.push_back(std::move(e));
+  }
+  if (wasEmpty && notify_) notify_();
+}
+
+void Engine::TakeEvents(std::vector<Event>* out) {
+  std::lock_guard<std::mutex> g(evMu_);
+  out->swap(events_);
+  events_.clear();
+}
+
+int Engine::AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { *what = "open"; return -errno; }
+  struct stat st;
+  if (fstat(fd, &st) < 0) { int e = errno; close(fd); *what = "fstat"; return -e; }
+  if (!S_ISREG(st.st_mode)) { close(fd); *what = "open"; return -EINVAL; }
+  auto s = std::make_unique<Source>();
+  s->path = path;
+  s->fileSize = static_cast<uint64_t>(st.st_size);
+  s->size = (s->fileSize + kPage - 1) & ~(kPage - 1);
+  if (s->size > 0) {
+    // UFFDIO_COPY reads straight from this mapping inside the kernel; if the
+    // file shrinks later the copy fails with EFAULT (no SIGBUS in kernel mode).
+    void* m = mmap(nullptr, s->size, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) { int e = errno; close(fd); *what = "mmap"; return -e; }
+    s->base = static_cast<const uint8_t*>(m);
+  }
+  close(fd);
+  std::lock_guard<std::mutex> g(srcMu_);
+  *id = static_cast<uint32_t>(sources_.size());
+  *size = s->size;
+  sources_.push_back(std::move(s));
+  return 0;
+}
+
+const Source* Engine::GetSource(uint32_t id) {
+  std::lock_guard<std::mutex> g(srcMu_);
+  return id < sources_.size() ? sources_[id].get() : nullptr;
+}
+
+const uint8_t* Engine::SrcPtr(const Span& s, uint64_t start, uint64_t at) {
+  const Source* src = GetSource(s.source);
+  if (src == nullptr || src->base == nullptr) return nullptr;
+  return src->base + s.off + (at - start);
+}
+
+Worker* Engine::PickWorker() {
+  Worker* best = nullptr;
+  size_t n = SIZE_MAX;
+  for (auto& w : workers_) {
+    std::lock_guard<std::mutex> g(w->mu);
+    if (w->procs.size() < n) { n = w->procs.size(); best = w.get(); }
+  }
+  return best;
+}
+
+// Makes p visible to its worker; p is fully built (handle set) before.
+uint32_t Engine::AddProc(std::shared_ptr<Proc> p) {
+  Worker* w = PickWorker();
+  p->worker = w;
+  {
+    std::lock_guard<std::mutex> g(procMu_);
+    procs_[p->handle] = p;
+  }
+  {
+    std::lock_guard<std::mutex> g(w->mu);
+    w->procs.push_back(p);
+  }
+  struct epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagUffd;
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, p->uffd, &ev) < 0) return static_cast<uint32_t>(errno) | 0x80000000u;
+  if (p->pidfd >= 0) {
+    ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagPidfd;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, p->pidfd, &ev);
+  }
+  return p->handle;
+}
+
+int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what) {
+  *what = "adopt";
+  char link[64], target[64];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", uffd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n < 0) { *what = "fcntl"; return errno == ENOENT ? -EBADF : -errno; }
+  target[n] = 0;
+  if (strcmp(target, "anon_inode:[userfaultfd]") != 0) { *what = "adopt (not a userfaultfd)"; return -EINVAL; }
+  if (pidfd >= 0 && fcntl(pidfd, F_GETFD) < 0) { *what = "fcntl(pidfd)"; return -errno; }
+  // userfaultfd's poll reports EPOLLERR unless the fd is non-blocking.
+  int fl = fcntl(uffd, F_GETFL);
+  if (fl < 0 || fcntl(uffd, F_SETFL, fl | O_NONBLOCK) < 0) { *what = "fcntl"; return -errno; }
+  uint64_t prevEnd = 0;
+  for (const Piece& r : ranges) {
+    if ((r.start | r.span.end) & (kPage - 1) || r.span.end <= r.start || r.start < prevEnd) return -EINVAL;
+    prevEnd = r.span.end;
+    if (r.span.kind == kFile) {
+      const Source* s = GetSource(r.span.source);
+      if (s == nullptr || r.span.off & (kPage - 1) || r.span.off + (r.span.end - r.start) > s->size ||
+          r.span.off + (r.span.end - r.start) < r.span.off)
+        return -EINVAL;
+    }
+  }
+  auto p = std::make_shared<Proc>();
+  {
+    std::lock_guard<std::mutex> g(procMu_);
+    p->handle = nextHandle_++;
+  }
+  p->uffd = uffd;
+  p->pidfd = pidfd;
+  for (const Piece& r : ranges) p->lazy.Insert(r.start, r.span);
+  if (p->lazy.empty()) {
+    p->completeSent = true;
+    Emit({kEvComplete, p->handle});
+  }
+  uint32_t h = AddProc(p);
+  if (h & 0x80000000u) {
+    int err = static_cast<int>(h & 0x7fffffffu);
+    std::lock_guard<std::mutex> g(procMu_);
+    procs_.erase(p->handle);
+    std::lock_guard<std::mutex> g2(p->worker->mu);
+    auto& v = p->worker->procs;
+    v.erase(std::remove(v.begin(), v.end(), p), v.end());
+    *what = "epoll_ctl";
+    return -err;
+  }
+  *handle = h;
+  return 0;
+}
+
+std::shared_ptr<Proc> Engine::Find(uint32_t handle) {
+  std::lock_guard<std::mutex> g(procMu_);
+  auto it = procs_.find(handle);
+  return it == procs_.end() ? nullptr : it->second;
+}
+
+void Engine::MarkExited(Proc* p) {
+  if (p->state != Proc::kLive && p->state != Proc::kFailed) return;
+  Worker* w = p->worker;
+  if (p->uffd >= 0) {
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, p->uffd, nullptr);
+    close(p->uffd);
+    p->uffd = -1;
+  }
+  if (p->pidfd >= 0) {
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, p->pidfd, nullptr);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  p->state = Proc::kExited;
+  p->lazy.clear();
+  p->inflight.clear();
+  p->pending.clear();
+  p->prefetch.clear();
+  p->hasWork = false;
+  Emit({kEvExit, p->handle});
+}
+
+void Engine::Fail(Proc* p, int err, const char* syscall, const std::string& msg) {
+  if (p->state != Proc::kLive) return;
+  // Stop serving but keep the uffd open: closing it would let the faulting
+  // threads run on with zero pages.
+  epoll_ctl(p->worker->ep, EPOLL_CTL_DEL, p->uffd, nullptr);
+  p->state = Proc::kFailed;
+  p->pending.clear();
+  p->prefetch.clear();
+  p->hasWork = false;
+  Event e{kEvError, p->handle};
+  e.err = err;
+  e.syscall = syscall;
+  e.message = msg;
+  Emit(std::move(e));
+}
+
+void Engine::CheckComplete(Proc* p) {
+  if (p->completeSent || p->state != Proc::kLive) return;
+  if (p->lazy.empty() && p->inflight.empty()) {
+    p->completeSent = true;
+    Emit({kEvComplete, p->handle});
+  }
+}
+
+// Reads every pending message. Events are applied at once, in the order the
+// kernel delivered them; faults are queued and served afterwards, so no fault
+// is served from a map that an already-read event changes.
+bool Engine::ReadMessages(Proc* p, bool /*queueFaults*/) {
+  struct uffd_msg msgs[64];
+  for (;;) {
+    if (p->state != Proc::kLive) return false;
+    ssize_t n = read(p->uffd, msgs, sizeof(msgs));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return true;
+      Fail(p, errno, "read(userfaultfd)", "reading uffd messages");
+      return false;
+    }
+    uint64_t t0 = NowNs();
+    size_t k = static_cast<size_t>(n) / sizeof(struct uffd_msg);
+    for (size_t i = 0; i < k && p->state == Proc::kLive; i++) {
+      if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+        p->st.faults++;
+        p->pending.push_back({msgs[i].arg.pagefault.address, t0});
+      } else {
+        ApplyEvent(p, msgs[i]);
+      }
+    }
+    if (k < 64) return p->state == Proc::kLive;
+  }
+}
+
+void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
+  switch (m.event) {
+    case UFFD_EVENT_FORK: {
+      int cfd = static_cast<int>(m.arg.fork.ufd);
+      int fl = fcntl(cfd, F_GETFL);
+      if (fl >= 0) fcntl(cfd, F_SETFL, fl | O_NONBLOCK);
+      fcntl(cfd, F_SETFD, FD_CLOEXEC);
+      auto c = std::make_shared<Proc>();
+      {
+        std::lock_guard<std::mutex> g(procMu_);
+        c->handle = nextHandle_++;
+      }
+      c->uffd = cfd;
+      // The child needs every page not yet in the parent, including those
+      // the parent is still waiting for (they become plain lazy pages here).
+      for (const auto& [s, sp] : p->lazy.raw()) c->lazy.Insert(s, sp);
+      for (const auto& [s, sp] : p->inflight.raw()) c->lazy.Insert(s, sp);
+      Event e{kEvFork, p->handle};
+      e.child = c->handle;
+      Emit(std::move(e));
+      if (c->lazy.empty()) {
+        c->completeSent = true;
+        Emit({kEvComplete, c->handle});
+      }
+      uint32_t h = AddProc(c);
+      if (h & 0x80000000u) Fail(p, static_cast<int>(h & 0x7fffffffu), "epoll_ctl", "adding the forked child's uffd");
+      return;
+    }
+    case UFFD_EVENT_REMAP: {
+      p->lazy.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+      p->inflight.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+      Event e{kEvRemap, p->handle};
+      e.a = m.arg.remap.from;
+      e.b = m.arg.remap.to;
+      e.c = m.arg.remap.len;
+      Emit(std::move(e));
+      return;
+    }
+    case UFFD_EVENT_REMOVE:
+    case UFFD_EVENT_UNMAP: {
+      uint64_t s = m.arg.remove.start, e = m.arg.remove.end;
+      p->lazy.Remove(s, e);
+      p->inflight.Remove(s, e);
+      Event ev{m.event == UFFD_EVENT_REMOVE ? kEvRemove : kEvUnmap, p->handle};
+      ev.a = s;
+      ev.b = e;
+      Emit(std::move(ev));
+      if (m.event == UFFD_EVENT_REMOVE && e > s) {
+        // Discarded memory must read back as zero: stop intercepting it.
+        int r = UffdUnregister(p->uffd, s, e - s);
+        if (r == -ENOMEM || r == -ESRCH) MarkExited(p);
+      }
+      CheckComplete(p);
+      return;
+    }
+    default:
+      Fail(p, EPROTO, "read(userfaultfd)", "unknown uffd event " + Hex(m.event));
+  }
+}
+
+// Copies (or zero-fills) [start, end) and drops it from the maps.
+Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path,
+                                uint64_t* copied) {
+  uint64_t cur = start;
+  *copied = 0;
+  while (cur < end) {
+    uint64_t done = 0;
+    int r = kind == kZero ? UffdZeropage(p->uffd, cur, end - cur, 0, &done)
+                          : UffdCopy(p->uffd, cur, reinterpret_cast<uint64_t>(src + (cur - start)), end - cur, 0, &done);
+    if (done > end - cur) done = end - cur;
+    if (done > 0) {
+      p->lazy.Remove(cur, cur + done);
+      p->inflight.Remove(cur, cur + done);
+      uint64_t pages = done / kPage;
+      if (kind == kZero) p->st.zeroPages += pages;
+      else {
+        p->st.bytes += done;
+        if (path == 0) p->st.copiedPages += pages;
+        else if (path == 1) p->st.pushedPages += pages;
+        else p->st.suppliedPages += pages;
+      }
+      *copied += done;
+      cur += done;
+    }
+    if (r == 0) break;
+    switch (-r) {
+      case EEXIST:
+        p->st.eexist++;
+        p->lazy.Remove(cur, cur + kPage);
+        p->inflight.Remove(cur, cur + kPage);
+        UffdWake(p->uffd, cur, kPage);
+        cur += kPage;
+        continue;
+      case EAGAIN:
+        p->st.eagain++;
+        return kFillRetry;
+      case ENOENT:
+        p->st.enoent++;
+        p->lazy.Remove(cur, end);
+        p->inflight.Remove(cur, end);
+        cur = end;
+        continue;
+      case ESRCH:
+      case ENOSPC:
+        MarkExited(p);
+        return kFillDead;
+      default:
+        Fail(p, -r, kind == kZero ? "ioctl(UFFDIO_ZEROPAGE)" : "ioctl(UFFDIO_COPY)",
+             "serving [" + Hex(cur) + ", " + Hex(end) + ")");
+        return kFillDead;
+    }
+  }
+  return kFillDone;
+}
+
+// 0 = served/ignored, 1 = retry later (EAGAIN persisted), 2 = process gone/failed.
+int Engine::ServeFault(Proc* p, const Fault& f) {
+  const uint64_t page = f.addr & ~(kPage - 1);
+  const uint64_t window = opt_.faultAroundPages * kPage;
+  bool counted = false;
+  for (int attempt = 0; attempt < 64; attempt++) {
+    if (attempt > 0) {
+      if (!ReadMessages(p, true)) return 2;
+      if (attempt > 4) sched_yield();
+    }
+    uint64_t s;
+    Span sp;
+    if (p->inflight.Find(page, &s, &sp)) {
+      p->st.ignored++;  // the supply() for it wakes this thread too
+      return 0;
+    }
+    uint64_t ws, we, copied = 0;
+    FillResult r;
+    if (!p->lazy.Find(page, &s, &sp)) {
+      if (!counted) p->st.unexpected++;
+      counted = true;
+      ws = page;
+      r = Fill(p, page, page + kPage, kZero, nullptr, 0, &copied);
+    } else {
+      ws = page - ((page / kPage) % opt_.faultAroundPages) * kPage;
+      if (ws < s) ws = s;
+      we = std::min(sp.end, ws + window);
+      if (sp.kind == kRemote) {
+        std::vector<Piece> moved;
+        p->lazy.Remove(ws, we, &moved);
+        for (const Piece& m : moved) p->inflight.Insert(m.start, m.span);
+        Event e{kEvNeed, p->handle};
+        e.a = ws;
+        e.b = sp.off + (ws - s);
+        e.c = we - ws;
+        p->st.needs++;
+        Emit(std::move(e));
+        return 0;
+      }
+      const uint8_t* src = nullptr;
+      if (sp.kind == kFile) {
+        src = SrcPtr(sp, s, ws);
+        if (src == nullptr) {
+          Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(s) + " has no mapped source");
+          return 2;
+        }
+      }
+      r = Fill(p, ws, we, sp.kind, src, 0, &copied);
+    }
+    if (r == kFillDead) return 2;
+    if (r == kFillDone || page < ws + copied) {
+      uint64_t ns = NowNs() - f.t0;
+      p->st.hist[Bucket(ns)]++;
+      p->st.served++;
+      return 0;
+    }
+  }
+  return 1;
+}
+
+bool Engine::ServePending(Proc* p) {
+  bool any = false;
+  while (!p->pending.empty() && p->state == Proc::kLive) {
+    Fault f = p->pending.front();
+    int r = ServeFault(p, f);
+    if (r == 1) break;
+    if (!p->pending.empty()) p->pending.pop_front();
+    any = true;
+    if (r == 2) break;
+  }
+  p->hasWork = !p->pending.empty() || !p->prefetch.empty();
+  CheckComplete(p);
+  return any;
+}
+
+bool Engine::HandleUffd(Proc* p) {
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->state != Proc::kLive) return false;
+  if (!ReadMessages(p, true)) return true;
+  return ServePending(p);
+}
+
+bool Engine::DoPrefetch(Worker* w) {
+  std::vector<std::shared_ptr<Proc>> procs;
+  {
+    std::lock_guard<std::mutex> g(w->mu);
+    procs = w->procs;
+  }
+  for (auto& sp : procs) {
+    if (!sp->hasWork) continue;
+    Proc* p = sp.get();
+    std::lock_guard<std::mutex> g(p->mu);
+    if (p->state != Proc::kLive || p->prefetch.empty() || !p->pending.empty()) continue;
+    PrefetchReq& req = p->prefetch.front();
+    Piece pc;
+    bool found = false;
+    while (p->lazy.FirstIn(req.cur, req.end, &pc)) {
+      if (pc.span.kind != kRemote) { found = true; break; }
+      req.cur = pc.span.end;  // remote pages come only through supply()
+    }
+    if (!found) {
+      Event e{kEvPrefetched, p->handle};
+      e.a = req.start;
+      e.b = req.end - req.start;
+      e.c = req.copied;
+      Emit(std::move(e));
+      p->prefetch.pop_front();
+      p->hasWork = !p->pending.empty() || !p->prefetch.empty();
+      CheckComplete(p);
+      return true;
+    }
+    uint64_t end = std::min(pc.span.end, pc.start + kPrefetchChunk);
+    const uint8_t* src = nullptr;
+    if (pc.span.kind == kFile) {
+      const Source* s = GetSource(pc.span.source);
+      src = s && s->base ? s->base + pc.span.off : nullptr;
+      if (src == nullptr) {
+        Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(pc.start) + " has no mapped source");
+        return true;
+      }
+    }
+    uint64_t copied = 0;
+    FillResult r = Fill(p, pc.start, end, pc.span.kind, src, 1, &copied);
+    if (p->state == Proc::kLive && !p->prefetch.empty()) {
+      p->prefetch.front().copied += copied;
+      if (r == kFillDone) p->prefetch.front().cur = end;
+      else if (r == kFillRetry) ReadMessages(p, true);
+    }
+    if (p->state == Proc::kLive) {
+      ServePending(p);
+      CheckComplete(p);
+    }
+    return true;
+  }
+  return false;
+}
+
+void Engine::Probe(Worker* w) {
+  std::vector<std::shared_ptr<Proc>> procs;
+  {
+    std::lock_guard<std::mutex> g(w->mu);
+    procs = w->procs;
+  }
+  for (auto& sp : procs) {
+    Proc* p = sp.get();
+    std::lock_guard<std::mutex> g(p->mu);
+    if (p->state != Proc::kLive || guard_ == nullptr) continue;
+    // Copies from an unreadable page: can only fail. ESRCH means the mm is gone.
+    uint64_t done = 0;
+    int r = UffdCopy(p->uffd, kProbeAddr, reinterpret_cast<uint64_t>(guard_), kPage, 0, &done);
+    if (r == -ESRCH || r == -ENOSPC) MarkExited(p);
+  }
+}
+
+void Engine::Run(Worker* w) {
+  const uint64_t spinNs = opt_.spinMicros * 1000;
+  uint64_t spinUntil = 0, lastProbe = NowNs();
+  struct epoll_event evs[64];
+  std::vector<std::shared_ptr<Proc>> procs;
+  while (!stop_) {
+    bool work = false;
+    {
+      std::lock_guard<std::mutex> g(w->mu);
+      for (auto& p : w->procs)
+        if (p->hasWork) { work = true; break; }
+    }
+    uint64_t now = NowNs();
+    int timeout = work || now < spinUntil ? 0 : kProbeMs;
+    int n = epoll_wait(w->ep, evs, 64, timeout);
+    if (stop_) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      n = 0;
+    }
+    bool served = false;
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = evs[i].data.u64;
+      if ((tag & 3) == kTagEventfd) {
+        uint64_t v;
+        (void)!read(w->evfd, &v, sizeof(v));
+        continue;
+      }
+      std::shared_ptr<Proc> p = Find(static_cast<uint32_t>(tag >> 2));
+      if (!p) continue;
+      if ((tag & 3) == kTagUffd) {
+        served |= HandleUffd(p.get());
+      } else {
+        std::lock_guard<std::mutex> g(p->mu);
+        if (p->state == Proc::kLive) MarkExited(p.get());
+      }
+    }
+    // Faults queued by an EAGAIN retry or read by supply() on the JS thread.
+    if (work) {
+      {
+        std::lock_guard<std::mutex> g(w->mu);
+        procs = w->procs;
+      }
+      for (auto& p : procs) {
+        if (!p->hasWork) continue;
+        std::lock_guard<std::mutex> g(p->mu);
+        if (p->state == Proc::kLive && !p->pending.empty()) served |= ServePending(p.get());
+      }
+      procs.clear();
+    }
+    now = NowNs();
+    if (served) spinUntil = now + spinNs;
+    else if (n == 0 && work) DoPrefetch(w);
+    if (n == 0 && timeout > 0 && now - lastProbe > kProbeMs * 1000000ull) {
+      Probe(w);
+      lastProbe = now;
+    }
+  }
+}
+
+int Engine::Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied) {
+  *copied = 0;
+  std::shared_ptr<Proc> sp = Find(handle);
+  if (!sp) return -ENOENT;
+  Proc* p = sp.get();
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->state != Proc::kLive) return 0;  // gone meanwhile: discard the data
+  const uint64_t iaEnd = imageAddr + len;
+  for (int guard = 0; guard < 100000; guard++) {
+    // The pages keep their dump-time address across mremap, so match on it.
+    bool found = false;
+    uint64_t rs = 0, re = 0, ia = 0;
+    for (const IntervalMap* m : {&p->inflight, &p->lazy}) {
+      for (const auto& [s, span] : m->raw()) {
+        if (span.kind != kRemote) continue;
+        uint64_t is = span.off, ie = span.off + (span.end - s);
+        uint64_t a = std::max(is, imageAddr), b = std::min(ie, iaEnd);
+        if (a >= b) continue;
+        rs = s + (a - is);
+        re = s + (b - is);
+        ia = a;
+        found = true;
+        break;
+      }
+      if (found) break;
+    }
+    if (!found) break;
+    uint64_t c = 0;
+    FillResult r = Fill(p, rs, re, kRemote, data + (ia - imageAddr), 2, &c);
+    *copied += c;
+    if (r == kFillDead) break;
+    if (r == kFillRetry && !ReadMessages(p, true)) break;
+  }
+  if (p->state == Proc::kLive) {
+    if (!p->pending.empty()) {
+      p->hasWork = true;
+      Poke(p->worker);
+    }
+    CheckComplete(p);
+  }
+  return 0;
+}
+
+int Engine::Prefetch(uint32_t handle, uint64_t start, uint64_t len) {
+  std::shared_ptr<Proc> p = Find(handle);
+  if (!p) return -ENOENT;
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->state != Proc::kLive) return 0;
+  p->prefetch.push_back({start, start + len, start, 0});
+  p->hasWork = true;
+  Poke(p->worker);
+  return 0;
+}
+
+int Engine::Release(uint32_t handle) {
+  std::shared_ptr<Proc> p;
+  {
+    std::lock_guard<std::mutex> g(procMu_);
+    auto it = procs_.find(handle);
+    if (it == procs_.end()) return -ENOENT;
+    p = it->second;
+    procs_.erase(it);
+  }
+  Worker* w = p->worker;
+  {
+    std::lock_guard<std::mutex> g(w->mu);
+    auto& v = w->procs;
+    v.erase(std::remove(v.begin(), v.end(), p), v.end());
+  }
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->uffd >= 0) {
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, p->uffd, nullptr);
+    close(p->uffd);
+  }
+  if (p->pidfd >= 0) {
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, p->pidfd, nullptr);
+    close(p->pidfd);
+  }
+  p->uffd = p->pidfd = -1;
+  p->state = Proc::kReleased;
+  p->lazy.clear();
+  p->inflight.clear();
+  p->pending.clear();
+  p->prefetch.clear();
+  p->hasWork = false;
+  return 0;
+}
+
+int Engine::Kill(uint32_t handle) {
+  std::shared_ptr<Proc> p = Find(handle);
+  if (!p) return -ENOENT;
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->pidfd < 0) return -ESRCH;
+  if (syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, nullptr, 0) < 0) return -errno;
+  return 0;
+}
+
+std::vector<ProcSnapshot> Engine::Snapshot() {
+  std::vector<std::shared_ptr<Proc>> procs;
+  {
+    std::lock_guard<std::mutex> g(procMu_);
+    for (auto& [h, p] : procs_) procs.push_back(p);
+  }
+  std::vector<ProcSnapshot> out;
+  for (auto& p : procs) {
+    std::lock_guard<std::mutex> g(p->mu);
+    out.push_back({p->handle, static_cast<int>(p->state), p->lazy.bytes() + p->inflight.bytes(), p->st});
+  }
+  return out;
+}
+
+std::vector<uint64_t> Engine::ThreadCpuNs() {
+  std::vector<uint64_t> out;
+  for (auto& w : workers_) {
+    clockid_t cid;
+    struct timespec ts{};
+    if (w->th.joinable() && pthread_getcpuclockid(w->th.native_handle(), &cid) == 0 && clock_gettime(cid, &ts) == 0)
+      out.push_back(static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec);
+    else
+      out.push_back(0);
+  }
+  return out;
+}
+
+}  // namespace lr::engine

@@ -1,0 +1,166 @@
+// The fault engine core (no Node-API here): worker threads that poll many
+// userfaultfds, serve page faults from per-process interval maps, apply
+// fork/remap/remove/unmap events in kernel order, run background prefetch
+// when no fault is pending, and queue events for JavaScript. The Node-API
+// wrapper (engine_wrap.cc) owns one Engine and drains its event queue.
+#pragma once
+
+#include <stdint.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/intervals.h"
+
+struct uffd_msg;
+
+namespace lr::engine {
+
+struct Source {
+  std::string path;
+  const uint8_t* base = nullptr;  // read-only shared mapping (nullptr if empty)
+  uint64_t size = 0;              // mapped length (file size rounded up to pages)
+  uint64_t fileSize = 0;
+};
+
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError };
+
+struct Event {
+  EventType type;
+  uint32_t proc = 0;
+  uint32_t child = 0;
+  uint64_t a = 0, b = 0, c = 0;  // meaning per type (see engine_wrap.cc)
+  int err = 0;
+  std::string syscall, message;
+};
+
+constexpr int kHistBuckets = 64;
+
+struct ProcStats {
+  uint64_t faults = 0;        // fault messages read
+  uint64_t served = 0;        // faults resolved by a copy/zeropage we issued
+  uint64_t ignored = 0;       // faults on pages already in flight (remote)
+  uint64_t unexpected = 0;    // faults outside every lazy range (zero page)
+  uint64_t zeroPages = 0;     // pages placed with UFFDIO_ZEROPAGE
+  uint64_t copiedPages = 0;   // pages copied because of a fault (incl. fault-around)
+  uint64_t pushedPages = 0;   // pages copied by prefetch
+  uint64_t suppliedPages = 0; // pages copied by supply() (remote)
+  uint64_t bytes = 0;         // bytes copied (all paths)
+  uint64_t eagain = 0, eexist = 0, enoent = 0;
+  uint64_t needs = 0;
+  uint64_t hist[kHistBuckets] = {};  // fault service time, bucket i = [2^i, 2^(i+1)) ns
+};
+
+struct Fault {
+  uint64_t addr;
+  uint64_t t0;
+};
+
+struct PrefetchReq {
+  uint64_t start, end, cur, copied;
+};
+
+struct Worker;
+
+struct Proc {
+  uint32_t handle = 0;
+  int uffd = -1;
+  int pidfd = -1;
+  Worker* worker = nullptr;
+  std::mutex mu;
+  enum State { kLive, kExited, kFailed, kReleased } state = kLive;
+  IntervalMap lazy;
+  IntervalMap inflight;  // remote pages announced with a 'need' event
+  std::deque<Fault> pending;
+  std::deque<PrefetchReq> prefetch;
+  std::atomic<bool> hasWork{false};  // pending faults or prefetch (read without mu)
+  bool completeSent = false;
+  ProcStats st;
+};
+
+struct Worker {
+  unsigned index = 0;
+  int ep = -1;
+  int evfd = -1;
+  std::thread th;
+  std::mutex mu;
+  std::vector<std::shared_ptr<Proc>> procs;
+};
+
+struct ProcSnapshot {
+  uint32_t handle;
+  int state;
+  uint64_t lazyBytes;
+  ProcStats st;
+};
+
+class Engine {
+ public:
+  struct Options {
+    unsigned threads = 1;
+    uint64_t faultAroundPages = 1;
+    uint64_t spinMicros = 100;
+  };
+  // `notify` is called (from any thread) when the event queue goes from
+  // empty to non-empty; the wrapper then drains with TakeEvents().
+  Engine(const Options& o, std::function<void()> notify);
+  ~Engine();
+
+  // Each returns 0 or -errno; `what` names the failing call.
+  int AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what);
+  const Source* GetSource(uint32_t id);
+  int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what);
+  std::shared_ptr<Proc> Find(uint32_t handle);
+  int Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied);
+  int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
+  int Release(uint32_t handle);
+  int Kill(uint32_t handle);
+  std::vector<ProcSnapshot> Snapshot();
+  std::vector<uint64_t> ThreadCpuNs();
+  void TakeEvents(std::vector<Event>* out);
+  void Stop();  // flag, wake, join, close every fd; idempotent
+  bool stopped() const { return stopped_; }
+
+ private:
+  enum FillResult { kFillDone, kFillRetry, kFillDead };
+  void Run(Worker* w);
+  bool HandleUffd(Proc* p);
+  bool ReadMessages(Proc* p, bool queueFaults);
+  void ApplyEvent(Proc* p, const ::uffd_msg& m);
+  bool ServePending(Proc* p);
+  int ServeFault(Proc* p, const Fault& f);
+  FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path, uint64_t* copied);
+  bool DoPrefetch(Worker* w);
+  void Probe(Worker* w);
+  void MarkExited(Proc* p);
+  void Fail(Proc* p, int err, const char* syscall, const std::string& msg);
+  void CheckComplete(Proc* p);
+  void Emit(Event&& e);
+  void Poke(Worker* w);
+  Worker* PickWorker();
+  uint32_t AddProc(std::shared_ptr<Proc> p);
+  const uint8_t* SrcPtr(const Span& s, uint64_t start, uint64_t at);
+
+  Options opt_;
+  std::function<void()> notify_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stop_{false};
+  bool stopped_ = false;
+  std::mutex srcMu_;
+  std::vector<std::unique_ptr<Source>> sources_;
+  std::mutex procMu_;
+  std::map<uint32_t, std::shared_ptr<Proc>> procs_;
+  uint32_t nextHandle_ = 1;
+  std::mutex evMu_;
+  std::vector<Event> events_;
+  void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
+};
+
+}  // namespace lr::engine

@@ -1,0 +1,306 @@
+// The fault engine as TypeScript sees it: FaultEngine validates everything
+// (ranges sorted, page aligned, non-overlapping, inside their source) and
+// hands the native engine (native/engine) a flat BigUint64Array. Faults are
+// served natively; TypeScript only gets batched events (fork, remap,
+// remove/unmap, need, prefetched, complete, exit, error) and answers 'need'
+// with supply().
+import { statSync } from 'node:fs';
+import { addon } from '../native/addon.js';
+import type { NativeFaultEngineHandle, RawEngineEvent, RawProcStats } from '../native/types.js';
+import { PAGE_SIZE, checkFd, checkRange } from './abi.js';
+
+export type RangeSource =
+  | { kind: 'file'; source: number; offset: bigint } // bytes of the range start in a source added by addSource
+  | { kind: 'zero' } // never populated at checkpoint: UFFDIO_ZEROPAGE
+  | { kind: 'remote'; imageAddr: bigint }; // fault raises a 'need' event; answer with supply()
+
+/** Run-time addresses, page aligned, end exclusive. */
+export interface LazyRange {
+  start: bigint;
+  end: bigint;
+  src: RangeSource;
+}
+
+export type EngineEvent =
+  /** The child got its own uffd and a copy of the parent's lazy map (incl. pages in flight). */
+  | { type: 'fork'; proc: number; child: number }
+  | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
+  | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
+  /** Remote pages [addr, addr+len) (run-time) are wanted; they were dumped at imageAddr. */
+  | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
+  | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
+  /** Nothing lazy left. */
+  | { type: 'complete'; proc: number }
+  /** The mm is gone (ESRCH/ENOSPC from the kernel, pidfd readable, or liveness probe). */
+  | { type: 'exit'; proc: number }
+  /** The process is no longer served (uffd kept open so it blocks rather than reading zeros): kill it. */
+  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+
+export interface FaultEngineOptions {
+  /** Worker threads; each process is served by one of them (default 1). */
+  threads?: number;
+  /** Pages copied per fault, aligned window clipped to the faulting range (default 1). */
+  faultAroundPages?: number;
+  /** Busy-poll this long after serving before blocking in epoll (default 100). */
+  spinMicros?: number;
+  onEvents: (events: EngineEvent[]) => void;
+}
+
+export interface SourceOptions {
+  /** Reserved for page checksum verification on first use of a chunk (issue 9). */
+  checksums?: Buffer;
+  chunkSize?: number;
+}
+
+export interface ProcStats {
+  proc: number;
+  state: 'live' | 'exited' | 'failed' | 'released';
+  lazyBytes: bigint;
+  faults: number;
+  served: number;
+  ignored: number;
+  unexpected: number;
+  zeroPages: number;
+  copiedPages: number;
+  pushedPages: number;
+  suppliedPages: number;
+  bytes: bigint;
+  needs: number;
+  eagain: number;
+  eexist: number;
+  enoent: number;
+  /** index i counts fault service times in [2^i, 2^(i+1)) ns, measured from reading the message to the copy. */
+  latencyLog2Ns: number[];
+  /** Upper bounds of the histogram buckets holding the median / 99th percentile (ns); 0 when no faults. */
+  p50Ns: number;
+  p99Ns: number;
+}
+
+export interface EngineStats {
+  procs: ProcStats[];
+  /** CPU time consumed by each worker thread so far. */
+  threadCpuNs: bigint[];
+}
+
+/** Upper bound (ns) of the log2 bucket holding the p-th percentile (0..100). */
+export function histPercentile(hist: readonly number[], p: number): number {
+  const total = hist.reduce((a, b) => a + b, 0);
+  if (total === 0) return 0;
+  const rank = Math.max(1, Math.ceil((p / 100) * total));
+  let cum = 0;
+  for (let i = 0; i < hist.length; i++) {
+    cum += hist[i]!;
+    if (cum >= rank) return 2 ** (i + 1);
+  }
+  return 2 ** hist.length;
+}
+
+const KIND = { file: 0n, zero: 1n, remote: 2n } as const;
+
+/**
+ * Checks ranges against the known source sizes and returns them sorted and
+ * packed as the native engine wants them: [start, end, kind, source, off]*.
+ * Throws RangeError/TypeError naming the offending range.
+ */
+export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMap<number, bigint>): BigUint64Array {
+  if (!Array.isArray(ranges)) throw new TypeError('ranges must be an array');
+  const sorted = [...ranges].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const out = new BigUint64Array(sorted.length * 5);
+  let prevEnd = 0n;
+  sorted.forEach((r: LazyRange, i: number) => {
+    if (typeof r !== 'object' || r === null) throw new TypeError('each range must be an object');
+    if (typeof (r.start as unknown) !== 'bigint' || typeof (r.end as unknown) !== 'bigint') throw new TypeError('range start/end must be bigint');
+    const name = `lazy range [0x${r.start.toString(16)}, 0x${r.end.toString(16)})`;
+    if (r.end <= r.start) throw new RangeError(`${name} is empty or reversed`);
+    checkRange(r.start, r.end - r.start, name);
+    if (r.start < prevEnd) throw new RangeError(`${name} overlaps the previous range`);
+    prevEnd = r.end;
+    let source = 0n;
+    let off = 0n;
+    const src: RangeSource = r.src;
+    const kind: string | undefined = (src as RangeSource | undefined)?.kind;
+    switch (src?.kind) {
+      case 'file': {
+        const size = sourceSizes.get(src.source);
+        if (size === undefined) throw new RangeError(`${name}: unknown source ${String(src.source)}`);
+        if (typeof src.offset !== 'bigint' || src.offset < 0n || src.offset % PAGE_SIZE !== 0n) {
+          throw new RangeError(`${name}: source offset must be a page-aligned bigint`);
+        }
+        if (src.offset + (r.end - r.start) > size) {
+          throw new RangeError(`${name}: needs source ${src.source} bytes up to 0x${(src.offset + r.end - r.start).toString(16)}, the file has 0x${size.toString(16)}`);
+        }
+        source = BigInt(src.source);
+        off = src.offset;
+        break;
+      }
+      case 'zero':
+        break;
+      case 'remote':
+        if (typeof src.imageAddr !== 'bigint' || src.imageAddr < 0n || src.imageAddr % PAGE_SIZE !== 0n) {
+          throw new RangeError(`${name}: imageAddr must be a page-aligned bigint`);
+        }
+        off = src.imageAddr;
+        break;
+      default:
+        throw new TypeError(`${name}: src.kind must be 'file', 'zero' or 'remote'`);
+    }
+    out.set([r.start, r.end, KIND[kind as keyof typeof KIND], source, off], i * 5);
+  });
+  return out;
+}
+
+function n(v: bigint): number {
+  return Number(v);
+}
+
+export class FaultEngine {
+  private native: NativeFaultEngineHandle | undefined;
+  private readonly sourceSizes = new Map<number, bigint>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(native: NativeFaultEngineHandle) {
+    this.native = native;
+  }
+
+  static create(opts: FaultEngineOptions): FaultEngine {
+    const threads = opts.threads ?? 1;
+    const fa = opts.faultAroundPages ?? 1;
+    const spin = opts.spinMicros ?? 100;
+    if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new RangeError('threads must be 1..64');
+    if (!Number.isInteger(fa) || fa < 1 || fa > 4096) throw new RangeError('faultAroundPages must be 1..4096');
+    if (!Number.isInteger(spin) || spin < 0 || spin > 100000) throw new RangeError('spinMicros must be 0..100000');
+    if (typeof opts.onEvents !== 'function') throw new TypeError('onEvents must be a function');
+    const onEvents = opts.onEvents;
+    let engine: FaultEngine | undefined;
+    const native = new addon.NativeFaultEngine(threads, BigInt(fa), BigInt(spin), (events: RawEngineEvent[]) => {
+      if (engine?.native === undefined) return;
+      onEvents(events as EngineEvent[]);
+    });
+    engine = new FaultEngine(native);
+    return engine;
+  }
+
+  private get n(): NativeFaultEngineHandle {
+    if (this.native === undefined) throw Object.assign(new Error('EBADF: fault engine is closed'), { code: 'EBADF', errno: 9, syscall: 'FaultEngine' });
+    return this.native;
+  }
+
+  /**
+   * Maps a pages file read-only; UFFDIO_COPY reads straight from the mapping.
+   * Returns the source id used in 'file' ranges.
+   */
+  addSource(path: string, opts: SourceOptions = {}): number {
+    if (typeof path !== 'string' || path.length === 0) throw new TypeError('path must be a non-empty string');
+    void opts; // checksums: issue 9
+    const { id, size } = this.n.addSource(path);
+    this.sourceSizes.set(id, size);
+    return id;
+  }
+
+  /**
+   * Takes ownership of `uffd` (and `pidfd`, if given: its readability reports
+   * the exit) once this returns; on a throw the caller still owns them.
+   * Returns the process handle.
+   */
+  adopt(uffd: number, ranges: readonly LazyRange[], opts: { pidfd?: number } = {}): number {
+    checkFd(uffd, 'uffd');
+    if (opts.pidfd !== undefined) checkFd(opts.pidfd, 'pidfd');
+    const packed = packRanges(ranges, this.sourceSizes);
+    return this.n.adopt(uffd, packed, opts.pidfd ?? -1);
+  }
+
+  /**
+   * Copies remote pages dumped at [imageAddr, imageAddr + data.length) to
+   * wherever they now live (matched by dump-time address, so an mremap
+   * between 'need' and supply is fine). Pages no longer lazy (served,
+   * unmapped, discarded) are skipped. Returns the bytes copied.
+   */
+  supply(proc: number, imageAddr: bigint, data: Buffer): bigint {
+    checkProc(proc);
+    if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer');
+    checkRange(imageAddr, BigInt(data.length), 'supply');
+    return this.n.supply(proc, imageAddr, data);
+  }
+
+  /** Background copy of the still-lazy pages in [start, start+len); faults always go first. */
+  prefetch(proc: number, start: bigint, len: bigint): void {
+    checkProc(proc);
+    checkRange(start, len, 'prefetch');
+    this.n.prefetch(proc, start, len);
+  }
+
+  lazyRanges(proc: number): { start: bigint; end: bigint }[] {
+    checkProc(proc);
+    const raw = this.n.lazyRanges(proc);
+    const out: { start: bigint; end: bigint }[] = [];
+    for (let i = 0; i < raw.length; i += 2) out.push({ start: raw[i]!, end: raw[i + 1]! });
+    return out;
+  }
+
+  lazyBytes(proc: number): bigint {
+    checkProc(proc);
+    return this.n.lazyBytes(proc);
+  }
+
+  /** Closes the process's uffd and drops its state. Pages still lazy then read as zero: kill first. */
+  release(proc: number): void {
+    checkProc(proc);
+    this.n.release(proc);
+  }
+
+  /** SIGKILL through the pidfd given to adopt() (ESRCH if none). */
+  kill(proc: number, reason: string): void {
+    checkProc(proc);
+    if (typeof reason !== 'string') throw new TypeError('reason must be a string');
+    this.n.kill(proc);
+  }
+
+  stats(): EngineStats {
+    const raw = this.n.stats();
+    return { procs: raw.procs.map(procStats), threadCpuNs: raw.threadCpuNs };
+  }
+
+  /** Stops and joins the worker threads, closes every uffd; idempotent. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    const native = this.native;
+    this.native = undefined;
+    native?.close();
+    this.closing = Promise.resolve();
+    return this.closing;
+  }
+}
+
+function checkProc(proc: number): void {
+  if (!Number.isInteger(proc) || proc <= 0) throw new RangeError(`process handle must be a positive integer (got ${String(proc)})`);
+}
+
+function procStats(r: RawProcStats): ProcStats {
+  return {
+    proc: r.proc,
+    state: r.state,
+    lazyBytes: r.lazyBytes,
+    faults: n(r.faults),
+    served: n(r.served),
+    ignored: n(r.ignored),
+    unexpected: n(r.unexpected),
+    zeroPages: n(r.zeroPages),
+    copiedPages: n(r.copiedPages),
+    pushedPages: n(r.pushedPages),
+    suppliedPages: n(r.suppliedPages),
+    bytes: r.bytes,
+    needs: n(r.needs),
+    eagain: n(r.eagain),
+    eexist: n(r.eexist),
+    enoent: n(r.enoent),
+    latencyLog2Ns: r.latencyLog2Ns,
+    p50Ns: histPercentile(r.latencyLog2Ns, 50),
+    p99Ns: histPercentile(r.latencyLog2Ns, 99),
+  };
+}
+
+/** Size of a file as the engine will map it (rounded up to pages). */
+export function mappedSize(path: string): bigint {
+  const s = BigInt(statSync(path).size);
+  return ((s + PAGE_SIZE - 1n) / PAGE_SIZE) * PAGE_SIZE;
+}
