@@ -65,6 +65,8 @@ class Proc {
   passCopied = 0n;
   passChunks = 0;
   pushPaused = false;
+  /** The engine said complete while our push windows were still being reported: finish after them. */
+  completePending = false;
   /** Last engine counters seen (kept after release for the totals). */
   engineStats: EngineProcStatsLike | undefined;
   constructor(
@@ -172,8 +174,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       plan = await this.images.plan(pid, (path) => this.engine.addSource(path));
     } catch (e) {
       this.pendingAdopts--;
+      // Kill before closing the uffd: once the last copy is closed the kernel
+      // hands the process zero pages.
+      const err = this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
       closeQuietly(uffd);
-      throw this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
+      throw err;
     }
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
@@ -181,9 +186,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
     } catch (e) {
       this.pendingAdopts--;
+      const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
       closeQuietly(uffd);
       if (pidfd !== undefined) closeQuietly(pidfd);
-      throw this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
+      throw err;
     }
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
@@ -394,10 +400,14 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         p.passCopied += ev.copied;
         if (ev.copied > 0n) p.pushedChunks++;
         this.pushedPages += Number(ev.copied / 4096n);
+        if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
         break;
       }
       case 'complete':
-        this.finish(p, 'complete');
+        // The engine reports completion as soon as the map is empty, possibly
+        // before the last push window's report: keep the statistics exact.
+        if (p.pushInFlight > 0) p.completePending = true;
+        else this.finish(p, 'complete');
         break;
       case 'exit':
         this.finish(p, 'exited');
@@ -557,7 +567,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       progress = false;
       for (const p of this.procs.values()) {
         if (this.pushInFlight >= this.maxInFlight) break;
-        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
+        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused || p.completePending) continue;
         if (!this.takeTokens(Number(this.chunk))) return;
         const next = this.nextChunk(p);
         if (!next) {
