@@ -8,5 +8,4 @@ if [[ "${1:-}" != "--no-addon" ]]; then
   npx --no-install node-gyp rebuild --loglevel=error >/dev/null
 fi
 make -s -C native/helpers OUT="$PWD/build/bin"
-make -s -C examples/workloads OUT="$PWD/build/bin"
 npx --no-install tsc -p tsconfig.json

@@ -339,15 +339,6 @@ Napi::Value AcceptRecvFds(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// pidfdOpen(pid): a pidfd (CLOEXEC); readable once the process has exited.
-Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int pid = ArgI32(info, 0, "pid");
-  int fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) ThrowErrno(env, errno, "pidfd_open", "pid " + std::to_string(pid));
-  return Napi::Number::New(env, fd);
-}
-
 }  // namespace
 
 void InitUffd(Napi::Env env, Napi::Object exports) {
@@ -364,7 +355,6 @@ void InitUffd(Napi::Env env, Napi::Object exports) {
   exports.Set("uffdPoison", Napi::Function::New(env, Poison, "uffdPoison"));
   exports.Set("uffdRead", Napi::Function::New(env, Read, "uffdRead"));
   exports.Set("uffdPoll", Napi::Function::New(env, Poll, "uffdPoll"));
-  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
   exports.Set("unixListen", Napi::Function::New(env, UnixListen, "unixListen"));
   exports.Set("acceptRecvFds", Napi::Function::New(env, AcceptRecvFds, "acceptRecvFds"));
   InitLazySocket(env, exports);  // plugin/lazy: CRIU lazy-pages socket (lazysock.cc)

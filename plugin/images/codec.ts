@@ -30,6 +30,8 @@ export interface FieldPlan {
   readonly enumValues?: ReadonlyMap<string, number>;
   /** message: the nested message's plan (resolved lazily, schemas may recurse). */
   readonly message?: () => MessagePlan;
+  /** Protobuf wire type of one value (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32). */
+  readonly wire: number;
 }
 
 export interface MessagePlan {
@@ -41,6 +43,10 @@ export interface MessagePlan {
 
 /** Plain object form of any message (the typed interfaces in types.ts are its specialisations). */
 export type PlainMessage = { [field: string]: unknown };
+
+const WIRE: Record<string, number> = {
+  fixed64: 1, sfixed64: 1, double: 1, fixed32: 5, sfixed32: 5, float: 5, string: 2, bytes: 2,
+};
 
 const SCALARS: Record<string, ScalarKind> = {
   uint64: 'u64', fixed64: 'u64',
@@ -77,7 +83,8 @@ export function messagePlan(typeName: string): MessagePlan {
     throw new TypeError(`no protobuf message named ${typeName}`);
   }
   const fields: FieldPlan[] = type.fieldsArray.slice().sort((a, b) => a.id - b.id).map((f) => {
-    const base = { name: f.name, id: f.id, repeated: f.repeated, required: f.required, protoType: f.type };
+    const wire = f.resolvedType instanceof protobuf.Type ? 2 : WIRE[f.type] ?? 0;
+    const base = { name: f.name, id: f.id, repeated: f.repeated, required: f.required, protoType: f.type, wire };
     const rt = f.resolvedType;
     if (rt instanceof protobuf.Enum) {
       const names = new Map<number, string>();
@@ -141,11 +148,75 @@ function fromPb(plan: MessagePlan, msg: Record<string, unknown>): PlainMessage {
 /** Where an entry came from, for error messages. */
 export interface Where { file: string; offset: number | undefined }
 
+class WireError extends Error {}
+
+function varintAt(buf: Uint8Array, p: number, end: number): [number, number] {
+  let n = 0;
+  let mul = 1;
+  for (let i = 0; i < 10; i++) {
+    if (p >= end) throw new WireError('truncated varint');
+    const c = buf[p++]!;
+    n += (c & 0x7f) * mul;
+    if (c < 0x80) return [n, p];
+    mul *= 128;
+  }
+  throw new WireError('varint longer than 10 bytes');
+}
+
+/**
+ * Checks the wire structure of buf[start, end) against the schema the way
+ * protobuf-c does: every known field with its declared wire type (packed
+ * repeated scalars allowed), lengths inside the message, no groups.
+ * protobufjs alone would read a mismatched field as its declared type.
+ */
+function checkWire(plan: MessagePlan, buf: Uint8Array, start: number, end: number, depth: number): void {
+  if (depth > 32) throw new WireError('messages nested too deeply');
+  const byId = wireIndex(plan);
+  let p = start;
+  while (p < end) {
+    let key: number;
+    [key, p] = varintAt(buf, p, end);
+    const id = Math.floor(key / 8);
+    const wt = key % 8;
+    if (id === 0) throw new WireError('field number 0');
+    const f = byId.get(id);
+    if (f && wt !== f.wire && !(f.repeated && wt === 2 && f.wire !== 2)) {
+      throw new WireError(`field ${id} (${f.name}) has wire type ${wt}, expected ${f.wire}`);
+    }
+    switch (wt) {
+      case 0: [, p] = varintAt(buf, p, end); break;
+      case 1: p += 8; break;
+      case 5: p += 4; break;
+      case 2: {
+        let len: number;
+        [len, p] = varintAt(buf, p, end);
+        if (len > end - p) throw new WireError(`length ${len} of field ${id} runs past the end of the message`);
+        if (f?.kind === 'message') checkWire(f.message!(), buf, p, p + len, depth + 1);
+        p += len;
+        break;
+      }
+      default: throw new WireError(`unsupported wire type ${wt} (field ${id})`);
+    }
+    if (p > end) throw new WireError(`field ${id} runs past the end of the message`);
+  }
+}
+
+const wireIndexes = new WeakMap<MessagePlan, Map<number, FieldPlan>>();
+function wireIndex(plan: MessagePlan): Map<number, FieldPlan> {
+  let m = wireIndexes.get(plan);
+  if (!m) {
+    m = new Map(plan.fields.map((f) => [f.id, f]));
+    wireIndexes.set(plan, m);
+  }
+  return m;
+}
+
 /** Decodes one serialized message into its plain form; malformed input → ImageError. */
 export function decodeMessage<T = PlainMessage>(typeName: string, buf: Uint8Array, where: Where): T {
   const plan = messagePlan(typeName);
   let msg: protobuf.Message;
   try {
+    checkWire(plan, buf, 0, buf.length, 0);
     msg = plan.type.decode(buf);
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
@@ -223,8 +294,8 @@ function toPb(plan: MessagePlan, obj: PlainMessage, path: string): Record<string
 }
 
 /** Serializes a plain message; invalid or missing required values → TypeError naming the field. */
-export function encodeMessage(typeName: string, obj: PlainMessage): Buffer {
+export function encodeMessage(typeName: string, obj: object): Buffer {
   const plan = messagePlan(typeName);
-  const bytes = plan.type.encode(toPb(plan, obj, typeName)).finish();
+  const bytes = plan.type.encode(toPb(plan, obj as PlainMessage, typeName)).finish();
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

@@ -6,7 +6,7 @@
 // non-ASCII escaped) with 64-bit integers exact. And the way back: JSON
 // (ours or crit's, incl. its "0x…" hex strings) to an image.
 import { ImageError } from '../errors.js';
-import { messagePlan, type FieldPlan, type MessagePlan, type PlainMessage } from './codec.js';
+import { encodeMessage, messagePlan, type FieldPlan, type MessagePlan, type PlainMessage } from './codec.js';
 import { encodeImage, entryType, type DecodedImage, type EntryToWrite } from './image.js';
 import { kindByName, type ImageKind } from './magic.js';
 
@@ -100,7 +100,7 @@ export function stringifyJson(v: JsonValue, indent?: number, level = 0): string 
     if (!v.length) return '[]';
     return '[' + nl + v.map((x) => stringifyJson(x, indent, level + 1)).join(sep + nl) + close + ']';
   }
-  const keys = Object.keys(v);
+  const keys = Object.keys(v).filter((k) => v[k] !== undefined);
   if (!keys.length) return '{}';
   return '{' + nl + keys.map((k) => `${pyString(k)}: ${stringifyJson(v[k]!, indent, level + 1)}`).join(sep + nl) + close + '}';
 }
@@ -273,7 +273,13 @@ export function critJsonToImage(text: string, file = '<json>'): { kind: ImageKin
       if (!type) throw new TypeError(`${kind.name} images are not supported (no schema)`);
       if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new TypeError(`entries[${i}]: expected an object`);
       const { extra, ...fields } = e;
-      const w: EntryToWrite = { message: messageFromCrit(messagePlan(type), fields, `entries[${i}]`) };
+      const message = messageFromCrit(messagePlan(type), fields, `entries[${i}]`);
+      try {
+        encodeMessage(type, message); // required fields and ranges, reported with the entry index
+      } catch (err) {
+        throw new TypeError(`entries[${i}]: ${(err as Error).message}`);
+      }
+      const w: EntryToWrite = { message };
       if (extra !== undefined) {
         if (typeof extra !== 'string') throw new TypeError(`entries[${i}].extra: expected base64 text`);
         w.extra = Buffer.from(extra, 'base64');

@@ -91,7 +91,11 @@ export function scanVarintFields(msg: Buffer, file: string, offset: number): Map
     switch (key & 7) {
       case 0: out.set(field, varint()); break;
       case 1: p += 8; break;
-      case 2: p += Number(varint()); break;
+      case 2: {
+        const len = Number(varint()); // read before adding: varint() moves p
+        p += len;
+        break;
+      }
       case 5: p += 4; break;
       default: throw new ImageError(file, offset, `unsupported wire type ${key & 7} in entry`);
     }

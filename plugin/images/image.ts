@@ -67,7 +67,7 @@ export async function readImageFile(path: string, expected?: ImageKind): Promise
 }
 
 export interface EntryToWrite {
-  message: PlainMessage | object;
+  message: object;
   extra?: Buffer;
 }
 
@@ -76,7 +76,7 @@ export function encodeImage(kind: ImageKind, entries: readonly EntryToWrite[]): 
   return joinEntries(kind, entries.map((e, i) => {
     const type = entryType(kind, i);
     if (!type) throw new TypeError(`cannot encode ${kind.name} images (no schema)`);
-    const payload = encodeMessage(type, e.message as PlainMessage);
+    const payload = encodeMessage(type, e.message);
     return e.extra ? { payload, extra: e.extra } : { payload };
   }));
 }

@@ -4,6 +4,7 @@
 import { mkdir, readdir, readlink, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ImageError, UserError } from '../errors.js';
+import { computePageChecksums, verifyPageChecksums } from './checksums.js';
 import { readImageFile, writeImageFile, type DecodedImage } from './image.js';
 import { KIND, PAGE_SIZE, imageFileName, parseFileName, type ImageKind } from './magic.js';
 import { PagemapIndex, PagemapReader, PagemapWriter, type PagemapReaderOptions } from './pagemap.js';
@@ -203,6 +204,24 @@ export class ImageDir {
 
   async writeChecksums(e: PageChecksumsEntry): Promise<void> {
     await this.writeImage(KIND.checksums, e.pages_id, [e]);
+  }
+
+  /** Computes and writes lr-checksums-<pagesId>.img for pages-<pagesId>.img. */
+  async checksumPages(pagesId: number, chunkSize?: number): Promise<PageChecksumsEntry> {
+    const e = await computePageChecksums(this.pagesPath(pagesId), pagesId, chunkSize);
+    await this.writeChecksums(e);
+    return e;
+  }
+
+  /**
+   * Verifies pages-<pagesId>.img against its checksums image. Returns false
+   * when there is no checksums image; a mismatch is an ImageError.
+   */
+  async verifyPages(pagesId: number): Promise<boolean> {
+    const e = await this.checksums(pagesId);
+    if (!e) return false;
+    await verifyPageChecksums(this.pagesPath(pagesId), e, this.pathOf(KIND.checksums, pagesId));
+    return true;
   }
 
   /** Streaming writer of pagemap-<pid>.img + pages-<pagesId>.img. */

@@ -14,3 +14,8 @@ export { ImageDir, type ImageFileInfo, type PagePiece } from './imagedir.js';
 export {
   base64Lines, critJsonToImage, imageToCrit, imageToCritJson, messageFromCrit, messageToCrit, parseJson, stringifyJson, type JsonValue,
 } from './critjson.js';
+export {
+  formatBytes, formatCheckpointSummary, inspectCheckpoint, isLazyEligible, vmaStatusNames,
+  type CheckpointSummary, type FdSummary, type MemoryCounts, type ProcessSummary, type VmaSummary,
+} from './inspect.js';
+export { DEFAULT_CHECKSUM_CHUNK, checkChecksumsEntry, computePageChecksums, crc32c, firstBadChunk, verifyPageChecksums } from './checksums.js';

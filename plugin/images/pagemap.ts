@@ -12,6 +12,8 @@ import { PE_LAZY, PE_PARENT, PE_PRESENT, type PagemapEntry, type PagemapHead } f
 
 const PAGE = BigInt(PAGE_SIZE);
 const U64_MAX = (1n << 64n) - 1n;
+/** Largest page count whose byte size is still an exact Number. */
+const MAX_PAGES = BigInt(Number.MAX_SAFE_INTEGER) / PAGE;
 
 /** One pagemap entry with everything a consumer needs resolved. */
 export interface PagemapRecord {
@@ -56,48 +58,52 @@ export function formatPeFlags(flags: number): string {
 
 class EntryDecodeError extends Error {}
 
-/**
- * Decodes a pagemap_entry from buf[start, end). Varints up to 7 bytes (49 bits:
- * every user-space address) are accumulated as Numbers; longer ones as bigint.
- */
+// Parse position shared by the varint helpers (module state avoids a closure
+// allocation per entry in the hot loop).
+let P = 0;
+
+/** Varint at P: a Number when it fits 7 bytes (49 bits: every user address), else a bigint. */
+function readVarint(buf: Buffer, end: number): number | bigint {
+  let n = 0;
+  let mul = 1;
+  for (let i = 0; i < 7; i++) {
+    if (P >= end) throw new EntryDecodeError('truncated varint');
+    const c = buf[P++]!;
+    n += (c & 0x7f) * mul;
+    if (c < 0x80) return n;
+    mul *= 128;
+  }
+  let r = BigInt(n);
+  let shift = 49n;
+  for (;;) {
+    if (P >= end) throw new EntryDecodeError('truncated varint');
+    if (shift > 63n) throw new EntryDecodeError('varint longer than 10 bytes');
+    const c = buf[P++]!;
+    r |= BigInt(c & 0x7f) << shift;
+    shift += 7n;
+    if (c < 0x80) return BigInt.asUintN(64, r);
+  }
+}
+
+const asU32 = (v: bigint | number): number => (typeof v === 'number' && v <= 0xffffffff ? v : Number(BigInt.asUintN(32, BigInt(v))));
+
+/** Decodes a pagemap_entry from buf[start, end). */
 export function decodePagemapEntry(buf: Buffer, start: number, end: number): PagemapEntry {
-  let p = start;
+  P = start;
   let vaddr: bigint | undefined;
   let compat: number | undefined;
   let inParent: boolean | undefined;
   let flags: number | undefined;
   let nrPages: bigint | undefined;
-  const varint = (): bigint | number => {
-    let n = 0;
-    let mul = 1;
-    for (let i = 0; i < 7; i++) {
-      if (p >= end) throw new EntryDecodeError('truncated varint');
-      const c = buf[p++]!;
-      n += (c & 0x7f) * mul;
-      if (!(c & 0x80)) return n;
-      mul *= 128;
-    }
-    let r = BigInt(n);
-    let shift = 49n;
-    for (;;) {
-      if (p >= end) throw new EntryDecodeError('truncated varint');
-      if (shift > 63n) throw new EntryDecodeError('varint longer than 10 bytes');
-      const c = buf[p++]!;
-      r |= BigInt(c & 0x7f) << shift;
-      shift += 7n;
-      if (!(c & 0x80)) return BigInt.asUintN(64, r);
-    }
-  };
-  const asU32 = (v: bigint | number): number => Number(BigInt.asUintN(32, BigInt(v)));
-  while (p < end) {
-    const key = varint();
+  while (P < end) {
+    const key = readVarint(buf, end);
     if (typeof key !== 'number' || key > 0xffffffff) throw new EntryDecodeError('bad field key');
     const field = Math.floor(key / 8);
     const wt = key & 7;
     if (field >= 1 && field <= 5 && wt !== 0) throw new EntryDecodeError(`field ${field} has wire type ${wt}, expected varint`);
     switch (wt) {
       case 0: {
-        const v = varint();
+        const v = readVarint(buf, end);
         if (field === 1) vaddr = BigInt(v);
         else if (field === 2) compat = asU32(v);
         else if (field === 3) inParent = v !== 0 && v !== 0n;
@@ -105,17 +111,17 @@ export function decodePagemapEntry(buf: Buffer, start: number, end: number): Pag
         else if (field === 5) nrPages = BigInt(v);
         break;
       }
-      case 1: p += 8; break;
+      case 1: P += 8; break;
       case 2: {
-        const l = varint();
+        const l = readVarint(buf, end);
         if (typeof l !== 'number') throw new EntryDecodeError('bad length');
-        p += l;
+        P += l;
         break;
       }
-      case 5: p += 4; break;
+      case 5: P += 4; break;
       default: throw new EntryDecodeError(`unsupported wire type ${wt}`);
     }
-    if (p > end) throw new EntryDecodeError('field runs past the end of the entry');
+    if (P > end) throw new EntryDecodeError('field runs past the end of the entry');
   }
   if (vaddr === undefined) throw new EntryDecodeError("missing required field 'vaddr'");
   if (compat === undefined) throw new EntryDecodeError("missing required field 'compat_nr_pages'");
@@ -205,6 +211,12 @@ export interface PagemapReaderOptions {
   pagesDir?: string;
   /** Check that the pages file is exactly as long as the entries say (default true). */
   checkPagesSize?: boolean;
+  /**
+   * Check entries (alignment, order, counts, flags, pages inside the pages
+   * file); default true. Off only for plain decoding (`show`): framing and
+   * protobuf errors are still reported.
+   */
+  validate?: boolean;
 }
 
 /**
@@ -224,6 +236,7 @@ export class PagemapReader {
     readonly pagesSize: number | undefined,
     private readonly reader: ChunkedReader,
     private readonly checkPagesSize: boolean,
+    private readonly validate: boolean,
   ) {}
 
   static async open(file: string, opts: PagemapReaderOptions = {}): Promise<PagemapReader> {
@@ -248,7 +261,8 @@ export class PagemapReader {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }
-      return new PagemapReader(file, head, pagesPath, pagesSize, reader, opts.checkPagesSize ?? true);
+      const validate = opts.validate ?? true;
+      return new PagemapReader(file, head, pagesPath, pagesSize, reader, validate && (opts.checkPagesSize ?? true), validate);
     } catch (e) {
       await reader.close();
       throw e;
@@ -285,6 +299,15 @@ export class PagemapReader {
           }
           const n = entryPages(e);
           const flags = entryFlags(e);
+          if (!this.validate) {
+            const present = (flags & PE_PRESENT) !== 0;
+            const nrPages = Number(n);
+            batch.push({ entry: e, vaddr: e.vaddr, end: e.vaddr + n * PAGE, nrPages, flags, pagesOffset: present ? off : undefined, imageOffset: at });
+            if (present) off += nrPages * PAGE_SIZE;
+            pos += 4 + len;
+            have -= 4 + len;
+            continue;
+          }
           if (n === 0n) throw new ImageError(file, at, `pagemap entry at 0x${e.vaddr.toString(16)} has zero pages`);
           if (e.vaddr % PAGE !== 0n) throw new ImageError(file, at, `pagemap entry vaddr 0x${e.vaddr.toString(16)} is not page-aligned`);
           if (flags === 0 || flags & ~7 || (flags & PE_PARENT && flags & PE_PRESENT)) {
@@ -294,7 +317,7 @@ export class PagemapReader {
             throw new ImageError(file, at, `pagemap entry at 0x${e.vaddr.toString(16)} overlaps or precedes the previous entry (ending at 0x${prevEnd.toString(16)}); entries must be sorted and disjoint`);
           }
           const end = e.vaddr + n * PAGE;
-          if (end > U64_MAX + 1n || n > BigInt(Number.MAX_SAFE_INTEGER) / PAGE) {
+          if (end > U64_MAX + 1n || n > MAX_PAGES) {
             throw new ImageError(file, at, `pagemap entry at 0x${e.vaddr.toString(16)} has an impossible page count ${n}`);
           }
           const nrPages = Number(n);
@@ -372,6 +395,18 @@ class BufferedFile {
     return this.position + this.used;
   }
 
+  hasRoom(n: number): boolean {
+    return n <= this.stage.length - this.used;
+  }
+
+  /** Stages `data` without I/O when it fits; false when a flush is needed first. */
+  tryStage(data: Uint8Array): boolean {
+    if (data.length > this.stage.length - this.used) return false;
+    this.stage.set(data, this.used);
+    this.used += data.length;
+    return true;
+  }
+
   async append(data: Uint8Array): Promise<void> {
     if (data.length <= this.stage.length - this.used) {
       this.stage.set(data, this.used);
@@ -434,7 +469,7 @@ export class PagesFileWriter {
 
   async append(data: Uint8Array): Promise<void> {
     if (data.length % PAGE_SIZE) throw new RangeError(`${this.out.path}: page data of ${data.length} bytes is not a whole number of pages`);
-    await this.out.append(data);
+    if (!this.out.tryStage(data)) await this.out.append(data);
   }
 
   async close(): Promise<void> {
@@ -483,9 +518,10 @@ export class PagemapWriter {
   }
 
   private async frameAndAppend(payload: Buffer): Promise<void> {
+    // No await on the common path: pagemaps have millions of tiny entries.
+    if (!this.out.hasRoom(4 + payload.length)) await this.out.flush();
     this.frame.writeUInt32LE(payload.length);
-    await this.out.append(this.frame);
-    await this.out.append(payload);
+    if (!this.out.tryStage(this.frame) || !this.out.tryStage(payload)) throw new Error(`${this.path}: entry larger than the write buffer`);
   }
 
   /** Number of entries written so far. */

@@ -71,6 +71,12 @@ export interface PageServerOptions {
   maxConnections?: number;
   /** Lazy mode: how long a session with no connection waits for the client to come back (default 60 s). */
   reconnectTimeoutMs?: number;
+  /**
+   * Lazy mode: end the session when nothing arrived from the client for this
+   * long (default: never). Behind a silently cut link the server cannot tell
+   * a dead client from an idle one: this bounds how long the source waits.
+   */
+  idleTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -121,6 +127,7 @@ export class PageServer extends EventEmitter {
   private store: PageStore | undefined;
   private ownsStore = false;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private finished = false;
   // push-mode state
   private pagemap: OpenPagemap | undefined;
@@ -223,12 +230,16 @@ export class PageServer extends EventEmitter {
       return;
     }
     sock.setNoDelay(true);
+    // A client behind a cut link never sends FIN: keepalive probes are how
+    // an idle dead connection is noticed (then the reconnect timeout runs).
+    sock.setKeepAlive(true, 1000);
     const conn: Conn = { id: this.nextConnId++, sock, peer, parser: new CommandParser(), queue: [], closed: false };
     this.conns.add(conn);
     this.stats.connections++;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.log.info(`connection #${conn.id} from ${peer}`);
+    this.armIdle();
     this.emit('connection', peer);
     sock.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     sock.on('end', () => this.onEnd(conn));
@@ -239,8 +250,16 @@ export class PageServer extends EventEmitter {
     sock.on('drain', () => this.pump(conn));
   }
 
+  private armIdle(): void {
+    const ms = this.opts.idleTimeoutMs;
+    if (!this.opts.lazy || ms === undefined || this.finished) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.fail(new UserError(`page-server: nothing received from the client for ${ms} ms (--idle-timeout); ending the session`)), ms);
+  }
+
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed || this.finished) return;
+    this.armIdle();
     try {
       const events = conn.parser.push(chunk);
       if (this.opts.lazy) {
@@ -489,6 +508,7 @@ export class PageServer extends EventEmitter {
   /** Stops listening, drops connections, then settles `done` once every socket is closed. */
   private teardown(): void {
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.idleTimer);
     this.server.close(() => {
       this.listening = false;
       this.settle();

@@ -232,12 +232,6 @@ export function uffdPoll(fd: number, timeoutMs: number): boolean {
   return addon.uffdPoll(fd, timeoutMs);
 }
 
-/** pidfd_open(2): pass to FaultEngine.adopt so the engine sees the exit at once. */
-export function pidfdOpen(pid: number): number {
-  if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`pid must be a positive integer (got ${pid})`);
-  return addon.pidfdOpen(pid);
-}
-
 /** Listening unix socket for receiving fds (SCM_RIGHTS). */
 export function unixListen(path: string): number {
   if (typeof path !== 'string' || path.length === 0) throw new TypeError('path must be a non-empty string');

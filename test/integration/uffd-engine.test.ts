@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, stat } from 'node:fs';
 import { join } from 'node:path';
 import { FaultEngine, type EngineEvent, type LazyRange } from '../../plugin/uffd/engine.js';
-import { pidfdOpen } from '../../plugin/uffd/abi.js';
+import { pidfdOpen } from '../../plugin/inject/memory.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startHarness, threadCount, writePattern, type Harness } from '../helpers/uffd.js';
 
@@ -243,7 +243,7 @@ test('uffd engine', { skip }, async (t) => {
     const { engine, waitEvent } = makeEngine();
     const src = engine.addSource(pattern);
     const h1 = await harness({ dir: dir.path, pattern, regions: [64], actions: ['read', '0', '0', '2', 'exit', '0'] });
-    const p1 = engine.adopt(h1.uffd, fileRanges(h1, src), { pidfd: pidfdOpen(h1.pid) });
+    const p1 = engine.adopt(h1.uffd, fileRanges(h1, src), { pidfd: pidfdOpen(h1.pid, 0) });
     const h2 = await harness({ dir: dir.path, pattern, regions: [64], actions: ['read', '0', '0', '2', 'exit', '0'] });
     const p2 = engine.adopt(h2.uffd, fileRanges(h2, src)); // no pidfd: found by the liveness probe
     h1.go();

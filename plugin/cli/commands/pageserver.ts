@@ -32,6 +32,48 @@ export function addTlsOptions(cmd: Command): Command {
     .option('--tls-key <file>', 'this side\'s private key (default /etc/pki/criu/private/key.pem)');
 }
 
+/** Options of a command that fetches pages from a page server (lazy-pages --page-server). */
+export interface RemoteCliOptions extends TlsCliOptions {
+  pageServer?: boolean;
+  address?: string;
+  port?: number;
+  insecure?: boolean;
+  remoteTimeout?: number;
+  singleConnection?: boolean;
+}
+
+/** Adds --page-server, --address, --port, TLS and timeout options (CRIU's names where they exist). */
+export function addRemoteSourceOptions(cmd: Command): Command {
+  return addTlsOptions(
+    cmd
+      .option('--page-server', 'fetch lazy pages from a page server (dump --lazy-pages or page-server --lazy-pages)')
+      .option('--address <addr>', 'page server address (with --page-server)')
+      .option('--port <port>', 'page server port (with --page-server)', parsePort)
+      .option('--insecure', 'allow plain TCP to a non-loopback page server')
+      .option('--remote-timeout <seconds>', 'kill the restored tree when the page server is unreachable this long', parseSeconds, 30)
+      .option('--single-connection', 'one connection to the page server (for servers that accept only one, like CRIU\'s)'),
+  );
+}
+
+/** Connects the remote page source described by the options, or returns undefined without --page-server. */
+export async function openRemoteFromCli(o: RemoteCliOptions): Promise<import('../../pageserver/remote-source.js').PageServerPageSource | undefined> {
+  if (!o.pageServer) {
+    if (o.address !== undefined || o.port !== undefined) throw new UserError('--address/--port need --page-server', { exitCode: ExitCode.usage });
+    return undefined;
+  }
+  if (o.address === undefined || o.port === undefined) throw new UserError('--page-server needs --address and --port', { exitCode: ExitCode.usage });
+  const { PageServerPageSource } = await import('../../pageserver/remote-source.js');
+  const { loadTls } = await import('../../pageserver/transport.js');
+  return PageServerPageSource.connect({
+    address: o.address,
+    port: o.port,
+    insecure: o.insecure === true,
+    timeoutMs: (o.remoteTimeout ?? 30) * 1000,
+    singleConnection: o.singleConnection === true,
+    ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+  });
+}
+
 export function register(program: Command): void {
   addTlsOptions(
     program
@@ -43,7 +85,8 @@ export function register(program: Command): void {
       .option('--lazy-pages', 'serve PS_IOV_GET requests from the images (remote lazy restore)')
       .option('--insecure', 'allow plain TCP on a non-loopback address')
       .option('--keep-going', 'lazy mode: serve one session after another until killed')
-      .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60),
+      .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60)
+      .option('--idle-timeout <seconds>', 'lazy mode: end the session when the client sent nothing for this long (default: never)', parseSeconds),
   )
     .addHelpText('after', `
 Examples:
@@ -53,7 +96,7 @@ Examples:
 
 A lazy session may use several connections (urgent faults and background
 transfer) and survives a dropped connection until --reconnect-timeout.`)
-    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number } & TlsCliOptions) => {
+    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number } & TlsCliOptions) => {
       const { PageServer } = await import('../../pageserver/server.js');
       const { loadTls } = await import('../../pageserver/transport.js');
       const { signalReady } = await import('../global.js');
@@ -65,6 +108,7 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
         insecure: o.insecure === true,
         keepGoing: o.keepGoing === true,
         reconnectTimeoutMs: o.reconnectTimeout * 1000,
+        ...(o.idleTimeout !== undefined ? { idleTimeoutMs: o.idleTimeout * 1000 } : {}),
         ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
       });
       process.stdout.write(`page-server: listening on ${ps.address}:${ps.port}\n`);
