@@ -5,12 +5,15 @@
 // unharmed (--leave-running) and verifies itself.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import {
-  ImageDir, PE_LAZY, PE_PRESENT, VMA_AREA_VDSO, VMA_AREA_VVAR, VMA_FILE_PRIVATE, type PagemapRecord,
+  ImageDir, inspectCheckpoint, PE_LAZY, PE_PRESENT, VMA_AREA_VDSO, VMA_AREA_VVAR, VMA_FILE_PRIVATE, type PagemapRecord,
 } from '../../plugin/images/index.js';
 import { ProcMem, readMaps } from '../../plugin/inject/index.js';
+import { projectRoot } from '../../plugin/native/addon.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
@@ -109,6 +112,20 @@ test('dump: single process with mixed memory', { skip: !isRoot && 'needs root' }
     } finally {
       mem.close();
     }
+
+    // `lazy-restore inspect` summarises it: one process, dumped bytes = pages file, nothing outside VMAs.
+    const sum = await inspectCheckpoint(img.path);
+    assert.equal(sum.processes.length, 1);
+    const p0 = sum.processes[0]!;
+    assert.equal(p0.pid, wl.pid);
+    assert.deepEqual(p0.problems ?? [], []);
+    assert.equal(p0.outsideVmas, 0);
+    assert.equal(p0.vmas.length, maps.length);
+    assert.equal(sum.memory.dumped, pages.length);
+    assert.ok(sum.memory.lazy > 0 && sum.memory.lazy < sum.memory.dumped);
+    assert.equal(p0.exe, readFileSync(`/proc/${wl.pid}/cmdline`, 'utf8').split('\0')[0]);
+    const cliOut = execFileSync(process.execPath, [join(projectRoot, 'bin', 'lazy-restore.js'), 'inspect', img.path], { encoding: 'utf8' });
+    assert.match(cliOut, new RegExp(`\\b${wl.pid}\\b`));
 
     // Signal state: the SIGUSR1 handler with SA_SIGINFO|SA_RESTART, SIGUSR1 blocked.
     const core = await dir.core(wl.pid);
