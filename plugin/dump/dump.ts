@@ -21,6 +21,8 @@ import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
 
+const PE_LAZY_FLAG = 2;
+
 export interface DumpOptions {
   /** Root of the tree to dump. */
   pid: number;
@@ -32,6 +34,25 @@ export interface DumpOptions {
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   log?: (line: string) => void;
+  /**
+   * CRIU's --lazy-pages (post-copy migration, plugin/pageserver): lazy-eligible
+   * pages are not written (PE_LAZY-only entries); after the images are
+   * written the frozen tree's memory is served by a page server at this
+   * address until the destination sends PS_IOV_CLOSE. Then the tree is
+   * killed (or released with leaveRunning).
+   */
+  lazyPages?: LazyPagesServe;
+}
+
+export interface LazyPagesServe {
+  address: string;
+  port: number;
+  tls?: import('../pageserver/transport.js').TlsMaterial;
+  insecure?: boolean;
+  reconnectTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /** Called once the page server listens (its port, e.g. when 0 was asked). */
+  onListening?: (address: string, port: number) => void;
 }
 
 export interface DumpStats {
@@ -188,6 +209,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   if (!Number.isSafeInteger(root) || root <= 0) throw new UserError(`invalid pid ${String(root)}`);
   if (root === process.pid) throw new UserError(`pid ${root}: cannot dump the dumping process itself`);
   if (!existsSync(`/proc/${root}`)) throw new UserError(`pid ${root}: no such process (ESRCH)`);
+  if (opts.lazyPages) {
+    // Refuse a bad page-server address before the tree is touched.
+    const { checkAddressPolicy, resolveAddress } = await import('../pageserver/transport.js');
+    const l = opts.lazyPages;
+    checkAddressPolicy(await resolveAddress(l.address), l.address, { tls: l.tls !== undefined, insecure: l.insecure === true });
+  }
   const dir = await ImageDir.create(opts.imagesDir);
 
   // 1. Look without touching.
@@ -212,6 +239,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
   let stats: DumpStats;
+  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
   try {
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
@@ -220,7 +248,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
     // 4. Collect and write.
-    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log);
+    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges);
   } catch (e) {
     tree.release();
     if (e instanceof UserError) throw e;
@@ -228,9 +256,32 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
   const tDone = nowMs();
 
+  // 4b. --lazy-pages: serve the lazy memory from the frozen tree until the
+  // destination has all of it (plugin/pageserver), then let it go as usual.
+  let lazyError: unknown;
+  if (opts.lazyPages && lazyRanges) {
+    try {
+      const { startLazySource } = await import('../pageserver/lazy-source.js');
+      const l = opts.lazyPages;
+      const src = await startLazySource({
+        imagesDir: opts.imagesDir, address: l.address, port: l.port, ranges: lazyRanges,
+        ...(l.tls ? { tls: l.tls } : {}), insecure: l.insecure === true,
+        ...(l.reconnectTimeoutMs !== undefined ? { reconnectTimeoutMs: l.reconnectTimeoutMs } : {}),
+        ...(l.idleTimeoutMs !== undefined ? { idleTimeoutMs: l.idleTimeoutMs } : {}),
+      });
+      log(`serving ${lazyRanges.reduce((n, r) => n + r.nrPages, 0n)} lazy pages on ${src.server.address}:${src.server.port}`);
+      l.onListening?.(src.server.address, src.server.port);
+      const served = await src.done;
+      log(`page server session closed: ${served.pagesServed} pages served in ${served.gets} GETs`);
+    } catch (e) {
+      lazyError = e;
+    }
+  }
+
   // 5. Let it go.
   if (opts.leaveRunning) tree.release();
   else tree.kill();
+  if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
@@ -246,7 +297,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   return { pids: tree.processes.map((p) => p.pid), stats };
 }
 
-async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void): Promise<DumpStats> {
+async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[]): Promise<DumpStats> {
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0,
     freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
@@ -327,11 +379,34 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
     const pagesFd = openSync(dir.pagesPath(pagesId), 'w');
     let runs;
     try {
-      const r = dumpPages(mem, pm, pagesFd, 0n, regions);
-      runs = r.runs;
-      stats.pagesScanned += r.scanned;
-      stats.pagesZero += r.zero;
-      stats.pagesWritten += r.bytes / 4096;
+      if (lazyRanges) {
+        // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
+        // only need which pages hold data); the page server reads them later.
+        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY_FLAG));
+        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY_FLAG) !== 0);
+        const r = dumpPages(mem, pm, pagesFd, 0n, eager.map((x) => x.g));
+        const nullFd = openSync('/dev/null', 'w');
+        let l;
+        try {
+          l = dumpPages(mem, pm, nullFd, 0n, lazy.map((x) => x.g));
+        } finally {
+          closeSync(nullFd);
+        }
+        runs = [
+          ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
+          ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),
+        ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid, vaddr: x.vaddr, nrPages: BigInt(x.nPages) });
+        stats.pagesScanned += r.scanned + l.scanned;
+        stats.pagesZero += r.zero + l.zero;
+        stats.pagesWritten += r.bytes / 4096;
+      } else {
+        const r = dumpPages(mem, pm, pagesFd, 0n, regions);
+        runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
+        stats.pagesScanned += r.scanned;
+        stats.pagesZero += r.zero;
+        stats.pagesWritten += r.bytes / 4096;
+      }
     } finally {
       closeSync(pagesFd);
       pm.close();
@@ -339,7 +414,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
     }
     stats.memdumpMs += nowMs() - tm;
     const entries: PagemapEntry[] = runs.map((r) => {
-      const flags = regionPlan[r.region]!.peFlags;
+      const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
       if (flags & 2) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });

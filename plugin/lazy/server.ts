@@ -65,6 +65,14 @@ class Proc {
   pushPaused = false;
   /** Last engine counters seen (kept after release for the totals). */
   engineStats: EngineProcStatsLike | undefined;
+  /**
+   * Remote (PE_LAZY-only) ranges at dump-time addresses, pushed in address
+   * order by pushRemote: the engine's supply() finds the pages wherever they
+   * live now and skips those already copied. (plugin/pageserver)
+   */
+  remoteRanges: Span[] = [];
+  remoteIndex = 0;
+  remoteCursor = 0n;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -127,6 +135,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     });
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
+    // A page source lost for good (page server unreachable past its timeout):
+    // no served process may run on; kill them all now, not at their next fault.
+    options.remote?.onFatal?.((e) => {
+      for (const p of server.procs.values()) server.failProcess(p, `remote page source: ${e.message}`, e);
+    });
     if (options.socketPath) {
       const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
       try {
@@ -186,6 +199,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     p.identity = identify(hostPid);
     p.lazyBytes = plan.fileBytes + plan.remoteBytes;
     for (const r of plan.ranges) {
+      if (r.src.kind === 'remote') p.remoteRanges.push({ start: r.src.imageAddr, end: r.src.imageAddr + (r.end - r.start) });
       p.knownEdges!.add(r.start);
       p.knownEdges!.add(r.end);
     }
@@ -356,6 +370,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'fork': {
         const c = new Proc(this.nextId++, ev.child, p.imagePid, p);
         c.lazyBytes = p.lazyBytes;
+        c.remoteRanges = p.remoteRanges;
         c.knownEdges = p.knownEdges ? new Set(p.knownEdges) : undefined;
         p.children.push(c);
         this.procs.set(ev.child, c);
@@ -467,7 +482,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const remote = this.options.remote;
     try {
       if (!remote) throw new Error('no remote page source configured');
-      const data = await remote.fetch(p.imagePid, imageAddr, Number(len));
+      const data = await remote.fetch(p.imagePid, imageAddr, Number(len), { urgent: true });
       if (data.length !== Number(len)) throw new Error(`remote page source returned ${data.length} of ${len} bytes at 0x${imageAddr.toString(16)}`);
       if (p.state !== 'serving') return;
       this.bytesSupplied += this.engine.supply(p.engineProc, imageAddr, data);
@@ -553,6 +568,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         if (this.pushInFlight >= this.maxInFlight) break;
         if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
         if (!this.takeTokens(Number(this.chunk))) return;
+        const remote = this.nextRemoteChunk(p);
+        if (remote) {
+          this.refundTokens(Number(this.chunk - remote.len));
+          p.pushInFlight++;
+          this.pushInFlight++;
+          void this.pushRemote(p, remote);
+          progress = true;
+          continue;
+        }
         const next = this.nextChunk(p);
         if (!next) {
           this.refundTokens(Number(this.chunk));
@@ -570,6 +594,44 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           else this.failProcess(p, `prefetch: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
         }
       }
+    }
+  }
+
+  // ---- remote background push (plugin/pageserver) ---------------------------
+
+  /** Next chunk of p's remote ranges (dump-time addresses), or undefined when all were fetched. */
+  private nextRemoteChunk(p: Proc): { start: bigint; len: bigint } | undefined {
+    if (!this.options.remote) return undefined;
+    while (p.remoteIndex < p.remoteRanges.length) {
+      const r = p.remoteRanges[p.remoteIndex]!;
+      const start = p.remoteCursor > r.start ? p.remoteCursor : r.start;
+      if (start >= r.end) {
+        p.remoteIndex++;
+        continue;
+      }
+      const end = start + this.chunk < r.end ? start + this.chunk : r.end;
+      p.remoteCursor = end;
+      return { start, len: end - start };
+    }
+    return undefined;
+  }
+
+  /** Fetches a remote chunk on the source's background path and supplies it. */
+  private async pushRemote(p: Proc, chunk: { start: bigint; len: bigint }): Promise<void> {
+    try {
+      const data = await this.options.remote!.fetch(p.imagePid, chunk.start, Number(chunk.len), { urgent: false });
+      if (p.state !== 'serving') return;
+      const copied = this.engine.supply(p.engineProc, chunk.start, data);
+      p.pushedBytes += copied;
+      p.passCopied += copied;
+      if (copied > 0n) p.pushedChunks++;
+      this.pushedPages += Number(copied / 4096n);
+    } catch (e) {
+      this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      p.pushInFlight--;
+      this.pushInFlight--;
+      this.pump();
     }
   }
 

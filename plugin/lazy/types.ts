@@ -16,8 +16,13 @@ export interface PlannedRange {
 
 /** Fetches dump-time pages for 'remote' ranges (provided by plugin/pageserver). */
 export interface RemotePageSource {
-  /** Returns exactly `len` bytes of process `pid` at dump-time address `imageAddr`, or throws. */
-  fetch(pid: number, imageAddr: bigint, len: number): Promise<Buffer>;
+  /**
+   * Returns exactly `len` bytes of process `pid` at dump-time address `imageAddr`, or throws.
+   * `urgent` (default true): a thread is blocked on it; false for background push.
+   */
+  fetch(pid: number, imageAddr: bigint, len: number, opts?: { urgent?: boolean }): Promise<Buffer>;
+  /** Called once if the source is lost for good: every served process is then killed. */
+  onFatal?(cb: (e: Error) => void): void;
 }
 
 export interface LazyPagesServerOptions {

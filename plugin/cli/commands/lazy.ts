@@ -3,8 +3,9 @@
 // so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../../errors.js';
+import { addRemoteSourceOptions, openRemoteFromCli, type RemoteCliOptions } from './pageserver.js';
 
-interface LazyPagesCliOptions {
+interface LazyPagesCliOptions extends RemoteCliOptions {
   imagesDir: string;
   socket?: string;
   prefetch: boolean;
@@ -25,7 +26,7 @@ export function parseRate(s: string): number {
 }
 
 export function register(program: Command): void {
-  program
+  addRemoteSourceOptions(program
     .command('lazy-pages')
     .description('serve the lazy memory of restored processes from images (CRIU lazy-pages daemon)')
     .requiredOption('-D, --images-dir <dir>', 'image directory (the socket is created here unless --socket)')
@@ -34,7 +35,7 @@ export function register(program: Command): void {
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
     .option('--status-fd <fd>', 'write a NUL byte to this fd once listening, then close it')
-    .option('--engine-threads <n>', 'fault engine threads')
+    .option('--engine-threads <n>', 'fault engine threads'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -51,13 +52,19 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     threads = Number(opts.engineThreads);
     if (!Number.isInteger(threads) || threads < 1) throw new UserError(`--engine-threads must be an integer >= 1, got "${opts.engineThreads}"`, { exitCode: ExitCode.usage });
   }
+  // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
+  const remote = await openRemoteFromCli(opts);
   const server = await LazyPagesServer.open({
+    ...(remote ? { remote } : {}),
     imagesDir: opts.imagesDir,
     socketPath: opts.socket ?? true,
     prefetch: opts.prefetch,
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),
+  }).catch((e: unknown) => {
+    remote?.destroy();
+    throw e;
   });
   let errors = 0;
   server.on('error', (ev) => {
@@ -83,6 +90,15 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const stats = await server.done();
   const procs = server.processes();
   await server.close();
+  if (remote) {
+    // Every page is in: PS_IOV_CLOSE ends the source (a dump --lazy-pages source then kills the frozen tree).
+    try {
+      await remote.close();
+    } catch (e) {
+      remote.destroy();
+      process.stderr.write(`lazy-pages: page server: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   process.stdout.write(formatSummary(stats, procs));
