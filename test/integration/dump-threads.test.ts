@@ -5,7 +5,11 @@
 // default (kill) mode reaps every traced thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { dump } from '../../plugin/dump/index.js';
+import { projectRoot } from '../../plugin/native/addon.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { SYS } from '../../plugin/inject/index.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
@@ -70,12 +74,17 @@ test('dump: multi-threaded process, registers of every thread', { skip: !isRoot 
   assert.deepEqual(leakedFds(fds), []);
 });
 
-test('dump: killing a multi-threaded tree reaps its traced threads', { skip: !isRoot && 'needs root' }, async () => {
+test('dump CLI: kills a multi-threaded tree it is not the parent of', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-thr-kill-');
   const wl = await startWorkload('workload-threads');
   try {
-    await dump({ pid: wl.pid, imagesDir: img.path });
+    // The CLI process traces the tree; the test process is its parent and
+    // must still see the exit once the tracer has reaped its threads.
+    const out = await promisify(execFile)(process.execPath, [join(projectRoot, 'bin', 'lazy-restore.js'), 'dump', '-t', String(wl.pid), '-D', img.path]);
+    assert.match(out.stdout, /^dumped 1 process\(es\), 4 thread\(s\) to .*tree killed\n$/);
+    assert.equal(out.stderr, '');
     assert.equal(await withTimeout(wl.exited, 10000, 'killed workload reaped'), 'SIGKILL');
+    assert.equal((await (await ImageDir.open(img.path)).pstree())[0]!.threads.length, 4);
     for (const k of ['tid_futex', 'tid_sleep', 'tid_regs']) {
       assert.throws(() => process.kill(Number(wl.report[k]), 0), { code: 'ESRCH' });
     }
