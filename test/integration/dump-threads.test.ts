@@ -5,7 +5,7 @@
 // default (kill) mode reaps every traced thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { dump } from '../../plugin/dump/index.js';
@@ -89,6 +89,31 @@ test('dump CLI: kills a multi-threaded tree it is not the parent of', { skip: !i
       assert.throws(() => process.kill(Number(wl.report[k]), 0), { code: 'ESRCH' });
     }
   } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});
+
+test('dump: repeated dumps under a signal storm leave the process intact', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-thr-storm-');
+  const wl = await startWorkload('workload-threads');
+  // SIGUSR2 interrupts the sleeping thread (handler, no SA_RESTART); SIGHUP
+  // stays pending (blocked everywhere). Both keep arriving while we freeze,
+  // inject and detach.
+  const storm = spawn('/bin/sh', ['-c', 'while kill -USR2 $0 && kill -HUP $0; do :; done', String(wl.pid)], { stdio: 'ignore' });
+  const stormExit = new Promise((r) => storm.on('exit', r));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const r = await dump({ pid: wl.pid, imagesDir: join(img.path, String(i)), leaveRunning: true });
+      assert.equal(r.stats.threads, 4);
+    }
+    storm.kill('SIGKILL');
+    await stormExit;
+    wl.go();
+    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
+    assert.equal(wl.result(), 'ok');
+  } finally {
+    if (storm.exitCode === null && storm.signalCode === null) { storm.kill('SIGKILL'); await stormExit; }
     await wl.dispose();
     img.dispose();
   }
