@@ -297,6 +297,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   return { pids: tree.processes.map((p) => p.pid), stats };
 }
 
+/** 64 KiB: a lazily served chunk is verified in a few microseconds. */
+const CHECKSUM_CHUNK = 64 * 1024;
+
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,
   lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[]): Promise<DumpStats> {
   const stats: DumpStats = {
@@ -418,6 +421,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
       if (flags & 2) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
+    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity).
+    writes.push(dir.checksumPages(pagesId, CHECKSUM_CHUNK));
     const pagemap = joinEntries(KIND.pagemap, [
       { payload: encodeMessage('pagemap_head', { pages_id: pagesId }) },
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),

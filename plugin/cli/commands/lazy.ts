@@ -12,6 +12,8 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   bandwidth?: string;
   statsFile?: string;
   engineThreads?: string;
+  verify: boolean;
+  watchdog: boolean;
 }
 
 /** Parses "100M", "1.5GiB", "500k", "1048576" (bytes per second; K/M/G are powers of 1024). */
@@ -33,7 +35,9 @@ export function register(program: Command): void {
     .option('--no-prefetch', 'serve faults only, no background push')
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
-    .option('--engine-threads <n>', 'fault engine threads'))
+    .option('--engine-threads <n>', 'fault engine threads')
+    .option('--no-verify', 'do not check page data against the lr-checksums images')
+    .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -58,6 +62,8 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     imagesDir: opts.imagesDir,
     socketPath: opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket'),
     prefetch: opts.prefetch,
+    verify: opts.verify,
+    watchdog: opts.watchdog,
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),

@@ -10,6 +10,7 @@ interface RestoreCliOptions {
   shellJob?: boolean;
   lazySocket?: string;
   pidns?: boolean;
+  verify: boolean;
 }
 
 export function register(program: Command): void {
@@ -23,6 +24,7 @@ export function register(program: Command): void {
     .option('--pidfile <file>', "write the root process's pid to this file")
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
+    .option('--no-verify', 'do not check page data against the lr-checksums images')
     .action(async (o: RestoreCliOptions) => {
       const { restore } = await import('../../restore/index.js');
       const tree = await restore({
@@ -32,6 +34,7 @@ export function register(program: Command): void {
         detached: true,
         shellJob: o.shellJob === true,
         pidns: o.pidns === true,
+        verify: o.verify,
         ...(o.pidfile !== undefined ? { pidfile: o.pidfile } : {}),
       });
       if (o.restoreDetached) {
