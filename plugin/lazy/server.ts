@@ -3,7 +3,7 @@
 // picture of every process (fork tree, state, statistics), decides the
 // background push (what, when, how fast) and enforces failure safety: a
 // process whose page cannot be served is SIGKILLed, never left on zeros.
-import { closeSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
@@ -17,6 +17,8 @@ import type {
 } from './types.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
+const DEFAULT_THREADS = 2;
+const DEFAULT_FAULT_AROUND = 8;
 /** Engine statistics poll and liveness check period. */
 const POLL_MS = 50;
 const HOT_MAX = 4;
@@ -63,6 +65,8 @@ class Proc {
   passCopied = 0n;
   passChunks = 0;
   pushPaused = false;
+  /** The engine said complete while our push windows were still being reported: finish after them. */
+  completePending = false;
   /** Last engine counters seen (kept after release for the totals). */
   engineStats: EngineProcStatsLike | undefined;
   /**
@@ -103,6 +107,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly kill: (pid: number) => void;
   private readonly pidfdOpen: ((pid: number) => number | undefined) | undefined;
   private zombies = 0;
+  /** Processes killed because their images could not serve them (never adopted). */
+  private killedAtAdopt = 0;
 
   private constructor(
     readonly options: LazyPagesServerOptions,
@@ -130,7 +136,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const factory = deps.engineFactory ?? adapter!.realEngineFactory;
     const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
     const engine = await factory({
-      ...(options.engineThreads !== undefined ? { threads: options.engineThreads } : {}),
+      threads: options.engineThreads ?? DEFAULT_THREADS,
+      faultAroundPages: options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
@@ -180,8 +187,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       plan = await this.images.plan(pid, (path) => this.engine.addSource(path));
     } catch (e) {
       this.pendingAdopts--;
+      // Kill before closing the uffd: once the last copy is closed the kernel
+      // hands the process zero pages.
+      const err = this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
       closeQuietly(uffd);
-      throw this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
+      throw err;
     }
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
@@ -189,9 +199,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
     } catch (e) {
       this.pendingAdopts--;
+      const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
       closeQuietly(uffd);
       if (pidfd !== undefined) closeQuietly(pidfd);
-      throw this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
+      throw err;
     }
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
@@ -247,7 +258,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     const end = serving === 0 && this.lastFinishMs !== undefined ? this.lastFinishMs : Date.now();
     return {
-      processes: this.procs.size, serving, complete, exited, killed,
+      processes: this.procs.size + this.killedAtAdopt, serving, complete, exited, killed: killed + this.killedAtAdopt,
       faults, faultPages: copied, zeroPages, pushedPages: this.pushedPages,
       bytesCopied: bytes, lazyBytes: lazy, lazyBytesLeft: left,
       faultLatencyP50Us: histPercentileUs(hist, 50), faultLatencyP99Us: histPercentileUs(hist, 99),
@@ -289,6 +300,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private refuse(pid: number, hostPid: number, why: string, cause: unknown): UserError {
     const killed = this.killPid(hostPid);
+    if (killed) this.killedAtAdopt++;
     const msg = `pid ${pid}: ${why}; ${killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`}`;
     const error = new UserError(msg, { cause });
     this.emit('error', { proc: undefined, killed, message: msg, error });
@@ -403,10 +415,14 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         p.passCopied += ev.copied;
         if (ev.copied > 0n) p.pushedChunks++;
         this.pushedPages += Number(ev.copied / 4096n);
+        if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
         break;
       }
       case 'complete':
-        this.finish(p, 'complete');
+        // The engine reports completion as soon as the map is empty, possibly
+        // before the last push window's report: keep the statistics exact.
+        if (p.pushInFlight > 0) p.completePending = true;
+        else this.finish(p, 'complete');
         break;
       case 'exit':
         this.finish(p, 'exited');
@@ -566,7 +582,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       progress = false;
       for (const p of this.procs.values()) {
         if (this.pushInFlight >= this.maxInFlight) break;
-        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
+        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused || p.completePending) continue;
         if (!this.takeTokens(Number(this.chunk))) return;
         const remote = this.nextRemoteChunk(p);
         if (remote) {
@@ -629,8 +645,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     } catch (e) {
       this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
     } finally {
-      p.pushInFlight--;
-      this.pushInFlight--;
+      // finish()/failProcess() may already have written off this window.
+      if (p.pushInFlight > 0) {
+        p.pushInFlight--;
+        this.pushInFlight--;
+      }
+      if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
       this.pump();
     }
   }
@@ -741,9 +761,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private writeStatsFile(): void {
     const f = this.options.statsFile;
     if (!f) return;
-    const body = { ...this.stats(), processes: this.processes() };
+    const body = { ...this.stats(), processes: this.processes(), memory: selfMemory() };
     writeFileSync(f, `${JSON.stringify(body, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
   }
+}
+
+/** This process's memory (bytes) from /proc/self/status: anonymous vs file-backed (mapped pages files). */
+function selfMemory(): { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; hwmBytes: number } {
+  const st = readFileSync('/proc/self/status', 'latin1');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? 0) * 1024;
+  return { rssBytes: kb('VmRSS'), rssAnonBytes: kb('RssAnon'), rssFileBytes: kb('RssFile'), hwmBytes: kb('VmHWM') };
 }
 
 function validateOptions(o: LazyPagesServerOptions): void {
@@ -753,6 +780,7 @@ function validateOptions(o: LazyPagesServerOptions): void {
   if (o.pushChunkBytes !== undefined && !(Number.isInteger(o.pushChunkBytes) && o.pushChunkBytes >= 4096 && o.pushChunkBytes % 4096 === 0)) {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
+  if (o.faultAroundPages !== undefined && !(Number.isInteger(o.faultAroundPages) && o.faultAroundPages >= 1 && o.faultAroundPages <= 512)) throw new RangeError('faultAroundPages must be 1..512');
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
 }
 

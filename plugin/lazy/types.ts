@@ -37,8 +37,10 @@ export interface LazyPagesServerOptions {
   prefetch?: boolean;
   /** Cap of the background push, bytes per second (faults are never capped). */
   bandwidthBytesPerSec?: number;
-  /** Fault engine threads (default: engine's choice). */
+  /** Fault engine threads (default 2: faults of several processes use both cores). */
   engineThreads?: number;
+  /** Pages copied per fault around the faulting page (default 8). */
+  faultAroundPages?: number;
   /** Write the final statistics as JSON here when the server becomes idle/closes. */
   statsFile?: string;
   /** Serves 'remote' ranges (PE_LAZY without PE_PRESENT). Without it such images are refused. */

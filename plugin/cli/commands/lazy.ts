@@ -11,7 +11,6 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   prefetch: boolean;
   bandwidth?: string;
   statsFile?: string;
-  statusFd?: string;
   engineThreads?: string;
 }
 
@@ -30,11 +29,10 @@ export function register(program: Command): void {
     .command('lazy-pages')
     .description('serve the lazy memory of restored processes from images (CRIU lazy-pages daemon)')
     .requiredOption('-D, --images-dir <dir>', 'image directory (the socket is created here unless --socket)')
-    .option('--socket <path>', 'lazy-pages socket path (default: DIR/lazy-pages.socket)')
+    .option('--socket <path>', 'lazy-pages socket path (default: lazy-pages.socket in the work dir, -W, else DIR)')
     .option('--no-prefetch', 'serve faults only, no background push')
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
-    .option('--status-fd <fd>', 'write a NUL byte to this fd once listening, then close it')
     .option('--engine-threads <n>', 'fault engine threads'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
@@ -45,7 +43,8 @@ export function register(program: Command): void {
 async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
-  const { writeSync, closeSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { signalReady, workDirFor } = await import('../global.js');
   const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
   let threads: number | undefined;
   if (opts.engineThreads !== undefined) {
@@ -57,7 +56,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const server = await LazyPagesServer.open({
     ...(remote ? { remote } : {}),
     imagesDir: opts.imagesDir,
-    socketPath: opts.socket ?? true,
+    socketPath: opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket'),
     prefetch: opts.prefetch,
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
@@ -75,12 +74,8 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     if (ev.type === 'refused') process.stderr.write(`lazy-pages: refused a connection from pid ${ev.pid} (uid ${ev.uid}): not our uid or root\n`);
   });
   process.stderr.write(`lazy-pages: listening on ${server.socketPath}\n`);
-  if (opts.statusFd !== undefined) {
-    const fd = Number(opts.statusFd);
-    if (!Number.isInteger(fd) || fd < 0) throw new UserError(`--status-fd must be a file descriptor, got "${opts.statusFd}"`, { exitCode: ExitCode.usage });
-    writeSync(fd, Buffer.from([0]));
-    closeSync(fd);
-  }
+  // --status-fd (a CRIU global option): one NUL byte once listening.
+  signalReady();
   const stop = (): void => {
     process.stderr.write('lazy-pages: interrupted\n');
     void server.close().then(() => process.exit(ExitCode.failure));
