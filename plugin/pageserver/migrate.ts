@@ -173,8 +173,8 @@ export interface MigrateOptions {
   pidns?: boolean;
   timeoutSec?: number;
   shellJob?: boolean;
-  /** Where the destination's progress lines and messages go (default: our stderr). */
-  stderr?: 'inherit' | 'pipe';
+  /** Receives the destination's progress lines and messages (default: our stderr). */
+  onDestLine?: (line: string) => void;
   log?: (line: string) => void;
 }
 
@@ -185,6 +185,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrateReport> {
   let onListening!: (port: number) => void;
   const listening = new Promise<number>((r) => (onListening = r));
   const tls = opts.tls ? loadTls(opts.tls) : undefined;
+  const abort = new AbortController();
   const dumped = dump({
     pid: opts.pid, imagesDir: opts.sourceDir, shellJob: opts.shellJob === true,
     lazyPages: {
@@ -192,6 +193,9 @@ export async function migrate(opts: MigrateOptions): Promise<MigrateReport> {
       reconnectTimeoutMs: ((opts.timeoutSec ?? 30) + 30) * 1000,
       ...(tls ? { tls } : {}),
       onListening: (_a, p) => onListening(p),
+      // A failed migration leaves the source running: the destination copy is dead.
+      signal: abort.signal,
+      releaseOnFailure: true,
     },
     log,
   });
@@ -214,18 +218,32 @@ export async function migrate(opts: MigrateOptions): Promise<MigrateReport> {
     ...(dt ? ['--tls', ...(dt.cacert ? ['--tls-cacert', dt.cacert] : []), ...(dt.cert ? ['--tls-cert', dt.cert] : []), ...(dt.key ? ['--tls-key', dt.key] : [])] : []),
   ];
   const argv = opts.destNetns ? ['ip', 'netns', 'exec', opts.destNetns, process.execPath, ...args] : [process.execPath, ...args];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', opts.stderr ?? 'inherit'] });
+  const onLine = opts.onDestLine;
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', onLine ? 'pipe' : 'inherit'] });
+  if (onLine) {
+    let partial = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (c: string) => {
+      partial += c;
+      let i: number;
+      while ((i = partial.indexOf('\n')) >= 0) {
+        onLine(partial.slice(0, i));
+        partial = partial.slice(i + 1);
+      }
+    });
+  }
   let out = '';
   child.stdout!.setEncoding('utf8');
   child.stdout!.on('data', (c: string) => (out += c));
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  const report = line ? (JSON.parse(line) as MigrateReport) : undefined;
+  if (code !== 0 || !report) abort.abort();
   // The destination sent CLOSE (or gave up): the source ends too.
   let dumpError: unknown;
   await dumped.catch((e: unknown) => (dumpError = e));
-  const line = out.split('\n').find((l) => l.startsWith('{'));
-  const report = line ? (JSON.parse(line) as MigrateReport) : undefined;
   if (code !== 0 || !report) {
-    throw new UserError(`migration failed: the destination exited with status ${code}${dumpError instanceof Error ? `; source: ${dumpError.message}` : ''}`, { exitCode: code === ExitCode.restoredFailed ? ExitCode.restoredFailed : ExitCode.failure });
+    throw new UserError(`migration failed: the destination exited with status ${code}; the source tree was left running${dumpError instanceof Error ? ` (${dumpError.message})` : ''}`, { exitCode: code === ExitCode.restoredFailed ? ExitCode.restoredFailed : ExitCode.failure });
   }
   if (dumpError !== undefined) log(`migrate: source: ${dumpError instanceof Error ? dumpError.message : String(dumpError)}`);
   return { ...report, copiedBytes };
