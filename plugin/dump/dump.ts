@@ -292,6 +292,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
+  // stats-dump, as CRIU writes it (times in µs); informational only.
+  const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
+  await dir.writeImage(KIND.stats, 'dump', [{
+    dump: {
+      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: 0n,
+      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
+    },
+  }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
 }
 
