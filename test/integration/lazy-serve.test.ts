@@ -238,18 +238,17 @@ test('a page of a forked child cannot be served: the child (pid found after the 
     server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch: false, faultAroundPages: 1 });
     const errors: LazyErrorEvent[] = [];
     server.on('error', (e) => errors.push(e));
-    const forks: number[] = [];
-    server.on('fork', (e) => forks.push(e.child.id));
+    const forked = new Promise<number>((resolve) => server!.on('fork', (e) => resolve(e.child.id)));
     await server.adopt(h.pid, h.uffd);
     h.go();
     await h.waitLine((l) => l === 'wait');
-    assert.equal(forks.length, 1);
+    assert.equal(await withTimeout(forked, 10_000, 'fork event'), 2);
     truncateSync(join(imgDir, 'pages-1.img'), 0);
     h.go(); // read by the child
     const exit = await h.finish();
     assert.match(exit.stdout, /FAIL .*signal 9|FAIL .*killed|FAIL/, exit.stdout);
     assert.notEqual(exit.code, 0);
-    assert.equal(errors.length, 1, errors.map((e) => e.message).join('\n'));
+    assert.equal(errors.length, 1, `${errors.map((e) => e.message).join('\n')}\n${exit.stdout}\n${JSON.stringify(server.processes(), (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
     const e = errors[0]!;
     assert.equal(e.killed, true);
     assert.equal(e.proc?.parentId, 1);
