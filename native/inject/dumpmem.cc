@@ -22,7 +22,7 @@
 #include "inject/init.h"
 
 #ifndef LR_CHUNK_PAGES
-#define LR_CHUNK_PAGES 256
+#define LR_CHUNK_PAGES 128
 #endif
 #ifndef LR_BUFFERS
 #define LR_BUFFERS 4

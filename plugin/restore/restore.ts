@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
-import { type LazyHandoff, openLazyHandoff } from './handoff.js';
+import { type ExternalLazyServer, type LazyHandoff, openLazyHandoff } from './handoff.js';
 import { loadPlan, type ProcessPlan } from './plan.js';
 import {
   createThreads,
@@ -31,6 +31,11 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /**
+   * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
+   * uffds, e.g. to watch progress or choose its options; the caller closes it.
+   */
+  lazyServer?: ExternalLazyServer;
   /**
    * -d: return as soon as the tree runs. Otherwise restore() waits for the
    * root to exit (and, when lazy, for the daemon to finish) and reports its status.
@@ -119,7 +124,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const t0 = performance.now();
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
-  const plan = await loadPlan(opts.imagesDir, { lazy });
+  // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
+  // pages (dump --lazy-pages); it refuses them itself when it has none.
+  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined });
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
@@ -128,7 +135,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const stub = helperPath('restore-stub');
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer);
 
   // Cleanup order: parents first (see restoreKillTree).
   const created: { outer: number; tids: number[] }[] = [];

@@ -5,7 +5,11 @@
 // default (kill) mode reaps every traced thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { dump } from '../../plugin/dump/index.js';
+import { projectRoot } from '../../plugin/native/addon.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { SYS } from '../../plugin/inject/index.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
@@ -70,16 +74,46 @@ test('dump: multi-threaded process, registers of every thread', { skip: !isRoot 
   assert.deepEqual(leakedFds(fds), []);
 });
 
-test('dump: killing a multi-threaded tree reaps its traced threads', { skip: !isRoot && 'needs root' }, async () => {
+test('dump CLI: kills a multi-threaded tree it is not the parent of', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-thr-kill-');
   const wl = await startWorkload('workload-threads');
   try {
-    await dump({ pid: wl.pid, imagesDir: img.path });
+    // The CLI process traces the tree; the test process is its parent and
+    // must still see the exit once the tracer has reaped its threads.
+    const out = await promisify(execFile)(process.execPath, [join(projectRoot, 'bin', 'lazy-restore.js'), 'dump', '-t', String(wl.pid), '-D', img.path]);
+    assert.match(out.stdout, /^dumped 1 process\(es\), 4 thread\(s\) to .*tree killed\n$/);
+    assert.equal(out.stderr, '');
     assert.equal(await withTimeout(wl.exited, 10000, 'killed workload reaped'), 'SIGKILL');
+    assert.equal((await (await ImageDir.open(img.path)).pstree())[0]!.threads.length, 4);
     for (const k of ['tid_futex', 'tid_sleep', 'tid_regs']) {
       assert.throws(() => process.kill(Number(wl.report[k]), 0), { code: 'ESRCH' });
     }
   } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});
+
+test('dump: repeated dumps under a signal storm leave the process intact', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-thr-storm-');
+  const wl = await startWorkload('workload-threads');
+  // SIGUSR2 interrupts the sleeping thread (handler, no SA_RESTART); SIGHUP
+  // stays pending (blocked everywhere). Both keep arriving while we freeze,
+  // inject and detach.
+  const storm = spawn('/bin/sh', ['-c', 'while kill -USR2 $0 && kill -HUP $0; do :; done', String(wl.pid)], { stdio: 'ignore' });
+  const stormExit = new Promise((r) => storm.on('exit', r));
+  try {
+    for (let i = 0; i < 3; i++) {
+      const r = await dump({ pid: wl.pid, imagesDir: join(img.path, String(i)), leaveRunning: true });
+      assert.equal(r.stats.threads, 4);
+    }
+    storm.kill('SIGKILL');
+    await stormExit;
+    wl.go();
+    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
+    assert.equal(wl.result(), 'ok');
+  } finally {
+    if (storm.exitCode === null && storm.signalCode === null) { storm.kill('SIGKILL'); await stormExit; }
     await wl.dispose();
     img.dispose();
   }

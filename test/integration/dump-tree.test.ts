@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { dump } from '../../plugin/dump/index.js';
-import { ImageDir } from '../../plugin/images/index.js';
+import { ImageDir, inspectCheckpoint } from '../../plugin/images/index.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
@@ -35,6 +35,10 @@ test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, 
     const inv = await dir.inventory();
     assert.ok(!ids.some((i) => i.files_id === inv.root_ids!.files_id));
     assert.equal(inv.root_ids!.pid_ns_id, ids[0]!.pid_ns_id);
+
+    const sum = await inspectCheckpoint(img.path);
+    assert.deepEqual(sum.processes.map((p) => [p.pid, p.depth, p.problems.length]), [[wl.pid, 0, 0], [child, 1, 0], [grand, 2, 0]]);
+    assert.ok(sum.processes.every((p) => p.memory.dumped > 1 << 18), 'each process dumped its 1 MiB region (a third of it non-zero)');
 
     wl.go();
     assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
