@@ -14,6 +14,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -85,6 +86,12 @@ Engine::Engine(const Options& o, std::function<void()> notify) : opt_(o), notify
       char name[16];
       snprintf(name, sizeof(name), "lr-uffd-%u", wp->index);
       pthread_setname_np(pthread_self(), name);
+      if (!opt_.cpus.empty()) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(opt_.cpus[wp->index % opt_.cpus.size()], &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort
+      }
       Run(wp);
     });
   }
@@ -669,6 +676,9 @@ void Engine::Run(Worker* w) {
       procs.clear();
     }
     now = NowNs();
+    // While spinning, give the CPU to anything runnable here: the thread we
+    // just woke is often placed on this CPU and would otherwise wait for us.
+    if (n == 0 && !work && timeout == 0) sched_yield();
     if (served) spinUntil = now + spinNs;
     else if (n == 0 && work) DoPrefetch(w);
     if (n == 0 && timeout > 0 && now - lastProbe > kProbeMs * 1000000ull) {

@@ -107,6 +107,7 @@ class Engine {
     unsigned threads = 1;
     uint64_t faultAroundPages = 1;
     uint64_t spinMicros = 100;
+    std::vector<int> cpus;  // worker i runs on cpus[i % size] when not empty
   };
   // `notify` is called (from any thread) when the event queue goes from
   // empty to non-empty; the wrapper then drains with TakeEvents().

@@ -2,6 +2,7 @@
 // leave the worker threads through one ThreadSafeFunction call per batch
 // (the queue is drained whole on the JS thread). close() stops and joins
 // the workers; an env cleanup hook does the same if JS never called it.
+#include <sched.h>
 #include <string.h>
 
 #include <memory>
@@ -45,6 +46,15 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       throw Napi::RangeError::New(env, "faultAroundPages must be 1..4096");
     if (o.spinMicros > 100000) throw Napi::RangeError::New(env, "spinMicros must be <= 100000");
     if (info.Length() < 4 || !info[3].IsFunction()) throw Napi::TypeError::New(env, "onEvents must be a function");
+    if (info.Length() > 4 && info[4].IsArray()) {
+      Napi::Array cpus = info[4].As<Napi::Array>();
+      for (uint32_t i = 0; i < cpus.Length(); i++) {
+        Napi::Value v = cpus.Get(i);
+        if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0 || v.As<Napi::Number>().Int32Value() >= CPU_SETSIZE)
+          throw Napi::RangeError::New(env, "cpus must be CPU numbers");
+        o.cpus.push_back(v.As<Napi::Number>().Int32Value());
+      }
+    }
     tsfn_ = Napi::ThreadSafeFunction::New(env, info[3].As<Napi::Function>(), "lr-fault-engine", 0, 1);
     alive_ = std::make_shared<bool>(true);
     try {

@@ -2,7 +2,7 @@
 // IMAGE-FORMAT.md §5.3, for testing the lazy-pages daemon.
 //
 //   lazy-handover SOCKET [--procs N] [--map ADDR:NPAGES:SEED] [--zombie PID]
-//                 [--setuid UID] [--no-finish] [--verify]
+//                 [--setuid UID] [--no-finish] [--verify] [--holes K]
 //
 // Connects once (like CRIU's main process), then N processes (the first is
 // this one when N = 1, otherwise N forked children) each: map NPAGES empty
@@ -11,7 +11,8 @@
 // "ready <pid>" and wait until stdin says go (read by the parent, passed on
 // through a pipe), send int32 pid then 1 byte + SCM_RIGHTS(uffd) under a
 // process-shared lock, close their uffd copy, and with --verify read every
-// page and check the pattern: the 64-bit word at address a holds a ^ SEED.
+// page and check the pattern: the 64-bit word at address a holds a ^ SEED
+// (with --holes K, every K-th page, p % K == K-1, must be zero instead).
 // After all sent their uffd the parent sends any zombie announcements and
 // "RSTF". Exit 0 = all verified; 10 = mismatch; 11 = a child died by signal
 // (the signal is printed); other = setup error.
@@ -83,6 +84,7 @@ struct opts {
   int procs;
   uint64_t addr, npages, seed;
   int have_map, setuid_to, no_finish, verify, nzombies;
+  int holes;  // with --holes K, page p (from ADDR) with p % K == K-1 must read as zero
   int zombies[16];
 };
 
@@ -109,9 +111,11 @@ static int verify(const struct opts *o) {
   size_t words = o->npages * 4096 / 8;
   for (size_t i = 0; i < words; i++) {
     uint64_t a = o->addr + i * 8;
-    if (w[i] != (a ^ o->seed)) {
+    size_t page = i * 8 / 4096;
+    uint64_t want = (o->holes > 0 && page % o->holes == (size_t)o->holes - 1) ? 0 : (a ^ o->seed);
+    if (w[i] != want) {
       fprintf(stderr, "lazy-handover[%d]: mismatch at 0x%llx: 0x%llx != 0x%llx\n", getpid(), (unsigned long long)a,
-              (unsigned long long)w[i], (unsigned long long)(a ^ o->seed));
+              (unsigned long long)w[i], (unsigned long long)want);
       return 10;
     }
   }
@@ -120,9 +124,10 @@ static int verify(const struct opts *o) {
   return 0;
 }
 
-static int connect_to(const char *path) {
-  int sk = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (sk < 0) die("socket");
+// Connects an existing socket: forked children share its file description,
+// so connecting it in the parent connects it for them too (one connection
+// for the whole tree, like CRIU's restorer).
+static void connect_sock(int sk, const char *path) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   size_t n = strlen(path);
   if (n >= sizeof(a.sun_path)) {
@@ -131,6 +136,12 @@ static int connect_to(const char *path) {
   }
   memcpy(a.sun_path, path, n);
   if (connect(sk, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0) die("connect");
+}
+
+static int connect_to(const char *path) {
+  int sk = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sk < 0) die("socket");
+  connect_sock(sk, path);
   return sk;
 }
 
@@ -154,11 +165,17 @@ int main(int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--procs") && i + 1 < argc) o.procs = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--map") && i + 1 < argc) {
-      unsigned long long a, n, s;
-      if (sscanf(argv[++i], "%lli:%lli:%lli", &a, &n, &s) != 3) return 2;
-      o.addr = a, o.npages = n, o.seed = s, o.have_map = 1;
+      char *p = argv[++i], *end;
+      o.addr = strtoull(p, &end, 0);
+      if (*end != ':') return 2;
+      o.npages = strtoull(end + 1, &end, 0);
+      if (*end != ':') return 2;
+      o.seed = strtoull(end + 1, &end, 0);
+      if (*end != 0) return 2;
+      o.have_map = 1;
     } else if (!strcmp(argv[i], "--zombie") && i + 1 < argc && o.nzombies < 16) o.zombies[o.nzombies++] = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--setuid") && i + 1 < argc) o.setuid_to = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--holes") && i + 1 < argc) o.holes = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--no-finish")) o.no_finish = 1;
     else if (!strcmp(argv[i], "--verify")) o.verify = 1;
     else {
@@ -207,7 +224,8 @@ int main(int argc, char **argv) {
   }
 
   // Several processes sharing one connection, like CRIU's restored tree.
-  int sk = connect_to(o.sock);
+  int sk = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sk < 0) die("socket");
   sem_t *lock = mmap(NULL, sizeof(sem_t) * 2, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (lock == MAP_FAILED) die("mmap lock");
   sem_init(&lock[0], 1, 1);  // the send mutex
@@ -237,6 +255,7 @@ int main(int argc, char **argv) {
   }
   close(gopipe[0]);
   wait_go();
+  connect_sock(sk, o.sock);
   for (int k = 0; k < o.procs; k++) write_all(gopipe[1], "g", 1);
   for (int k = 0; k < o.procs; k++) sem_wait(&lock[1]);
   for (int z = 0; z < o.nzombies; z++) {

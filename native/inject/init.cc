@@ -7,5 +7,6 @@ namespace lr {
 void InitInject(Napi::Env env, Napi::Object exports) {
   InitInjectPtrace(env, exports);
   InitInjectMemory(env, exports);
+  InitInjectDumpMem(env, exports);
 }
 }  // namespace lr

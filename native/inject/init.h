@@ -7,4 +7,5 @@
 namespace lr {
 void InitInjectPtrace(Napi::Env env, Napi::Object exports);  // ptrace.cc
 void InitInjectMemory(Napi::Env env, Napi::Object exports);  // memory.cc
+void InitInjectDumpMem(Napi::Env env, Napi::Object exports);  // dumpmem.cc
 }  // namespace lr

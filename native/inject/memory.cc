@@ -294,6 +294,18 @@ Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(fd));
 }
 
+// kcmp(pid1, pid2, type, idx1, idx2): 0 equal, 1/2 ordered, 3 different.
+Napi::Value Kcmp(const Napi::CallbackInfo& info) {
+  int32_t pid1 = ArgI32(info, 0, "pid1");
+  int32_t pid2 = ArgI32(info, 1, "pid2");
+  int32_t type = ArgI32(info, 2, "type");
+  uint64_t idx1 = ArgU64(info, 3, "idx1");
+  uint64_t idx2 = ArgU64(info, 4, "idx2");
+  long r = syscall(SYS_kcmp, pid1, pid2, type, idx1, idx2);
+  if (r < 0) ThrowErrno(info.Env(), errno, "kcmp", "pids " + std::to_string(pid1) + "/" + std::to_string(pid2));
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
 }  // namespace
 
 void InitInjectMemory(Napi::Env env, Napi::Object exports) {
@@ -304,6 +316,7 @@ void InitInjectMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("readPagemap", Napi::Function::New(env, ReadPagemap, "readPagemap"));
   exports.Set("collectPages", Napi::Function::New(env, CollectPages, "collectPages"));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
+  exports.Set("kcmp", Napi::Function::New(env, Kcmp, "kcmp"));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd, "pidfdGetfd"));
 }
 

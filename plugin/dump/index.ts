@@ -1,2 +1,5 @@
-// Public surface of plugin/dump (re-exported from plugin/index.ts).
-export {};
+// Public surface of plugin/dump (re-exported from plugin/index.ts):
+// checkpointing a running process tree into CRIU-format images.
+export { dump, type DumpOptions, type DumpResult, type DumpStats } from './dump.js';
+export { fpregsFromXstate, credsFromStatus } from './collect.js';
+export { parseSmaps, parseStat, parseStatus, parseLimits, parseFdinfo, type SmapsVma, type ProcStat } from './proc.js';

@@ -19,3 +19,4 @@ export {
   type CheckpointSummary, type FdSummary, type MemoryCounts, type ProcessSummary, type VmaSummary,
 } from './inspect.js';
 export { DEFAULT_CHECKSUM_CHUNK, checkChecksumsEntry, computePageChecksums, crc32c, firstBadChunk, verifyPageChecksums } from './checksums.js';
+export { checkImageSet, type ImageProblem } from './validate.js';

@@ -5,6 +5,7 @@
 import { ImageError } from '../errors.js';
 import { ImageDir } from './imagedir.js';
 import { KIND, PAGE_SIZE } from './magic.js';
+import { checkImageSet, type ImageProblem } from './validate.js';
 import {
   FdType, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PARENT, PE_PRESENT,
   TASK_ALIVE, TASK_DEAD, TASK_STOPPED,
@@ -71,7 +72,7 @@ export interface ProcessSummary {
   outsideVmas: number;
   files: FdSummary[];
   workingSet?: { ranges: number; pages: number };
-  /** Problems met while summarising this process (missing or bad images). */
+  /** Problems met while summarising this process (also among CheckpointSummary.problems). */
   problems: string[];
 }
 
@@ -80,6 +81,8 @@ export interface CheckpointSummary {
   imgVersion?: number;
   parent?: string;
   processes: ProcessSummary[];
+  /** Consistency problems (IMAGE-FORMAT §7.1), each naming its file; empty when none. */
+  problems: ImageProblem[];
   /** Pages files with a lr-checksums image: pages_id → chunk count. */
   checksums: { pagesId: number; chunks: number; chunkSize: number }[];
   memory: MemoryCounts;
@@ -246,7 +249,7 @@ async function summariseProcess(
 /** Summarises the checkpoint in `dir`. Only a missing/unreadable pstree is fatal. */
 export async function inspectCheckpoint(dir: string): Promise<CheckpointSummary> {
   const img = await ImageDir.open(dir);
-  const out: CheckpointSummary = { dir: img.dir, processes: [], checksums: [], memory: zeroCounts() };
+  const out: CheckpointSummary = { dir: img.dir, processes: [], problems: [], checksums: [], memory: zeroCounts() };
   try {
     out.imgVersion = (await img.inventory()).img_version;
   } catch (e) {
@@ -269,6 +272,7 @@ export async function inspectCheckpoint(dir: string): Promise<CheckpointSummary>
     out.processes.push(s);
     addCounts(out.memory, s.memory);
   }
+  out.problems = await checkImageSet(img);
   for (const f of await img.list()) {
     if (f.kind !== KIND.checksums || f.id === undefined) continue;
     try {
@@ -328,8 +332,9 @@ export function formatCheckpointSummary(s: CheckpointSummary): string {
       L.push('  files:');
       for (const f of p.files) L.push(`    ${String(f.fd).padStart(4)} ${f.type.padEnd(9)} ${f.target}${f.cloexec ? '  (cloexec)' : ''}`);
     }
-    for (const pr of p.problems) L.push(`  PROBLEM: ${pr}`);
   }
+  L.push('', s.problems.length ? `Consistency: ${s.problems.length} problem(s)` : 'Consistency: OK (IMAGE-FORMAT §7.1 rules)');
+  for (const p of s.problems) L.push(`  ${p.file}: ${p.message}`);
   if (s.checksums.length) {
     L.push('', 'Page checksums:');
     for (const c of s.checksums) L.push(`  pages-${c.pagesId}.img: ${c.chunks} chunks of ${formatBytes(c.chunkSize)}`);

@@ -3,7 +3,7 @@
 // pages-<id>.img, a streaming writer for pagemap + pages file, and a compact
 // index for random lookups. pagemap_entry is hand-coded (no protobufjs per
 // entry): pagemaps hold millions of entries.
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { ChunkedReader, headerBytes, parseHeader } from './framing.js';
@@ -495,6 +495,8 @@ export interface PagemapWriterOptions {
 export class PagemapWriter {
   private prevEnd = 0n;
   private entries = 0;
+  private busy = false;
+  private closed = false;
   private readonly frame = Buffer.allocUnsafe(4);
 
   private constructor(readonly path: string, private readonly out: BufferedFile, readonly pages: PagesFileWriter) {}
@@ -535,6 +537,19 @@ export class PagemapWriter {
    * Returns the byte offset of the data in the pages file (or undefined).
    */
   async add(vaddr: bigint, nrPages: number, flags: number, data?: Uint8Array): Promise<number | undefined> {
+    // Entry order and data offsets are decided at call time: overlapping
+    // calls would interleave them.
+    if (this.busy) throw new Error(`${this.path}: add() called before the previous add() finished (await each call)`);
+    if (this.closed) throw new Error(`${this.path}: writer is closed`);
+    this.busy = true;
+    try {
+      return await this.addEntry(vaddr, nrPages, flags, data);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async addEntry(vaddr: bigint, nrPages: number, flags: number, data?: Uint8Array): Promise<number | undefined> {
     const where = `${this.path}: entry at 0x${vaddr.toString(16)}`;
     if (!Number.isSafeInteger(nrPages) || nrPages <= 0) throw new RangeError(`${where}: bad page count ${nrPages}`);
     if (vaddr < 0n || vaddr % PAGE !== 0n) throw new RangeError(`${where}: vaddr is not page-aligned`);
@@ -559,11 +574,20 @@ export class PagemapWriter {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     try {
       await this.out.close();
     } finally {
       await this.pages.close();
     }
+  }
+
+  /** Closes and removes both files (a failed dump must not leave a half pagemap behind). */
+  async abort(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([this.out.close(), this.pages.close()]);
+    await Promise.allSettled([rm(this.path, { force: true }), rm(this.pages.path, { force: true })]);
   }
 }
 

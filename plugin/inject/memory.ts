@@ -132,3 +132,43 @@ export function pidfdOpen(pid: number, flags = 0): number {
 export function pidfdGetfd(pidfd: number, targetFd: number): number {
   return addon.pidfdGetfd(pidfd, targetFd);
 }
+
+/** One region for dumpPages: `nPages` pages from `start`, selected by `mode`. */
+export interface DumpRegion {
+  start: bigint;
+  nPages: number;
+  mode: CollectMode;
+}
+
+export interface DumpedRun {
+  vaddr: bigint;
+  nPages: number;
+  /** Index into the regions given to dumpPages. */
+  region: number;
+}
+
+/**
+ * Copies the selected non-zero pages of `regions` into the file `pagesFd`
+ * from byte `pagesOffset` on (reads and writes overlap in two threads), and
+ * returns what was written as runs in file order.
+ */
+export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[]):
+  { runs: DumpedRun[]; bytes: number; scanned: number; zero: number } {
+  const r = new BigUint64Array(regions.length * 3);
+  regions.forEach((g, i) => {
+    r[3 * i] = g.start;
+    r[3 * i + 1] = BigInt(g.nPages);
+    r[3 * i + 2] = BigInt(g.mode);
+  });
+  const out = addon.dumpPages(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, r);
+  const runs: DumpedRun[] = [];
+  for (let i = 0; i < out.runs.length; i += 3) runs.push({ vaddr: out.runs[i]!, nPages: Number(out.runs[i + 1]!), region: Number(out.runs[i + 2]!) });
+  return { runs, bytes: out.bytes, scanned: out.scanned, zero: out.zero };
+}
+
+export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6, EPOLL_TFD: 7 } as const;
+
+/** kcmp(2): true when both refer to the same kernel object. */
+export function kcmpSame(pid1: number, pid2: number, type: number, idx1: number = 0, idx2: number = 0): boolean {
+  return addon.kcmp(pid1, pid2, type, idx1, idx2) === 0;
+}

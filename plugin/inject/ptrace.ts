@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { addon } from '../native/addon.js';
 import type { NativeRseqConfiguration, NativeWaitStatus, UserRegsStruct } from '../native/types.js';
-import { NT, PTRACE_EVENT, SIG } from './constants.js';
+import { NT, PTRACE_EVENT } from './constants.js';
 import { errnoError } from './errors.js';
 
 export type UserRegs = UserRegsStruct;
@@ -66,11 +66,11 @@ export function isEventStop(st: WaitStatus): boolean {
 }
 
 /**
- * Seize + interrupt one thread and wait for its PTRACE_EVENT_STOP. A signal
- * that happened to be pending is reported first as a signal-delivery stop:
- * such signals are re-queued by resuming with them... which would run the
- * thread; instead we keep waiting and hand them back to the caller, who must
- * deliver them (detach(tid, sig)) when it lets the thread go.
+ * Seize + interrupt one thread and wait for its PTRACE_EVENT_STOP. If a
+ * signal-delivery stop is reported first, that signal is taken off (resumed
+ * with 0: the pending interrupt stops the thread again before it reaches
+ * user space) and returned, so the caller can deliver it at detach
+ * (detach(tid, sig)) or record it.
  */
 export function seizeAndStop(tid: number, options = 0, timeoutMs = DEFAULT_TIMEOUT_MS): { pendingSignals: number[] } {
   seize(tid, options);
@@ -79,9 +79,7 @@ export function seizeAndStop(tid: number, options = 0, timeoutMs = DEFAULT_TIMEO
   for (;;) {
     const st = waitStop(tid, timeoutMs);
     if (isEventStop(st)) return { pendingSignals };
-    // A signal-delivery stop: suppress it for now, then it must be redelivered.
-    if (st.event === 0 && st.signal !== undefined && st.signal !== SIG.TRAP) pendingSignals.push(st.signal);
-    interrupt(tid);
+    if (st.event === 0 && st.signal !== undefined) pendingSignals.push(st.signal);
     cont(tid, 0);
   }
 }

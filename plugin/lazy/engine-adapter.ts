@@ -2,10 +2,16 @@
 // FaultEngineLike structurally), and pidfds for root processes so the engine
 // notices their exit.
 import { pidfdOpen } from '../inject/memory.js';
-import type { EngineFactory } from './engine.js';
+import { FaultEngine } from '../uffd/engine.js';
+import type { EngineFactory, FaultEngineLike } from './engine.js';
 
-export const realEngineFactory: EngineFactory = () => {
-  throw new Error('the native fault engine (plugin/uffd) has not landed yet');
+export const realEngineFactory: EngineFactory = (opts) => {
+  const engine: FaultEngineLike = FaultEngine.create({
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    ...(opts.faultAroundPages !== undefined ? { faultAroundPages: opts.faultAroundPages } : {}),
+    onEvents: (evs) => opts.onEvents(evs),
+  });
+  return engine;
 };
 
 /** A pidfd for `pid`, or undefined when it cannot be opened (gone, or another namespace). */

@@ -43,6 +43,7 @@ export interface FaultEngineLike {
 
 export interface EngineFactoryOptions {
   threads?: number;
+  faultAroundPages?: number;
   onEvents(events: EngineEventLike[]): void;
 }
 

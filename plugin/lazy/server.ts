@@ -3,7 +3,7 @@
 // picture of every process (fork tree, state, statistics), decides the
 // background push (what, when, how fast) and enforces failure safety: a
 // process whose page cannot be served is SIGKILLed, never left on zeros.
-import { closeSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
@@ -17,6 +17,8 @@ import type {
 } from './types.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
+const DEFAULT_THREADS = 2;
+const DEFAULT_FAULT_AROUND = 8;
 /** Engine statistics poll and liveness check period. */
 const POLL_MS = 50;
 const HOT_MAX = 4;
@@ -63,8 +65,18 @@ class Proc {
   passCopied = 0n;
   passChunks = 0;
   pushPaused = false;
+  /** The engine said complete while our push windows were still being reported: finish after them. */
+  completePending = false;
   /** Last engine counters seen (kept after release for the totals). */
   engineStats: EngineProcStatsLike | undefined;
+  /**
+   * Remote (PE_LAZY-only) ranges at dump-time addresses, pushed in address
+   * order by pushRemote: the engine's supply() finds the pages wherever they
+   * live now and skips those already copied. (plugin/pageserver)
+   */
+  remoteRanges: Span[] = [];
+  remoteIndex = 0;
+  remoteCursor = 0n;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -95,6 +107,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly kill: (pid: number) => void;
   private readonly pidfdOpen: ((pid: number) => number | undefined) | undefined;
   private zombies = 0;
+  /** Processes killed because their images could not serve them (never adopted). */
+  private killedAtAdopt = 0;
 
   private constructor(
     readonly options: LazyPagesServerOptions,
@@ -122,11 +136,17 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const factory = deps.engineFactory ?? adapter!.realEngineFactory;
     const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
     const engine = await factory({
-      ...(options.engineThreads !== undefined ? { threads: options.engineThreads } : {}),
+      threads: options.engineThreads ?? DEFAULT_THREADS,
+      faultAroundPages: options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
+    // A page source lost for good (page server unreachable past its timeout):
+    // no served process may run on; kill them all now, not at their next fault.
+    options.remote?.onFatal?.((e) => {
+      for (const p of server.procs.values()) server.failProcess(p, `remote page source: ${e.message}`, e);
+    });
     if (options.socketPath) {
       const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
       try {
@@ -167,8 +187,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       plan = await this.images.plan(pid, (path) => this.engine.addSource(path));
     } catch (e) {
       this.pendingAdopts--;
+      // Kill before closing the uffd: once the last copy is closed the kernel
+      // hands the process zero pages.
+      const err = this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
       closeQuietly(uffd);
-      throw this.refuse(pid, hostPid, `cannot serve its memory: ${errText(e)}`, e);
+      throw err;
     }
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
@@ -176,9 +199,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
     } catch (e) {
       this.pendingAdopts--;
+      const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
       closeQuietly(uffd);
       if (pidfd !== undefined) closeQuietly(pidfd);
-      throw this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
+      throw err;
     }
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
@@ -186,6 +210,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     p.identity = identify(hostPid);
     p.lazyBytes = plan.fileBytes + plan.remoteBytes;
     for (const r of plan.ranges) {
+      if (r.src.kind === 'remote') p.remoteRanges.push({ start: r.src.imageAddr, end: r.src.imageAddr + (r.end - r.start) });
       p.knownEdges!.add(r.start);
       p.knownEdges!.add(r.end);
     }
@@ -233,7 +258,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     const end = serving === 0 && this.lastFinishMs !== undefined ? this.lastFinishMs : Date.now();
     return {
-      processes: this.procs.size, serving, complete, exited, killed,
+      processes: this.procs.size + this.killedAtAdopt, serving, complete, exited, killed: killed + this.killedAtAdopt,
       faults, faultPages: copied, zeroPages, pushedPages: this.pushedPages,
       bytesCopied: bytes, lazyBytes: lazy, lazyBytesLeft: left,
       faultLatencyP50Us: histPercentileUs(hist, 50), faultLatencyP99Us: histPercentileUs(hist, 99),
@@ -275,6 +300,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private refuse(pid: number, hostPid: number, why: string, cause: unknown): UserError {
     const killed = this.killPid(hostPid);
+    if (killed) this.killedAtAdopt++;
     const msg = `pid ${pid}: ${why}; ${killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`}`;
     const error = new UserError(msg, { cause });
     this.emit('error', { proc: undefined, killed, message: msg, error });
@@ -356,6 +382,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'fork': {
         const c = new Proc(this.nextId++, ev.child, p.imagePid, p);
         c.lazyBytes = p.lazyBytes;
+        c.remoteRanges = p.remoteRanges;
         c.knownEdges = p.knownEdges ? new Set(p.knownEdges) : undefined;
         p.children.push(c);
         this.procs.set(ev.child, c);
@@ -388,10 +415,14 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         p.passCopied += ev.copied;
         if (ev.copied > 0n) p.pushedChunks++;
         this.pushedPages += Number(ev.copied / 4096n);
+        if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
         break;
       }
       case 'complete':
-        this.finish(p, 'complete');
+        // The engine reports completion as soon as the map is empty, possibly
+        // before the last push window's report: keep the statistics exact.
+        if (p.pushInFlight > 0) p.completePending = true;
+        else this.finish(p, 'complete');
         break;
       case 'exit':
         this.finish(p, 'exited');
@@ -467,7 +498,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const remote = this.options.remote;
     try {
       if (!remote) throw new Error('no remote page source configured');
-      const data = await remote.fetch(p.imagePid, imageAddr, Number(len));
+      const data = await remote.fetch(p.imagePid, imageAddr, Number(len), { urgent: true });
       if (data.length !== Number(len)) throw new Error(`remote page source returned ${data.length} of ${len} bytes at 0x${imageAddr.toString(16)}`);
       if (p.state !== 'serving') return;
       this.bytesSupplied += this.engine.supply(p.engineProc, imageAddr, data);
@@ -551,8 +582,17 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       progress = false;
       for (const p of this.procs.values()) {
         if (this.pushInFlight >= this.maxInFlight) break;
-        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused) continue;
+        if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused || p.completePending) continue;
         if (!this.takeTokens(Number(this.chunk))) return;
+        const remote = this.nextRemoteChunk(p);
+        if (remote) {
+          this.refundTokens(Number(this.chunk - remote.len));
+          p.pushInFlight++;
+          this.pushInFlight++;
+          void this.pushRemote(p, remote);
+          progress = true;
+          continue;
+        }
         const next = this.nextChunk(p);
         if (!next) {
           this.refundTokens(Number(this.chunk));
@@ -570,6 +610,48 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           else this.failProcess(p, `prefetch: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
         }
       }
+    }
+  }
+
+  // ---- remote background push (plugin/pageserver) ---------------------------
+
+  /** Next chunk of p's remote ranges (dump-time addresses), or undefined when all were fetched. */
+  private nextRemoteChunk(p: Proc): { start: bigint; len: bigint } | undefined {
+    if (!this.options.remote) return undefined;
+    while (p.remoteIndex < p.remoteRanges.length) {
+      const r = p.remoteRanges[p.remoteIndex]!;
+      const start = p.remoteCursor > r.start ? p.remoteCursor : r.start;
+      if (start >= r.end) {
+        p.remoteIndex++;
+        continue;
+      }
+      const end = start + this.chunk < r.end ? start + this.chunk : r.end;
+      p.remoteCursor = end;
+      return { start, len: end - start };
+    }
+    return undefined;
+  }
+
+  /** Fetches a remote chunk on the source's background path and supplies it. */
+  private async pushRemote(p: Proc, chunk: { start: bigint; len: bigint }): Promise<void> {
+    try {
+      const data = await this.options.remote!.fetch(p.imagePid, chunk.start, Number(chunk.len), { urgent: false });
+      if (p.state !== 'serving') return;
+      const copied = this.engine.supply(p.engineProc, chunk.start, data);
+      p.pushedBytes += copied;
+      p.passCopied += copied;
+      if (copied > 0n) p.pushedChunks++;
+      this.pushedPages += Number(copied / 4096n);
+    } catch (e) {
+      this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      // finish()/failProcess() may already have written off this window.
+      if (p.pushInFlight > 0) {
+        p.pushInFlight--;
+        this.pushInFlight--;
+      }
+      if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
+      this.pump();
     }
   }
 
@@ -679,9 +761,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private writeStatsFile(): void {
     const f = this.options.statsFile;
     if (!f) return;
-    const body = { ...this.stats(), processes: this.processes() };
+    const body = { ...this.stats(), processes: this.processes(), memory: selfMemory() };
     writeFileSync(f, `${JSON.stringify(body, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
   }
+}
+
+/** This process's memory (bytes) from /proc/self/status: anonymous vs file-backed (mapped pages files). */
+function selfMemory(): { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; hwmBytes: number } {
+  const st = readFileSync('/proc/self/status', 'latin1');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? 0) * 1024;
+  return { rssBytes: kb('VmRSS'), rssAnonBytes: kb('RssAnon'), rssFileBytes: kb('RssFile'), hwmBytes: kb('VmHWM') };
 }
 
 function validateOptions(o: LazyPagesServerOptions): void {
@@ -691,6 +780,7 @@ function validateOptions(o: LazyPagesServerOptions): void {
   if (o.pushChunkBytes !== undefined && !(Number.isInteger(o.pushChunkBytes) && o.pushChunkBytes >= 4096 && o.pushChunkBytes % 4096 === 0)) {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
+  if (o.faultAroundPages !== undefined && !(Number.isInteger(o.faultAroundPages) && o.faultAroundPages >= 1 && o.faultAroundPages <= 512)) throw new RangeError('faultAroundPages must be 1..512');
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
 }
 

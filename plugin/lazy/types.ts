@@ -16,8 +16,13 @@ export interface PlannedRange {
 
 /** Fetches dump-time pages for 'remote' ranges (provided by plugin/pageserver). */
 export interface RemotePageSource {
-  /** Returns exactly `len` bytes of process `pid` at dump-time address `imageAddr`, or throws. */
-  fetch(pid: number, imageAddr: bigint, len: number): Promise<Buffer>;
+  /**
+   * Returns exactly `len` bytes of process `pid` at dump-time address `imageAddr`, or throws.
+   * `urgent` (default true): a thread is blocked on it; false for background push.
+   */
+  fetch(pid: number, imageAddr: bigint, len: number, opts?: { urgent?: boolean }): Promise<Buffer>;
+  /** Called once if the source is lost for good: every served process is then killed. */
+  onFatal?(cb: (e: Error) => void): void;
 }
 
 export interface LazyPagesServerOptions {
@@ -32,8 +37,10 @@ export interface LazyPagesServerOptions {
   prefetch?: boolean;
   /** Cap of the background push, bytes per second (faults are never capped). */
   bandwidthBytesPerSec?: number;
-  /** Fault engine threads (default: engine's choice). */
+  /** Fault engine threads (default 2: faults of several processes use both cores). */
   engineThreads?: number;
+  /** Pages copied per fault around the faulting page (default 8). */
+  faultAroundPages?: number;
   /** Write the final statistics as JSON here when the server becomes idle/closes. */
   statsFile?: string;
   /** Serves 'remote' ranges (PE_LAZY without PE_PRESENT). Without it such images are refused. */

@@ -88,6 +88,7 @@ export interface EngineNative {
     faultAroundPages: bigint,
     spinMicros: bigint,
     onEvents: (events: RawEngineEvent[]) => void,
+    cpus?: number[],
   ) => NativeFaultEngineHandle;
 }
 
@@ -171,6 +172,15 @@ export interface InjectNative {
   /** mode: 0 anon (present|swapped), 1 private file (not page-cache), 2 all pages kept. */
   collectPages(pid: number, memFd: number, pagemapFd: number, start: bigint, nPages: number,
     mode: number, out: Buffer): NativeCollectedPages;
+  /**
+   * The dump's memory copier. regions: (start, nPages, mode) triples. Kept
+   * pages are written to pagesFd from pagesOffset on, in the order of the
+   * returned runs: (vaddr, nPages, regionIndex) triples.
+   */
+  dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
+    regions: BigUint64Array): { runs: BigUint64Array; bytes: number; scanned: number; zero: number };
+  /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
+  kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, targetFd: number): number;
 }

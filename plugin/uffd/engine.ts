@@ -43,6 +43,8 @@ export interface FaultEngineOptions {
   faultAroundPages?: number;
   /** Busy-poll this long after serving before blocking in epoll (default 100). */
   spinMicros?: number;
+  /** Pin worker i to cpus[i % cpus.length] (e.g. away from the restored processes). */
+  cpus?: number[];
   onEvents: (events: EngineEvent[]) => void;
 }
 
@@ -170,12 +172,15 @@ export class FaultEngine {
     if (!Number.isInteger(fa) || fa < 1 || fa > 4096) throw new RangeError('faultAroundPages must be 1..4096');
     if (!Number.isInteger(spin) || spin < 0 || spin > 100000) throw new RangeError('spinMicros must be 0..100000');
     if (typeof opts.onEvents !== 'function') throw new TypeError('onEvents must be a function');
+    if (opts.cpus !== undefined && (!Array.isArray(opts.cpus) || !opts.cpus.every((c) => Number.isInteger(c) && c >= 0 && c < 1024))) {
+      throw new RangeError('cpus must be an array of CPU numbers');
+    }
     const onEvents = opts.onEvents;
     let engine: FaultEngine | undefined;
     const native = new addon.NativeFaultEngine(threads, BigInt(fa), BigInt(spin), (events: RawEngineEvent[]) => {
       if (engine?.native === undefined) return;
       onEvents(events as EngineEvent[]);
-    });
+    }, opts.cpus);
     engine = new FaultEngine(native);
     return engine;
   }

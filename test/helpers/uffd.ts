@@ -100,13 +100,17 @@ export async function startHarness(opts: {
   regions: number[];
   actions: string[];
   noEvents?: boolean;
+  /** Run the harness on this CPU only (taskset). */
+  cpu?: number;
 }): Promise<Harness> {
   const bin = helperPath('uffd-harness');
   const sock = join(opts.dir, `h${process.pid}-${seq++}.sock`);
   const lfd = unixListen(sock);
   const args = ['--sock', sock, '--pattern', opts.pattern, '--regions', opts.regions.join(',')];
   if (opts.noEvents) args.push('--no-events');
-  const child = spawn(bin, [...args, '--', ...opts.actions], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [bin, ...args, '--', ...opts.actions];
+  if (opts.cpu !== undefined) argv.unshift('taskset', '-c', String(opts.cpu));
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   let early = '';
   child.stderr.on('data', (d: Buffer) => (early += d.toString()));
   let msg: { conn: number; data: Buffer; fds: number[] };

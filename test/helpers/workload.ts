@@ -3,7 +3,7 @@
 // (inotify, bounded), send SIGUSR1 ("go"), wait for exit and read
 // CTRL_DIR/result. Also usable by restore tests on restored processes.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { existsSync, readFileSync, watch } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, watch } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { helperPath } from '../../plugin/native/addon.js';
@@ -63,16 +63,27 @@ export interface Workload {
 export interface WorkloadOptions {
   cwd?: string;
   stdio?: StdioOptions;
+  detached?: boolean;
   readyTimeoutMs?: number;
 }
 
 /** Starts build/bin/<name> CTRL_DIR ...args and waits for its ready report. */
 export async function startWorkload(name: string, args: string[] = [], opts: WorkloadOptions = {}): Promise<Workload> {
   const ctrl = tempDir('lr-wl-');
-  const child = spawn(helperPath(name), [ctrl.path, ...args], {
-    cwd: opts.cwd ?? ctrl.path,
-    stdio: opts.stdio ?? ['ignore', 'ignore', 'inherit'],
-  });
+  // stderr goes to a regular file (dumpable, unlike the runner's pipe); the
+  // workload leads its own session (setsid) like a daemon, so a dump needs
+  // no --shell-job.
+  const log = openSync(join(ctrl.path, 'stderr.log'), 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(helperPath(name), [ctrl.path, ...args], {
+      cwd: opts.cwd ?? ctrl.path,
+      stdio: opts.stdio ?? ['ignore', 'ignore', log],
+      detached: opts.detached ?? true,
+    });
+  } finally {
+    closeSync(log);
+  }
   let alive = true;
   const exited = new Promise<number | string>((resolve) => {
     child.on('exit', (code, sig) => {
@@ -99,6 +110,11 @@ export async function startWorkload(name: string, args: string[] = [], opts: Wor
     go: (p = pid) => process.kill(p, 'SIGUSR1'),
     result: () => readFileSync(join(ctrl.path, 'result'), 'utf8').trim(),
     dispose: async () => {
+      // Descendants it reported (workload-tree) are ours too.
+      for (const k of ['child', 'grandchild']) {
+        const p = Number(report[k]);
+        if (p > 0 && sessionOf(p) === pid) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+      }
       if (alive) {
         try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
         await exited;
@@ -106,4 +122,14 @@ export async function startWorkload(name: string, args: string[] = [], opts: Wor
       ctrl.dispose();
     },
   };
+}
+
+/** Session id of a live process (0 if gone): guards against killing a reused pid. */
+function sessionOf(p: number): number {
+  try {
+    const s = readFileSync(`/proc/${p}/stat`, 'utf8');
+    return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[3]);
+  } catch {
+    return 0;
+  }
 }

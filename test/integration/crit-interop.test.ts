@@ -53,6 +53,10 @@ function fixtures317(): Fixture[] {
     { name: 'ghost-file-1a.img', kind: requireKind('GHOST_FILE'), entries: [
       { message: { uid: 0, gid: 0, mode: 0o100644, dev: 2049, ino: 131n, atim: { tv_sec: 1n, tv_usec: 2n }, mtim: { tv_sec: 3n, tv_usec: 4n }, size: 3n },
         extra: Buffer.from('abc') }] },
+    { name: 'ghost-file-1b.img', kind: requireKind('GHOST_FILE'), entries: [
+      { message: { uid: 1000, gid: 1000, mode: 0o100600, chunks: true, size: 12288n } },
+      { message: { len: 4n, off: 0n }, extra: Buffer.from('head') },
+      { message: { len: 3n, off: 8192n }, extra: Buffer.from('end') }] },
     { name: 'remap-fpath.img', kind: requireKind('REMAP_FPATH'), entries: m([{ orig_id: 3, remap_id: 26, remap_type: 1 }]) },
     { name: 'sigacts-4242.img', kind: requireKind('SIGACT'), entries: m(S.coreLeader(false).tc!.sigactions) },
     { name: 'creds-4242.img', kind: requireKind('CREDS'), entries: m([S.coreLeader(false).thread_core!.creds!]) },

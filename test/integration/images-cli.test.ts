@@ -7,13 +7,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseJson } from '../../plugin/images/critjson.js';
 import { encodeImage } from '../../plugin/images/image.js';
-import { ImageDir } from '../../plugin/images/imagedir.js';
 import { IMG_COMMON, KIND } from '../../plugin/images/magic.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/images/types.js';
 import { runCli } from '../helpers/cli.js';
 import { crit, critUnavailable } from '../helpers/crit.js';
 import { tempDir } from '../helpers/env.js';
 import * as S from '../helpers/image-samples.js';
+import { writeSampleCheckpoint } from '../helpers/image-checkpoint.js';
 
 const PAGE = 4096;
 let tmp: { path: string; dispose: () => void };
@@ -23,25 +22,7 @@ let dir: string;
 before(async () => {
   tmp = tempDir('lr-cli-');
   dir = join(tmp.path, 'ckpt');
-  const d = await ImageDir.create(dir);
-  await d.writeInventory(S.inventory());
-  await d.writePstree(S.pstree);
-  await d.writeCore(4242, S.coreLeader());
-  await d.writeCore(4243, S.coreThread());
-  await d.writeCore(4250, S.coreZombie);
-  await d.writeIds(4242, S.ids);
-  await d.writeIds(4250, S.ids);
-  await d.writeMm(4242, S.mm());
-  await d.writeFs(4242, S.fs);
-  await d.writeFiles(S.files());
-  await d.writeFdinfo(2, S.fdinfo);
-  const w = await d.pagemapWriter(4242, 1);
-  await w.add(0x55d0c0de3000n, 1, PE_PRESENT, Buffer.alloc(PAGE, 1)); // file-private data page
-  await w.add(0x55d0c1000000n, 4, PE_LAZY | PE_PRESENT, Buffer.alloc(4 * PAGE, 2)); // heap
-  await w.add(0x7f0000002000n, 2, PE_LAZY); // anon, left on a page server
-  await w.add(0x7ffd00000000n, 2, PE_LAZY | PE_PRESENT, Buffer.alloc(2 * PAGE, 3)); // stack
-  await w.add(0x7ffd00100000n, 2, PE_PRESENT, Buffer.alloc(2 * PAGE, 4)); // vdso
-  await w.close();
+  const d = await writeSampleCheckpoint(dir);
   await d.writeWorkingSet({ pid: 4242, started_ns: 1n }, [{ vaddr: 0x55d0c1000000n, nr_pages: 2n, at_ns: 10n }]);
   await d.writeChecksums({ pages_id: 1, chunk_size: 65536, algorithm: 1, file_size: BigInt(11 * PAGE), checksums: [1] });
 });
@@ -115,6 +96,7 @@ test('inspect: tree, VMAs, files, cwd/root and memory split', async () => {
   assert.match(out, /7ffd00100000-7ffd00102000 r-xp +8\.0 KiB {2}\[vdso\] {2}\[dumped 8\.0 KiB\]/);
   assert.match(out, /working set: 2 pages in 1 ranges/);
   assert.match(out, /pages-1\.img: 1 chunks of 64 KiB/);
+  assert.match(out, /Consistency: OK/);
 
   const j = await runCli(['inspect', '--json', dir]);
   assert.equal(j.code, 0, j.stderr);

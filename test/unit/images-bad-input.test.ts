@@ -6,7 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError } from '../../plugin/errors.js';
 import { encodeMessage } from '../../plugin/images/codec.js';
-import { imageToCritJson } from '../../plugin/images/critjson.js';
+import { critJsonToImage, imageToCritJson } from '../../plugin/images/critjson.js';
 import { decodeImage, encodeImage, type EntryToWrite } from '../../plugin/images/image.js';
 import { ImageDir } from '../../plugin/images/imagedir.js';
 import { IMG_COMMON, IMG_SERVICE, KIND, requireKind, type ImageKind } from '../../plugin/images/magic.js';
@@ -207,4 +207,28 @@ test('random mutations of a pagemap file through the streaming reader (400 files
   } finally {
     tmp.dispose();
   }
+});
+
+test('random mutations of crit JSON: encode gives an image or a clean ImageError (2000 documents)', () => {
+  const r = S.rng(4242);
+  const docs = corpus().map((c) => imageToCritJson(decodeImage(c.bytes, c.name)));
+  const alphabet = '{}[]":,0123456789-x abcdefXYZ\\';
+  let ok = 0;
+  for (let i = 0; i < 2000; i++) {
+    let s = docs[i % docs.length]!;
+    for (let k = 0, n = 1 + Math.floor(r() * 3); k < n; k++) {
+      const at = Math.floor(r() * s.length);
+      const op = Math.floor(r() * 3);
+      const ch = alphabet[Math.floor(r() * alphabet.length)]!;
+      s = op === 0 ? s.slice(0, at) + s.slice(at + 1) : op === 1 ? s.slice(0, at) + ch + s.slice(at) : s.slice(0, at) + ch + s.slice(at + 1);
+    }
+    try {
+      critJsonToImage(s, 'fuzz.json');
+      ok++;
+    } catch (e) {
+      if (!(e instanceof ImageError)) assert.fail(`#${i}: non-ImageError ${String((e as Error)?.stack ?? e)}\n${s}`);
+      assert.equal(e.file, 'fuzz.json');
+    }
+  }
+  assert.ok(ok > 0);
 });

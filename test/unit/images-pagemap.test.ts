@@ -88,7 +88,16 @@ test('writer refuses unsorted, overlapping, unaligned, empty or data-less entrie
     await assert.rejects(w.add(0x20000n, 2, PE_PRESENT, page(0)), /4096 bytes of data for 2 pages/);
     await assert.rejects(w.add(0x20000n, 1, 8), /invalid flags/);
     await assert.rejects(w.add(0x20000n, 1, PE_PARENT | PE_PRESENT, page(0)), /invalid flags/);
+    // Overlapping calls are refused rather than silently interleaved.
+    const first = w.add(0x30000n, 1, PE_LAZY);
+    await assert.rejects(w.add(0x40000n, 1, PE_LAZY), /before the previous add\(\) finished/);
+    await first;
     await w.close();
+    await assert.rejects(w.add(0x50000n, 1, PE_LAZY), /writer is closed/);
+    const w2 = await d.pagemapWriter(2, 2);
+    await w2.add(0x10000n, 1, PE_PRESENT, page(1));
+    await w2.abort();
+    assert.deepEqual((await d.list()).map((f) => f.name).sort(), ['pagemap-1.img', 'pages-1.img']);
   } finally {
     tmp.dispose();
   }

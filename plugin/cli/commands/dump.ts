@@ -1,7 +1,67 @@
 // CLI commands of the dump area. Keep imports of heavy modules inside the
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { UserError } from '../../errors.js';
+import { addTlsOptions, parsePort, parseSeconds, type TlsCliOptions } from './pageserver.js';
+
+interface DumpCliOptions extends TlsCliOptions {
+  lazyPages?: boolean;
+  address?: string;
+  port?: number;
+  insecure?: boolean;
+  reconnectTimeout?: number;
+  idleTimeout?: number;
+  tree: string;
+  imagesDir: string;
+  leaveRunning?: boolean;
+  shellJob?: boolean;
+}
 
 export function register(program: Command): void {
-  void program;
+  addTlsOptions(program
+    .command('dump')
+    .description('checkpoint a running process tree into CRIU-format images')
+    .requiredOption('-t, --tree <pid>', 'pid of the root of the tree to dump')
+    .requiredOption('-D, --images-dir <dir>', 'directory to write the images into')
+    .option('-R, --leave-running', 'let the tree run after the dump (default: kill it)')
+    .option('--shell-job', 'the tree is a shell job: allow a root outside its session and stdio on a tty or pipe')
+    // --lazy-pages (plugin/pageserver): post-copy migration source.
+    .option('--lazy-pages', 'leave lazy memory out of the images and serve it from the frozen tree over TCP until the destination closes')
+    .option('--address <addr>', 'page server address for --lazy-pages', '127.0.0.1')
+    .option('--port <port>', 'page server port for --lazy-pages (0: kernel-chosen, printed)', parsePort)
+    .option('--insecure', 'allow plain TCP on a non-loopback address')
+    .option('--reconnect-timeout <seconds>', '--lazy-pages: how long to wait for a disconnected destination', parseSeconds, 60)
+    .option('--idle-timeout <seconds>', '--lazy-pages: give up when the destination sent nothing this long', parseSeconds))
+    .action(async (o: DumpCliOptions, cmd: Command) => {
+      const pid = Number(o.tree);
+      if (!/^\d+$/.test(o.tree) || !Number.isSafeInteger(pid) || pid <= 0) throw new UserError(`invalid pid: ${o.tree}`);
+      const verbose = cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true;
+      const { dump } = await import('../../dump/index.js');
+      if (o.lazyPages && o.port === undefined) throw new UserError('--lazy-pages needs --port');
+      let lazyPages: import('../../dump/dump.js').LazyPagesServe | undefined;
+      if (o.lazyPages) {
+        const { loadTls } = await import('../../pageserver/transport.js');
+        const { signalReady } = await import('../global.js');
+        lazyPages = {
+          address: o.address ?? '127.0.0.1', port: o.port!, insecure: o.insecure === true,
+          ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+          ...(o.reconnectTimeout !== undefined ? { reconnectTimeoutMs: o.reconnectTimeout * 1000 } : {}),
+          ...(o.idleTimeout !== undefined ? { idleTimeoutMs: o.idleTimeout * 1000 } : {}),
+          onListening: (a, p) => {
+            process.stdout.write(`page-server: listening on ${a}:${p}\n`);
+            signalReady();
+          },
+        };
+      }
+      const r = await dump({
+        ...(lazyPages ? { lazyPages } : {}),
+        pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true,
+        log: verbose ? (l) => process.stderr.write(`${l}\n`) : undefined,
+      });
+      const s = r.stats;
+      process.stdout.write(
+        `dumped ${s.processes} process(es), ${s.threads} thread(s) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
+        ` (${s.pagesZero} zero pages skipped) in ${s.totalMs.toFixed(0)} ms${o.leaveRunning ? ', tree left running' : ', tree killed'}\n`,
+      );
+    });
 }

@@ -3,14 +3,14 @@
 // so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../../errors.js';
+import { addRemoteSourceOptions, openRemoteFromCli, type RemoteCliOptions } from './pageserver.js';
 
-interface LazyPagesCliOptions {
+interface LazyPagesCliOptions extends RemoteCliOptions {
   imagesDir: string;
   socket?: string;
   prefetch: boolean;
   bandwidth?: string;
   statsFile?: string;
-  statusFd?: string;
   engineThreads?: string;
 }
 
@@ -25,16 +25,15 @@ export function parseRate(s: string): number {
 }
 
 export function register(program: Command): void {
-  program
+  addRemoteSourceOptions(program
     .command('lazy-pages')
     .description('serve the lazy memory of restored processes from images (CRIU lazy-pages daemon)')
     .requiredOption('-D, --images-dir <dir>', 'image directory (the socket is created here unless --socket)')
-    .option('--socket <path>', 'lazy-pages socket path (default: DIR/lazy-pages.socket)')
+    .option('--socket <path>', 'lazy-pages socket path (default: lazy-pages.socket in the work dir, -W, else DIR)')
     .option('--no-prefetch', 'serve faults only, no background push')
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
-    .option('--status-fd <fd>', 'write a NUL byte to this fd once listening, then close it')
-    .option('--engine-threads <n>', 'fault engine threads')
+    .option('--engine-threads <n>', 'fault engine threads'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -44,20 +43,27 @@ export function register(program: Command): void {
 async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
-  const { writeSync, closeSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { signalReady, workDirFor } = await import('../global.js');
   const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
   let threads: number | undefined;
   if (opts.engineThreads !== undefined) {
     threads = Number(opts.engineThreads);
     if (!Number.isInteger(threads) || threads < 1) throw new UserError(`--engine-threads must be an integer >= 1, got "${opts.engineThreads}"`, { exitCode: ExitCode.usage });
   }
+  // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
+  const remote = await openRemoteFromCli(opts);
   const server = await LazyPagesServer.open({
+    ...(remote ? { remote } : {}),
     imagesDir: opts.imagesDir,
-    socketPath: opts.socket ?? true,
+    socketPath: opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket'),
     prefetch: opts.prefetch,
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),
+  }).catch((e: unknown) => {
+    remote?.destroy();
+    throw e;
   });
   let errors = 0;
   server.on('error', (ev) => {
@@ -68,12 +74,8 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     if (ev.type === 'refused') process.stderr.write(`lazy-pages: refused a connection from pid ${ev.pid} (uid ${ev.uid}): not our uid or root\n`);
   });
   process.stderr.write(`lazy-pages: listening on ${server.socketPath}\n`);
-  if (opts.statusFd !== undefined) {
-    const fd = Number(opts.statusFd);
-    if (!Number.isInteger(fd) || fd < 0) throw new UserError(`--status-fd must be a file descriptor, got "${opts.statusFd}"`, { exitCode: ExitCode.usage });
-    writeSync(fd, Buffer.from([0]));
-    closeSync(fd);
-  }
+  // --status-fd (a CRIU global option): one NUL byte once listening.
+  signalReady();
   const stop = (): void => {
     process.stderr.write('lazy-pages: interrupted\n');
     void server.close().then(() => process.exit(ExitCode.failure));
@@ -83,6 +85,15 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const stats = await server.done();
   const procs = server.processes();
   await server.close();
+  if (remote) {
+    // Every page is in: PS_IOV_CLOSE ends the source (a dump --lazy-pages source then kills the frozen tree).
+    try {
+      await remote.close();
+    } catch (e) {
+      remote.destroy();
+      process.stderr.write(`lazy-pages: page server: ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   process.stdout.write(formatSummary(stats, procs));

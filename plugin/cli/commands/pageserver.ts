@@ -32,6 +32,48 @@ export function addTlsOptions(cmd: Command): Command {
     .option('--tls-key <file>', 'this side\'s private key (default /etc/pki/criu/private/key.pem)');
 }
 
+/** Options of a command that fetches pages from a page server (lazy-pages --page-server). */
+export interface RemoteCliOptions extends TlsCliOptions {
+  pageServer?: boolean;
+  address?: string;
+  port?: number;
+  insecure?: boolean;
+  remoteTimeout?: number;
+  singleConnection?: boolean;
+}
+
+/** Adds --page-server, --address, --port, TLS and timeout options (CRIU's names where they exist). */
+export function addRemoteSourceOptions(cmd: Command): Command {
+  return addTlsOptions(
+    cmd
+      .option('--page-server', 'fetch lazy pages from a page server (dump --lazy-pages or page-server --lazy-pages)')
+      .option('--address <addr>', 'page server address (with --page-server)')
+      .option('--port <port>', 'page server port (with --page-server)', parsePort)
+      .option('--insecure', 'allow plain TCP to a non-loopback page server')
+      .option('--remote-timeout <seconds>', 'kill the restored tree when the page server is unreachable this long', parseSeconds, 30)
+      .option('--single-connection', 'one connection to the page server (for servers that accept only one, like CRIU\'s)'),
+  );
+}
+
+/** Connects the remote page source described by the options, or returns undefined without --page-server. */
+export async function openRemoteFromCli(o: RemoteCliOptions): Promise<import('../../pageserver/remote-source.js').PageServerPageSource | undefined> {
+  if (!o.pageServer) {
+    if (o.address !== undefined || o.port !== undefined) throw new UserError('--address/--port need --page-server', { exitCode: ExitCode.usage });
+    return undefined;
+  }
+  if (o.address === undefined || o.port === undefined) throw new UserError('--page-server needs --address and --port', { exitCode: ExitCode.usage });
+  const { PageServerPageSource } = await import('../../pageserver/remote-source.js');
+  const { loadTls } = await import('../../pageserver/transport.js');
+  return PageServerPageSource.connect({
+    address: o.address,
+    port: o.port,
+    insecure: o.insecure === true,
+    timeoutMs: (o.remoteTimeout ?? 30) * 1000,
+    singleConnection: o.singleConnection === true,
+    ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+  });
+}
+
 export function register(program: Command): void {
   addTlsOptions(
     program

@@ -1,0 +1,341 @@
+// The dump's memory copier: for each region, pagemap -> selected pages read
+// with process_vm_readv (/proc/PID/mem for pages it cannot reach) -> all-zero
+// pages dropped -> kept pages appended to the pages file. Reading (calling
+// thread) and writing (one helper thread) overlap through a small ring of
+// 4 MiB buffers, so the dump costs about max(read, write) instead of their
+// sum. The helper thread lives only inside one call: started, fed, told to
+// finish through the queue, joined, before returning (also on errors).
+#include <errno.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <sched.h>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/errors.h"
+#include "inject/init.h"
+
+#ifndef LR_CHUNK_PAGES
+#define LR_CHUNK_PAGES 128
+#endif
+#ifndef LR_BUFFERS
+#define LR_BUFFERS 4
+#endif
+
+namespace lr {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kChunkPages = LR_CHUNK_PAGES;
+constexpr size_t kBuffers = LR_BUFFERS;
+constexpr size_t kIovMax = 1024;
+
+constexpr uint64_t kPmPresent = 1ULL << 63;
+constexpr uint64_t kPmSwapped = 1ULL << 62;
+constexpr uint64_t kPmFile = 1ULL << 61;
+constexpr int kModeAnon = 0, kModeFile = 1, kModeAll = 2;
+
+std::string Hex(uint64_t v) {
+  char b[24];
+  snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+bool PageIsZero(const char* p) {
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+  for (size_t i = 0; i < kPage / 8; i += 8) {
+    if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
+  }
+  return true;
+}
+
+bool PreadFull(int fd, void* buf, size_t len, uint64_t off) {
+  char* p = static_cast<char*>(buf);
+  for (size_t done = 0; done < len;) {
+    ssize_t n = pread(fd, p + done, len - done, static_cast<off_t>(off + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+struct Failure {
+  int err = 0;
+  std::string syscall, detail;
+};
+
+// Single-producer/single-consumer ring of buffers between the reader (the
+// calling thread) and the writer thread. Small buffers that stay in the CPU
+// cache matter more here than syscall counts: with 2 CPUs the dump is bound
+// by memory bandwidth, so the hand-off spins (a condvar wake-up across CPUs
+// costs ~75 µs here, longer than filling a buffer) and yields when the peer
+// is not running.
+class Writer {
+ public:
+  Writer(int fd, uint64_t offset) : fd_(fd), offset_(offset) {
+    for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, kChunkPages * kPage)));
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Writer() { Finish(); }
+
+  // Waits for a free buffer; returns its index, or SIZE_MAX once the writer failed.
+  size_t AcquireSlot() {
+    for (unsigned spins = 0;; spins++) {
+      if (failed_.load(std::memory_order_acquire)) return SIZE_MAX;
+      uint64_t h = head_.load(std::memory_order_relaxed);
+      if (h - tail_.load(std::memory_order_acquire) < kBuffers) return h % kBuffers;
+      Pause(spins);
+    }
+  }
+  // Hands the buffer just acquired to the writer (iov may be empty).
+  void Submit(std::vector<iovec> iov) {
+    uint64_t h = head_.load(std::memory_order_relaxed);
+    jobs_[h % kBuffers] = std::move(iov);
+    head_.store(h + 1, std::memory_order_release);
+  }
+  void Finish() {
+    done_.store(true, std::memory_order_release);
+    if (thread_.joinable()) thread_.join();
+  }
+  bool Failed(Failure* f) {
+    if (failed_.load(std::memory_order_acquire)) *f = failure_;
+    return failed_.load(std::memory_order_acquire);
+  }
+  char* Slot(size_t s) { return buffers_[s].get(); }
+  uint64_t Written() const { return written_; }
+
+ private:
+  static void Pause(unsigned spins) {
+    if (spins < 2000) __builtin_ia32_pause();
+    else sched_yield();
+  }
+
+  void Run() {
+    for (unsigned spins = 0;; spins++) {
+      uint64_t t = tail_.load(std::memory_order_relaxed);
+      if (t == head_.load(std::memory_order_acquire)) {
+        if (done_.load(std::memory_order_acquire) && t == head_.load(std::memory_order_acquire)) return;
+        Pause(spins);
+        continue;
+      }
+      spins = 0;
+      std::vector<iovec>& iov = jobs_[t % kBuffers];
+      if (!failed_.load(std::memory_order_relaxed) && !WriteAll(iov)) {
+        failure_ = {errno, "pwritev", "pages file at offset " + std::to_string(offset_ + written_)};
+        failed_.store(true, std::memory_order_release);
+      }
+      tail_.store(t + 1, std::memory_order_release);
+    }
+  }
+
+  bool WriteAll(std::vector<iovec>& iov) {
+    size_t i = 0;
+    while (i < iov.size()) {
+      int cnt = static_cast<int>(std::min(kIovMax, iov.size() - i));
+      ssize_t n = pwritev(fd_, &iov[i], cnt, static_cast<off_t>(offset_ + written_));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return false;
+      }
+      written_ += static_cast<uint64_t>(n);
+      size_t left = static_cast<size_t>(n);
+      while (left > 0 && i < iov.size()) {
+        if (left >= iov[i].iov_len) {
+          left -= iov[i].iov_len;
+          i++;
+        } else {
+          iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
+          iov[i].iov_len -= left;
+          left = 0;
+        }
+      }
+    }
+    return true;
+  }
+
+  struct FreeDeleter {
+    void operator()(char* p) const { free(p); }
+  };
+  int fd_;
+  uint64_t offset_;
+  uint64_t written_ = 0;  // writer thread only; read after join
+  std::unique_ptr<char, FreeDeleter> buffers_[kBuffers];
+  std::vector<iovec> jobs_[kBuffers];
+  std::atomic<uint64_t> head_{0}, tail_{0};
+  std::atomic<bool> done_{false}, failed_{false};
+  Failure failure_;  // written before failed_ is released
+  std::thread thread_;
+};
+
+// dumpPages(pid, memFd, pagemapFd, pagesFd, pagesOffset, regions) where
+// regions is a BigUint64Array of (start, nPages, mode) triples.
+// Returns { runs: BigUint64Array of (vaddr, nPages, regionIndex), bytes,
+//           scanned, zero }. Pages land in the pages file in run order.
+Napi::Value DumpPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t pid = ArgI32(info, 0, "pid");
+  int mem_fd = ArgFd(info, 1, "memFd");
+  int pm_fd = ArgFd(info, 2, "pagemapFd");
+  int pages_fd = ArgFd(info, 3, "pagesFd");
+  uint64_t pages_off = ArgU64(info, 4, "pagesOffset");
+  if (info.Length() < 6 || !info[5].IsTypedArray() ||
+      info[5].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "regions must be a BigUint64Array of (start, nPages, mode) triples");
+  Napi::TypedArrayOf<uint64_t> reg = info[5].As<Napi::TypedArrayOf<uint64_t>>();
+  if (reg.ElementLength() % 3) throw Napi::RangeError::New(env, "regions must hold triples");
+  std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
+  for (size_t r = 0; r < regions.size(); r += 3)
+    if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+
+  std::vector<uint64_t> runs;
+  uint64_t scanned = 0, zero = 0;
+  Failure fail;
+  bool failed = false;
+  auto set_fail = [&](int err, const char* sc, std::string detail) {
+    failed = true;
+    fail = {err, sc, std::move(detail)};
+  };
+  uint64_t written;
+  {
+    Writer w(pages_fd, pages_off);
+    std::vector<uint64_t> pm(kChunkPages);
+    std::vector<iovec> remote;
+    for (size_t r = 0; r < regions.size() && !failed; r += 3) {
+      const uint64_t start = regions[r], npages = regions[r + 1];
+      const int mode = static_cast<int>(regions[r + 2]);
+      for (uint64_t first = 0; first < npages && !failed; first += kChunkPages) {
+        const uint64_t n = std::min(kChunkPages, npages - first);
+        const uint64_t base = start + first * kPage;
+        if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8)) {
+          set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+          break;
+        }
+        remote.clear();
+        for (uint64_t i = 0; i < n; i++) {
+          uint64_t e = pm[i];
+          bool take = mode == kModeAll ||
+                      ((e & (kPmPresent | kPmSwapped)) && !(mode == kModeFile && (e & kPmFile)));
+          if (!take) continue;
+          char* a = reinterpret_cast<char*>(base + i * kPage);
+          if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
+            remote.back().iov_len += kPage;
+          else
+            remote.push_back(iovec{a, kPage});
+        }
+        if (remote.empty()) continue;
+        size_t slot = w.AcquireSlot();
+        if (slot == SIZE_MAX) break;  // writer failed; reported below
+        char* buf = w.Slot(slot);
+        // Read the selected pages packed into the slot.
+        size_t total = 0;
+        for (const iovec& v : remote) total += v.iov_len;
+        size_t done = 0, k = 0, k_off = 0;
+        while (done < total) {
+          size_t cnt = std::min(kIovMax, remote.size() - k);
+          iovec first_iov = remote[k];
+          first_iov.iov_base = static_cast<char*>(first_iov.iov_base) + k_off;
+          first_iov.iov_len -= k_off;
+          std::swap(remote[k], first_iov);
+          iovec l{buf + done, total - done};
+          ssize_t got;
+          do got = process_vm_readv(pid, &l, 1, &remote[k], cnt, 0);
+          while (got < 0 && errno == EINTR);
+          int rerr = errno;
+          std::swap(remote[k], first_iov);
+          if (got < 0 && rerr != EFAULT) {
+            set_fail(rerr, "process_vm_readv", "pid " + std::to_string(pid) + " at " + Hex(reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off));
+            break;
+          }
+          size_t g = got < 0 ? 0 : static_cast<size_t>(got);
+          if (g == 0) {
+            // Not reachable this way (PROT_NONE...): one page via /proc/PID/mem (FOLL_FORCE).
+            uint64_t a = reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off;
+            if (!PreadFull(mem_fd, buf + done, kPage, a)) {
+              set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/mem at " + Hex(a));
+              break;
+            }
+            g = kPage;
+          }
+          done += g;
+          while (g > 0) {
+            size_t left = remote[k].iov_len - k_off;
+            if (g >= left) {
+              g -= left;
+              k++;
+              k_off = 0;
+            } else {
+              k_off += g;
+              g = 0;
+            }
+          }
+        }
+        if (failed) {
+          w.Submit({});
+          break;
+        }
+        // Keep the non-zero pages (all of them in mode all).
+        std::vector<iovec> job;
+        size_t src = 0;
+        for (const iovec& v : remote) {
+          uint64_t va0 = reinterpret_cast<uint64_t>(v.iov_base);
+          for (size_t off = 0; off < v.iov_len; off += kPage, src += kPage) {
+            scanned++;
+            char* p = buf + src;
+            if (mode != kModeAll && PageIsZero(p)) {
+              zero++;
+              continue;
+            }
+            if (!job.empty() && static_cast<char*>(job.back().iov_base) + job.back().iov_len == p)
+              job.back().iov_len += kPage;
+            else
+              job.push_back(iovec{p, kPage});
+            uint64_t va = va0 + off;
+            size_t m = runs.size();
+            if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
+              runs[m - 2]++;
+            else {
+              runs.push_back(va);
+              runs.push_back(1);
+              runs.push_back(r / 3);
+            }
+          }
+        }
+        w.Submit(std::move(job));
+      }
+    }
+    w.Finish();
+    Failure wf;
+    if (w.Failed(&wf) && !failed) {
+      failed = true;
+      fail = wf;
+    }
+    written = w.Written();
+  }
+  if (failed) ThrowErrno(env, fail.err, fail.syscall.c_str(), fail.detail);
+  Napi::BigUint64Array ra = Napi::BigUint64Array::New(env, runs.size());
+  if (!runs.empty()) memcpy(ra.Data(), runs.data(), runs.size() * 8);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("runs", ra);
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(written)));
+  o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned)));
+  o.Set("zero", Napi::Number::New(env, static_cast<double>(zero)));
+  return o;
+}
+
+}  // namespace
+
+void InitInjectDumpMem(Napi::Env env, Napi::Object exports) {
+  exports.Set("dumpPages", Napi::Function::New(env, DumpPages, "dumpPages"));
+}
+
+}  // namespace lr

@@ -1,0 +1,226 @@
+// Per-thread and per-process state of a frozen task, read with ptrace and
+// /proc or, where /proc does not tell, by injecting single syscalls into the
+// stopped task (rt_sigaction, sigaltstack, prctl, brk, getitimer). Produces
+// CRIU image entries (core, mm without file ids).
+import { readFileSync } from 'node:fs';
+import {
+  March, UserX86RegsMode, type CoreEntry, type CredsEntry, type ItimerEntry, type SaEntry, type ThreadCoreEntry,
+  type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
+} from '../images/index.js';
+import {
+  PR, SYS, errnoError, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall,
+  peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
+} from '../inject/index.js';
+import { parseLimits, readStat, readStatus } from './proc.js';
+
+/** Runs `fn` with one scratch buffer on `tid`'s stack, restoring its bytes afterwards. */
+function withScratch<T>(pid: number, tid: number, size: number, fn: (addr: bigint) => T): T {
+  const addr = stackScratch(tid, size);
+  const saved = readMemory(pid, addr, size);
+  try {
+    return fn(addr);
+  } finally {
+    writeMemory(pid, addr, saved);
+  }
+}
+
+function check(r: bigint, what: string, tid: number): bigint {
+  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `${what} (injected)`, `tid ${tid}`);
+  return r;
+}
+
+function u32s(buf: Buffer, off: number, n: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(buf.readUInt32LE(off + 4 * i));
+  return out;
+}
+function u64s(buf: Buffer, off: number, n: number): bigint[] {
+  const out: bigint[] = [];
+  for (let i = 0; i < n; i++) out.push(buf.readBigUInt64LE(off + 8 * i));
+  return out;
+}
+
+export function gpregs(r: UserRegs): ThreadInfoX86['gpregs'] {
+  return {
+    r15: r.r15, r14: r.r14, r13: r.r13, r12: r.r12, bp: r.rbp, bx: r.rbx, r11: r.r11, r10: r.r10, r9: r.r9, r8: r.r8,
+    ax: r.rax, cx: r.rcx, dx: r.rdx, si: r.rsi, di: r.rdi, orig_ax: r.orig_rax, ip: r.rip, cs: r.cs, flags: r.eflags,
+    sp: r.rsp, ss: r.ss, fs_base: r.fs_base, gs_base: r.gs_base, ds: r.ds, es: r.es, fs: r.fs, gs: r.gs,
+    mode: UserX86RegsMode.NATIVE,
+  };
+}
+
+// Offsets of XSAVE components in the standard (non-compacted) format.
+const XSAVE_COMPONENTS: { bit: number; off: number; field: keyof UserX86XsaveEntry; words: number; wide: boolean }[] = [
+  { bit: 2, off: 576, field: 'ymmh_space', words: 64, wide: false },
+  { bit: 3, off: 960, field: 'bndreg_state', words: 8, wide: true },
+  { bit: 4, off: 1024, field: 'bndcsr_state', words: 8, wide: true },
+  { bit: 5, off: 1088, field: 'opmask_reg', words: 8, wide: true },
+  { bit: 6, off: 1152, field: 'zmm_upper', words: 64, wide: true },
+  { bit: 7, off: 1664, field: 'hi16_zmm', words: 128, wide: true },
+  { bit: 9, off: 2688, field: 'pkru', words: 2, wide: false },
+];
+
+/** The FXSAVE + XSAVE area from PTRACE_GETREGSET(NT_X86_XSTATE) → user_x86_fpregs_entry. */
+export function fpregsFromXstate(xs: Buffer): UserX86FpregsEntry {
+  const fp: UserX86FpregsEntry = {
+    cwd: xs.readUInt16LE(0), swd: xs.readUInt16LE(2), twd: xs.readUInt16LE(4), fop: xs.readUInt16LE(6),
+    rip: xs.readBigUInt64LE(8), rdp: xs.readBigUInt64LE(16), mxcsr: xs.readUInt32LE(24), mxcsr_mask: xs.readUInt32LE(28),
+    st_space: u32s(xs, 32, 32), xmm_space: u32s(xs, 160, 64), padding: [],
+  };
+  if (xs.length >= 576) {
+    const xcr0 = xs.readBigUInt64LE(464); // the kernel stores XCR0 in the FXSAVE sw-reserved bytes
+    const xsave: UserX86XsaveEntry = {
+      xstate_bv: xs.readBigUInt64LE(512), ymmh_space: [], bndreg_state: [], bndcsr_state: [], opmask_reg: [],
+      zmm_upper: [], hi16_zmm: [], pkru: [],
+    };
+    for (const c of XSAVE_COMPONENTS) {
+      const len = c.words * (c.wide ? 8 : 4);
+      if (!(xcr0 & (1n << BigInt(c.bit))) || xs.length < c.off + len) continue;
+      if (c.wide) (xsave[c.field] as bigint[]) = u64s(xs, c.off, c.words);
+      else (xsave[c.field] as number[]) = u32s(xs, c.off, c.words);
+    }
+    fp.xsave = xsave;
+  }
+  return fp;
+}
+
+/** GDT TLS slots 12-14, unused by 64-bit programs: written as "not present". */
+function emptyTls(): UserDescT[] {
+  return [12, 13, 14].map((n) => ({
+    entry_number: n, base_addr: 0, limit: 0, seg_32bit: false, contents_h: false, contents_l: false,
+    read_exec_only: true, limit_in_pages: false, seg_not_present: true, usable: false,
+  }));
+}
+
+function capWords(hex: string | undefined): number[] {
+  const v = BigInt(`0x${hex ?? '0'}`);
+  return [Number(v & 0xffffffffn), Number(v >> 32n)];
+}
+
+function ids4(s: string | undefined, what: string): number[] {
+  const v = (s ?? '').split(/\s+/).map(Number);
+  if (v.length < 4) throw new Error(`malformed ${what} line in /proc status`);
+  return v;
+}
+
+export function credsFromStatus(st: Map<string, string>, secbits: number): CredsEntry {
+  const [uid, euid, suid, fsuid] = ids4(st.get('Uid'), 'Uid');
+  const [gid, egid, sgid, fsgid] = ids4(st.get('Gid'), 'Gid');
+  const groups = (st.get('Groups') ?? '').split(/\s+/).filter(Boolean).map(Number);
+  return {
+    uid: uid!, gid: gid!, euid: euid!, egid: egid!, suid: suid!, sgid: sgid!, fsuid: fsuid!, fsgid: fsgid!,
+    cap_inh: capWords(st.get('CapInh')), cap_prm: capWords(st.get('CapPrm')), cap_eff: capWords(st.get('CapEff')),
+    cap_bnd: capWords(st.get('CapBnd')), secbits, groups, no_new_privs: Number(st.get('NoNewPrivs') ?? '0'),
+    cap_amb: capWords(st.get('CapAmb')),
+  };
+}
+
+export interface ThreadState {
+  tid: number;
+  regs: UserRegs;
+  core: CoreEntry;
+}
+
+/** Everything per thread. `pending` = signal held back while freezing, if any. */
+export function collectThread(pid: number, tid: number, opts: InjectOptions, held?: number): ThreadState {
+  const regs = getRegs(tid);
+  const xs = getXstate(tid);
+  const blk = getSigmask(tid);
+  const rseq = getRseqConfiguration(tid);
+  const robust = getRobustList(tid);
+  const status = readStatus(pid, tid);
+  const stat = readStat(pid, tid);
+  const seccomp = Number(status.get('Seccomp') ?? '0');
+  if (seccomp !== 0) throw errnoError(95 /* EOPNOTSUPP */, 'seccomp', `pid ${pid} tid ${tid}: seccomp mode ${seccomp} is not supported`);
+
+  const { tidAddr, sas, pdeath } = withScratch(pid, tid, 64, (a) => {
+    check(injectSyscall(tid, SYS.prctl, [PR.GET_TID_ADDRESS, a, 0, 0, 0], opts), 'prctl(PR_GET_TID_ADDRESS)', tid);
+    check(injectSyscall(tid, SYS.sigaltstack, [0, a + 16n], opts), 'sigaltstack', tid);
+    check(injectSyscall(tid, SYS.prctl, [PR.GET_PDEATHSIG, a + 48n, 0, 0, 0], opts), 'prctl(PR_GET_PDEATHSIG)', tid);
+    const b = readMemory(pid, a, 64);
+    // stack_t: ss_sp (8), ss_flags (int + pad), ss_size (8)
+    return {
+      tidAddr: b.readBigUInt64LE(0),
+      sas: { ss_sp: b.readBigUInt64LE(16), ss_flags: b.readInt32LE(24), ss_size: b.readBigUInt64LE(32) },
+      pdeath: b.readInt32LE(48),
+    };
+  });
+  const secbits = Number(check(injectSyscall(tid, SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], opts), 'prctl(PR_GET_SECUREBITS)', tid));
+
+  const pending = peekSiginfo(tid, false).map((siginfo) => ({ siginfo }));
+  if (held !== undefined) pending.push({ siginfo: heldSiginfo(held) });
+  const tc: ThreadCoreEntry = {
+    futex_rla: robust.head, futex_rla_len: robust.len,
+    sched_nice: stat.nice, sched_policy: stat.policy, sched_prio: stat.rtPriority,
+    blk_sigset: blk,
+    sas: { ss_sp: sas.ss_sp, ss_size: sas.ss_size, ss_flags: sas.ss_flags },
+    signals_p: { signals: pending },
+    creds: credsFromStatus(status, secbits),
+    seccomp_mode: 0,
+    comm: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').replace(/\n$/, ''),
+  };
+  if (pdeath !== 0) tc.pdeath_sig = pdeath;
+  if (rseq.rseqAbiPointer !== 0n) {
+    tc.rseq_entry = { rseq_abi_pointer: rseq.rseqAbiPointer, rseq_abi_size: rseq.rseqAbiSize, signature: rseq.signature };
+  }
+  const core: CoreEntry = {
+    mtype: March.X86_64,
+    thread_info: { clear_tid_addr: tidAddr, gpregs: gpregs(regs), fpregs: fpregsFromXstate(xs), tls: emptyTls() },
+    thread_core: tc,
+  };
+  return { tid, regs, core };
+}
+
+/** A minimal siginfo for a signal taken off a thread while freezing (SI_USER). */
+function heldSiginfo(sig: number): Buffer {
+  const b = Buffer.alloc(128);
+  b.writeInt32LE(sig, 0);
+  return b;
+}
+
+const SIGNALS = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);
+
+export interface ProcessState {
+  sigactions: SaEntry[];
+  brk: bigint;
+  itimers: { real: ItimerEntry; virt: ItimerEntry; prof: ItimerEntry };
+  dumpable: number;
+  thpDisabled: boolean;
+  childSubreaper: boolean;
+}
+
+/** Per-process state that needs injection, done in the leader. */
+export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
+  return withScratch(pid, pid, 128, (a) => {
+    const sigactions: SaEntry[] = [];
+    for (const sig of SIGNALS) {
+      check(injectSyscall(pid, SYS.rt_sigaction, [sig, 0, a, 8], opts), `rt_sigaction(${sig})`, pid);
+      const b = readMemory(pid, a, 32);
+      sigactions.push({
+        sigaction: b.readBigUInt64LE(0), flags: b.readBigUInt64LE(8), restorer: b.readBigUInt64LE(16),
+        mask: b.readBigUInt64LE(24), compat_sigaction: false,
+      });
+    }
+    const brk = check(injectSyscall(pid, SYS.brk, [0], opts), 'brk', pid);
+    const timers: ItimerEntry[] = [];
+    for (const which of [0, 1, 2]) {
+      check(injectSyscall(pid, SYS_GETITIMER, [which, a], opts), 'getitimer', pid);
+      const [isec, iusec, vsec, vusec] = u64s(readMemory(pid, a, 32), 0, 4);
+      timers.push({ isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
+    }
+    const dumpable = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_DUMPABLE)', pid));
+    const thp = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_THP_DISABLE)', pid));
+    check(injectSyscall(pid, SYS.prctl, [PR.GET_CHILD_SUBREAPER, a, 0, 0, 0], opts), 'prctl(PR_GET_CHILD_SUBREAPER)', pid);
+    const subreaper = readMemory(pid, a, 4).readInt32LE(0) !== 0;
+    return {
+      sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! },
+      dumpable, thpDisabled: thp !== 0, childSubreaper: subreaper,
+    };
+  });
+}
+
+const SYS_GETITIMER = 36;
+
+export function readRlimits(pid: number): { cur: bigint; max: bigint }[] {
+  return parseLimits(readFileSync(`/proc/${pid}/limits`, 'utf8')).slice(0, 16);
+}

@@ -1,0 +1,446 @@
+// dump(): checkpoint a running process tree into CRIU-format images.
+// Order: look (from /proc only) and refuse anything we cannot restore
+// faithfully → freeze every thread → look again (the tree may have changed)
+// → collect state (ptrace, /proc, injected syscalls) → copy memory → write
+// images → kill the tree or let it run. Any failure before the end releases
+// the tree untouched.
+import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import {
+  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
+  type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
+  type TaskKobjIdsEntry, type VmaEntry,
+} from '../images/index.js';
+import { writeFile } from 'node:fs/promises';
+import { UserError, isSystemError, systemUserError } from '../errors.js';
+import {
+  KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
+} from '../inject/index.js';
+import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { FileTable, planFds, type PlannedFd } from './files.js';
+import { FrozenTree } from './freeze.js';
+import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
+import { planVma, type PlannedVma } from './vmas.js';
+
+const PE_LAZY_FLAG = 2;
+
+export interface DumpOptions {
+  /** Root of the tree to dump. */
+  pid: number;
+  imagesDir: string;
+  /** Let the tree run after the dump (default: kill it). */
+  leaveRunning?: boolean;
+  /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty or pipe. */
+  shellJob?: boolean;
+  /** Bound for every ptrace wait (ms). */
+  timeoutMs?: number;
+  log?: (line: string) => void;
+  /**
+   * CRIU's --lazy-pages (post-copy migration, plugin/pageserver): lazy-eligible
+   * pages are not written (PE_LAZY-only entries); after the images are
+   * written the frozen tree's memory is served by a page server at this
+   * address until the destination sends PS_IOV_CLOSE. Then the tree is
+   * killed (or released with leaveRunning).
+   */
+  lazyPages?: LazyPagesServe;
+}
+
+export interface LazyPagesServe {
+  address: string;
+  port: number;
+  tls?: import('../pageserver/transport.js').TlsMaterial;
+  insecure?: boolean;
+  reconnectTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /** Called once the page server listens (its port, e.g. when 0 was asked). */
+  onListening?: (address: string, port: number) => void;
+}
+
+export interface DumpStats {
+  processes: number;
+  threads: number;
+  /** Pages selected for dumping (present/swapped, COW'd, vDSO). */
+  pagesScanned: number;
+  /** Of those, all-zero pages skipped. */
+  pagesZero: number;
+  pagesWritten: number;
+  pagesLazy: number;
+  freezeMs: number;
+  frozenMs: number;
+  memdumpMs: number;
+  totalMs: number;
+}
+
+export interface DumpResult {
+  pids: number[];
+  stats: DumpStats;
+}
+
+const NAMESPACES = ['pid', 'net', 'ipc', 'uts', 'mnt', 'user', 'cgroup', 'time'] as const;
+const AUXV_MAX_WORDS = 44; // CRIU rejects more on x86-64
+
+interface ProcPlan {
+  pid: number;
+  stat: ProcStat;
+  tids: number[];
+  vmas: PlannedVma[];
+  fds: PlannedFd[];
+  exe: string;
+  cwd: string;
+  root: string;
+}
+
+function nowMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}
+
+/** Walks the tree from /proc without touching it. */
+function discover(root: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    out.push(p);
+    for (const c of listChildren(p)) walk(c);
+  };
+  walk(root);
+  return out;
+}
+
+function readLink(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Everything we can check from /proc. Returns per-process plans and the
+ * problems found (each names pid, fd or VMA). `pids` parents first.
+ */
+function plan(pids: readonly number[], shellJob: boolean, frozen = false): { plans: ProcPlan[]; problems: string[] } {
+  const problems: string[] = [];
+  const plans: ProcPlan[] = [];
+  const root = pids[0]!;
+  const inTree = new Set(pids);
+  const rootNs = new Map(NAMESPACES.map((n) => [n, nsId(root, n)]));
+  for (const pid of pids) {
+    let stat: ProcStat;
+    let status: Map<string, string>;
+    try {
+      stat = readStat(pid);
+      status = readStatus(pid);
+    } catch {
+      problems.push(`pid ${pid}: no such process (ESRCH)`);
+      continue;
+    }
+    if (stat.state === 'Z' || stat.state === 'X') { problems.push(`pid ${pid}: zombie processes are not supported`); continue; }
+    const tracer = Number(status.get('TracerPid') ?? '0');
+    if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
+    if (stat.state === 'T' || (stat.state === 't' && !frozen)) problems.push(`pid ${pid}: stopped processes are not supported`);
+    const tids = listTasks(pid);
+    for (const t of tids) {
+      try {
+        const s = readStat(pid, t).state;
+        if (s === 'Z' || s === 'X') problems.push(`pid ${pid}: thread ${t} is a zombie (not supported)`);
+      } catch { /* exited meanwhile */ }
+    }
+    if (Number(status.get('Seccomp') ?? '0') !== 0) problems.push(`pid ${pid}: seccomp is not supported`);
+    for (const n of NAMESPACES) {
+      if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
+    }
+    if (pid !== root) {
+      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
+    } else if (!shellJob && stat.sid !== pid) {
+      problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
+    }
+    if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+    try {
+      if (readFileSync(`/proc/${pid}/timers`, 'utf8').trim() !== '') problems.push(`pid ${pid}: POSIX timers are not supported`);
+    } catch { /* no CONFIG_POSIX_TIMERS or gone */ }
+    const vmas: PlannedVma[] = [];
+    for (const v of readSmaps(pid)) {
+      const p = planVma(pid, v);
+      if (typeof p === 'string') problems.push(p);
+      else vmas.push(p);
+    }
+    const f = planFds(pid, shellJob);
+    problems.push(...f.problems);
+    const exe = readLink(`/proc/${pid}/exe`) ?? '';
+    const cwd = readLink(`/proc/${pid}/cwd`) ?? '';
+    const rootDir = readLink(`/proc/${pid}/root`) ?? '';
+    if (!exe.startsWith('/') || exe.endsWith(' (deleted)')) problems.push(`pid ${pid}: executable ${exe || '?'} is not reachable (deleted?)`);
+    if (!cwd.startsWith('/') || cwd.endsWith(' (deleted)')) problems.push(`pid ${pid}: working directory ${cwd || '?'} is not reachable (deleted?)`);
+    if (rootDir !== '/') problems.push(`pid ${pid}: chroot (${rootDir}) is not supported`);
+    plans.push({ pid, stat, tids, vmas, fds: f.fds, exe, cwd, root: rootDir });
+  }
+  // Resources shared between processes (not threads) we cannot recreate.
+  for (let i = 0; i < plans.length; i++) {
+    for (let j = i + 1; j < plans.length; j++) {
+      const a = plans[i]!.pid;
+      const b = plans[j]!.pid;
+      try {
+        if (kcmpSame(a, b, KCMP.VM)) problems.push(`pids ${a} and ${b} share their memory (CLONE_VM): not supported`);
+        if (kcmpSame(a, b, KCMP.FILES)) problems.push(`pids ${a} and ${b} share their fd table (CLONE_FILES): not supported`);
+        if (kcmpSame(a, b, KCMP.SIGHAND)) problems.push(`pids ${a} and ${b} share signal handlers (CLONE_SIGHAND): not supported`);
+        if (kcmpSame(a, b, KCMP.FS)) problems.push(`pids ${a} and ${b} share cwd/root (CLONE_FS): not supported`);
+      } catch { /* one of them is gone: the frozen pass reports it */ }
+    }
+  }
+  return { plans, problems };
+}
+
+function refuse(problems: string[]): UserError {
+  const shown = problems.slice(0, 5).join('; ');
+  return new UserError(`cannot dump: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
+}
+
+function lsmType(): number {
+  if (existsSync('/sys/kernel/security/apparmor')) return 2;
+  if (existsSync('/sys/fs/selinux/enforce')) return 1;
+  return 0;
+}
+
+/** Checkpoints the tree rooted at opts.pid into opts.imagesDir. */
+export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  const t0 = nowMs();
+  const log = opts.log ?? ((): void => {});
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const shellJob = opts.shellJob === true;
+  const root = opts.pid;
+  if (!Number.isSafeInteger(root) || root <= 0) throw new UserError(`invalid pid ${String(root)}`);
+  if (root === process.pid) throw new UserError(`pid ${root}: cannot dump the dumping process itself`);
+  if (!existsSync(`/proc/${root}`)) throw new UserError(`pid ${root}: no such process (ESRCH)`);
+  if (opts.lazyPages) {
+    // Refuse a bad page-server address before the tree is touched.
+    const { checkAddressPolicy, resolveAddress } = await import('../pageserver/transport.js');
+    const l = opts.lazyPages;
+    checkAddressPolicy(await resolveAddress(l.address), l.address, { tls: l.tls !== undefined, insecure: l.insecure === true });
+  }
+  const dir = await ImageDir.create(opts.imagesDir);
+
+  // 1. Look without touching.
+  let pids: number[];
+  try {
+    pids = discover(root);
+  } catch {
+    throw new UserError(`pid ${root}: no such process (ESRCH)`);
+  }
+  const pre = plan(pids, shellJob);
+  if (pre.problems.length) throw refuse(pre.problems);
+
+  // 2. Freeze.
+  const tree = new FrozenTree(root, timeoutMs);
+  try {
+    tree.freeze();
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'ESRCH') throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
+    throw systemUserError(`pid ${root}`, e);
+  }
+  const tFrozen = nowMs();
+  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
+
+  let stats: DumpStats;
+  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  try {
+    // 3. Look again at the frozen tree.
+    const frozenPids = tree.processes.map((p) => p.pid);
+    const post = plan(frozenPids, shellJob, true);
+    if (post.problems.length) throw refuse(post.problems);
+    for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
+
+    // 4. Collect and write.
+    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges);
+  } catch (e) {
+    tree.release();
+    if (e instanceof UserError) throw e;
+    throw systemUserError(`pid ${root}`, e);
+  }
+  const tDone = nowMs();
+
+  // 4b. --lazy-pages: serve the lazy memory from the frozen tree until the
+  // destination has all of it (plugin/pageserver), then let it go as usual.
+  let lazyError: unknown;
+  if (opts.lazyPages && lazyRanges) {
+    try {
+      const { startLazySource } = await import('../pageserver/lazy-source.js');
+      const l = opts.lazyPages;
+      const src = await startLazySource({
+        imagesDir: opts.imagesDir, address: l.address, port: l.port, ranges: lazyRanges,
+        ...(l.tls ? { tls: l.tls } : {}), insecure: l.insecure === true,
+        ...(l.reconnectTimeoutMs !== undefined ? { reconnectTimeoutMs: l.reconnectTimeoutMs } : {}),
+        ...(l.idleTimeoutMs !== undefined ? { idleTimeoutMs: l.idleTimeoutMs } : {}),
+      });
+      log(`serving ${lazyRanges.reduce((n, r) => n + r.nrPages, 0n)} lazy pages on ${src.server.address}:${src.server.port}`);
+      l.onListening?.(src.server.address, src.server.port);
+      const served = await src.done;
+      log(`page server session closed: ${served.pagesServed} pages served in ${served.gets} GETs`);
+    } catch (e) {
+      lazyError = e;
+    }
+  }
+
+  // 5. Let it go.
+  if (opts.leaveRunning) tree.release();
+  else tree.kill();
+  if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
+  stats.freezeMs = tFrozen - t0;
+  stats.frozenMs = tDone - tFrozen;
+  stats.totalMs = nowMs() - t0;
+  // stats-dump, as CRIU writes it (times in µs); informational only.
+  const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
+  await dir.writeImage(KIND.stats, 'dump', [{
+    dump: {
+      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: 0n,
+      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
+    },
+  }]);
+  return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[]): Promise<DumpStats> {
+  const stats: DumpStats = {
+    processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0,
+    freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+  };
+  const files = new FileTable();
+  const root = plans[0]!;
+  let nextId = 1;
+  const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
+  const nsIds = {
+    pid_ns_id: nsId(root.pid, 'pid'), net_ns_id: nsId(root.pid, 'net'), ipc_ns_id: nsId(root.pid, 'ipc'),
+    uts_ns_id: nsId(root.pid, 'uts'), mnt_ns_id: nsId(root.pid, 'mnt'), user_ns_id: nsId(root.pid, 'user'),
+    cgroup_ns_id: nsId(root.pid, 'cgroup'), time_ns_id: nsId(root.pid, 'time'),
+  };
+  Object.assign(rootIds, nsIds);
+
+  const pstree: PstreeEntry[] = [];
+  const writes: Promise<unknown>[] = [];
+  let pagesId = 0;
+  for (const p of plans) {
+    const pid = p.pid;
+    const opts = { gadget: findVdsoGadget(pid), timeoutMs };
+    // Registers and signal state first: the injections below restore them
+    // exactly, but reading them untouched is the simplest guarantee.
+    const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts, tree.held.get(t)));
+    stats.threads += threads.length;
+    const ps = collectProcess(pid, opts);
+    const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
+    const status = readStatus(pid);
+
+    // Files: VMAs, exe, cwd, root, fds.
+    const vmas: VmaEntry[] = p.vmas.map((v) => {
+      if (!v.file) return v.entry;
+      const st = statSync(v.file.path, { bigint: true });
+      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
+    });
+    const exeId = files.pathFile(p.exe, 0, statSync(p.exe, { bigint: true }));
+    const cwdId = files.pathFile(p.cwd, 0, statSync(p.cwd, { bigint: true }));
+    const rootId = files.pathFile(p.root, 0, statSync(p.root, { bigint: true }));
+    const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, { sid: p.stat.sid, pgid: p.stat.pgid });
+
+    const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
+    let auxv = readAuxv(pid);
+    if (auxv.length > AUXV_MAX_WORDS) auxv = auxv.slice(0, AUXV_MAX_WORDS); // drops AT_NULL first; the kernel re-adds it
+    const s = p.stat;
+    const mm: MmEntry = {
+      mm_start_code: s.startCode, mm_end_code: s.endCode, mm_start_data: s.startData, mm_end_data: s.endData,
+      mm_start_stack: s.startStack, mm_start_brk: s.startBrk, mm_brk: ps.brk, mm_arg_start: s.argStart,
+      mm_arg_end: s.argEnd, mm_env_start: s.envStart, mm_env_end: s.envEnd, exe_file_id: exeId,
+      mm_saved_auxv: auxv, vmas, dumpable: ps.dumpable, aios: [], thp_disabled: ps.thpDisabled,
+    };
+
+    const leader = threads[0]!;
+    const rl = readRlimits(pid);
+    const personality = parseInt(readFileSync(`/proc/${pid}/personality`, 'utf8').trim(), 16);
+    const leaderCore: CoreEntry = {
+      ...leader.core,
+      tc: {
+        task_state: TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
+        timers: { ...ps.itimers, posix: [] }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
+        loginuid: Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim()),
+        oom_score_adj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
+        sigactions: ps.sigactions, child_subreaper: ps.childSubreaper,
+      },
+    };
+
+    // Memory, streamed straight into pages-<id>.img.
+    pagesId++;
+    const tm = nowMs();
+    const regions: DumpRegion[] = [];
+    const regionPlan: PlannedVma[] = [];
+    for (const v of p.vmas) {
+      if (v.mode === undefined) continue;
+      regions.push({ start: v.entry.start, nPages: Number((v.entry.end - v.entry.start) / 4096n), mode: v.mode });
+      regionPlan.push(v);
+    }
+    const mem = new ProcMem(pid);
+    const pm = new Pagemap(pid);
+    const pagesFd = openSync(dir.pagesPath(pagesId), 'w');
+    let runs;
+    try {
+      if (lazyRanges) {
+        // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
+        // only need which pages hold data); the page server reads them later.
+        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY_FLAG));
+        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY_FLAG) !== 0);
+        const r = dumpPages(mem, pm, pagesFd, 0n, eager.map((x) => x.g));
+        const nullFd = openSync('/dev/null', 'w');
+        let l;
+        try {
+          l = dumpPages(mem, pm, nullFd, 0n, lazy.map((x) => x.g));
+        } finally {
+          closeSync(nullFd);
+        }
+        runs = [
+          ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
+          ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),
+        ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid, vaddr: x.vaddr, nrPages: BigInt(x.nPages) });
+        stats.pagesScanned += r.scanned + l.scanned;
+        stats.pagesZero += r.zero + l.zero;
+        stats.pagesWritten += r.bytes / 4096;
+      } else {
+        const r = dumpPages(mem, pm, pagesFd, 0n, regions);
+        runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
+        stats.pagesScanned += r.scanned;
+        stats.pagesZero += r.zero;
+        stats.pagesWritten += r.bytes / 4096;
+      }
+    } finally {
+      closeSync(pagesFd);
+      pm.close();
+      mem.close();
+    }
+    stats.memdumpMs += nowMs() - tm;
+    const entries: PagemapEntry[] = runs.map((r) => {
+      const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
+      if (flags & 2) stats.pagesLazy += r.nPages;
+      return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
+    });
+    const pagemap = joinEntries(KIND.pagemap, [
+      { payload: encodeMessage('pagemap_head', { pages_id: pagesId }) },
+      ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
+    ]);
+
+    pstree.push({ pid, ppid: pid === root.pid ? 0 : s.ppid, pgid: s.pgid, sid: s.sid, threads: p.tids });
+    writes.push(
+      writeFile(dir.pathOf(KIND.pagemap, pid), pagemap),
+      dir.writeCore(pid, leaderCore),
+      ...threads.slice(1).map((t) => dir.writeCore(t.tid, t.core)),
+      dir.writeIds(pid, ids),
+      dir.writeMm(pid, mm),
+      dir.writeFs(pid, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
+    );
+    if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
+    log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
+  }
+  const inventory: InventoryEntry = {
+    img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
+    network_lock_method: 0, plugins_entry: { plugins: [] },
+  };
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
+  if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
+  await Promise.all(writes);
+  return stats;
+}

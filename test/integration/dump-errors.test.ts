@@ -1,0 +1,104 @@
+// Dumps that must be refused: a missing pid, a process already traced
+// (EPERM), an unsupported descriptor (socket/pipe), shared anonymous memory.
+// Each gives one clear line naming the pid (and fd or VMA), and the target
+// keeps running unharmed: it still verifies all its memory afterwards.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { dump } from '../../plugin/dump/index.js';
+import { UserError } from '../../plugin/errors.js';
+import { detach, seizeAndStop } from '../../plugin/inject/index.js';
+import { projectRoot } from '../../plugin/native/addon.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { startWorkload, type Workload } from '../helpers/workload.js';
+
+const cli = join(projectRoot, 'bin', 'lazy-restore.js');
+
+async function stillFine(wl: Workload): Promise<void> {
+  // Not traced, not stopped: it takes the go signal and checks itself.
+  wl.go();
+  assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
+  assert.equal(wl.result(), 'ok');
+}
+
+test('dump errors: missing pid (API and CLI)', async () => {
+  const img = tempDir('lr-dump-err-');
+  try {
+    await assert.rejects(dump({ pid: 0x3ffffff0, imagesDir: img.path }),
+      (e: unknown) => e instanceof UserError && e.message === `pid ${0x3ffffff0}: no such process (ESRCH)`);
+    const r = await promisify(execFile)(process.execPath, [cli, 'dump', '-t', String(0x3ffffff0), '-D', img.path])
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `lazy-restore: pid ${0x3ffffff0}: no such process (ESRCH)\n`);
+  } finally {
+    img.dispose();
+  }
+});
+
+test('dump errors: process already traced (EPERM)', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-err-');
+  const wl = await startWorkload('workload-mem', ['2']);
+  try {
+    seizeAndStop(wl.pid);
+    try {
+      await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }),
+        (e: unknown) => e instanceof UserError && /^cannot dump: pid \d+: already traced by pid \d+ \(EPERM\)$/.test(e.message) && e.message.includes(String(wl.pid)));
+    } finally {
+      detach(wl.pid);
+    }
+    assert.deepEqual(readdirSync(img.path), []);
+    await stillFine(wl);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});
+
+test('dump errors: unsupported descriptor (a socket)', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-err-');
+  const wl = await startWorkload('workload-mem', ['2', 'socket']);
+  try {
+    const fd = wl.report.sock!;
+    const r = await promisify(execFile)(process.execPath, [cli, 'dump', '-t', String(wl.pid), '-D', img.path])
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^lazy-restore: cannot dump: pid ${wl.pid}: fd ${fd} \\(socket:\\[\\d+\\]\\): sockets are not supported; pid ${wl.pid}: fd \\d+ \\(socket:\\[\\d+\\]\\): sockets are not supported\\n$`));
+    assert.deepEqual(readdirSync(img.path), []);
+    await stillFine(wl);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});
+
+test('dump errors: shared anonymous memory names the VMA', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-err-');
+  const wl = await startWorkload('workload-mem', ['2', 'shared']);
+  try {
+    const start = BigInt(wl.report.shared!.split(':')[0]!).toString(16);
+    await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
+      && e.message.includes(`pid ${wl.pid}: VMA ${start}-`) && e.message.includes('shared anonymous memory is not supported'));
+    await stillFine(wl);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});
+
+test('dump errors: a root that is not a session leader needs --shell-job', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-err-');
+  const wl = await startWorkload('workload-mem', ['2'], { detached: false });
+  try {
+    await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
+      && e.message.includes(`pid ${wl.pid}: not a session leader`) && e.message.includes('--shell-job'));
+    const r = await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    assert.deepEqual(r.pids, [wl.pid]);
+    await stillFine(wl);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+});

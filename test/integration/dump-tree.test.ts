@@ -1,0 +1,51 @@
+// Dump of a process tree with a grandchild (workload-tree): pstree with
+// parents first, links, process groups and sessions; per-process images;
+// the tree runs on (the child still reaps the grandchild) and verifies itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { dump } from '../../plugin/dump/index.js';
+import { ImageDir, inspectCheckpoint } from '../../plugin/images/index.js';
+import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { startWorkload } from '../helpers/workload.js';
+
+test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, async () => {
+  const fds = openFds();
+  const img = tempDir('lr-dump-tree-');
+  const wl = await startWorkload('workload-tree');
+  try {
+    const child = Number(wl.report.child);
+    const grand = Number(wl.report.grandchild);
+    const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
+    assert.deepEqual(res.pids, [wl.pid, child, grand]);
+    if (haveCrit) {
+      const c = critCheckDir(img.path);
+      assert.equal(c.get('pstree.img'), 3);
+      for (const p of [wl.pid, child, grand]) for (const k of ['core', 'mm', 'pagemap', 'ids', 'fs']) assert.ok(c.has(`${k}-${p}.img`), `${k}-${p}.img`);
+    }
+    const dir = await ImageDir.open(img.path);
+    assert.deepEqual(await dir.pstree(), [
+      { pid: wl.pid, ppid: 0, pgid: wl.pid, sid: wl.pid, threads: [wl.pid] },
+      { pid: child, ppid: wl.pid, pgid: wl.pid, sid: wl.pid, threads: [child] },
+      { pid: grand, ppid: child, pgid: grand, sid: wl.pid, threads: [grand] },
+    ]);
+    const ids = await Promise.all([wl.pid, child, grand].map((p) => dir.ids(p)));
+    assert.equal(new Set(ids.map((i) => i.files_id)).size, 3, 'separate fd tables');
+    assert.equal(new Set(ids.map((i) => i.vm_id)).size, 3);
+    const inv = await dir.inventory();
+    assert.ok(!ids.some((i) => i.files_id === inv.root_ids!.files_id));
+    assert.equal(inv.root_ids!.pid_ns_id, ids[0]!.pid_ns_id);
+
+    const sum = await inspectCheckpoint(img.path);
+    assert.deepEqual(sum.processes.map((p) => [p.pid, p.depth, p.problems.length]), [[wl.pid, 0, 0], [child, 1, 0], [grand, 2, 0]]);
+    assert.ok(sum.processes.every((p) => p.memory.dumped > 1 << 18), 'each process dumped its 1 MiB region (a third of it non-zero)');
+
+    wl.go();
+    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
+    assert.equal(wl.result(), 'ok');
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});

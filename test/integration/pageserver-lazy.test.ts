@@ -1,0 +1,158 @@
+// Remote lazy restore with real page faults: the lazy-pages daemon serves a
+// process (lazy-handover, a restorer written to the socket spec) whose
+// images hold only PE_LAZY entries, fetching every page from a page server
+// over TCP — on demand and with background push — and kills the process
+// with a clear error when the page server stays unreachable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { LazyPagesServer } from '../../plugin/lazy/server.js';
+import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
+import { PageServer } from '../../plugin/pageserver/server.js';
+import { PageServerPageSource } from '../../plugin/pageserver/remote-source.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/pageserver/protocol.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { pattern, startHandover } from '../helpers/lazy.js';
+import { writeLazyImages } from '../helpers/lazy-images.js';
+import { CuttableProxy } from '../helpers/pageserver.js';
+
+// The lazy daemon needs the real fault engine behind it: skip visibly until it is wired.
+const engineReady = await (async (): Promise<boolean> => {
+  try {
+    const { realEngineFactory } = await import('../../plugin/lazy/engine-adapter.js');
+    const e = await realEngineFactory({ onEvents: () => undefined });
+    await e.close();
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const skip = !isRoot ? 'needs root (userfaultfd)' : !engineReady ? 'the lazy daemon is not wired to the fault engine yet' : false;
+
+const ADDR = 0x7e5500000000n;
+const NPAGES = 1024; // 4 MiB
+const SEED = 0x5eed00c0ffeen;
+
+/** Source images (data in pages files) and destination images (PE_LAZY only, like dump --lazy-pages). */
+async function writeImages(root: string, pid: number): Promise<{ src: string; dst: string }> {
+  const src = join(root, 'src');
+  const dst = join(root, 'dst');
+  mkdirSync(src);
+  mkdirSync(dst);
+  const vmas = [{ start: ADDR, end: ADDR + BigInt(NPAGES) * 4096n }];
+  await writeLazyImages(src, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY | PE_PRESENT, data: pattern(ADDR, NPAGES * 4096, SEED) }] }]);
+  await writeLazyImages(dst, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY }] }]);
+  return { src, dst };
+}
+
+for (const prefetch of [false, true]) {
+  test(`remote lazy restore over TCP is byte-exact (${prefetch ? 'background push' : 'pure on-demand'})`, { skip }, async () => {
+    const d = tempDir();
+    const sock = join(d.path, 'lazy.sock');
+    const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+    let lazy: LazyPagesServer | undefined;
+    let ps: PageServer | undefined;
+    let remote: PageServerPageSource | undefined;
+    try {
+      const pid = h.pids[0]!;
+      const { src, dst } = await writeImages(d.path, pid);
+      ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
+      remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: ps.port });
+      lazy = await LazyPagesServer.open({ imagesDir: dst, socketPath: sock, remote, prefetch });
+      const errors: LazyErrorEvent[] = [];
+      lazy.on('error', (e) => errors.push(e));
+      h.go();
+      assert.deepEqual(await h.exit(), { code: 0, signal: null }, h.stderr);
+      assert.ok(h.stdout.includes(`verified ${pid} ${NPAGES} pages`));
+      const stats = await withTimeout(lazy.done(), 20_000, 'daemon done');
+      assert.deepEqual(errors, []);
+      assert.equal(stats.killed, 0);
+      await lazy.close();
+      await withTimeout(remote.close(), 5000, 'PS_IOV_CLOSE');
+      const served = await withTimeout(ps.done, 5000, 'page server done');
+      assert.ok(served.pagesServed >= BigInt(NPAGES), `served ${served.pagesServed}`);
+      assert.ok(remote.urgentFetches > 0, 'faults went out as urgent GETs');
+      if (!prefetch) assert.equal(remote.backgroundBytes, 0);
+    } finally {
+      await lazy?.close();
+      remote?.destroy();
+      await ps?.close();
+      if (h.child.exitCode === null) h.child.kill('SIGKILL');
+      d.dispose();
+    }
+  });
+}
+
+test('page server cut for a while: faults wait, then the restore completes byte-exact', { skip }, async () => {
+  const d = tempDir();
+  const sock = join(d.path, 'lazy.sock');
+  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  let lazy: LazyPagesServer | undefined;
+  let ps: PageServer | undefined;
+  let remote: PageServerPageSource | undefined;
+  let proxy: CuttableProxy | undefined;
+  try {
+    const pid = h.pids[0]!;
+    const { src, dst } = await writeImages(d.path, pid);
+    ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
+    proxy = await CuttableProxy.start(ps.port);
+    remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: proxy.port, timeoutMs: 20_000, stallTimeoutMs: 300 });
+    lazy = await LazyPagesServer.open({ imagesDir: dst, socketPath: sock, remote, prefetch: false });
+    proxy.cut();
+    h.go();
+    // The process faults while the link is down: its reads wait.
+    for (let i = 0; i < 3; i++) await withTimeout(once(remote.client, 'retry'), 10_000, 'reconnect attempts during the cut');
+    assert.equal(h.child.exitCode, null, 'still waiting for its pages');
+    await proxy.heal();
+    assert.deepEqual(await h.exit(), { code: 0, signal: null }, h.stderr);
+    const stats = await withTimeout(lazy.done(), 20_000, 'daemon done');
+    assert.equal(stats.killed, 0);
+    await lazy.close();
+    await remote.close();
+    await withTimeout(ps.done, 5000, 'page server done');
+  } finally {
+    await lazy?.close();
+    remote?.destroy();
+    await ps?.close();
+    await proxy?.close();
+    if (h.child.exitCode === null) h.child.kill('SIGKILL');
+    d.dispose();
+  }
+});
+
+test('page server gone past the timeout: the process is killed with a clear error, never run on zeros', { skip }, async () => {
+  const d = tempDir();
+  const sock = join(d.path, 'lazy.sock');
+  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  let lazy: LazyPagesServer | undefined;
+  let ps: PageServer | undefined;
+  let remote: PageServerPageSource | undefined;
+  let proxy: CuttableProxy | undefined;
+  try {
+    const pid = h.pids[0]!;
+    const { src, dst } = await writeImages(d.path, pid);
+    ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true, reconnectTimeoutMs: 1000 });
+    proxy = await CuttableProxy.start(ps.port);
+    remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: proxy.port, timeoutMs: 800, stallTimeoutMs: 300 });
+    lazy = await LazyPagesServer.open({ imagesDir: dst, socketPath: sock, remote, prefetch: true });
+    const errors: LazyErrorEvent[] = [];
+    lazy.on('error', (e) => errors.push(e));
+    proxy.cut();
+    h.go();
+    assert.deepEqual(await h.exit(), { code: null, signal: 'SIGKILL' });
+    assert.ok(!h.stdout.some((l) => l.startsWith('verified')), 'never verified: it did not run on zero pages');
+    assert.ok(errors.some((e) => e.killed && /unreachable for 800 ms/.test(e.message)), errors.map((e) => e.message).join('\n'));
+    const stats = await withTimeout(lazy.done(), 10_000, 'daemon done');
+    assert.equal(stats.killed, 1);
+    await assert.rejects(withTimeout(ps.done, 10_000, 'page server gives up'), /did not reconnect/);
+  } finally {
+    await lazy?.close();
+    remote?.destroy();
+    await ps?.close();
+    await proxy?.close();
+    if (h.child.exitCode === null) h.child.kill('SIGKILL');
+    d.dispose();
+  }
+});
