@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static inline void ctl_write(const char* ctl, const char* name, const char* fmt, ...) {
@@ -48,6 +49,12 @@ static inline int ctl_exists(const char* ctl, const char* name) {
 static inline void ctl_wait(const char* ctl, const char* name) {
   struct timespec ms = {0, 1000000};
   while (!ctl_exists(ctl, name)) nanosleep(&ms, NULL);
+}
+
+// Drops every descriptor the workload inherited beyond stdio (a driver's
+// pipes would otherwise be part of the checkpoint).
+static inline void close_inherited_fds(void) {
+  syscall(436 /* close_range */, 3U, ~0U, 0U);
 }
 
 static inline double now_ms(void) {

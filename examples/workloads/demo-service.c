@@ -19,6 +19,7 @@ struct record {
 int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: demo-service CTLDIR [MIB]\n"); return 2; }
   const char* ctl = argv[1];
+  close_inherited_fds();
   size_t mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 64;
   size_t words = mib * (1 << 20) / 8;
   // Twice the size reserved: the upper half is never touched and must come

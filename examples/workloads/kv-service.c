@@ -13,6 +13,7 @@
 int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: kv-service CTLDIR [MIB] [HOT_PAGES]\n"); return 2; }
   const char* ctl = argv[1];
+  close_inherited_fds();
   size_t mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 64;
   size_t hot = argc > 3 ? strtoul(argv[3], NULL, 10) : 2048;
   size_t pages = mib * 256;

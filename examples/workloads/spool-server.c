@@ -23,6 +23,7 @@ static uint64_t checksum(const uint64_t* p, size_t words) {
 int main(int argc, char** argv) {
   if (argc < 2) { fprintf(stderr, "usage: spool-server CTLDIR [MIB]\n"); return 2; }
   const char* ctl = argv[1];
+  close_inherited_fds();
   size_t mib = argc > 2 ? strtoul(argv[2], NULL, 10) : 32;
   size_t words = mib * (1 << 20) / 8, per = words / REGIONS;
   uint64_t* data = mmap(NULL, words * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

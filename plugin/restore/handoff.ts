@@ -25,7 +25,8 @@ interface LazyServerLike {
 }
 
 class InProcessHandoff implements LazyHandoff {
-  constructor(private readonly server: LazyServerLike) {}
+  /** `owned`: the server was opened here and is closed here; a caller's server is left open. */
+  constructor(private readonly server: LazyServerLike, private readonly owned = true) {}
   async adopt(pid: number, uffd: number, hostPid: number): Promise<void> {
     await this.server.adopt(pid, uffd, { hostPid });
   }
@@ -37,7 +38,7 @@ class InProcessHandoff implements LazyHandoff {
     await this.server.whenIdle();
   }
   async close(): Promise<void> {
-    await this.server.close();
+    if (this.owned) await this.server.close();
   }
 }
 
@@ -77,8 +78,12 @@ class SocketHandoff implements LazyHandoff {
   }
 }
 
-export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined): Promise<LazyHandoff> {
+/** The caller's own LazyPagesServer (e.g. to watch its progress), instead of one opened here. */
+export type ExternalLazyServer = LazyServerLike;
+
+export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined, server?: ExternalLazyServer): Promise<LazyHandoff> {
   if (socketPath !== undefined) return new SocketHandoff(socketPath);
+  if (server !== undefined) return new InProcessHandoff(server, false);
   const mod = (await import('../lazy/index.js')) as unknown as {
     LazyPagesServer: { open(o: { imagesDir: string }): Promise<LazyServerLike> };
   };

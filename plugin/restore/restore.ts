@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
-import { type LazyHandoff, openLazyHandoff } from './handoff.js';
+import { type ExternalLazyServer, type LazyHandoff, openLazyHandoff } from './handoff.js';
 import { loadPlan, type ProcessPlan } from './plan.js';
 import {
   createThreads,
@@ -31,6 +31,11 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /**
+   * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
+   * uffds, e.g. to watch progress or choose its options; the caller closes it.
+   */
+  lazyServer?: ExternalLazyServer;
   /**
    * -d: return as soon as the tree runs. Otherwise restore() waits for the
    * root to exit (and, when lazy, for the daemon to finish) and reports its status.
@@ -128,7 +133,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const stub = helperPath('restore-stub');
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer);
 
   // Cleanup order: parents first (see restoreKillTree).
   const created: { outer: number; tids: number[] }[] = [];
