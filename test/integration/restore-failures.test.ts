@@ -123,17 +123,17 @@ test('CLI: restore without -d waits for the root and exits with its status; erro
     const run = runCli(['restore', '-D', d.images.path, '--shell-job', '--pidfile', pidfile], { timeoutMs: 60000 });
     await waitForFile(pidfile, 30000);
     const pid = Number(readFileSync(pidfile, 'utf8'));
-    assert.equal(pid, d.wl.pid);
+    assert.equal(pid, d.wl.pid, 'pidfile names the restored root');
     d.wl.go(pid);
     const r = await run;
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(d.wl.result(), 'ok');
+    assert.equal(d.wl.result(), 'ok', r.stderr);
   } finally {
     await d.wl.dispose();
     d.images.dispose();
   }
   const bad = await runCli(['restore', '-D', '/nonexistent-lr-images']);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 1, bad.stderr);
   assert.match(bad.stderr, /^lazy-restore: .*\/nonexistent-lr-images/);
   assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
 });
