@@ -63,6 +63,7 @@ export interface LazyPagesServerOptions {
   watchdog?: boolean;
   /** Where the watchdog logs (default: this process's stderr). */
   watchdogLogFile?: string;
+  /**
    * Record each restored process's working set (pages faulted, first touch,
    * in fault order) into lr-workingset-<pid>.img in imagesDir: for this many
    * seconds (true = 10) from its adoption, or until stopRecording(). While

@@ -39,7 +39,7 @@ export function register(program: Command): void {
     .option('--stats-file <file>', 'write statistics as JSON when done')
     .option('--engine-threads <n>', 'fault engine threads')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
-    .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)'))
+    .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)')
     .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'do not prefetch a recorded working set first'))
     .action(async (opts: LazyPagesCliOptions) => {
