@@ -17,11 +17,14 @@ export class Watchdog {
   private closed = false;
   private dead = false;
   private readonly exited: Promise<number | null>;
+  /** All of its stdio closed too (no fd of ours left). */
+  private readonly closedPipes: Promise<void>;
 
   private constructor(private readonly child: ChildProcess) {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
+    this.closedPipes = new Promise((resolve) => child.once('close', () => resolve()));
     this.exited = new Promise((resolve) => child.once('exit', (code) => {
       this.failAll(new UserError(`watchdog exited (code ${code})`));
       resolve(code);
@@ -86,6 +89,7 @@ export class Watchdog {
     this.child.stdin!.end();
     this.child.ref();
     await this.exited;
+    await this.closedPipes;
   }
 
   private request(line: string | null, what: string): Promise<void> {
