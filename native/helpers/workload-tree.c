@@ -1,6 +1,8 @@
 // Test workload: a small process tree, parent -> child -> grandchild, each
 // with its own patterned memory (protocol: workload-common.h).
-//   workload-tree CTRL_DIR
+//   workload-tree CTRL_DIR [zombie]
+// With "zombie" the root instead keeps one exited, unreaped child (reported
+// as zombie=PID) until "go": a tree a dump must refuse.
 // The grandchild moves to its own process group. On SIGUSR1 the root
 // forwards "go" down the tree; every process checks its memory, the
 // grandchild exits with 0/1, the child reaps it (after a restore this proves
@@ -40,6 +42,19 @@ static void wait_go(void) {
 
 int main(int argc, char** argv) {
   wl_init(argc, argv);
+  if (argc > 2 && strcmp(argv[2], "zombie") == 0) {
+    pid_t z = fork();
+    if (z < 0) wl_die("fork");
+    if (z == 0) _exit(0);
+    siginfo_t si;
+    // Wait for it to be a zombie without reaping it.
+    if (waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT) < 0) wl_die("waitid");
+    wl_report("zombie=%d", (int)z);
+    wl_ready_and_wait();
+    int st;
+    if (waitpid(z, &st, 0) != z) wl_fail("reap zombie: %s", strerror(errno));
+    return wl_finish();
+  }
   char* mine = region(1);
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) < 0) wl_die("pipe");

@@ -66,6 +66,10 @@ export interface LazyPagesServe {
   idleTimeoutMs?: number;
   /** Called once the page server listens (its port, e.g. when 0 was asked). */
   onListening?: (address: string, port: number) => void;
+  /** Ends the page server session early (the destination gave up). */
+  signal?: AbortSignal;
+  /** When the session fails, let the tree run on instead of killing it (migration aborted). */
+  releaseOnFailure?: boolean;
 }
 
 export interface DumpStats {
@@ -298,7 +302,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       });
       log(`serving ${lazyRanges.reduce((n, r) => n + r.nrPages, 0n)} lazy pages on ${src.server.address}:${src.server.port}`);
       l.onListening?.(src.server.address, src.server.port);
-      const served = await src.done;
+      const abort = (): void => void src.server.close();
+      if (l.signal?.aborted) abort();
+      l.signal?.addEventListener('abort', abort);
+      const served = await src.done.finally(() => l.signal?.removeEventListener('abort', abort));
       log(`page server session closed: ${served.pagesServed} pages served in ${served.gets} GETs`);
     } catch (e) {
       lazyError = e;
@@ -306,7 +313,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
-  if (opts.leaveRunning || opts.preDump) tree.release();
+  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
   else tree.kill();
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;

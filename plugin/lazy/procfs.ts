@@ -63,3 +63,39 @@ export function tgidOf(tid: number): number | undefined {
     return undefined;
   }
 }
+
+/**
+ * Host pid of the process that calls itself `vpid` (a pid sent on the
+ * lazy-pages socket is the virtual pid). A tree restored into its own pid
+ * namespace shares that number with the frozen source of a migration on the
+ * same host, so a process inside a nested namespace (NSpid with several
+ * entries, innermost = vpid) is preferred; undefined when ambiguous.
+ * (Added for post-copy migration: killing `vpid` itself would kill the source.)
+ */
+export function hostPidOfVirtual(vpid: number): number | undefined {
+  const nested: number[] = [];
+  let flat: number | undefined;
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const n of names) {
+    if (!/^\d+$/.test(n)) continue;
+    let ns: number[];
+    try {
+      const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${n}/status`, 'utf8'));
+      if (!m) continue;
+      ns = m[1]!.trim().split(/\s+/).map(Number);
+    } catch {
+      continue;
+    }
+    if (ns[ns.length - 1] !== vpid) continue;
+    if (ns.length > 1) nested.push(ns[0]!);
+    else flat = ns[0];
+  }
+  if (nested.length === 1) return nested[0];
+  if (nested.length === 0) return flat;
+  return undefined;
+}

@@ -10,7 +10,7 @@ import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLi
 import { TypedEmitter } from './emitter.js';
 import type { LazyImageProvider } from './images.js';
 import type { Plan } from './plan.js';
-import { childrenOf, identify, isAlive, type ProcIdentity } from './procfs.js';
+import { childrenOf, hostPidOfVirtual, identify, isAlive, type ProcIdentity } from './procfs.js';
 import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
   AdoptOptions, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
@@ -325,7 +325,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private async adoptFromSocket(pid: number, fd: number): Promise<void> {
     try {
-      await this.adopt(pid, fd);
+      // The socket carries the virtual pid: find the process it names here
+      // (in a migration the frozen source still holds that pid).
+      const hostPid = hostPidOfVirtual(pid);
+      await this.adopt(pid, fd, hostPid !== undefined ? { hostPid } : {});
     } catch {
       /* reported through the 'error' event; the process was killed */
     }

@@ -8,3 +8,4 @@ export * from './server.js';
 export * from './client.js';
 export * from './remote-source.js';
 export * from './lazy-source.js';
+export * from './migrate.js';

@@ -124,7 +124,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const t0 = performance.now();
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
-  const plan = await loadPlan(opts.imagesDir, { lazy });
+  // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
+  // pages (dump --lazy-pages); it refuses them itself when it has none.
+  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined });
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);

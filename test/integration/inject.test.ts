@@ -8,7 +8,7 @@ import { closeSync } from 'node:fs';
 import {
   detach, findVdsoGadget, getFpregs, getRegs, getRobustList, getRseqConfiguration, getSigmask,
   getXstate, injectSyscall, injectSyscallChecked, injectWithScratch, interrupt, PM, peekSiginfo,
-  Pagemap, pidfdGetfd, pidfdOpen, PR, ProcMem, readMaps, readMemory, seize, seizeAndStop, SIG,
+  Pagemap, pidfdGetfd, pidfdOpen, PR, ProcMem, readMaps, readMemory, readMemoryv, seize, seizeAndStop, SIG,
   SYS, waitStop, writeMemory,
 } from '../../plugin/inject/index.js';
 import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
@@ -125,6 +125,40 @@ test('inject: errors carry code, errno and syscall', { skip: !isRoot && 'needs r
     assert.throws(() => waitStop(wl.pid, 50), { code: 'ETIMEDOUT' });
     assert.throws(() => readMemory(wl.pid, 0x1000n, 16), { code: 'EFAULT' });
     detach(wl.pid);
+  } finally {
+    await wl.dispose();
+  }
+});
+
+test('inject: trampoline mode (0f 05 cc), batched iovecs beyond 1024', { skip: !isRoot && 'needs root' }, async () => {
+  const wl = await startWorkload('workload-mem', ['2']);
+  try {
+    seizeAndStop(wl.pid);
+    try {
+      const gadget = findVdsoGadget(wl.pid);
+      // A page of our own in the target holding "syscall; int3", as a restorer uses.
+      const PROT_RWX = 7, MAP_PRIVATE_ANON = 0x22;
+      const page = injectSyscallChecked(wl.pid, SYS.mmap, [0, 4096, PROT_RWX, MAP_PRIVATE_ANON, -1, 0], { gadget }, 'mmap');
+      writeMemory(wl.pid, page, Buffer.from([0x0f, 0x05, 0xcc]));
+      const before = getRegs(wl.pid);
+      assert.equal(injectSyscall(wl.pid, SYS.getpid, [], { gadget: page, trap: true }), BigInt(wl.pid));
+      assert.deepEqual(getRegs(wl.pid), before);
+      // (Unmapping it through itself would fault on the int3: use the vDSO's.)
+      assert.equal(injectSyscallChecked(wl.pid, SYS.munmap, [page, 4096], { gadget }, 'munmap'), 0n);
+      assert.ok(!readMaps(wl.pid).some((m) => m.start === page), 'trampoline unmapped');
+
+      // 3000 small ranges inside the 2 MiB anon region: three process_vm_readv batches.
+      const [a] = wl.report.anon!.split(':');
+      const ranges = Array.from({ length: 3000 }, (_, i) => ({ addr: BigInt(a!) + BigInt(i * 640), len: 64 }));
+      const v = readMemoryv(wl.pid, ranges);
+      assert.equal(v.bytes, 3000 * 64);
+      for (const i of [0, 1025, 2999]) assert.ok(v.buffer.subarray(i * 64, i * 64 + 64).equals(readMemory(wl.pid, ranges[i]!.addr, 64)));
+    } finally {
+      detach(wl.pid);
+    }
+    wl.go();
+    assert.equal(await withTimeout(wl.exited, 20000, 'workload exit'), 0);
+    assert.equal(wl.result(), 'ok');
   } finally {
     await wl.dispose();
   }

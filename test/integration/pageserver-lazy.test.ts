@@ -17,6 +17,8 @@ import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { pattern, startHandover } from '../helpers/lazy.js';
 import { writeLazyImages } from '../helpers/lazy-images.js';
 import { CuttableProxy } from '../helpers/pageserver.js';
+import { cliPath, runCli } from '../helpers/cli.js';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 // The lazy daemon needs the real fault engine behind it: skip visibly until it is wired.
 const engineReady = await (async (): Promise<boolean> => {
@@ -152,6 +154,40 @@ test('page server gone past the timeout: the process is killed with a clear erro
     remote?.destroy();
     await ps?.close();
     await proxy?.close();
+    if (h.child.exitCode === null) h.child.kill('SIGKILL');
+    d.dispose();
+  }
+});
+
+test('CLI lazy-pages --page-server: serves a restorer from a page server, then PS_IOV_CLOSE', { skip }, async () => {
+  const d = tempDir();
+  const sock = join(d.path, 'lazy.sock');
+  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  let ps: PageServer | undefined;
+  let daemon: ChildProcess | undefined;
+  try {
+    const pid = h.pids[0]!;
+    const { src, dst } = await writeImages(d.path, pid);
+    ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
+    const usage = await runCli(['lazy-pages', '-D', dst, '--page-server']);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--page-server needs --address and --port/);
+    daemon = spawn(process.execPath, [cliPath, 'lazy-pages', '-D', dst, '--socket', sock, '--page-server', '--address', '127.0.0.1', '--port', String(ps.port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    daemon.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    await withTimeout(new Promise<void>((resolve, reject) => {
+      daemon!.stderr!.on('data', () => { if (err.includes('listening on')) resolve(); });
+      daemon!.once('exit', (c) => reject(new Error(`lazy-pages exited ${c}: ${err}`)));
+    }), 15_000, 'lazy-pages listening');
+    h.go();
+    assert.deepEqual(await h.exit(), { code: 0, signal: null }, h.stderr);
+    const [code] = (await withTimeout(once(daemon, 'exit'), 20_000, 'lazy-pages exit')) as [number];
+    assert.equal(code, 0, err);
+    const served = await withTimeout(ps.done, 5000, 'page server closed by the daemon');
+    assert.ok(served.pagesServed >= BigInt(NPAGES));
+  } finally {
+    if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL');
+    await ps?.close();
     if (h.child.exitCode === null) h.child.kill('SIGKILL');
     d.dispose();
   }

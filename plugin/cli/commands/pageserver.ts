@@ -128,4 +128,59 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
         process.off('SIGINT', stop);
       }
     });
+
+  addTlsOptions(
+    program
+      .command('migrate')
+      .description('post-copy migration on this machine: dump --lazy-pages here, copy the images, restore in --dest-netns (own pid namespace) while the pages follow')
+      .requiredOption('-t, --tree <pid>', 'root of the tree to migrate')
+      .requiredOption('-D, --images-dir <dir>', 'source images directory')
+      .requiredOption('--to <dir>', 'destination images directory')
+      .option('--dest-netns <name>', 'run the destination half in this network namespace')
+      .option('--address <addr>', 'source page server address as the destination reaches it', '127.0.0.1')
+      .option('--port <port>', 'source page server port (0: kernel-chosen)', parsePort, 0)
+      .option('--insecure', 'allow plain TCP on a non-loopback address')
+      .option('--no-prefetch', 'pure on-demand: no background push')
+      .option('--no-pidns', 'restore without a new pid namespace (the source pids must be free)')
+      .option('--shell-job', 'the tree is a shell job')
+      .option('--timeout <seconds>', 'kill the restored tree when the source is unreachable this long', parseSeconds, 30),
+  ).action(async (o: { tree: string; imagesDir: string; to: string; destNetns?: string; address: string; port: number; insecure?: boolean; prefetch: boolean; pidns: boolean; shellJob?: boolean; timeout: number } & TlsCliOptions) => {
+    const pid = Number(o.tree);
+    if (!/^\d+$/.test(o.tree) || pid <= 0) throw new UserError(`invalid pid: ${o.tree}`, { exitCode: ExitCode.usage });
+    const { migrate, formatReport } = await import('../../pageserver/migrate.js');
+    const report = await migrate({
+      pid, sourceDir: o.imagesDir, destDir: o.to, address: o.address, port: o.port, insecure: o.insecure === true,
+      prefetch: o.prefetch, pidns: o.pidns, shellJob: o.shellJob === true, timeoutSec: o.timeout,
+      ...(o.destNetns ? { destNetns: o.destNetns } : {}),
+      ...(o.tls ? { tls: { cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey } } : {}),
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(`${formatReport(report)}\n`);
+  });
+
+  addRemoteSourceOptions(
+    program
+      .command('migrate-receive')
+      .description('destination half of a migration: lazy-pages daemon fed by the source page server + restore --lazy-pages, progress on stderr')
+      .requiredOption('-D, --images-dir <dir>', 'the copied images')
+      .option('--no-prefetch', 'pure on-demand: no background push')
+      .option('--no-pidns', 'restore without a new pid namespace')
+      .option('--shell-job', 'the tree is a shell job')
+      .option('--report-json', 'print the final report as one JSON line on stdout'),
+  ).action(async (o: RemoteCliOptions & { imagesDir: string; prefetch: boolean; pidns: boolean; shellJob?: boolean; reportJson?: boolean }) => {
+    if (o.address === undefined || o.port === undefined) throw new UserError('migrate-receive needs --address and --port', { exitCode: ExitCode.usage });
+    const { migrateReceive, formatProgress, formatReport } = await import('../../pageserver/migrate.js');
+    const { loadTls } = await import('../../pageserver/transport.js');
+    const tty = process.stderr.isTTY === true;
+    const report = await migrateReceive({
+      imagesDir: o.imagesDir, address: o.address, port: o.port, insecure: o.insecure === true,
+      timeoutMs: (o.remoteTimeout ?? 30) * 1000, prefetch: o.prefetch, pidns: o.pidns, shellJob: o.shellJob === true,
+      ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+      onProgress: (p) => process.stderr.write(tty ? `\r${formatProgress(p)}\x1b[K` : `migrate: ${formatProgress(p)}\n`),
+      log: (l) => process.stderr.write(`${tty ? '\n' : ''}${l}\n`),
+    });
+    if (tty) process.stderr.write('\n');
+    process.stderr.write(`${formatReport(report)}\n`);
+    if (o.reportJson) process.stdout.write(`${JSON.stringify(report)}\n`);
+  });
 }
