@@ -1,12 +1,14 @@
 // Cooperative userfaultfd test harness: a process that hands its memory to
 // a fault handler and then checks what it gets back.
 //
-//   uffd-harness --sock PATH --pattern FILE --regions P1,P2,... [--no-events] -- ACTION...
+//   uffd-harness --sock PATH --pattern FILE --regions P1,P2,... [--no-events]
+//                [--features HEX] -- ACTION...
 //
 // Maps one anonymous private region per --regions entry (P pages each),
 // fills it from FILE (region i at file offset = sum of previous region
 // sizes), drops the pages (MADV_DONTNEED), registers every region (MISSING)
-// with a uffd negotiated with FORK|REMAP|REMOVE|UNMAP|THREAD_ID, connects to
+// with a uffd negotiated with FORK|REMAP|REMOVE|UNMAP|THREAD_ID (or exactly
+// --features), connects to
 // the unix socket PATH and sends one message with the uffd (SCM_RIGHTS):
 //   "uffd <pid> <nregions>\n" then "<i> <addr-hex> <len> <fileoff>\n" per region.
 // It closes its own uffd copy, waits for one byte on the socket ("go"),
@@ -301,13 +303,15 @@ static int run(char **av, int ac, int i) {
 int main(int argc, char **argv) {
   const char *sockpath = NULL, *patpath = NULL, *regions = NULL;
   int events = 1, i = 1;
+  long long features = -1;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) { i++; break; }
     if (!strcmp(argv[i], "--sock") && i + 1 < argc) sockpath = argv[++i];
     else if (!strcmp(argv[i], "--pattern") && i + 1 < argc) patpath = argv[++i];
     else if (!strcmp(argv[i], "--regions") && i + 1 < argc) regions = argv[++i];
     else if (!strcmp(argv[i], "--no-events")) events = 0;
-    else fail("usage: uffd-harness --sock PATH --pattern FILE --regions P1,P2 [--no-events] -- ACTION...");
+    else if (!strcmp(argv[i], "--features") && i + 1 < argc) features = strtoll(argv[++i], NULL, 16);
+    else fail("usage: uffd-harness --sock PATH --pattern FILE --regions P1,P2 [--no-events] [--features HEX] -- ACTION...");
   }
   if (!sockpath || !patpath || !regions) fail("--sock, --pattern and --regions are required");
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -345,6 +349,7 @@ int main(int argc, char **argv) {
   if (events)
     api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
                    UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID;
+  if (features >= 0) api.features = (unsigned long long)features;
   if (ioctl(uffd, UFFDIO_API, &api) < 0) fail("UFFDIO_API: %s", strerror(errno));
   for (int r = 0; r < nregs; r++) {
     struct uffdio_register reg = {.range = {(unsigned long)regs[r].base, regs[r].len}, .mode = UFFDIO_REGISTER_MODE_MISSING};

@@ -100,6 +100,8 @@ export async function startHarness(opts: {
   regions: number[];
   actions: string[];
   noEvents?: boolean;
+  /** Exact UFFDIO_API features the harness asks for. */
+  features?: bigint;
   /** Run the harness on this CPU only (taskset). */
   cpu?: number;
 }): Promise<Harness> {
@@ -108,6 +110,7 @@ export async function startHarness(opts: {
   const lfd = unixListen(sock);
   const args = ['--sock', sock, '--pattern', opts.pattern, '--regions', opts.regions.join(',')];
   if (opts.noEvents) args.push('--no-events');
+  if (opts.features !== undefined) args.push('--features', opts.features.toString(16));
   const argv = [bin, ...args, '--', ...opts.actions];
   if (opts.cpu !== undefined) argv.unshift('taskset', '-c', String(opts.cpu));
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });

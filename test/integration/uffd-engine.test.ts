@@ -4,7 +4,7 @@
 // two engine threads; fds and threads back to baseline after close().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, stat } from 'node:fs';
+import { closeSync, copyFileSync, openSync, stat, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { FaultEngine, type EngineEvent, type LazyRange } from '../../plugin/uffd/engine.js';
 import { pidfdOpen } from '../../plugin/inject/memory.js';
@@ -272,6 +272,28 @@ test('uffd engine', { skip }, async (t) => {
     for (const h of hs) await expectDone(h);
     assert.equal(engine.stats().threadCpuNs.length, 2);
     for (const p of procs) engine.release(p);
+    await engine.close();
+  });
+
+  await t.test('a page that cannot be served raises an error event; the process blocks, never reads zeros', async () => {
+    const { engine, waitEvent } = makeEngine();
+    const shortPath = join(dir.path, 'short.img');
+    copyFileSync(pattern, shortPath);
+    const src = engine.addSource(shortPath);
+    const h = await harness({ dir: dir.path, pattern, regions: [16], actions: ['read', '0', '0', '16'] });
+    const proc = engine.adopt(h.uffd, fileRanges(h, src), { pidfd: pidfdOpen(h.pid, 0) });
+    truncateSync(shortPath, 0); // the mapping now ends before the data: the kernel copy fails with EFAULT
+    h.go();
+    const err = await waitEvent('error', (e) => e.proc === proc);
+    assert.equal(err.code, 'EFAULT');
+    assert.equal(err.syscall, 'ioctl(UFFDIO_COPY)');
+    assert.match(err.message, /^EFAULT: .*serving \[0x/);
+    assert.equal(engine.stats().procs.find((p) => p.proc === proc)!.state, 'failed');
+    engine.kill(proc, 'page source truncated');
+    const ex = await h.finish();
+    assert.equal(ex.signal, 'SIGKILL');
+    assert.doesNotMatch(ex.stdout, /ok read/);
+    engine.release(proc);
     await engine.close();
   });
 
