@@ -138,10 +138,18 @@ export async function startTracker(root: number, uffds: ReadonlyMap<number, numb
   }
 }
 
-/** Tells the record's tracker to exit (only if it is still that very process). */
-export function retireTracker(rec: TrackerRecord): void {
+/**
+ * Tells the record's tracker to exit (only if it is still that very
+ * process) and waits, bounded, until it has: its uffds are closed then, so a
+ * new pre-dump of the same process can register the ranges again (EBUSY
+ * otherwise).
+ */
+export function retireTracker(rec: TrackerRecord, waitMs = 2000): void {
   if (trackerProblem(rec, rec.root) !== undefined) return;
   try {
     process.kill(rec.tracker, 'SIGTERM');
   } catch { /* exited meanwhile */ }
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + waitMs;
+  while (trackerProblem(rec, rec.root) === undefined && Date.now() < deadline) Atomics.wait(nap, 0, 0, 2);
 }
