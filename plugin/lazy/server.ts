@@ -317,6 +317,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     return {
       id: p.id, imagePid: p.imagePid, hostPid: p.hostPid, parentId: p.parent?.id,
       lazyBytes: p.lazyBytes, lazyBytesLeft: this.leftOf(p), pushedBytes: p.pushedBytes, pushedChunks: p.pushedChunks,
+      faults: p.engineStats?.faults ?? 0, zeroPages: p.engineStats?.zeroPages ?? 0,
       adoptedAtMs: p.adoptedAtMs,
       timeToCompleteMs: p.finishedAtMs === undefined ? undefined : p.finishedAtMs - p.adoptedAtMs,
       state: p.state,

@@ -74,6 +74,9 @@ export interface LazyProcessStats {
   pushedBytes: bigint;
   /** Chunks pushed. */
   pushedChunks: number;
+  /** Faults the engine served for this process (page copies and zero pages). */
+  faults: number;
+  zeroPages: number;
   adoptedAtMs: number;
   /** ms from adopt to complete/exit, when finished. */
   timeToCompleteMs: number | undefined;

@@ -224,3 +224,39 @@ test('scale: one server serves 32 processes at once, byte-exact', { skip }, asyn
     d.dispose();
   }
 });
+
+test('a page of a forked child cannot be served: the child (pid found after the fork) is SIGKILLed', { skip }, async () => {
+  const d = tempDir();
+  let h: Harness | undefined;
+  let server: LazyPagesServer | undefined;
+  try {
+    const patternPath = join(d.path, 'pattern');
+    const pattern = writeSparsePattern(patternPath, 64, 0);
+    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [64], actions: ['read', '0', '0', '2', 'fork', 'wait', 'read', '0', '0', '64', 'endfork'] });
+    const imgDir = join(d.path, 'img');
+    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch: false, faultAroundPages: 1 });
+    const errors: LazyErrorEvent[] = [];
+    server.on('error', (e) => errors.push(e));
+    const forked = new Promise<number>((resolve) => server!.on('fork', (e) => resolve(e.child.id)));
+    await server.adopt(h.pid, h.uffd);
+    h.go();
+    await h.waitLine((l) => l === 'wait');
+    assert.equal(await withTimeout(forked, 10_000, 'fork event'), 2);
+    truncateSync(join(imgDir, 'pages-1.img'), 0);
+    h.go(); // read by the child
+    const exit = await h.finish();
+    assert.match(exit.stdout, /FAIL .*signal 9|FAIL .*killed|FAIL/, exit.stdout);
+    assert.notEqual(exit.code, 0);
+    assert.equal(errors.length, 1, `${errors.map((e) => e.message).join('\n')}\n${exit.stdout}\n${JSON.stringify(server.processes(), (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+    const e = errors[0]!;
+    assert.equal(e.killed, true);
+    assert.equal(e.proc?.parentId, 1);
+    assert.match(e.message, new RegExp(`^child of pid ${h.pid} .*a page could not be served: .*killed pid \\d+ with SIGKILL`));
+    assert.notEqual(e.proc?.hostPid, h.pid);
+  } finally {
+    h?.kill();
+    await server?.close();
+    d.dispose();
+  }
+});
