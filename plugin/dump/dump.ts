@@ -10,7 +10,7 @@ import {
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
-import { writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
 import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
@@ -270,6 +270,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
     // 4. Collect and write (incremental: only pages written since the parent).
+    await clearStaleImages(dir);
     if (incremental) {
       inc = await Incremental.open({
         imagesDir: opts.imagesDir, ...(opts.prevImagesDir !== undefined ? { prevImagesDir: opts.prevImagesDir } : {}),
@@ -329,6 +330,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     },
   }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+// Images a dump writes (and checksums of its pages files): stale copies
+// from an earlier dump into the same directory would be read as part of
+// this one, so they go before anything is written. Other files (a recorded
+// working set, which is only a prefetch hint, or the user's) stay.
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img)$/;
+
+async function clearStaleImages(dir: ImageDir): Promise<void> {
+  for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,

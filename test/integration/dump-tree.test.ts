@@ -3,6 +3,8 @@
 // the tree runs on (the child still reaps the grandchild) and verifies itself.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { ImageDir, inspectCheckpoint } from '../../plugin/images/index.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
@@ -48,4 +50,28 @@ test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, 
     img.dispose();
   }
   assert.deepEqual(leakedFds(fds), []);
+});
+
+test('dump: a second dump into the same directory leaves no stale images', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-again-');
+  const tree = await startWorkload('workload-tree');
+  const single = await startWorkload('workload-mem', ['1']);
+  try {
+    await dump({ pid: tree.pid, imagesDir: img.path, leaveRunning: true });
+    writeFileSync(join(img.path, 'notes.txt'), 'mine');
+    await dump({ pid: single.pid, imagesDir: img.path, leaveRunning: true });
+    const names = readdirSync(img.path).sort();
+    assert.deepEqual(names, [`core-${single.pid}.img`, `fdinfo-6.img`, 'files.img', `fs-${single.pid}.img`, `ids-${single.pid}.img`, 'inventory.img',
+      `mm-${single.pid}.img`, 'notes.txt', 'pages-1.img', `pagemap-${single.pid}.img`, 'pstree.img', 'stats-dump'].sort());
+    if (haveCrit) critCheckDir(img.path);
+    for (const w of [tree, single]) {
+      w.go();
+      assert.equal(await withTimeout(w.exited, 30000, 'workload exit'), 0);
+      assert.equal(w.result(), 'ok');
+    }
+  } finally {
+    await tree.dispose();
+    await single.dispose();
+    img.dispose();
+  }
 });
