@@ -300,6 +300,7 @@ void Engine::MarkExited(Proc* p) {
   p->inflight.clear();
   p->pending.clear();
   p->prefetch.clear();
+  p->first.clear();
   p->hasWork = false;
   Emit({kEvExit, p->handle});
 }
@@ -312,6 +313,7 @@ void Engine::Fail(Proc* p, int err, const char* syscall, const std::string& msg)
   p->state = Proc::kFailed;
   p->pending.clear();
   p->prefetch.clear();
+  p->first.clear();
   p->hasWork = false;
   Event e{kEvError, p->handle};
   e.err = err;
@@ -489,6 +491,7 @@ int Engine::ServeFault(Proc* p, const Fault& f) {
     }
     uint64_t ws, we, copied = 0;
     FillResult r;
+    uint8_t logKind = kLogZero;
     if (!p->lazy.Find(page, &s, &sp)) {
       if (!counted) p->st.unexpected++;
       counted = true;
@@ -508,8 +511,10 @@ int Engine::ServeFault(Proc* p, const Fault& f) {
         e.c = we - ws;
         p->st.needs++;
         Emit(std::move(e));
+        Log(p, ws, (we - ws) / kPage, kLogFault, page);
         return 0;
       }
+      logKind = sp.kind == kZero ? kLogZero : kLogFault;
       const uint8_t* src = nullptr;
       if (sp.kind == kFile) {
         src = SrcPtr(sp, s, ws);
@@ -520,6 +525,7 @@ int Engine::ServeFault(Proc* p, const Fault& f) {
       }
       r = Fill(p, ws, we, sp.kind, src, 0, &copied);
     }
+    if (copied > 0) Log(p, ws, copied / kPage, logKind, page);
     if (r == kFillDead) return 2;
     if (r == kFillDone || page < ws + copied) {
       uint64_t ns = NowNs() - f.t0;
@@ -541,7 +547,7 @@ bool Engine::ServePending(Proc* p) {
     any = true;
     if (r == 2) break;
   }
-  p->hasWork = !p->pending.empty() || !p->prefetch.empty();
+  p->hasWork = !p->pending.empty() || !p->prefetch.empty() || !p->first.empty();
   CheckComplete(p);
   return any;
 }
@@ -563,7 +569,9 @@ bool Engine::DoPrefetch(Worker* w) {
     if (!sp->hasWork) continue;
     Proc* p = sp.get();
     std::lock_guard<std::mutex> g(p->mu);
-    if (p->state != Proc::kLive || p->prefetch.empty() || !p->pending.empty()) continue;
+    if (p->state != Proc::kLive || !p->pending.empty()) continue;
+    if (!p->first.empty()) return DoFirst(p);
+    if (p->prefetch.empty()) continue;
     PrefetchReq& req = p->prefetch.front();
     Piece pc;
     bool found = false;
@@ -578,7 +586,7 @@ bool Engine::DoPrefetch(Worker* w) {
       e.c = req.copied;
       Emit(std::move(e));
       p->prefetch.pop_front();
-      p->hasWork = !p->pending.empty() || !p->prefetch.empty();
+      p->hasWork = !p->pending.empty() || !p->prefetch.empty() || !p->first.empty();
       CheckComplete(p);
       return true;
     }
@@ -594,6 +602,7 @@ bool Engine::DoPrefetch(Worker* w) {
     }
     uint64_t copied = 0;
     FillResult r = Fill(p, pc.start, end, pc.span.kind, src, 1, &copied);
+    if (copied > 0) Log(p, pc.start, copied / kPage, kLogPush, 0);
     if (p->state == Proc::kLive && !p->prefetch.empty()) {
       p->prefetch.front().copied += copied;
       if (r == kFillDone) p->prefetch.front().cur = end;
@@ -606,6 +615,93 @@ bool Engine::DoPrefetch(Worker* w) {
     return true;
   }
   return false;
+}
+
+// Copies the head of the working-set queue: up to kPrefetchChunk bytes or
+// kFirstCalls copies per call, so a fault that arrives meanwhile waits at
+// most that long (the worker polls the uffds between calls). Pages already
+// present or no longer lazy are skipped; remote pages are left to the
+// background push (they come only through supply()).
+bool Engine::DoFirst(Proc* p) {
+  constexpr int kFirstCalls = 32;
+  uint64_t budget = kPrefetchChunk;
+  int calls = 0;
+  while (!p->first.empty() && budget > 0 && calls < kFirstCalls && p->state == Proc::kLive && p->pending.empty()) {
+    PrefetchReq& req = p->first.front();
+    Piece pc;
+    if (!p->lazy.FirstIn(req.cur, req.end, &pc)) {
+      p->first.pop_front();
+      continue;
+    }
+    if (pc.span.kind == kRemote) {
+      req.cur = pc.span.end;
+      continue;
+    }
+    uint64_t end = std::min(pc.span.end, pc.start + budget);
+    const uint8_t* src = nullptr;
+    if (pc.span.kind == kFile) {
+      const Source* s = GetSource(pc.span.source);
+      src = s && s->base ? s->base + pc.span.off : nullptr;
+      if (src == nullptr) {
+        Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(pc.start) + " has no mapped source");
+        return true;
+      }
+    }
+    uint64_t copied = 0;
+    FillResult r = Fill(p, pc.start, end, pc.span.kind, src, 1, &copied);
+    calls++;
+    if (copied > 0) Log(p, pc.start, copied / kPage, pc.span.kind == kZero ? kLogZero : kLogPush, 0);
+    if (pc.span.kind != kZero) p->firstCopied += copied;
+    if (r == kFillDead) return true;
+    if (r == kFillRetry) {
+      ReadMessages(p, true);
+      break;
+    }
+    if (!p->first.empty()) p->first.front().cur = end;
+    budget -= std::min(budget, end - pc.start);
+  }
+  if (p->state != Proc::kLive) return true;
+  if (p->first.empty()) {
+    Event e{kEvWarmed, p->handle};
+    e.c = p->firstCopied;
+    Emit(std::move(e));
+  }
+  p->hasWork = !p->pending.empty() || !p->prefetch.empty() || !p->first.empty();
+  ServePending(p);
+  CheckComplete(p);
+  return true;
+}
+
+void Engine::Log(Proc* p, uint64_t start, uint64_t pages, uint8_t kind, uint64_t fault) {
+  if (!logOn_.load(std::memory_order_relaxed) || pages == 0) return;
+  LogEntry e{NowNs(), start, fault, p->handle, static_cast<uint32_t>(pages), kind};
+  std::lock_guard<std::mutex> g(logMu_);
+  if (log_.empty()) return;
+  size_t cap = log_.size();
+  if (logCount_ == cap) {
+    logHead_ = (logHead_ + 1) % cap;  // drop the oldest
+    logCount_--;
+    logDropped_++;
+  }
+  log_[(logHead_ + logCount_) % cap] = e;
+  logCount_++;
+}
+
+void Engine::SetLogCapacity(size_t cap) {
+  std::lock_guard<std::mutex> g(logMu_);
+  log_.assign(cap, LogEntry{});
+  logHead_ = logCount_ = 0;
+  logOn_ = cap > 0;
+}
+
+void Engine::DrainLog(std::vector<LogEntry>* out, uint64_t* dropped) {
+  std::lock_guard<std::mutex> g(logMu_);
+  out->clear();
+  out->reserve(logCount_);
+  for (size_t i = 0; i < logCount_; i++) out->push_back(log_[(logHead_ + i) % log_.size()]);
+  logHead_ = logCount_ = 0;
+  *dropped = logDropped_;
+  logDropped_ = 0;
 }
 
 void Engine::Probe(Worker* w) {
@@ -742,6 +838,24 @@ int Engine::Prefetch(uint32_t handle, uint64_t start, uint64_t len) {
   return 0;
 }
 
+int Engine::PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  std::shared_ptr<Proc> p = Find(handle);
+  if (!p) return -ENOENT;
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->state != Proc::kLive) return 0;
+  for (const auto& [s, e] : ranges)
+    if (e > s) p->first.push_back({s, e, s, 0});
+  if (p->first.empty()) {
+    Event ev{kEvWarmed, p->handle};
+    ev.c = p->firstCopied;
+    Emit(std::move(ev));
+    return 0;
+  }
+  p->hasWork = true;
+  Poke(p->worker);
+  return 0;
+}
+
 int Engine::Release(uint32_t handle) {
   std::shared_ptr<Proc> p;
   {
@@ -772,6 +886,7 @@ int Engine::Release(uint32_t handle) {
   p->inflight.clear();
   p->pending.clear();
   p->prefetch.clear();
+  p->first.clear();
   p->hasWork = false;
   return 0;
 }

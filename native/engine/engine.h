@@ -30,7 +30,7 @@ struct Source {
   uint64_t fileSize = 0;
 };
 
-enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError };
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed };
 
 struct Event {
   EventType type;
@@ -67,6 +67,19 @@ struct PrefetchReq {
   uint64_t start, end, cur, copied;
 };
 
+// One entry of the fault log: what was placed where and why. `fault` is the
+// faulting page for fault entries (0 for pushes), so a working set can be
+// recorded exactly even with fault-around.
+enum LogKind : uint8_t { kLogFault = 0, kLogZero = 1, kLogPush = 2 };
+struct LogEntry {
+  uint64_t tNs;   // CLOCK_MONOTONIC
+  uint64_t start;
+  uint64_t fault;
+  uint32_t proc;
+  uint32_t pages;
+  uint8_t kind;
+};
+
 struct Worker;
 
 struct Proc {
@@ -80,7 +93,11 @@ struct Proc {
   IntervalMap inflight;  // remote pages announced with a 'need' event
   std::deque<Fault> pending;
   std::deque<PrefetchReq> prefetch;
-  std::atomic<bool> hasWork{false};  // pending faults or prefetch (read without mu)
+  // Working-set ranges copied before any background prefetch, in order
+  // (faults still go first); one 'warmed' event when the queue drains.
+  std::deque<PrefetchReq> first;
+  uint64_t firstCopied = 0;
+  std::atomic<bool> hasWork{false};  // pending faults, working set or prefetch (read without mu)
   bool completeSent = false;
   ProcStats st;
 };
@@ -121,6 +138,12 @@ class Engine {
   std::shared_ptr<Proc> Find(uint32_t handle);
   int Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied);
   int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
+  // Queues [start, end) pairs ahead of every prefetch, kept in this order.
+  int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
+  // Fault log: a bounded ring (capacity 0 = off). When full the oldest entry
+  // is dropped and counted; the caller drains in batches.
+  void SetLogCapacity(size_t cap);
+  void DrainLog(std::vector<LogEntry>* out, uint64_t* dropped);
   int Release(uint32_t handle);
   int Kill(uint32_t handle);
   std::vector<ProcSnapshot> Snapshot();
@@ -139,6 +162,8 @@ class Engine {
   int ServeFault(Proc* p, const Fault& f);
   FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path, uint64_t* copied);
   bool DoPrefetch(Worker* w);
+  bool DoFirst(Proc* p);
+  void Log(Proc* p, uint64_t start, uint64_t pages, uint8_t kind, uint64_t fault);
   void Probe(Worker* w);
   void MarkExited(Proc* p);
   void Fail(Proc* p, int err, const char* syscall, const std::string& msg);
@@ -162,6 +187,11 @@ class Engine {
   std::mutex evMu_;
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
+  std::mutex logMu_;
+  std::vector<LogEntry> log_;  // ring storage, size = capacity
+  size_t logHead_ = 0, logCount_ = 0;
+  uint64_t logDropped_ = 0;
+  std::atomic<bool> logOn_{false};
 };
 
 }  // namespace lr::engine

@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/modules.h"
 #include "engine/engine.h"
+#include "uffd/uffd_abi.h"
 
 namespace lr {
 namespace {
@@ -26,6 +27,9 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("adopt", &NativeFaultEngine::Adopt),
                         InstanceMethod("supply", &NativeFaultEngine::Supply),
                         InstanceMethod("prefetch", &NativeFaultEngine::Prefetch),
+                        InstanceMethod("prefetchFirst", &NativeFaultEngine::PrefetchFirst),
+                        InstanceMethod("setFaultLog", &NativeFaultEngine::SetFaultLog),
+                        InstanceMethod("drainFaultLog", &NativeFaultEngine::DrainFaultLog),
                         InstanceMethod("lazyRanges", &NativeFaultEngine::LazyRanges),
                         InstanceMethod("lazyBytes", &NativeFaultEngine::LazyBytes),
                         InstanceMethod("release", &NativeFaultEngine::Release),
@@ -137,6 +141,10 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
         case engine::kEvComplete:
           o.Set("type", "complete");
           break;
+        case engine::kEvWarmed:
+          o.Set("type", "warmed");
+          o.Set("copied", Big(env, e.c));
+          break;
         case engine::kEvExit:
           o.Set("type", "exit");
           break;
@@ -231,6 +239,57 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     int r = eng.Prefetch(h, start, len);
     if (r < 0) ThrowProc(env, -r, "prefetch", h);
     return env.Undefined();
+  }
+
+  // prefetchFirst(proc, ranges: BigUint64Array [start, end]*): the working set, in order.
+  Napi::Value PrefetchFirst(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t h = Handle(info, 0);
+    if (info.Length() < 2 || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "ranges must be a BigUint64Array");
+    auto arr = info[1].As<Napi::TypedArrayOf<uint64_t>>();
+    if (arr.ElementLength() % 2 != 0) throw Napi::RangeError::New(env, "ranges length must be even");
+    std::vector<std::pair<uint64_t, uint64_t>> v;
+    for (size_t i = 0; i < arr.ElementLength(); i += 2) {
+      uint64_t s = arr[i], e = arr[i + 1];
+      if ((s | e) & (lr::kPageSize - 1) || e < s) throw Napi::RangeError::New(env, "ranges must be page aligned, start <= end");
+      v.emplace_back(s, e);
+    }
+    int r = eng.PrefetchFirst(h, v);
+    if (r < 0) ThrowProc(env, -r, "prefetchFirst", h);
+    return env.Undefined();
+  }
+
+  // setFaultLog(capacity): 0 turns the log off.
+  Napi::Value SetFaultLog(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t cap = ArgI32(info, 0, "capacity");
+    if (cap < 0 || cap > (1 << 24)) throw Napi::RangeError::New(env, "capacity must be 0..16777216");
+    Eng(env).SetLogCapacity(static_cast<size_t>(cap));
+    return env.Undefined();
+  }
+
+  // drainFaultLog() -> { entries: BigUint64Array [tNs, proc, start, pages, kind, fault]*, dropped }
+  Napi::Value DrainFaultLog(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<engine::LogEntry> v;
+    uint64_t dropped = 0;
+    Eng(env).DrainLog(&v, &dropped);
+    auto out = Napi::TypedArrayOf<uint64_t>::New(env, v.size() * 6, napi_biguint64_array);
+    for (size_t i = 0; i < v.size(); i++) {
+      out[6 * i] = v[i].tNs;
+      out[6 * i + 1] = v[i].proc;
+      out[6 * i + 2] = v[i].start;
+      out[6 * i + 3] = v[i].pages;
+      out[6 * i + 4] = v[i].kind;
+      out[6 * i + 5] = v[i].fault;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("entries", out);
+    o.Set("dropped", Napi::Number::New(env, static_cast<double>(dropped)));
+    return o;
   }
 
   std::shared_ptr<engine::Proc> FindProc(const Napi::CallbackInfo& info, const char* what) {

@@ -11,6 +11,7 @@ export type EngineEventLike =
   | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
   | { type: 'complete'; proc: number }
+  | { type: 'warmed'; proc: number; copied: bigint }
   | { type: 'exit'; proc: number }
   | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
 
@@ -26,6 +27,16 @@ export interface EngineProcStatsLike {
   latencyLog2Ns: number[];
 }
 
+/** plugin/uffd's FaultLogEntry. */
+export interface FaultLogEntryLike {
+  tNs: bigint;
+  proc: number;
+  start: bigint;
+  pages: number;
+  kind: 'fault' | 'zero' | 'push';
+  fault: bigint;
+}
+
 export interface FaultEngineLike {
   addSource(path: string): number;
   /** Takes ownership of uffd (and pidfd) once it returns. */
@@ -36,6 +47,11 @@ export interface FaultEngineLike {
   /** Remaining (lazy or in flight) ranges, sorted; zero ranges included. */
   lazyRanges(proc: number): { start: bigint; end: bigint }[];
   lazyBytes(proc: number): bigint;
+  /** Working set (optional so policy fakes need not implement it): copied first, in order. */
+  prefetchFirst?(proc: number, ranges: readonly { start: bigint; end: bigint }[]): void;
+  /** Native fault log (optional, as above). */
+  setFaultLog?(capacity: number): void;
+  drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };
   release(proc: number): void;
   stats(): { procs: EngineProcStatsLike[] };
   close(): Promise<void>;

@@ -15,6 +15,8 @@ import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
   AdoptOptions, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
 } from './types.js';
+import { loadWorkingSet, WorkingSetRecorder, writeWorkingSet } from './workingset.js';
+import { latencySummary, type ProcessStats, type StatsFile, type TimelineEvent } from '../stats/format.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
 const DEFAULT_THREADS = 2;
@@ -22,6 +24,11 @@ const DEFAULT_FAULT_AROUND = 8;
 /** Engine statistics poll and liveness check period. */
 const POLL_MS = 50;
 const HOT_MAX = 4;
+/** Native fault log ring (entries); drained every POLL_MS. */
+const LOG_CAPACITY = 1 << 16;
+/** Timeline entries kept per process in the stats file. */
+const TIMELINE_MAX = 200_000;
+const DEFAULT_RECORD_SECONDS = 10;
 
 /** Internal hooks so tests can run the policy against fakes. */
 export interface LazyPagesServerDeps {
@@ -77,6 +84,14 @@ class Proc {
   remoteRanges: Span[] = [];
   remoteIndex = 0;
   remoteCursor = 0n;
+  /** Fault log of this process for the stats file: [tMs, addr, pages, kind]. */
+  timeline: TimelineEvent[] = [];
+  timelineDropped = 0;
+  /** Working set being recorded (roots only). */
+  recorder: WorkingSetRecorder | undefined;
+  /** Pages of a replayed working set, and when they were all in. */
+  wsPages: number | undefined;
+  warmedAtMs: number | undefined;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -109,6 +124,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private zombies = 0;
   /** Processes killed because their images could not serve them (never adopted). */
   private killedAtAdopt = 0;
+  private readonly t0Ns = process.hrtime.bigint();
+  private readonly startedAt = new Date();
+  /** The engine's fault log is on (stats file timeline or working-set recording). */
+  private logOn = false;
+  private logDropped = 0;
+  private recording: boolean;
+  private readonly recordMs: number;
+  private recordTimer: NodeJS.Timeout | undefined;
+  private recordWrites: Promise<unknown> | undefined;
 
   private constructor(
     readonly options: LazyPagesServerOptions,
@@ -121,6 +145,13 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.maxInFlight = options.pushInFlight ?? 2;
     this.kill = deps.kill ?? ((pid) => process.kill(pid, 'SIGKILL'));
     this.pidfdOpen = deps.pidfdOpen;
+    const rec = options.recordWorkingSet;
+    this.recording = rec !== undefined && rec !== false;
+    this.recordMs = (typeof rec === 'number' ? rec : DEFAULT_RECORD_SECONDS) * 1000;
+    if ((options.statsFile || this.recording) && engine.setFaultLog && engine.drainFaultLog) {
+      engine.setFaultLog(LOG_CAPACITY);
+      this.logOn = true;
+    }
     // Never keeps the event loop alive by itself: the engine and the socket do.
     this.poller = setInterval(() => this.poll(), POLL_MS);
     this.poller.unref();
@@ -137,7 +168,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
     const engine = await factory({
       threads: options.engineThreads ?? DEFAULT_THREADS,
-      faultAroundPages: options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
+      // Recording wants exactly the touched pages: fault-around would hide neighbours.
+      faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
@@ -182,9 +214,19 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const hostPid = opts.hostPid ?? pid;
     this.pendingAdopts++;
     this.firstAdoptMs ??= Date.now();
+    if (this.recording && !this.recordTimer) {
+      this.recordTimer = setTimeout(() => void this.stopRecording(), this.recordMs);
+    }
+    const replay = this.options.workingSet !== false && !this.recording && this.engine.prefetchFirst !== undefined
+      ? loadWorkingSet(this.images.dir, pid).catch((e: unknown) => {
+        const message = `pid ${pid}: recorded working set ignored: ${errText(e)}`;
+        this.emit('error', { proc: undefined, killed: false, message, error: e instanceof Error ? e : new Error(message) });
+        return undefined;
+      })
+      : Promise.resolve(undefined);
     let plan: Plan;
     try {
-      plan = await this.images.plan(pid, (path) => this.engine.addSource(path));
+      [plan] = await Promise.all([this.images.plan(pid, (path) => this.engine.addSource(path)), replay]);
     } catch (e) {
       this.pendingAdopts--;
       // Kill before closing the uffd: once the last copy is closed the kernel
@@ -216,6 +258,17 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     // The engine may have reported 'complete' (empty plan) before the handle was known.
     this.procs.set(handle, p);
+    if (this.recording) p.recorder = new WorkingSetRecorder(process.hrtime.bigint());
+    const ws = await replay;
+    if (ws && ws.length > 0 && plan.ranges.length > 0) {
+      // Queued before the process resumes: the engine copies these first, in fault order.
+      p.wsPages = ws.reduce((n, r) => n + Number((r.end - r.start) / 4096n), 0);
+      try {
+        this.engine.prefetchFirst!(handle, ws);
+      } catch (e) {
+        this.emit('error', { proc: this.snapshotOf(p), killed: false, message: `pid ${pid}: working set not replayed: ${errText(e)}`, error: e instanceof Error ? e : new Error(String(e)) });
+      }
+    }
     if (!this.socket) this.restoreFinished = true;
     if (plan.ranges.length === 0) this.finish(p, 'complete');
     this.pump();
@@ -227,6 +280,47 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.restoreFinished = true;
     this.pump();
     this.checkIdle();
+  }
+
+  /** True while working sets are being recorded. */
+  get recordingWorkingSet(): boolean {
+    return this.recording;
+  }
+
+  /**
+   * Ends the working-set recording (also at the end of the recording time,
+   * and on close): writes lr-workingset-<pid>.img for every recorded root
+   * process and lets the background push start. Returns the paths written.
+   */
+  async stopRecording(): Promise<string[]> {
+    if (!this.recording) {
+      await this.recordWrites;
+      return [];
+    }
+    this.recording = false;
+    if (this.recordTimer) clearTimeout(this.recordTimer);
+    this.recordTimer = undefined;
+    this.drainLog();
+    const writes: Promise<string | undefined>[] = [];
+    for (const p of this.procs.values()) {
+      const rec = p.recorder;
+      if (!rec || rec.done || p.parent) continue;
+      rec.done = true;
+      writes.push(writeWorkingSet(this.options.imagesDir, p.imagePid, BigInt(p.adoptedAtMs) * 1_000_000n, rec).then((path) => {
+        this.emit('recorded', { pid: p.imagePid, path, pages: rec.pages, ranges: rec.ranges().length });
+        return path;
+      }, (e: unknown) => {
+        const message = `pid ${p.imagePid}: cannot write its working set: ${errText(e)}`;
+        this.emit('error', { proc: this.snapshotOf(p), killed: false, message, error: e instanceof Error ? e : new Error(message) });
+        return undefined;
+      }));
+    }
+    const all = Promise.all(writes);
+    this.recordWrites = all;
+    const paths = (await all).filter((x): x is string => x !== undefined);
+    this.pump();
+    this.checkIdle();
+    return paths;
   }
 
   /** Statistics of every process the server has seen. */
@@ -287,6 +381,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     for (const p of this.procs.values()) {
       if (p.state === 'serving') this.failProcess(p, 'the lazy-pages server was closed while it still had pages to serve', new Error('server closed'));
     }
+    await this.stopRecording();
     this.closed = true;
     clearInterval(this.poller);
     if (this.bwTimer) clearTimeout(this.bwTimer);
@@ -321,6 +416,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       adoptedAtMs: p.adoptedAtMs,
       timeToCompleteMs: p.finishedAtMs === undefined ? undefined : p.finishedAtMs - p.adoptedAtMs,
       state: p.state,
+      ...(p.wsPages !== undefined ? { workingSetPages: p.wsPages } : {}),
+      ...(p.warmedAtMs !== undefined ? { warmedMs: p.warmedAtMs - p.adoptedAtMs } : {}),
+      ...(p.recorder ? { recordedPages: p.recorder.pages } : {}),
     };
   }
 
@@ -396,6 +494,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         break;
       }
       case 'remap':
+        if (p.recorder) {
+          // Later faults are at moved addresses: keep what was recorded so far.
+          this.drainLog();
+          p.recorder.frozen = true;
+        }
         p.snapshot = undefined;
         p.knownEdges = undefined;
         p.hot = [];
@@ -431,6 +534,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'exit':
         this.finish(p, 'exited');
         break;
+      case 'warmed':
+        if (p.warmedAtMs === undefined && p.wsPages !== undefined) {
+          p.warmedAtMs = Date.now();
+          this.emit('warmed', { proc: this.snapshotOf(p) });
+        }
+        break;
       case 'error':
         this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, Object.assign(new Error(ev.message), { code: ev.code, errno: ev.errno, syscall: ev.syscall }));
         break;
@@ -440,6 +549,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private finish(p: Proc, state: LazyProcessState): void {
     if (p.state !== 'serving') return;
     this.refreshEngineStats();
+    this.drainLog();
     p.state = state;
     p.finishedAtMs = Date.now();
     this.lastFinishMs = p.finishedAtMs;
@@ -540,6 +650,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const before = new Map<Proc, EngineProcStatsLike | undefined>();
     for (const p of this.procs.values()) if (p.state === 'serving') before.set(p, p.engineStats);
     this.refreshEngineStats();
+    this.drainLog();
     let faults = 0, pages = 0, zero = 0;
     for (const [p, old] of before) {
       const now = p.engineStats;
@@ -559,6 +670,31 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.checkIdle();
   }
 
+  /** Takes the engine's fault log: stats-file timelines and working-set recording. */
+  private drainLog(): void {
+    if (!this.logOn) return;
+    let log;
+    try {
+      log = this.engine.drainFaultLog!();
+    } catch {
+      return;
+    }
+    this.logDropped += log.dropped;
+    const keep = this.options.statsFile !== undefined;
+    for (const e of log.entries) {
+      const p = this.procs.get(e.proc);
+      if (!p) continue;
+      if (e.kind !== 'push' && e.fault !== 0n) p.recorder?.add(e.fault, e.tNs);
+      if (!keep) continue;
+      if (p.timeline.length >= TIMELINE_MAX) {
+        p.timelineDropped++;
+        continue;
+      }
+      const tMs = e.tNs > this.t0Ns ? Math.round(Number(e.tNs - this.t0Ns) / 1000) / 1000 : 0;
+      p.timeline.push([tMs, `0x${e.start.toString(16)}`, e.pages, e.kind === 'fault' ? 'f' : e.kind === 'zero' ? 'z' : 'p']);
+    }
+  }
+
   private refreshEngineStats(): void {
     let all: EngineProcStatsLike[];
     try {
@@ -575,7 +711,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   // ---- background push ----------------------------------------------------
 
   private pushAllowed(): boolean {
-    return this.restoreFinished && !this.closed && this.options.prefetch !== false;
+    return this.restoreFinished && !this.closed && this.options.prefetch !== false && !this.recording;
   }
 
   /** Issues background chunks while there is room; the engine serves faults before them. */
@@ -765,7 +901,36 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private writeStatsFile(): void {
     const f = this.options.statsFile;
     if (!f) return;
-    const body = { ...this.stats(), processes: this.processes(), memory: selfMemory() };
+    this.drainLog();
+    const { processes: _count, ...totals } = this.stats();
+    const procs: ProcessStats[] = [...this.procs.values()].map((p) => {
+      const s = this.snapshotOf(p);
+      const es = p.engineStats;
+      const latency = es ? latencySummary(es.latencyLog2Ns) : undefined;
+      return {
+        pid: p.hostPid ?? p.imagePid,
+        ...(p.parent ? { parentPid: p.parent.hostPid ?? p.parent.imagePid } : {}),
+        id: p.id, imagePid: p.imagePid, state: p.state,
+        faults: es?.faults ?? 0, zeroPages: es?.zeroPages ?? 0, copiedPages: es?.copiedPages ?? 0,
+        pushedPages: es?.pushedPages ?? 0, bytes: Number(es?.bytes ?? 0n),
+        lazyBytes: p.lazyBytes.toString(), pushedBytes: p.pushedBytes.toString(),
+        ...(s.timeToCompleteMs !== undefined && p.state === 'complete' ? { timeToCompleteMs: s.timeToCompleteMs } : {}),
+        ...(p.state === 'exited' ? { exited: true } : {}),
+        ...(latency ? { latency } : {}),
+        ...(s.workingSetPages !== undefined ? { workingSetPages: s.workingSetPages } : {}),
+        ...(s.warmedMs !== undefined ? { warmedMs: s.warmedMs } : {}),
+        ...(s.recordedPages !== undefined ? { recordedPages: s.recordedPages } : {}),
+        ...(p.timelineDropped + this.logDropped > 0 ? { timelineDropped: p.timelineDropped + this.logDropped } : {}),
+        timeline: p.timeline,
+      };
+    });
+    const body: StatsFile = {
+      tool: 'lazy-restore', version: 1, startedAt: this.startedAt.toISOString(),
+      durationMs: Date.now() - this.startedAt.getTime(),
+      ...totals,
+      bytesCopied: totals.bytesCopied.toString(), lazyBytes: totals.lazyBytes.toString(), lazyBytesLeft: totals.lazyBytesLeft.toString(),
+      processes: procs, memory: selfMemory(),
+    } as StatsFile;
     writeFileSync(f, `${JSON.stringify(body, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
   }
 }

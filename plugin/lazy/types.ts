@@ -49,6 +49,17 @@ export interface LazyPagesServerOptions {
   pushChunkBytes?: number;
   /** Background chunks in flight at once, over all processes (default 2). */
   pushInFlight?: number;
+  /**
+   * Record each restored process's working set (pages faulted, first touch,
+   * in fault order) into lr-workingset-<pid>.img in imagesDir: for this many
+   * seconds (true = 10) from its adoption, or until stopRecording(). While
+   * recording, fault-around is off (the set is exactly the touched pages),
+   * the background push waits (pushed pages would never fault) and no
+   * recorded working set is replayed.
+   */
+  recordWorkingSet?: boolean | number;
+  /** Replay a recorded working set (lr-workingset-<pid>.img) first when there is one (default true). */
+  workingSet?: boolean;
 }
 
 export interface AdoptOptions {
@@ -81,6 +92,12 @@ export interface LazyProcessStats {
   /** ms from adopt to complete/exit, when finished. */
   timeToCompleteMs: number | undefined;
   state: LazyProcessState;
+  /** Pages of the recorded working set queued first (replay), if one was found. */
+  workingSetPages?: number;
+  /** ms from adopt until the replayed working set was in. */
+  warmedMs?: number;
+  /** Pages recorded so far (when recording). */
+  recordedPages?: number;
 }
 
 export type LazyProcessState = 'serving' | 'complete' | 'exited' | 'killed';
@@ -118,6 +135,13 @@ export interface ForkEvent { parent: LazyProcessStats; child: LazyProcessStats }
 export interface RemapEvent { proc: LazyProcessStats; from: bigint; to: bigint; len: bigint }
 export interface RangeEvent { proc: LazyProcessStats; start: bigint; end: bigint }
 export interface ProcessEvent { proc: LazyProcessStats }
+export interface RecordedEvent {
+  /** Image pid the working set was written for. */
+  pid: number;
+  path: string;
+  pages: number;
+  ranges: number;
+}
 export interface LazyErrorEvent {
   /** The process concerned (killed with SIGKILL when `killed`), if any. */
   proc: LazyProcessStats | undefined;
@@ -142,4 +166,8 @@ export interface LazyEventMap {
   error: LazyErrorEvent;
   socket: SocketEvent;
   idle: LazyServerStats;
+  /** The replayed working set of a process is in. */
+  warmed: ProcessEvent;
+  /** A working set was written. */
+  recorded: RecordedEvent;
 }

@@ -55,6 +55,7 @@ export type RawEngineEvent =
   | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
   | { type: 'complete' | 'exit'; proc: number }
+  | { type: 'warmed'; proc: number; copied: bigint }
   | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
 
 export interface RawProcStats {
@@ -74,6 +75,12 @@ export interface NativeFaultEngineHandle {
   adopt(uffd: number, ranges: BigUint64Array, pidfd: number): number;
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
+  /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
+  prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Fault log ring capacity in entries (0 = off). */
+  setFaultLog(capacity: number): void;
+  /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
+  drainFaultLog(): { entries: BigUint64Array; dropped: number };
   lazyRanges(proc: number): BigUint64Array;
   lazyBytes(proc: number): bigint;
   release(proc: number): void;

@@ -15,7 +15,22 @@ export type TimelineKind = 'f' | 'p' | 'z';
 export type TimelineEvent = [tMs: number, addr: string, pages: number, kind: TimelineKind];
 
 export interface ProcessStats {
+  /** Host pid when known, else the image pid. */
   pid: number;
+  /** Daemon fields (plugin/lazy): server-wide id, pid in the images, state at the end. */
+  id?: number;
+  imagePid?: number;
+  state?: string;
+  /** Lazy bytes in the plan and bytes pushed in the background (decimal strings: 64-bit). */
+  lazyBytes?: string;
+  pushedBytes?: string;
+  /** Working set: pages replayed (copied first) or recorded in this run. */
+  workingSetPages?: number;
+  /** ms from adoption until the replayed working set was in. */
+  warmedMs?: number;
+  recordedPages?: number;
+  /** Timeline entries left out (bounded per process) or lost by the native log. */
+  timelineDropped?: number;
   /** Set for processes that appeared by fork after the restore. */
   parentPid?: number;
   faults: number;
@@ -36,6 +51,48 @@ export interface StatsFile {
   startedAt: string;
   durationMs: number;
   processes: ProcessStats[];
+  // Daemon totals (plugin/lazy LazyServerStats; 64-bit byte counts as decimal strings).
+  serving?: number;
+  complete?: number;
+  exited?: number;
+  killed?: number;
+  faults?: number;
+  faultPages?: number;
+  zeroPages?: number;
+  pushedPages?: number;
+  bytesCopied?: string;
+  lazyBytes?: string;
+  lazyBytesLeft?: string;
+  faultLatencyP50Us?: number;
+  faultLatencyP99Us?: number;
+  elapsedMs?: number;
+  zombies?: number;
+  /** The daemon's own memory when it wrote the file. */
+  memory?: { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; hwmBytes: number };
+}
+
+/** LatencySummary of a log2-ns histogram (bucket i counts [2^i, 2^(i+1)) ns); undefined when empty. */
+export function latencySummary(log2Ns: readonly number[]): LatencySummary | undefined {
+  const total = log2Ns.reduce((a, b) => a + b, 0);
+  if (total === 0) return undefined;
+  const pct = (p: number): number => {
+    const rank = Math.max(1, Math.ceil((p / 100) * total));
+    let cum = 0;
+    for (let i = 0; i < log2Ns.length; i++) {
+      cum += log2Ns[i]!;
+      if (cum >= rank) return 2 ** (i + 1) / 1000;
+    }
+    return 2 ** log2Ns.length / 1000;
+  };
+  let max = 0;
+  const histogram: { leUs: number; count: number }[] = [];
+  log2Ns.forEach((count, i) => {
+    if (count > 0) {
+      histogram.push({ leUs: 2 ** (i + 1) / 1000, count });
+      max = 2 ** (i + 1) / 1000;
+    }
+  });
+  return { p50Us: pct(50), p99Us: pct(99), maxUs: max, histogram };
 }
 
 export function isStatsFile(x: unknown): x is StatsFile {

@@ -31,6 +31,8 @@ export type EngineEvent =
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
   /** Nothing lazy left. */
   | { type: 'complete'; proc: number }
+  /** The working-set queue given to prefetchFirst() is done; `copied` bytes (all calls so far). */
+  | { type: 'warmed'; proc: number; copied: bigint }
   /** The mm is gone (ESRCH/ENOSPC from the kernel, pidfd readable, or liveness probe). */
   | { type: 'exit'; proc: number }
   /** The process is no longer served (uffd kept open so it blocks rather than reading zeros): kill it. */
@@ -77,6 +79,21 @@ export interface ProcStats {
   p50Ns: number;
   p99Ns: number;
 }
+
+/** One fault-log entry: pages placed at [start, start + pages*4096), when and why. */
+export interface FaultLogEntry {
+  /** CLOCK_MONOTONIC ns (same clock as process.hrtime.bigint()). */
+  tNs: bigint;
+  proc: number;
+  start: bigint;
+  pages: number;
+  /** fault = copied for a fault (incl. fault-around), zero = zero page, push = prefetch or working set. */
+  kind: 'fault' | 'zero' | 'push';
+  /** The faulting page for fault/zero entries; 0n for pushes. */
+  fault: bigint;
+}
+
+const LOG_KINDS = ['fault', 'zero', 'push'] as const;
 
 export interface EngineStats {
   procs: ProcStats[];
@@ -232,6 +249,39 @@ export class FaultEngine {
     checkProc(proc);
     checkRange(start, len, 'prefetch');
     this.n.prefetch(proc, start, len);
+  }
+
+  /**
+   * Queues the working set of a process: these ranges are copied in this
+   * order, before any prefetch() window (faults still go first), skipping
+   * pages no longer lazy. A 'warmed' event follows when the queue is done.
+   */
+  prefetchFirst(proc: number, ranges: readonly { start: bigint; end: bigint }[]): void {
+    checkProc(proc);
+    const packed = new BigUint64Array(ranges.length * 2);
+    ranges.forEach((r, i) => {
+      checkRange(r.start, r.end - r.start, 'prefetchFirst');
+      packed[2 * i] = r.start;
+      packed[2 * i + 1] = r.end;
+    });
+    this.n.prefetchFirst(proc, packed);
+  }
+
+  /** Turns the native fault log on with room for `capacity` entries (0 = off); the oldest are dropped when full. */
+  setFaultLog(capacity: number): void {
+    if (!Number.isInteger(capacity) || capacity < 0 || capacity > 1 << 24) throw new RangeError('capacity must be 0..16777216');
+    this.n.setFaultLog(capacity);
+  }
+
+  /** Takes every entry logged since the last drain (in order) and the count dropped meanwhile. */
+  drainFaultLog(): { entries: FaultLogEntry[]; dropped: number } {
+    const raw = this.n.drainFaultLog();
+    const e = raw.entries;
+    const entries: FaultLogEntry[] = [];
+    for (let i = 0; i < e.length; i += 6) {
+      entries.push({ tNs: e[i]!, proc: Number(e[i + 1]!), start: e[i + 2]!, pages: Number(e[i + 3]!), kind: LOG_KINDS[Number(e[i + 4]!)] ?? 'push', fault: e[i + 5]! });
+    }
+    return { entries, dropped: raw.dropped };
   }
 
   lazyRanges(proc: number): { start: bigint; end: bigint }[] {

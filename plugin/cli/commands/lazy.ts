@@ -12,6 +12,8 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   bandwidth?: string;
   statsFile?: string;
   engineThreads?: string;
+  recordWorkingSet?: boolean | string;
+  workingSet: boolean;
 }
 
 /** Parses "100M", "1.5GiB", "500k", "1048576" (bytes per second; K/M/G are powers of 1024). */
@@ -33,7 +35,9 @@ export function register(program: Command): void {
     .option('--no-prefetch', 'serve faults only, no background push')
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
-    .option('--engine-threads <n>', 'fault engine threads'))
+    .option('--engine-threads <n>', 'fault engine threads')
+    .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
+    .option('--no-working-set', 'do not prefetch a recorded working set first'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -51,6 +55,12 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     threads = Number(opts.engineThreads);
     if (!Number.isInteger(threads) || threads < 1) throw new UserError(`--engine-threads must be an integer >= 1, got "${opts.engineThreads}"`, { exitCode: ExitCode.usage });
   }
+  let record: boolean | number | undefined;
+  if (opts.recordWorkingSet === true) record = true;
+  else if (typeof opts.recordWorkingSet === 'string') {
+    record = Number(opts.recordWorkingSet);
+    if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${opts.recordWorkingSet}"`, { exitCode: ExitCode.usage });
+  }
   // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
   const remote = await openRemoteFromCli(opts);
   const server = await LazyPagesServer.open({
@@ -61,6 +71,8 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),
+    ...(record !== undefined ? { recordWorkingSet: record } : {}),
+    workingSet: opts.workingSet,
   }).catch((e: unknown) => {
     remote?.destroy();
     throw e;
@@ -82,6 +94,9 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+  const onUsr2 = (): void => void server.stopRecording();
+  if (record !== undefined) process.on('SIGUSR2', onUsr2);
+  server.on('recorded', (ev) => process.stderr.write(`lazy-pages: working set of pid ${ev.pid}: ${ev.pages} pages in ${ev.ranges} runs -> ${ev.path}\n`));
   const stats = await server.done();
   const procs = server.processes();
   await server.close();
@@ -96,6 +111,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   }
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
+  process.off('SIGUSR2', onUsr2);
   process.stdout.write(formatSummary(stats, procs));
   if (stats.killed > 0) return ExitCode.restoredFailed;
   return errors > 0 && stats.processes === 0 ? ExitCode.failure : ExitCode.ok;

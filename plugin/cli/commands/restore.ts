@@ -10,6 +10,10 @@ interface RestoreCliOptions {
   shellJob?: boolean;
   lazySocket?: string;
   pidns?: boolean;
+  recordWorkingSet?: boolean | string;
+  workingSet: boolean;
+  statsFile?: string;
+  prefetch: boolean;
 }
 
 export function register(program: Command): void {
@@ -23,12 +27,20 @@ export function register(program: Command): void {
     .option('--pidfile <file>', "write the root process's pid to this file")
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
+    .option('--record-working-set [seconds]', 'with in-process --lazy-pages: record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
+    .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
+    .option('--no-prefetch', 'with in-process --lazy-pages: serve faults only, no background push')
+    .option('--stats-file <file>', 'with in-process --lazy-pages: write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions) => {
       const { restore } = await import('../../restore/index.js');
+      const lazy = o.lazyPages === true || o.lazySocket !== undefined;
+      // In-process daemon opened here so its options (working set, stats) can be set.
+      const server = lazy && o.lazySocket === undefined ? await openServer(o) : undefined;
       const tree = await restore({
         imagesDir: o.imagesDir,
-        lazy: o.lazyPages === true || o.lazySocket !== undefined,
+        lazy,
         ...(o.lazySocket !== undefined ? { lazySocket: o.lazySocket } : {}),
+        ...(server ? { lazyServer: server } : {}),
         detached: true,
         shellJob: o.shellJob === true,
         pidns: o.pidns === true,
@@ -39,12 +51,40 @@ export function register(program: Command): void {
         // In-process lazy daemon: keep serving until every page is in, then leave the tree running.
         await tree.lazyDone();
         await tree.close();
+        await server?.close();
         return;
       }
       const exit = await tree.wait();
       await tree.lazyDone();
       await tree.close();
+      await server?.close();
       // Like CRIU: the command's status is the root's.
       process.exit(exit.signal ? 128 + exit.signal : exit.code);
     });
+}
+
+async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/server.js').LazyPagesServer> {
+  const { UserError, ExitCode } = await import('../../errors.js');
+  const { LazyPagesServer } = await import('../../lazy/server.js');
+  let record: boolean | number | undefined;
+  if (o.recordWorkingSet === true) record = true;
+  else if (typeof o.recordWorkingSet === 'string') {
+    record = Number(o.recordWorkingSet);
+    if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${o.recordWorkingSet}"`, { exitCode: ExitCode.usage });
+  }
+  const server = await LazyPagesServer.open({
+    imagesDir: o.imagesDir,
+    workingSet: o.workingSet,
+    prefetch: o.prefetch,
+    ...(record !== undefined ? { recordWorkingSet: record } : {}),
+    ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
+  });
+  server.on('error', (ev) => process.stderr.write(`lazy-pages: ${ev.message}\n`));
+  server.on('recorded', (ev) => process.stderr.write(`lazy-pages: working set of pid ${ev.pid}: ${ev.pages} pages in ${ev.ranges} runs -> ${ev.path}\n`));
+  if (record !== undefined) {
+    const onUsr2 = (): void => void server.stopRecording();
+    process.on('SIGUSR2', onUsr2);
+    server.on('recorded', () => process.off('SIGUSR2', onUsr2));
+  }
+  return server;
 }
