@@ -29,6 +29,7 @@ const LOG_CAPACITY = 1 << 16;
 /** Timeline entries kept per process in the stats file. */
 const TIMELINE_MAX = 200_000;
 const DEFAULT_RECORD_SECONDS = 10;
+const DEFAULT_WS_HOLD_MS = 250;
 
 /** Internal hooks so tests can run the policy against fakes. */
 export interface LazyPagesServerDeps {
@@ -92,6 +93,8 @@ class Proc {
   /** Pages of a replayed working set, and when they were all in. */
   wsPages: number | undefined;
   warmedAtMs: number | undefined;
+  /** adopt() waiting for the working set before the process resumes. */
+  warmWaiter: (() => void) | undefined;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -265,6 +268,19 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       p.wsPages = ws.reduce((n, r) => n + Number((r.end - r.start) / 4096n), 0);
       try {
         this.engine.prefetchFirst!(handle, ws);
+        // The restorer resumes the process once adopt() returns: let the
+        // working set go in first (nothing can fault yet), within a bound.
+        const hold = this.options.workingSetHoldMs ?? DEFAULT_WS_HOLD_MS;
+        if (hold > 0 && p.warmedAtMs === undefined && p.state === 'serving') {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => p.warmWaiter?.(), hold);
+            p.warmWaiter = () => {
+              clearTimeout(timer);
+              p.warmWaiter = undefined;
+              resolve();
+            };
+          });
+        }
       } catch (e) {
         this.emit('error', { proc: this.snapshotOf(p), killed: false, message: `pid ${pid}: working set not replayed: ${errText(e)}`, error: e instanceof Error ? e : new Error(String(e)) });
       }
@@ -537,6 +553,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'warmed':
         if (p.warmedAtMs === undefined && p.wsPages !== undefined) {
           p.warmedAtMs = Date.now();
+          p.warmWaiter?.();
           this.emit('warmed', { proc: this.snapshotOf(p) });
         }
         break;
@@ -548,6 +565,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private finish(p: Proc, state: LazyProcessState): void {
     if (p.state !== 'serving') return;
+    p.warmWaiter?.();
     this.refreshEngineStats();
     this.drainLog();
     p.state = state;
@@ -572,6 +590,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   /** SIGKILL first, then release: once our uffd is closed the kernel would hand out zero pages. */
   private failProcess(p: Proc, why: string, error: Error): void {
     if (p.state !== 'serving') return;
+    p.warmWaiter?.();
     this.refreshEngineStats();
     if (p.hostPid === undefined) this.resolveChildPidNow(p);
     const target = p.hostPid;
@@ -950,6 +969,8 @@ function validateOptions(o: LazyPagesServerOptions): void {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
   if (o.faultAroundPages !== undefined && !(Number.isInteger(o.faultAroundPages) && o.faultAroundPages >= 1 && o.faultAroundPages <= 512)) throw new RangeError('faultAroundPages must be 1..512');
+  if (o.workingSetHoldMs !== undefined && !(Number.isFinite(o.workingSetHoldMs) && o.workingSetHoldMs >= 0)) throw new RangeError('workingSetHoldMs must be >= 0');
+  if (typeof o.recordWorkingSet === 'number' && !(Number.isFinite(o.recordWorkingSet) && o.recordWorkingSet > 0)) throw new RangeError('recordWorkingSet must be true or a number of seconds > 0');
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
 }
 

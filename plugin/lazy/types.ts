@@ -60,6 +60,12 @@ export interface LazyPagesServerOptions {
   recordWorkingSet?: boolean | number;
   /** Replay a recorded working set (lr-workingset-<pid>.img) first when there is one (default true). */
   workingSet?: boolean;
+  /**
+   * adopt() returns (and the restorer resumes the process) once its working
+   * set is in, or after this many ms, whichever is first (default 250; 0 =
+   * resume at once and copy the working set alongside).
+   */
+  workingSetHoldMs?: number;
 }
 
 export interface AdoptOptions {

@@ -54,6 +54,10 @@ test('CLI: record with SIGUSR2, replay by default, --no-working-set, stats timel
   try {
     const cp = await checkpointKv(work.path, 8, 512);
     const img = join(cp.dir, `lr-workingset-${cp.pid}.img`);
+    const bad = await runCli(['restore', '-D', cp.dir, '--record-working-set']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--record-working-set and --stats-file need the in-process daemon/);
+    assert.ok(!existsSync(img));
 
     const rec = await cliRun(cp, work.path, ['--record-working-set=60'], async (pid, stderr) => {
       process.kill(pid, 'SIGUSR2');

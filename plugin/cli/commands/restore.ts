@@ -34,6 +34,10 @@ export function register(program: Command): void {
     .action(async (o: RestoreCliOptions) => {
       const { restore } = await import('../../restore/index.js');
       const lazy = o.lazyPages === true || o.lazySocket !== undefined;
+      if ((o.recordWorkingSet !== undefined || o.statsFile !== undefined) && (!lazy || o.lazySocket !== undefined)) {
+        const { UserError, ExitCode } = await import('../../errors.js');
+        throw new UserError('--record-working-set and --stats-file need the in-process daemon: --lazy-pages without --lazy-socket (or give them to the lazy-pages daemon)', { exitCode: ExitCode.usage });
+      }
       // In-process daemon opened here so its options (working set, stats) can be set.
       const server = lazy && o.lazySocket === undefined ? await openServer(o) : undefined;
       const tree = await restore({
