@@ -62,6 +62,8 @@ export interface PageRun {
 
 export interface FilePlan {
   fd: number;
+  /** file_entry id: fds with the same id share one open file description (dup). */
+  id: number;
   /** FD_CLOEXEC from fdinfo. */
   cloexec: boolean;
   path: string;
@@ -278,7 +280,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (!f) throw new ImageError(`${imagesDir}/fdinfo-${ids.files_id}.img`, undefined, `fd ${fi.fd} refers to file id ${fi.id}, which files.img does not have`);
       if (f.type === FD_REG && f.reg) {
         checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
-        plannedFiles.push({ fd: fi.fd, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
+        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
       } else if (fi.fd <= 2) {
         inheritedStdio.push(fi.fd);
       } else {

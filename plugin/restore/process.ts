@@ -252,7 +252,15 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
   for (const fd of [0, 1, 2]) {
     if (!planned.has(fd) && !p.inheritedStdio.includes(fd)) t.raw(NR.close, fd);
   }
+  // One open per file description; further fds of the same id are dups, so
+  // they share the offset and status flags as they did.
+  const firstFd = new Map<number, number>();
   for (const f of [...p.files].sort((a, b) => a.fd - b.fd)) {
+    const shared = firstFd.get(f.id);
+    if (shared !== undefined) {
+      t.call(`dup3(${shared}, ${f.fd})`, NR.dup3, shared, f.fd, f.cloexec ? O_CLOEXEC : 0);
+      continue;
+    }
     const flags = (f.flags & ~OPEN_STRIP) | O_CLOEXEC;
     const tmp = t.openat(f.path, flags);
     if (tmp !== f.fd) {
@@ -261,6 +269,7 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
     } else if (!f.cloexec) {
       t.call(`fcntl(${f.fd}, F_SETFD)`, NR.fcntl, f.fd, 2 /* F_SETFD */, 0);
     }
+    firstFd.set(f.id, f.fd);
     if ((f.flags & O_PATH) === 0 && f.pos < 1n << 63n) {
       const r = t.raw(NR.lseek, f.fd, f.pos, 0);
       if (r !== f.pos) throw new UserError(`pid ${p.pid}: cannot seek fd ${f.fd} (${f.path}) to ${f.pos}: result ${r}`);

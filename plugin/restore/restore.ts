@@ -82,7 +82,7 @@ export interface RestoredTree {
   close(): Promise<void>;
 }
 
-const O_NOFOLLOW_PID_CHECK_MS = 20;
+const ZOMBIE_POLL_MS = 20;
 
 function procState(pid: number): { state: string; comm: string } | undefined {
   try {
@@ -108,7 +108,7 @@ async function checkPids(plan: ProcessPlan[], waitMs: number): Promise<void> {
         if (Date.now() > deadline) {
           throw new UserError(`pid ${t} is still held by an unreaped zombie (${st.comm}) after ${waitMs} ms: cannot restore it`);
         }
-        await new Promise((r) => setTimeout(r, O_NOFOLLOW_PID_CHECK_MS));
+        await new Promise((r) => setTimeout(r, ZOMBIE_POLL_MS));
       }
     }
   }

@@ -1,0 +1,50 @@
+// Shared steps of the restore tests: start a self-verifying workload (child of
+// the test process), dump it (the dump kills it; node reaps it), restore it
+// through the TS API in this process (so the restored root is our child and
+// is reaped at once), tell it to go and check what it reports.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { dump } from '../../plugin/dump/index.js';
+import { restore, type RestoredTree, type RestoreOptions } from '../../plugin/restore/index.js';
+import { tempDir, withTimeout } from './env.js';
+import { startWorkload, type Workload } from './workload.js';
+
+export interface Dumped {
+  wl: Workload;
+  images: { path: string; dispose: () => void };
+}
+
+/** Starts `name`, dumps it into a fresh image dir and waits until the original is reaped. */
+export async function startAndDump(name: string, args: string[] = []): Promise<Dumped> {
+  const wl = await startWorkload(name, args);
+  const images = tempDir('lr-img-');
+  try {
+    await dump({ pid: wl.pid, imagesDir: images.path, shellJob: true });
+    await withTimeout(wl.exited, 10000, `${name} killed by the dump`);
+  } catch (e) {
+    await wl.dispose();
+    images.dispose();
+    throw e;
+  }
+  return { wl, images };
+}
+
+export async function restoreTree(imagesDir: string, opts: Partial<RestoreOptions> = {}): Promise<RestoredTree> {
+  return withTimeout(restore({ imagesDir, shellJob: true, detached: true, ...opts }), 30000, 'restore');
+}
+
+/** Sends go to the restored root, waits for its exit and checks the workload's own verdict. */
+export async function goAndCheck(d: Dumped, tree: RestoredTree): Promise<void> {
+  d.wl.go(tree.pid);
+  const exit = await withTimeout(tree.wait(), 30000, 'restored workload exit');
+  const result = existsSync(`${d.wl.ctrlDir}/result`) ? readFileSync(`${d.wl.ctrlDir}/result`, 'utf8').trim() : '(no result file)';
+  assert.equal(result, 'ok', `workload verdict (exit ${JSON.stringify(exit)})`);
+  assert.deepEqual(exit, { code: 0, signal: 0 });
+  await withTimeout(tree.lazyDone(), 30000, 'lazy pages served');
+  await tree.close();
+}
+
+/** True while /proc/PID exists (any state). */
+export function pidExists(pid: number): boolean {
+  return existsSync(`/proc/${pid}`);
+}

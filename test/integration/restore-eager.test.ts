@@ -1,0 +1,88 @@
+// Eager restore round trips: dump -> kill -> restore -> the workload
+// continues and verifies itself (memory, threads, a tree with a grandchild
+// reaped by its restored parent, files at offsets and cwd, signal state),
+// and the same program checkpointed and restored twice in a row.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { dump } from '../../plugin/dump/index.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+
+const skip = !isRoot && 'needs root';
+
+async function roundTrip(name: string, args: string[] = [], check?: (pid: number, d: Awaited<ReturnType<typeof startAndDump>>) => void): Promise<void> {
+  const fds = openFds();
+  const d = await startAndDump(name, args);
+  try {
+    const tree = await restoreTree(d.images.path);
+    assert.equal(tree.pid, d.wl.pid, 'the root keeps its pid');
+    check?.(tree.pid, d);
+    await goAndCheck(d, tree);
+  } finally {
+    await d.wl.dispose();
+    d.images.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+}
+
+test('eager: mixed memory (anon, scattered, never-touched, heap, read-only, PROT_NONE, file COW, stack)', { skip }, async () => {
+  await roundTrip('workload-mem', ['8'], (pid) => {
+    const exe = readlinkSync(`/proc/${pid}/exe`);
+    assert.match(exe, /workload-mem$/, '/proc/PID/exe is the dumped program, not the stub');
+    assert.doesNotMatch(readFileSync(`/proc/${pid}/maps`, 'utf8'), /restore-stub/);
+  });
+});
+
+test('eager: threads keep tids, registers, TLS and their blocking syscalls', { skip }, async () => {
+  await roundTrip('workload-threads', [], (pid, d) => {
+    for (const k of ['futex', 'sleep', 'regs']) {
+      const tid = Number(d.wl.report[`tid_${k}`]);
+      assert.equal(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(' ')[0], String(tid), `thread ${k} keeps tid ${tid}`);
+    }
+  });
+});
+
+test('eager: tree with a grandchild keeps pids, links and groups; the restored child reaps the grandchild', { skip }, async () => {
+  await roundTrip('workload-tree', [], (pid, d) => {
+    const child = Number(d.wl.report.child);
+    const grand = Number(d.wl.report.grandchild);
+    const stat = (p: number): string[] => {
+      const s = readFileSync(`/proc/${p}/stat`, 'utf8');
+      return s.slice(s.lastIndexOf(')') + 2).split(' ');
+    };
+    assert.equal(Number(stat(child)[1]), pid, 'child of the restored root');
+    assert.equal(Number(stat(grand)[1]), child, 'grandchild of the restored child');
+    assert.equal(Number(stat(grand)[2]), grand, 'grandchild leads its own process group');
+    assert.equal(Number(stat(child)[3]), Number(stat(pid)[3]), 'same session');
+  });
+});
+
+test('eager: files at their offsets (shared and separate descriptions), flags, cwd', { skip }, async () => {
+  await roundTrip('workload-files');
+});
+
+test('eager: signal handlers (SA_SIGINFO, SA_ONSTACK on an altstack), blocked mask, FPU modes', { skip }, async () => {
+  await roundTrip('workload-restore-signals');
+});
+
+test('eager: the same program checkpointed and restored twice in a row', { skip }, async () => {
+  const fds = openFds();
+  const d = await startAndDump('workload-mem', ['4']);
+  const img2 = tempDir('lr-img2-');
+  try {
+    const first = await restoreTree(d.images.path);
+    const firstExit = first.wait();
+    await dump({ pid: first.pid, imagesDir: img2.path, shellJob: true });
+    assert.equal((await withTimeout(firstExit, 10000, 'first restore killed by the second dump')).signal, 9);
+    await first.close();
+    const second = await restoreTree(img2.path);
+    assert.equal(second.pid, d.wl.pid);
+    await goAndCheck(d, second);
+  } finally {
+    await d.wl.dispose();
+    d.images.dispose();
+    img2.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
