@@ -88,6 +88,7 @@ export class Watchdog {
     this.closed = true;
     this.child.stdin!.end();
     this.child.ref();
+    this.pipes(true);
     await this.exited;
     await this.closedPipes;
   }
