@@ -8,5 +8,6 @@ void InitInject(Napi::Env env, Napi::Object exports) {
   InitInjectPtrace(env, exports);
   InitInjectMemory(env, exports);
   InitInjectDumpMem(env, exports);
+  InitInjectPageScan(env, exports);
 }
 }  // namespace lr

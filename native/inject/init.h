@@ -8,4 +8,5 @@ namespace lr {
 void InitInjectPtrace(Napi::Env env, Napi::Object exports);  // ptrace.cc
 void InitInjectMemory(Napi::Env env, Napi::Object exports);  // memory.cc
 void InitInjectDumpMem(Napi::Env env, Napi::Object exports);  // dumpmem.cc
+void InitInjectPageScan(Napi::Env env, Napi::Object exports);  // pagescan.cc (incremental dumps)
 }  // namespace lr

@@ -20,6 +20,7 @@ import { FileTable, planFds, type PlannedFd } from './files.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { Incremental, uptimeMicros } from './incremental.js';
 
 const PE_LAZY_FLAG = 2;
 
@@ -42,6 +43,18 @@ export interface DumpOptions {
    * killed (or released with leaveRunning).
    */
   lazyPages?: LazyPagesServe;
+  /**
+   * Incremental dumps (plugin/dump/incremental.ts): the previous image
+   * directory (relative paths are relative to imagesDir, as in CRIU). Pages
+   * not written since it was dumped become PE_PARENT entries.
+   */
+  prevImagesDir?: string;
+  /** CRIU's pre-dump: copy memory, arm write tracking and let the tree run. */
+  preDump?: boolean;
+  /** How long the write tracker waits for the next dump (s; default 3600, 0 = until the tree exits). */
+  trackTimeoutS?: number;
+  /** Warnings (e.g. falling back to a full dump); default: stderr. */
+  warn?: (line: string) => void;
 }
 
 export interface LazyPagesServe {
@@ -68,6 +81,8 @@ export interface DumpStats {
   pagesZero: number;
   pagesWritten: number;
   pagesLazy: number;
+  /** Unchanged pages left to the parent images (PE_PARENT). */
+  pagesSkippedParent: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -213,6 +228,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   if (!Number.isSafeInteger(root) || root <= 0) throw new UserError(`invalid pid ${String(root)}`);
   if (root === process.pid) throw new UserError(`pid ${root}: cannot dump the dumping process itself`);
   if (!existsSync(`/proc/${root}`)) throw new UserError(`pid ${root}: no such process (ESRCH)`);
+  const incremental = opts.preDump === true || opts.prevImagesDir !== undefined;
+  if (incremental && opts.lazyPages) throw new UserError('--lazy-pages cannot be combined with pre-dump or --prev-images-dir');
   if (opts.lazyPages) {
     // Refuse a bad page-server address before the tree is touched.
     const { checkAddressPolicy, resolveAddress } = await import('../pageserver/transport.js');
@@ -243,6 +260,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
   let stats: DumpStats;
+  let inc: Incremental | undefined;
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
   try {
     // 3. Look again at the frozen tree.
@@ -251,10 +269,19 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     if (post.problems.length) throw refuse(post.problems);
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
-    // 4. Collect and write.
+    // 4. Collect and write (incremental: only pages written since the parent).
     await clearStaleImages(dir);
-    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges);
+    if (incremental) {
+      inc = await Incremental.open({
+        imagesDir: opts.imagesDir, ...(opts.prevImagesDir !== undefined ? { prevImagesDir: opts.prevImagesDir } : {}),
+        preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
+        warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
+      }, frozenPids);
+    }
+    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges, inc);
+    if (inc) await inc.commit();
   } catch (e) {
+    inc?.close();
     tree.release();
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
@@ -287,7 +314,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
-  if (opts.leaveRunning || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
+  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
   else tree.kill();
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
@@ -298,7 +325,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   await dir.writeImage(KIND.stats, 'dump', [{
     dump: {
       freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
-      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: 0n,
+      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
       pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
     },
   }]);
@@ -316,9 +343,10 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[]): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
+  const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
-    processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0,
+    processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
     freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable();
@@ -396,6 +424,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
     const pm = new Pagemap(pid);
     const pagesFd = openSync(dir.pagesPath(pagesId), 'w');
     let runs;
+    let parentEntries: PagemapEntry[] = [];
     try {
       if (lazyRanges) {
         // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
@@ -418,6 +447,14 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
         stats.pagesWritten += r.bytes / 4096;
+      } else if (inc) {
+        const mp = await inc.planMemory(pid, regions, opts);
+        const r = dumpPages(mem, pm, pagesFd, 0n, mp.dirty.map((d) => d.g));
+        runs = r.runs.map((x) => ({ ...x, region: mp.dirty[x.region]!.region, lazyOnly: false }));
+        parentEntries = mp.parent;
+        stats.pagesScanned += r.scanned;
+        stats.pagesZero += r.zero;
+        stats.pagesWritten += r.bytes / 4096;
       } else {
         const r = dumpPages(mem, pm, pagesFd, 0n, regions);
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
@@ -436,6 +473,10 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
       if (flags & 2) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
+    if (parentEntries.length) {
+      entries.push(...parentEntries);
+      entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
+    }
     const pagemap = joinEntries(KIND.pagemap, [
       { payload: encodeMessage('pagemap_head', { pages_id: pagesId }) },
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
@@ -455,10 +496,11 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
   }
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
-    network_lock_method: 0, plugins_entry: { plugins: [] },
+    network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   await Promise.all(writes);
+  if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

@@ -3,3 +3,4 @@
 export { dump, type DumpOptions, type DumpResult, type DumpStats } from './dump.js';
 export { fpregsFromXstate, credsFromStatus } from './collect.js';
 export { parseSmaps, parseStat, parseStatus, parseLimits, parseFdinfo, type SmapsVma, type ProcStat } from './proc.js';
+export { preDump, type PreDumpOptions } from './predump.js';

@@ -310,5 +310,19 @@ export interface LazySocketNative {
 
 //
 // ---------------------------------------------------------------------------
+// native/inject/pagescan.cc: write tracking for incremental dumps
+// (owner: incremental work)
+// ---------------------------------------------------------------------------
 //
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative {}
+export interface IncrementalNative {
+  /**
+   * PAGEMAP_SCAN over [start, end) of an open /proc/PID/pagemap; returns
+   * (start, end, categories) triples. flags: PM_SCAN_* bits.
+   */
+  pagemapScan(pagemapFd: number, start: bigint, end: bigint, flags: bigint, categoryMask: bigint, returnMask: bigint): BigUint64Array;
+}
+
+//
+// ---------------------------------------------------------------------------
+//
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative {}

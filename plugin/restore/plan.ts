@@ -243,8 +243,22 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
         if (flags & PE_PRESENT) {
           runs.push({ vaddr: start, bytes: end - start, file: pm.pagesPath, offset: BigInt(ent.pagesOffset!), flags });
         } else if (flags & PE_PARENT) {
+          // Unchanged pages of an incremental dump are plain data in a parent
+          // pages file: like CRIU's writer we flag them PE_PARENT only, but
+          // unlike CRIU's restore we leave those in lazy-eligible VMAs to the
+          // lazy daemon too (its plan serves them from the parent files).
           for (const piece of await dir.resolvePages(e.pid, start, ent.nrPages)) {
-            runs.push({ vaddr: piece.vaddr, bytes: BigInt(piece.nrPages) * PAGE, file: piece.file, offset: BigInt(piece.offset), flags: flags & PE_LAZY });
+            let a = piece.vaddr;
+            const pend = a + BigInt(piece.nrPages) * PAGE;
+            while (a < pend) {
+              const v = vmas.find((x) => x.vma.start <= a && a < x.vma.end)!;
+              const b = v.vma.end < pend ? v.vma.end : pend;
+              runs.push({
+                vaddr: a, bytes: b - a, file: piece.file, offset: BigInt(piece.offset) + (a - piece.vaddr),
+                flags: (flags & PE_LAZY) | (v.lazyEligible ? PE_LAZY : 0),
+              });
+              a = b;
+            }
           }
         } else {
           runs.push({ vaddr: start, bytes: end - start, file: undefined, offset: undefined, flags });

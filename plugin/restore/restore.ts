@@ -5,7 +5,7 @@
 // links are real); rebuild each process; hand userfaultfds to the lazy-pages
 // daemon; then release every thread, children before parents. Any failure
 // before the release kills and reaps everything created so far.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
@@ -268,7 +268,12 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       await handoff.finished();
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
-    if (opts.pidfile) writeFileSync(opts.pidfile, `${rootHost}\n`);
+    if (opts.pidfile) {
+      // Written under a temporary name and renamed, so a reader polling for
+      // the file never sees it empty.
+      writeFileSync(`${opts.pidfile}.tmp`, `${rootHost}\n`);
+      renameSync(`${opts.pidfile}.tmp`, opts.pidfile);
+    }
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff);
     if (!opts.detached) {
       tree.exit = await tree.wait();

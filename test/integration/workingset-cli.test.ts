@@ -106,3 +106,68 @@ test('CLI: record with SIGUSR2, replay by default, --no-working-set, stats timel
     work.dispose();
   }
 });
+
+test('lazy-pages daemon: --record-working-set over the socket protocol, SIGUSR2, then replay', { skip, timeout: 120_000 }, async () => {
+  const work = tempDir('lr-wsd-');
+  try {
+    const cp = await checkpointKv(work.path, 8, 256);
+    const img = join(cp.dir, `lr-workingset-${cp.pid}.img`);
+    const sock = join(work.path, 'lazy.sock');
+    const statsFile = join(work.path, 'daemon-stats.json');
+    const { restore } = await import('../../plugin/restore/index.js');
+
+    const daemonRun = async (args: string[], mid?: (daemonPid: number, stderr: () => string) => Promise<void>): Promise<{ code: number | null; stderr: string; sum: string; stats: StatsFile }> => {
+      for (const f of ['go-2', 'answer-2', 'go-3', 'stop', 'result']) rmSync(join(cp.ctl, f), { force: true });
+      rmSync(statsFile, { force: true });
+      const d = spawn(process.execPath, [cliPath, 'lazy-pages', '-D', cp.dir, '--socket', sock, '--stats-file', statsFile, ...args, '--status-fd', '3'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+      let stderr = '';
+      d.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+      d.stdout!.resume();
+      const exited = new Promise<number | null>((r) => d.once('close', (code) => r(code)));
+      try {
+        await withTimeout(new Promise<void>((resolve, reject) => {
+          (d.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
+          d.once('close', () => reject(new Error(`daemon exited before listening: ${stderr}`)));
+        }), 15_000, 'daemon listening');
+        const tree = await restore({ imagesDir: cp.dir, lazy: true, lazySocket: sock, detached: true });
+        let sum = '';
+        try {
+          request(cp.ctl, 'go-2');
+          await waitForFile(join(cp.ctl, 'answer-2'), 30_000);
+          sum = readFileSync(join(cp.ctl, 'answer-2'), 'utf8').split(' ')[0]!;
+          await mid?.(d.pid!, () => stderr);
+          request(cp.ctl, 'stop');
+          request(cp.ctl, 'go-3');
+          assert.equal((await withTimeout(tree.wait(), 30_000, 'restored kv-service exit')).code, 0);
+        } finally {
+          await tree.close();
+        }
+        const code = await withTimeout(exited, 30_000, `daemon exit (${stderr})`);
+        const stats: unknown = JSON.parse(readFileSync(statsFile, 'utf8'));
+        assert.ok(isStatsFile(stats));
+        return { code, stderr, sum, stats };
+      } finally {
+        if (d.exitCode === null) d.kill('SIGKILL');
+      }
+    };
+
+    const rec = await daemonRun(['--record-working-set=60'], async (pid, stderr) => {
+      process.kill(pid, 'SIGUSR2');
+      await withTimeout((async () => {
+        while (!/working set of pid \d+: \d+ pages/.test(stderr())) await new Promise((r) => setTimeout(r, 20));
+      })(), 20_000, 'the daemon to write the working set after SIGUSR2');
+    });
+    assert.equal(rec.code, 0, rec.stderr);
+    assert.equal(rec.sum, cp.sum);
+    assert.ok(existsSync(img));
+    const recorded = rec.stats.processes.find((p) => p.imagePid === cp.pid)!.recordedPages!;
+    assert.ok(recorded >= 200, `recorded ${recorded}`);
+
+    const replay = await daemonRun([]);
+    assert.equal(replay.code, 0, replay.stderr);
+    assert.equal(replay.sum, cp.sum);
+    assert.equal(replay.stats.processes.find((p) => p.imagePid === cp.pid)!.workingSetPages, recorded);
+  } finally {
+    work.dispose();
+  }
+});

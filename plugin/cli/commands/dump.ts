@@ -15,6 +15,8 @@ interface DumpCliOptions extends TlsCliOptions {
   imagesDir: string;
   leaveRunning?: boolean;
   shellJob?: boolean;
+  prevImagesDir?: string;
+  trackTimeout?: number;
 }
 
 export function register(program: Command): void {
@@ -25,6 +27,7 @@ export function register(program: Command): void {
     .requiredOption('-D, --images-dir <dir>', 'directory to write the images into')
     .option('-R, --leave-running', 'let the tree run after the dump (default: kill it)')
     .option('--shell-job', 'the tree is a shell job: allow a root outside its session and stdio on a tty or pipe')
+    .option('--prev-images-dir <dir>', 'incremental dump on top of this pre-dump (relative paths are relative to --images-dir)')
     // --lazy-pages (plugin/pageserver): post-copy migration source.
     .option('--lazy-pages', 'leave lazy memory out of the images and serve it from the frozen tree over TCP until the destination closes')
     .option('--address <addr>', 'page server address for --lazy-pages', '127.0.0.1')
@@ -55,13 +58,41 @@ export function register(program: Command): void {
       }
       const r = await dump({
         ...(lazyPages ? { lazyPages } : {}),
+        ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true,
         log: verbose ? (l) => process.stderr.write(`${l}\n`) : undefined,
       });
       const s = r.stats;
       process.stdout.write(
         `dumped ${s.processes} process(es), ${s.threads} thread(s) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
-        ` (${s.pagesZero} zero pages skipped) in ${s.totalMs.toFixed(0)} ms${o.leaveRunning ? ', tree left running' : ', tree killed'}\n`,
+        ` (${s.pagesZero} zero pages skipped${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''})` +
+        ` in ${s.totalMs.toFixed(0)} ms${o.leaveRunning ? ', tree left running' : ', tree killed'}\n`,
+      );
+    });
+
+  // Incremental dumps (plugin/dump/incremental.ts).
+  program
+    .command('pre-dump')
+    .description('copy memory during a short freeze and track writes (userfaultfd write-protect) for a later incremental dump')
+    .requiredOption('-t, --tree <pid>', 'pid of the root of the tree')
+    .requiredOption('-D, --images-dir <dir>', 'directory to write the images into')
+    .option('--prev-images-dir <dir>', 'previous pre-dump of a chain (relative paths are relative to --images-dir)')
+    .option('--shell-job', 'the tree is a shell job: allow a root outside its session and stdio on a tty or pipe')
+    .option('--track-timeout <seconds>', 'stop tracking if no further dump comes within this time (0: until the tree exits)', parseSeconds, 3600)
+    .action(async (o: DumpCliOptions, cmd: Command) => {
+      const pid = Number(o.tree);
+      if (!/^\d+$/.test(o.tree) || !Number.isSafeInteger(pid) || pid <= 0) throw new UserError(`invalid pid: ${o.tree}`);
+      const verbose = cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true;
+      const { preDump } = await import('../../dump/index.js');
+      const r = await preDump({
+        ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
+        pid, imagesDir: o.imagesDir, shellJob: o.shellJob === true, trackTimeoutS: o.trackTimeout ?? 3600,
+        log: verbose ? (l) => process.stderr.write(`${l}\n`) : undefined,
+      });
+      const s = r.stats;
+      process.stdout.write(
+        `pre-dumped ${s.processes} process(es) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
+        `${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''}; frozen ${s.frozenMs.toFixed(1)} ms, writes tracked\n`,
       );
     });
 }
