@@ -80,17 +80,23 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.dead) {
+    if (!this.dead) {
+      await this.request('BYE', 'close');
       this.closed = true;
-      return;
+      this.child.stdin!.end();
+      this.child.ref();
+      this.pipes(true);
+      await this.exited;
+      await this.closedPipes;
     }
-    await this.request('BYE', 'close');
     this.closed = true;
-    this.child.stdin!.end();
-    this.child.ref();
-    this.pipes(true);
-    await this.exited;
-    await this.closedPipes;
+    // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends now.
+    await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
+      if (!st || st.closed) return undefined;
+      const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
+      st.destroy();
+      return done;
+    }));
   }
 
   private request(line: string | null, what: string): Promise<void> {
