@@ -6,6 +6,8 @@ import { UserError } from '../errors.js';
 import { addon } from '../native/addon.js';
 
 export interface LazyHandoff {
+  /** True when adoption may still be in progress while the tree already runs (in-process daemon). */
+  readonly overlapsRelease: boolean;
   /** Hands `uffd` over (ownership passes); `pid` is the image pid, `hostPid` the pid here. */
   adopt(pid: number, uffd: number, hostPid: number): Promise<void>;
   zombie(pid: number): Promise<void>;
@@ -25,6 +27,7 @@ interface LazyServerLike {
 }
 
 class InProcessHandoff implements LazyHandoff {
+  readonly overlapsRelease = true;
   /** `owned`: the server was opened here and is closed here; a caller's server is left open. */
   constructor(private readonly server: LazyServerLike, private readonly owned = true) {}
   async adopt(pid: number, uffd: number, hostPid: number): Promise<void> {
@@ -43,6 +46,7 @@ class InProcessHandoff implements LazyHandoff {
 }
 
 class SocketHandoff implements LazyHandoff {
+  readonly overlapsRelease = false;
   private sock: number;
   constructor(readonly path: string) {
     try {

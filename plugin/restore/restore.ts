@@ -217,9 +217,20 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
 
     // --- 3. lazy hand-over ----------------------------------------------------
+    // The daemon owns the uffds from here. Its planning (reading the pagemap)
+    // may overlap the release: a fault meanwhile just waits in the kernel
+    // until the daemon reads the uffd, so the tree can run at once.
+    // (An external daemon gets everything before the release: if the socket
+    // fails, nothing may run unserved.)
+    const adopting: Promise<void>[] = [];
+    let adopted: Promise<unknown> = Promise.resolve();
     if (handoff) {
-      for (const u of uffds.splice(0)) await handoff.adopt(u.pid, u.fd, u.host);
-      for (const l of live) if (l.plan.state === 2) await handoff.zombie(l.plan.pid);
+      for (const u of uffds.splice(0)) adopting.push(handoff.adopt(u.pid, u.fd, u.host));
+      for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
+      adopted = Promise.all(adopting);
+      log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
+      adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
+      if (!handoff.overlapsRelease) await adopted;
     }
 
     // --- 4. release: children before parents, the leader last in each process --
@@ -250,8 +261,12 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
-    if (handoff) await handoff.finished();
     const resumeMs = performance.now() - t0;
+    log(`released at ${resumeMs.toFixed(1)} ms`);
+    if (handoff) {
+      await adopted;
+      await handoff.finished();
+    }
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) {
       // Written under a temporary name and renamed, so a reader polling for

@@ -86,3 +86,26 @@ test('eager: the same program checkpointed and restored twice in a row', { skip 
   }
   assert.deepEqual(leakedFds(fds), []);
 });
+
+test('--pidns: the tree keeps its pids in a new pid namespace while the original still runs', { skip }, async () => {
+  const fds = openFds();
+  const { startWorkload } = await import('../helpers/workload.js');
+  const wl = await startWorkload('workload-mem', ['4']);
+  const img = tempDir('lr-img-');
+  try {
+    await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    const tree = await restoreTree(img.path, { pidns: true });
+    const nspid = (p: number): string => /NSpid:\s*(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1]!.trim();
+    assert.match(nspid(tree.pid), /\t1$/, 'the namespace init');
+    const root = Number(readFileSync(`/proc/${tree.pid}/task/${tree.pid}/children`, 'utf8').trim());
+    assert.equal(nspid(root).split('\t')[1], String(wl.pid), 'the root has its dumped pid inside the namespace');
+    process.kill(root, 'SIGUSR1');
+    assert.deepEqual(await withTimeout(tree.wait(), 20000, 'namespace init exit'), { code: 0, signal: 0 });
+    assert.equal(wl.result(), 'ok');
+    await tree.close();
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
