@@ -20,7 +20,7 @@ import { FileTable, planFds, type PlannedFd } from './files.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
-import { Incremental, uptimeMicros } from './incremental.js';
+import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 
 const PE_LAZY_FLAG = 2;
 
@@ -449,8 +449,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
         stats.pagesWritten += r.bytes / 4096;
       } else if (inc) {
         const mp = await inc.planMemory(pid, regions, opts);
-        const r = dumpPages(mem, pm, pagesFd, 0n, mp.dirty.map((d) => d.g));
-        runs = r.runs.map((x) => ({ ...x, region: mp.dirty[x.region]!.region, lazyOnly: false }));
+        const r = copyDirty(pid, pagesFd, mp, (g, off) => dumpPages(mem, pm, pagesFd, off, g), (addr, into) => { mem.read(addr, 4096, into); });
+        runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         parentEntries = mp.parent;
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;

@@ -13,7 +13,7 @@
 // - commit(): the parent link, the tracker (started, kept or retired) and
 //   its record. Any doubt about the tracking means a full dump with a
 //   warning, never an incremental one built on stale dirty bits.
-import { closeSync, existsSync, openSync, readFileSync, symlinkSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, symlinkSync, rmSync, writevSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { ImageDir, PE_PARENT, PE_PRESENT, type PagemapEntry } from '../images/index.js';
 import { CollectMode, SYS, injectSyscall, injectSyscallChecked, type DumpRegion } from '../inject/index.js';
@@ -29,6 +29,11 @@ const PAGE = 4096n;
 const PM_SCAN_WP_MATCHING = 1n << 0n;
 const PM_SCAN_CHECK_WPASYNC = 1n << 1n;
 const PAGE_IS_WRITTEN = 1n << 1n;
+const PAGE_IS_FILE = 1n << 2n;
+const PAGE_IS_PRESENT = 1n << 3n;
+const PAGE_IS_SWAPPED = 1n << 4n;
+/** Pages per process_vm_readv batch of the dirty-page copier. */
+const BATCH_PAGES = 1024;
 const USER_HZ = 100n; // /proc/PID/stat start times are in USER_HZ ticks on x86-64
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
@@ -55,8 +60,12 @@ export interface IncrementalOptions {
 }
 
 export interface MemoryPlan {
-  /** Sub-regions to copy, each with the index of the region it comes from. */
-  dirty: { g: DumpRegion; region: number }[];
+  /**
+   * What to copy, ascending, each with the index of the region it comes
+   * from: whole regions (untracked: the dump's pagemap rules apply) or
+   * written runs already known to hold data (from the scan's categories).
+   */
+  dirty: { g: DumpRegion; region: number; whole: boolean }[];
   /** Unchanged pages whose data the parent chain holds. */
   parent: PagemapEntry[];
 }
@@ -157,14 +166,15 @@ export class Incremental {
         let written: BigUint64Array | undefined;
         if (trackable && tracked) {
           try {
-            written = addon.pagemapScan(pm, start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, PAGE_IS_WRITTEN, PAGE_IS_WRITTEN);
+            written = addon.pagemapScan(pm, start, end, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, PAGE_IS_WRITTEN,
+              PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE);
           } catch (e) {
             // EPERM: this VMA is not under WP_ASYNC tracking (mapped or moved after arming).
             if ((e as { errno?: number }).errno !== EPERM) throw e;
           }
         }
         if (written === undefined) {
-          dirty.push({ g, region });
+          dirty.push({ g, region, whole: true });
           if (trackable) this.opts.log(`pid ${pid}: 0x${start.toString(16)}-0x${end.toString(16)} untracked: copied whole`);
           if (trackable && uffd !== undefined && this.opts.preDump) this.arm(pid, uffd, start, end);
           return;
@@ -175,8 +185,12 @@ export class Incremental {
           const b = written[i + 1]! > end ? end : written[i + 1]!;
           if (a >= b) continue;
           if (at < a) clean.push([at, a]);
-          dirty.push({ g: { start: a, nPages: Number((b - a) / PAGE), mode: g.mode }, region });
           at = b;
+          // Written but gone (MADV_DONTNEED) or still the file's page: nothing to copy.
+          const cat = written[i + 2]!;
+          if ((cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)) === 0n) continue;
+          if ((cat & PAGE_IS_FILE) !== 0n && g.mode === CollectMode.privateFile) continue;
+          dirty.push({ g: { start: a, nPages: Number((b - a) / PAGE), mode: g.mode }, region, whole: false });
         }
         if (at < end) clean.push([at, end]);
       });
@@ -294,4 +308,90 @@ function createTrackingUffd(pid: number, inject: { gadget: bigint; timeoutMs: nu
     throw e;
   }
   return fd;
+}
+
+export interface CopiedRun {
+  vaddr: bigint;
+  nPages: number;
+  region: number;
+}
+
+/**
+ * Copies a MemoryPlan's dirty parts into the pages file from `offset` on, in
+ * ascending order: whole regions through the dump's copier (`whole`),
+ * written runs in large process_vm_readv batches here (thousands of
+ * scattered single pages would cost the dump's copier one hand-off each).
+ * All-zero pages are dropped as a full dump does.
+ */
+export function copyDirty(
+  pid: number, pagesFd: number, plan: MemoryPlan,
+  whole: (regions: DumpRegion[], offset: bigint) => { runs: { vaddr: bigint; nPages: number; region: number }[]; bytes: number; scanned: number; zero: number },
+  readPage: (addr: bigint, into: Buffer) => void,
+): { runs: CopiedRun[]; bytes: number; scanned: number; zero: number } {
+  const out: CopiedRun[] = [];
+  let bytes = 0, scanned = 0, zero = 0;
+  const push = (vaddr: bigint, nPages: number, region: number): void => {
+    const last = out[out.length - 1];
+    if (last && last.region === region && last.vaddr + BigInt(last.nPages) * PAGE === vaddr) last.nPages += nPages;
+    else out.push({ vaddr, nPages, region });
+  };
+  const buf = Buffer.allocUnsafe(BATCH_PAGES * 4096);
+  const zeroPage = Buffer.alloc(4096);
+  let i = 0;
+  const items = plan.dirty;
+  while (i < items.length) {
+    if (items[i]!.whole) {
+      const group: { g: DumpRegion; region: number }[] = [];
+      while (i < items.length && items[i]!.whole) group.push(items[i++]!);
+      const r = whole(group.map((x) => x.g), BigInt(bytes));
+      for (const x of r.runs) push(x.vaddr, x.nPages, group[x.region]!.region);
+      bytes += r.bytes;
+      scanned += r.scanned;
+      zero += r.zero;
+      continue;
+    }
+    // One batch of up to BATCH_PAGES pages from consecutive written runs.
+    const pages: { addr: bigint; region: number }[] = [];
+    const pairs: bigint[] = [];
+    while (i < items.length && !items[i]!.whole && pages.length < BATCH_PAGES) {
+      const it = items[i]!;
+      const take = Math.min(it.g.nPages, BATCH_PAGES - pages.length);
+      pairs.push(it.g.start, BigInt(take) * PAGE);
+      for (let k = 0; k < take; k++) pages.push({ addr: it.g.start + BigInt(k) * PAGE, region: it.region });
+      if (take === it.g.nPages) i++;
+      else items[i] = { ...it, g: { ...it.g, start: it.g.start + BigInt(take) * PAGE, nPages: it.g.nPages - take } };
+    }
+    const total = pages.length * 4096;
+    let got = 0;
+    try {
+      got = addon.processVmReadv(pid, buf.subarray(0, total), BigUint64Array.from(pairs));
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EFAULT') throw e;
+    }
+    // Pages process_vm_readv cannot reach (PROT_NONE...): /proc/PID/mem.
+    for (got -= got % 4096; got < total; got += 4096) readPage(pages[got / 4096]!.addr, buf.subarray(got, got + 4096));
+    const spans: Buffer[] = [];
+    let spanStart = -1;
+    for (let k = 0; k <= pages.length; k++) {
+      const isData = k < pages.length && !buf.subarray(k * 4096, (k + 1) * 4096).equals(zeroPage);
+      if (k < pages.length) {
+        scanned++;
+        if (isData) push(pages[k]!.addr, 1, pages[k]!.region);
+        else zero++;
+      }
+      if (isData && spanStart < 0) spanStart = k;
+      if (!isData && spanStart >= 0) {
+        spans.push(buf.subarray(spanStart * 4096, k * 4096));
+        spanStart = -1;
+      }
+    }
+    let n = 0;
+    for (const sp of spans) n += sp.length;
+    if (n) {
+      const w = writevSync(pagesFd, spans, bytes);
+      if (w !== n) throw new Error(`short write to the pages file of pid ${pid} (${w} of ${n} bytes)`);
+    }
+    bytes += n;
+  }
+  return { runs: out, bytes, scanned, zero };
 }
