@@ -27,6 +27,7 @@
 
 #include <algorithm>
 
+#include "engine/crc32c.h"
 #include "uffd/uffd_abi.h"
 
 namespace lr::engine {
@@ -157,7 +158,8 @@ void Engine::TakeEvents(std::vector<Event>* out) {
   events_.clear();
 }
 
-int Engine::AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what) {
+int Engine::AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what,
+                      std::vector<uint32_t>&& sums, uint64_t chunk) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) { *what = "open"; return -errno; }
   struct stat st;
@@ -167,6 +169,19 @@ int Engine::AddSource(const std::string& path, uint32_t* id, uint64_t* size, con
   s->path = path;
   s->fileSize = static_cast<uint64_t>(st.st_size);
   s->size = (s->fileSize + kPage - 1) & ~(kPage - 1);
+  if (!sums.empty()) {
+    // The checksums must describe exactly this file (TS checks first and names the images).
+    if (chunk == 0 || chunk % kPage || sums.size() != (s->fileSize + chunk - 1) / chunk) {
+      close(fd);
+      *what = "addSource (checksums do not match the file size)";
+      return -EINVAL;
+    }
+    s->sums = std::move(sums);
+    s->chunk = chunk;
+    size_t words = (s->sums.size() + 63) / 64;
+    s->verified = std::make_unique<std::atomic<uint64_t>[]>(words);
+    for (size_t i = 0; i < words; i++) s->verified[i].store(0, std::memory_order_relaxed);
+  }
   if (s->size > 0) {
     // UFFDIO_COPY reads straight from this mapping inside the kernel; if the
     // file shrinks later the copy fails with EFAULT (no SIGBUS in kernel mode).
@@ -191,6 +206,32 @@ const uint8_t* Engine::SrcPtr(const Span& s, uint64_t start, uint64_t at) {
   const Source* src = GetSource(s.source);
   if (src == nullptr || src->base == nullptr) return nullptr;
   return src->base + s.off + (at - start);
+}
+
+// Checks every chunk of source bytes [off, off+len) not verified before. A
+// mismatch fails the process (never served: it stays blocked until the
+// daemon kills it). Two workers may verify the same chunk at once: harmless.
+bool Engine::Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len) {
+  const Source* src = GetSource(source);
+  if (src == nullptr || src->sums.empty() || len == 0) return true;
+  const uint64_t first = off / src->chunk, last = (off + len - 1) / src->chunk;
+  for (uint64_t i = first; i <= last && i < src->sums.size(); i++) {
+    std::atomic<uint64_t>& word = src->verified[i / 64];
+    const uint64_t bit = 1ull << (i % 64);
+    if (word.load(std::memory_order_acquire) & bit) continue;
+    const uint64_t at = i * src->chunk;
+    const uint64_t n = std::min(src->chunk, src->fileSize - at);
+    const uint32_t got = Crc32c(src->base + at, n);
+    if (got != src->sums[i]) {
+      char b[64];
+      snprintf(b, sizeof(b), "(stored 0x%08x, computed 0x%08x)", src->sums[i], got);
+      Fail(p, EBADMSG, "verify", src->path + " at offset " + std::to_string(at) + ": CRC32C mismatch in chunk " +
+                                     std::to_string(i) + " " + b);
+      return false;
+    }
+    word.fetch_or(bit, std::memory_order_release);
+  }
+  return true;
 }
 
 Worker* Engine::PickWorker() {
@@ -522,6 +563,7 @@ int Engine::ServeFault(Proc* p, const Fault& f) {
           Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(s) + " has no mapped source");
           return 2;
         }
+        if (!Verify(p, sp.source, sp.off + (ws - s), we - ws)) return 2;
       }
       r = Fill(p, ws, we, sp.kind, src, 0, &copied);
     }
@@ -599,6 +641,7 @@ bool Engine::DoPrefetch(Worker* w) {
         Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(pc.start) + " has no mapped source");
         return true;
       }
+      if (!Verify(p, pc.span.source, pc.span.off, end - pc.start)) return true;
     }
     uint64_t copied = 0;
     FillResult r = Fill(p, pc.start, end, pc.span.kind, src, 1, &copied);

@@ -28,6 +28,12 @@ struct Source {
   const uint8_t* base = nullptr;  // read-only shared mapping (nullptr if empty)
   uint64_t size = 0;              // mapped length (file size rounded up to pages)
   uint64_t fileSize = 0;
+  // Page checksums (issue 9): CRC32C of each `chunk` bytes of the file; a
+  // chunk is checked the first time anything is served from it, then its bit
+  // in `verified` is set (shared by every process served from this source).
+  std::vector<uint32_t> sums;
+  uint64_t chunk = 0;
+  std::unique_ptr<std::atomic<uint64_t>[]> verified;
 };
 
 enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed };
@@ -132,7 +138,9 @@ class Engine {
   ~Engine();
 
   // Each returns 0 or -errno; `what` names the failing call.
-  int AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what);
+  // `sums` (may be empty: no verification) are CRC32C per `chunk` bytes.
+  int AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what,
+                std::vector<uint32_t>&& sums = {}, uint64_t chunk = 0);
   const Source* GetSource(uint32_t id);
   int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what);
   std::shared_ptr<Proc> Find(uint32_t handle);
@@ -173,6 +181,7 @@ class Engine {
   Worker* PickWorker();
   uint32_t AddProc(std::shared_ptr<Proc> p);
   const uint8_t* SrcPtr(const Span& s, uint64_t start, uint64_t at);
+  bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
 
   Options opt_;
   std::function<void()> notify_;

@@ -171,16 +171,25 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     ThrowErrno(env, err, syscall, "(process handle " + std::to_string(h) + ")");
   }
 
-  // addSource(path) -> { id, size }
+  // addSource(path[, checksums: Uint32Array, chunkSize]) -> { id, size }
   Napi::Value AddSource(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Engine& eng = Eng(env);
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
     std::string path = info[0].As<Napi::String>();
+    std::vector<uint32_t> sums;
+    uint64_t chunk = 0;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+        throw Napi::TypeError::New(env, "checksums must be a Uint32Array");
+      auto a = info[1].As<Napi::Uint32Array>();
+      sums.assign(a.Data(), a.Data() + a.ElementLength());
+      chunk = ArgU64(info, 2, "chunkSize");
+    }
     uint32_t id = 0;
     uint64_t size = 0;
     const char* what = "open";
-    int r = eng.AddSource(path, &id, &size, &what);
+    int r = eng.AddSource(path, &id, &size, &what, std::move(sums), chunk);
     if (r < 0) ThrowErrno(env, -r, what, path);
     Napi::Object o = Napi::Object::New(env);
     o.Set("id", Napi::Number::New(env, id));

@@ -332,6 +332,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   return { pids: tree.processes.map((p) => p.pid), stats };
 }
 
+/** 64 KiB: a lazily served chunk is verified in a few microseconds. */
+const CHECKSUM_CHUNK = 64 * 1024;
+
 // Images a dump writes (and checksums of its pages files): stale copies
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
@@ -473,6 +476,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
       if (flags & 2) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
+    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity).
+    writes.push(dir.checksumPages(pagesId, CHECKSUM_CHUNK));
     if (parentEntries.length) {
       entries.push(...parentEntries);
       entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));

@@ -15,15 +15,30 @@ interface Pending { resolve: () => void; reject: (e: Error) => void; what: strin
 export class Watchdog {
   private readonly pending: Pending[] = [];
   private closed = false;
+  private dead = false;
   private readonly exited: Promise<number | null>;
+  /** All of its stdio closed too (no fd of ours left). */
+  private readonly closedPipes: Promise<void>;
 
   private constructor(private readonly child: ChildProcess) {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
+    child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
+    this.closedPipes = new Promise((resolve) => child.once('close', () => resolve()));
     this.exited = new Promise((resolve) => child.once('exit', (code) => {
       this.failAll(new UserError(`watchdog exited (code ${code})`));
       resolve(code);
     }));
+    // The watchdog never keeps the daemon alive by itself; only a pending request does.
+    child.unref();
+    this.pipes(false);
+  }
+
+  private pipes(ref: boolean): void {
+    for (const s of [this.child.stdin, this.child.stdout] as unknown as ({ ref?(): void; unref?(): void } | null)[]) {
+      if (ref) s?.ref?.();
+      else s?.unref?.();
+    }
   }
 
   /** Starts the watchdog for this process; resolves once it is ready. */
@@ -65,15 +80,24 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.dead) {
+      this.closed = true;
+      return;
+    }
     await this.request('BYE', 'close');
     this.closed = true;
     this.child.stdin!.end();
+    this.child.ref();
+    this.pipes(true);
     await this.exited;
+    await this.closedPipes;
   }
 
   private request(line: string | null, what: string): Promise<void> {
     if (this.closed) return Promise.reject(new UserError(`watchdog: ${what}: already closed`));
+    if (this.dead) return Promise.reject(new UserError(`watchdog: ${what}: the watchdog process is gone`));
     return new Promise((resolve, reject) => {
+      if (this.pending.length === 0) this.pipes(true);
       this.pending.push({ resolve, reject, what });
       if (line !== null) this.child.stdin!.write(`${line}\n`);
     });
@@ -82,11 +106,13 @@ export class Watchdog {
   private onLine(line: string): void {
     const p = this.pending.shift();
     if (!p) return;
+    if (this.pending.length === 0) this.pipes(false);
     if (line === 'OK' || line === 'READY') p.resolve();
     else p.reject(new UserError(`watchdog: ${p.what}: ${line.replace(/^ERR /, '')}`));
   }
 
   private failAll(e: Error): void {
+    this.dead = true;
     for (const p of this.pending.splice(0)) p.reject(e);
   }
 }

@@ -38,7 +38,8 @@ export interface FaultLogEntryLike {
 }
 
 export interface FaultEngineLike {
-  addSource(path: string): number;
+  /** checksums: CRC32C per chunkSize bytes, verified natively on first use of a chunk. */
+  addSource(path: string, opts?: { checksums?: readonly number[]; chunkSize?: number }): number;
   /** Takes ownership of uffd (and pidfd) once it returns. */
   adopt(uffd: number, ranges: readonly PlannedRange[], opts?: { pidfd?: number }): number;
   /** Copies remote pages dumped at imageAddr to wherever they live now; returns bytes copied. */

@@ -6,6 +6,9 @@
 import { closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
+import { loadPageChecksums } from '../integrity/checksums.js';
+import { Watchdog } from '../integrity/watchdog.js';
+import { log } from '../log.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
 import { TypedEmitter } from './emitter.js';
 import type { LazyImageProvider } from './images.js';
@@ -39,6 +42,8 @@ export interface LazyPagesServerDeps {
   kill?: (pid: number) => void;
   /** Opens a pidfd for a root process so the engine sees its exit (default: inject's pidfdOpen). */
   pidfdOpen?: (pid: number) => number | undefined;
+  /** The daemon-death watchdog (default: started unless options.watchdog === false or a fake engine is used). */
+  watchdog?: Pick<Watchdog, 'adopt' | 'watch' | 'done' | 'close'>;
 }
 
 interface Span { start: bigint; end: bigint }
@@ -127,6 +132,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private zombies = 0;
   /** Processes killed because their images could not serve them (never adopted). */
   private killedAtAdopt = 0;
+  private readonly watchdog: LazyPagesServerDeps['watchdog'];
   private readonly t0Ns = process.hrtime.bigint();
   private readonly startedAt = new Date();
   /** The engine's fault log is on (stats file timeline or working-set recording). */
@@ -148,6 +154,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.maxInFlight = options.pushInFlight ?? 2;
     this.kill = deps.kill ?? ((pid) => process.kill(pid, 'SIGKILL'));
     this.pidfdOpen = deps.pidfdOpen;
+    this.watchdog = deps.watchdog;
     const rec = options.recordWorkingSet;
     this.recording = rec !== undefined && rec !== false;
     this.recordMs = (typeof rec === 'number' ? rec : DEFAULT_RECORD_SECONDS) * 1000;
@@ -175,7 +182,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
-    const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}) });
+    let watchdog = deps.watchdog;
+    if (!watchdog && (options.watchdog ?? !deps.engineFactory)) {
+      try {
+        watchdog = await Watchdog.start(options.watchdogLogFile !== undefined ? { logFile: options.watchdogLogFile } : {});
+      } catch (e) {
+        await engine.close();
+        throw new UserError(`lazy-pages: cannot start the daemon-death watchdog: ${errText(e)} (--no-watchdog to run without it)`, { cause: e });
+      }
+    }
+    const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
     // A page source lost for good (page server unreachable past its timeout):
     // no served process may run on; kill them all now, not at their next fault.
@@ -193,6 +209,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       } catch (e) {
         clearInterval(server.poller);
         await engine.close();
+        await watchdog?.close().catch(() => {});
         throw e;
       }
     }
@@ -229,7 +246,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       : Promise.resolve(undefined);
     let plan: Plan;
     try {
-      [plan] = await Promise.all([this.images.plan(pid, (path) => this.engine.addSource(path)), replay]);
+      [plan] = await Promise.all([this.images.plan(pid, (path) => this.addSource(path)), replay]);
     } catch (e) {
       this.pendingAdopts--;
       // Kill before closing the uffd: once the last copy is closed the kernel
@@ -238,6 +255,19 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       closeQuietly(uffd);
       throw err;
     }
+    if (this.watchdog) {
+      // The watchdog holds its own copy of the uffd before the process may
+      // run: if this daemon dies, the process blocks and is killed instead
+      // of reading zero pages.
+      try {
+        await this.watchdog.adopt(hostPid, uffd);
+      } catch (e) {
+        this.pendingAdopts--;
+        const err = this.refuse(pid, hostPid, `the daemon-death watchdog could not take its uffd: ${errText(e)}`, e);
+        closeQuietly(uffd);
+        throw err;
+      }
+    }
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
@@ -245,6 +275,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     } catch (e) {
       this.pendingAdopts--;
       const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
+      this.watchdogDone(hostPid);
       closeQuietly(uffd);
       if (pidfd !== undefined) closeQuietly(pidfd);
       throw err;
@@ -404,7 +435,28 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.socket?.close();
     this.writeStatsFile();
     await this.engine.close();
+    try {
+      await this.watchdog?.close();
+    } catch (e) {
+      log.warn(`lazy-pages: closing the watchdog: ${errText(e)}`);
+    }
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Registers a pages file with the engine, with its checksums unless verification is off. */
+  private addSource(path: string): number {
+    if (this.options.verify !== false) {
+      const c = loadPageChecksums(path);
+      if (c) return this.engine.addSource(path, { checksums: c.entry.checksums, chunkSize: c.entry.chunk_size });
+      log.debug(`${path}: no checksums image: lazy pages are served unverified`);
+    }
+    return this.engine.addSource(path);
+  }
+
+  /** The watchdog no longer needs to guard `pid` (complete, exited or already killed). */
+  private watchdogDone(pid: number | undefined): void {
+    if (!this.watchdog || pid === undefined) return;
+    this.watchdog.done(pid).catch((e: unknown) => log.debug(`lazy-pages: watchdog DONE ${pid}: ${errText(e)}`));
   }
 
   // ---- process picture -------------------------------------------------------
@@ -582,6 +634,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     } catch {
       /* already gone in the engine */
     }
+    if (p.hostPid === undefined) this.resolveChildPidNow(p);
+    this.watchdogDone(p.hostPid);
     if (state === 'complete') this.emit('complete', { proc: this.snapshotOf(p) });
     else if (state === 'exited') this.emit('exit', { proc: this.snapshotOf(p) });
     this.checkIdle();
@@ -611,6 +665,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         /* gone */
       }
     }
+    if (killed) this.watchdogDone(target);
     // If the process could not be killed its uffd stays open in the engine, so it blocks instead of reading zeros.
     const outcome = killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown: left blocked on its faults' : `pid ${target} is already gone`;
     const message = `${who}: a page could not be served: ${why}; ${outcome}`;
@@ -659,6 +714,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const child = unresolved[i]!;
       child.hostPid = candidates[i]!;
       child.identity = identify(child.hostPid);
+      // Kill it too if this daemon dies (its own uffd copy stays with the engine).
+      if (this.watchdog && child.state === 'serving') {
+        const w = child.hostPid;
+        this.watchdog.watch(w).catch((e: unknown) => log.debug(`lazy-pages: watchdog WATCH ${w}: ${errText(e)}`));
+      }
       for (const gc of child.children) if (gc.hostPid === undefined) this.resolveChildPidNow(gc);
     }
   }

@@ -50,6 +50,20 @@ export interface LazyPagesServerOptions {
   /** Background chunks in flight at once, over all processes (default 2). */
   pushInFlight?: number;
   /**
+   * Verify page data against lr-checksums-<id>.img the first time a chunk is
+   * served (default true; pages files without one are served unverified).
+   * A mismatch kills the process with a message naming file, offset and pid.
+   */
+  verify?: boolean;
+  /**
+   * Start the daemon-death watchdog (plugin/integrity, default true with the
+   * real engine): it holds a copy of every adopted uffd and SIGKILLs processes
+   * not yet complete if this daemon dies, so none runs on zero-filled pages.
+   */
+  watchdog?: boolean;
+  /** Where the watchdog logs (default: this process's stderr). */
+  watchdogLogFile?: string;
+  /**
    * Record each restored process's working set (pages faulted, first touch,
    * in fault order) into lr-workingset-<pid>.img in imagesDir: for this many
    * seconds (true = 10) from its adoption, or until stopRecording(). While

@@ -70,7 +70,8 @@ export interface RawProcStats {
 }
 
 export interface NativeFaultEngineHandle {
-  addSource(path: string): { id: number; size: bigint };
+  /** checksums: CRC32C per chunkSize bytes of the file (verified on first use of a chunk). */
+  addSource(path: string, checksums?: Uint32Array, chunkSize?: number): { id: number; size: bigint };
   /** ranges: [start, end, kind (0 file, 1 zero, 2 remote), source, offset|imageAddr] per range. */
   adopt(uffd: number, ranges: BigUint64Array, pidfd: number): number;
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;

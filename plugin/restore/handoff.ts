@@ -85,11 +85,11 @@ class SocketHandoff implements LazyHandoff {
 /** The caller's own LazyPagesServer (e.g. to watch its progress), instead of one opened here. */
 export type ExternalLazyServer = LazyServerLike;
 
-export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined, server?: ExternalLazyServer): Promise<LazyHandoff> {
+export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined, server?: ExternalLazyServer, verify = true): Promise<LazyHandoff> {
   if (socketPath !== undefined) return new SocketHandoff(socketPath);
   if (server !== undefined) return new InProcessHandoff(server, false);
   const mod = (await import('../lazy/index.js')) as unknown as {
-    LazyPagesServer: { open(o: { imagesDir: string }): Promise<LazyServerLike> };
+    LazyPagesServer: { open(o: { imagesDir: string; verify?: boolean }): Promise<LazyServerLike> };
   };
-  return new InProcessHandoff(await mod.LazyPagesServer.open({ imagesDir }));
+  return new InProcessHandoff(await mod.LazyPagesServer.open({ imagesDir, verify }));
 }

@@ -3,6 +3,7 @@
 // at its exact address with MAP_FIXED_NOREPLACE, write pages, PR_SET_MM_MAP),
 // then sigactions, files, cwd/root, threads and per-thread kernel state, and
 // finally registers (with the syscall-restart fix-up) and the detach.
+import type { PageVerifier } from '../integrity/checksums.js';
 import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
 import { addon } from '../native/addon.js';
@@ -111,7 +112,7 @@ function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
   return s;
 }
 
-export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean): MmResult {
+export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean, verifier?: PageVerifier): MmResult {
   const cur = readMaps(t.pid);
   // 1. Drop everything of the stub but the vDSO block and the scratch area.
   for (const m of cur) {
@@ -207,6 +208,12 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   }
   let bytesWritten = 0n;
   for (const [file, triples] of byFile) {
+    // Page checksums (plugin/integrity): every chunk is checked before any of it is written.
+    if (verifier) {
+      const ranges: { offset: bigint; len: bigint }[] = [];
+      for (let i = 0; i < triples.length; i += 3) ranges.push({ offset: triples[i + 1]!, len: triples[i + 2]! });
+      verifier.verify(p.pid, file, ranges);
+    }
     bytesWritten += addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples));
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).

@@ -7,6 +7,7 @@
 // before the release kills and reaps everything created so far.
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
+import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
 import { type ExternalLazyServer, type LazyHandoff, openLazyHandoff } from './handoff.js';
@@ -49,6 +50,12 @@ export interface RestoreOptions {
   pidfile?: string;
   /** How long to wait for a zombie still holding a needed pid (default 5000 ms). */
   zombieWaitMs?: number;
+  /**
+   * Verify page data against the lr-checksums images (default true): every
+   * chunk written eagerly, and (in-process lazy daemon) every chunk served.
+   * false = --no-verify.
+   */
+  verify?: boolean;
   /** In-process lazy server options (prefetch etc.) are the daemon's defaults; this hook sees each adoption. */
   log?: (line: string) => void;
 }
@@ -135,7 +142,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const stub = helperPath('restore-stub');
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
+  const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
   const created: { outer: number; tids: number[] }[] = [];
@@ -199,7 +207,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) {
       const p = l.plan;
       if (p.state === 2) continue;
-      const mm = restoreAddressSpace(l.task, p, lazy);
+      const mm = restoreAddressSpace(l.task, p, lazy, verifier);
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p);
       l.threads = createThreads(l.task, p);

@@ -51,8 +51,13 @@ export interface FaultEngineOptions {
 }
 
 export interface SourceOptions {
-  /** Reserved for page checksum verification on first use of a chunk (issue 9). */
-  checksums?: Buffer;
+  /**
+   * CRC32C of every `chunkSize` bytes of the file (the last chunk may be
+   * short). The engine verifies a chunk the first time it serves from it; a
+   * mismatch is an 'error' event (code EBADMSG, syscall 'verify') naming the
+   * file and the chunk's offset, and the process is no longer served.
+   */
+  checksums?: Uint32Array | readonly number[];
   chunkSize?: number;
 }
 
@@ -213,8 +218,15 @@ export class FaultEngine {
    */
   addSource(path: string, opts: SourceOptions = {}): number {
     if (typeof path !== 'string' || path.length === 0) throw new TypeError('path must be a non-empty string');
-    void opts; // checksums: issue 9
-    const { id, size } = this.n.addSource(path);
+    let sums: Uint32Array | undefined;
+    if (opts.checksums !== undefined) {
+      const chunk = opts.chunkSize;
+      if (!Number.isInteger(chunk) || chunk! <= 0 || chunk! % Number(PAGE_SIZE)) throw new RangeError(`chunkSize must be a positive multiple of ${PAGE_SIZE}`);
+      sums = opts.checksums instanceof Uint32Array ? opts.checksums : Uint32Array.from(opts.checksums);
+      const want = Math.ceil(statSync(path).size / chunk!);
+      if (sums.length !== want) throw new RangeError(`${path}: ${sums.length} checksums for ${want} chunks of ${chunk} bytes`);
+    }
+    const { id, size } = sums ? this.n.addSource(path, sums, opts.chunkSize) : this.n.addSource(path);
     this.sourceSizes.set(id, size);
     return id;
   }

@@ -12,6 +12,8 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   bandwidth?: string;
   statsFile?: string;
   engineThreads?: string;
+  verify: boolean;
+  watchdog: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
 }
@@ -36,6 +38,8 @@ export function register(program: Command): void {
     .option('--bandwidth <rate>', 'cap the background push, bytes/s (K/M/G suffixes)')
     .option('--stats-file <file>', 'write statistics as JSON when done')
     .option('--engine-threads <n>', 'fault engine threads')
+    .option('--no-verify', 'do not check page data against the lr-checksums images')
+    .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)')
     .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'do not prefetch a recorded working set first'))
     .action(async (opts: LazyPagesCliOptions) => {
@@ -68,6 +72,8 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     imagesDir: opts.imagesDir,
     socketPath: opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket'),
     prefetch: opts.prefetch,
+    verify: opts.verify,
+    watchdog: opts.watchdog,
     ...(bandwidth !== undefined ? { bandwidthBytesPerSec: bandwidth } : {}),
     ...(threads !== undefined ? { engineThreads: threads } : {}),
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),

@@ -10,6 +10,7 @@ interface RestoreCliOptions {
   shellJob?: boolean;
   lazySocket?: string;
   pidns?: boolean;
+  verify: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
   statsFile?: string;
@@ -27,6 +28,7 @@ export function register(program: Command): void {
     .option('--pidfile <file>', "write the root process's pid to this file")
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
+    .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with in-process --lazy-pages: record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
     .option('--no-prefetch', 'with in-process --lazy-pages: serve faults only, no background push')
@@ -48,6 +50,7 @@ export function register(program: Command): void {
         detached: true,
         shellJob: o.shellJob === true,
         pidns: o.pidns === true,
+        verify: o.verify,
         ...(o.pidfile !== undefined ? { pidfile: o.pidfile } : {}),
       });
       if (o.restoreDetached) {
@@ -80,6 +83,7 @@ async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/serv
     imagesDir: o.imagesDir,
     workingSet: o.workingSet,
     prefetch: o.prefetch,
+    verify: o.verify,
     ...(record !== undefined ? { recordWorkingSet: record } : {}),
     ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
   });

@@ -1,0 +1,143 @@
+// Page checksums end to end with real processes: dump writes
+// lr-checksums-<id>.img; a byte flipped in a pages file is caught by eager
+// restore (nothing runs) and by the lazy daemon (the process is killed the
+// first time it touches the bad chunk, never runs on it); --no-verify shows
+// the same image would otherwise run on wrong memory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, openSync, closeSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ImageDir } from '../../plugin/images/index.js';
+import { LazyPagesServer } from '../../plugin/lazy/server.js';
+import { restore } from '../../plugin/restore/index.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { dumpDemo, flipDataByte } from '../helpers/integrity.js';
+
+const skip = !isRoot && 'needs root';
+
+const chunkOf = (offset: number): number => offset - (offset % 65536);
+
+function gone(pid: number): boolean {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return /^[ZX]$/.test(st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3));
+  } catch {
+    return true;
+  }
+}
+
+test('dump writes a checksums image for every pages file, and it verifies', { skip }, async () => {
+  const d = tempDir('lr-integ-');
+  try {
+    const { images } = await dumpDemo(d.path, 2);
+    const pages = readdirSync(images).filter((f) => /^pages-\d+\.img$/.test(f));
+    assert.ok(pages.length >= 1);
+    const dir = await ImageDir.open(images);
+    for (const f of pages) {
+      const id = Number(/\d+/.exec(f)![0]);
+      assert.ok(existsSync(join(images, `lr-checksums-${id}.img`)), `lr-checksums-${id}.img`);
+      assert.equal(await dir.verifyPages(id), true);
+      const e = (await dir.checksums(id))!;
+      assert.equal(e.chunk_size, 65536);
+    }
+  } finally {
+    d.dispose();
+  }
+});
+
+test('eager restore: a flipped byte is caught before anything runs (file, offset, pid named)', { skip }, async () => {
+  const fds = openFds();
+  const d = tempDir('lr-integ-');
+  try {
+    const { pid, images, ctl } = await dumpDemo(d.path, 2);
+    const { file, offset } = await flipDataByte(images, pid);
+    await assert.rejects(restore({ imagesDir: images, detached: true }), (e: Error) => {
+      assert.equal(e.name, 'ImageError');
+      assert.ok(e.message.includes(`${file} at offset ${chunkOf(offset)}`), e.message);
+      assert.match(e.message, new RegExp(`pid ${pid}: CRC32C mismatch`));
+      return true;
+    });
+    assert.ok(gone(pid), 'no restored process left');
+    assert.equal(existsSync(join(ctl, 'result')), false);
+
+    // --no-verify: the same images restore and the program runs on the wrong byte.
+    const tree = await restore({ imagesDir: images, detached: true, verify: false });
+    writeFileSafe(join(ctl, 'go'));
+    const exit = await withTimeout(tree.wait(), 20_000, 'unverified restore exit');
+    await tree.close();
+    assert.equal(exit.code, 1);
+    assert.match(readFileSync(join(ctl, 'result'), 'utf8'), /^fail 1 wrong words/);
+  } finally {
+    d.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lazy restore: a flipped byte is caught on first use of its chunk; the process is killed, never runs on it', { skip }, async () => {
+  const fds = openFds();
+  const d = tempDir('lr-integ-');
+  try {
+    const { pid, images, ctl } = await dumpDemo(d.path, 4);
+    const { file, offset } = await flipDataByte(images, pid);
+    const server = await LazyPagesServer.open({ imagesDir: images, prefetch: false });
+    const errors: string[] = [];
+    server.on('error', (ev) => errors.push(ev.message));
+    try {
+      const tree = await restore({ imagesDir: images, lazy: true, detached: true, lazyServer: server });
+      writeFileSafe(join(ctl, 'go'));
+      const exit = await withTimeout(tree.wait(), 20_000, 'restored process killed');
+      await withTimeout(tree.lazyDone(), 10_000, 'daemon idle');
+      await tree.close();
+      assert.equal(exit.signal, 9, `killed by SIGKILL, got ${JSON.stringify(exit)}`);
+      assert.equal(existsSync(join(ctl, 'result')), false, 'it never reached its verdict');
+      assert.equal(errors.length, 1, errors.join('\n'));
+      assert.ok(errors[0]!.includes(`${file} at offset ${chunkOf(offset)}: CRC32C mismatch`), errors[0]);
+      assert.match(errors[0]!, new RegExp(`^pid ${pid}: .*EBADMSG.*killed pid ${pid} with SIGKILL`));
+      assert.equal(server.stats().killed, 1);
+    } finally {
+      await server.close();
+    }
+
+    // verify: false serves the same chunk as it is.
+    const server2 = await LazyPagesServer.open({ imagesDir: images, prefetch: true, verify: false });
+    try {
+      const tree = await restore({ imagesDir: images, lazy: true, detached: true, lazyServer: server2 });
+      writeFileSafe(join(ctl, 'go'));
+      const exit = await withTimeout(tree.wait(), 20_000, 'unverified lazy restore exit');
+      await tree.lazyDone();
+      await tree.close();
+      assert.equal(exit.code, 1);
+      assert.match(readFileSync(join(ctl, 'result'), 'utf8'), /^fail 1 wrong words/);
+    } finally {
+      await server2.close();
+    }
+  } finally {
+    d.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lazy restore of intact images with checksums: the workload verifies all of its memory', { skip }, async () => {
+  const d = tempDir('lr-integ-');
+  try {
+    const { images, ctl } = await dumpDemo(d.path, 4);
+    const server = await LazyPagesServer.open({ imagesDir: images });
+    try {
+      const tree = await restore({ imagesDir: images, lazy: true, detached: true, lazyServer: server });
+      writeFileSafe(join(ctl, 'go'));
+      const exit = await withTimeout(tree.wait(), 20_000, 'restored exit');
+      await tree.lazyDone();
+      await tree.close();
+      assert.equal(exit.code, 0, readFileSync(join(ctl, 'result'), 'utf8'));
+      assert.equal(server.stats().killed, 0);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    d.dispose();
+  }
+});
+
+function writeFileSafe(path: string): void {
+  closeSync(openSync(path, 'w'));
+}
