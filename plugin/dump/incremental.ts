@@ -131,7 +131,10 @@ export class Incremental {
     for (const pid of pids) {
       const started = procStartTime(pid);
       if (!parent.pids.has(pid) || started === undefined) continue;
-      if (started >= parent.dumpTicks) {
+      // Both clocks have 10 ms resolution: a process started in the very tick
+      // of the parent dump is the same process (a pid cannot be freed and
+      // reused within the dump that recorded it).
+      if (started > parent.dumpTicks) {
         self.opts.warn(`warning: pid ${pid} started after ${path} was dumped (pid reuse): its pages are copied in full`);
         continue;
       }
