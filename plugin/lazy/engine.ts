@@ -2,18 +2,11 @@
 // lazy-pages server drives. Kept as an interface so the server's policy
 // (lifecycle, push, failure handling) is unit-tested with a fake; the real
 // FaultEngine satisfies it structurally (engine-adapter.ts).
+import type { EngineEvent } from '../uffd/engine.js';
 import type { PlannedRange } from './types.js';
 
-export type EngineEventLike =
-  | { type: 'fork'; proc: number; child: number }
-  | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
-  | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
-  | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
-  | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
-  | { type: 'complete'; proc: number }
-  | { type: 'warmed'; proc: number; copied: bigint }
-  | { type: 'exit'; proc: number }
-  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+/** The engine's events, as plugin/uffd defines them (one definition). */
+export type EngineEventLike = EngineEvent;
 
 /** Per-process counters as the engine reports them (cumulative). */
 export interface EngineProcStatsLike {
