@@ -20,6 +20,7 @@
 
 #include "common/errors.h"
 #include "inject/init.h"
+#include "inject/iovec.h"
 
 #ifndef LR_CHUNK_PAGES
 #define LR_CHUNK_PAGES 128
@@ -267,17 +268,7 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
             g = kPage;
           }
           done += g;
-          while (g > 0) {
-            size_t left = remote[k].iov_len - k_off;
-            if (g >= left) {
-              g -= left;
-              k++;
-              k_off = 0;
-            } else {
-              k_off += g;
-              g = 0;
-            }
-          }
+          AdvanceIovCursor(remote, k, k_off, g);
         }
         if (failed) {
           w.Submit({});

@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "inject/init.h"
+#include "inject/iovec.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -231,18 +232,7 @@ Napi::Value CollectPages(const Napi::CallbackInfo& info) {
       g += take;
     }
     done += g;
-    // Advance the cursor over g bytes.
-    while (g > 0) {
-      size_t left = remote[k].iov_len - k_off;
-      if (g >= left) {
-        g -= left;
-        k++;
-        k_off = 0;
-      } else {
-        k_off += g;
-        g = 0;
-      }
-    }
+    AdvanceIovCursor(remote, k, k_off, g);
   }
 
   // Drop zero pages, compacting in place, and describe what is kept.
