@@ -7,7 +7,7 @@ export { PROTO_DIR, decodeMessage, encodeMessage, messagePlan, type FieldPlan, t
 export { ChunkedReader, headerBytes, joinEntries, parseHeader, scanVarintFields, splitEntries, type ImageHeader, type RawEntry } from './framing.js';
 export { decodeImage, encodeImage, entryType, readImageFile, writeImageFile, type DecodedEntry, type DecodedImage, type EntryToWrite } from './image.js';
 export {
-  PagemapIndex, PagemapReader, PagemapWriter, PagesFileWriter, decodePagemapEntry, encodePagemapEntry, entryFlags, entryPages,
+  PagemapIndex, PagemapReader, PagemapWriter, PagesFileWriter, decodePagemapEntry, encodePagemapEntry, encodePagemapHead, entryFlags, entryPages,
   formatPeFlags, type PagemapReaderOptions, type PagemapRecord, type PagemapWriterOptions,
 } from './pagemap.js';
 export { ImageDir, type ImageFileInfo, type PagePiece } from './imagedir.js';

@@ -169,7 +169,8 @@ export function encodePagemapEntry(e: PagemapEntry): Buffer {
   return b.subarray(0, p);
 }
 
-function encodeHead(h: PagemapHead): Buffer {
+/** Encodes the pagemap_head entry (pages_id), as CRIU writes it. */
+export function encodePagemapHead(h: PagemapHead): Buffer {
   const b = Buffer.allocUnsafe(8);
   b[0] = 0x08;
   return b.subarray(0, writeVarint(b, 1, h.pages_id));
@@ -515,7 +516,7 @@ export class PagemapWriter {
     }
     const w = new PagemapWriter(out.path, out, pages);
     await out.append(headerBytes(KIND.pagemap));
-    await w.frameAndAppend(encodeHead({ pages_id: opts.pagesId }));
+    await w.frameAndAppend(encodePagemapHead({ pages_id: opts.pagesId }));
     return w;
   }
 

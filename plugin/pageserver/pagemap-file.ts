@@ -4,23 +4,12 @@
 // pages file (plugin/images' PagemapWriter wants each entry's data whole).
 // The bytes are plugin/images' encoding, so the files equal a local dump's.
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { KIND, encodePagemapEntry, headerBytes } from '../images/index.js';
+import { KIND, encodePagemapEntry, encodePagemapHead, headerBytes } from '../images/index.js';
 
 export interface PagemapEntryRec {
   vaddr: bigint;
   nrPages: bigint;
   flags: number;
-}
-
-function encodeHead(pagesId: number): Buffer {
-  const out: number[] = [0x08];
-  let x = pagesId >>> 0;
-  while (x >= 0x80) {
-    out.push((x & 0x7f) | 0x80);
-    x >>>= 7;
-  }
-  out.push(x);
-  return Buffer.from(out);
 }
 
 /** Streams entries into a pagemap image; small writes are batched. */
@@ -34,7 +23,7 @@ export class PagemapFileWriter {
     this.path = path;
     this.fd = openSync(path, 'wx', 0o600);
     this.push(headerBytes(KIND.pagemap));
-    this.pushEntry(encodeHead(pagesId));
+    this.pushEntry(encodePagemapHead({ pages_id: pagesId }));
   }
 
   add(e: PagemapEntryRec): void {
