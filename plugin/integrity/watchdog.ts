@@ -9,12 +9,16 @@ import { openSync, closeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { helperPath } from '../native/addon.js';
 import { UserError } from '../errors.js';
+import { log } from '../log.js';
 
 interface Pending { resolve: () => void; reject: (e: Error) => void; what: string }
 
 export class Watchdog {
   private readonly pending: Pending[] = [];
   private closed = false;
+  /** close() started: the watchdog's exit is expected. */
+  private closing = false;
+  /** The watchdog process exited (new requests are refused; pending ones fail on 'close'). */
   private dead = false;
   private readonly exited: Promise<number | null>;
   /** All of its stdio closed too (no fd of ours left). */
@@ -24,9 +28,22 @@ export class Watchdog {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
-    this.closedPipes = new Promise((resolve) => child.once('close', () => resolve()));
+    // Writing to a watchdog that just died is reported by 'exit'/'close', not as an uncaught EPIPE.
+    child.stdin!.on('error', () => {});
+    // 'exit' can come before the last lines of stdout have been read (the
+    // watchdog answers BYE with OK and exits at once): a pending request is
+    // failed only on 'close', once every answer it wrote has been seen.
+    // (Failing it on 'exit' was the "watchdog exited (code 0)" warning at close().)
+    this.closedPipes = new Promise((resolve) => child.once('close', () => {
+      this.failAll(new UserError(`watchdog exited (${describeExit(child)})`));
+      resolve();
+    }));
     this.exited = new Promise((resolve) => child.once('exit', (code) => {
-      this.failAll(new UserError(`watchdog exited (code ${code})`));
+      this.dead = true;
+      if (!this.closing) {
+        // Processes served from now on, and those it held, have no guard left.
+        log.error(`lazy-pages: the daemon-death watchdog (pid ${child.pid}) exited unexpectedly (${describeExit(child)}): lazily restored processes are no longer guarded against this daemon's death`);
+      }
       resolve(code);
     }));
     // The watchdog never keeps the daemon alive by itself; only a pending request does.
@@ -80,6 +97,7 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
+    this.closing = true;
     if (!this.dead) {
       await this.request('BYE', 'close');
       this.closed = true;
@@ -121,4 +139,8 @@ export class Watchdog {
     this.dead = true;
     for (const p of this.pending.splice(0)) p.reject(e);
   }
+}
+
+function describeExit(child: ChildProcess): string {
+  return child.signalCode !== null ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
 }
