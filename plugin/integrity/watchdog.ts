@@ -16,9 +16,6 @@ interface Pending { resolve: () => void; reject: (e: Error) => void; what: strin
 export class Watchdog {
   private readonly pending: Pending[] = [];
   private closed = false;
-  /** close() started: the watchdog's exit is expected. */
-  private closing = false;
-  /** The watchdog process exited (new requests are refused; pending ones fail on 'close'). */
   private dead = false;
   private readonly exited: Promise<number | null>;
   /** All of its stdio closed too (no fd of ours left). */
@@ -30,21 +27,21 @@ export class Watchdog {
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
     // Writing to a watchdog that just died is reported by 'exit'/'close', not as an uncaught EPIPE.
     child.stdin!.on('error', () => {});
-    // 'exit' can come before the last lines of stdout have been read (the
-    // watchdog answers BYE with OK and exits at once): a pending request is
-    // failed only on 'close', once every answer it wrote has been seen.
-    // (Failing it on 'exit' was the "watchdog exited (code 0)" warning at close().)
-    this.closedPipes = new Promise((resolve) => child.once('close', () => {
-      this.failAll(new UserError(`watchdog exited (${describeExit(child)})`));
-      resolve();
-    }));
     this.exited = new Promise((resolve) => child.once('exit', (code) => {
+      // New requests are refused from now on; pending ones fail on 'close'.
       this.dead = true;
-      if (!this.closing) {
-        // Processes served from now on, and those it held, have no guard left.
-        log.error(`lazy-pages: the daemon-death watchdog (pid ${child.pid}) exited unexpectedly (${describeExit(child)}): lazily restored processes are no longer guarded against this daemon's death`);
+      if (!this.closed) {
+        // The processes it held, and those served from now on, have no guard left.
+        log.error(`lazy-pages: the daemon-death watchdog (pid ${child.pid}) exited unexpectedly (${child.signalCode !== null ? `signal ${child.signalCode}` : `code ${code}`}): lazily restored processes are no longer guarded against this daemon's death`);
       }
       resolve(code);
+    }));
+    // Pending requests fail only on 'close' (exited and stdout drained), not on
+    // 'exit': the exit of a watchdog that answered BYE can be seen before its
+    // OK line has been read, and failing then would lose the answer.
+    this.closedPipes = new Promise((resolve) => child.once('close', (code) => {
+      this.failAll(new UserError(`watchdog exited (code ${code})`));
+      resolve();
     }));
     // The watchdog never keeps the daemon alive by itself; only a pending request does.
     child.unref();
@@ -97,24 +94,28 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closing = true;
-    if (!this.dead) {
-      await this.request('BYE', 'close');
+    try {
+      if (!this.dead) {
+        const bye = this.request('BYE', 'close');
+        this.closed = true;
+        await bye;
+        this.child.stdin!.end();
+        this.child.ref();
+        this.pipes(true);
+        await this.exited;
+        await this.closedPipes;
+      }
+    } finally {
       this.closed = true;
-      this.child.stdin!.end();
-      this.child.ref();
-      this.pipes(true);
-      await this.exited;
-      await this.closedPipes;
+      // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends
+      // now, whatever happened above, so that no fd of ours outlives close().
+      await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
+        if (!st || st.closed) return undefined;
+        const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
+        st.destroy();
+        return done;
+      }));
     }
-    this.closed = true;
-    // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends now.
-    await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
-      if (!st || st.closed) return undefined;
-      const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
-      st.destroy();
-      return done;
-    }));
   }
 
   private request(line: string | null, what: string): Promise<void> {
@@ -139,8 +140,4 @@ export class Watchdog {
     this.dead = true;
     for (const p of this.pending.splice(0)) p.reject(e);
   }
-}
-
-function describeExit(child: ChildProcess): string {
-  return child.signalCode !== null ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
 }
