@@ -166,6 +166,16 @@ export class PageServerClient extends EventEmitter {
     });
   }
 
+  /** One connection for everything (a server that takes one connection, like CRIU's). */
+  get singleConnection(): boolean {
+    return this.opts.singleConnection === true;
+  }
+
+  /** A connection with unanswered GETs and nothing received this long is considered dead. */
+  get stallTimeoutMs(): number {
+    return this.stallMs;
+  }
+
   /** Plain TCP (no TLS): raw connections can be handed to the native engine. */
   get plainTcp(): boolean {
     return this.opts.tls === undefined;

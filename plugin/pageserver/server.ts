@@ -258,10 +258,11 @@ export class PageServer extends EventEmitter {
     this.responder?.stop(h.conn);
     if (!conn || conn.native !== h.conn) return;
     conn.native = undefined;
-    if (conn.closed || this.finished) return;
     if (h.reason === 'error') this.log.debug(`connection #${conn.id} from ${conn.peer}: native replies stopped: ${h.code ?? h.errno}`);
     if (h.bytes.length > 0) this.onData(conn, h.bytes);
-    if (!conn.closed && !this.finished) conn.sock.resume();
+    // Also after the session ended here: Node must read the peer's EOF to
+    // finish closing the socket (`done` waits for every socket).
+    if (!conn.sock.destroyed) conn.sock.resume();
   }
 
   /** Stops the native thread of a connection (if any) before Node closes the socket. */
