@@ -53,6 +53,7 @@ enum Tag : uint64_t { kTagEventfd = 0, kTagUffd = 1, kTagPidfd = 2, kTagLink = 3
 constexpr uint32_t kPsGet = 7;
 constexpr uint32_t kPsReply = 6 | (4u << 16);
 constexpr size_t kPsHeader = 32;
+constexpr size_t kLinkStage = 64 * 1024;
 
 uint64_t NowNs() {
   struct timespec ts;
@@ -1074,9 +1075,14 @@ void Engine::ReadLink(Worker* w) {
   {
     std::lock_guard<std::mutex> lk(w->link.mu);
     RemoteLink& L = w->link;
+    // One recv usually brings a whole small reply (header + pages) into the
+    // staging buffer; a large one is received straight into its data.
+    if (L.stage.empty()) L.stage.resize(kLinkStage);
     for (int rounds = 0; rounds < 256 && L.fd >= 0; rounds++) {
-      ssize_t n = L.inData ? recv(L.fd, L.data.data() + L.dataGot, L.data.size() - L.dataGot, MSG_DONTWAIT)
-                           : recv(L.fd, L.hdr + L.hdrGot, kPsHeader - L.hdrGot, MSG_DONTWAIT);
+      const bool direct = L.inData && L.data.size() - L.dataGot >= L.stage.size();
+      uint8_t* dst = direct ? L.data.data() + L.dataGot : L.stage.data();
+      size_t cap = direct ? L.data.size() - L.dataGot : L.stage.size();
+      ssize_t n = recv(L.fd, dst, cap, MSG_DONTWAIT);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN) FailLinkLocked(w, errno, "recv", "reading a page-server reply");
@@ -1087,49 +1093,68 @@ void Engine::ReadLink(Worker* w) {
         break;
       }
       L.lastNs = NowNs();
-      if (!L.inData) {
-        L.hdrGot += static_cast<size_t>(n);
-        if (L.hdrGot < kPsHeader) continue;
-        uint32_t cmd;
-        uint64_t nr, vaddr, dst;
-        memcpy(&cmd, L.hdr, 4);
-        memcpy(&nr, L.hdr + 8, 8);
-        memcpy(&vaddr, L.hdr + 16, 8);
-        memcpy(&dst, L.hdr + 24, 8);
-        if (L.out.empty()) {
-          FailLinkLocked(w, EPROTO, "recv", "reply with no GET outstanding");
-          break;
+      size_t at = 0, got = static_cast<size_t>(n);
+      if (direct) {
+        L.dataGot += got;
+        at = got;
+      }
+      // Walk the bytes: header, then data, reply after reply.
+      while (L.fd >= 0 && (at < got || (L.inData && L.dataGot == L.data.size()))) {
+        if (!L.inData) {
+          size_t k = std::min(kPsHeader - L.hdrGot, got - at);
+          memcpy(L.hdr + L.hdrGot, dst + at, k);
+          L.hdrGot += k;
+          at += k;
+          if (L.hdrGot < kPsHeader) break;
+          uint32_t cmd;
+          uint64_t nr, vaddr, dstId;
+          memcpy(&cmd, L.hdr, 4);
+          memcpy(&nr, L.hdr + 8, 8);
+          memcpy(&vaddr, L.hdr + 16, 8);
+          memcpy(&dstId, L.hdr + 24, 8);
+          if (L.out.empty()) {
+            FailLinkLocked(w, EPROTO, "recv", "reply with no GET outstanding");
+            break;
+          }
+          const RemoteGet& g = L.out.front();
+          if (cmd != kPsReply || vaddr != g.imageAddr || dstId != static_cast<uint64_t>(g.pid) || nr == 0 ||
+              nr > g.pages) {
+            char b[160];
+            snprintf(b, sizeof(b), "bad reply (cmd 0x%x, %llu pages at 0x%llx for pid %llu) to GET of %llu pages at 0x%llx",
+                     cmd, (unsigned long long)nr, (unsigned long long)vaddr, (unsigned long long)dstId,
+                     (unsigned long long)g.pages, (unsigned long long)g.imageAddr);
+            FailLinkLocked(w, EPROTO, "recv", b);
+            break;
+          }
+          L.data.resize(nr * kPage);
+          L.dataGot = 0;
+          L.inData = true;
+          continue;
         }
-        const RemoteGet& g = L.out.front();
-        if (cmd != kPsReply || vaddr != g.imageAddr || dst != static_cast<uint64_t>(g.pid) || nr == 0 || nr > g.pages) {
-          char b[160];
-          snprintf(b, sizeof(b), "bad reply (cmd 0x%x, %llu pages at 0x%llx for pid %llu) to GET of %llu pages at 0x%llx",
-                   cmd, (unsigned long long)nr, (unsigned long long)vaddr, (unsigned long long)dst,
-                   (unsigned long long)g.pages, (unsigned long long)g.imageAddr);
-          FailLinkLocked(w, EPROTO, "recv", b);
-          break;
+        if (L.dataGot < L.data.size()) {
+          size_t k = std::min(L.data.size() - L.dataGot, got - at);
+          memcpy(L.data.data() + L.dataGot, dst + at, k);
+          L.dataGot += k;
+          at += k;
+          if (L.dataGot < L.data.size()) break;
         }
-        L.data.resize(nr * kPage);
+        RemoteGet g = L.out.front();
+        L.out.pop_front();
+        const uint64_t m = L.data.size() / kPage;
+        L.pages += m;
+        L.inData = false;
+        L.hdrGot = 0;
+        done.push_back({g, std::move(L.data)});
+        L.data = {};
         L.dataGot = 0;
-        L.inData = true;
-        continue;
+        if (m < g.pages) {
+          // The server stopped at the end of a stored run: ask for the rest.
+          L.shortReplies++;
+          RemoteGet rest{g.proc, g.pid, g.addr + m * kPage, g.imageAddr + m * kPage, g.pages - m, g.t0};
+          SendGetLocked(w, rest);
+        }
       }
-      L.dataGot += static_cast<size_t>(n);
-      if (L.dataGot < L.data.size()) continue;
-      RemoteGet g = L.out.front();
-      L.out.pop_front();
-      const uint64_t m = L.data.size() / kPage;
-      L.pages += m;
-      L.inData = false;
-      L.hdrGot = 0;
-      done.push_back({g, std::move(L.data)});
-      L.data = {};
-      if (m < g.pages) {
-        // The server stopped at the end of a stored run: ask for the rest.
-        L.shortReplies++;
-        RemoteGet rest{g.proc, g.pid, g.addr + m * kPage, g.imageAddr + m * kPage, g.pages - m, g.t0};
-        SendGetLocked(w, rest);
-      }
+      if (static_cast<size_t>(n) < cap) break;  // drained for now
     }
   }
   for (Done& d : done) {

@@ -139,6 +139,7 @@ struct RemoteLink {
   std::vector<uint8_t> data;
   size_t dataGot = 0;
   bool inData = false;
+  std::vector<uint8_t> stage;  // receive buffer for small replies
   uint64_t lastNs = 0;      // last progress (byte received, or first GET sent on an idle link)
   uint64_t lastSendNs = 0;  // busy-poll for the reply until lastSendNs + spinNs
   uint64_t stallNs = 0;
