@@ -18,6 +18,8 @@ import { PAGE_SIZE } from './protocol.js';
 import { PageServerClient, type PageServerClientOptions, type PageServerClientStats } from './client.js';
 import { socketFd, systemMessage } from './transport.js';
 
+const MAX_LINKS = 8;
+
 export interface RemoteFetchOptions {
   urgent?: boolean;
 }
@@ -97,14 +99,17 @@ export class PageServerPageSource {
       this.log.warn(`native link ${slot} to the page server failed (${message}); faults use the JS path until it is reopened`);
       void open(slot, 20);
     });
+    // One per engine thread, bounded (the server holds 16 connections per
+    // session); threads without a link use the JS path.
+    const slots = Math.min(links.slots, MAX_LINKS);
     const first: Promise<void>[] = [];
-    for (let i = 0; i < links.slots; i++) first.push(open(i, 0));
+    for (let i = 0; i < slots; i++) first.push(open(i, 0));
     const unbind = (): void => {
       if (stopped) return;
       void this.nativeBytes; // last count while the engine is still open
       stopped = true;
       this.linksStopped = true;
-      for (let i = 0; i < links.slots; i++) {
+      for (let i = 0; i < slots; i++) {
         try {
           links.detach(i);
         } catch {

@@ -74,7 +74,11 @@ export interface PageServerOptions {
   insecure?: boolean;
   /** Lazy mode: serve session after session until close(). */
   keepGoing?: boolean;
-  /** Lazy mode: connections one session may hold at once (default 4). */
+  /**
+   * Lazy mode: connections one session may hold at once (default 16: our
+   * client uses two lanes plus one native link per engine thread, and dead
+   * connections linger after a silent link cut until they are evicted).
+   */
   maxConnections?: number;
   /** Lazy mode: how long a session with no connection waits for the client to come back (default 60 s). */
   reconnectTimeoutMs?: number;
@@ -282,7 +286,7 @@ export class PageServer extends EventEmitter {
       this.settle();
     });
     const peer = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`;
-    const limit = this.opts.lazy ? (this.opts.maxConnections ?? 4) : 1;
+    const limit = this.opts.lazy ? (this.opts.maxConnections ?? 16) : 1;
     if (this.opts.lazy && !this.finished && this.conns.size >= limit) {
       // A client that reconnects after a silent link cut leaves dead
       // connections behind that we cannot tell from live ones: the newest
