@@ -37,6 +37,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("attachLink", &NativeFaultEngine::AttachLink),
                         InstanceMethod("detachLink", &NativeFaultEngine::DetachLink),
                         InstanceMethod("links", &NativeFaultEngine::Links),
+                        InstanceMethod("dupUffd", &NativeFaultEngine::DupUffd),
                         InstanceMethod("stats", &NativeFaultEngine::Stats),
                         InstanceMethod("close", &NativeFaultEngine::Close)});
   }
@@ -406,6 +407,15 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       out.Set(static_cast<uint32_t>(i), o);
     }
     return out;
+  }
+
+  Napi::Value DupUffd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t h = Handle(info, 0);
+    int fd = -1;
+    int r = Eng(env).DupUffd(h, &fd);
+    if (r < 0) ThrowProc(env, -r, "fcntl(F_DUPFD_CLOEXEC)", h);
+    return Napi::Number::New(env, fd);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -52,6 +52,8 @@ export interface FaultEngineLike {
   attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;
   detachLink?(slot: number): void;
   links?(): { pages: number }[];
+  /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
+  dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };
   close(): Promise<void>;
 }
