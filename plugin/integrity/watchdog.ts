@@ -9,6 +9,7 @@ import { openSync, closeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { helperPath } from '../native/addon.js';
 import { UserError } from '../errors.js';
+import { log } from '../log.js';
 
 interface Pending { resolve: () => void; reject: (e: Error) => void; what: string }
 
@@ -24,10 +25,23 @@ export class Watchdog {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
-    this.closedPipes = new Promise((resolve) => child.once('close', () => resolve()));
+    // Writing to a watchdog that just died is reported by 'exit'/'close', not as an uncaught EPIPE.
+    child.stdin!.on('error', () => {});
     this.exited = new Promise((resolve) => child.once('exit', (code) => {
-      this.failAll(new UserError(`watchdog exited (code ${code})`));
+      // New requests are refused from now on; pending ones fail on 'close'.
+      this.dead = true;
+      if (!this.closed) {
+        // The processes it held, and those served from now on, have no guard left.
+        log.error(`lazy-pages: the daemon-death watchdog (pid ${child.pid}) exited unexpectedly (${child.signalCode !== null ? `signal ${child.signalCode}` : `code ${code}`}): lazily restored processes are no longer guarded against this daemon's death`);
+      }
       resolve(code);
+    }));
+    // Pending requests fail only on 'close' (exited and stdout drained), not on
+    // 'exit': the exit of a watchdog that answered BYE can be seen before its
+    // OK line has been read, and failing then would lose the answer.
+    this.closedPipes = new Promise((resolve) => child.once('close', (code) => {
+      this.failAll(new UserError(`watchdog exited (code ${code})`));
+      resolve();
     }));
     // The watchdog never keeps the daemon alive by itself; only a pending request does.
     child.unref();
@@ -80,23 +94,28 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (!this.dead) {
-      await this.request('BYE', 'close');
+    try {
+      if (!this.dead) {
+        const bye = this.request('BYE', 'close');
+        this.closed = true;
+        await bye;
+        this.child.stdin!.end();
+        this.child.ref();
+        this.pipes(true);
+        await this.exited;
+        await this.closedPipes;
+      }
+    } finally {
       this.closed = true;
-      this.child.stdin!.end();
-      this.child.ref();
-      this.pipes(true);
-      await this.exited;
-      await this.closedPipes;
+      // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends
+      // now, whatever happened above, so that no fd of ours outlives close().
+      await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
+        if (!st || st.closed) return undefined;
+        const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
+        st.destroy();
+        return done;
+      }));
     }
-    this.closed = true;
-    // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends now.
-    await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
-      if (!st || st.closed) return undefined;
-      const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
-      st.destroy();
-      return done;
-    }));
   }
 
   private request(line: string | null, what: string): Promise<void> {
