@@ -1,6 +1,7 @@
 // JS bindings for ptrace: attach/stop/resume, bounded waits, registers and
 // register sets, signal masks, pending signals, rseq and robust-list
-// queries, and the single-syscall injection of ptrace_util.h.
+// queries, and the single-syscall injection of ptrace_util.h (also for
+// fork/clone calls whose new task the caller takes over).
 // All synchronous on node's main thread (ptrace binds to the tracing thread).
 #include <errno.h>
 #include <linux/elf.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -272,8 +274,10 @@ Napi::Value GetRobustList(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// injectSyscall(tid, nr, args[6] (bigint), gadget, useTrap, timeoutMs) -> bigint (signed rax)
-Napi::Value InjectSyscall(const Napi::CallbackInfo& info) {
+// Shared by injectSyscall and injectSyscallFork: parses
+// (tid, nr, args[6] (bigint|number), gadget, useTrap, timeoutMs), injects,
+// throws on an injection failure (not on the syscall's own -errno).
+inject::InjectResult InjectFromArgs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   pid_t tid = ArgTid(info, 0);
   uint64_t nr = ArgU64(info, 1, "nr");
@@ -298,14 +302,34 @@ Napi::Value InjectSyscall(const Napi::CallbackInfo& info) {
   inject::InjectResult r = inject::InjectSyscall(tid, nr, args, gadget, use_trap, timeout);
   if (r.err != 0) {
     std::string detail = TidDetail(tid) + " nr " + std::to_string(nr);
-    if (r.unexpected_status != 0) detail += " wait status 0x" + ([&] {
+    if (r.unexpected_status != 0) {
       char b[16];
       snprintf(b, sizeof b, "%x", r.unexpected_status);
-      return std::string(b);
-    })();
+      detail += std::string(" wait status 0x") + b;
+    }
+    // The new task exists (stopped, traced by us) even though the call failed.
+    if (r.child != 0) detail += " (created task " + std::to_string(r.child) + ")";
     ThrowErrno(env, r.err, r.what, detail);
   }
-  return Napi::BigInt::New(env, r.result);
+  return r;
+}
+
+// injectSyscall(tid, nr, args, gadget, useTrap, timeoutMs) -> bigint (signed rax)
+Napi::Value InjectSyscall(const Napi::CallbackInfo& info) {
+  inject::InjectResult r = InjectFromArgs(info);
+  return Napi::BigInt::New(info.Env(), r.result);
+}
+
+// injectSyscallFork(same args) -> { result: bigint, child: number (0 = none) }
+// For fork/clone/clone3 in a tracee with TRACEFORK/TRACECLONE: the new task
+// is left in its initial stop for the caller to wait for.
+Napi::Value InjectSyscallFork(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  inject::InjectResult r = InjectFromArgs(info);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("result", Napi::BigInt::New(env, r.result));
+  o.Set("child", Napi::Number::New(env, r.child));
+  return o;
 }
 
 }  // namespace
@@ -331,6 +355,7 @@ void InitInjectPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("ptracePeekSiginfo", Napi::Function::New(env, PeekSiginfo, "ptracePeekSiginfo"));
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList, "getRobustList"));
   exports.Set("injectSyscall", Napi::Function::New(env, InjectSyscall, "injectSyscall"));
+  exports.Set("injectSyscallFork", Napi::Function::New(env, InjectSyscallFork, "injectSyscallFork"));
 }
 
 }  // namespace lr

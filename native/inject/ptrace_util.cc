@@ -99,27 +99,42 @@ InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint6
     restore();
     return fail("ptrace(PTRACE_SETREGS)");
   }
-  long rc = use_trap ? ptrace(PTRACE_CONT, tid, nullptr, nullptr)
-                     : ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr);
-  if (rc < 0) {
-    restore();
-    return fail(use_trap ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SINGLESTEP)");
-  }
-  WaitResult w = WaitPid(tid, timeout_ms);
-  if (w.err != 0) {
-    // The thread may still be running our syscall: stop it before restoring.
-    if (w.err == ETIMEDOUT) {
-      ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
-      WaitPid(tid, 1000);
+  // One resume normally; again after each fork/clone event stop.
+  const int64_t deadline = NowNs() + static_cast<int64_t>(timeout_ms) * 1000000LL;
+  WaitResult w;
+  for (;;) {
+    long rc = use_trap ? ptrace(PTRACE_CONT, tid, nullptr, nullptr)
+                       : ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr);
+    if (rc < 0) {
+      restore();
+      return fail(use_trap ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SINGLESTEP)");
     }
-    errno = w.err;
-    restore();
-    return fail("waitpid (injected syscall)");
-  }
-  if (WIFEXITED(w.status) || WIFSIGNALED(w.status)) {
-    errno = ESRCH;
-    res.unexpected_status = w.status;
-    return fail("injected syscall: thread exited");
+    int64_t left_ms = (deadline - NowNs()) / 1000000LL;
+    w = WaitPid(tid, left_ms > 0 ? static_cast<int>(left_ms) : 0);
+    if (w.err != 0) {
+      // The thread may still be running our syscall: stop it before restoring.
+      if (w.err == ETIMEDOUT) {
+        ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+        WaitPid(tid, 1000);
+      }
+      errno = w.err;
+      restore();
+      return fail("waitpid (injected syscall)");
+    }
+    if (WIFEXITED(w.status) || WIFSIGNALED(w.status)) {
+      errno = ESRCH;
+      res.unexpected_status = w.status;
+      return fail("injected syscall: thread exited");
+    }
+    int event = (w.status >> 16) & 0xff;
+    bool fork_event = event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE;
+    if (!WIFSTOPPED(w.status) || WSTOPSIG(w.status) != SIGTRAP || !fork_event) break;
+    unsigned long msg = 0;
+    if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) < 0) {
+      restore();
+      return fail("ptrace(PTRACE_GETEVENTMSG)");
+    }
+    res.child = static_cast<pid_t>(msg);
   }
   if (!WIFSTOPPED(w.status) || WSTOPSIG(w.status) != SIGTRAP || (w.status >> 16) != 0) {
     // A stop for something else (SIGSTOP, an unblockable fault in the

@@ -34,6 +34,7 @@ struct InjectResult {
   const char* what = nullptr;  // failing step, for the error message
   int64_t result = 0;          // raw rax after the syscall
   int unexpected_status = 0;   // wait status when a foreign stop interfered
+  pid_t child = 0;             // task created by the syscall (fork/clone event), else 0
 };
 
 // Runs one syscall in a ptrace-stopped thread and puts every register and
@@ -46,6 +47,12 @@ struct InjectResult {
 // signals but SIGTRAP are blocked meanwhile so a pending signal cannot be
 // delivered in the middle (SIGTRAP must stay unblocked: forcing a blocked
 // SIGTRAP resets its handler to SIG_DFL).
+// A fork/clone/clone3 in a tracee with PTRACE_O_TRACEFORK/TRACECLONE stops
+// first at PTRACE_EVENT_FORK/VFORK/CLONE: the new task's pid (in our pid
+// namespace) is taken from the event message into `child` and the syscall is
+// stepped on to its end. The new task is left in its initial stop, auto-
+// attached to us: the caller must wait for that stop. It starts with the
+// registers and blocked mask of the injection (all but SIGTRAP blocked).
 InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint64_t gadget,
                            bool use_trap, int timeout_ms);
 

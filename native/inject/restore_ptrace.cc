@@ -1,8 +1,8 @@
 // Restore-side process control: spawning a traced stub with an exact pid
-// (clone3 + set_tid, PTRACE_TRACEME, execve of a static stub), injecting one
-// system call into a stopped tracee (single-step over a `syscall`
-// instruction), registers and xstate, signal mask, detaching, and tearing a
-// half-restored tree down without leaving zombies behind.
+// (clone3 + set_tid, PTRACE_TRACEME, execve of a static stub), registers and
+// xstate, signal mask, detaching, and tearing a half-restored tree down
+// without leaving zombies behind. System calls are injected with the shared
+// injector (ptrace_util.h, injectSyscall/injectSyscallFork).
 //
 // Everything here is synchronous and must run on the tracer thread (the JS
 // main thread): the kernel only accepts ptrace requests from the thread that
@@ -30,19 +30,11 @@
 #include "common/errors.h"
 #include "inject/restore.h"
 
-#ifndef PTRACE_EVENT_STOP
-#define PTRACE_EVENT_STOP 128
-#endif
-
 namespace lr {
 namespace {
 
 constexpr int kRegCount = 27;  // user_regs_struct == CRIU user_x86_regs_entry order
 static_assert(sizeof(user_regs_struct) == kRegCount * 8, "unexpected user_regs_struct");
-
-// Event message (new task's pid in our namespace) of the last fork/clone
-// event stop seen while injecting. Only touched on the tracer thread.
-long g_last_event_pid = -1;
 
 std::string TidDetail(int tid) { return "(tid " + std::to_string(tid) + ")"; }
 
@@ -173,92 +165,6 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
     ThrowErrno(env, e, "ptrace(PTRACE_SETOPTIONS)", TidDetail(pid));
   }
   return Napi::Number::New(env, pid);
-}
-
-// restoreSyscall(tid, gadget, nr, args) -> bigint (raw return value, signed)
-// The tracee is stopped; rip is pointed at a `syscall` instruction and the
-// tracee single-steps over it. Intermediate ptrace events (a clone we asked
-// for) and unrelated signals are stepped through.
-Napi::Value InjectSyscall(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int tid = ArgI32(info, 0, "tid");
-  uint64_t gadget = ArgU64(info, 1, "gadget");
-  int32_t nr = ArgI32(info, 2, "nr");
-  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
-  if (info.Length() > 3) {
-    if (!info[3].IsArray()) throw Napi::TypeError::New(env, "args must be an array");
-    Napi::Array arr = info[3].As<Napi::Array>();
-    if (arr.Length() > 6) throw Napi::RangeError::New(env, "at most 6 syscall arguments");
-    for (uint32_t i = 0; i < arr.Length(); i++) {
-      Napi::Value v = arr.Get(i);
-      if (v.IsBigInt()) {
-        bool lossless;
-        a[i] = v.As<Napi::BigInt>().Uint64Value(&lossless);
-      } else if (v.IsNumber()) {
-        a[i] = static_cast<uint64_t>(v.As<Napi::Number>().Int64Value());
-      } else {
-        throw Napi::TypeError::New(env, "syscall arguments must be bigint or number");
-      }
-    }
-  }
-  user_regs_struct r;
-  GetRegs(env, tid, &r);
-  r.rip = gadget;
-  r.rax = static_cast<uint64_t>(nr);
-  r.orig_rax = static_cast<uint64_t>(-1);
-  r.rdi = a[0];
-  r.rsi = a[1];
-  r.rdx = a[2];
-  r.r10 = a[3];
-  r.r8 = a[4];
-  r.r9 = a[5];
-  SetRegs(env, tid, &r);
-  g_last_event_pid = -1;
-  int sig = 0;
-  for (int step = 0; step < 64; step++) {
-    if (ptrace(PTRACE_SINGLESTEP, tid, nullptr, reinterpret_cast<void*>(static_cast<long>(sig))) != 0)
-      ThrowErrno(env, errno, "ptrace(PTRACE_SINGLESTEP)", TidDetail(tid));
-    sig = 0;
-    int st = 0;
-    if (WaitTid(tid, &st, 0) != tid) ThrowErrno(env, errno, "waitpid", TidDetail(tid));
-    if (WIFEXITED(st) || WIFSIGNALED(st))
-      ThrowErrno(env, ESRCH, "inject", "task died during syscall " + std::to_string(nr) + " " + TidDetail(tid));
-    if (!WIFSTOPPED(st)) continue;
-    if ((st >> 16) != 0) {  // fork/clone event stop: note the new task, step on to the trap
-      unsigned long msg = 0;
-      if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) == 0) g_last_event_pid = static_cast<long>(msg);
-      continue;
-    }
-    int s = WSTOPSIG(st);
-    if (s == SIGTRAP) {
-      user_regs_struct out;
-      GetRegs(env, tid, &out);
-      if (out.rip != gadget + 2)
-        ThrowErrno(env, EFAULT, "inject", "syscall " + std::to_string(nr) + " stopped at an unexpected address " + TidDetail(tid));
-      return Napi::BigInt::New(env, static_cast<int64_t>(out.rax));
-    }
-    // Any other signal (SIGCHLD of a child stub, a stray SIGSTOP) is
-    // suppressed: the stub has nothing to deliver it to.
-  }
-  ThrowErrno(env, EAGAIN, "inject", "syscall " + std::to_string(nr) + " did not complete " + TidDetail(tid));
-}
-
-// restoreLastEventPid() -> pid of the task created by the last injected
-// clone, as this process's pid namespace sees it (-1 if none).
-Napi::Value LastEventPid(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(g_last_event_pid));
-}
-
-// restoreWaitStop(tid) -> stop signal. For a task auto-attached by a clone
-// we injected: consumes its initial stop.
-Napi::Value WaitStop(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int tid = ArgI32(info, 0, "tid");
-  int st = 0;
-  if (WaitTid(tid, &st, 0) != tid) ThrowErrno(env, errno, "waitpid", TidDetail(tid));
-  if (!WIFSTOPPED(st)) ThrowErrno(env, ESRCH, "waitpid", "task is gone " + TidDetail(tid));
-  int ev = st >> 16;
-  return Napi::Number::New(env, ev == PTRACE_EVENT_STOP ? SIGSTOP : WSTOPSIG(st));
 }
 
 Napi::Value GetRegsJs(const Napi::CallbackInfo& info) {
@@ -396,9 +302,6 @@ Napi::Value WaitpidJs(const Napi::CallbackInfo& info) {
 
 void InitRestorePtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("restoreSpawnStub", Napi::Function::New(env, SpawnStub, "restoreSpawnStub"));
-  exports.Set("restoreSyscall", Napi::Function::New(env, InjectSyscall, "restoreSyscall"));
-  exports.Set("restoreLastEventPid", Napi::Function::New(env, LastEventPid, "restoreLastEventPid"));
-  exports.Set("restoreWaitStop", Napi::Function::New(env, WaitStop, "restoreWaitStop"));
   exports.Set("restoreGetRegs", Napi::Function::New(env, GetRegsJs, "restoreGetRegs"));
   exports.Set("restoreSetRegs", Napi::Function::New(env, SetRegsJs, "restoreSetRegs"));
   exports.Set("restoreGetXstate", Napi::Function::New(env, GetXstate, "restoreGetXstate"));

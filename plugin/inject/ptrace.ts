@@ -163,6 +163,17 @@ export function injectSyscall(tid: number, nr: number, args: readonly (bigint | 
   return addon.injectSyscall(tid, nr, [...args], opts.gadget, opts.trap === true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
 }
 
+/**
+ * injectSyscall for a fork/clone/clone3 in a tracee traced with
+ * PTRACE_O_TRACEFORK/TRACECLONE. `child` is the new task's pid as this
+ * process sees it (0 if the call created none, e.g. it failed); the new task
+ * is auto-attached and left in its initial stop: wait for it (waitStop).
+ * It starts with the injection's registers and blocked mask (all but SIGTRAP).
+ */
+export function injectSyscallFork(tid: number, nr: number, args: readonly (bigint | number)[], opts: InjectOptions): { result: bigint; child: number } {
+  return addon.injectSyscallFork(tid, nr, [...args], opts.gadget, opts.trap === true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+}
+
 /** injectSyscall that throws a system error (code/errno/syscall) on -errno. */
 export function injectSyscallChecked(tid: number, nr: number, args: readonly (bigint | number)[], opts: InjectOptions, name = `syscall ${nr}`): bigint {
   const r = injectSyscall(tid, nr, args, opts);

@@ -24,10 +24,13 @@ export class Watchdog {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
-    this.closedPipes = new Promise((resolve) => child.once('close', () => resolve()));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => {
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    // Pending requests fail only on 'close' (exited and stdout drained), not on
+    // 'exit': the exit of a watchdog that answered BYE can be seen before its
+    // OK line has been read, and failing then would lose the answer.
+    this.closedPipes = new Promise((resolve) => child.once('close', (code) => {
       this.failAll(new UserError(`watchdog exited (code ${code})`));
-      resolve(code);
+      resolve();
     }));
     // The watchdog never keeps the daemon alive by itself; only a pending request does.
     child.unref();
@@ -80,23 +83,28 @@ export class Watchdog {
   /** Normal shutdown: the watchdog releases everything and exits. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (!this.dead) {
-      await this.request('BYE', 'close');
+    try {
+      if (!this.dead) {
+        const bye = this.request('BYE', 'close');
+        this.closed = true;
+        await bye;
+        this.child.stdin!.end();
+        this.child.ref();
+        this.pipes(true);
+        await this.exited;
+        await this.closedPipes;
+      }
+    } finally {
       this.closed = true;
-      this.child.stdin!.end();
-      this.child.ref();
-      this.pipes(true);
-      await this.exited;
-      await this.closedPipes;
+      // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends
+      // now, whatever happened above, so that no fd of ours outlives close().
+      await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
+        if (!st || st.closed) return undefined;
+        const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
+        st.destroy();
+        return done;
+      }));
     }
-    this.closed = true;
-    // 'close' does not wait for stdin (and a watchdog that died left its pipes): drop our ends now.
-    await Promise.all([this.child.stdin, this.child.stdout].map((st) => {
-      if (!st || st.closed) return undefined;
-      const done = new Promise<void>((resolve) => st.once('close', () => resolve()));
-      st.destroy();
-      return done;
-    }));
   }
 
   private request(line: string | null, what: string): Promise<void> {

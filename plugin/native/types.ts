@@ -170,6 +170,13 @@ export interface InjectNative {
   /** Signed raw rax after the syscall. */
   injectSyscall(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
     useTrap: boolean, timeoutMs: number): bigint;
+  /**
+   * injectSyscall for fork/clone/clone3 in a tracee with TRACEFORK/TRACECLONE:
+   * `child` is the new task's pid (this namespace) from the event stop, 0 if
+   * none was created; it is left in its initial stop for the caller to wait for.
+   */
+  injectSyscallFork(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
+    useTrap: boolean, timeoutMs: number): { result: bigint; child: number };
   /** remote: (addr, len) pairs; local gets the bytes back to back. Returns bytes moved. */
   processVmReadv(pid: number, local: Buffer, remote: BigUint64Array): number;
   processVmWritev(pid: number, local: Buffer, remote: BigUint64Array): number;
@@ -232,12 +239,6 @@ export interface RestoreNative {
    * Throws EEXIST when the pid is taken.
    */
   restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean): number;
-  /** Injects one syscall into the stopped tracee `tid` by single-stepping the `syscall` at `gadget`. Returns the raw (signed) result. */
-  restoreSyscall(tid: number, gadget: bigint, nr: number, args?: (bigint | number)[]): bigint;
-  /** Pid (in this process's namespace) of the task created by the last injected clone; -1 if none. */
-  restoreLastEventPid(): number;
-  /** Waits for the next stop of a tracee (e.g. a task auto-attached by an injected clone); returns the stop signal. */
-  restoreWaitStop(tid: number): number;
   /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
   restoreGetRegs(tid: number): BigUint64Array;
   restoreSetRegs(tid: number, regs: BigUint64Array): void;

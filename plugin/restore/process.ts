@@ -6,6 +6,7 @@
 import type { PageVerifier } from '../integrity/checksums.js';
 import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
+import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
@@ -77,15 +78,16 @@ export function injectClone(parent: RemoteTask, tid: number, thread: boolean): n
   t.writeInt32LE(tid, 0);
   parent.write(setTid, t);
   parent.write(parent.scratch + SCR_CLONE, cloneArgs(thread ? CLONE_THREAD_FLAGS : 0, thread ? 0 : 17, setTid));
-  const r = parent.raw(NR.clone3, parent.scratch + SCR_CLONE, 88);
+  const { result: r, child } = parent.rawFork(NR.clone3, parent.scratch + SCR_CLONE, 88);
   if (r < 0n) {
     const errno = Number(-r);
     if (errno === 17) throw new UserError(`pid ${tid} is already in use: cannot recreate ${thread ? 'thread' : 'process'} ${tid} (clone3 set_tid: EEXIST)`);
     throw new UserError(`pid ${parent.pid}: clone3 of ${thread ? 'thread' : 'child'} ${tid} failed: errno ${errno}`);
   }
   // The restorer sees the new task under its own namespace's pid: the event message.
-  const outer = addon.restoreLastEventPid();
-  addon.restoreWaitStop(outer);
+  if (child <= 0) throw new Error(`pid ${parent.pid}: clone3 of ${tid} reported no new task (is the stub traced with TRACECLONE?)`);
+  const outer = child;
+  waitStop(outer, 30000);
   return outer;
 }
 

@@ -3,6 +3,7 @@
 // moves with the vDSO), a scratch page for syscall arguments, and typed
 // wrappers for the handful of calls the restorer makes.
 import { readFileSync } from 'node:fs';
+import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 
 export const NR = {
@@ -36,6 +37,10 @@ export const NR = {
   rseq: 334,
   clone3: 435,
 } as const;
+
+// Only a safety bound (a restore never injects a blocking call): generous,
+// as a loaded machine can take a while to copy a big address space on clone.
+const INJECT_TIMEOUT_MS = 30000;
 
 export const PROT = { READ: 1, WRITE: 2, EXEC: 4 } as const;
 const MAP_PRIVATE = 0x02;
@@ -125,7 +130,12 @@ export class RemoteTask {
 
   /** Raw injected syscall; returns the kernel's return value (negative errno on failure). */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
-    return addon.restoreSyscall(this.tid, this.gadget, nr, args);
+    return injectSyscall(this.tid, nr, args, { gadget: this.gadget, timeoutMs: INJECT_TIMEOUT_MS });
+  }
+
+  /** Injected fork/clone: the result and the new task's pid here (0 if none), still in its initial stop. */
+  rawFork(nr: number, ...args: (bigint | number)[]): { result: bigint; child: number } {
+    return injectSyscallFork(this.tid, nr, args, { gadget: this.gadget, timeoutMs: INJECT_TIMEOUT_MS });
   }
 
   /** Injected syscall that must succeed. */

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
+import { parseStat } from '../../plugin/dump/proc.js';
 import { UserError } from '../../plugin/errors.js';
 import { FdType, ImageDir, TtyType } from '../../plugin/images/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
@@ -20,7 +21,7 @@ const haveScript = existsSync('/usr/bin/script');
 test('dump --shell-job: stdio on a terminal', { skip: (!isRoot && 'needs root') || (!haveScript && 'SKIPPED: script(1) not installed') }, async () => {
   const ctrl = tempDir('lr-wl-tty-');
   const img = tempDir('lr-dump-tty-');
-  const script = spawn('/usr/bin/script', ['-qfec', `${helperPath('workload-mem')} ${ctrl.path} 1`, '/dev/null'], { stdio: 'ignore' });
+  const script = spawn('/usr/bin/script', ['-qfec', `exec ${helperPath('workload-mem')} ${ctrl.path} 1`, '/dev/null'], { stdio: 'ignore' });
   const scriptExit = new Promise<number | string>((r) => script.on('exit', (c, s) => r(c ?? s ?? -1)));
   let pid = 0;
   try {
@@ -43,7 +44,9 @@ test('dump --shell-job: stdio on a terminal', { skip: (!isRoot && 'needs root') 
     assert.equal(info!.type, TtyType.PTY);
     assert.equal(info!.pty!.index, Number(regf.reg!.name.split('/').pop()));
     assert.equal(info!.id, tty.tty!.tty_info_id);
-    assert.equal(info!.sid, pid);
+    // `exec` above: the workload leads the terminal's session (shells differ in
+    // whether `sh -c CMD` execs a lone CMD by themselves).
+    assert.equal(info!.sid, parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).sid);
 
     process.kill(pid, 'SIGUSR1');
     assert.equal(await withTimeout(scriptExit, 30000, 'script exits with the workload'), 0);

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { closeSync } from 'node:fs';
 import {
   detach, findVdsoGadget, getFpregs, getRegs, getRobustList, getRseqConfiguration, getSigmask,
-  getXstate, injectSyscall, injectSyscallChecked, injectWithScratch, interrupt, PM, peekSiginfo,
+  getXstate, injectSyscall, injectSyscallChecked, injectSyscallFork, injectWithScratch, interrupt, PM, peekSiginfo,
   Pagemap, pidfdGetfd, pidfdOpen, PR, ProcMem, readMaps, readMemory, readMemoryv, seize, seizeAndStop, SIG,
-  SYS, waitStop, writeMemory,
+  PTRACE_EVENT, PTRACE_O, SYS, waitExit, waitStop, writeMemory,
 } from '../../plugin/inject/index.js';
 import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
@@ -162,4 +162,42 @@ test('inject: trampoline mode (0f 05 cc), batched iovecs beyond 1024', { skip: !
   } finally {
     await wl.dispose();
   }
+});
+
+test('inject: an injected fork reports its child, left in its initial stop and traced', { skip: !isRoot && 'needs root' }, async () => {
+  const fds = openFds();
+  const wl = await startWorkload('workload-mem', ['2']);
+  try {
+    seizeAndStop(wl.pid, PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE);
+    let child = 0;
+    try {
+      const gadget = findVdsoGadget(wl.pid);
+      const before = getRegs(wl.pid);
+      const maskBefore = getSigmask(wl.pid);
+      const r = injectSyscallFork(wl.pid, SYS.fork, [], { gadget });
+      child = r.child;
+      assert.ok(child > 0, 'the fork event names the new task');
+      assert.equal(r.result, BigInt(child));
+      assert.deepEqual(getRegs(wl.pid), before, 'the parent is put back as it was');
+      assert.equal(getSigmask(wl.pid), maskBefore);
+      // Seized tracee: the auto-attached child reports a PTRACE_EVENT_STOP first.
+      const st = waitStop(child);
+      assert.equal(st.event, PTRACE_EVENT.STOP);
+      assert.equal(injectSyscall(child, SYS.getppid, [], { gadget }), BigInt(wl.pid));
+      assert.equal(injectSyscall(child, SYS.getpid, [], { gadget }), BigInt(child));
+      // No fork event for a plain call: child 0.
+      assert.deepEqual(injectSyscallFork(wl.pid, SYS.getpid, [], { gadget }), { result: BigInt(wl.pid), child: 0 });
+    } finally {
+      if (child > 0) {
+        process.kill(child, 'SIGKILL');
+        assert.ok(waitExit(child, 5000), 'the forked child is killed');
+      }
+      detach(wl.pid);
+    }
+    wl.go();
+    assert.equal(await withTimeout(wl.exited, 20000, 'workload exit'), 0);
+  } finally {
+    await wl.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
 });
