@@ -379,3 +379,40 @@ test('post-copy: criu dump --lazy-pages --port + lazy-pages --page-server + rest
   }
   assert.deepEqual(leakedFds(fds), []);
 });
+
+test('remote lazy: criu page-server --lazy-pages --pidfile + lazy-pages --page-server + restore --lazy-pages', { skip }, async () => {
+  const fds = openFds();
+  const { wl, t, bin } = await started();
+  let restored: number | undefined;
+  let ps: Daemon | undefined;
+  let lp: Daemon | undefined;
+  try {
+    const d = join(t.path, '1');
+    const dump = await criu(bin, ['dump', '--log-file', 'dump.log', '--images-dir', d, '--verbosity=4', '--tree', String(wl.pid)]);
+    assert.equal(dump.code, 0, dump.stderr);
+    await withTimeout(wl.exited, 10_000, 'dumped workload killed');
+    // zdtm.py --remote-lazy-pages: all three share the images directory.
+    ps = criuDaemon(bin, ['page-server', '--log-file', 'page-server.log', '--images-dir', d, '--verbosity=4', '--pidfile', 'ps.pid', '--port', '0', '--lazy-pages']);
+    const port = await listeningPort(ps);
+    assert.equal(readPidfile(join(d, 'ps.pid')), ps.child.pid);
+    lp = criuDaemon(bin, ['lazy-pages', '--log-file', 'lazy-pages.log', '--images-dir', d, '--verbosity=4', '--page-server', '--port', String(port), '--address', '127.0.0.1']);
+    assert.deepEqual(await withTimeout(lp.status, 30_000, 'lazy-pages status byte'), Buffer.from([0]));
+    const rst = await criu(bin, ['restore', '--log-file', 'restore.log', '--images-dir', d, '--verbosity=4', '--lazy-pages', '--pidfile', 'r.pid', '--restore-detached']);
+    assert.equal(rst.code, 0, rst.stderr);
+    restored = readPidfile(join(d, 'r.pid'));
+    await goAndVerdict(wl, restored);
+    const lpEnd = await withTimeout(lp.exited, 30_000, 'lazy-pages exits');
+    assert.equal(lpEnd.code, 0, lpEnd.stderr);
+    const psEnd = await withTimeout(ps.exited, 30_000, 'page-server exits after CLOSE');
+    assert.equal(psEnd.code, 0, psEnd.stderr);
+    assert.match(psEnd.stdout, /page-server: served \d+ pages/);
+    for (const l of ['dump.log', 'page-server.log', 'lazy-pages.log', 'restore.log']) logHas(join(d, l));
+  } finally {
+    await stop(lp);
+    await stop(ps);
+    killIfWorkload(restored);
+    await wl.dispose();
+    t.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
