@@ -934,6 +934,17 @@ int Engine::Release(uint32_t handle) {
   return 0;
 }
 
+int Engine::DupUffd(uint32_t handle, int* fd) {
+  std::shared_ptr<Proc> p = Find(handle);
+  if (!p) return -ENOENT;
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->uffd < 0) return -ESRCH;  // the mm is gone (or released): nothing left to guard
+  int d = fcntl(p->uffd, F_DUPFD_CLOEXEC, 3);
+  if (d < 0) return -errno;
+  *fd = d;
+  return 0;
+}
+
 int Engine::Kill(uint32_t handle) {
   std::shared_ptr<Proc> p = Find(handle);
   if (!p) return -ENOENT;

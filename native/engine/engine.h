@@ -154,6 +154,9 @@ class Engine {
   void DrainLog(std::vector<LogEntry>* out, uint64_t* dropped);
   int Release(uint32_t handle);
   int Kill(uint32_t handle);
+  // A duplicate of the process's uffd for the caller (the daemon-death
+  // watchdog takes its own copy from it); -ESRCH once the uffd is closed.
+  int DupUffd(uint32_t handle, int* fd);
   std::vector<ProcSnapshot> Snapshot();
   std::vector<uint64_t> ThreadCpuNs();
   void TakeEvents(std::vector<Event>* out);

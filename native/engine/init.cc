@@ -34,6 +34,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("lazyBytes", &NativeFaultEngine::LazyBytes),
                         InstanceMethod("release", &NativeFaultEngine::Release),
                         InstanceMethod("kill", &NativeFaultEngine::Kill),
+                        InstanceMethod("dupUffd", &NativeFaultEngine::DupUffd),
                         InstanceMethod("stats", &NativeFaultEngine::Stats),
                         InstanceMethod("close", &NativeFaultEngine::Close)});
   }
@@ -347,6 +348,15 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     int r = Eng(env).Kill(h);
     if (r < 0) ThrowProc(env, -r, "pidfd_send_signal", h);
     return env.Undefined();
+  }
+
+  Napi::Value DupUffd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t h = Handle(info, 0);
+    int fd = -1;
+    int r = Eng(env).DupUffd(h, &fd);
+    if (r < 0) ThrowProc(env, -r, "fcntl(F_DUPFD_CLOEXEC)", h);
+    return Napi::Number::New(env, fd);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

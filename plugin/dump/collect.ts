@@ -1,17 +1,18 @@
 // Per-thread and per-process state of a frozen task, read with ptrace and
 // /proc or, where /proc does not tell, by injecting single syscalls into the
-// stopped task (rt_sigaction, sigaltstack, prctl, brk, getitimer). Produces
+// stopped task (rt_sigaction, sigaltstack, prctl, brk, getitimer,
+// timer_gettime/timer_getoverrun for the POSIX timers of /proc/PID/timers). Produces
 // CRIU image entries (core, mm without file ids).
 import { readFileSync } from 'node:fs';
 import {
-  March, UserX86RegsMode, type CoreEntry, type CredsEntry, type ItimerEntry, type SaEntry, type ThreadCoreEntry,
+  March, UserX86RegsMode, type CoreEntry, type CredsEntry, type ItimerEntry, type PosixTimerEntry, type SaEntry, type ThreadCoreEntry,
   type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
 } from '../images/index.js';
 import {
   PR, SYS, errnoError, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall,
   peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
 } from '../inject/index.js';
-import { parseLimits, readStat, readStatus } from './proc.js';
+import { parseLimits, readStat, readStatus, readTimers } from './proc.js';
 
 /** Runs `fn` with one scratch buffer on `tid`'s stack, restoring its bytes afterwards. */
 function withScratch<T>(pid: number, tid: number, size: number, fn: (addr: bigint) => T): T {
@@ -184,6 +185,7 @@ export interface ProcessState {
   sigactions: SaEntry[];
   brk: bigint;
   itimers: { real: ItimerEntry; virt: ItimerEntry; prof: ItimerEntry };
+  posixTimers: PosixTimerEntry[];
   dumpable: number;
   thpDisabled: boolean;
   childSubreaper: boolean;
@@ -212,14 +214,31 @@ export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
     const thp = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_THP_DISABLE)', pid));
     check(injectSyscall(pid, SYS.prctl, [PR.GET_CHILD_SUBREAPER, a, 0, 0, 0], opts), 'prctl(PR_GET_CHILD_SUBREAPER)', pid);
     const subreaper = readMemory(pid, a, 4).readInt32LE(0) !== 0;
+    // POSIX timers: identity from /proc, remaining time and overrun from the
+    // timer itself. The process is frozen, so the list cannot change meanwhile.
+    const posixTimers: PosixTimerEntry[] = [];
+    for (const pt of readTimers(pid)) {
+      check(injectSyscall(pid, SYS_TIMER_GETTIME, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
+      const [isec, insec, vsec, vnsec] = u64s(readMemory(pid, a, 32), 0, 4);
+      const overrun = Number(check(injectSyscall(pid, SYS_TIMER_GETOVERRUN, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
+      const e: PosixTimerEntry = {
+        it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
+        overrun, isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
+      };
+      if (pt.notify & SIGEV_THREAD_ID) e.notify_thread_id = pt.notifyPid;
+      posixTimers.push(e);
+    }
     return {
-      sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! },
+      sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! }, posixTimers,
       dumpable, thpDisabled: thp !== 0, childSubreaper: subreaper,
     };
   });
 }
 
 const SYS_GETITIMER = 36;
+const SYS_TIMER_GETTIME = 224;
+const SYS_TIMER_GETOVERRUN = 225;
+const SIGEV_THREAD_ID = 4;
 
 export function readRlimits(pid: number): { cur: bigint; max: bigint }[] {
   return parseLimits(readFileSync(`/proc/${pid}/limits`, 'utf8')).slice(0, 16);

@@ -178,9 +178,6 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
       problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
     }
     if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
-    try {
-      if (readFileSync(`/proc/${pid}/timers`, 'utf8').trim() !== '') problems.push(`pid ${pid}: POSIX timers are not supported`);
-    } catch { /* no CONFIG_POSIX_TIMERS or gone */ }
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
       const p = planVma(pid, v);
@@ -422,7 +419,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
       ...leader.core,
       tc: {
         task_state: TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
-        timers: { ...ps.itimers, posix: [] }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
+        timers: { ...ps.itimers, posix: ps.posixTimers }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
         loginuid: Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim()),
         oom_score_adj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
         sigactions: ps.sigactions, child_subreaper: ps.childSubreaper,

@@ -2,5 +2,5 @@
 // checkpointing a running process tree into CRIU-format images.
 export { dump, type DumpOptions, type DumpResult, type DumpStats } from './dump.js';
 export { fpregsFromXstate, credsFromStatus } from './collect.js';
-export { parseSmaps, parseStat, parseStatus, parseLimits, parseFdinfo, type SmapsVma, type ProcStat } from './proc.js';
+export { parseSmaps, parseStat, parseStatus, parseLimits, parseFdinfo, parseTimers, type SmapsVma, type ProcStat, type ProcTimer } from './proc.js';
 export { preDump, type PreDumpOptions } from './predump.js';

@@ -1,5 +1,5 @@
 // Readers for the /proc files the dump needs: stat, status, smaps, auxv,
-// limits, task lists, children, fds and fdinfo. Pure parsing is separated
+// limits, POSIX timers, task lists, children, fds and fdinfo. Pure parsing is separated
 // from file access so unit tests can feed text.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
@@ -186,4 +186,76 @@ export function readFdinfo(pid: number, fd: number): FdInfo {
 export function nsId(pid: number | 'self', name: string): number {
   const m = /\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/${name}`));
   return m ? Number(m[1]) : 0;
+}
+
+/** One POSIX timer as /proc/PID/timers shows it (values come from timer_gettime). */
+export interface ProcTimer {
+  id: number;
+  signo: number;
+  sival: bigint;
+  /** sigev_notify as timer_create got it: SIGEV_SIGNAL 0, NONE 1, THREAD 2, | THREAD_ID 4. */
+  notify: number;
+  /** Pid (or tid with SIGEV_THREAD_ID) in the reader's pid namespace. */
+  notifyPid: number;
+  /** clockid_t (negative for CPU-time clocks of a given pid/thread). */
+  clockId: number;
+}
+
+const NOTIFY_NAMES: Record<string, number> = { signal: 0, none: 1, thread: 2 };
+const SIGEV_THREAD_ID = 4;
+
+/**
+ * /proc/PID/timers (kernel's show_timer): per timer "ID: n", "signal:
+ * signo/sival_ptr(hex)", "notify: signal|none|thread / pid|tid . n",
+ * "ClockID: n". Listed in no particular order; returned by id.
+ */
+export function parseTimers(text: string): ProcTimer[] {
+  const out: ProcTimer[] = [];
+  let cur: Partial<ProcTimer> | undefined;
+  const done = (): void => {
+    if (!cur) return;
+    if (cur.id === undefined || cur.signo === undefined || cur.notify === undefined || cur.clockId === undefined) {
+      throw new Error(`malformed /proc timers entry for timer ${cur.id ?? '?'}`);
+    }
+    out.push(cur as ProcTimer);
+  };
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const m = /^(\w+):\s*(.*)$/.exec(line);
+    if (!m) throw new Error(`malformed /proc timers line: ${line}`);
+    const [, key, val] = m as unknown as [string, string, string];
+    if (key === 'ID') {
+      done();
+      cur = { id: Number(val) };
+    } else if (!cur) {
+      throw new Error(`malformed /proc timers: ${key} before ID`);
+    } else if (key === 'signal') {
+      const s = /^(\d+)\/([0-9a-fA-F]+)$/.exec(val);
+      if (!s) throw new Error(`malformed /proc timers signal line: ${val}`);
+      cur.signo = Number(s[1]);
+      cur.sival = BigInt(`0x${s[2]}`);
+    } else if (key === 'notify') {
+      const s = /^(\w+)\/(pid|tid)\.(\d+)$/.exec(val);
+      const base = s ? NOTIFY_NAMES[s[1]!] : undefined;
+      if (!s || base === undefined) throw new Error(`malformed /proc timers notify line: ${val}`);
+      cur.notify = base | (s[2] === 'tid' ? SIGEV_THREAD_ID : 0);
+      cur.notifyPid = Number(s[3]);
+    } else if (key === 'ClockID') {
+      cur.clockId = Number(val);
+    }
+  }
+  done();
+  return out.sort((a, b) => a.id - b.id);
+}
+
+/** The process's POSIX timers; none when the kernel has no CONFIG_POSIX_TIMERS. */
+export function readTimers(pid: number): ProcTimer[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/timers`, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+  return parseTimers(text);
 }

@@ -47,6 +47,8 @@ export interface FaultEngineLike {
   setFaultLog?(capacity: number): void;
   drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };
   release(proc: number): void;
+  /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
+  dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };
   close(): Promise<void>;
 }

@@ -100,6 +100,11 @@ class Proc {
   warmedAtMs: number | undefined;
   /** adopt() waiting for the working set before the process resumes. */
   warmWaiter: (() => void) | undefined;
+  /**
+   * A forked child's uffd duplicated for the watchdog (ours to close), kept
+   * until its pid is known and the watchdog has taken its own copy.
+   */
+  watchdogFd: number | undefined;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -435,6 +440,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.socket?.close();
     this.writeStatsFile();
     await this.engine.close();
+    for (const p of this.procs.values()) this.dropWatchdogFd(p);
     try {
       await this.watchdog?.close();
     } catch (e) {
@@ -556,6 +562,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         c.knownEdges = p.knownEdges ? new Set(p.knownEdges) : undefined;
         p.children.push(c);
         this.procs.set(ev.child, c);
+        if (this.watchdog && this.engine.dupUffd) {
+          // The watchdog must hold the child's own uffd too: if this daemon
+          // dies, the engine's copy closes and the kernel would hand the
+          // child zero pages before the watchdog's SIGKILL reaches it.
+          try {
+            c.watchdogFd = this.engine.dupUffd(ev.child);
+          } catch (e) {
+            log.debug(`lazy-pages: child of pid ${p.imagePid}: no uffd to hand to the watchdog: ${errText(e)}`);
+          }
+        }
         // The child becomes visible in /proc only after the parent's fork returns.
         this.resolveChildPid(c, 0);
         this.emit('fork', { parent: this.snapshotOf(p), child: this.snapshotOf(c) });
@@ -635,6 +651,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       /* already gone in the engine */
     }
     if (p.hostPid === undefined) this.resolveChildPidNow(p);
+    this.dropWatchdogFd(p);
     this.watchdogDone(p.hostPid);
     if (state === 'complete') this.emit('complete', { proc: this.snapshotOf(p) });
     else if (state === 'exited') this.emit('exit', { proc: this.snapshotOf(p) });
@@ -665,6 +682,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         /* gone */
       }
     }
+    this.dropWatchdogFd(p);
     if (killed) this.watchdogDone(target);
     // If the process could not be killed its uffd stays open in the engine, so it blocks instead of reading zeros.
     const outcome = killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown: left blocked on its faults' : `pid ${target} is already gone`;
@@ -699,7 +717,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private resolveChildPid(c: Proc, attempt: number): void {
     if (c.hostPid !== undefined || c.state !== 'serving' || this.closed) return;
     this.resolveChildPidNow(c);
-    if (c.hostPid === undefined && attempt < 40) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+    if (c.hostPid !== undefined) return;
+    if (attempt < 40) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+    else {
+      log.warn(`lazy-pages: a child forked by pid ${c.parent?.hostPid ?? c.imagePid} was not found: the watchdog does not guard it`);
+      this.dropWatchdogFd(c);
+    }
   }
 
   private resolveChildPidNow(c: Proc): void {
@@ -714,13 +737,32 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const child = unresolved[i]!;
       child.hostPid = candidates[i]!;
       child.identity = identify(child.hostPid);
-      // Kill it too if this daemon dies (its own uffd copy stays with the engine).
-      if (this.watchdog && child.state === 'serving') {
-        const w = child.hostPid;
-        this.watchdog.watch(w).catch((e: unknown) => log.debug(`lazy-pages: watchdog WATCH ${w}: ${errText(e)}`));
-      }
+      if (this.watchdog && child.state === 'serving') this.guardChild(child);
+      else this.dropWatchdogFd(child);
       for (const gc of child.children) if (gc.hostPid === undefined) this.resolveChildPidNow(gc);
     }
+  }
+
+  /**
+   * Hands a forked child (pid now known) to the watchdog: ADOPT with a copy
+   * of its uffd so it blocks rather than reads zeros if this daemon dies, or
+   * just WATCH (killed with its tree) when no copy could be taken.
+   */
+  private guardChild(child: Proc): void {
+    const pid = child.hostPid!;
+    const fd = child.watchdogFd;
+    child.watchdogFd = undefined;
+    const req = fd !== undefined ? this.watchdog!.adopt(pid, fd) : this.watchdog!.watch(pid);
+    req.catch((e: unknown) => log.warn(`lazy-pages: forked child pid ${pid}: the watchdog could not take it: ${errText(e)}`))
+      .finally(() => {
+        if (fd !== undefined) closeQuietly(fd);
+      });
+  }
+
+  private dropWatchdogFd(p: Proc): void {
+    if (p.watchdogFd === undefined) return;
+    closeQuietly(p.watchdogFd);
+    p.watchdogFd = undefined;
   }
 
   /** Periodic: engine counters (fault batches), exits the engine cannot see. */

@@ -86,6 +86,8 @@ export interface NativeFaultEngineHandle {
   lazyBytes(proc: number): bigint;
   release(proc: number): void;
   kill(proc: number): void;
+  /** A new fd (close-on-exec) duplicating the process's uffd; ESRCH once it is closed. */
+  dupUffd(proc: number): number;
   stats(): { procs: RawProcStats[]; threadCpuNs: bigint[] };
   close(): void;
 }

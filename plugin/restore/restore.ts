@@ -24,6 +24,7 @@ import {
   restoreThreadState,
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
+import { restoreTimers } from './timers.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -229,8 +230,13 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         const fd = makeUffd(l.task, mm.lazyVmas);
         uffds.push({ pid: p.pid, host: l.task.pid, fd });
       }
-      l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
+    }
+    // Timers last, so restoring the rest of the tree does not eat their time.
+    for (const l of live) {
+      if (l.plan.state === 2) continue;
+      restoreTimers(l.task, l.plan.threads[0]!.core.tc!.timers);
+      l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
     }
 
     // --- 3. lazy hand-over ----------------------------------------------------

@@ -149,6 +149,10 @@ export class RemoteTask {
     addon.restoreWriteMem(this.pid, addr, data);
   }
 
+  read(addr: bigint, len: number): Buffer {
+    return addon.restoreReadMem(this.pid, addr, len);
+  }
+
   /** Maps a fresh anonymous RW page range at `addr` for syscall arguments. */
   mapScratch(addr: bigint): void {
     const r = this.call('mmap(scratch)', NR.mmap, addr, this.scratchSize, PROT.READ | PROT.WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);

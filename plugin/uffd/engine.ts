@@ -322,6 +322,16 @@ export class FaultEngine {
     this.n.kill(proc);
   }
 
+  /**
+   * A duplicate of the process's uffd, owned by the caller (close it): e.g.
+   * for the daemon-death watchdog to take its own copy of a forked child's
+   * uffd. Throws ESRCH once the engine closed its copy (process gone).
+   */
+  dupUffd(proc: number): number {
+    checkProc(proc);
+    return this.n.dupUffd(proc);
+  }
+
   stats(): EngineStats {
     const raw = this.n.stats();
     return { procs: raw.procs.map(procStats), threadCpuNs: raw.threadCpuNs };

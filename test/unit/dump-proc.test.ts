@@ -2,7 +2,7 @@
 // conversion, on fixed inputs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { credsFromStatus, fpregsFromXstate, parseFdinfo, parseLimits, parseSmaps, parseStat, parseStatus } from '../../plugin/dump/index.js';
+import { credsFromStatus, fpregsFromXstate, parseFdinfo, parseLimits, parseSmaps, parseStat, parseStatus, parseTimers } from '../../plugin/dump/index.js';
 
 test('parseStat: comm with spaces and parentheses, mm fields', () => {
   const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));
@@ -89,4 +89,23 @@ test('fpregsFromXstate: FXSAVE fields and XSAVE components by XCR0', () => {
   assert.equal(f.xsave!.hi16_zmm.length, 128);
   assert.deepEqual(f.xsave!.bndreg_state, [], 'MPX not in XCR0');
   assert.deepEqual(f.xsave!.pkru, [], 'PKRU not in XCR0');
+});
+
+test('parseTimers: /proc/PID/timers entries in id order, notify kinds, 64-bit sival, CPU clocks', () => {
+  const text = [
+    'ID: 4', 'signal: 37/0000000000000063', 'notify: signal/tid.4321', 'ClockID: 1',
+    'ID: 1', 'signal: 35/5eed0000cafe1234', 'notify: signal/pid.4321', 'ClockID: -6',
+    'ID: 2', 'signal: 14/0000000000000002', 'notify: none/pid.4321', 'ClockID: 0',
+    '',
+  ].join('\n');
+  const t = parseTimers(text);
+  assert.deepEqual(t.map((x) => x.id), [1, 2, 4]);
+  assert.deepEqual(t[0], { id: 1, signo: 35, sival: 0x5eed0000cafe1234n, notify: 0, notifyPid: 4321, clockId: -6 });
+  assert.equal(t[1]!.notify, 1);
+  assert.equal(t[2]!.notify, 4, 'SIGEV_SIGNAL | SIGEV_THREAD_ID');
+  assert.equal(t[2]!.notifyPid, 4321);
+  assert.deepEqual(parseTimers(''), []);
+  assert.throws(() => parseTimers('ID: 1\nsignal: x\n'), /malformed/);
+  assert.throws(() => parseTimers('signal: 14/0\n'), /before ID/);
+  assert.throws(() => parseTimers('ID: 1\nsignal: 14/0\n'), /malformed/);
 });
