@@ -16,7 +16,7 @@ import type { Plan } from './plan.js';
 import { childrenOf, hostPidOfVirtual, identify, isAlive, type ProcIdentity } from './procfs.js';
 import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
-  AdoptOptions, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
+  AdoptOptions, EngineLinks, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
 } from './types.js';
 import { loadWorkingSet, WorkingSetRecorder, writeWorkingSet } from './workingset.js';
 import { latencySummary, type ProcessStats, type StatsFile, type TimelineEvent } from '../stats/format.js';
@@ -203,6 +203,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     options.remote?.onFatal?.((e) => {
       for (const p of server.procs.values()) server.failProcess(p, `remote page source: ${e.message}`, e);
     });
+    await server.bindRemoteLinks();
     if (options.socketPath) {
       const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
       try {
@@ -220,6 +221,39 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     return server;
   }
+
+  /** Lets the remote page source give the engine native links (remote faults then skip JS). */
+  private async bindRemoteLinks(): Promise<void> {
+    const remote = this.options.remote;
+    const eng = this.engine;
+    if (!remote?.bindEngine || !eng.attachLink || !eng.detachLink || !eng.threads) return;
+    const attach = eng.attachLink.bind(eng);
+    const detach = eng.detachLink.bind(eng);
+    const links: EngineLinks = {
+      slots: eng.threads,
+      attach: (slot, fd, opts) => {
+        if (this.closed) throw new UserError('lazy-pages server is closed');
+        attach(slot, fd, opts);
+      },
+      detach: (slot) => detach(slot),
+      onLinkError: (cb) => {
+        this.linkErrorListeners.push(cb);
+      },
+      pages: () => {
+        try {
+          return eng.links?.().reduce((n, l) => n + l.pages, 0) ?? 0;
+        } catch {
+          return 0;
+        }
+      },
+    };
+    const bound = remote.bindEngine(links);
+    this.unbindRemote = bound.unbind;
+    await bound.ready;
+  }
+
+  private linkErrorListeners: ((slot: number, message: string) => void)[] = [];
+  private unbindRemote: (() => void) | undefined;
 
   /** The socket path when listening. */
   get socketPath(): string | undefined {
@@ -276,7 +310,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
-      handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
+      handle = this.engine.adopt(uffd, plan.ranges, {
+        ...(pidfd !== undefined ? { pidfd } : {}),
+        ...(this.options.remote && plan.remoteBytes > 0n ? { remotePid: pid } : {}),
+      });
     } catch (e) {
       this.pendingAdopts--;
       const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
@@ -439,6 +476,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (this.bwTimer) clearTimeout(this.bwTimer);
     this.socket?.close();
     this.writeStatsFile();
+    this.unbindRemote?.();
     await this.engine.close();
     for (const p of this.procs.values()) this.dropWatchdogFd(p);
     try {
@@ -541,6 +579,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private onEngineEvents(evs: EngineEventLike[]): void {
     for (const ev of evs) {
+      if (ev.type === 'link-error') {
+        // The engine already closed the link and re-routed its GETs to 'need'.
+        for (const l of this.linkErrorListeners) l(ev.slot, ev.message);
+        continue;
+      }
       try {
         this.onEngineEvent(ev);
       } catch (e) {
