@@ -51,7 +51,10 @@ async function main(): Promise<number> {
     console.log(`spool-server ${pid}: ${n} answers before the checkpoint`);
     await dump({ pid, imagesDir: images });
     await exited;
-    const server = await LazyPagesServer.open({ imagesDir: images });
+    // Pure on-demand: with the background push the whole server may be in
+    // before the first request arrives, and its workers would then be forked
+    // from a fully restored process (no fork events left to show).
+    const server = await LazyPagesServer.open({ imagesDir: images, prefetch: false });
     let forks = 0;
     server.on('fork', () => forks++);
     const tree = await restore({ imagesDir: images, lazy: true, detached: true, lazyServer: server });
