@@ -20,6 +20,7 @@ import { ImageDir } from '../../plugin/images/index.js';
 import { FaultEngine, type EngineEvent, type LazyRange } from '../../plugin/uffd/engine.js';
 import { PageServerClient } from '../../plugin/pageserver/client.js';
 import { PE_LAZY, PE_PRESENT } from '../../plugin/pageserver/protocol.js';
+import { socketFd } from '../../plugin/pageserver/transport.js';
 import { startHarness, writePattern, type Harness } from '../../test/helpers/uffd.js';
 import { withTimeout } from '../../test/helpers/env.js';
 import { median, type BenchContext, type BenchFigure, type BenchSuite } from '../types.js';
@@ -52,7 +53,7 @@ async function startPageServer(dir: string): Promise<{ child: ChildProcess; port
 }
 
 /** Engine serving one harness; remote = pages come from the page server. */
-async function run(ctx: BenchContext, pattern: string, pages: number, how: { remote?: PageServerClient; push?: boolean; actions: string[] }):
+async function run(ctx: BenchContext, pattern: string, pages: number, how: { remote?: PageServerClient; native?: boolean; push?: boolean; actions: string[] }):
   Promise<{ touch: Touch | undefined; allInMs: number }> {
   let engine!: FaultEngine;
   let proc = -1;
@@ -67,12 +68,20 @@ async function run(ctx: BenchContext, pattern: string, pages: number, how: { rem
   let h: Harness | undefined;
   try {
     const src = engine.addSource(pattern);
+    if (client && how.native) {
+      const sock = await client.connectRaw();
+      try {
+        engine.attachLink(0, socketFd(sock)!);
+      } finally {
+        sock.destroy();
+      }
+    }
     h = await startHarness({ dir: ctx.tmpDir, pattern, regions: [pages], actions: how.actions });
     const ranges: LazyRange[] = h.regions.map((r) => (client
       ? { start: r.addr, end: r.addr + r.len, src: { kind: 'remote', imageAddr: BASE + r.fileoff } }
       : { start: r.addr, end: r.addr + r.len, src: { kind: 'file', source: src, offset: r.fileoff } }));
     const t0 = performance.now();
-    proc = engine.adopt(h.uffd, ranges);
+    proc = engine.adopt(h.uffd, ranges, how.native ? { remotePid: KEY_PID } : {});
     let allInMs = NaN;
     if (how.push) {
       if (client) {
@@ -146,11 +155,13 @@ export const suite: BenchSuite = {
     try {
       const local: Touch[] = [];
       const remote: Touch[] = [];
+      const viaJs: Touch[] = [];
       for (let r = 0; r < rounds; r++) {
         const touch = ['touch', '0', '0', String(latPages)];
         local.push((await run(ctx, pattern, latPages, { actions: touch })).touch!);
-        remote.push((await run(ctx, pattern, latPages, { remote: client, actions: touch })).touch!);
-        ctx.log(`round ${r}: fault p50 local ${(local[r]!.p50Ns / 1000).toFixed(1)} us, remote ${(remote[r]!.p50Ns / 1000).toFixed(1)} us`);
+        remote.push((await run(ctx, pattern, latPages, { remote: client, native: true, actions: touch })).touch!);
+        viaJs.push((await run(ctx, pattern, latPages, { remote: client, actions: touch })).touch!);
+        ctx.log(`round ${r}: fault p50 local ${(local[r]!.p50Ns / 1000).toFixed(1)} us, remote ${(remote[r]!.p50Ns / 1000).toFixed(1)} us (JS path ${(viaJs[r]!.p50Ns / 1000).toFixed(1)} us)`);
       }
       // The floor of any remote design here: one GET round trip between two
       // node processes, no userfaultfd involved.

@@ -19,7 +19,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -40,7 +43,17 @@ constexpr int kProbeMs = 100;
 // liveness probe whose source is unreadable, so it can never install data.
 constexpr uint64_t kProbeAddr = 0x7fffffffe000ull;
 
-enum Tag : uint64_t { kTagEventfd = 0, kTagUffd = 1, kTagPidfd = 2 };
+enum Tag : uint64_t { kTagEventfd = 0, kTagUffd = 1, kTagPidfd = 2, kTagLink = 3 };
+
+// CRIU page-server protocol, only the fixed-size parts the native link needs
+// (plugin/pageserver/protocol.ts is the full codec): a 32-byte header
+// {u32 cmd, u32 pad, u64 nr_pages, u64 vaddr, u64 dst_id}, host order; a GET
+// is answered by ADD_F|PE_PRESENT with the same vaddr and dst_id and
+// 1 <= M <= N pages of data.
+constexpr uint32_t kPsGet = 7;
+constexpr uint32_t kPsReply = 6 | (4u << 16);
+constexpr size_t kPsHeader = 32;
+constexpr size_t kLinkStage = 64 * 1024;
 
 uint64_t NowNs() {
   struct timespec ts;
@@ -119,6 +132,12 @@ void Engine::Stop() {
     p->state = Proc::kReleased;
     p->lazy.clear();
     p->inflight.clear();
+  }
+  for (auto& w : workers_) {
+    std::lock_guard<std::mutex> g(w->link.mu);
+    if (w->link.fd >= 0) close(w->link.fd);
+    w->link.fd = -1;
+    w->link.out.clear();
   }
   for (auto& w : workers_) {
     w->procs.clear();
@@ -267,7 +286,8 @@ uint32_t Engine::AddProc(std::shared_ptr<Proc> p) {
   return p->handle;
 }
 
-int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what) {
+int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
+                  int32_t remotePid) {
   *what = "adopt";
   char link[64], target[64];
   snprintf(link, sizeof(link), "/proc/self/fd/%d", uffd);
@@ -297,6 +317,7 @@ int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* ha
   }
   p->uffd = uffd;
   p->pidfd = pidfd;
+  p->remotePid = remotePid > 0 ? remotePid : 0;
   for (const Piece& r : ranges) p->lazy.Insert(r.start, r.span);
   if (p->lazy.empty()) {
     p->completeSent = true;
@@ -412,6 +433,7 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
         c->handle = nextHandle_++;
       }
       c->uffd = cfd;
+      c->remotePid = p->remotePid;
       // The child needs every page not yet in the parent, including those
       // the parent is still waiting for (they become plain lazy pages here).
       for (const auto& [s, sp] : p->lazy.raw()) c->lazy.Insert(s, sp);
@@ -478,6 +500,7 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
         p->st.bytes += done;
         if (path == 0) p->st.copiedPages += pages;
         else if (path == 1) p->st.pushedPages += pages;
+        else if (path == 3) p->st.remotePages += pages;
         else p->st.suppliedPages += pages;
       }
       *copied += done;
@@ -546,13 +569,18 @@ int Engine::ServeFault(Proc* p, const Fault& f) {
         std::vector<Piece> moved;
         p->lazy.Remove(ws, we, &moved);
         for (const Piece& m : moved) p->inflight.Insert(m.start, m.span);
+        Log(p, ws, (we - ws) / kPage, kLogFault, page);
+        RemoteGet g{p->handle, p->remotePid, ws, sp.off + (ws - s), (we - ws) / kPage, f.t0};
+        if (p->remotePid > 0 && SendGet(p->worker, g)) {
+          p->st.remoteGets++;
+          return 0;
+        }
         Event e{kEvNeed, p->handle};
         e.a = ws;
         e.b = sp.off + (ws - s);
         e.c = we - ws;
         p->st.needs++;
         Emit(std::move(e));
-        Log(p, ws, (we - ws) / kPage, kLogFault, page);
         return 0;
       }
       logKind = sp.kind == kZero ? kLogZero : kLogFault;
@@ -778,6 +806,20 @@ void Engine::Run(Worker* w) {
     }
     uint64_t now = NowNs();
     int timeout = work || now < spinUntil ? 0 : kProbeMs;
+    {
+      // A GET is out: busy-poll for its reply for a while (a sleeping
+      // worker costs a cross-CPU wake-up), then sleep no longer than its
+      // stall deadline.
+      std::lock_guard<std::mutex> lk(w->link.mu);
+      const RemoteLink& L = w->link;
+      if (L.fd >= 0 && !L.out.empty()) {
+        if (now < L.lastSendNs + L.spinNs) timeout = 0;
+        else if (timeout > 0) {
+          uint64_t left = L.lastNs + L.stallNs > now ? L.lastNs + L.stallNs - now : 0;
+          timeout = std::min<int>(timeout, static_cast<int>(left / 1000000) + 1);
+        }
+      }
+    }
     int n = epoll_wait(w->ep, evs, 64, timeout);
     if (stop_) break;
     if (n < 0) {
@@ -790,6 +832,11 @@ void Engine::Run(Worker* w) {
       if ((tag & 3) == kTagEventfd) {
         uint64_t v;
         (void)!read(w->evfd, &v, sizeof(v));
+        continue;
+      }
+      if ((tag & 3) == kTagLink) {
+        ReadLink(w);
+        served = true;
         continue;
       }
       std::shared_ptr<Proc> p = Find(static_cast<uint32_t>(tag >> 2));
@@ -815,6 +862,7 @@ void Engine::Run(Worker* w) {
       procs.clear();
     }
     now = NowNs();
+    CheckLinkStall(w, now);
     // While spinning, give the CPU to anything runnable here: the thread we
     // just woke is often placed on this CPU and would otherwise wait for us.
     if (n == 0 && !work && timeout == 0) sched_yield();
@@ -831,11 +879,29 @@ int Engine::Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uin
   *copied = 0;
   std::shared_ptr<Proc> sp = Find(handle);
   if (!sp) return -ENOENT;
-  Proc* p = sp.get();
-  std::lock_guard<std::mutex> g(p->mu);
+  std::lock_guard<std::mutex> g(sp->mu);
+  return SupplyLocked(sp.get(), imageAddr, data, len, 0, 2, copied);
+}
+
+// Copies remote pages dumped at [imageAddr, imageAddr+len) wherever they are
+// still lazy or in flight. `hint` (0: none) is the run-time address they were
+// requested for: tried first, so the usual case needs no map scan.
+int Engine::SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, int path,
+                         uint64_t* copied) {
+  *copied = 0;
   if (p->state != Proc::kLive) return 0;  // gone meanwhile: discard the data
   const uint64_t iaEnd = imageAddr + len;
-  for (int guard = 0; guard < 100000; guard++) {
+  if (hint != 0) {
+    uint64_t s;
+    Span span;
+    if (p->inflight.Find(hint, &s, &span) && span.kind == kRemote && span.off + (hint - s) == imageAddr) {
+      uint64_t re = std::min(span.end, hint + len), c = 0;
+      FillResult r = Fill(p, hint, re, kRemote, data, path, &c);
+      *copied += c;
+      if (r == kFillRetry) ReadMessages(p, true);
+    }
+  }
+  for (int guard = 0; guard < 100000 && p->state == Proc::kLive; guard++) {
     // The pages keep their dump-time address across mremap, so match on it.
     bool found = false;
     uint64_t rs = 0, re = 0, ia = 0;
@@ -855,7 +921,7 @@ int Engine::Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uin
     }
     if (!found) break;
     uint64_t c = 0;
-    FillResult r = Fill(p, rs, re, kRemote, data + (ia - imageAddr), 2, &c);
+    FillResult r = Fill(p, rs, re, kRemote, data + (ia - imageAddr), path, &c);
     *copied += c;
     if (r == kFillDead) break;
     if (r == kFillRetry && !ReadMessages(p, true)) break;
@@ -868,6 +934,249 @@ int Engine::Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uin
     CheckComplete(p);
   }
   return 0;
+}
+
+// ---- native page-server links ------------------------------------------------
+
+int Engine::AttachLink(unsigned slot, int fd, uint64_t stallMs, uint64_t spinMicros, const char** what) {
+  *what = "attachLink";
+  if (slot >= workers_.size()) return -EINVAL;
+  int type = 0;
+  socklen_t tl = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) { *what = "getsockopt(SO_TYPE)"; return -errno; }
+  if (type != SOCK_STREAM) { *what = "attachLink (not a stream socket)"; return -EINVAL; }
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) { *what = "fcntl(F_DUPFD_CLOEXEC)"; return -errno; }
+  int fl = fcntl(nfd, F_GETFL);
+  if (fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) { int e = errno; close(nfd); *what = "fcntl(O_NONBLOCK)"; return -e; }
+  int one = 1;
+  (void)setsockopt(nfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // ENOTSUP on a unix socket: fine
+  Worker* w = workers_[slot].get();
+  std::lock_guard<std::mutex> g(w->link.mu);
+  RemoteLink& L = w->link;
+  if (L.fd >= 0) FailLinkLocked(w, ECANCELED, "attachLink", "replaced by a new connection");
+  struct epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagLink;
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, nfd, &ev) < 0) { int e = errno; close(nfd); *what = "epoll_ctl"; return -e; }
+  L.fd = nfd;
+  L.hdrGot = L.dataGot = 0;
+  L.inData = false;
+  L.data.clear();
+  L.stallNs = (stallMs ? stallMs : 1) * 1000000ull;
+  L.spinNs = spinMicros * 1000ull;
+  L.attached++;
+  return 0;
+}
+
+int Engine::DetachLink(unsigned slot) {
+  if (slot >= workers_.size()) return -EINVAL;
+  Worker* w = workers_[slot].get();
+  std::lock_guard<std::mutex> g(w->link.mu);
+  if (w->link.fd < 0) return 0;
+  RemoteLink& L = w->link;
+  // Not a failure: unanswered GETs still go to the JS path, but no event.
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, L.fd, nullptr);
+  close(L.fd);
+  L.fd = -1;
+  for (const RemoteGet& r : L.out) {
+    Event e{kEvNeed, r.proc};
+    e.a = r.addr;
+    e.b = r.imageAddr;
+    e.c = r.pages * kPage;
+    Emit(std::move(e));
+  }
+  L.out.clear();
+  return 0;
+}
+
+std::vector<LinkStats> Engine::Links() {
+  std::vector<LinkStats> v;
+  for (auto& w : workers_) {
+    std::lock_guard<std::mutex> g(w->link.mu);
+    const RemoteLink& L = w->link;
+    v.push_back({L.fd >= 0, L.out.size(), L.gets, L.pages, L.shortReplies, L.failures, L.attached});
+  }
+  return v;
+}
+
+// Queues g on w's link and sends it. false = no link (the caller takes the JS
+// path); true = the link owns g: sent, or failed over to a 'need' event.
+bool Engine::SendGet(Worker* w, const RemoteGet& g) {
+  std::lock_guard<std::mutex> lk(w->link.mu);
+  return SendGetLocked(w, g);
+}
+
+bool Engine::SendGetLocked(Worker* w, const RemoteGet& g) {
+  RemoteLink& L = w->link;
+  if (L.fd < 0) return false;
+  uint8_t h[kPsHeader] = {};
+  memcpy(h, &kPsGet, 4);
+  memcpy(h + 8, &g.pages, 8);
+  memcpy(h + 16, &g.imageAddr, 8);
+  uint64_t dst = static_cast<uint64_t>(g.pid);  // GET: the plain pid, no type byte
+  memcpy(h + 24, &dst, 8);
+  const uint64_t now = NowNs();
+  if (L.out.empty()) L.lastNs = now;
+  L.out.push_back(g);
+  L.lastSendNs = now;
+  ssize_t n;
+  do n = send(L.fd, h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof(h))) {
+    L.gets++;
+    return true;
+  }
+  // A partial header cannot be taken back: the stream is unusable either way.
+  FailLinkLocked(w, n < 0 ? errno : EPIPE, "send", n < 0 ? "sending a GET" : "short write of a GET header");
+  return true;
+}
+
+void Engine::FailLinkLocked(Worker* w, int err, const char* syscall, const std::string& msg) {
+  RemoteLink& L = w->link;
+  if (L.fd < 0) return;
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, L.fd, nullptr);
+  close(L.fd);
+  L.fd = -1;
+  L.failures++;
+  L.hdrGot = L.dataGot = 0;
+  L.inData = false;
+  L.data.clear();
+  // Whatever was received for these is discarded: each is asked again on the
+  // JS path, which re-requests on its own connection (never a partial copy).
+  for (const RemoteGet& r : L.out) {
+    Event e{kEvNeed, r.proc};
+    e.a = r.addr;
+    e.b = r.imageAddr;
+    e.c = r.pages * kPage;
+    Emit(std::move(e));
+  }
+  size_t lost = L.out.size();
+  L.out.clear();
+  Event e{kEvLinkError, 0};
+  e.a = w->index;
+  e.b = lost;
+  e.err = err;
+  e.syscall = syscall;
+  e.message = msg;
+  Emit(std::move(e));
+}
+
+// Reads what the link has, assembles replies in FIFO order, and copies each
+// complete one into its process (after releasing the link lock). A reply
+// whose header does not match the oldest GET fails the link: its data is
+// never copied.
+void Engine::ReadLink(Worker* w) {
+  struct Done {
+    RemoteGet g;
+    std::vector<uint8_t> data;
+  };
+  std::vector<Done> done;
+  {
+    std::lock_guard<std::mutex> lk(w->link.mu);
+    RemoteLink& L = w->link;
+    // One recv usually brings a whole small reply (header + pages) into the
+    // staging buffer; a large one is received straight into its data.
+    if (L.stage.empty()) L.stage.resize(kLinkStage);
+    for (int rounds = 0; rounds < 256 && L.fd >= 0; rounds++) {
+      const bool direct = L.inData && L.data.size() - L.dataGot >= L.stage.size();
+      uint8_t* dst = direct ? L.data.data() + L.dataGot : L.stage.data();
+      size_t cap = direct ? L.data.size() - L.dataGot : L.stage.size();
+      ssize_t n = recv(L.fd, dst, cap, MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) FailLinkLocked(w, errno, "recv", "reading a page-server reply");
+        break;
+      }
+      if (n == 0) {
+        FailLinkLocked(w, ECONNRESET, "recv", "the page server closed the connection");
+        break;
+      }
+      L.lastNs = NowNs();
+      size_t at = 0, got = static_cast<size_t>(n);
+      if (direct) {
+        L.dataGot += got;
+        at = got;
+      }
+      // Walk the bytes: header, then data, reply after reply.
+      while (L.fd >= 0 && (at < got || (L.inData && L.dataGot == L.data.size()))) {
+        if (!L.inData) {
+          size_t k = std::min(kPsHeader - L.hdrGot, got - at);
+          memcpy(L.hdr + L.hdrGot, dst + at, k);
+          L.hdrGot += k;
+          at += k;
+          if (L.hdrGot < kPsHeader) break;
+          uint32_t cmd;
+          uint64_t nr, vaddr, dstId;
+          memcpy(&cmd, L.hdr, 4);
+          memcpy(&nr, L.hdr + 8, 8);
+          memcpy(&vaddr, L.hdr + 16, 8);
+          memcpy(&dstId, L.hdr + 24, 8);
+          if (L.out.empty()) {
+            FailLinkLocked(w, EPROTO, "recv", "reply with no GET outstanding");
+            break;
+          }
+          const RemoteGet& g = L.out.front();
+          if (cmd != kPsReply || vaddr != g.imageAddr || dstId != static_cast<uint64_t>(g.pid) || nr == 0 ||
+              nr > g.pages) {
+            char b[160];
+            snprintf(b, sizeof(b), "bad reply (cmd 0x%x, %llu pages at 0x%llx for pid %llu) to GET of %llu pages at 0x%llx",
+                     cmd, (unsigned long long)nr, (unsigned long long)vaddr, (unsigned long long)dstId,
+                     (unsigned long long)g.pages, (unsigned long long)g.imageAddr);
+            FailLinkLocked(w, EPROTO, "recv", b);
+            break;
+          }
+          L.data.resize(nr * kPage);
+          L.dataGot = 0;
+          L.inData = true;
+          continue;
+        }
+        if (L.dataGot < L.data.size()) {
+          size_t k = std::min(L.data.size() - L.dataGot, got - at);
+          memcpy(L.data.data() + L.dataGot, dst + at, k);
+          L.dataGot += k;
+          at += k;
+          if (L.dataGot < L.data.size()) break;
+        }
+        RemoteGet g = L.out.front();
+        L.out.pop_front();
+        const uint64_t m = L.data.size() / kPage;
+        L.pages += m;
+        L.inData = false;
+        L.hdrGot = 0;
+        done.push_back({g, std::move(L.data)});
+        L.data = {};
+        L.dataGot = 0;
+        if (m < g.pages) {
+          // The server stopped at the end of a stored run: ask for the rest.
+          L.shortReplies++;
+          RemoteGet rest{g.proc, g.pid, g.addr + m * kPage, g.imageAddr + m * kPage, g.pages - m, g.t0};
+          SendGetLocked(w, rest);
+        }
+      }
+      if (static_cast<size_t>(n) < cap) break;  // drained for now
+    }
+  }
+  for (Done& d : done) {
+    std::shared_ptr<Proc> sp = Find(d.g.proc);
+    if (!sp) continue;
+    std::lock_guard<std::mutex> g(sp->mu);
+    Proc* p = sp.get();
+    if (p->state != Proc::kLive) continue;
+    uint64_t c = 0;
+    SupplyLocked(p, d.g.imageAddr, d.data.data(), d.data.size(), d.g.addr, 3, &c);
+    if (c > 0) {
+      p->st.hist[Bucket(NowNs() - d.g.t0)]++;
+      p->st.served++;
+    }
+  }
+}
+
+void Engine::CheckLinkStall(Worker* w, uint64_t now) {
+  std::lock_guard<std::mutex> lk(w->link.mu);
+  RemoteLink& L = w->link;
+  if (L.fd < 0 || L.out.empty() || now < L.lastNs + L.stallNs) return;
+  FailLinkLocked(w, ETIMEDOUT, "recv", "no reply from the page server for " + std::to_string(L.stallNs / 1000000) + " ms");
 }
 
 int Engine::Prefetch(uint32_t handle, uint64_t start, uint64_t len) {
@@ -931,6 +1240,17 @@ int Engine::Release(uint32_t handle) {
   p->prefetch.clear();
   p->first.clear();
   p->hasWork = false;
+  return 0;
+}
+
+int Engine::DupUffd(uint32_t handle, int* fd) {
+  std::shared_ptr<Proc> p = Find(handle);
+  if (!p) return -ENOENT;
+  std::lock_guard<std::mutex> g(p->mu);
+  if (p->uffd < 0) return -ESRCH;  // the mm is gone (or released): nothing left to guard
+  int d = fcntl(p->uffd, F_DUPFD_CLOEXEC, 3);
+  if (d < 0) return -errno;
+  *fd = d;
   return 0;
 }
 

@@ -36,7 +36,7 @@ struct Source {
   std::unique_ptr<std::atomic<uint64_t>[]> verified;
 };
 
-enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed };
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError };
 
 struct Event {
   EventType type;
@@ -61,6 +61,8 @@ struct ProcStats {
   uint64_t bytes = 0;         // bytes copied (all paths)
   uint64_t eagain = 0, eexist = 0, enoent = 0;
   uint64_t needs = 0;
+  uint64_t remoteGets = 0;    // GETs this process sent on a native page-server link
+  uint64_t remotePages = 0;   // pages copied from native link replies
   uint64_t hist[kHistBuckets] = {};  // fault service time, bucket i = [2^i, 2^(i+1)) ns
 };
 
@@ -90,6 +92,7 @@ struct Worker;
 
 struct Proc {
   uint32_t handle = 0;
+  int32_t remotePid = 0;  // dst_id of its GETs on a native link (0: remote faults go to JS)
   int uffd = -1;
   int pidfd = -1;
   Worker* worker = nullptr;
@@ -108,6 +111,43 @@ struct Proc {
   ProcStats st;
 };
 
+// A GET sent on a native page-server link and not answered yet.
+struct RemoteGet {
+  uint32_t proc;
+  int32_t pid;
+  uint64_t addr;       // run-time address of the first page (as requested)
+  uint64_t imageAddr;  // dump-time address sent in the GET
+  uint64_t pages;
+  uint64_t t0;  // when the fault was read (service time)
+};
+
+// A connected page-server socket (CRIU page-server protocol, lazy GETs)
+// owned by one worker: the worker that reads a remote fault writes the GET
+// and reads the reply itself, with no JavaScript hop. Replies come strictly
+// in request order (FIFO `out`). Any error, stall or malformed reply fails
+// the link: its unanswered GETs become 'need' events (the JS path) and a
+// 'link-error' event asks TypeScript for a fresh socket. Guarded by `mu`;
+// lock order Proc::mu -> RemoteLink::mu -> evMu_ (a reply is handed to the
+// process only after `mu` is released).
+struct RemoteLink {
+  std::mutex mu;
+  int fd = -1;
+  std::deque<RemoteGet> out;
+  // Reply being assembled: header bytes, then `data` (M pages).
+  uint8_t hdr[32];
+  size_t hdrGot = 0;
+  std::vector<uint8_t> data;
+  size_t dataGot = 0;
+  bool inData = false;
+  std::vector<uint8_t> stage;  // receive buffer for small replies
+  uint64_t lastNs = 0;      // last progress (byte received, or first GET sent on an idle link)
+  uint64_t lastSendNs = 0;  // busy-poll for the reply until lastSendNs + spinNs
+  uint64_t stallNs = 0;
+  uint64_t spinNs = 0;
+  // Counters (cumulative over every socket attached to this slot).
+  uint64_t gets = 0, pages = 0, shortReplies = 0, failures = 0, attached = 0;
+};
+
 struct Worker {
   unsigned index = 0;
   int ep = -1;
@@ -115,6 +155,12 @@ struct Worker {
   std::thread th;
   std::mutex mu;
   std::vector<std::shared_ptr<Proc>> procs;
+  RemoteLink link;
+};
+
+struct LinkStats {
+  bool attached;
+  uint64_t outstanding, gets, pages, shortReplies, failures, attaches;
 };
 
 struct ProcSnapshot {
@@ -142,9 +188,21 @@ class Engine {
   int AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what,
                 std::vector<uint32_t>&& sums = {}, uint64_t chunk = 0);
   const Source* GetSource(uint32_t id);
-  int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what);
+  // remotePid > 0: remote faults of this process (and its forked children)
+  // are fetched on its worker's native link when one is attached.
+  int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
+            int32_t remotePid = 0);
   std::shared_ptr<Proc> Find(uint32_t handle);
   int Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied);
+  // Native page-server links, one slot per worker thread. Attach dups `fd`
+  // (a connected stream socket; the caller keeps and closes its own fd);
+  // replacing a live link fails its unanswered GETs over to 'need' events.
+  // stallMs: a link with unanswered GETs and nothing received this long fails
+  // (ETIMEDOUT); spinMicros: busy-poll this long for a reply before sleeping.
+  int AttachLink(unsigned slot, int fd, uint64_t stallMs, uint64_t spinMicros, const char** what);
+  int DetachLink(unsigned slot);
+  std::vector<LinkStats> Links();
+  unsigned threads() const { return static_cast<unsigned>(workers_.size()); }
   int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
   // Queues [start, end) pairs ahead of every prefetch, kept in this order.
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
@@ -154,6 +212,9 @@ class Engine {
   void DrainLog(std::vector<LogEntry>* out, uint64_t* dropped);
   int Release(uint32_t handle);
   int Kill(uint32_t handle);
+  // A duplicate of the process's uffd for the caller (the daemon-death
+  // watchdog takes its own copy from it); -ESRCH once the uffd is closed.
+  int DupUffd(uint32_t handle, int* fd);
   std::vector<ProcSnapshot> Snapshot();
   std::vector<uint64_t> ThreadCpuNs();
   void TakeEvents(std::vector<Event>* out);
@@ -182,6 +243,13 @@ class Engine {
   uint32_t AddProc(std::shared_ptr<Proc> p);
   const uint8_t* SrcPtr(const Span& s, uint64_t start, uint64_t at);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
+  int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, int path,
+                   uint64_t* copied);
+  bool SendGet(Worker* w, const RemoteGet& g);
+  bool SendGetLocked(Worker* w, const RemoteGet& g);
+  void FailLinkLocked(Worker* w, int err, const char* syscall, const std::string& msg);
+  void ReadLink(Worker* w);
+  void CheckLinkStall(Worker* w, uint64_t now);
 
   Options opt_;
   std::function<void()> notify_;

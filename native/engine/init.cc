@@ -34,6 +34,10 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("lazyBytes", &NativeFaultEngine::LazyBytes),
                         InstanceMethod("release", &NativeFaultEngine::Release),
                         InstanceMethod("kill", &NativeFaultEngine::Kill),
+                        InstanceMethod("attachLink", &NativeFaultEngine::AttachLink),
+                        InstanceMethod("detachLink", &NativeFaultEngine::DetachLink),
+                        InstanceMethod("links", &NativeFaultEngine::Links),
+                        InstanceMethod("dupUffd", &NativeFaultEngine::DupUffd),
                         InstanceMethod("stats", &NativeFaultEngine::Stats),
                         InstanceMethod("close", &NativeFaultEngine::Close)});
   }
@@ -148,6 +152,15 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
         case engine::kEvExit:
           o.Set("type", "exit");
           break;
+        case engine::kEvLinkError:
+          o.Set("type", "link-error");
+          o.Set("slot", Napi::Number::New(env, static_cast<double>(e.a)));
+          o.Set("lost", Napi::Number::New(env, static_cast<double>(e.b)));
+          o.Set("code", ErrnoName(e.err));
+          o.Set("errno", Napi::Number::New(env, e.err));
+          o.Set("syscall", e.syscall);
+          o.Set("message", std::string(ErrnoName(e.err)) + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
+          break;
         case engine::kEvError:
           o.Set("type", "error");
           o.Set("code", ErrnoName(e.err));
@@ -197,7 +210,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     return o;
   }
 
-  // adopt(uffd, ranges: BigUint64Array [start, end, kind, source, off]*, pidfd)
+  // adopt(uffd, ranges: BigUint64Array [start, end, kind, source, off]*, pidfd[, remotePid])
   Napi::Value Adopt(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Engine& eng = Eng(env);
@@ -208,6 +221,8 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     auto arr = info[1].As<Napi::TypedArrayOf<uint64_t>>();
     if (arr.ElementLength() % 5 != 0) throw Napi::RangeError::New(env, "ranges length must be a multiple of 5");
     int pidfd = info.Length() > 2 ? ArgI32(info, 2, "pidfd") : -1;
+    int32_t remotePid = info.Length() > 3 && !info[3].IsUndefined() ? ArgI32(info, 3, "remotePid") : 0;
+    if (remotePid < 0) throw Napi::RangeError::New(env, "remotePid must be >= 0");
     std::vector<engine::Piece> ranges;
     for (size_t i = 0; i < arr.ElementLength(); i += 5) {
       engine::Piece p;
@@ -221,7 +236,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     }
     uint32_t h = 0;
     const char* what = "adopt";
-    int r = eng.Adopt(uffd, pidfd, std::move(ranges), &h, &what);
+    int r = eng.Adopt(uffd, pidfd, std::move(ranges), &h, &what, remotePid);
     if (r < 0) ThrowErrno(env, -r, what, "(uffd " + std::to_string(uffd) + ")");
     return Napi::Number::New(env, h);
   }
@@ -349,6 +364,60 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     return env.Undefined();
   }
 
+  // attachLink(slot, fd, stallMs, spinMicros): the engine keeps a duplicate of fd.
+  Napi::Value AttachLink(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    int32_t slot = ArgI32(info, 0, "slot");
+    int fd = ArgFd(info, 1, "fd");
+    uint64_t stallMs = ArgU64(info, 2, "stallMs"), spin = ArgU64(info, 3, "spinMicros");
+    if (slot < 0 || static_cast<unsigned>(slot) >= eng.threads()) throw Napi::RangeError::New(env, "slot must be 0..threads-1");
+    if (stallMs < 1 || stallMs > 3600000) throw Napi::RangeError::New(env, "stallMs must be 1..3600000");
+    if (spin > 100000) throw Napi::RangeError::New(env, "spinMicros must be <= 100000");
+    const char* what = "attachLink";
+    int r = eng.AttachLink(static_cast<unsigned>(slot), fd, stallMs, spin, &what);
+    if (r < 0) ThrowErrno(env, -r, what, "(fd " + std::to_string(fd) + ")");
+    return env.Undefined();
+  }
+
+  Napi::Value DetachLink(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_) return env.Undefined();  // Stop() closed every link
+    int32_t slot = ArgI32(info, 0, "slot");
+    if (slot < 0 || static_cast<unsigned>(slot) >= engine_->threads()) throw Napi::RangeError::New(env, "slot must be 0..threads-1");
+    int r = engine_->DetachLink(static_cast<unsigned>(slot));
+    if (r < 0) ThrowErrno(env, -r, "detachLink");
+    return env.Undefined();
+  }
+
+  // links() -> [{ attached, outstanding, gets, pages, shortReplies, failures, attaches }] per slot
+  Napi::Value Links(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto v = Eng(env).Links();
+    Napi::Array out = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("attached", Napi::Boolean::New(env, v[i].attached));
+      o.Set("outstanding", Napi::Number::New(env, static_cast<double>(v[i].outstanding)));
+      o.Set("gets", Napi::Number::New(env, static_cast<double>(v[i].gets)));
+      o.Set("pages", Napi::Number::New(env, static_cast<double>(v[i].pages)));
+      o.Set("shortReplies", Napi::Number::New(env, static_cast<double>(v[i].shortReplies)));
+      o.Set("failures", Napi::Number::New(env, static_cast<double>(v[i].failures)));
+      o.Set("attaches", Napi::Number::New(env, static_cast<double>(v[i].attaches)));
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
+  }
+
+  Napi::Value DupUffd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t h = Handle(info, 0);
+    int fd = -1;
+    int r = Eng(env).DupUffd(h, &fd);
+    if (r < 0) ThrowProc(env, -r, "fcntl(F_DUPFD_CLOEXEC)", h);
+    return Napi::Number::New(env, fd);
+  }
+
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Engine& eng = Eng(env);
@@ -371,6 +440,8 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       o.Set("suppliedPages", Big(env, s.st.suppliedPages));
       o.Set("bytes", Big(env, s.st.bytes));
       o.Set("needs", Big(env, s.st.needs));
+      o.Set("remoteGets", Big(env, s.st.remoteGets));
+      o.Set("remotePages", Big(env, s.st.remotePages));
       o.Set("eagain", Big(env, s.st.eagain));
       o.Set("eexist", Big(env, s.st.eexist));
       o.Set("enoent", Big(env, s.st.enoent));
@@ -401,8 +472,11 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
 
 }  // namespace
 
+void InitPageResponder(Napi::Env env, Napi::Object exports);  // responder.cc
+
 void InitEngine(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeFaultEngine", NativeFaultEngine::Define(env));
+  InitPageResponder(env, exports);
 }
 
 }  // namespace lr

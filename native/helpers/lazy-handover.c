@@ -19,6 +19,11 @@
 // (the signal is printed); other = setup error.
 // --setuid: drop to UID before connecting, send a pid and wait for EOF
 // (used to check that the daemon refuses other users); prints "eof".
+// --fork (one process): after the hand-over, fork a child (it inherits the
+// lazy mapping: the daemon gets its uffd through UFFD_EVENT_FORK), print
+// "forked <pid>", wait for a second "go" line, then the child verifies
+// (--verify/--touch) while the parent, which never touches the mapping,
+// waits for it; the exit status is the child's (11 if killed by a signal).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -84,7 +89,7 @@ struct opts {
   const char *sock;
   int procs;
   uint64_t addr, npages, seed;
-  int have_map, setuid_to, no_finish, verify, nzombies;
+  int have_map, setuid_to, no_finish, verify, nzombies, fork_child;
   int holes;  // with --holes K, page p (from ADDR) with p % K == K-1 must read as zero
   int zombies[16];
 };
@@ -180,6 +185,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--setuid") && i + 1 < argc) o.setuid_to = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--holes") && i + 1 < argc) o.holes = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--no-finish")) o.no_finish = 1;
+    else if (!strcmp(argv[i], "--fork")) o.fork_child = 1;
     else if (!strcmp(argv[i], "--verify")) o.verify = 1;
     else if (!strcmp(argv[i], "--touch")) o.verify = 2;
     else {
@@ -221,6 +227,31 @@ int main(int argc, char **argv) {
     if (!o.no_finish) {
       uint32_t rstf = 0x52535446;
       write_all(sk, &rstf, sizeof(rstf));
+    }
+    if (o.fork_child) {
+      int gp[2];
+      if (pipe(gp) < 0) die("pipe");
+      pid_t c = fork();
+      if (c < 0) die("fork");
+      if (c == 0) {
+        close(gp[1]);
+        close(sk);
+        char g;
+        if (read(gp[0], &g, 1) != 1) _exit(2);
+        _exit(verify(&o));
+      }
+      close(gp[0]);
+      printf("forked %d\n", c);
+      wait_go();
+      write_all(gp[1], "g", 1);
+      int st;
+      if (waitpid(c, &st, 0) < 0) die("waitpid");
+      if (WIFSIGNALED(st)) {
+        printf("child %d killed by signal %d\n", c, WTERMSIG(st));
+        return 11;
+      }
+      close(sk);
+      return WEXITSTATUS(st);
     }
     int r = verify(&o);
     close(sk);

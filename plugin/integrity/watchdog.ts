@@ -9,6 +9,7 @@ import { openSync, closeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { helperPath } from '../native/addon.js';
 import { UserError } from '../errors.js';
+import { log } from '../log.js';
 
 interface Pending { resolve: () => void; reject: (e: Error) => void; what: string }
 
@@ -24,7 +25,17 @@ export class Watchdog {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => this.onLine(line));
     child.once('error', (e) => this.failAll(new UserError(`watchdog: ${e.message}`)));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    // Writing to a watchdog that just died is reported by 'exit'/'close', not as an uncaught EPIPE.
+    child.stdin!.on('error', () => {});
+    this.exited = new Promise((resolve) => child.once('exit', (code) => {
+      // New requests are refused from now on; pending ones fail on 'close'.
+      this.dead = true;
+      if (!this.closed) {
+        // The processes it held, and those served from now on, have no guard left.
+        log.error(`lazy-pages: the daemon-death watchdog (pid ${child.pid}) exited unexpectedly (${child.signalCode !== null ? `signal ${child.signalCode}` : `code ${code}`}): lazily restored processes are no longer guarded against this daemon's death`);
+      }
+      resolve(code);
+    }));
     // Pending requests fail only on 'close' (exited and stdout drained), not on
     // 'exit': the exit of a watchdog that answered BYE can be seen before its
     // OK line has been read, and failing then would lose the answer.

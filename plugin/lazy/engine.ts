@@ -33,8 +33,8 @@ export interface FaultLogEntryLike {
 export interface FaultEngineLike {
   /** checksums: CRC32C per chunkSize bytes, verified natively on first use of a chunk. */
   addSource(path: string, opts?: { checksums?: readonly number[]; chunkSize?: number }): number;
-  /** Takes ownership of uffd (and pidfd) once it returns. */
-  adopt(uffd: number, ranges: readonly PlannedRange[], opts?: { pidfd?: number }): number;
+  /** Takes ownership of uffd (and pidfd) once it returns; remotePid: the pid its remote GETs carry on native links. */
+  adopt(uffd: number, ranges: readonly PlannedRange[], opts?: { pidfd?: number; remotePid?: number }): number;
   /** Copies remote pages dumped at imageAddr to wherever they live now; returns bytes copied. */
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
@@ -47,6 +47,13 @@ export interface FaultEngineLike {
   setFaultLog?(capacity: number): void;
   drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };
   release(proc: number): void;
+  /** Native page-server links (optional: fakes and old engines have none). */
+  readonly threads?: number;
+  attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;
+  detachLink?(slot: number): void;
+  links?(): { pages: number }[];
+  /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
+  dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };
   close(): Promise<void>;
 }

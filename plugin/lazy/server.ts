@@ -16,7 +16,7 @@ import type { Plan } from './plan.js';
 import { childrenOf, hostPidOfVirtual, identify, isAlive, type ProcIdentity } from './procfs.js';
 import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
-  AdoptOptions, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
+  AdoptOptions, EngineLinks, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
 } from './types.js';
 import { loadWorkingSet, WorkingSetRecorder, writeWorkingSet } from './workingset.js';
 import { latencySummary, type ProcessStats, type StatsFile, type TimelineEvent } from '../stats/format.js';
@@ -100,6 +100,11 @@ class Proc {
   warmedAtMs: number | undefined;
   /** adopt() waiting for the working set before the process resumes. */
   warmWaiter: (() => void) | undefined;
+  /**
+   * A forked child's uffd duplicated for the watchdog (ours to close), kept
+   * until its pid is known and the watchdog has taken its own copy.
+   */
+  watchdogFd: number | undefined;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -198,6 +203,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     options.remote?.onFatal?.((e) => {
       for (const p of server.procs.values()) server.failProcess(p, `remote page source: ${e.message}`, e);
     });
+    await server.bindRemoteLinks();
     if (options.socketPath) {
       const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
       try {
@@ -215,6 +221,39 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     return server;
   }
+
+  /** Lets the remote page source give the engine native links (remote faults then skip JS). */
+  private async bindRemoteLinks(): Promise<void> {
+    const remote = this.options.remote;
+    const eng = this.engine;
+    if (!remote?.bindEngine || !eng.attachLink || !eng.detachLink || !eng.threads) return;
+    const attach = eng.attachLink.bind(eng);
+    const detach = eng.detachLink.bind(eng);
+    const links: EngineLinks = {
+      slots: eng.threads,
+      attach: (slot, fd, opts) => {
+        if (this.closed) throw new UserError('lazy-pages server is closed');
+        attach(slot, fd, opts);
+      },
+      detach: (slot) => detach(slot),
+      onLinkError: (cb) => {
+        this.linkErrorListeners.push(cb);
+      },
+      pages: () => {
+        try {
+          return eng.links?.().reduce((n, l) => n + l.pages, 0) ?? 0;
+        } catch {
+          return 0;
+        }
+      },
+    };
+    const bound = remote.bindEngine(links);
+    this.unbindRemote = bound.unbind;
+    await bound.ready;
+  }
+
+  private linkErrorListeners: ((slot: number, message: string) => void)[] = [];
+  private unbindRemote: (() => void) | undefined;
 
   /** The socket path when listening. */
   get socketPath(): string | undefined {
@@ -271,7 +310,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
-      handle = this.engine.adopt(uffd, plan.ranges, pidfd !== undefined ? { pidfd } : {});
+      handle = this.engine.adopt(uffd, plan.ranges, {
+        ...(pidfd !== undefined ? { pidfd } : {}),
+        ...(this.options.remote && plan.remoteBytes > 0n ? { remotePid: pid } : {}),
+      });
     } catch (e) {
       this.pendingAdopts--;
       const err = this.refuse(pid, hostPid, `the fault engine refused its userfaultfd: ${errText(e)}`, e);
@@ -434,7 +476,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (this.bwTimer) clearTimeout(this.bwTimer);
     this.socket?.close();
     this.writeStatsFile();
+    this.unbindRemote?.();
     await this.engine.close();
+    for (const p of this.procs.values()) this.dropWatchdogFd(p);
     try {
       await this.watchdog?.close();
     } catch (e) {
@@ -535,6 +579,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private onEngineEvents(evs: EngineEventLike[]): void {
     for (const ev of evs) {
+      if (ev.type === 'link-error') {
+        // The engine already closed the link and re-routed its GETs to 'need'.
+        for (const l of this.linkErrorListeners) l(ev.slot, ev.message);
+        continue;
+      }
       try {
         this.onEngineEvent(ev);
       } catch (e) {
@@ -556,6 +605,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         c.knownEdges = p.knownEdges ? new Set(p.knownEdges) : undefined;
         p.children.push(c);
         this.procs.set(ev.child, c);
+        if (this.watchdog && this.engine.dupUffd) {
+          // The watchdog must hold the child's own uffd too: if this daemon
+          // dies, the engine's copy closes and the kernel would hand the
+          // child zero pages before the watchdog's SIGKILL reaches it.
+          try {
+            c.watchdogFd = this.engine.dupUffd(ev.child);
+          } catch (e) {
+            log.debug(`lazy-pages: child of pid ${p.imagePid}: no uffd to hand to the watchdog: ${errText(e)}`);
+          }
+        }
         // The child becomes visible in /proc only after the parent's fork returns.
         this.resolveChildPid(c, 0);
         this.emit('fork', { parent: this.snapshotOf(p), child: this.snapshotOf(c) });
@@ -635,6 +694,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       /* already gone in the engine */
     }
     if (p.hostPid === undefined) this.resolveChildPidNow(p);
+    this.dropWatchdogFd(p);
     this.watchdogDone(p.hostPid);
     if (state === 'complete') this.emit('complete', { proc: this.snapshotOf(p) });
     else if (state === 'exited') this.emit('exit', { proc: this.snapshotOf(p) });
@@ -665,6 +725,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         /* gone */
       }
     }
+    this.dropWatchdogFd(p);
     if (killed) this.watchdogDone(target);
     // If the process could not be killed its uffd stays open in the engine, so it blocks instead of reading zeros.
     const outcome = killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown: left blocked on its faults' : `pid ${target} is already gone`;
@@ -699,7 +760,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private resolveChildPid(c: Proc, attempt: number): void {
     if (c.hostPid !== undefined || c.state !== 'serving' || this.closed) return;
     this.resolveChildPidNow(c);
-    if (c.hostPid === undefined && attempt < 40) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+    if (c.hostPid !== undefined) return;
+    if (attempt < 40) setTimeout(() => this.resolveChildPid(c, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+    else {
+      log.warn(`lazy-pages: a child forked by pid ${c.parent?.hostPid ?? c.imagePid} was not found: the watchdog does not guard it`);
+      this.dropWatchdogFd(c);
+    }
   }
 
   private resolveChildPidNow(c: Proc): void {
@@ -714,13 +780,32 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const child = unresolved[i]!;
       child.hostPid = candidates[i]!;
       child.identity = identify(child.hostPid);
-      // Kill it too if this daemon dies (its own uffd copy stays with the engine).
-      if (this.watchdog && child.state === 'serving') {
-        const w = child.hostPid;
-        this.watchdog.watch(w).catch((e: unknown) => log.debug(`lazy-pages: watchdog WATCH ${w}: ${errText(e)}`));
-      }
+      if (this.watchdog && child.state === 'serving') this.guardChild(child);
+      else this.dropWatchdogFd(child);
       for (const gc of child.children) if (gc.hostPid === undefined) this.resolveChildPidNow(gc);
     }
+  }
+
+  /**
+   * Hands a forked child (pid now known) to the watchdog: ADOPT with a copy
+   * of its uffd so it blocks rather than reads zeros if this daemon dies, or
+   * just WATCH (killed with its tree) when no copy could be taken.
+   */
+  private guardChild(child: Proc): void {
+    const pid = child.hostPid!;
+    const fd = child.watchdogFd;
+    child.watchdogFd = undefined;
+    const req = fd !== undefined ? this.watchdog!.adopt(pid, fd) : this.watchdog!.watch(pid);
+    req.catch((e: unknown) => log.warn(`lazy-pages: forked child pid ${pid}: the watchdog could not take it: ${errText(e)}`))
+      .finally(() => {
+        if (fd !== undefined) closeQuietly(fd);
+      });
+  }
+
+  private dropWatchdogFd(p: Proc): void {
+    if (p.watchdogFd === undefined) return;
+    closeQuietly(p.watchdogFd);
+    p.watchdogFd = undefined;
   }
 
   /** Periodic: engine counters (fault batches), exits the engine cannot see. */

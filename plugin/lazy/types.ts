@@ -23,6 +23,25 @@ export interface RemotePageSource {
   fetch(pid: number, imageAddr: bigint, len: number, opts?: { urgent?: boolean }): Promise<Buffer>;
   /** Called once if the source is lost for good: every served process is then killed. */
   onFatal?(cb: (e: Error) => void): void;
+  /**
+   * Optional native fast path: the source may give the engine connected
+   * sockets so remote faults skip JavaScript (fetch() stays the fallback).
+   * Called once when the daemon starts; `ready` settles when the first
+   * links are attached (or given up); `unbind` stops it (daemon closing).
+   */
+  bindEngine?(links: EngineLinks): { ready: Promise<void>; unbind(): void };
+}
+
+/** What a remote page source may do with the engine's native page-server links (one per engine thread). */
+export interface EngineLinks {
+  readonly slots: number;
+  /** The engine keeps a duplicate of `fd` (a connected plain TCP socket); the caller closes its own. */
+  attach(slot: number, fd: number, opts?: { stallMs?: number }): void;
+  detach(slot: number): void;
+  /** A link failed and was closed (its GETs went back to fetch()): the source may attach a fresh socket. */
+  onLinkError(cb: (slot: number, message: string) => void): void;
+  /** Pages received on native links so far. */
+  pages(): number;
 }
 
 export interface LazyPagesServerOptions {

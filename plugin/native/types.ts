@@ -56,7 +56,18 @@ export type RawEngineEvent =
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
   | { type: 'complete' | 'exit'; proc: number }
   | { type: 'warmed'; proc: number; copied: bigint }
-  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string }
+  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
+
+export interface RawLinkStats {
+  attached: boolean;
+  outstanding: number;
+  gets: number;
+  pages: number;
+  shortReplies: number;
+  failures: number;
+  attaches: number;
+}
 
 export interface RawProcStats {
   proc: number;
@@ -65,6 +76,7 @@ export interface RawProcStats {
   faults: bigint; served: bigint; ignored: bigint; unexpected: bigint;
   zeroPages: bigint; copiedPages: bigint; pushedPages: bigint; suppliedPages: bigint;
   bytes: bigint; needs: bigint; eagain: bigint; eexist: bigint; enoent: bigint;
+  remoteGets: bigint; remotePages: bigint;
   /** Fault service time histogram: index i counts [2^i, 2^(i+1)) ns. */
   latencyLog2Ns: number[];
 }
@@ -73,7 +85,7 @@ export interface NativeFaultEngineHandle {
   /** checksums: CRC32C per chunkSize bytes of the file (verified on first use of a chunk). */
   addSource(path: string, checksums?: Uint32Array, chunkSize?: number): { id: number; size: bigint };
   /** ranges: [start, end, kind (0 file, 1 zero, 2 remote), source, offset|imageAddr] per range. */
-  adopt(uffd: number, ranges: BigUint64Array, pidfd: number): number;
+  adopt(uffd: number, ranges: BigUint64Array, pidfd: number, remotePid?: number): number;
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
@@ -86,11 +98,40 @@ export interface NativeFaultEngineHandle {
   lazyBytes(proc: number): bigint;
   release(proc: number): void;
   kill(proc: number): void;
+  /** Native page-server link of worker `slot`: the engine keeps a duplicate of `fd`. */
+  attachLink(slot: number, fd: number, stallMs: bigint, spinMicros: bigint): void;
+  detachLink(slot: number): void;
+  links(): RawLinkStats[];
+  /** A new fd (close-on-exec) duplicating the process's uffd; ESRCH once it is closed. */
+  dupUffd(proc: number): number;
   stats(): { procs: RawProcStats[]; threadCpuNs: bigint[] };
   close(): void;
 }
 
+/** A connection the native page responder gave back to TypeScript (its duplicate fd is closed by then). */
+export interface RawHandback {
+  conn: number;
+  /** eof: the peer closed; error: a socket error (code/errno); command: a header it does not answer (in bytes). */
+  reason: 'eof' | 'error' | 'command';
+  code: string | undefined;
+  errno: number;
+  /** Bytes read from the socket and not acted on (at most one header). */
+  bytes: Buffer;
+}
+
+export interface NativePageResponderHandle {
+  /** runs: [start, end, fd, fileOffset]* of one pid; the fds stay the caller's (open until close()). */
+  setRuns(pid: number, runs: BigUint64Array): void;
+  /** Serves GETs on a duplicate of fd (a paused Node socket's) on its own thread; returns the connection id. */
+  serve(fd: number): number;
+  /** Stops and joins a connection's thread (also after a hand-back); idempotent. */
+  stop(conn: number): void;
+  stats(): { gets: number; pages: number; idleMs: number };
+  close(): void;
+}
+
 export interface EngineNative {
+  NativePageResponder: new (spinMicros: bigint, onHandback: (h: RawHandback) => void) => NativePageResponderHandle;
   NativeFaultEngine: new (
     threads: number,
     faultAroundPages: bigint,

@@ -16,6 +16,7 @@
 //  - close() sends PS_IOV_CLOSE and waits for the status (the server then
 //    exits; a `dump --lazy-pages` source then kills the frozen tree).
 import { EventEmitter } from 'node:events';
+import type net from 'node:net';
 import { ExitCode, UserError } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import { ReplyParser, type Reply } from './parser.js';
@@ -163,6 +164,34 @@ export class PageServerClient extends EventEmitter {
         else this.queueBackground(lane, g);
       }
     });
+  }
+
+  /** One connection for everything (a server that takes one connection, like CRIU's). */
+  get singleConnection(): boolean {
+    return this.opts.singleConnection === true;
+  }
+
+  /** A connection with unanswered GETs and nothing received this long is considered dead. */
+  get stallTimeoutMs(): number {
+    return this.stallMs;
+  }
+
+  /** Plain TCP (no TLS): raw connections can be handed to the native engine. */
+  get plainTcp(): boolean {
+    return this.opts.tls === undefined;
+  }
+
+  /**
+   * A new plain TCP connection to the same server, outside this client's
+   * lanes (the caller owns it): for a native fast path that speaks the
+   * protocol itself. Refused with TLS. Nothing is read from it here.
+   */
+  async connectRaw(timeoutMs = 2_000): Promise<net.Socket> {
+    if (this.opts.tls) throw new UserError('page-server client: raw connections are plain TCP only');
+    if (this.closed || this.closing) throw this.fatalError ?? new UserError('page-server client is closing');
+    const sock = await connectSocket({ address: this.opts.address, port: this.opts.port, timeoutMs });
+    sock.pause();
+    return sock as net.Socket;
   }
 
   /** GETs sent but not answered yet, per lane (for tests and progress). */

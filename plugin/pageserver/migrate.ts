@@ -98,7 +98,7 @@ export async function migrateReceive(opts: MigrateReceiveOptions): Promise<Migra
     let lastT = performance.now();
     const sample = (): MigrateProgress => {
       const s = lazy.stats();
-      const bytes = remote.urgentBytes + remote.backgroundBytes;
+      const bytes = remote.urgentBytes + remote.backgroundBytes + remote.nativeBytes;
       const now = performance.now();
       const rate = ((bytes - lastBytes) * 1000) / Math.max(1, now - lastT);
       lastBytes = bytes;

@@ -5,8 +5,20 @@
 // When the server stays unreachable past the timeout, `onFatal` listeners
 // learn it once, so the daemon can kill the restored tree at once instead
 // of waiting for each process's next fault.
+// Native links (bindEngine): over plain TCP the source also opens one raw
+// connection per engine thread and hands it to the engine, which then sends
+// urgent GETs and copies the replies itself. Protocol decisions stay here:
+// which server, which policy (no links with TLS or a single-connection
+// server), and reconnection — a failed link is reopened with backoff while
+// its GETs (and faults meanwhile) take the fetch() path.
+import { UserError } from '../errors.js';
+import { logger, type Logger } from '../log.js';
+import type { EngineLinks } from '../lazy/types.js';
 import { PAGE_SIZE } from './protocol.js';
 import { PageServerClient, type PageServerClientOptions, type PageServerClientStats } from './client.js';
+import { socketFd, systemMessage } from './transport.js';
+
+const MAX_LINKS = 8;
 
 export interface RemoteFetchOptions {
   urgent?: boolean;
@@ -19,6 +31,11 @@ export class PageServerPageSource {
   urgentBytes = 0;
   backgroundBytes = 0;
   urgentFetches = 0;
+  /** Links attached to the engine so far (reconnections included). */
+  linkAttaches = 0;
+  private links: EngineLinks | undefined;
+  private unbindLinks: (() => void) | undefined;
+  private log: Logger = logger('page-client');
 
   private constructor(readonly client: PageServerClient) {
     client.on('fatal', (e: Error) => {
@@ -29,7 +46,83 @@ export class PageServerPageSource {
   }
 
   static async connect(opts: PageServerClientOptions): Promise<PageServerPageSource> {
-    return new PageServerPageSource(await PageServerClient.connect(opts));
+    const s = new PageServerPageSource(await PageServerClient.connect(opts));
+    if (opts.log) s.log = opts.log;
+    return s;
+  }
+
+  /** Bytes received on the engine's native links (urgent faults that skipped JS). */
+  get nativeBytes(): number {
+    if (this.links && !this.linksStopped) this.nativePages = Math.max(this.nativePages, this.links.pages());
+    return this.nativePages * PAGE_SIZE;
+  }
+
+  private nativePages = 0;
+  private linksStopped = false;
+
+  bindEngine(links: EngineLinks): { ready: Promise<void>; unbind(): void } {
+    if (!this.client.plainTcp || this.client.singleConnection || this.links) return { ready: Promise.resolve(), unbind: () => {} };
+    this.links = links;
+    let stopped = false;
+    const busy = new Set<number>();
+    const open = async (slot: number, delayMs: number): Promise<void> => {
+      if (busy.has(slot)) return;
+      busy.add(slot);
+      try {
+        for (let d = delayMs; !stopped && !this.fatal; d = Math.min(Math.max(d * 2, 20), 1000)) {
+          if (d > 0) await new Promise((r) => setTimeout(r, d));
+          if (stopped || this.fatal) return;
+          try {
+            const sock = await this.client.connectRaw();
+            try {
+              const fd = socketFd(sock);
+              if (fd === undefined) throw new UserError('no file descriptor behind the socket');
+              if (stopped) return;
+              links.attach(slot, fd, { stallMs: this.client.stallTimeoutMs });
+              this.linkAttaches++;
+            } finally {
+              // The engine holds its own duplicate; Node never read from this one.
+              sock.destroy();
+            }
+            return;
+          } catch (e) {
+            if (stopped || this.fatal) return;
+            this.log.debug(`native link ${slot}: ${systemMessage(e)}; retrying`);
+          }
+        }
+      } finally {
+        busy.delete(slot);
+      }
+    };
+    links.onLinkError((slot, message) => {
+      if (stopped || this.fatal) return;
+      this.log.warn(`native link ${slot} to the page server failed (${message}); faults use the JS path until it is reopened`);
+      void open(slot, 20);
+    });
+    // One per engine thread, bounded (the server holds 16 connections per
+    // session); threads without a link use the JS path.
+    const slots = Math.min(links.slots, MAX_LINKS);
+    const first: Promise<void>[] = [];
+    for (let i = 0; i < slots; i++) first.push(open(i, 0));
+    const unbind = (): void => {
+      if (stopped) return;
+      void this.nativeBytes; // last count while the engine is still open
+      stopped = true;
+      this.linksStopped = true;
+      for (let i = 0; i < slots; i++) {
+        try {
+          links.detach(i);
+        } catch {
+          /* engine already closed */
+        }
+      }
+    };
+    this.unbindLinks = unbind;
+    return {
+      // Bounded: a server slow to accept must not hold the daemon's start.
+      ready: Promise.race([Promise.all(first).then(() => undefined), new Promise<void>((r) => setTimeout(r, 3000).unref())]),
+      unbind,
+    };
   }
 
   /** Exactly `len` bytes of `pid` at dump-time `imageAddr` (whole pages). */
@@ -56,10 +149,13 @@ export class PageServerPageSource {
 
   /** Tells the server we are done (PS_IOV_CLOSE) and waits for its status. */
   close(): Promise<void> {
+    // The server ends the session on CLOSE: the links go first.
+    this.unbindLinks?.();
     return this.client.close();
   }
 
   destroy(): void {
+    this.unbindLinks?.();
     this.client.destroy();
   }
 }

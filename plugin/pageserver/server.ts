@@ -12,6 +12,11 @@
 // within `reconnectTimeoutMs`. A CRIU client (one connection, CLOSE at the
 // end) sees exactly CRIU's behaviour. A GET for pages we do not hold closes
 // the session cleanly: we never send a 0-page reply.
+// Latency: in lazy mode without TLS each connection is accepted paused and
+// handed to a native responder (native/engine/responder.cc) that answers the
+// GETs it can serve from the store's runs on its own thread (one send per
+// reply, a short busy-poll for the next GET); anything else comes back here
+// with the bytes it read, and this code carries on exactly as before.
 import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import net from 'node:net';
@@ -44,8 +49,10 @@ import {
   type PsHeader,
 } from './protocol.js';
 import { PagemapFileWriter } from './pagemap-file.js';
+import { addon } from '../native/addon.js';
+import type { NativePageResponderHandle, RawHandback } from '../native/types.js';
 import { ImageDirPageStore, type PageStore } from './store.js';
-import { checkAddressPolicy, resolveAddress, systemMessage, type AnySocket, type TlsMaterial } from './transport.js';
+import { checkAddressPolicy, resolveAddress, socketFd, systemMessage, type AnySocket, type TlsMaterial } from './transport.js';
 
 /** First pages-<n>.img id a page server uses (CRIU's convention). */
 export const FIRST_SERVER_PAGES_ID = 0x10001;
@@ -67,7 +74,11 @@ export interface PageServerOptions {
   insecure?: boolean;
   /** Lazy mode: serve session after session until close(). */
   keepGoing?: boolean;
-  /** Lazy mode: connections one session may hold at once (default 4). */
+  /**
+   * Lazy mode: connections one session may hold at once (default 16: our
+   * client uses two lanes plus one native link per engine thread, and dead
+   * connections linger after a silent link cut until they are evicted).
+   */
   maxConnections?: number;
   /** Lazy mode: how long a session with no connection waits for the client to come back (default 60 s). */
   reconnectTimeoutMs?: number;
@@ -77,6 +88,13 @@ export interface PageServerOptions {
    * a dead client from an idle one: this bounds how long the source waits.
    */
   idleTimeoutMs?: number;
+  /**
+   * Lazy mode without TLS: answer GETs natively (default true; false keeps
+   * every byte in JavaScript).
+   */
+  nativeReplies?: boolean;
+  /** Native replies: busy-poll this long for the next GET after a reply (default 200). */
+  nativeSpinMicros?: number;
   log?: Logger;
 }
 
@@ -97,6 +115,8 @@ interface Conn {
   parser: CommandParser;
   queue: PsHeader[];
   closed: boolean;
+  /** Id of the native responder thread serving it, while it does. */
+  native: number | undefined;
 }
 
 interface OpenPagemap {
@@ -113,7 +133,9 @@ interface OpenPagemap {
 const WRITE_HIGH_WATER = 8 << 20;
 
 export class PageServer extends EventEmitter {
-  readonly stats: PageServerStats = { sessions: 0, connections: 0, refusedConnections: 0, gets: 0, pagesServed: 0n, pagesReceived: 0n, pagemapsWritten: 0 };
+  private readonly st: PageServerStats = { sessions: 0, connections: 0, refusedConnections: 0, gets: 0, pagesServed: 0n, pagesReceived: 0n, pagemapsWritten: 0 };
+  private responder: NativePageResponderHandle | undefined;
+  private nativeConns = new Map<number, Conn>();
   readonly done: Promise<PageServerStats>;
   private resolveDone!: (s: PageServerStats) => void;
   private rejectDone!: (e: Error) => void;
@@ -153,7 +175,8 @@ export class PageServer extends EventEmitter {
     if (!existsSync(opts.imagesDir)) throw new UserError(`images directory ${opts.imagesDir}: ENOENT`);
     const server = opts.tls
       ? tls.createServer({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' })
-      : net.createServer();
+      // Paused: nothing is read before we know who reads (Node or the native responder).
+      : net.createServer({ pauseOnConnect: true });
     const ps = new PageServer(opts, server);
     if (opts.lazy) {
       if (opts.store) ps.store = opts.store;
@@ -161,11 +184,12 @@ export class PageServer extends EventEmitter {
         ps.store = await ImageDirPageStore.open(opts.imagesDir);
         ps.ownsStore = true;
       }
+      if (!opts.tls && opts.nativeReplies !== false) ps.startResponder();
     }
     server.on(opts.tls ? 'secureConnection' : 'connection', (s: AnySocket) => ps.accept(s));
     if (opts.tls) {
       server.on('tlsClientError', (e: Error, s: tls.TLSSocket) => {
-        ps.stats.refusedConnections++;
+        ps.st.refusedConnections++;
         const peer = `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
         ps.log.warn(`refused TLS client ${peer}: ${systemMessage(e)}`);
         ps.emit('refused', peer, e);
@@ -181,6 +205,12 @@ export class PageServer extends EventEmitter {
     server.on('error', (e) => ps.fail(new UserError(`page-server: ${systemMessage(e)}`, { cause: e })));
     ps.log.info(`listening on ${ps.address}:${ps.port} (${opts.lazy ? 'lazy' : 'push'}${opts.tls ? ', TLS' : ''})`);
     return ps;
+  }
+
+  /** Counters so far (GETs and pages answered natively included). */
+  get stats(): PageServerStats {
+    const n = this.responder?.stats();
+    return n ? { ...this.st, gets: this.st.gets + n.gets, pagesServed: this.st.pagesServed + BigInt(n.pages) } : { ...this.st };
   }
 
   get port(): number {
@@ -204,6 +234,51 @@ export class PageServer extends EventEmitter {
     await this.done.catch(() => undefined);
   }
 
+  private startResponder(): void {
+    const runs = this.store?.runs?.();
+    if (runs === undefined) return;
+    const spin = this.opts.nativeSpinMicros ?? 200;
+    if (!Number.isInteger(spin) || spin < 0 || spin > 100_000) throw new RangeError('nativeSpinMicros must be 0..100000');
+    const r = new addon.NativePageResponder(BigInt(spin), (h) => this.onHandback(h));
+    const byPid = new Map<number, bigint[]>();
+    for (const x of runs) {
+      let v = byPid.get(x.pid);
+      if (!v) byPid.set(x.pid, (v = []));
+      v.push(x.start, x.end, BigInt(x.fd), x.fileOff);
+    }
+    try {
+      for (const [pid, v] of byPid) r.setRuns(pid, BigUint64Array.from(v));
+    } catch (e) {
+      r.close();
+      throw e;
+    }
+    this.responder = r;
+  }
+
+  /** The native responder gave a connection back: go on in JS from the bytes it read. */
+  private onHandback(h: RawHandback): void {
+    const conn = this.nativeConns.get(h.conn);
+    this.nativeConns.delete(h.conn);
+    this.responder?.stop(h.conn);
+    if (!conn || conn.native !== h.conn) return;
+    conn.native = undefined;
+    if (h.reason === 'error') this.log.debug(`connection #${conn.id} from ${conn.peer}: native replies stopped: ${h.code ?? h.errno}`);
+    if (h.bytes.length > 0) this.onData(conn, h.bytes);
+    // Also after the session ended here: Node must read the peer's EOF to
+    // finish closing the socket (`done` waits for every socket).
+    if (!conn.sock.destroyed) conn.sock.resume();
+  }
+
+  /** Stops the native thread of a connection (if any) before Node closes the socket. */
+  private dropConn(c: Conn): void {
+    if (c.native !== undefined) {
+      this.nativeConns.delete(c.native);
+      this.responder?.stop(c.native);
+      c.native = undefined;
+    }
+    c.sock.destroy();
+  }
+
   private accept(sock: AnySocket): void {
     this.live.add(sock);
     sock.once('close', () => {
@@ -211,7 +286,7 @@ export class PageServer extends EventEmitter {
       this.settle();
     });
     const peer = `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`;
-    const limit = this.opts.lazy ? (this.opts.maxConnections ?? 4) : 1;
+    const limit = this.opts.lazy ? (this.opts.maxConnections ?? 16) : 1;
     if (this.opts.lazy && !this.finished && this.conns.size >= limit) {
       // A client that reconnects after a silent link cut leaves dead
       // connections behind that we cannot tell from live ones: the newest
@@ -220,10 +295,10 @@ export class PageServer extends EventEmitter {
       this.log.warn(`connection #${oldest.id} from ${oldest.peer} dropped: a session holds at most ${limit} connections`);
       oldest.closed = true;
       this.conns.delete(oldest);
-      oldest.sock.destroy();
+      this.dropConn(oldest);
     }
-    if (this.finished || (!this.opts.lazy && this.stats.connections > 0)) {
-      this.stats.refusedConnections++;
+    if (this.finished || (!this.opts.lazy && this.st.connections > 0)) {
+      this.st.refusedConnections++;
       this.log.warn(`refusing connection from ${peer}: ${this.finished ? 'server is finishing' : 'session already has its connections'}`);
       sock.destroy();
       this.emit('refused', peer);
@@ -233,9 +308,9 @@ export class PageServer extends EventEmitter {
     // A client behind a cut link never sends FIN: keepalive probes are how
     // an idle dead connection is noticed (then the reconnect timeout runs).
     sock.setKeepAlive(true, 1000);
-    const conn: Conn = { id: this.nextConnId++, sock, peer, parser: new CommandParser(), queue: [], closed: false };
+    const conn: Conn = { id: this.nextConnId++, sock, peer, parser: new CommandParser(), queue: [], closed: false, native: undefined };
     this.conns.add(conn);
-    this.stats.connections++;
+    this.st.connections++;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.log.info(`connection #${conn.id} from ${peer}`);
@@ -248,13 +323,33 @@ export class PageServer extends EventEmitter {
     });
     sock.on('close', () => this.onClosed(conn));
     sock.on('drain', () => this.pump(conn));
+    const fd = this.responder && !this.finished ? socketFd(sock) : undefined;
+    if (fd !== undefined) {
+      try {
+        conn.native = this.responder!.serve(fd);
+        this.nativeConns.set(conn.native, conn);
+        return;
+      } catch (e) {
+        this.log.warn(`connection #${conn.id}: native replies unavailable (${systemMessage(e)}); serving from JS`);
+      }
+    }
+    sock.resume();
   }
 
   private armIdle(): void {
     const ms = this.opts.idleTimeoutMs;
     if (!this.opts.lazy || ms === undefined || this.finished) return;
     clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => this.fail(new UserError(`page-server: nothing received from the client for ${ms} ms (--idle-timeout); ending the session`)), ms);
+    const fire = (): void => {
+      // GETs answered natively count as activity too.
+      const idle = this.responder?.stats().idleMs ?? -1;
+      if (idle >= 0 && idle < ms) {
+        this.idleTimer = setTimeout(fire, Math.max(1, Math.ceil(ms - idle)));
+        return;
+      }
+      this.fail(new UserError(`page-server: nothing received from the client for ${ms} ms (--idle-timeout); ending the session`));
+    };
+    this.idleTimer = setTimeout(fire, ms);
   }
 
   private onData(conn: Conn, chunk: Buffer): void {
@@ -294,7 +389,7 @@ export class PageServer extends EventEmitter {
           case PS_IOV_CLOSE:
           case PS_IOV_FORCE_CLOSE:
             conn.sock.end(int32Reply(0));
-            this.log.info(`session closed by ${conn.peer} (${this.stats.gets} GETs, ${this.stats.pagesServed} pages)`);
+            this.log.info(`session closed by ${conn.peer} (${this.st.gets} GETs, ${this.st.pagesServed} pages)`);
             this.endSession(conn);
             return;
           default:
@@ -308,7 +403,7 @@ export class PageServer extends EventEmitter {
   }
 
   private serveGet(conn: Conn, h: PsHeader): boolean {
-    this.stats.gets++;
+    this.st.gets++;
     const pid = h.dstId <= 0x7fffffffn ? Number(h.dstId) : -1;
     const found = pid > 0 ? this.store!.lookup(pid, h.vaddr, h.nrPages) : undefined;
     if (found === undefined) {
@@ -321,7 +416,7 @@ export class PageServer extends EventEmitter {
     writeHeader(buf, 0, { cmd: PS_IOV_ADD_F, flags: PE_PRESENT, nrPages: found.pages, vaddr: h.vaddr, dstId: h.dstId });
     found.fill(buf, HEADER_SIZE);
     conn.sock.write(buf);
-    this.stats.pagesServed += found.pages;
+    this.st.pagesServed += found.pages;
     return true;
   }
 
@@ -354,7 +449,7 @@ export class PageServer extends EventEmitter {
         pm.lastEnd = h.vaddr + (h.nrPages << PAGE_SHIFT);
         if ((flags & PE_PRESENT) !== 0) {
           pm.pending = h.nrPages << PAGE_SHIFT;
-          this.stats.pagesReceived += h.nrPages;
+          this.st.pagesReceived += h.nrPages;
         }
         return;
       }
@@ -363,7 +458,7 @@ export class PageServer extends EventEmitter {
         this.closePagemap();
         this.pushClosed = true;
         conn.sock.write(int32Reply(0));
-        this.log.info(`push session closed: ${this.stats.pagemapsWritten} pagemaps, ${this.stats.pagesReceived} pages`);
+        this.log.info(`push session closed: ${this.st.pagemapsWritten} pagemaps, ${this.st.pagesReceived} pages`);
         // CRIU waits for the client to close its end; so do we (onEnd).
         return;
       case PS_IOV_GET:
@@ -412,7 +507,7 @@ export class PageServer extends EventEmitter {
     }
     this.created.push(pagesPath);
     this.pagemap = { dst, writer, pagesPath, pagesFd, lastEnd: 0n, pending: 0n };
-    this.stats.pagemapsWritten++;
+    this.st.pagemapsWritten++;
   }
 
   private closePagemap(): void {
@@ -483,14 +578,14 @@ export class PageServer extends EventEmitter {
     for (const c of this.conns) {
       if (c === conn) continue;
       c.closed = true;
-      c.sock.destroy();
+      this.dropConn(c);
     }
     this.conns.clear();
     conn.closed = true;
-    if (failed) conn.sock.destroy();
+    if (failed) this.dropConn(conn);
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
-    this.stats.sessions++;
+    this.st.sessions++;
     this.emit('session', { ...this.stats });
     if (this.opts.lazy && this.opts.keepGoing) return;
     this.finish();
@@ -513,8 +608,11 @@ export class PageServer extends EventEmitter {
       this.listening = false;
       this.settle();
     });
-    for (const c of this.conns) c.sock.destroy();
+    for (const c of this.conns) this.dropConn(c);
     this.conns.clear();
+    // Every native thread is joined before the store's fds are closed.
+    this.responder?.close();
+    this.nativeConns.clear();
     for (const s of this.live) {
       // A socket ending gracefully (reply flushed) gets a moment, not forever.
       if (!s.destroyed) setTimeout(() => s.destroy(), 1000).unref();

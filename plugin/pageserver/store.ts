@@ -18,8 +18,23 @@ export interface StoredPages {
   fill(buf: Buffer, off: number): void;
 }
 
+/** A contiguous stored run: pages [start, end) of pid at `fileOff` in `fd` (owned by the store). */
+export interface StoredRun {
+  pid: number;
+  start: bigint;
+  end: bigint;
+  fd: number;
+  fileOff: bigint;
+}
+
 export interface PageStore {
   lookup(pid: number, vaddr: bigint, maxPages: bigint): StoredPages | undefined;
+  /**
+   * Every run, for a native reply path that serves the same answers as
+   * lookup() (optional: stores without it are served from JS only). The fds
+   * stay valid until close().
+   */
+  runs?(): StoredRun[];
   /** Total pages held (for progress reports). */
   readonly totalPages: bigint;
   close(): void;
@@ -63,6 +78,10 @@ class RunTable {
     return undefined;
   }
 
+  all(): readonly Run[] {
+    return this.runs;
+  }
+
   get pages(): bigint {
     return this.runs.reduce((n, r) => n + ((r.end - r.start) >> PAGE_SHIFT), 0n);
   }
@@ -90,6 +109,12 @@ abstract class RunStore implements PageStore {
         }
       },
     };
+  }
+
+  runs(): StoredRun[] {
+    const out: StoredRun[] = [];
+    for (const [pid, t] of this.tables) for (const r of t.all()) out.push({ pid, start: r.start, end: r.end, fd: r.fd, fileOff: r.fileOff });
+    return out;
   }
 
   get totalPages(): bigint {

@@ -124,3 +124,16 @@ export function connectSocket(opts: ConnectOptions): Promise<AnySocket> {
     sock.once('error', fail);
   });
 }
+
+/**
+ * The file descriptor behind a plain TCP socket, for handing the connection
+ * to native code (which duplicates it). Node does not document `_handle.fd`,
+ * so this checks what it gets and returns undefined when there is none (TLS
+ * sockets, Windows, a destroyed socket): callers then keep the JS path.
+ */
+export function socketFd(sock: AnySocket): number | undefined {
+  if (sock instanceof tls.TLSSocket) return undefined;
+  const handle = (sock as unknown as { _handle?: { fd?: unknown } | null })._handle;
+  const fd = handle?.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
+}

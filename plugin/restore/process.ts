@@ -20,7 +20,6 @@ const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const O_PATH = 0o10000000;
 const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
-const PR_SET_PDEATHSIG = 1;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -312,7 +311,6 @@ export function restoreThreadState(t: RemoteTask, core: CoreEntry, comm: string 
     t.write(t.scratch + SCR_STRUCT, b);
     t.call('sigaltstack', NR.sigaltstack, t.scratch + SCR_STRUCT, 0);
   }
-  if (tc.pdeath_sig) t.call('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR_SET_PDEATHSIG, tc.pdeath_sig);
   const name = tc.comm ?? comm;
   if (name) {
     t.putString(name.slice(0, 15), SCR_PATH);

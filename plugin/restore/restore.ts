@@ -10,6 +10,7 @@ import { isSystemError, UserError } from '../errors.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
+import { restoreKernelState, validateKernelState } from './creds.js';
 import { type ExternalLazyServer, type LazyHandoff, openLazyHandoff } from './handoff.js';
 import { loadPlan, type ProcessPlan } from './plan.js';
 import {
@@ -135,6 +136,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
   const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined });
+  validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
@@ -221,6 +223,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         const fd = makeUffd(l.task, mm.lazyVmas);
         uffds.push({ pid: p.pid, host: l.task.pid, fd });
       }
+      // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
+      restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
     // Timers last, so restoring the rest of the tree does not eat their time.

@@ -3,6 +3,7 @@
 // moves with the vDSO), a scratch page for syscall arguments, and typed
 // wrappers for the handful of calls the restorer makes.
 import { readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 
@@ -69,8 +70,9 @@ const ERRNO_NAMES: Record<number, string> = {
   14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 20: 'ENOTDIR', 21: 'EISDIR', 22: 'EINVAL', 24: 'EMFILE',
   26: 'ETXTBSY', 28: 'ENOSPC', 36: 'ENAMETOOLONG', 38: 'ENOSYS', 40: 'ELOOP', 95: 'EOPNOTSUPP',
 };
+const OS_ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 export function errnoName(e: number): string {
-  return ERRNO_NAMES[e] ?? `E${e}`;
+  return ERRNO_NAMES[e] ?? OS_ERRNO_NAMES.get(e) ?? `E${e}`;
 }
 
 export interface MapsLine {

@@ -3,7 +3,10 @@
 // hands the native engine (native/engine) a flat BigUint64Array. Faults are
 // served natively; TypeScript only gets batched events (fork, remap,
 // remove/unmap, need, prefetched, complete, exit, error) and answers 'need'
-// with supply().
+// with supply(). Remote faults can also skip JavaScript: with a connected
+// page-server socket attached (attachLink), the worker that reads the fault
+// sends the GET and copies the reply itself; 'need' is then only the
+// fallback (no link, or the link failed: 'link-error').
 import { statSync } from 'node:fs';
 import { addon } from '../native/addon.js';
 import type { NativeFaultEngineHandle, RawEngineEvent, RawProcStats } from '../native/types.js';
@@ -36,7 +39,30 @@ export type EngineEvent =
   /** The mm is gone (ESRCH/ENOSPC from the kernel, pidfd readable, or liveness probe). */
   | { type: 'exit'; proc: number }
   /** The process is no longer served (uffd kept open so it blocks rather than reading zeros): kill it. */
-  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string };
+  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string }
+  /**
+   * The native page-server link of worker `slot` failed (closed, reset,
+   * stalled or a malformed reply) and was closed; its `lost` unanswered GETs
+   * were turned into 'need' events. Attach a fresh socket to resume.
+   */
+  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
+
+export interface LinkOptions {
+  /** A link with unanswered GETs and nothing received this long fails with ETIMEDOUT (default 2000). */
+  stallMs?: number;
+  /** Busy-poll for a reply this long after sending a GET before sleeping (default 300). */
+  spinMicros?: number;
+}
+
+export interface LinkStats {
+  attached: boolean;
+  outstanding: number;
+  gets: number;
+  pages: number;
+  shortReplies: number;
+  failures: number;
+  attaches: number;
+}
 
 export interface FaultEngineOptions {
   /** Worker threads; each process is served by one of them (default 1). */
@@ -78,6 +104,9 @@ export interface ProcStats {
   eagain: number;
   eexist: number;
   enoent: number;
+  /** GETs sent and pages copied on native page-server links. */
+  remoteGets: number;
+  remotePages: number;
   /** index i counts fault service times in [2^i, 2^(i+1)) ns, measured from reading the message to the copy. */
   latencyLog2Ns: number[];
   /** Upper bounds of the histogram buckets holding the median / 99th percentile (ns); 0 when no faults. */
@@ -182,7 +211,7 @@ export class FaultEngine {
   private readonly sourceSizes = new Map<number, bigint>();
   private closing: Promise<void> | undefined;
 
-  private constructor(native: NativeFaultEngineHandle) {
+  private constructor(native: NativeFaultEngineHandle, readonly threads: number) {
     this.native = native;
   }
 
@@ -203,7 +232,7 @@ export class FaultEngine {
       if (engine?.native === undefined) return;
       onEvents(events as EngineEvent[]);
     }, opts.cpus);
-    engine = new FaultEngine(native);
+    engine = new FaultEngine(native, threads);
     return engine;
   }
 
@@ -236,11 +265,42 @@ export class FaultEngine {
    * the exit) once this returns; on a throw the caller still owns them.
    * Returns the process handle.
    */
-  adopt(uffd: number, ranges: readonly LazyRange[], opts: { pidfd?: number } = {}): number {
+  adopt(uffd: number, ranges: readonly LazyRange[], opts: { pidfd?: number; remotePid?: number } = {}): number {
     checkFd(uffd, 'uffd');
     if (opts.pidfd !== undefined) checkFd(opts.pidfd, 'pidfd');
+    if (opts.remotePid !== undefined && !(Number.isInteger(opts.remotePid) && opts.remotePid > 0 && opts.remotePid <= 0x7fffffff)) {
+      throw new RangeError(`remotePid must be a positive pid (got ${String(opts.remotePid)})`);
+    }
     const packed = packRanges(ranges, this.sourceSizes);
-    return this.n.adopt(uffd, packed, opts.pidfd ?? -1);
+    return this.n.adopt(uffd, packed, opts.pidfd ?? -1, opts.remotePid ?? 0);
+  }
+
+  /**
+   * Gives worker `slot` (0..threads-1) a connected page-server socket for
+   * the remote faults of its processes adopted with `remotePid` (GETs carry
+   * that pid). The engine keeps its own duplicate of `fd`: the caller closes
+   * its copy (and must not read from it). Replaces a previous link.
+   */
+  attachLink(slot: number, fd: number, opts: LinkOptions = {}): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.threads) throw new RangeError(`slot must be 0..${this.threads - 1}`);
+    checkFd(fd, 'fd');
+    const stall = opts.stallMs ?? 2000;
+    const spin = opts.spinMicros ?? 300;
+    if (!Number.isInteger(stall) || stall < 1 || stall > 3_600_000) throw new RangeError('stallMs must be 1..3600000');
+    if (!Number.isInteger(spin) || spin < 0 || spin > 100_000) throw new RangeError('spinMicros must be 0..100000');
+    this.n.attachLink(slot, fd, BigInt(stall), BigInt(spin));
+  }
+
+  /** Closes the link of `slot` (its unanswered GETs become 'need' events); no-op when none or closed. */
+  detachLink(slot: number): void {
+    if (this.native === undefined) return;
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.threads) throw new RangeError(`slot must be 0..${this.threads - 1}`);
+    this.native.detachLink(slot);
+  }
+
+  /** Per-slot link state and counters. */
+  links(): LinkStats[] {
+    return this.n.links();
   }
 
   /**
@@ -322,6 +382,16 @@ export class FaultEngine {
     this.n.kill(proc);
   }
 
+  /**
+   * A duplicate of the process's uffd, owned by the caller (close it): e.g.
+   * for the daemon-death watchdog to take its own copy of a forked child's
+   * uffd. Throws ESRCH once the engine closed its copy (process gone).
+   */
+  dupUffd(proc: number): number {
+    checkProc(proc);
+    return this.n.dupUffd(proc);
+  }
+
   stats(): EngineStats {
     const raw = this.n.stats();
     return { procs: raw.procs.map(procStats), threadCpuNs: raw.threadCpuNs };
@@ -360,6 +430,8 @@ function procStats(r: RawProcStats): ProcStats {
     eagain: n(r.eagain),
     eexist: n(r.eexist),
     enoent: n(r.enoent),
+    remoteGets: n(r.remoteGets),
+    remotePages: n(r.remotePages),
     latencyLog2Ns: r.latencyLog2Ns,
     p50Ns: histPercentile(r.latencyLog2Ns, 50),
     p99Ns: histPercentile(r.latencyLog2Ns, 99),

@@ -105,6 +105,14 @@ export async function startWorkload(name: string, args: string[] = [], opts: Wor
     throw e;
   }
   const report = parseReport(readFileSync(readyPath, 'utf8'));
+  try {
+    await waitInSigsuspend(pid, 5000);
+  } catch (e) {
+    if (alive) child.kill('SIGKILL');
+    await exited;
+    ctrl.dispose();
+    throw e;
+  }
   return {
     child, pid, ctrlDir: ctrl.path, report, exited,
     go: (p = pid) => process.kill(p, 'SIGUSR1'),
@@ -131,5 +139,29 @@ function sessionOf(p: number): number {
     return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[3]);
   } catch {
     return 0;
+  }
+}
+
+const SYS_rt_sigsuspend = 130;
+
+/**
+ * Resolves once the main thread of `pid` is blocked in rt_sigsuspend, the
+ * last step of wl_ready_and_wait: the ready file is written just before it,
+ * and a dump taken in between would see the stack still changing. The kernel
+ * signals no event for "entered a syscall", so /proc/PID/syscall is polled,
+ * bounded by timeoutMs.
+ */
+export async function waitInSigsuspend(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let nr = -1;
+    try {
+      nr = Number.parseInt(readFileSync(`/proc/${pid}/syscall`, 'utf8'), 10);
+    } catch {
+      throw new Error(`pid ${pid} exited before it waited for SIGUSR1`);
+    }
+    if (nr === SYS_rt_sigsuspend) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for pid ${pid} to block in rt_sigsuspend`);
+    await new Promise((r) => setTimeout(r, 2));
   }
 }

@@ -6,68 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { restore } from '../../plugin/restore/index.js';
 import { cliPath } from '../helpers/cli.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { dumpDemo } from '../helpers/integrity.js';
-
-/** Polls `cond` (a /proc observation: no event exists for it) until true, bounded. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-function statOf(pid: number): { state: string; ppid: number; comm: string } | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0]!, ppid: Number(rest[1]), comm: s.slice(s.indexOf('(') + 1, s.lastIndexOf(')')) };
-  } catch {
-    return undefined;
-  }
-}
-
-function watchdogOf(daemon: number): number | undefined {
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const st = statOf(Number(e));
-    if (st && st.ppid === daemon && st.comm === 'lr-watchdog') return Number(e);
-  }
-  return undefined;
-}
-
-function holdsUffd(pid: number): boolean {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).some((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[userfaultfd]';
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return false;
-  }
-}
-
-function blockedInFault(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('userfault') || readFileSync(`/proc/${pid}/stack`, 'utf8').includes('handle_userfault');
-  } catch {
-    return false;
-  }
-}
-
-function alive(pid: number): boolean {
-  const st = statOf(pid);
-  return st !== undefined && st.state !== 'Z' && st.state !== 'X';
-}
+import { alive, blockedInFault, uffdCount, until, watchdogOf } from '../helpers/proc.js';
 
 test('kill -9 of the lazy-pages daemon mid-restore: the blocked process is killed by the watchdog, never runs on zeros', { skip: !isRoot && 'needs root' }, async () => {
   const d = tempDir('lr-integ-wd-');
@@ -93,7 +39,7 @@ test('kill -9 of the lazy-pages daemon mid-restore: the blocked process is kille
     assert.equal(tree.pid, pid);
     const exit = tree.wait();
     let wd: number | undefined;
-    await until(() => (wd = watchdogOf(daemon!.pid!)) !== undefined && holdsUffd(wd), 10_000, 'the watchdog to hold the uffd');
+    await until(() => (wd = watchdogOf(daemon!.pid!)) !== undefined && uffdCount(wd) > 0, 10_000, 'the watchdog to hold the uffd');
 
     // Freeze the daemon, let the program start its check: it blocks on its first lazy data page.
     process.kill(daemon.pid!, 'SIGSTOP');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { projectRoot } from '../helpers/cli.js';
-import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 
 const daemonScript = join(projectRoot, 'dist', 'test', 'helpers', 'watchdog-daemon.js');
 
@@ -93,4 +93,40 @@ test('adopting an fd the daemon does not have is refused with the errno name', {
   } finally {
     await w.close();
   }
+});
+
+/** Blocks the event loop (on purpose) until `pid` is a zombie, bounded. */
+function blockUntilZombie(pid: number, statOf: (pid: number) => { state: string } | undefined): void {
+  const deadline = Date.now() + 10_000;
+  while (statOf(pid)?.state !== 'Z') {
+    if (Date.now() > deadline) throw new Error(`pid ${pid} did not exit`);
+  }
+}
+
+test('close(): the watchdog answering BYE and exiting at once is a clean close, even when its exit is reaped before its answer is read', { skip: !isRoot && 'needs root (pidfd_open)' }, async () => {
+  const { Watchdog } = await import('../../plugin/integrity/watchdog.js');
+  const { statOf } = await import('../helpers/proc.js');
+  const before = openFds();
+  for (let i = 0; i < 5; i++) {
+    const w = await Watchdog.start();
+    const wpid = w.pid!;
+    // Another child's SIGCHLD makes node reap every exited child at the end
+    // of a loop iteration, after the fd callbacks of that iteration: the
+    // order seen in the benchmark ("watchdog exited (code 0)" at close).
+    // The other child's output and exit are made pending together; its
+    // output callback sends BYE and waits for the watchdog to exit, so the
+    // reaping that follows sees the watchdog gone before its "OK" is read.
+    const other = spawn('sh', ['-c', 'echo x'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let closing: Promise<void> | undefined;
+    const sent = new Promise<void>((resolve) => other.stdout!.once('data', () => {
+      closing = w.close();
+      blockUntilZombie(wpid, statOf);
+      resolve();
+    }));
+    blockUntilZombie(other.pid!, statOf);
+    await withTimeout(sent, 10_000, 'the other child\'s output');
+    await withTimeout(closing!, 10_000, 'watchdog close');
+    await exitOf(other);
+  }
+  assert.deepEqual(leakedFds(before), []);
 });
