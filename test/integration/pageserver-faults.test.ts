@@ -22,7 +22,8 @@ import { LazyPagesServer } from '../../plugin/lazy/server.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { SyntheticStore, pageData } from '../helpers/pageserver.js';
-import { pattern, startHandover } from '../helpers/lazy.js';
+import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
+import { join } from 'node:path';
 import { writeLazyImages } from '../helpers/lazy-images.js';
 
 const BASE = 0x7f5500000000n;
@@ -209,40 +210,51 @@ test('lazy-pages daemon with a broken page server: the process that needs it is 
   // Every GET gets a reply for the wrong address (on native links and on the client alike).
   const fake = await FakeServer.start((sock, g) => sock.write(goodReply(g.pid, g.vaddr + 0x1000n, g.pages)));
   let server: LazyPagesServer | undefined;
+  let remote: PageServerPageSource | undefined;
+  const harnesses: Harness[] = [];
   try {
-    const addr = 0x7e7100000000n;
-    const seed = 0x1234fedc5678ba98n;
-    const npages = 32;
-    const h = await startHandover([`${d.path}/lazy-pages.socket`, '--procs', '2', '--map', `0x${addr.toString(16)}:${npages}:0x${seed.toString(16)}`, '--verify'], 2);
-    const [remotePid, localPid] = h.pids as [number, number];
-    const vmas = [{ start: addr, end: addr + BigInt(npages * 4096) }];
+    const patPath = join(d.path, 'pattern');
+    const pat = writePattern(patPath, 16);
+    // `local` reads 4 pages, waits (still being served) while the page
+    // server breaks, then reads the rest; `needsServer` reads from the page server.
+    const local = await startHarness({ dir: d.path, pattern: patPath, regions: [16], actions: ['read', '0', '0', '4', 'wait', 'read', '0', '4', '12'] });
+    harnesses.push(local);
+    const needsServer = await startHarness({ dir: d.path, pattern: patPath, regions: [16], actions: ['read', '0', '0', '4'] });
+    harnesses.push(needsServer);
+    const lr = local.regions[0]!;
+    const rr = needsServer.regions[0]!;
     await writeLazyImages(d.path, [
+      { pid: local.pid, vmas: [{ start: lr.addr, end: lr.addr + lr.len }], entries: [{ vaddr: lr.addr, pages: 16, flags: PE_LAZY | PE_PRESENT, data: pat.subarray(0, 16 * PAGE_SIZE) }] },
       // PE_LAZY without data: only the page server has these pages.
-      { pid: remotePid, vmas, entries: [{ vaddr: addr, pages: npages, flags: PE_LAZY }] },
-      { pid: localPid, vmas, entries: [{ vaddr: addr, pages: npages, flags: PE_LAZY | PE_PRESENT, data: pattern(addr, npages * 4096, seed) }] },
+      { pid: needsServer.pid, vmas: [{ start: rr.addr, end: rr.addr + rr.len }], entries: [{ vaddr: rr.addr, pages: 16, flags: PE_LAZY }] },
     ]);
-    const remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: fake.port, timeoutMs: 3000, stallTimeoutMs: 500 });
-    server = await LazyPagesServer.open({ imagesDir: d.path, socketPath: true, remote, prefetch: false });
+    remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: fake.port, timeoutMs: 3000, stallTimeoutMs: 500 });
+    server = await LazyPagesServer.open({ imagesDir: d.path, remote, prefetch: false });
     const errors: LazyErrorEvent[] = [];
     server.on('error', (e) => errors.push(e));
-    h.go();
-    const st = await h.exit(20_000);
-    // lazy-handover: exit 11 = a child died by a signal; the other verified every byte.
-    assert.equal(st.code, 11, `${JSON.stringify(st)} ${h.stdout.join(' | ')} ${h.stderr}`);
-    assert.ok(h.stdout.includes(`child ${remotePid} killed by signal 9`), h.stdout.join(' | '));
-    assert.ok(h.stdout.includes(`verified ${localPid} ${npages} pages`), h.stdout.join(' | '));
-    assert.doesNotMatch(h.stderr, /mismatch/);
+    await server.adopt(local.pid, local.uffd);
+    await server.adopt(needsServer.pid, needsServer.uffd);
+    local.go();
+    await local.waitLine((l) => l === 'wait');
+    needsServer.go();
+    const killed = await needsServer.finish();
+    assert.equal(killed.signal, 'SIGKILL', `${JSON.stringify(killed)}`);
+    assert.doesNotMatch(killed.stdout, /^ok read/m, 'it never got a page');
     const e = errors.find((x) => x.killed);
     assert.ok(e, errors.map((x) => x.message).join('\n'));
-    assert.match(e.message, new RegExp(`^pid ${remotePid}: a page could not be served: remote page source: page server 127\\.0\\.0\\.1:${fake.port}: reply for pid ${remotePid} 0x[0-9a-f]+ does not match the oldest request .*; killed pid ${remotePid} with SIGKILL$`));
+    assert.match(e.message, new RegExp(`^pid ${needsServer.pid}: a page could not be served: remote page source: page server 127\\.0\\.0\\.1:${fake.port}: reply for pid ${needsServer.pid} 0x[0-9a-f]+ does not match the oldest request .*; killed pid ${needsServer.pid} with SIGKILL$`));
+    // The process served from local images was still being served, and goes on.
+    local.go();
+    const ok = await local.finish();
+    assert.deepEqual([ok.code, ok.signal], [0, null], ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /^done$/m);
     assert.equal(errors.filter((x) => x.killed).length, 1, 'only the process that needs the page server');
-    const procs = server.processes();
-    assert.equal(procs.find((p) => p.imagePid === localPid)?.state !== 'killed', true);
-    await server.close();
-    server = undefined;
-    remote.destroy();
+    assert.notEqual(server.processes().find((p) => p.imagePid === local.pid)?.state, 'killed');
   } finally {
+    for (const h of harnesses) h.kill();
+    await Promise.all(harnesses.map((h) => h.finish().catch(() => undefined)));
     await server?.close();
+    remote?.destroy();
     await fake.close();
     d.dispose();
   }
