@@ -1,10 +1,15 @@
 // The receiving end of CRIU's lazy-pages socket (IMAGE-FORMAT.md §5.2-5.3).
 // Node's net module cannot receive SCM_RIGHTS and has no SO_PEERCRED, so a
 // small native listener owns the socket: one thread polls the listening
-// socket (and then the accepted connection) together with an eventfd used to
-// stop it, checks the peer's uid, parses the restorer's messages and posts
+// socket, every accepted connection and an eventfd used to stop it, checks
+// each peer's uid, parses the restorer's messages per connection and posts
 // each one to JavaScript through a ThreadSafeFunction. Policy (what to do with
 // a task, when the daemon is done) stays in TypeScript (plugin/lazy/socket.ts).
+//
+// Unlike CRIU's daemon, which accepts exactly one connection, connections are
+// independent and concurrent: a peer that stalls, hangs up mid-message or
+// sends garbage ends in an error for that connection only (closed, reported
+// with its peer pid and an errno name), and the real restorer still gets in.
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -17,8 +22,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <napi.h>
 
@@ -28,17 +35,33 @@ namespace lr {
 namespace {
 
 constexpr uint32_t kRestoreFinished = 0x52535446;  // "RSTF"
+// Bounds what a crowd of stray peers can hold open.
+constexpr size_t kMaxConns = 64;
+// Room for more fds than a message may carry, so extra ones are seen (and closed).
+constexpr size_t kMaxFds = 8;
 
 // One message from the listener thread to JS. `fd` is owned by the message
 // until JS has received it; undelivered messages close it.
 struct SockEvent {
-  std::string type;  // connected | refused | task | zombie | finished | eof | error
+  std::string type;  // connected | refused | task | zombie | finished | eof | protocol | error
+  uint32_t conn = 0;  // connection number (from 1), 0 = the listener itself
+  int32_t peer = 0;   // the peer's pid (SO_PEERCRED, as seen here; 0 = unknown)
   int32_t pid = 0;
   int64_t uid = -1;
   int fd = -1;
   int err = 0;
   std::string syscall;
   std::string detail;
+};
+
+// One accepted connection and where its parser stands.
+struct Conn {
+  int fd = -1;
+  uint32_t id = 0;
+  int32_t peer = 0;
+  uint8_t word[4] = {0, 0, 0, 0};
+  size_t have = 0;    // bytes of the current 4-byte word received
+  int32_t pid = 0;    // > 0: announced, its 1 byte + SCM_RIGHTS fd is next
 };
 
 class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
@@ -115,8 +138,9 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
   void CloseFds() {
     if (listen_fd_ >= 0) close(listen_fd_);
     listen_fd_ = -1;
-    if (conn_fd_ >= 0) close(conn_fd_);
-    conn_fd_ = -1;
+    // Stalled peers see EOF now.
+    for (auto& [fd, c] : conns_) close(fd);
+    conns_.clear();
     if (stop_fd_ >= 0) close(stop_fd_);
     stop_fd_ = -1;
     Unlink();
@@ -136,14 +160,22 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       }
       Napi::Object o = Napi::Object::New(env);
       o.Set("type", e->type);
-      if (e->type == "task" || e->type == "zombie" || e->type == "connected" || e->type == "refused")
+      if (e->conn != 0) {
+        o.Set("conn", e->conn);
+        o.Set("peer", e->peer);
+      }
+      if (e->type == "task" || e->type == "zombie" || e->type == "connected" || e->type == "refused" ||
+          (e->type == "protocol" && e->pid > 0))
         o.Set("pid", e->pid);
       if (e->uid >= 0) o.Set("uid", Napi::Number::New(env, static_cast<double>(e->uid)));
       if (e->fd >= 0) o.Set("fd", e->fd);
       if (e->type == "error") {
         o.Set("error", ErrnoError(env, e->err, e->syscall.c_str(), e->detail).Value());
       }
-      if (e->type == "protocol") o.Set("detail", e->detail);
+      if (e->type == "protocol") {
+        o.Set("detail", e->detail);
+        o.Set("code", ErrnoName(e->err));
+      }
       delete e;
       cb.Call({o});
     });
@@ -162,157 +194,197 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     Post(ev);
   }
 
-  // Waits until `fd` is readable. false = stop requested (or poll failed, posted).
-  bool WaitReadable(int fd) {
-    for (;;) {
-      if (stop_.load()) return false;
-      pollfd p[2] = {{fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-      int n = poll(p, 2, -1);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        PostError(errno, "poll");
-        return false;
-      }
-      if (p[1].revents) return false;
-      if (p[0].revents) return true;
-    }
+  void PostConn(const Conn& c, SockEvent* ev) {
+    ev->conn = c.id;
+    ev->peer = c.peer;
+    Post(ev);
   }
 
-  // Receives exactly `len` bytes; with `want_fd`, the one fd riding on them.
-  // Returns 1 = ok, 0 = EOF before anything, -1 = error/stop (posted if error).
-  int RecvExact(void* buf, size_t len, int* fd_out) {
-    size_t got = 0;
-    while (got < len) {
-      if (!WaitReadable(conn_fd_)) return -1;
-      iovec iov{static_cast<char*>(buf) + got, len - got};
-      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+  // A connection ends in an error: reported with its peer, then closed.
+  void ConnError(Conn& c, int err, const std::string& what) {
+    auto* ev = new SockEvent();
+    ev->type = "protocol";
+    ev->err = err;
+    ev->pid = c.pid;
+    ev->detail = what;
+    PostConn(c, ev);
+  }
+
+  static void CloseAll(const std::vector<int>& fds) {
+    for (int f : fds) close(f);
+  }
+
+  // Reads what is there for `c`; false = the connection is finished (closed by the caller).
+  bool ReadConn(Conn& c) {
+    for (;;) {
+      const bool wantFd = c.pid > 0;
+      uint8_t byte = 0;
+      iovec iov = wantFd ? iovec{&byte, 1} : iovec{c.word + c.have, sizeof(c.word) - c.have};
+      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
       msghdr msg{};
       msg.msg_iov = &iov;
       msg.msg_iovlen = 1;
       msg.msg_control = cbuf;
       msg.msg_controllen = sizeof(cbuf);
-      ssize_t n = recvmsg(conn_fd_, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+      ssize_t n = recvmsg(c.fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
       if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) continue;
-        PostError(errno, "recvmsg");
-        return -1;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) return true;
+        int e = errno;
+        ConnError(c, e, std::string("recvmsg: ") + strerror(e));
+        return false;
       }
-      // Collect every fd that arrived so none leaks, keep at most one.
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        int fds[4];
-        memcpy(fds, CMSG_DATA(c), nfds * sizeof(int));
+      // Every fd that arrived is ours to pass on or close: none may leak.
+      std::vector<int> fds;
+      for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h != nullptr; h = CMSG_NXTHDR(&msg, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
+        size_t nfds = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < nfds; i++) {
-          if (fd_out != nullptr && *fd_out < 0) *fd_out = fds[i];
-          else close(fds[i]);
+          int f;
+          memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+          fds.push_back(f);
         }
       }
-      if (n == 0) {
-        if (got == 0) return 0;
-        PostProtocol("connection closed in the middle of a message");
-        return -1;
+      if (msg.msg_flags & MSG_CTRUNC) {
+        CloseAll(fds);
+        ConnError(c, EPROTO, "more file descriptors than a message carries (control data truncated)");
+        return false;
       }
-      got += static_cast<size_t>(n);
+      if (n == 0) {
+        CloseAll(fds);
+        if (wantFd) {
+          ConnError(c, ECONNRESET, "connection closed between pid " + std::to_string(c.pid) + " and its userfaultfd");
+        } else if (c.have > 0) {
+          ConnError(c, ECONNRESET, "connection closed after " + std::to_string(c.have) + " of the 4 bytes of a message");
+        } else {
+          auto* ev = new SockEvent();
+          ev->type = "eof";
+          PostConn(c, ev);
+        }
+        return false;
+      }
+      if (wantFd) {
+        int32_t pid = c.pid;
+        if (fds.size() != 1) {
+          CloseAll(fds);
+          ConnError(c, EPROTO, fds.empty() ? "pid " + std::to_string(pid) + " was announced without a userfaultfd (no SCM_RIGHTS)"
+                                           : "pid " + std::to_string(pid) + " was announced with " + std::to_string(fds.size()) + " file descriptors instead of one userfaultfd");
+          return false;
+        }
+        if (byte != 0) {
+          CloseAll(fds);
+          ConnError(c, EPROTO, "pid " + std::to_string(pid) + ": the userfaultfd message carries byte " + std::to_string(byte) + ", not 0");
+          return false;
+        }
+        c.pid = 0;
+        auto* ev = new SockEvent();
+        ev->type = "task";
+        ev->pid = pid;
+        ev->fd = fds[0];
+        PostConn(c, ev);
+        continue;
+      }
+      if (!fds.empty()) {
+        CloseAll(fds);
+        ConnError(c, EPROTO, "file descriptors sent with a pid/command word (they travel with the 1-byte message after a pid)");
+        return false;
+      }
+      c.have += static_cast<size_t>(n);
+      if (c.have < sizeof(c.word)) continue;
+      c.have = 0;
+      int32_t word;
+      memcpy(&word, c.word, sizeof(word));
+      auto* ev = new SockEvent();
+      if (static_cast<uint32_t>(word) == kRestoreFinished) {
+        ev->type = "finished";
+        PostConn(c, ev);
+      } else if (word < 0 && word != INT32_MIN) {
+        ev->type = "zombie";
+        ev->pid = -word;
+        PostConn(c, ev);
+      } else if (word <= 0) {
+        delete ev;
+        ConnError(c, EPROTO, "invalid pid " + std::to_string(word) + " announced");
+        return false;
+      } else {
+        delete ev;
+        c.pid = word;
+      }
     }
-    return 1;
   }
 
-  void PostProtocol(const std::string& what) {
-    auto* ev = new SockEvent();
-    ev->type = "protocol";
-    ev->detail = what;
-    Post(ev);
-  }
-
-  void Run() {
-    // Accept until a peer with an allowed uid connects; refused peers are
-    // reported and dropped, the socket stays open for the real restorer.
-    while (conn_fd_ < 0) {
-      if (!WaitReadable(listen_fd_)) return;
-      int c = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) {
-        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) continue;
-        PostError(errno, "accept4");
+  void Accept() {
+    for (;;) {
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN) PostError(errno, "accept4");  // e.g. EMFILE: reported, the listener goes on
         return;
       }
+      Conn c;
+      c.fd = fd;
+      c.id = ++next_conn_;
       ucred cred{};
       socklen_t clen = sizeof(cred);
-      if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
-        int e = errno;
-        close(c);
-        PostError(e, "getsockopt(SO_PEERCRED)");
-        return;
+      if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+        ConnError(c, errno, "getsockopt(SO_PEERCRED) failed");
+        close(fd);
+        continue;
       }
+      c.peer = cred.pid;
       auto* ev = new SockEvent();
       ev->pid = cred.pid;
       ev->uid = cred.uid;
       if (cred.uid != 0 && static_cast<int64_t>(cred.uid) != allow_uid_) {
-        close(c);
+        close(fd);
         ev->type = "refused";
-        Post(ev);
+        PostConn(c, ev);
+        continue;
+      }
+      if (conns_.size() >= kMaxConns) {
+        delete ev;
+        ConnError(c, EMFILE, "too many connections at once (" + std::to_string(kMaxConns) + "): refused");
+        close(fd);
         continue;
       }
       ev->type = "connected";
-      Post(ev);
-      conn_fd_ = c;
+      PostConn(c, ev);
+      conns_.emplace(fd, c);
     }
-    // Like CRIU: exactly one restorer connection; nobody else may connect.
-    close(listen_fd_);
-    listen_fd_ = -1;
-    Unlink();
-    for (;;) {
-      int32_t word = 0;
-      int r = RecvExact(&word, sizeof(word), nullptr);
-      if (r < 0) return;
-      if (r == 0) {
-        auto* ev = new SockEvent();
-        ev->type = "eof";
-        Post(ev);
+  }
+
+  void Run() {
+    std::vector<pollfd> pfds;
+    while (!stop_.load()) {
+      pfds.clear();
+      pfds.push_back({stop_fd_, POLLIN, 0});
+      pfds.push_back({listen_fd_, POLLIN, 0});
+      for (auto& [fd, c] : conns_) pfds.push_back({fd, POLLIN, 0});
+      int n = poll(pfds.data(), pfds.size(), -1);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        PostError(errno, "poll");
         return;
       }
-      auto* ev = new SockEvent();
-      if (static_cast<uint32_t>(word) == kRestoreFinished) {
-        ev->type = "finished";
-        Post(ev);
-        continue;
+      if (pfds[0].revents || stop_.load()) return;
+      if (pfds[1].revents) Accept();
+      for (size_t i = 2; i < pfds.size(); i++) {
+        if (!pfds[i].revents) continue;
+        auto it = conns_.find(pfds[i].fd);
+        if (it == conns_.end()) continue;
+        if (!ReadConn(it->second)) {
+          close(it->first);
+          conns_.erase(it);
+        }
       }
-      if (word < 0) {
-        ev->type = "zombie";
-        ev->pid = -word;
-        Post(ev);
-        continue;
-      }
-      if (word == 0) {
-        delete ev;
-        PostProtocol("pid 0 announced");
-        return;
-      }
-      uint8_t byte = 0;
-      int fd = -1;
-      r = RecvExact(&byte, 1, &fd);
-      if (r <= 0) {
-        if (fd >= 0) close(fd);
-        delete ev;
-        if (r == 0) PostProtocol("connection closed between a pid and its userfaultfd");
-        return;
-      }
-      if (fd < 0) {
-        delete ev;
-        PostProtocol("pid " + std::to_string(word) + " was announced without a userfaultfd (no SCM_RIGHTS)");
-        return;
-      }
-      ev->type = "task";
-      ev->pid = word;
-      ev->fd = fd;
-      Post(ev);
     }
   }
 
   std::string path_;
   int64_t allow_uid_ = 0;
   int listen_fd_ = -1;
-  int conn_fd_ = -1;
+  std::map<int, Conn> conns_;  // by fd; only the listener thread touches it while running
+  uint32_t next_conn_ = 0;
   int stop_fd_ = -1;
   bool bound_ = false;
   bool running_ = false;

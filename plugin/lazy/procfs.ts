@@ -99,3 +99,43 @@ export function hostPidOfVirtual(vpid: number): number | undefined {
   if (nested.length === 0) return flat;
   return undefined;
 }
+
+/** Innermost NSpid entry (the pid the process sees itself as) and the host pid. */
+function nsPids(pid: number): number[] | undefined {
+  try {
+    const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? m[1]!.trim().split(/\s+/).map(Number) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `root` and every descendant of it (breadth first, bounded). */
+export function treeOf(root: number, max = 1 << 16): number[] {
+  const out = [root];
+  for (let i = 0; i < out.length && out.length < max; i++) out.push(...childrenOf(out[i]!));
+  return out;
+}
+
+/**
+ * Host pid of the process calling itself `vpid` inside the process tree of
+ * `root` (a lazy-pages socket peer: the restorer announces the processes it
+ * restores, which are its descendants, or itself). Undefined when none (or
+ * more than one) matches: a peer cannot name a process outside its own tree,
+ * so a bad or hostile announcement can never make the daemon serve or kill
+ * an unrelated process. A tree restored into its own pid namespace matches
+ * on its innermost pid.
+ */
+export function hostPidInTree(vpid: number, root: number): number | undefined {
+  if (!(Number.isInteger(vpid) && vpid > 0 && Number.isInteger(root) && root > 0)) return undefined;
+  const nested: number[] = [];
+  const flat: number[] = [];
+  for (const pid of treeOf(root)) {
+    const ns = nsPids(pid);
+    if (!ns || ns[ns.length - 1] !== vpid) continue;
+    (ns.length > 1 ? nested : flat).push(ns[0]!);
+  }
+  if (nested.length === 1) return nested[0];
+  if (nested.length === 0 && flat.length === 1) return flat[0];
+  return undefined;
+}

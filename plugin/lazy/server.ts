@@ -3,7 +3,7 @@
 // picture of every process (fork tree, state, statistics), decides the
 // background push (what, when, how fast) and enforces failure safety: a
 // process whose page cannot be served is SIGKILLed, never left on zeros.
-import { closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
 import { loadPageChecksums } from '../integrity/checksums.js';
@@ -13,7 +13,7 @@ import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLi
 import { TypedEmitter } from './emitter.js';
 import type { LazyImageProvider } from './images.js';
 import type { Plan } from './plan.js';
-import { childrenOf, hostPidOfVirtual, identify, isAlive, type ProcIdentity } from './procfs.js';
+import { childrenOf, hostPidInTree, identify, isAlive, type ProcIdentity } from './procfs.js';
 import type { LazySocket, LazySocketNotice } from './socket.js';
 import type {
   AdoptOptions, EngineLinks, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
@@ -130,6 +130,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly poller: NodeJS.Timeout;
   private idleWaiters: (() => void)[] = [];
   private socket: LazySocket | undefined;
+  /**
+   * Open socket connections: `restorer` once it sent a valid message (a
+   * stray peer that only errs or hangs up changes nothing), `finished` after RSTF.
+   */
+  private readonly sessions = new Map<number, { restorer: boolean; finished: boolean }>();
   private readonly chunk: bigint;
   private readonly maxInFlight: number;
   private readonly kill: (pid: number) => void;
@@ -209,7 +214,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       try {
         const { LazySocket } = await import('./socket.js');
         server.socket = new LazySocket(path, {
-          onTask: (pid, fd) => void server.adoptFromSocket(pid, fd),
+          onTask: (pid, fd, from) => void server.adoptFromSocket(pid, fd, from),
           onEvent: (ev) => server.onSocketEvent(ev),
         });
       } catch (e) {
@@ -534,45 +539,110 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     };
   }
 
-  private async adoptFromSocket(pid: number, fd: number): Promise<void> {
+  /** Who sent a socket message, for error lines. */
+  private static peerName(from: { conn: number; peer: number }): string {
+    return `peer pid ${from.peer || '?'} (connection ${from.conn})`;
+  }
+
+  private socketError(message: string, code: string, killed = false): void {
+    const error = Object.assign(new Error(message), { code });
+    this.emit('error', { proc: undefined, killed, message, error });
+  }
+
+  /**
+   * Kills `hostPid` (announced on the socket, in the peer's tree) because it
+   * cannot be served; never this daemon itself. Returns the outcome text.
+   */
+  private killAnnounced(hostPid: number | undefined): string {
+    if (hostPid === undefined) return 'nothing killed';
+    if (hostPid === process.pid) return 'nothing killed (it is this daemon)';
+    const killed = this.killPid(hostPid);
+    if (killed) this.killedAtAdopt++;
+    return killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`;
+  }
+
+  private async adoptFromSocket(pid: number, fd: number, from: { conn: number; peer: number }): Promise<void> {
+    const who = LazyPagesServer.peerName(from);
+    // The socket carries the virtual pid: find the process it names in the
+    // peer's own tree (in a migration the frozen source still holds that pid,
+    // and a peer must never make us serve or kill a process not its own).
+    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer) : undefined;
+    if (hostPid === undefined || hostPid === process.pid) {
+      closeQuietly(fd);
+      this.socketError(`lazy-pages socket: ${who}: pid ${pid} is not a process of the peer's tree (neither the peer nor one of its descendants): hand-over refused, nothing killed (ESRCH)`, 'ESRCH');
+      this.checkIdle();
+      return;
+    }
+    let target = '?';
     try {
-      // The socket carries the virtual pid: find the process it names here
-      // (in a migration the frozen source still holds that pid).
-      const hostPid = hostPidOfVirtual(pid);
-      await this.adopt(pid, fd, hostPid !== undefined ? { hostPid } : {});
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      /* reported below */
+    }
+    if (target !== 'anon_inode:[userfaultfd]') {
+      // Its real uffd (if any) is not ours: nothing will serve it.
+      closeQuietly(fd);
+      const outcome = this.killAnnounced(hostPid);
+      this.socketError(`lazy-pages socket: ${who}: pid ${pid} was handed over with ${target} instead of a userfaultfd (EINVAL); ${outcome}`, 'EINVAL', outcome.startsWith('killed'));
+      this.checkIdle();
+      return;
+    }
+    // A valid hand-over: this connection is a restorer (its EOF before RSTF is an error).
+    const session = this.sessions.get(from.conn);
+    if (session) session.restorer = true;
+    try {
+      await this.adopt(pid, fd, { hostPid });
     } catch {
       /* reported through the 'error' event; the process was killed */
     }
   }
 
   private onSocketEvent(ev: LazySocketNotice): void {
+    const from = ev.type === 'error' ? undefined : { conn: ev.conn, peer: ev.peer };
+    const session = from ? this.sessions.get(from.conn) : undefined;
     switch (ev.type) {
+      case 'connected':
+        this.sessions.set(ev.conn, { restorer: false, finished: false });
+        break;
       case 'zombie':
+        // Unverifiable (no process to look at): counted, but it does not make a restorer.
         this.zombies++;
         break;
       case 'finished':
+        if (session) {
+          session.restorer = true;
+          session.finished = true;
+        }
         this.restoreFinished = true;
         break;
       case 'eof':
-        if (!this.restoreFinished) {
-          this.emit('error', { proc: undefined, killed: false, message: 'restorer unexpectedly closed the lazy-pages connection before restore finished', error: new Error('EOF before RSTF') });
-          // Nothing more will arrive: serve what was adopted, then be idle.
+        this.sessions.delete(ev.conn);
+        if (session?.restorer && !session.finished) {
+          this.socketError(`lazy-pages socket: ${LazyPagesServer.peerName(from!)}: the restorer closed the connection before restore finished (ECONNRESET)`, 'ECONNRESET');
+          // Nothing more will arrive from it: serve what was adopted, then be idle.
           this.restoreFinished = true;
         }
         break;
-      case 'protocol':
-      case 'error': {
-        const message = ev.type === 'protocol' ? `lazy-pages socket: ${ev.detail}` : `lazy-pages socket: ${errText(ev.error)}`;
-        this.emit('error', { proc: undefined, killed: false, message, error: ev.type === 'error' ? ev.error : new Error(message) });
-        this.restoreFinished = true;
+      case 'protocol': {
+        this.sessions.delete(ev.conn);
+        // The announced process (if it is the peer's) will not be served: kill it.
+        const host = ev.pid !== undefined && ev.peer > 0 ? hostPidInTree(ev.pid, ev.peer) : undefined;
+        const outcome = ev.pid !== undefined ? `; ${this.killAnnounced(host)}` : '';
+        this.socketError(`lazy-pages socket: ${LazyPagesServer.peerName(from!)}: ${ev.detail} (${ev.code}): connection closed${outcome}`, ev.code, outcome.includes('killed pid'));
+        // A restorer cut off mid-way sends nothing more; a stray peer changes nothing.
+        if (session?.restorer && !session.finished) this.restoreFinished = true;
         break;
       }
+      case 'error':
+        this.socketError(`lazy-pages socket: ${errText(ev.error)}`, ev.error.code);
+        this.restoreFinished = true;
+        break;
       default:
         break;
     }
-    if (ev.type === 'connected' || ev.type === 'refused') this.emit('socket', { type: ev.type, pid: ev.pid, uid: ev.uid });
-    else if (ev.type === 'zombie') this.emit('socket', { type: ev.type, pid: ev.pid });
-    else if (ev.type === 'finished' || ev.type === 'eof') this.emit('socket', { type: ev.type });
+    if (ev.type === 'connected' || ev.type === 'refused') this.emit('socket', { type: ev.type, pid: ev.pid, uid: ev.uid, conn: ev.conn });
+    else if (ev.type === 'zombie') this.emit('socket', { type: ev.type, pid: ev.pid, conn: ev.conn, peer: ev.peer });
+    else if (ev.type === 'finished' || ev.type === 'eof') this.emit('socket', { type: ev.type, conn: ev.conn, peer: ev.peer });
     this.pump();
     this.checkIdle();
   }
@@ -1050,6 +1120,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private isIdle(): boolean {
     if (this.pendingAdopts > 0 || !this.restoreFinished) return false;
+    // A restorer still handing processes over.
+    for (const s of this.sessions.values()) if (s.restorer && !s.finished) return false;
     for (const p of this.procs.values()) if (p.state === 'serving') return false;
     return true;
   }

@@ -1,21 +1,18 @@
 // The lazy-pages socket (IMAGE-FORMAT.md §5.2-5.3) over the native listener
 // (native/uffd/lazysock.cc): forwards each announced task with its uffd, and
-// every other message as an event. Owns the fds it receives until handed on.
+// every other message as an event, each tagged with its connection and peer
+// (connections are independent). Owns the fds it receives until handed on.
 import { closeSync } from 'node:fs';
 import { addon } from '../native/addon.js';
 import type { LazySocketEvent, LazySocketListenerHandle } from '../native/types.js';
 import { systemUserError } from '../errors.js';
 
-export type LazySocketNotice =
-  | { type: 'connected' | 'refused'; pid: number; uid: number }
-  | { type: 'zombie'; pid: number }
-  | { type: 'finished' | 'eof' }
-  | { type: 'protocol'; detail: string }
-  | { type: 'error'; error: Error };
+/** Everything but a task, per connection (see LazySocketEvent in plugin/native/types.ts). */
+export type LazySocketNotice = Exclude<LazySocketEvent, { type: 'task' }>;
 
 export interface LazySocketHandlers {
-  /** A live process and its userfaultfd; the callee owns `fd`. */
-  onTask(pid: number, fd: number): void;
+  /** A live process and its userfaultfd, from connection `conn` of process `peer`; the callee owns `fd`. */
+  onTask(pid: number, fd: number, from: { conn: number; peer: number }): void;
   onEvent(ev: LazySocketNotice): void;
 }
 
@@ -31,7 +28,7 @@ export class LazySocket {
           if (ev.type === 'task') closeSync(ev.fd);
           return;
         }
-        if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd);
+        if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd, { conn: ev.conn, peer: ev.peer });
         else handlers.onEvent(ev);
       });
     } catch (e) {

@@ -192,6 +192,9 @@ export interface SocketEvent {
   type: 'connected' | 'refused' | 'zombie' | 'finished' | 'eof';
   pid?: number;
   uid?: number;
+  /** Connection number (connections are independent) and the peer's pid. */
+  conn?: number;
+  peer?: number;
 }
 
 export interface LazyEventMap {

@@ -318,23 +318,31 @@ export interface RestoreNative {
 // (owner: lazy work)
 // ---------------------------------------------------------------------------
 //
-/** One message from the lazy-pages socket listener thread. */
+/**
+ * One message from the lazy-pages socket listener thread. Connections are
+ * independent: `conn` numbers them (from 1) and `peer` is the connecting
+ * process's pid (SO_PEERCRED as seen here; 0 when not visible).
+ */
 export type LazySocketEvent =
-  /** A peer with an allowed uid connected; the listening socket is now closed. */
-  | { type: 'connected'; pid: number; uid: number }
+  /** A peer with an allowed uid connected. */
+  | { type: 'connected'; conn: number; peer: number; pid: number; uid: number }
   /** A peer with another uid (not root) was refused and disconnected. */
-  | { type: 'refused'; pid: number; uid: number }
+  | { type: 'refused'; conn: number; peer: number; pid: number; uid: number }
   /** Message A: a live process's virtual pid and its userfaultfd (now owned by the receiver). */
-  | { type: 'task'; pid: number; fd: number }
+  | { type: 'task'; conn: number; peer: number; pid: number; fd: number }
   /** Message B: a zombie (the pid is positive here). */
-  | { type: 'zombie'; pid: number }
+  | { type: 'zombie'; conn: number; peer: number; pid: number }
   /** Message C: restore finished ("RSTF"). */
-  | { type: 'finished' }
-  /** The restorer closed the connection. */
-  | { type: 'eof' }
-  /** A malformed message; the listener stopped reading. */
-  | { type: 'protocol'; detail: string }
-  /** A system call failed; the listener stopped. `error` has code/errno/syscall. */
+  | { type: 'finished'; conn: number; peer: number }
+  /** The peer closed the connection between messages. */
+  | { type: 'eof'; conn: number; peer: number }
+  /**
+   * The connection broke the protocol (or failed): it is closed, every fd it
+   * sent with the bad message too. `pid`: the pid it had announced, if any;
+   * `code`: an errno name (EPROTO malformed, ECONNRESET hung up mid-message, ...).
+   */
+  | { type: 'protocol'; conn: number; peer: number; pid?: number; code: string; detail: string }
+  /** The listener itself failed (poll/accept). */
   | { type: 'error'; error: Error & { code: string; errno: number; syscall: string } };
 
 export interface LazySocketListenerHandle {

@@ -60,3 +60,15 @@ export function blockedInFault(pid: number): boolean {
     return false;
   }
 }
+
+/** Every thread of `pid` is stopped (SIGSTOP took effect everywhere). */
+export function allStopped(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).every((tid) => {
+      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) === 'T';
+    });
+  } catch {
+    return false;
+  }
+}

@@ -15,7 +15,7 @@ import { cliPath } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { pattern, startHandover, type Handover } from '../helpers/lazy.js';
 import { writeLazyImages } from '../helpers/lazy-images.js';
-import { alive, blockedInFault, uffdCount, until, watchdogOf } from '../helpers/proc.js';
+import { allStopped, alive, blockedInFault, uffdCount, until, watchdogOf } from '../helpers/proc.js';
 
 const PAGE = 4096;
 
@@ -66,7 +66,9 @@ test('kill -9 of the daemon while a forked child is mid-restore: the child block
       stderr += b.toString();
       for (const w of waiters.splice(0)) w();
     });
-    const daemonExit = once(daemon, 'exit');
+    // 'close': exited and its pipes (ours too) closed, so the fd check below is exact.
+    const daemonExit = once(daemon, 'close');
+    const handoverClosed = once(h.child, 'close');
     await withTimeout(once(daemon.stdio[3] as NodeJS.ReadableStream, 'data'), 15_000, 'daemon listening');
     const dpid = daemon.pid!;
 
@@ -77,8 +79,10 @@ test('kill -9 of the daemon while a forked child is mid-restore: the child block
     await until(() => (wd = watchdogOf(dpid)) !== undefined && uffdCount(wd) === 2, 10_000,
       () => `the watchdog to hold 2 uffds (holds ${wd === undefined ? 'n/a' : uffdCount(wd)}); daemon stderr: ${stderr}`);
 
-    // Freeze the daemon, let the child start verifying: it blocks on its first lazy page.
+    // Freeze the daemon (every thread, or a spinning engine thread could still
+    // serve), let the child start verifying: it blocks on its first lazy page.
     process.kill(dpid, 'SIGSTOP');
+    await until(() => allStopped(dpid), 10_000, 'every daemon thread to stop');
     h.go();
     const cp = childPid;
     await until(() => blockedInFault(cp), 10_000, 'the forked child to block in a userfault');
@@ -96,6 +100,7 @@ test('kill -9 of the daemon while a forked child is mid-restore: the child block
     assert.match(stderr, /died with 2 process\(es\) not fully restored/);
     const w = wd;
     await until(() => w === undefined || !alive(w), 10_000, 'watchdog exit');
+    await withTimeout(handoverClosed, 10_000, 'lazy-handover pipes closed');
   } finally {
     if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
       daemon.kill('SIGKILL');

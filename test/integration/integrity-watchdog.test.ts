@@ -13,7 +13,7 @@ import { restore } from '../../plugin/restore/index.js';
 import { cliPath } from '../helpers/cli.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { dumpDemo } from '../helpers/integrity.js';
-import { alive, blockedInFault, uffdCount, until, watchdogOf } from '../helpers/proc.js';
+import { allStopped, alive, blockedInFault, uffdCount, until, watchdogOf } from '../helpers/proc.js';
 
 test('kill -9 of the lazy-pages daemon mid-restore: the blocked process is killed by the watchdog, never runs on zeros', { skip: !isRoot && 'needs root' }, async () => {
   const d = tempDir('lr-integ-wd-');
@@ -43,6 +43,8 @@ test('kill -9 of the lazy-pages daemon mid-restore: the blocked process is kille
 
     // Freeze the daemon, let the program start its check: it blocks on its first lazy data page.
     process.kill(daemon.pid!, 'SIGSTOP');
+    // Every thread: a spinning engine thread could otherwise still serve the fault.
+    await until(() => allStopped(daemon!.pid!), 10_000, 'every daemon thread to stop');
     closeSync(openSync(join(ctl, 'go'), 'w'));
     await until(() => blockedInFault(pid), 10_000, 'the restored process to block in a userfault');
 

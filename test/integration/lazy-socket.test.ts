@@ -40,12 +40,14 @@ test('hand-over: pid + SCM_RIGHTS uffd, zombie, restore finished, EOF', { skip: 
     assert.equal(c.tasks[0]!.pid, h.pids[0]);
     assert.equal(readlinkSync(`/proc/self/fd/${c.tasks[0]!.fd}`), 'anon_inode:[userfaultfd]');
     assert.deepEqual(c.events.map((e) => e.type), ['connected', 'zombie', 'finished', 'eof']);
-    assert.deepEqual(c.events[1], { type: 'zombie', pid: 4444 });
-    assert.equal(existsSync(join(dir.path, 'other.socket')), false, 'socket unlinked after the one connection');
+    assert.deepEqual(c.events[1], { type: 'zombie', pid: 4444, conn: 1, peer: h.pids[0] });
+    assert.ok(c.events.every((e) => e.type !== 'error' && e.conn === 1 && e.peer === h.pids[0]), 'every event names its connection and peer');
+    assert.equal(existsSync(join(dir.path, 'other.socket')), true, 'connections are independent: still listening');
     assert.deepEqual(await h.exit(), { code: 0, signal: null });
     closeSync(c.tasks[0]!.fd);
     c.sock.close();
     c.sock.close();
+    assert.equal(existsSync(join(dir.path, 'other.socket')), false, 'socket unlinked on close');
   } finally {
     dir.dispose();
   }
