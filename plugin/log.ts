@@ -19,6 +19,11 @@ export function configureLog(opts: { level?: number; file?: string }): void {
   }
 }
 
+/** True once -o sent the log to a file. */
+export function logFileConfigured(): boolean {
+  return config.file !== undefined;
+}
+
 export function logLevel(): number {
   return config.level;
 }

@@ -143,24 +143,29 @@ static void check_clone3_set_tid(void) {
   if (f) { if (fscanf(f, "%ld", &last) != 1) last = 0; fclose(f); }
   f = fopen("/proc/sys/kernel/pid_max", "r");
   if (f) { if (fscanf(f, "%ld", &max) != 1) max = 32768; fclose(f); }
-  pid_t want = 0;
-  for (long p = last + 5000; p < max; p += 7) {
+  // Candidates well above the last pid used, wrapping past pid_max; a pid
+  // taken between the look and clone3 (EEXIST) just moves on to the next.
+  long p = last + 5000;
+  for (int tries = 0; tries < 64; tries++, p += 7) {
+    if (p >= max) p = 300 + p % 97;
     char path[64];
     snprintf(path, sizeof path, "/proc/%ld", p);
-    if (access(path, F_OK) != 0) { want = (pid_t)p; break; }
+    if (access(path, F_OK) == 0) continue;
+    pid_t want = (pid_t)p, tid = want;
+    struct clone_args_s args;
+    memset(&args, 0, sizeof args);
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&tid;
+    args.set_tid_size = 1;
+    long r = syscall(__NR_clone3, &args, sizeof args);
+    if (r == 0) _exit(0);
+    if (r < 0 && errno == EEXIST) continue;
+    if (r < 0) { report("clone3-set_tid", "missing", "clone3(set_tid): %s", errname(errno)); return; }
+    waitpid((pid_t)r, NULL, 0);
+    report("clone3-set_tid", r == want ? "ok" : "missing", "asked for pid %d, got %ld", want, r);
+    return;
   }
-  if (want == 0) { report("clone3-set_tid", "info", "no free pid found to test with"); return; }
-  pid_t tid = want;
-  struct clone_args_s args;
-  memset(&args, 0, sizeof args);
-  args.exit_signal = SIGCHLD;
-  args.set_tid = (uint64_t)(uintptr_t)&tid;
-  args.set_tid_size = 1;
-  long r = syscall(__NR_clone3, &args, sizeof args);
-  if (r == 0) _exit(0);
-  if (r < 0) { report("clone3-set_tid", "missing", "clone3(set_tid): %s", errname(errno)); return; }
-  waitpid((pid_t)r, NULL, 0);
-  report("clone3-set_tid", r == want ? "ok" : "missing", "asked for pid %d, got %ld", want, r);
+  report("clone3-set_tid", "info", "no free pid found to test with");
 }
 
 static void check_pidfd(void) {

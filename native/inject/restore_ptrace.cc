@@ -54,15 +54,20 @@ pid_t WaitTid(int tid, int* status, int flags) {
   return r;
 }
 
-// restoreSpawnStub(pid, stubPath) -> pid
+// restoreSpawnStub(pid, stubPath, newPidns, sibling) -> pid
 // The child is a copy of this (multi-threaded) process, so between clone3 and
 // execve it only issues raw system calls: no allocation, no locks.
+// sibling (CRIU's --restore-sibling): CLONE_PARENT makes the stub a child of
+// our parent. PTRACE_TRACEME would then hand it to that parent, so the stub
+// waits on a pipe until we have seized it, and stops at its execve through
+// PTRACE_O_TRACEEXEC instead of the SIGTRAP a TRACEME tracee gets.
 Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t want = ArgI32(info, 0, "pid");
   if (!info[1].IsString()) throw Napi::TypeError::New(env, "stubPath must be a string");
   std::string path = info[1].As<Napi::String>().Utf8Value();
   bool newPidns = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+  bool sibling = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
 
   const char* argv[] = {path.c_str(), nullptr};
   const char* envp[] = {nullptr};
@@ -76,11 +81,25 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
     args.set_tid = reinterpret_cast<uint64_t>(&tid);
     args.set_tid_size = 1;
   }
+  int gate[2] = {-1, -1};
+  if (sibling) {
+    if (pipe2(gate, O_CLOEXEC) != 0) ThrowErrno(env, errno, "pipe2", "(restore-sibling gate)");
+    args.flags |= CLONE_PARENT;
+    // clone3 refuses an exit signal with CLONE_PARENT: the child takes ours.
+    args.exit_signal = 0;
+  }
   long r = syscall(SYS_clone3, &args, sizeof(args));
-  if (r < 0) ThrowErrno(env, errno, "clone3", "(set_tid " + std::to_string(want) + ")");
+  if (r < 0) {
+    int e = errno;
+    if (sibling) {
+      close(gate[0]);
+      close(gate[1]);
+    }
+    ThrowErrno(env, e, "clone3", "(set_tid " + std::to_string(want) + (sibling ? ", CLONE_PARENT" : "") + ")");
+  }
   if (r == 0) {
-    // Child. Drop every fd but stdio, default every signal, empty mask.
-    syscall(SYS_close_range, 3, ~0U, 0);
+    // Child. Default every signal and empty the mask first (our handlers
+    // must not run here), then drop every fd but stdio.
     struct kact { uint64_t handler, flags, restorer, mask; } dfl{};
     for (int s = 1; s <= 64; s++) {
       if (s == SIGKILL || s == SIGSTOP) continue;
@@ -88,12 +107,49 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
     }
     uint64_t empty = 0;
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
-    if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 126);
+    if (sibling) {
+      syscall(SYS_close, gate[1]);
+      char c;
+      long n;
+      do n = syscall(SYS_read, gate[0], &c, 1);
+      while (n < 0 && errno == EINTR);
+      if (n != 1) syscall(SYS_exit_group, 125);  // the restorer gave up before seizing us
+    }
+    syscall(SYS_close_range, 3, ~0U, 0);
+    if (!sibling && syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 126);
     syscall(SYS_execve, argv[0], argv, envp);
     syscall(SYS_exit_group, 127);
   }
   pid_t pid = static_cast<pid_t>(r);
   int st = 0;
+  long opts = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACESYSGOOD;
+  if (sibling) {
+    close(gate[0]);
+    if (ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(opts | PTRACE_O_TRACEEXEC)) != 0) {
+      // Closing the gate unseized makes the stub exit; our parent reaps it.
+      int e = errno;
+      close(gate[1]);
+      ThrowErrno(env, e, "ptrace(PTRACE_SEIZE)", TidDetail(pid) + " (restore-sibling stub)");
+    }
+    char go = 1;
+    ssize_t w;
+    do w = write(gate[1], &go, 1);
+    while (w < 0 && errno == EINTR);
+    close(gate[1]);
+    if (WaitTid(pid, &st, 0) != pid) ThrowErrno(env, errno, "waitpid", TidDetail(pid));
+    if (WIFSTOPPED(st) && (st >> 8) == (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) {
+      // The exec event stop is still inside execve, whose return would
+      // overwrite rax. A pending SIGTRAP stops it again on the way out to
+      // user space: the same clean stop a TRACEME stub gives.
+      kill(pid, SIGTRAP);
+      if (ptrace(PTRACE_CONT, pid, nullptr, nullptr) == 0 && WaitTid(pid, &st, 0) == pid && WIFSTOPPED(st) &&
+          (st >> 8) == SIGTRAP)
+        return Napi::Number::New(env, pid);
+    }
+    // Not our child: a tracer sees the exit, the parent reaps the zombie.
+    if (WIFSTOPPED(st)) kill(pid, SIGKILL);
+    ThrowErrno(env, ENOEXEC, "execve", "of the restore stub " + path + " failed (status " + std::to_string(st) + ")");
+  }
   if (WaitTid(pid, &st, 0) != pid) ThrowErrno(env, errno, "waitpid", TidDetail(pid));
   if (!WIFSTOPPED(st) || WSTOPSIG(st) != SIGTRAP) {
     if (WIFSTOPPED(st)) {
@@ -102,7 +158,6 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
     }
     ThrowErrno(env, ENOEXEC, "execve", "of the restore stub " + path + " failed (status " + std::to_string(st) + ")");
   }
-  long opts = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK | PTRACE_O_TRACESYSGOOD;
   if (ptrace(PTRACE_SETOPTIONS, pid, nullptr, reinterpret_cast<void*>(opts)) != 0) {
     int e = errno;
     kill(pid, SIGKILL);

@@ -1,17 +1,20 @@
 // CLI entry: builds the commander program, loads each command lazily, and
 // maps errors to exit codes in one place.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { ExitCode, UserError } from '../errors.js';
 import { registerCommands } from './commands.js';
 import { extractGlobalOptions, globalOptions, resolveLogFile } from './global.js';
-import { configureLog } from '../log.js';
+import { configureLog, log, logFileConfigured } from '../log.js';
 
 export async function main(argv: string[]): Promise<number> {
+  const version = await packageVersion();
   const program = new Command();
   program
     .name('lazy-restore')
     .description('Checkpoint/restore of Linux process trees with lazy restore over userfaultfd (CRIU image format)')
-    .version(await packageVersion(), '-V, --version')
+    .version(version, '-V, --version')
     .option('--verbose', 'print stack traces and debug logs')
     .exitOverride()
     .showHelpAfterError();
@@ -21,7 +24,13 @@ export async function main(argv: string[]): Promise<number> {
   program.hook('preAction', (_root, action) => {
     const imagesDir = action.opts<{ imagesDir?: string }>().imagesDir;
     const file = resolveLogFile(imagesDir);
-    if (file !== undefined) configureLog({ file });
+    if (file !== undefined) {
+      // dump creates its images dir, which is also the default work dir.
+      mkdirSync(dirname(file), { recursive: true });
+      configureLog({ file });
+    }
+    // CRIU's log starts with its version and what it was asked to do.
+    log.debug(`Version: ${version} (lazy-restore), command: ${action.name()} ${argv.join(' ')}`);
   });
   try {
     const rest = extractGlobalOptions(argv);
@@ -36,6 +45,8 @@ export async function main(argv: string[]): Promise<number> {
     const verbose = program.opts<{ verbose?: boolean }>().verbose === true || (globalOptions().verbosity ?? 0) >= 4;
     if (e instanceof UserError) {
       process.stderr.write(`lazy-restore: ${e.message}\n`);
+      // With -o the log must say why the command failed too, as CRIU's does.
+      if (logFileConfigured()) log.error(e.message);
       if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
       return e.exitCode;
     }

@@ -55,6 +55,12 @@ export interface DumpOptions {
   trackTimeoutS?: number;
   /** Warnings (e.g. falling back to a full dump); default: stderr. */
   warn?: (line: string) => void;
+  /**
+   * CRIU's --page-server: send the pagemaps and pages to this page server
+   * (plugin/pageserver/push.ts) instead of keeping them in imagesDir. Sent
+   * while the tree is still frozen; on failure the tree is released.
+   */
+  pageServer?: import('../pageserver/push.js').PushTarget;
 }
 
 export interface LazyPagesServe {
@@ -233,6 +239,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     const l = opts.lazyPages;
     checkAddressPolicy(await resolveAddress(l.address), l.address, { tls: l.tls !== undefined, insecure: l.insecure === true });
   }
+  if (opts.pageServer) {
+    if (opts.lazyPages || opts.preDump) throw new UserError('--page-server cannot be combined with --lazy-pages or pre-dump');
+    const { checkPushAddress } = await import('../pageserver/push.js');
+    await checkPushAddress(opts.pageServer);
+  }
   const dir = await ImageDir.create(opts.imagesDir);
 
   // 1. Look without touching.
@@ -277,6 +288,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges, inc);
     if (inc) await inc.commit();
+    if (opts.pageServer) {
+      const { pushToPageServer } = await import('../pageserver/push.js');
+      const pushed = await pushToPageServer({ ...opts.pageServer, imagesDir: opts.imagesDir, pids: frozenPids });
+      log(`sent ${pushed.pagemaps} pagemaps, ${pushed.pages} pages to the page server ${opts.pageServer.address}:${opts.pageServer.port}`);
+    }
   } catch (e) {
     inc?.close();
     tree.release();

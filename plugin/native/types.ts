@@ -276,10 +276,10 @@ export interface RestoreNative {
    * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
    * namespace) from the calling thread; the child drops fds >= 3, defaults
    * every signal, PTRACE_TRACEMEs and execs `stubPath`. Returns once the
-   * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set.
+   * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set. sibling: CLONE_PARENT (a child of our parent), seized instead of TRACEME.
    * Throws EEXIST when the pid is taken.
    */
-  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean): number;
+  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean): number;
   /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
   restoreGetRegs(tid: number): BigUint64Array;
   restoreSetRegs(tid: number, regs: BigUint64Array): void;

@@ -5,7 +5,7 @@
 // links are real); rebuild each process; hand userfaultfds to the lazy-pages
 // daemon; then release every thread, children before parents. Any failure
 // before the release kills and reaps everything created so far.
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
@@ -48,8 +48,14 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
-  /** --pidfile: write the root's pid here. */
+  /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
+  /**
+   * CRIU's --restore-sibling: the root is created with CLONE_PARENT, as a
+   * child of this process's parent (which reaps it) instead of our own.
+   * Needs `detached` (like CRIU); wait() is then unavailable.
+   */
+  sibling?: boolean;
   /** How long to wait for a zombie still holding a needed pid (default 5000 ms). */
   zombieWaitMs?: number;
   /**
@@ -135,6 +141,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const log = opts.log ?? (() => {});
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
+  if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
+  if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
+  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined });
   validateKernelState(plan);
   const root = plan.processes[0]!;
@@ -173,7 +182,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
           init.mapScratch(scratchAt);
           outer = injectClone(init, p.pid, false);
         } else {
-          outer = spawn(stub, p.pid, false);
+          outer = spawn(stub, p.pid, false, opts.sibling === true);
         }
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
@@ -286,13 +295,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       await handoff.finished();
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
-    if (opts.pidfile) {
-      // Written under a temporary name and renamed, so a reader polling for
-      // the file never sees it empty.
-      writeFileSync(`${opts.pidfile}.tmp`, `${rootHost}\n`);
-      renameSync(`${opts.pidfile}.tmp`, opts.pidfile);
-    }
-    const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff);
+    if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
+    const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
       tree.exit = await tree.wait();
       await tree.lazyDone();
@@ -309,9 +313,27 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   }
 }
 
-function spawn(stub: string, pid: number, newPidns: boolean): number {
+/**
+ * CRIU's pid file: the decimal pid, no newline, mode 0600, and an existing
+ * file is an error. Written under a temporary name and hard-linked into
+ * place, so a reader polling for the file never sees it empty and an
+ * existing file is never replaced.
+ */
+function writePidfile(path: string, pid: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
   try {
-    return addon.restoreSpawnStub(pid, stub, newPidns);
+    writeFileSync(tmp, String(pid), { mode: 0o600 });
+    linkSync(tmp, path);
+  } catch (e) {
+    throw new UserError(`--pidfile ${path}: ${isSystemError(e) ? e.code : String(e)}`, { cause: e });
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+function spawn(stub: string, pid: number, newPidns: boolean, sibling = false): number {
+  try {
+    return addon.restoreSpawnStub(pid, stub, newPidns, sibling);
   } catch (e) {
     if (isSystemError(e) && e.code === 'EEXIST') throw new UserError(`pid ${pid} is already in use: cannot recreate process ${pid} (clone3 set_tid: EEXIST)`, { cause: e });
     throw e;
@@ -332,7 +354,7 @@ function wrapError(e: unknown): unknown {
   return e;
 }
 
-function makeTree(pid: number, pids: number[], timings: RestoreTimings, handoff: LazyHandoff | undefined): RestoredTree {
+function makeTree(pid: number, pids: number[], timings: RestoreTimings, handoff: LazyHandoff | undefined, sibling: boolean): RestoredTree {
   let exitP: Promise<RestoreExit> | undefined;
   let waiter: { close(): void } | undefined;
   return {
@@ -340,6 +362,7 @@ function makeTree(pid: number, pids: number[], timings: RestoreTimings, handoff:
     pids,
     timings,
     wait() {
+      if (sibling) return Promise.reject(new UserError(`pid ${pid} was restored as a sibling (--restore-sibling): our parent reaps it, not us`));
       exitP ??= new Promise<RestoreExit>((resolve, reject) => {
         waiter = new addon.RestoreChildWaiter(pid, (info: RestoreExitInfo) => {
           waiter?.close();

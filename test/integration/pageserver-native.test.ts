@@ -8,7 +8,8 @@
 //    over to the JS path ('link-error' + 'need') and the bytes are right;
 //  - the page server killed while a GET is outstanding: the daemon falls
 //    back, reconnects, reopens its links, and the restore completes;
-//  - the page server stalled (SIGSTOP) past the timeout: the tree is killed.
+//  - the page server stalled (SIGSTOP) past the timeout: the tree is killed;
+//  - natively answered GETs keep a session with --idle-timeout alive.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,7 +22,7 @@ import { LazyPagesServer } from '../../plugin/lazy/server.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { PageServer } from '../../plugin/pageserver/server.js';
 import { PageServerPageSource } from '../../plugin/pageserver/remote-source.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/pageserver/protocol.js';
+import { HEADER_SIZE, PE_LAZY, PE_PRESENT, getHeader } from '../../plugin/pageserver/protocol.js';
 import { socketFd } from '../../plugin/pageserver/transport.js';
 import { FaultEngine, type EngineEvent } from '../../plugin/uffd/engine.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
@@ -29,6 +30,7 @@ import { pattern, startHandover } from '../helpers/lazy.js';
 import { writeLazyImages } from '../helpers/lazy-images.js';
 import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
 import { cliPath } from '../helpers/cli.js';
+import { RawPeer } from '../helpers/pageserver.js';
 
 const skip = isRoot ? false : 'needs root (userfaultfd)';
 const BASE = 0x7f4400000000n; // dump-time address of pattern page 0
@@ -380,4 +382,34 @@ test('page server stalled (SIGSTOP) past the timeout: the native link times out 
     if (h.child.exitCode === null) h.child.kill('SIGKILL');
     d.dispose();
   }
+});
+
+test('page server: GETs answered natively count as activity for --idle-timeout; silence still ends the session', async () => {
+  const fds = openFds();
+  const d = tempDir();
+  let ps: PageServer | undefined;
+  try {
+    const imgDir = join(d.path, 'img');
+    mkdirSync(imgDir);
+    const bytes = writePattern(join(d.path, 'pattern.img'), 4);
+    await patternImages(imgDir, bytes);
+    ps = await PageServer.start({ imagesDir: imgDir, address: '127.0.0.1', port: 0, lazy: true, idleTimeoutMs: 1500 });
+    const done = ps.done.then(() => 'ended', (e: Error) => e.message);
+    const peer = await RawPeer.connect(ps.port);
+    // 3 s of GETs, every 100 ms: twice the idle timeout, all answered natively.
+    for (let i = 0; i < 30; i++) {
+      peer.write(getHeader(PID, BASE + BigInt(i % 4) * PAGE, 1n));
+      const got = await peer.read(HEADER_SIZE + 4096);
+      assert.ok(got.subarray(HEADER_SIZE).equals(bytes.subarray((i % 4) * 4096, (i % 4 + 1) * 4096)));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(ps.stats.gets, 30);
+    assert.match(await withTimeout(done, 10_000, 'idle timeout'), /nothing received from the client for 1500 ms/);
+    await peer.untilClosed();
+    peer.close();
+  } finally {
+    await ps?.close();
+    d.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
 });

@@ -27,3 +27,22 @@ test('unsupported CRIU options are named in a usage error', () => {
 test('an option missing its value is a usage error', () => {
   assert.throws(() => extractGlobalOptions(['-o']), /needs a value/);
 });
+
+test('CRIU spellings: options before the command, -S/-j/--daemon, -verbosity=0, --track-mem', () => {
+  const rest = extractGlobalOptions(['--log-file', 'r.log', '--images-dir', 'd', '--verbosity=4', 'restore', '-S', '-j', '--daemon', '--track-mem']);
+  assert.deepEqual(rest, ['restore', '--images-dir', 'd', '--restore-sibling', '--shell-job', '-d']);
+  assert.equal(globalOptions().verbosity, 4);
+  // zdtm.py: getopt reads "-verbosity=0" as -v with the argument "erbosity=0" (atoi → 0).
+  assert.deepEqual(extractGlobalOptions(['check', '--no-default-config', '-verbosity=0', '--feature', 'uffd']), ['check', '--feature', 'uffd']);
+  assert.equal(globalOptions().verbosity, 0);
+  extractGlobalOptions(['-v2', '--verbosity']);
+  assert.equal(globalOptions().verbosity, 3, 'a bare --verbosity adds one');
+});
+
+test('CRIU commands and short options we lack are named in a usage error', () => {
+  assert.throws(() => extractGlobalOptions(['swrk', '3']), (e: unknown) => e instanceof UserError && /CRIU command "swrk" is not supported.*RPC/.test(e.message) && e.exitCode === 2);
+  assert.throws(() => extractGlobalOptions(['-D', 'x', 'dedup']), /CRIU command "dedup"/);
+  assert.throws(() => extractGlobalOptions(['dump', '-t', '1', '-s']), /-s \(--leave-stopped\) is not supported/);
+  // A value that looks like a command is not one.
+  assert.deepEqual(extractGlobalOptions(['-D', 'service', 'restore']), ['restore', '-D', 'service']);
+});

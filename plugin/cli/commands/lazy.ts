@@ -16,6 +16,7 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   watchdog: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
+  pidfile?: string;
 }
 
 /** Parses "100M", "1.5GiB", "500k", "1048576" (bytes per second; K/M/G are powers of 1024). */
@@ -41,7 +42,8 @@ export function register(program: Command): void {
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)')
     .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
-    .option('--no-working-set', 'do not prefetch a recorded working set first'))
+    .option('--no-working-set', 'do not prefetch a recorded working set first')
+    .option('--pidfile <file>', 'write this daemon\'s pid here once it listens (relative paths: in the work dir, like CRIU)'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -52,7 +54,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
   const { join } = await import('node:path');
-  const { signalReady, workDirFor } = await import('../global.js');
+  const { signalReady, workDirFor, resolveInWorkDir, writePidfile } = await import('../global.js');
   const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
   let threads: number | undefined;
   if (opts.engineThreads !== undefined) {
@@ -92,6 +94,15 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     if (ev.type === 'refused') process.stderr.write(`lazy-pages: refused a connection from pid ${ev.pid} (uid ${ev.uid}): not our uid or root\n`);
   });
   process.stderr.write(`lazy-pages: listening on ${server.socketPath}\n`);
+  if (opts.pidfile !== undefined) {
+    try {
+      writePidfile(resolveInWorkDir(opts.pidfile, opts.imagesDir), process.pid);
+    } catch (e) {
+      await server.close();
+      remote?.destroy();
+      throw e;
+    }
+  }
   // --status-fd (a CRIU global option): one NUL byte once listening.
   signalReady();
   const stop = (): void => {

@@ -86,7 +86,8 @@ export function register(program: Command): void {
       .option('--insecure', 'allow plain TCP on a non-loopback address')
       .option('--keep-going', 'lazy mode: serve one session after another until killed')
       .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60)
-      .option('--idle-timeout <seconds>', 'lazy mode: end the session when the client sent nothing for this long (default: never)', parseSeconds),
+      .option('--idle-timeout <seconds>', 'lazy mode: end the session when the client sent nothing for this long (default: never)', parseSeconds)
+      .option('--pidfile <file>', 'write this server\'s pid here once it listens (relative paths: in the work dir, like CRIU)'),
   )
     .addHelpText('after', `
 Examples:
@@ -96,10 +97,11 @@ Examples:
 
 A lazy session may use several connections (urgent faults and background
 transfer) and survives a dropped connection until --reconnect-timeout.`)
-    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number } & TlsCliOptions) => {
+    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number; pidfile?: string } & TlsCliOptions) => {
       const { PageServer } = await import('../../pageserver/server.js');
       const { loadTls } = await import('../../pageserver/transport.js');
-      const { signalReady } = await import('../global.js');
+      const { signalReady, resolveInWorkDir, writePidfile } = await import('../global.js');
+      const pidfile = o.pidfile !== undefined ? resolveInWorkDir(o.pidfile, o.imagesDir) : undefined;
       const ps = await PageServer.start({
         imagesDir: o.imagesDir,
         address: o.address,
@@ -112,6 +114,14 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
         ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
       });
       process.stdout.write(`page-server: listening on ${ps.address}:${ps.port}\n`);
+      if (pidfile !== undefined) {
+        try {
+          writePidfile(pidfile, process.pid);
+        } catch (e) {
+          await ps.close();
+          throw e;
+        }
+      }
       signalReady();
       const stop = (): void => void ps.close();
       process.once('SIGTERM', stop);

@@ -3,18 +3,52 @@
 import type { Command } from 'commander';
 import { UserError } from '../../errors.js';
 
+/** CRIU's `check --feature` names that map onto our checks (see `criu check --help`). */
+const criuFeatures: Record<string, readonly string[]> = {
+  uffd: ['userfaultfd', 'uffd-api'],
+  // Lazy restore of processes that fork, mremap, madvise or munmap.
+  'uffd-noncoop': ['userfaultfd', 'uffd-api', 'uffd:EVENT_FORK', 'uffd:EVENT_REMAP', 'uffd:EVENT_REMOVE', 'uffd:EVENT_UNMAP'],
+  // Our pre-dump tracks writes with userfaultfd write-protect and PAGEMAP_SCAN, not soft-dirty.
+  mem_dirty_track: ['uffd:WP_ASYNC', 'pagemap-scan'],
+  clone3_set_tid: ['clone3-set_tid'],
+  pidfd_store: ['pidfd_open', 'pidfd_getfd'],
+  can_map_vdso: ['vdso'],
+};
+
+/** The rest of CRIU's feature names: valid there, not something lazy-restore does. */
+const criuOnlyFeatures = new Set([
+  'mnt_id', 'aio_remap', 'timerfd', 'tun', 'tun_ns', 'userns', 'fdinfo_lock', 'seccomp_suspend', 'seccomp_filters',
+  'loginuid', 'cgroupns', 'autofs', 'tcp_half_closed', 'compat_cr', 'sk_ns', 'sk_unix_file', 'net_diag_raw', 'nsid',
+  'link_nsid', 'kcmp_epoll', 'timens', 'external_net_ns', 'newifindex', 'nftables', 'has_ipt_legacy', 'ns_pid',
+  'apparmor_stacking', 'network_lock_nftables', 'sockopt_buf_lock', 'memfd_hugetlb', 'move_mount_set_group', 'openat2',
+  'get_rseq_conf',
+]);
+
+/** Our check names for a --feature argument (ours, CRIU's, or the lazy-pages group). */
+function featureChecks(name: string, lazy: readonly string[]): readonly string[] {
+  if (name === 'lazy-pages' || name === 'lazy_pages') return lazy;
+  if (Object.hasOwn(criuFeatures, name)) return criuFeatures[name]!;
+  if (criuOnlyFeatures.has(name)) throw new UserError(`check: CRIU feature ${name} is not supported by lazy-restore`);
+  return [name];
+}
+
 export function register(program: Command): void {
   program
     .command('check')
     .description('check that this kernel supports everything lazy-restore uses (like criu check)')
     .option('--json', 'print the results as JSON')
-    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (e.g. uffd:EVENT_FORK, lazy-pages)')
-    .addHelpText('after', '\nExamples:\n  lazy-restore check\n  lazy-restore check --feature lazy-pages\n  lazy-restore check --json')
+    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (ours, e.g. uffd:EVENT_FORK or lazy-pages, or CRIU\'s: uffd, uffd-noncoop, mem_dirty_track, clone3_set_tid, pidfd_store, can_map_vdso)')
+    .option('--extra', 'accepted for CRIU compatibility (every check always runs)')
+    .option('--experimental', 'accepted for CRIU compatibility (every check always runs)')
+    .option('--all', 'accepted for CRIU compatibility (every check always runs)')
+    .addHelpText('after', '\nExamples:\n  lazy-restore check\n  lazy-restore check --feature lazy-pages\n  lazy-restore check --feature uffd-noncoop   # CRIU\'s name, as runc and LXC ask\n  lazy-restore check --json')
     .action(async (opts: { json?: boolean; feature?: string }) => {
       const { runChecks, formatChecks, verdict, lazyRestoreFeatures } = await import('../../check/index.js');
+      // Refuse a feature CRIU knows but we do not before probing anything.
+      if (opts.feature !== undefined) featureChecks(opts.feature, lazyRestoreFeatures);
       const results = await runChecks();
       if (opts.feature !== undefined) {
-        const names: readonly string[] = opts.feature === 'lazy-pages' ? lazyRestoreFeatures : [opts.feature];
+        const names = featureChecks(opts.feature, lazyRestoreFeatures);
         const sel = results.filter((r) => names.includes(r.name));
         if (sel.length === 0) throw new UserError(`check: unknown feature ${opts.feature}`);
         const bad = sel.filter((r) => r.status !== 'ok');

@@ -15,6 +15,24 @@ interface RestoreCliOptions {
   workingSet: boolean;
   statsFile?: string;
   prefetch: boolean;
+  restoreSibling?: boolean;
+}
+
+/**
+ * CRIU's `restore --lazy-pages` hands the userfaultfds to the `lazy-pages`
+ * daemon listening in the work dir. Do the same when one is there; without
+ * one, serve in-process.
+ */
+async function daemonSocket(imagesDir: string): Promise<string | undefined> {
+  const { statSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { workDirFor } = await import('../global.js');
+  const path = join(workDirFor(imagesDir), 'lazy-pages.socket');
+  try {
+    return statSync(path).isSocket() ? path : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function register(program: Command): void {
@@ -22,10 +40,11 @@ export function register(program: Command): void {
     .command('restore')
     .description('restore a process tree from images (CRIU restore). Without -d, waits for the root and exits with its status')
     .requiredOption('-D, --images-dir <dir>', 'directory with the images')
-    .option('--lazy-pages', 'leave anonymous memory to a lazy-pages daemon (in-process unless --lazy-socket)')
+    .option('--lazy-pages', 'leave anonymous memory to a lazy-pages daemon: the one listening in the work dir (lazy-pages.socket) as in CRIU, else in-process')
     .option('--lazy-socket <path>', 'hand userfaultfds to an external lazy-pages daemon on this UNIX socket (implies --lazy-pages)')
     .option('-d, --restore-detached', 'return once the tree runs; with in-process --lazy-pages the command stays until every page is served')
-    .option('--pidfile <file>', "write the root process's pid to this file")
+    .option('--pidfile <file>', "write the root process's pid to this file (relative paths: in the work dir, like CRIU)")
+    .option('--restore-sibling', 'with -d: make the root a child of our parent (CLONE_PARENT), which then reaps it, instead of our own (CRIU\'s -S)')
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
@@ -33,8 +52,17 @@ export function register(program: Command): void {
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
     .option('--no-prefetch', 'with in-process --lazy-pages: serve faults only, no background push')
     .option('--stats-file <file>', 'with in-process --lazy-pages: write statistics (with fault timelines) as JSON when done')
-    .action(async (o: RestoreCliOptions) => {
+    .action(async (o: RestoreCliOptions, cmd: Command) => {
       const { restore } = await import('../../restore/index.js');
+      const { resolveInWorkDir, progressLog } = await import('../global.js');
+      if (o.restoreSibling && !o.restoreDetached) {
+        const { UserError, ExitCode } = await import('../../errors.js');
+        throw new UserError('--restore-sibling only makes sense with --restore-detached (-d)', { exitCode: ExitCode.usage });
+      }
+      if (o.lazyPages && o.lazySocket === undefined && o.recordWorkingSet === undefined && o.statsFile === undefined) {
+        const sock = await daemonSocket(o.imagesDir);
+        if (sock !== undefined) o.lazySocket = sock;
+      }
       const lazy = o.lazyPages === true || o.lazySocket !== undefined;
       if ((o.recordWorkingSet !== undefined || o.statsFile !== undefined) && (!lazy || o.lazySocket !== undefined)) {
         const { UserError, ExitCode } = await import('../../errors.js');
@@ -51,7 +79,9 @@ export function register(program: Command): void {
         shellJob: o.shellJob === true,
         pidns: o.pidns === true,
         verify: o.verify,
-        ...(o.pidfile !== undefined ? { pidfile: o.pidfile } : {}),
+        ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
+        ...(o.restoreSibling ? { sibling: true } : {}),
+        log: await progressLog(cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true),
       });
       if (o.restoreDetached) {
         process.stdout.write(`${tree.pid}\n`);
