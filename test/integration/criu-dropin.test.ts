@@ -180,6 +180,11 @@ test('criu check, check --feature with CRIU\'s names, and commands we do not hav
     const opt = await criu(bin, ['dump', '-t', '1', '-D', t.path, '--tcp-established']);
     assert.equal(opt.code, 2);
     assert.match(opt.stderr, /--tcp-established is not supported/);
+    for (const cmd of ['page-server', 'lazy-pages']) {
+      const daemon = await criu(bin, [cmd, '-D', t.path, '--port', '0', '--daemon']);
+      assert.equal(daemon.code, 2);
+      assert.match(daemon.stderr, new RegExp(`-d/--daemon is not supported for ${cmd}`));
+    }
     const sibNoDetach = await criu(bin, ['restore', '-D', t.path, '--restore-sibling']);
     assert.equal(sibNoDetach.code, 2);
     assert.match(sibNoDetach.stderr, /--restore-sibling only makes sense with --restore-detached/);
