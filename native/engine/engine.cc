@@ -7,9 +7,18 @@
 //
 // Error rules (CRIU's, tightened): EAGAIN = non-cooperative events pending,
 // read them, then retry; EEXIST = page already there, wake and drop it from
-// the map; ENOENT = the range is gone; ESRCH/ENOSPC = the mm is gone (exit);
-// anything else = 'error' event and the process is no longer served (its
-// uffd stays open so nothing silently reads zero; the daemon kills it).
+// the map; ENOENT = no registered VMA at the address *now*, which is not
+// proof that the pages are gone: see Fill(); ESRCH/ENOSPC = the mm is gone
+// (exit); anything else = 'error' event and the process is no longer served
+// (its uffd stays open so nothing silently reads zero; the daemon kills it).
+//
+// Ordering facts this relies on (fs/userfaultfd.c, mm/userfaultfd.c): every
+// operation that raises REMAP/REMOVE/UNMAP/FORK increments the context's
+// mmap_changing before it changes the mappings and decrements it only after
+// we have read its event; UFFDIO_COPY/ZEROPAGE check mmap_changing on entry
+// (EAGAIN) but look the VMA up before their second check, so a copy that
+// entered just before an mremap/munmap finds no VMA and fails with ENOENT
+// while the event that explains it is still unread.
 #include "engine/engine.h"
 
 #include <fcntl.h>
@@ -468,11 +477,12 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
       ev.a = s;
       ev.b = e;
       Emit(std::move(ev));
-      if (m.event == UFFD_EVENT_REMOVE && e > s) {
-        // Discarded memory must read back as zero: stop intercepting it.
-        int r = UffdUnregister(p->uffd, s, e - s);
-        if (r == -ENOMEM || r == -ESRCH) MarkExited(p);
-      }
+      // Discarded memory must read back as zero. The range stays registered:
+      // a later fault there is not lazy any more and gets a zero page. (An
+      // UNREGISTER here would split the program's VMA, so a later mremap of
+      // the whole mapping fails with EFAULT, and the kernel wakes waiters
+      // before it clears the VMA, so a fault taken under the per-VMA lock in
+      // between was left waiting forever: issue 4's DONTNEED hang.)
       CheckComplete(p);
       return;
     }
@@ -481,16 +491,31 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
   }
 }
 
-// Copies (or zero-fills) [start, end) and drops it from the maps.
+// 1 if non-cooperative events are in flight (mmap_changing raised: their
+// messages are not read yet or their threads have not resumed), 2 if the mm
+// is gone, 0 otherwise. UFFDIO_COPY checks mmap_changing before anything
+// else; the copy itself can only fail (unreadable source, top page).
+int Engine::PendingEvents(Proc* p) {
+  if (guard_ == nullptr) return 0;
+  uint64_t done = 0;
+  int r = UffdCopy(p->uffd, kProbeAddr, reinterpret_cast<uint64_t>(guard_), kPage, 0, &done);
+  if (r == -EAGAIN) return 1;
+  if (r == -ESRCH || r == -ENOSPC) return 2;
+  return 0;
+}
+
+// Copies (or zero-fills) [start, end) and drops what it placed from the maps.
 Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path,
                                 uint64_t* copied) {
   uint64_t cur = start;
   *copied = 0;
+  bool onePage = false;  // after ENOENT on a range: it may span two VMAs (an mprotect split it)
   while (cur < end) {
+    const uint64_t len = onePage ? kPage : end - cur;
     uint64_t done = 0;
-    int r = kind == kZero ? UffdZeropage(p->uffd, cur, end - cur, 0, &done)
-                          : UffdCopy(p->uffd, cur, reinterpret_cast<uint64_t>(src + (cur - start)), end - cur, 0, &done);
-    if (done > end - cur) done = end - cur;
+    int r = kind == kZero ? UffdZeropage(p->uffd, cur, len, 0, &done)
+                          : UffdCopy(p->uffd, cur, reinterpret_cast<uint64_t>(src + (cur - start)), len, 0, &done);
+    if (done > len) done = len;
     if (done > 0) {
       p->lazy.Remove(cur, cur + done);
       p->inflight.Remove(cur, cur + done);
@@ -506,7 +531,10 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
       *copied += done;
       cur += done;
     }
-    if (r == 0) break;
+    if (r == 0) {
+      onePage = false;
+      continue;
+    }
     switch (-r) {
       case EEXIST:
         p->st.eexist++;
@@ -514,15 +542,35 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
         p->inflight.Remove(cur, cur + kPage);
         UffdWake(p->uffd, cur, kPage);
         cur += kPage;
+        onePage = false;
         continue;
       case EAGAIN:
         p->st.eagain++;
         return kFillRetry;
       case ENOENT:
         p->st.enoent++;
-        p->lazy.Remove(cur, end);
-        p->inflight.Remove(cur, end);
-        cur = end;
+        if (!onePage && end - cur > kPage) {
+          onePage = true;
+          continue;
+        }
+        // No registered VMA at cur. If an event is in flight the page may
+        // only be moving (mremap): keep it and let the caller read events
+        // and look again. Otherwise nothing will bring it back: drop it.
+        switch (PendingEvents(p)) {
+          case 1:
+            p->st.eagain++;
+            return kFillRetry;
+          case 2:
+            MarkExited(p);
+            return kFillDead;
+        }
+        p->lazy.Remove(cur, cur + kPage);
+        p->inflight.Remove(cur, cur + kPage);
+        // A thread may be waiting there (its VMA went away under it): let
+        // it retry its access.
+        UffdWake(p->uffd, cur, kPage);
+        cur += kPage;
+        onePage = false;
         continue;
       case ESRCH:
       case ENOSPC:

@@ -230,6 +230,7 @@ class Engine {
   bool ServePending(Proc* p);
   int ServeFault(Proc* p, const Fault& f);
   FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path, uint64_t* copied);
+  int PendingEvents(Proc* p);
   bool DoPrefetch(Worker* w);
   bool DoFirst(Proc* p);
   void Log(Proc* p, uint64_t start, uint64_t pages, uint8_t kind, uint64_t fault);

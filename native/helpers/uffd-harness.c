@@ -29,6 +29,15 @@
 //   dontneed R P N    madvise(MADV_DONTNEED)
 //   munmap R P N      munmap
 //   wait              print "wait" and block until one byte arrives on the socket
+//   stress R S K SEED MIX
+//                     K random operations on region R, each of a kind picked from
+//                     the letters of MIX (repeat one to make it more frequent):
+//                     r read, d DONTNEED then read back zero, w write, m mremap
+//                     move/grow, u munmap tail, f fork with a child that checks and
+//                     writes; meanwhile a second thread reads region S (and
+//                     discards parts of it if MIX has d); every page is checked
+//                     against what the program did to it, both regions in full at
+//                     the end. Meant to race the handler's events with its pushes.
 //   exit C            _exit(C) at once
 #define _GNU_SOURCE
 #include <errno.h>
@@ -172,6 +181,193 @@ static void wait_byte(void) {
   if (n != 1) fail("socket closed while waiting (%s)", n < 0 ? strerror(errno) : "EOF");
 }
 
+// --- stress: random operations with the expected content tracked per page ---
+// Expected content of a page: EX_PATTERN (the pattern file) or a byte value
+// (0 = zero page: discarded or never there).
+#define EX_PATTERN (-1)
+
+struct tracked {
+  struct region *r;
+  int16_t *ex;
+  long maxp;
+};
+
+static uint64_t rnd_next(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+// First page of [p, p+n) whose content is not what t expects, or -1.
+static long check_run(struct tracked *t, long p, long n, int *got, int *want) {
+  for (long i = p; i < p + n; i++) {
+    const uint8_t *m = t->r->base + i * PAGE;
+    if (t->ex[i] == EX_PATTERN) {
+      if (memcmp(m, expect(t->r, i), PAGE) != 0) {
+        *got = m[0];
+        *want = expect(t->r, i)[0];
+        return i;
+      }
+    } else {
+      for (size_t k = 0; k < PAGE; k++)
+        if (m[k] != (uint8_t)t->ex[i]) {
+          *got = m[k];
+          *want = t->ex[i];
+          return i;
+        }
+    }
+  }
+  return -1;
+}
+
+static void stress_check(struct tracked *t, long p, long n, const char *what, long op) {
+  int got = 0, want = 0;
+  long bad = check_run(t, p, n, &got, &want);
+  if (bad >= 0)
+    fail("stress op %ld (%s): region %ld page %ld is wrong (byte %d, want %d%s)", op, what, (long)(t->r - regs), bad,
+         got, want, t->ex[bad] == EX_PATTERN ? " from the pattern" : "");
+}
+
+struct stress_reader {
+  struct tracked t;
+  uint64_t seed;
+  int discard;
+  volatile int stop;
+  long ops, bad, badpage, badop;
+  int got, want;
+  char what[16];
+};
+
+// The second thread: random reads and discards on its own region until told
+// to stop, so faults and REMOVE events of two threads interleave.
+static void *stress_reader_main(void *arg) {
+  struct stress_reader *sr = arg;
+  long n = (long)(sr->t.r->len / PAGE);
+  while (!sr->stop && !sr->bad) {
+    uint64_t v = rnd_next(&sr->seed);
+    long p = (long)(v % n), m = 1 + (long)((v >> 20) % 16);
+    if (p + m > n) m = n - p;
+    const char *what = "read";
+    if (sr->discard && (v >> 40) % 4 == 0) {
+      if (madvise(sr->t.r->base + p * PAGE, m * PAGE, MADV_DONTNEED) < 0) {
+        sr->bad = 1;
+        snprintf(sr->what, sizeof(sr->what), "madvise");
+        break;
+      }
+      for (long i = p; i < p + m; i++) sr->t.ex[i] = 0;
+      what = "dontneed";
+    }
+    long b = check_run(&sr->t, p, m, &sr->got, &sr->want);
+    if (b >= 0) {
+      sr->bad = 1;
+      sr->badpage = b;
+      sr->badop = sr->ops;
+      snprintf(sr->what, sizeof(sr->what), "%s", what);
+    }
+    sr->ops++;
+  }
+  return NULL;
+}
+
+static void stress(struct region *r, struct region *s, long k, uint64_t seed, const char *mix) {
+  for (const char *c = mix; *c; c++)
+    if (!strchr("rdwmuf", *c)) fail("stress: unknown kind '%c' in '%s'", *c, mix);
+  const size_t mixlen = strlen(mix);
+  if (mixlen == 0) fail("stress: empty mix");
+  long n = (long)(r->len / PAGE);
+  struct tracked t = {r, NULL, n + 64};
+  t.ex = malloc(sizeof(int16_t) * t.maxp);
+  for (long i = 0; i < t.maxp; i++) t.ex[i] = EX_PATTERN;
+  struct stress_reader sr = {{s, malloc(sizeof(int16_t) * (s->len / PAGE)), (long)(s->len / PAGE)}, seed * 31 + 7, strchr(mix, 'd') != NULL, 0, 0, 0, 0, 0, 0, 0, ""};
+  for (size_t i = 0; i < s->len / PAGE; i++) sr.t.ex[i] = EX_PATTERN;
+  if (!t.ex || !sr.t.ex) fail("stress: malloc");
+  pthread_t th;
+  if (pthread_create(&th, NULL, stress_reader_main, &sr) != 0) fail("stress: pthread_create");
+  uint64_t st = seed ? seed : 1;
+  long forks = 0, remaps = 0, discards = 0, unmaps = 0;
+  for (long op = 0; op < k; op++) {
+    uint64_t v = rnd_next(&st);
+    long p = (long)(v % n), m = 1 + (long)((v >> 24) % 32);
+    if (p + m > n) m = n - p;
+    char kind = mix[(v >> 48) % mixlen];
+    if (kind == 'r') {
+      stress_check(&t, p, m, "read", op);
+    } else if (kind == 'd') {
+      // Discard then read back at once: the handler must not put image data
+      // back, and must not leave this thread waiting on the discarded pages.
+      if (madvise(r->base + p * PAGE, m * PAGE, MADV_DONTNEED) < 0) fail("stress: madvise: %s", strerror(errno));
+      for (long i = p; i < p + m; i++) t.ex[i] = 0;
+      discards++;
+      stress_check(&t, p, m, "dontneed", op);
+    } else if (kind == 'w') {
+      int b = 1 + (int)((v >> 8) % 255);
+      memset(r->base + p * PAGE, b, m * PAGE);
+      for (long i = p; i < p + m; i++) t.ex[i] = (int16_t)b;
+      stress_check(&t, p, m, "write", op);
+    } else if (kind == 'm') {
+      // Move to a fresh place, sometimes growing; then touch a page of it.
+      long nn = n;
+      if ((v >> 4) % 3 == 0) nn = n + 1 + (long)((v >> 12) % 8);
+      if (nn > t.maxp) nn = n;
+      void *dst = mmap(NULL, nn * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (dst == MAP_FAILED) fail("stress: mmap: %s", strerror(errno));
+      void *nb = mremap(r->base, n * PAGE, nn * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+      if (nb == MAP_FAILED) fail("stress: mremap: %s", strerror(errno));
+      r->base = nb;
+      r->len = nn * PAGE;
+      for (long i = n; i < nn; i++) t.ex[i] = 0;
+      n = nn;
+      remaps++;
+      stress_check(&t, p < n ? p : 0, 1, "mremap", op);
+    } else if (kind == 'u') {
+      long cut = 1 + (long)((v >> 8) % 8);
+      if (n - cut >= 64) {
+        if (munmap(r->base + (n - cut) * PAGE, cut * PAGE) < 0) fail("stress: munmap: %s", strerror(errno));
+        n -= cut;
+        r->len = n * PAGE;
+        unmaps++;
+      }
+      stress_check(&t, n - 1, 1, "munmap", op);
+    } else {
+      // Only this thread exists in the child: it touches nothing the other
+      // thread may hold (no stdio until it fails).
+      fflush(stdout);
+      pid_t c = fork();
+      if (c < 0) fail("stress: fork: %s", strerror(errno));
+      if (c == 0) {
+        stress_check(&t, p, m, "fork child read", op);
+        memset(r->base + p * PAGE, 0xee, PAGE);
+        t.ex[p] = 0xee;
+        stress_check(&t, p, 1, "fork child write", op);
+        for (long i = (long)((v >> 16) % 61); i < n; i += 61) stress_check(&t, i, 1, "fork child sample", op);
+        _exit(0);
+      }
+      int wst;
+      while (waitpid(c, &wst, 0) < 0)
+        if (errno != EINTR) fail("stress: waitpid: %s", strerror(errno));
+      if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0) fail("stress op %ld: fork child status 0x%x", op, wst);
+      forks++;
+      stress_check(&t, p, m, "after fork", op);
+    }
+  }
+  sr.stop = 1;
+  pthread_join(th, NULL);
+  if (sr.bad) {
+    if (!strcmp(sr.what, "madvise")) fail("stress reader: madvise failed");
+    fail("stress reader op %ld (%s): region %ld page %ld is wrong (byte %d, want %d)", sr.badop, sr.what,
+         (long)(s - regs), sr.badpage, sr.got, sr.want);
+  }
+  stress_check(&t, 0, n, "final", k);
+  sr.t.r = s;
+  stress_check(&sr.t, 0, (long)(s->len / PAGE), "final reader", k);
+  printf("ok stress ops=%ld forks=%ld remaps=%ld discards=%ld unmaps=%ld reader_ops=%ld\n", k, forks, remaps,
+         discards, unmaps, sr.ops);
+  free(t.ex);
+  free(sr.t.ex);
+}
+
 // Runs actions argv[i..] until the end or an unmatched "endfork"; returns the index reached.
 static int run(char **av, int ac, int i) {
   while (i < ac) {
@@ -283,6 +479,12 @@ static int run(char **av, int ac, int i) {
       if (rc < 0) fail("%s: %s", a, strerror(errno));
       printf("ok %s %s %ld %ld\n", a, av[i + 1], p, n);
       i += 4;
+    } else if (!strcmp(a, "stress")) {
+      NEED(5);
+      struct region *r = reg(av[i + 1]), *s = reg(av[i + 2]);
+      if (r == s) fail("stress: two different regions needed");
+      stress(r, s, num(av[i + 3]), (uint64_t)num(av[i + 4]), av[i + 5]);
+      i += 6;
     } else if (!strcmp(a, "wait")) {
       printf("wait\n");
       fflush(stdout);
