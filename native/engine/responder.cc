@@ -19,7 +19,10 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +47,9 @@ constexpr uint32_t kGet = 7;
 constexpr uint32_t kReply = 6 | (4u << 16);  // ADD_F | PE_PRESENT
 // Larger replies go to the JS path (bounded memory per connection).
 constexpr uint64_t kMaxReplyPages = 4096;
+// Only a small reply (a fault, with its fault-around) is followed by a
+// busy-poll: after bulk transfer the client needs the CPU to take the data.
+constexpr uint64_t kSpinMaxPages = 16;
 
 uint64_t NowNs() {
   struct timespec ts;
@@ -55,6 +61,10 @@ struct Run {
   uint64_t start, end;
   int fd;
   uint64_t off;
+  // Read-only mapping of the whole file when it is a regular file that can
+  // be mapped (pages files): replies are sent straight from it, no pread.
+  const uint8_t* base = nullptr;
+  uint64_t size = 0;
 };
 
 struct Handback {
@@ -78,11 +88,34 @@ struct Conn {
 class Responder {
  public:
   Responder(uint64_t spinNs, std::function<void(Handback&&)> report) : spinNs_(spinNs), report_(std::move(report)) {}
-  ~Responder() { StopAll(); }
+  ~Responder() {
+    StopAll();
+    for (auto& [fd, m] : maps_)
+      if (m.first) munmap(const_cast<uint8_t*>(m.first), m.second);
+  }
 
   void SetRuns(int32_t pid, std::vector<Run>&& runs) {
     std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) { return a.start < b.start; });
     std::lock_guard<std::mutex> g(runsMu_);
+    for (Run& r : runs) {
+      auto it = maps_.find(r.fd);
+      if (it == maps_.end()) {
+        // /proc/PID/mem reports size 0 and cannot be mapped: pread then.
+        struct stat st;
+        const uint8_t* base = nullptr;
+        uint64_t size = 0;
+        if (fstat(r.fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+          void* m = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, r.fd, 0);
+          if (m != MAP_FAILED) {
+            base = static_cast<const uint8_t*>(m);
+            size = static_cast<uint64_t>(st.st_size);
+          }
+        }
+        it = maps_.emplace(r.fd, std::make_pair(base, size)).first;
+      }
+      r.base = it->second.first;
+      r.size = it->second.second;
+    }
     runs_[pid] = std::move(runs);
   }
 
@@ -216,28 +249,42 @@ class Responder {
         return HandBack(c, "command", 0, hdr, kHdr);
       uint64_t pages = std::min<uint64_t>((run.end - vaddr) / kPage, nr);
       if (pages > kMaxReplyPages) return HandBack(c, "command", 0, hdr, kHdr);
-      const size_t len = kHdr + pages * kPage;
-      if (buf.size() < len) buf.resize(len);
-      uint8_t* b = buf.data();
-      memset(b, 0, kHdr);
-      memcpy(b, &kReply, 4);
-      memcpy(b + 8, &pages, 8);
-      memcpy(b + 16, &vaddr, 8);
-      memcpy(b + 24, &dst, 8);
+      uint8_t h[kHdr] = {};
+      memcpy(h, &kReply, 4);
+      memcpy(h + 8, &pages, 8);
+      memcpy(h + 16, &vaddr, 8);
+      memcpy(h + 24, &dst, 8);
       const uint64_t pos = run.off + (vaddr - run.start);
-      size_t done = 0;
       const size_t want = pages * kPage;
-      while (done < want) {
-        ssize_t n = pread(run.fd, b + kHdr + done, want - done, static_cast<off_t>(pos + done));
-        if (n < 0 && errno == EINTR) continue;
-        // Nothing of this reply was sent yet: the JS path reads again and
-        // reports the short or failed read with the file's name.
-        if (n <= 0) return HandBack(c, "command", 0, hdr, kHdr);
-        done += static_cast<size_t>(n);
+      const uint8_t* data;
+      if (run.base && pos + want <= run.size && pos + want > pos) {
+        data = run.base + pos;  // a file shrunk under us makes send() fail with EFAULT, not SIGBUS
+      } else {
+        if (buf.size() < want) buf.resize(want);
+        size_t done = 0;
+        while (done < want) {
+          ssize_t n = pread(run.fd, buf.data() + done, want - done, static_cast<off_t>(pos + done));
+          if (n < 0 && errno == EINTR) continue;
+          // Nothing of this reply was sent yet: the JS path reads again and
+          // reports the short or failed read with the file's name.
+          if (n <= 0) return HandBack(c, "command", 0, hdr, kHdr);
+          done += static_cast<size_t>(n);
+        }
+        data = buf.data();
       }
+      // Header and pages in one sendmsg (one segment for a small reply).
+      const size_t len = kHdr + want;
       size_t sent = 0;
       while (sent < len) {
-        ssize_t n = send(c->fd, b + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        struct iovec iov[2];
+        int cnt = 0;
+        if (sent < kHdr) iov[cnt++] = {h + sent, kHdr - sent};
+        size_t doff = sent > kHdr ? sent - kHdr : 0;
+        iov[cnt++] = {const_cast<uint8_t*>(data) + doff, want - doff};
+        struct msghdr mh{};
+        mh.msg_iov = iov;
+        mh.msg_iovlen = cnt;
+        ssize_t n = sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n > 0) {
           sent += static_cast<size_t>(n);
           continue;
@@ -254,7 +301,7 @@ class Responder {
       gets_++;
       pages_ += pages;
       lastNs_ = NowNs();
-      spinUntil = lastNs_ + spinNs_;
+      spinUntil = pages <= kSpinMaxPages ? lastNs_ + spinNs_ : 0;
     }
   }
 
@@ -262,6 +309,7 @@ class Responder {
   std::function<void(Handback&&)> report_;
   std::mutex runsMu_;
   std::map<int32_t, std::vector<Run>> runs_;
+  std::map<int, std::pair<const uint8_t*, uint64_t>> maps_;  // fd -> mapping (nullptr: pread)
   std::mutex connMu_;
   std::map<uint32_t, std::shared_ptr<Conn>> conns_;
   uint32_t nextId_ = 1;
