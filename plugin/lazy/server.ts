@@ -203,10 +203,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     }
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
-    // A page source lost for good (page server unreachable past its timeout):
-    // no served process may run on; kill them all now, not at their next fault.
+    // A page source lost for good (page server unreachable past its timeout,
+    // or broke the protocol): no process that needs it may run on; kill those
+    // now, not at their next fault. Processes served only from local images
+    // (no remote range) are not affected and go on.
     options.remote?.onFatal?.((e) => {
-      for (const p of server.procs.values()) server.failProcess(p, `remote page source: ${e.message}`, e);
+      for (const p of server.procs.values()) if (p.remoteRanges.length > 0) server.failProcess(p, `remote page source: ${e.message}`, e);
     });
     await server.bindRemoteLinks();
     if (options.socketPath) {

@@ -101,6 +101,8 @@ interface Lane {
   /** TLS connections the server dropped right after the handshake, in a row. */
   tlsDrops: number;
   stallTimer: NodeJS.Timeout | undefined;
+  /** Why the last connection of this lane was lost. */
+  lastError: unknown;
   closeWaiter: { resolve: (v: number) => void; reject: (e: Error) => void } | undefined;
 }
 
@@ -123,7 +125,7 @@ export class PageServerClient extends EventEmitter {
     this.stallMs = opts.stallTimeoutMs ?? 2_000;
     this.maxGet = BigInt(opts.maxGetPages ?? 1024);
     this.maxBackgroundGet = opts.singleConnection ? (this.maxGet < 16n ? this.maxGet : 16n) : this.maxGet;
-    const mk = (name: LaneName): Lane => ({ name, sock: undefined, parser: new ReplyParser(), inflight: [], queue: [], reconnecting: false, lostAt: undefined, attachedAt: undefined, gotData: false, outageStart: undefined, delay: 0, tlsDrops: 0, stallTimer: undefined, closeWaiter: undefined });
+    const mk = (name: LaneName): Lane => ({ name, sock: undefined, parser: new ReplyParser(), inflight: [], queue: [], reconnecting: false, lostAt: undefined, attachedAt: undefined, gotData: false, outageStart: undefined, delay: 0, tlsDrops: 0, stallTimer: undefined, lastError: undefined, closeWaiter: undefined });
     this.lanes = opts.singleConnection ? [mk('urgent')] : [mk('urgent'), mk('background')];
   }
 
@@ -331,6 +333,8 @@ export class PageServerClient extends EventEmitter {
       if (r.kind !== 'pages') continue;
       const g = lane.inflight.shift();
       if (g === undefined || r.header.vaddr !== g.vaddr || r.header.dstId !== BigInt(g.req.pid)) {
+        // Still unanswered: fatal() must reject its fetch too (it would wait forever).
+        if (g !== undefined) lane.inflight.unshift(g);
         this.fatal(new UserError(`page server ${this.opts.address}:${this.opts.port}: reply for pid ${r.header.dstId} 0x${r.header.vaddr.toString(16)} does not match the oldest request${g ? ` (pid ${g.req.pid} 0x${g.vaddr.toString(16)})` : ''}`, { cause: new ProtocolError('reply mismatch') }));
         return;
       }
@@ -369,9 +373,12 @@ export class PageServerClient extends EventEmitter {
       if (this.closed) throw this.fatalError ?? new UserError('page-server client closed');
       const left = since + this.timeoutMs - Date.now();
       if (left <= 0) {
+        // Connections that were made but then died (a server that accepts and
+        // never answers) leave no connect error: name why the last one was lost.
+        const why = lastErr ?? lane.lastError;
         throw new PageServerUnavailableError(
-          `page server ${this.opts.address}:${this.opts.port} unreachable for ${this.timeoutMs} ms (${lane.name} connection; last error: ${systemMessage(lastErr)})`,
-          lastErr,
+          `page server ${this.opts.address}:${this.opts.port} unreachable for ${this.timeoutMs} ms (${lane.name} connection; last error: ${systemMessage(why)})`,
+          why,
         );
       }
       try {
@@ -422,6 +429,7 @@ export class PageServerClient extends EventEmitter {
     if (lane.sock !== sock) return;
     sock.destroy();
     lane.sock = undefined;
+    lane.lastError = e;
     this.clearStall(lane);
     if (this.closed || this.fatalError) return;
     if (isTlsFailure(e)) {

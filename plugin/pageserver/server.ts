@@ -11,7 +11,9 @@
 // drops without CLOSE does not end the session — the client may reconnect
 // within `reconnectTimeoutMs`. A CRIU client (one connection, CLOSE at the
 // end) sees exactly CRIU's behaviour. A GET for pages we do not hold closes
-// the session cleanly: we never send a 0-page reply.
+// the session cleanly: we never send a 0-page reply. A malformed or unknown
+// command (or one cut off by a hang-up) drops only its own connection: a
+// broken or foreign peer cannot end a well-behaved client's session.
 // Latency: in lazy mode without TLS each connection is accepted paused and
 // handed to a native responder (native/engine/responder.cc) that answers the
 // GETs it can serve from the store's runs on its own thread (one send per
@@ -367,8 +369,28 @@ export class PageServer extends EventEmitter {
         }
       }
     } catch (e) {
-      this.sessionError(conn, e);
+      this.commandError(conn, e);
     }
+  }
+
+  /**
+   * A malformed or unknown command. In a lazy session it is that
+   * connection's fault, not the session's: only it is dropped (the session
+   * may hold other connections, possibly another client's), so one broken
+   * or foreign peer cannot end the transfer of a well-behaved one.
+   */
+  private commandError(conn: Conn, e: unknown): void {
+    if (!(this.opts.lazy && e instanceof ProtocolError)) {
+      this.sessionError(conn, e);
+      return;
+    }
+    if (conn.closed) return;
+    this.log.error(`connection #${conn.id} from ${conn.peer}: ${e.message}; dropping this connection (the session goes on)`);
+    // Closed before the socket's 'close': no wait for this peer to come back.
+    conn.closed = true;
+    this.conns.delete(conn);
+    this.dropConn(conn);
+    this.emit('connection-error', new UserError(`page-server: connection #${conn.id} from ${conn.peer}: ${e.message}`, { cause: e }));
   }
 
   // --- lazy mode ----------------------------------------------------------
@@ -398,7 +420,7 @@ export class PageServer extends EventEmitter {
       }
       if (conn.sock.isPaused()) conn.sock.resume();
     } catch (e) {
-      this.sessionError(conn, e);
+      this.commandError(conn, e);
     }
   }
 
@@ -540,7 +562,8 @@ export class PageServer extends EventEmitter {
       }
       return;
     }
-    if (truncated !== undefined) this.sessionError(conn, new ProtocolError(truncated));
+    // A peer that hangs up in the middle of a command: that connection only.
+    if (truncated !== undefined) this.commandError(conn, new ProtocolError(truncated));
     // Lazy: a connection without CLOSE may come back; see onClosed.
   }
 
