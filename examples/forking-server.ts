@@ -3,7 +3,7 @@
 // child, whose memory is served through its own userfaultfd (UFFD_EVENT_FORK).
 // Run: node dist/examples/forking-server.js [--mib N] [--requests N]
 // Prints each answer before and after the restore and checks they agree.
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,17 +38,22 @@ async function ask(ctl: string, tag: string, n: number): Promise<string[]> {
 async function main(): Promise<number> {
   const n = Number(args.requests);
   const work = tmp.dirSync({ prefix: 'lazy-restore-spool-', unsafeCleanup: true });
+  let child: ChildProcess | undefined;
   try {
     const ctl = join(work.name, 'ctl');
     const images = join(work.name, 'images');
     mkdirSync(ctl);
     mkdirSync(images);
-    const child = spawn(helperPath('spool-server'), [ctl, args.mib!], { stdio: 'ignore', detached: true });
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const server0 = spawn(helperPath('spool-server'), [ctl, args.mib!], { stdio: 'ignore', detached: true });
+    child = server0;
+    const exited = new Promise<void>((r) => server0.once('exit', () => r()));
     await waitFor(() => existsSync(join(ctl, 'ready')), 30_000, 'spool-server ready');
     const pid = Number(readFileSync(join(ctl, 'ready'), 'utf8'));
     const before = await ask(ctl, 'before', n);
     console.log(`spool-server ${pid}: ${n} answers before the checkpoint`);
+    // A worker that has written its answer may not be reaped yet: a zombie
+    // (or an exiting worker) cannot be dumped.
+    await waitFor(() => childrenOf(pid).length === 0, 30_000, 'the server to reap its workers');
     await dump({ pid, imagesDir: images });
     await exited;
     // Pure on-demand: with the background push the whole server may be in
@@ -70,8 +75,14 @@ async function main(): Promise<number> {
     console.log(`workers forked after the restore: ${forks}; answers identical: ${same}; server exit ${status.code}; server says: ${result}`);
     return same && status.code === 0 && result.startsWith('ok') && forks >= n ? 0 : 1;
   } finally {
+    // After a failed dump the original server still runs: it must not outlive us.
+    if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     work.removeCallback();
   }
+}
+
+function childrenOf(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
 }
 
 try {

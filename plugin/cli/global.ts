@@ -73,6 +73,13 @@ export async function progressLog(verbose: boolean): Promise<(line: string) => v
   };
 }
 
+/** page-server/lazy-pages -d: CRIU daemonizes; we run in the foreground only. */
+export function refuseDaemon(o: { daemon?: boolean }, command: string): void {
+  if (o.daemon) {
+    throw new UserError(`CRIU option -d/--daemon is not supported for ${command}: start it in the background (&) with --status-fd FD and wait for its zero byte`, { exitCode: ExitCode.usage });
+  }
+}
+
 /**
  * Tells a waiting parent that the service is ready: CRIU writes one zero
  * byte to --status-fd and closes it (lazy-pages, page-server).

@@ -51,7 +51,7 @@ export interface FaultEngineLike {
   readonly threads?: number;
   attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;
   detachLink?(slot: number): void;
-  links?(): { pages: number }[];
+  links?(): { gets: number; pages: number }[];
   /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
   dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };

@@ -246,11 +246,11 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       onLinkError: (cb) => {
         this.linkErrorListeners.push(cb);
       },
-      pages: () => {
+      stats: () => {
         try {
-          return eng.links?.().reduce((n, l) => n + l.pages, 0) ?? 0;
+          return (eng.links?.() ?? []).reduce((t, l) => ({ gets: t.gets + l.gets, pages: t.pages + l.pages }), { gets: 0, pages: 0 });
         } catch {
-          return 0;
+          return { gets: 0, pages: 0 }; // engine closed
         }
       },
     };

@@ -40,8 +40,8 @@ export interface EngineLinks {
   detach(slot: number): void;
   /** A link failed and was closed (its GETs went back to fetch()): the source may attach a fresh socket. */
   onLinkError(cb: (slot: number, message: string) => void): void;
-  /** Pages received on native links so far. */
-  pages(): number;
+  /** GETs sent and pages received on native links so far. */
+  stats(): { gets: number; pages: number };
 }
 
 export interface LazyPagesServerOptions {

@@ -128,7 +128,7 @@ export async function migrateReceive(opts: MigrateReceiveOptions): Promise<Migra
     const report: MigrateReport = {
       pid: tree.pid, pids: tree.pids, runningAfterMs, totalMs: performance.now() - t0,
       pagesTotal: final.pagesTotal, pagesTransferred: final.pagesTransferred, faults: stats.faults,
-      gets: remote.stats.gets, reconnects: remote.stats.reconnects, killed: stats.killed,
+      gets: remote.stats.gets + remote.nativeGets, reconnects: remote.stats.reconnects, killed: stats.killed,
     };
     if (stats.killed > 0) {
       throw Object.assign(new UserError(`migration failed: ${errors[0] ?? 'the restored tree was killed'}`, { exitCode: ExitCode.restoredFailed }), { report });

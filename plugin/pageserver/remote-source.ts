@@ -53,11 +53,23 @@ export class PageServerPageSource {
 
   /** Bytes received on the engine's native links (urgent faults that skipped JS). */
   get nativeBytes(): number {
-    if (this.links && !this.linksStopped) this.nativePages = Math.max(this.nativePages, this.links.pages());
-    return this.nativePages * PAGE_SIZE;
+    return this.nativeStats().pages * PAGE_SIZE;
   }
 
-  private nativePages = 0;
+  /** GETs the engine sent on native links. */
+  get nativeGets(): number {
+    return this.nativeStats().gets;
+  }
+
+  private nativeStats(): { gets: number; pages: number } {
+    if (this.links && !this.linksStopped) {
+      const s = this.links.stats();
+      if (s.pages >= this.native.pages) this.native = s;
+    }
+    return this.native;
+  }
+
+  private native = { gets: 0, pages: 0 };
   private linksStopped = false;
 
   bindEngine(links: EngineLinks): { ready: Promise<void>; unbind(): void } {
@@ -106,7 +118,7 @@ export class PageServerPageSource {
     for (let i = 0; i < slots; i++) first.push(open(i, 0));
     const unbind = (): void => {
       if (stopped) return;
-      void this.nativeBytes; // last count while the engine is still open
+      this.nativeStats(); // last counts while the engine is still open
       stopped = true;
       this.linksStopped = true;
       for (let i = 0; i < slots; i++) {

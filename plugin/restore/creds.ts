@@ -186,8 +186,11 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
 
 /** Failing injected call in the restore of creds/signals/rlimits: one line naming pid, tid, what and the errno code. */
 function failed(pid: number, tid: number, what: string, r: bigint, hint = ''): never {
-  const who = pid === tid ? `pid ${pid}` : `pid ${pid} tid ${tid}`;
-  throw new UserError(`${who}: cannot restore ${what}: ${errnoName(Number(-r))}${hint}`);
+  throw new UserError(`${who(pid, tid)}: cannot restore ${what}: ${errnoName(Number(-r))}${hint}`);
+}
+
+function who(pid: number, tid: number): string {
+  return pid === tid ? `pid ${pid}` : `pid ${pid} tid ${tid}`;
 }
 
 function isErr(r: bigint): boolean {
@@ -280,7 +283,7 @@ function restoreCreds(th: ThreadRef, pid: number, c: CredsEntry, log: (line: str
   };
   const lastCap = capLastCap();
   const want = wantedCaps(c, lastCap);
-  if (want.unknown) log(`pid ${pid} tid ${th.tid}: dropping capabilities this kernel does not know: ${capList(want.unknown)}`);
+  if (want.unknown) log(`${who(pid, th.tid)}: dropping capabilities this kernel does not know: ${capList(want.unknown)}`);
   const before = readStatusCreds(t);
   const ids = (a: number[]): string => a.join('/');
   const same = ids(before.uid) === ids([c.uid, c.euid, c.suid, c.fsuid]) && ids(before.gid) === ids([c.gid, c.egid, c.sgid, c.fsgid])
@@ -290,10 +293,10 @@ function restoreCreds(th: ThreadRef, pid: number, c: CredsEntry, log: (line: str
   if (same && t.raw(NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0) === BigInt(c.secbits)) return;
   const missing = (want.prm | want.inh) & ~before.prm;
   if (missing) {
-    throw new UserError(`pid ${pid} tid ${th.tid}: cannot restore capabilities ${capList(missing)}: the restorer does not hold them (EPERM)`);
+    throw new UserError(`${who(pid, th.tid)}: cannot restore capabilities ${capList(missing)}: the restorer does not hold them (EPERM)`);
   }
   const notInBnd = want.bnd & ~before.bnd;
-  if (notInBnd) log(`pid ${pid} tid ${th.tid}: the bounding set cannot regain ${capList(notInBnd)} (the restorer lacks them)`);
+  if (notInBnd) log(`${who(pid, th.tid)}: the bounding set cannot regain ${capList(notInBnd)} (the restorer lacks them)`);
 
   if (!sameIds(c.groups, before.groups)) {
     const g = Buffer.alloc(c.groups.length * 4);
@@ -310,7 +313,7 @@ function restoreCreds(th: ThreadRef, pid: number, c: CredsEntry, log: (line: str
   const fsgid = Number(t.raw(SYS.setfsgid, 0xffffffff));
   const fsuid = Number(t.raw(SYS.setfsuid, 0xffffffff));
   if (fsuid !== c.fsuid || fsgid !== c.fsgid) {
-    throw new UserError(`pid ${pid} tid ${th.tid}: cannot restore fsuid/fsgid ${c.fsuid}/${c.fsgid}: still ${fsuid}/${fsgid} (EPERM)`);
+    throw new UserError(`${who(pid, th.tid)}: cannot restore fsuid/fsgid ${c.fsuid}/${c.fsgid}: still ${fsuid}/${fsgid} (EPERM)`);
   }
   if (want.inh !== before.inh) capset(th, pid, before.eff, before.prm, want.inh, `inheritable capabilities ${capList(want.inh)}`);
   for (let cap = 0; cap <= lastCap; cap++) {
@@ -334,7 +337,7 @@ function restoreCreds(th: ThreadRef, pid: number, c: CredsEntry, log: (line: str
   if (after.noNewPrivs !== (c.no_new_privs ? 1 : 0)) diffs.push(`no_new_privs ${after.noNewPrivs}`);
   const secbits = t.raw(NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0);
   if (secbits !== BigInt(c.secbits)) diffs.push(`securebits 0x${secbits.toString(16)}`);
-  if (diffs.length) throw new UserError(`pid ${pid} tid ${th.tid}: creds differ from the image after restore: ${diffs.join(', ')}`);
+  if (diffs.length) throw new UserError(`${who(pid, th.tid)}: creds differ from the image after restore: ${diffs.join(', ')}`);
 }
 
 /** PR_SET_DUMPABLE, CRIU's way: 0 and 1 are set; 2 (suid_dumpable) cannot be, so it falls back to 0 unless already equal. */

@@ -55,8 +55,11 @@ function isErr(r: bigint): boolean {
   return r < 0n && r >= -4095n;
 }
 
+/** What restoreTimers needs of a task (a RemoteTask; narrow so the id logic can be unit-tested). */
+export type TimerTask = Pick<RemoteTask, 'pid' | 'scratch' | 'write' | 'read' | 'raw'>;
+
 /** Arms the dumped interval and POSIX timers in `t` (the leader; scratch still mapped). */
-export function restoreTimers(t: RemoteTask, timers: TaskTimersEntry | undefined): void {
+export function restoreTimers(t: TimerTask, timers: TaskTimersEntry | undefined): void {
   if (!timers) return;
   for (const [key, which] of ITIMERS) {
     const e = timers[key];
@@ -87,7 +90,7 @@ export function restoreTimers(t: RemoteTask, timers: TaskTimersEntry | undefined
   }
 }
 
-function createTimer(t: RemoteTask, pt: PosixTimerEntry, exact: boolean): void {
+function createTimer(t: TimerTask, pt: PosixTimerEntry, exact: boolean): void {
   t.write(t.scratch + SCR_SIGEVENT, sigevent(pt));
   const id = Buffer.alloc(4);
   id.writeInt32LE(pt.it_id, 0);

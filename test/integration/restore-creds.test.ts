@@ -8,13 +8,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { dump } from '../../plugin/dump/index.js';
 import { UserError } from '../../plugin/errors.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { restore } from '../../plugin/restore/index.js';
 import { runCli } from '../helpers/cli.js';
 import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { goAndCheck, pidExists, restoreTree, startAndDump, type Dumped } from '../helpers/restore.js';
+import { startWorkload } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
 const RLIMIT_NOFILE = 7;
@@ -85,7 +87,28 @@ test('lazy: creds, capabilities, securebits, rlimits and pending signals (shared
   await roundTrip(true);
 });
 
-test('a hard limit above the restorer\'s: one-line error naming pid, RLIMIT_NOFILE and EPERM; nothing left running', { skip }, async () => {
+test('--pidns: pending signals are re-queued by pid inside the new namespace, creds as dumped', { skip }, async () => {
+  const fds = openFds();
+  const wl = await startWorkload('workload-creds');
+  const img = tempDir('lr-img-');
+  try {
+    // The original keeps running (and its pids): the copy gets its own pid namespace.
+    await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    const tree = await restoreTree(img.path, { pidns: true });
+    const root = Number(readFileSync(`/proc/${tree.pid}/task/${tree.pid}/children`, 'utf8').trim());
+    assert.equal(statusOf(root).get('Uid'), '1000\t1001\t1002\t1000');
+    process.kill(root, 'SIGUSR1');
+    assert.deepEqual(await withTimeout(tree.wait(), 20000, 'namespace init exit'), { code: 0, signal: 0 });
+    assert.equal(wl.result(), 'ok');
+    await tree.close();
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('a hard limit above the restorer\'s, a capability it lacks: one-line errors naming pid, what and EPERM; nothing left running', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-creds');
   try {
@@ -114,6 +137,19 @@ test('a hard limit above the restorer\'s: one-line error naming pid, RLIMIT_NOFI
     assert.equal(lines.length, 1, cli.stderr);
     assert.match(lines[0]!, new RegExp(`pid ${d.wl.pid}: cannot restore RLIMIT_NOFILE .*EPERM`));
     assert.equal(existsSync(`/proc/${d.wl.pid}`), false, 'nothing left running after the CLI either');
+
+    // A capability the restorer itself lacks (no CAP_SYS_RESOURCE on these machines).
+    core.tc!.rlimits!.rlimits[RLIMIT_NOFILE] = { cur: 64n, max: 128n };
+    const ownCaps = BigInt(`0x${statusOf(process.pid).get('CapPrm')}`);
+    const lacking = [24, 25, 26, 27, 28].find((c) => !(ownCaps & (1n << BigInt(c))));
+    if (lacking !== undefined) {
+      core.thread_core!.creds!.cap_prm = [core.thread_core!.creds!.cap_prm[0]! | (1 << lacking), 0];
+      await w.writeCore(d.wl.pid, core);
+      const capErr = await withTimeout(restore({ imagesDir: d.images.path, shellJob: true, detached: true }), 30000, 'restore').catch((e: unknown) => e);
+      assert.ok(capErr instanceof UserError, String(capErr));
+      assert.match(capErr.message, new RegExp(`^pid ${d.wl.pid}: cannot restore capabilities cap_\\w+\\(${lacking}\\): the restorer does not hold them \\(EPERM\\)$`));
+      assert.equal(pidExists(d.wl.pid), false, 'nothing left running');
+    }
   } finally {
     await d.wl.dispose();
     d.images.dispose();

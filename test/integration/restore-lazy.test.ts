@@ -2,15 +2,19 @@
 // lazy-pages daemon (userfaultfd created inside each restored process), the
 // program runs at once and verifies itself; threads faulting together; a tree;
 // fork/mremap/MADV_DONTNEED/munmap right after the restore keep exact memory;
-// and the hand-over to an external daemon over CRIU's lazy-pages socket.
+// the hand-over to an external daemon over CRIU's lazy-pages socket; and
+// lazy restores into a new pid namespace (--pidns): a tree, and a process
+// that forks and remaps right after.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
+import { dump } from '../../plugin/dump/index.js';
+import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath } from '../helpers/cli.js';
 import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
-import { waitForFile } from '../helpers/workload.js';
+import { startWorkload, waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
 
@@ -64,6 +68,59 @@ test('lazy: userfaultfds handed to an external lazy-pages daemon over its socket
   } finally {
     if (daemon.exitCode === null) daemon.kill('SIGKILL');
     await daemonExit;
+    await d.wl.dispose();
+    d.images.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lazy + --pidns: a tree with a grandchild keeps its pids in a new pid namespace, byte-exact, all reaped', { skip }, async () => {
+  const fds = openFds();
+  const wl = await startWorkload('workload-tree');
+  const img = tempDir('lr-img-');
+  try {
+    // The original tree keeps running and holding its pids: only a new pid
+    // namespace lets the copy have them too.
+    await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    const tree = await restoreTree(img.path, { lazy: true, pidns: true });
+    const nspid = (p: number): string[] => /NSpid:\s*(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1]!.trim().split('\t');
+    const children = (p: number): number[] => readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    assert.deepEqual(nspid(tree.pid).slice(1), ['1'], 'the namespace init');
+    const [root] = children(tree.pid) as [number];
+    const [child] = children(root) as [number];
+    const [grand] = children(child) as [number];
+    assert.equal(nspid(root)[1], String(wl.pid), 'root keeps its pid inside');
+    assert.equal(nspid(child)[1], wl.report.child, 'child keeps its pid inside');
+    assert.equal(nspid(grand)[1], wl.report.grandchild, 'grandchild keeps its pid inside');
+    process.kill(root, 'SIGUSR1');
+    // The init exits with the root's status: the root verified its memory and
+    // reaped the child, which verified its own and reaped the grandchild.
+    assert.deepEqual(await withTimeout(tree.wait(), 30000, 'namespace init exit'), { code: 0, signal: 0 });
+    assert.equal(wl.result(), 'ok');
+    await withTimeout(tree.lazyDone(), 30000, 'lazy pages served');
+    await tree.close();
+    for (const p of [tree.pid, root, child, grand]) assert.ok(!existsSync(`/proc/${p}`), `restored pid ${p} is gone (reaped)`);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lazy + --pidns: fork, mremap, DONTNEED and munmap right after the restore, inside the namespace', { skip }, async () => {
+  const fds = openFds();
+  const d = await startAndDump('workload-restore-post', ['16']);
+  try {
+    const tree = await restoreTree(d.images.path, { lazy: true, pidns: true });
+    // The forked child's userfaultfd (UFFD_EVENT_FORK) belongs to a process the daemon only sees by its outer pid.
+    const root = Number(readFileSync(`/proc/${tree.pid}/task/${tree.pid}/children`, 'utf8').trim());
+    process.kill(root, 'SIGUSR1');
+    assert.deepEqual(await withTimeout(tree.wait(), 30000, 'namespace init exit'), { code: 0, signal: 0 });
+    assert.equal(d.wl.result(), 'ok');
+    await withTimeout(tree.lazyDone(), 30000, 'lazy pages served');
+    await tree.close();
+    assert.ok(!existsSync(`/proc/${root}`), 'restored root reaped');
+  } finally {
     await d.wl.dispose();
     d.images.dispose();
   }

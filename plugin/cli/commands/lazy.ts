@@ -17,6 +17,7 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
   pidfile?: string;
+  daemon?: boolean;
 }
 
 /** Parses "100M", "1.5GiB", "500k", "1048576" (bytes per second; K/M/G are powers of 1024). */
@@ -43,7 +44,8 @@ export function register(program: Command): void {
     .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)')
     .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'do not prefetch a recorded working set first')
-    .option('--pidfile <file>', 'write this daemon\'s pid here once it listens (relative paths: in the work dir, like CRIU)'))
+    .option('--pidfile <file>', 'write this daemon\'s pid here once it listens (relative paths: in the work dir, like CRIU)')
+    .option('-d, --daemon', 'not supported (CRIU\'s daemon mode): run in the background with --status-fd instead'))
     .action(async (opts: LazyPagesCliOptions) => {
       const code = await runLazyPages(opts);
       if (code !== ExitCode.ok) throw new UserError(code === ExitCode.restoredFailed ? 'some restored processes were killed (see above)' : 'lazy-pages failed', { exitCode: code });
@@ -51,6 +53,7 @@ export function register(program: Command): void {
 }
 
 async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
+  (await import('../global.js')).refuseDaemon(opts, 'lazy-pages');
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
   const { join } = await import('node:path');

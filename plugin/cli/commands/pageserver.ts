@@ -87,7 +87,8 @@ export function register(program: Command): void {
       .option('--keep-going', 'lazy mode: serve one session after another until killed')
       .option('--reconnect-timeout <seconds>', 'lazy mode: how long a session waits for a disconnected client', parseSeconds, 60)
       .option('--idle-timeout <seconds>', 'lazy mode: end the session when the client sent nothing for this long (default: never)', parseSeconds)
-      .option('--pidfile <file>', 'write this server\'s pid here once it listens (relative paths: in the work dir, like CRIU)'),
+      .option('--pidfile <file>', 'write this server\'s pid here once it listens (relative paths: in the work dir, like CRIU)')
+      .option('-d, --daemon', 'not supported (CRIU\'s daemon mode): run in the background with --status-fd instead'),
   )
     .addHelpText('after', `
 Examples:
@@ -97,10 +98,11 @@ Examples:
 
 A lazy session may use several connections (urgent faults and background
 transfer) and survives a dropped connection until --reconnect-timeout.`)
-    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number; pidfile?: string } & TlsCliOptions) => {
+    .action(async (o: { imagesDir: string; address: string; port: number; lazyPages?: boolean; insecure?: boolean; keepGoing?: boolean; reconnectTimeout: number; idleTimeout?: number; pidfile?: string; daemon?: boolean } & TlsCliOptions) => {
+      const { signalReady, resolveInWorkDir, writePidfile, refuseDaemon } = await import('../global.js');
+      refuseDaemon(o, 'page-server');
       const { PageServer } = await import('../../pageserver/server.js');
       const { loadTls } = await import('../../pageserver/transport.js');
-      const { signalReady, resolveInWorkDir, writePidfile } = await import('../global.js');
       const pidfile = o.pidfile !== undefined ? resolveInWorkDir(o.pidfile, o.imagesDir) : undefined;
       const ps = await PageServer.start({
         imagesDir: o.imagesDir,
