@@ -59,8 +59,9 @@ pid_t WaitTid(int tid, int* status, int flags) {
 // execve it only issues raw system calls: no allocation, no locks.
 // sibling (CRIU's --restore-sibling): CLONE_PARENT makes the stub a child of
 // our parent. PTRACE_TRACEME would then hand it to that parent, so the stub
-// waits on a pipe until we have seized it, and stops at its execve through
-// PTRACE_O_TRACEEXEC instead of the SIGTRAP a TRACEME tracee gets.
+// waits on a pipe until we have seized it; we see its execve as a
+// PTRACE_EVENT_EXEC stop and then, through a SIGTRAP we send, the same
+// signal stop a TRACEME stub gives.
 Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t want = ArgI32(info, 0, "pid");

@@ -122,8 +122,8 @@ export interface ThreadState {
   core: CoreEntry;
 }
 
-/** Everything per thread. `pending` = signal held back while freezing, if any. */
-export function collectThread(pid: number, tid: number, opts: InjectOptions, held?: number): ThreadState {
+/** Everything per thread. */
+export function collectThread(pid: number, tid: number, opts: InjectOptions): ThreadState {
   const regs = getRegs(tid);
   const xs = getXstate(tid);
   const blk = getSigmask(tid);
@@ -149,7 +149,6 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions, hel
   const secbits = Number(check(injectSyscall(tid, SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], opts), 'prctl(PR_GET_SECUREBITS)', tid));
 
   const pending = peekSiginfo(tid, false).map((siginfo) => ({ siginfo }));
-  if (held !== undefined) pending.push({ siginfo: heldSiginfo(held) });
   const tc: ThreadCoreEntry = {
     futex_rla: robust.head, futex_rla_len: robust.len,
     sched_nice: stat.nice, sched_policy: stat.policy, sched_prio: stat.rtPriority,
@@ -170,13 +169,6 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions, hel
     thread_core: tc,
   };
   return { tid, regs, core };
-}
-
-/** A minimal siginfo for a signal taken off a thread while freezing (SI_USER). */
-function heldSiginfo(sig: number): Buffer {
-  const b = Buffer.alloc(128);
-  b.writeInt32LE(sig, 0);
-  return b;
 }
 
 const SIGNALS = Array.from({ length: 64 }, (_, i) => i + 1).filter((s) => s !== 9 && s !== 19);

@@ -286,7 +286,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, frozenPids);
     }
-    stats = await collectAndWrite(dir, post.plans, tree, timeoutMs, log, lazyRanges, inc);
+    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -358,7 +358,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
-async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTree, timeoutMs: number, log: (l: string) => void,
+async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
   lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
@@ -384,7 +384,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], tree: FrozenTre
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
-    const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts, tree.held.get(t)));
+    const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
     stats.threads += threads.length;
     const ps = collectProcess(pid, opts);
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));

@@ -20,8 +20,6 @@ export class FrozenTree {
   /** Parents before children (depth-first from the root). */
   readonly processes: FrozenProcess[] = [];
   private readonly seized = new Set<number>();
-  /** Signals taken off a thread while stopping it: redelivered at detach. */
-  private readonly heldSignals = new Map<number, number>();
 
   constructor(readonly root: number, private readonly timeoutMs: number) {}
 
@@ -91,24 +89,22 @@ export class FrozenTree {
         throw e;
       }
       if (isEventStop(st)) return;
-      // A signal-delivery stop came first: take the signal off and give it
-      // back when the thread is released. The interrupt is still pending, so
-      // resuming stops the thread again before it reaches user space.
-      if (st.event === 0 && st.signal !== undefined) this.heldSignals.set(t, st.signal);
-      cont(t, 0);
+      // A signal-delivery stop came first: let the thread take the signal
+      // (as CRIU's compel does). The interrupt is still pending and is
+      // checked before the next signal is dequeued, so the thread stops
+      // again right after the kernel has set up the handler frame, and the
+      // dump sees that state. Holding the signal back instead would lose its
+      // siginfo (sender, value), and a signal given with PTRACE_DETACH from
+      // an event stop is dropped by the kernel.
+      cont(t, st.event === 0 && st.signal !== undefined ? st.signal : 0);
     }
   }
 
-  /** Signals held back during the freeze (tid → signal): they are pending state of the dump. */
-  get held(): ReadonlyMap<number, number> {
-    return this.heldSignals;
-  }
-
-  /** Detaches every thread, giving back held signals. Ignores threads that vanished. */
+  /** Detaches every thread. Ignores threads that vanished. */
   release(): void {
     for (const t of this.seized) {
       try {
-        detach(t, this.heldSignals.get(t) ?? 0);
+        detach(t, 0);
       } catch {
         /* gone */
       }

@@ -434,3 +434,31 @@ test('remote lazy: criu page-server --lazy-pages --pidfile + lazy-pages --page-s
   }
   assert.deepEqual(leakedFds(fds), []);
 });
+
+test('criu restore --lazy-pages -d -S without a daemon: served in-process, the root is still the caller\'s child', { skip }, async () => {
+  const fds = openFds();
+  const { wl, t, bin } = await started();
+  let restored: number | undefined;
+  try {
+    const d = join(t.path, '1');
+    const dump = await criu(bin, ['dump', '-t', String(wl.pid), '-D', d]);
+    assert.equal(dump.code, 0, dump.stderr);
+    await withTimeout(wl.exited, 10_000, 'dumped workload killed');
+    // -d with the in-process daemon: criu stays until every page is in.
+    const rst = criu(bin, ['restore', '-D', d, '--lazy-pages', '-d', '-S', '--pidfile', 'r.pid']);
+    await waitForFile(join(d, 'r.pid'), 30_000);
+    restored = readPidfile(join(d, 'r.pid'));
+    assert.equal(ppidOf(restored), process.pid);
+    const exit = reap(restored);
+    await goAndVerdict(wl, restored);
+    assert.deepEqual(await withTimeout(exit, 20_000, 'sibling root exit'), { code: 0, signal: 0 });
+    restored = undefined;
+    const r = await rst;
+    assert.equal(r.code, 0, r.stderr);
+  } finally {
+    killIfWorkload(restored);
+    await wl.dispose();
+    t.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
