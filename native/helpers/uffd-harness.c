@@ -27,6 +27,7 @@
 //                     for it (must exit 0) and continues after endfork
 //   mremap R PAGES    move the region (MREMAP_FIXED to a fresh place), new size PAGES
 //   dontneed R P N    madvise(MADV_DONTNEED)
+//   mprotect R P N    mprotect(PROT_READ): splits the VMA, no uffd event
 //   munmap R P N      munmap
 //   wait              print "wait" and block until one byte arrives on the socket
 //   stress R S K SEED MIX
@@ -470,6 +471,13 @@ static int run(char **av, int ac, int i) {
       r->base = m;
       r->len = nl;
       i += 3;
+    } else if (!strcmp(a, "mprotect")) {
+      NEED(3);
+      struct region *r = reg(av[i + 1]);
+      long p = num(av[i + 2]), n = num(av[i + 3]);
+      if (mprotect(pages(r, p, n), n * PAGE, PROT_READ) < 0) fail("mprotect: %s", strerror(errno));
+      printf("ok mprotect %s %ld %ld\n", av[i + 1], p, n);
+      i += 4;
     } else if (!strcmp(a, "dontneed") || !strcmp(a, "munmap")) {
       NEED(3);
       struct region *r = reg(av[i + 1]);

@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
 import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
@@ -127,4 +128,46 @@ for (const prefetch of [false, true]) {
 
 for (const prefetch of [true, false]) {
   test(`random DONTNEED/mremap/munmap/fork/write sequences stay byte-exact (${prefetch ? 'with' : 'without'} background push)`, { skip }, () => stress('rrrrddddwwwmmmmuf', prefetch, 2));
+}
+
+// A range the image holds in one piece but the program split into two VMAs
+// (mprotect raises no uffd event): a copy across the split fails with
+// ENOENT, and the pages on both sides must still come from the image.
+for (const prefetch of [false, true]) {
+  test(`a lazy range split by mprotect is served byte-exact (${prefetch ? 'with' : 'without'} background push)`, { skip }, async () => {
+    const d = tempDir();
+    const before = openFds();
+    let server: LazyPagesServer | undefined;
+    let h: Harness | undefined;
+    try {
+      const patternPath = join(d.path, 'pattern');
+      const pattern = randomBytes(64 * PAGE);
+      writeFileSync(patternPath, pattern);
+      h = await startHarness({ dir: d.path, pattern: patternPath, regions: [64], actions: ['mprotect', '0', '10', '10', 'wait', 'read', '0', '0', '64'] });
+      const r = h.regions[0]!;
+      const imgDir = join(d.path, 'img');
+      await writeLazyImages(imgDir, [{ pid: h.pid, vmas: [{ start: r.addr, end: r.addr + r.len }], entries: [{ vaddr: r.addr, pages: 64, flags: PE_LAZY | PE_PRESENT, data: pattern }] }]);
+      // Split first (no memory touched, so nothing waits on the uffd yet),
+      // then hand the uffd over: a push starts at once with the whole
+      // region in one window.
+      h.go();
+      await h.waitLine((l) => l === 'wait');
+      server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch, pushChunkBytes: 64 * PAGE });
+      const errors: LazyErrorEvent[] = [];
+      server.on('error', (e) => errors.push(e));
+      const done = new Promise<void>((resolve) => server!.on('complete', () => resolve()));
+      await server.adopt(h.pid, h.uffd);
+      if (prefetch) await withTimeout(done, 10_000, 'push complete');
+      h.go();
+      const exit = await h.finish();
+      assert.equal(exit.code, 0, `harness failed:\n${exit.stdout}\n${exit.stderr}`);
+      assert.deepEqual(errors.map((e) => e.message), []);
+    } finally {
+      h?.kill();
+      await server?.close();
+      if (h) await h.finish().catch(() => undefined);
+      d.dispose();
+      assert.deepEqual(leakedFds(before), []);
+    }
+  });
 }

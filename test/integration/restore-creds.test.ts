@@ -37,13 +37,21 @@ async function roundTrip(lazy: boolean): Promise<void> {
     assert.equal(d.wl.report.early_fail, undefined, 'the workload set up its state');
     await checkImages(d);
     const tree = await restoreTree(d.images.path, { lazy });
-    const tid = Number(d.wl.report.tid_thread);
-    for (const t of [tree.pid, tid]) {
-      const st = statusOf(tree.pid, t);
-      assert.equal(st.get('Uid'), '1000\t1001\t1002\t1000', `uids of ${t} seen from outside`);
-      assert.equal(st.get('Gid'), '1010\t1011\t1012\t1010');
-      assert.equal(st.get('Groups'), '27 1020 1021');
-      assert.equal(st.get('CapEff'), '0000000000000420');
+    try {
+      const tid = Number(d.wl.report.tid_thread);
+      for (const t of [tree.pid, tid]) {
+        const st = statusOf(tree.pid, t);
+        assert.equal(st.get('Uid'), '1000\t1001\t1002\t1000', `uids of ${t} seen from outside`);
+        assert.equal(st.get('Gid'), '1010\t1011\t1012\t1010');
+        assert.equal(st.get('Groups'), '27 1020 1021');
+        assert.equal(st.get('CapEff'), '0000000000000420');
+      }
+    } catch (e) {
+      // Nothing restored outlives a failed check.
+      process.kill(tree.pid, 'SIGKILL');
+      await withTimeout(tree.wait(), 10000, 'restored tree exit');
+      await tree.close();
+      throw e;
     }
     await goAndCheck(d, tree);
   } finally {
