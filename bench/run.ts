@@ -1,7 +1,9 @@
-// `npm run bench [-- --quick] [-- --only NAME]`: runs every suite in
-// bench/suites, prints one table with each figure, its same-run baseline and
-// the ratio, and writes bench/results.md and bench/results.json.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+// `npm run bench [-- --quick] [-- --only NAME] [-- --out DIR]`: runs every
+// suite in bench/suites, prints one table with each figure, its same-run
+// baseline and the ratio, and writes results.md and results.json to DIR
+// (default bench/). Exits 1 if a suite failed to run (never on timings), so
+// `--quick` serves as a smoke test of every benchmark (test/integration/bench-quick).
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -17,6 +19,9 @@ async function main(): Promise<void> {
   const quick = args.includes('--quick');
   const onlyIdx = args.indexOf('--only');
   const only = onlyIdx >= 0 ? args[onlyIdx + 1] : undefined;
+  const outIdx = args.indexOf('--out');
+  const outDir = outIdx >= 0 ? args[outIdx + 1] : srcBench;
+  if (outDir === undefined) throw new Error('--out needs a directory');
   const suiteDir = join(here, 'suites');
   const files = (existsSync(suiteDir) ? readdirSync(suiteDir) : []).filter((f) => f.endsWith('.js')).sort();
   const rows: { suite: string; fig: BenchFigure }[] = [];
@@ -37,8 +42,12 @@ async function main(): Promise<void> {
   }
   const md = renderMarkdown(rows, quick);
   process.stdout.write(md);
-  writeFileSync(join(srcBench, 'results.md'), md);
-  writeFileSync(join(srcBench, 'results.json'), JSON.stringify({ machine: machine(), date: new Date().toISOString(), quick, rows }, null, 2));
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, 'results.md'), md);
+  writeFileSync(join(outDir, 'results.json'), JSON.stringify({ machine: machine(), date: new Date().toISOString(), quick, rows }, null, 2));
+  const failed = rows.filter((r) => r.fig.name === 'suite failed');
+  for (const r of failed) process.stderr.write(`bench: suite ${r.suite} failed: ${r.fig.notes ?? ''}\n`);
+  if (failed.length > 0) process.exitCode = 1;
 }
 
 function machine(): string {
