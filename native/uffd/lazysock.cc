@@ -62,6 +62,7 @@ struct Conn {
   uint8_t word[4] = {0, 0, 0, 0};
   size_t have = 0;    // bytes of the current 4-byte word received
   int32_t pid = 0;    // > 0: announced, its 1 byte + SCM_RIGHTS fd is next
+  bool spoke = false;  // sent at least one byte
 };
 
 class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
@@ -96,7 +97,8 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       ThrowErrno(env, e, "bind", path_);
     }
     bound_ = true;
-    if (listen(listen_fd_, 10) < 0) {
+    // Room for a burst of peers while the listener thread is not scheduled (CRIU uses 10 for its one).
+    if (listen(listen_fd_, 64) < 0) {
       int e = errno;
       CloseFds();
       ThrowErrno(env, e, "listen", path_);
@@ -250,6 +252,7 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
         ConnError(c, EPROTO, "more file descriptors than a message carries (control data truncated)");
         return false;
       }
+      if (n > 0) c.spoke = true;
       if (n == 0) {
         CloseAll(fds);
         if (wantFd) {
@@ -342,10 +345,21 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
         continue;
       }
       if (conns_.size() >= kMaxConns) {
-        delete ev;
-        ConnError(c, EMFILE, "too many connections at once (" + std::to_string(kMaxConns) + "): refused");
-        close(fd);
-        continue;
+        // Make room by dropping the oldest peer that has never sent a byte:
+        // a restorer speaks at once, and refusing it instead would drop the
+        // uffds it is about to send (there is no ack: it then runs on zeros).
+        auto idle = conns_.end();
+        for (auto it = conns_.begin(); it != conns_.end(); ++it)
+          if (!it->second.spoke && (idle == conns_.end() || it->second.id < idle->second.id)) idle = it;
+        if (idle == conns_.end()) {
+          delete ev;
+          ConnError(c, EMFILE, "too many connections at once (" + std::to_string(kMaxConns) + "): refused");
+          close(fd);
+          continue;
+        }
+        ConnError(idle->second, EMFILE, "too many connections at once (" + std::to_string(kMaxConns) + "): the oldest one that never sent anything is dropped");
+        close(idle->first);
+        conns_.erase(idle);
       }
       ev->type = "connected";
       PostConn(c, ev);

@@ -582,9 +582,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       /* reported below */
     }
     if (target !== 'anon_inode:[userfaultfd]') {
-      // Its real uffd (if any) is not ours: nothing will serve it.
-      closeQuietly(fd);
+      // Its real uffd (if any) is not ours: nothing will serve it. Kill first, then close.
       const outcome = this.killAnnounced(hostPid);
+      closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} was handed over with ${target} instead of a userfaultfd (EINVAL); ${outcome}`, 'EINVAL', outcome.startsWith('killed'));
       this.checkIdle();
       return;
