@@ -135,6 +135,16 @@ Napi::Value LazySendTask(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// restoreLazyPeerPid(sock) -> the daemon's pid as seen here (SO_PEERCRED).
+Napi::Value LazyPeerPid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock = ArgFd(info, 0, "sock");
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) ThrowErrno(env, errno, "getsockopt", "(lazy-pages socket, SO_PEERCRED)");
+  return Napi::Number::New(env, cred.pid);
+}
+
 // restoreLazySendFinish(sock): message C, "RSTF".
 Napi::Value LazySendFinish(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -152,6 +162,7 @@ void InitRestoreLazy(Napi::Env env, Napi::Object exports) {
   exports.Set("restoreUffdSetup", Napi::Function::New(env, UffdSetup, "restoreUffdSetup"));
   exports.Set("restoreLazyConnect", Napi::Function::New(env, LazyConnect, "restoreLazyConnect"));
   exports.Set("restoreLazySendTask", Napi::Function::New(env, LazySendTask, "restoreLazySendTask"));
+  exports.Set("restoreLazyPeerPid", Napi::Function::New(env, LazyPeerPid, "restoreLazyPeerPid"));
   exports.Set("restoreLazySendFinish", Napi::Function::New(env, LazySendFinish, "restoreLazySendFinish"));
 }
 

@@ -307,6 +307,8 @@ export interface RestoreNative {
   restoreLazyConnect(path: string): number;
   /** Lazy socket message A (pid, then the uffd by SCM_RIGHTS) or, with uffd < 0, message B (-pid). */
   restoreLazySendTask(sock: number, pid: number, uffd: number): void;
+  /** The lazy-pages daemon's pid (SO_PEERCRED of the connected socket). */
+  restoreLazyPeerPid(sock: number): number;
   /** Lazy socket message C ("RSTF"). */
   restoreLazySendFinish(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;

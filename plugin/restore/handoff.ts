@@ -1,9 +1,17 @@
 // Where the userfaultfds of a lazy restore go: the in-process lazy-pages
 // daemon (plugin/lazy's LazyPagesServer, the default) or an external daemon
 // over CRIU's lazy-pages socket protocol (pid, then the uffd by SCM_RIGHTS,
-// per task; -pid for zombies; "RSTF" once the tree runs).
+// per task; -pid for zombies; "RSTF" once the tree runs). CRIU's protocol
+// has no acknowledgement, so before dropping its own copy of a uffd the
+// restorer checks (kcmp) that the daemon really holds it: a uffd lost in
+// flight would otherwise leave its process reading zero pages.
+import { readdirSync } from 'node:fs';
 import { UserError } from '../errors.js';
+import { KCMP, kcmpSame } from '../inject/index.js';
 import { addon } from '../native/addon.js';
+
+/** How long a daemon may take to receive a handed-over uffd. */
+const TAKE_TIMEOUT_MS = 10_000;
 
 export interface LazyHandoff {
   /** True when adoption may still be in progress while the tree already runs (in-process daemon). */
@@ -48,6 +56,7 @@ class InProcessHandoff implements LazyHandoff {
 class SocketHandoff implements LazyHandoff {
   readonly overlapsRelease = false;
   private sock: number;
+  private readonly daemonPid: number;
   constructor(readonly path: string) {
     try {
       this.sock = addon.restoreLazyConnect(path);
@@ -55,10 +64,17 @@ class SocketHandoff implements LazyHandoff {
       const code = (e as { code?: string }).code ?? String(e);
       throw new UserError(`cannot connect to the lazy-pages daemon at ${path}: ${code}`, { cause: e });
     }
+    try {
+      this.daemonPid = addon.restoreLazyPeerPid(this.sock);
+    } catch (e) {
+      this.closeSock();
+      throw new UserError(`lazy-pages daemon at ${path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
+    }
   }
   async adopt(pid: number, uffd: number): Promise<void> {
     try {
       addon.restoreLazySendTask(this.sock, pid, uffd);
+      await this.waitTaken(pid, uffd);
     } finally {
       // The daemon holds its own copy now (or the send failed): ours must go,
       // or the uffd would outlive the daemon.
@@ -67,6 +83,30 @@ class SocketHandoff implements LazyHandoff {
   }
   async zombie(pid: number): Promise<void> {
     addon.restoreLazySendTask(this.sock, pid, -1);
+  }
+  /** Resolves once the daemon holds a file that is our `uffd` (kcmp), bounded. */
+  private async waitTaken(pid: number, uffd: number): Promise<void> {
+    const me = process.pid;
+    const deadline = Date.now() + TAKE_TIMEOUT_MS;
+    for (;;) {
+      let fds: string[];
+      try {
+        fds = readdirSync(`/proc/${this.daemonPid}/fd`);
+      } catch (e) {
+        throw new UserError(`lazy-pages daemon (pid ${this.daemonPid}) is gone before it took the userfaultfd of pid ${pid}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
+      }
+      for (const name of fds) {
+        const fd = Number(name);
+        if (this.daemonPid === me && fd === uffd) continue; // our own copy (a daemon in this process)
+        try {
+          if (kcmpSame(me, this.daemonPid, KCMP.FILE, uffd, fd)) return;
+        } catch { /* that fd was closed meanwhile */ }
+      }
+      if (Date.now() > deadline) {
+        throw new UserError(`lazy-pages daemon (pid ${this.daemonPid}) did not take the userfaultfd of pid ${pid} within ${TAKE_TIMEOUT_MS / 1000} s: ETIMEDOUT (the restore is abandoned rather than left on zero pages)`);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
   async finished(): Promise<void> {
     addon.restoreLazySendFinish(this.sock);

@@ -8,12 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer, type Socket } from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath } from '../helpers/cli.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import { goAndCheck, pidExists, restoreTree, startAndDump } from '../helpers/restore.js';
 import { startWorkload, waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
@@ -68,6 +69,33 @@ test('lazy: userfaultfds handed to an external lazy-pages daemon over its socket
   } finally {
     if (daemon.exitCode === null) daemon.kill('SIGKILL');
     await daemonExit;
+    await d.wl.dispose();
+    d.images.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lazy: a daemon that never takes the userfaultfd: clear error, nothing left running on zero pages', { skip }, async () => {
+  const fds = openFds();
+  const d = await startAndDump('workload-mem', ['2']);
+  const sock = join(d.images.path, 'lazy-pages.socket');
+  // A "daemon" that reads the hand-over without its SCM_RIGHTS part (node's
+  // sockets cannot receive fds: the kernel drops them) and hangs up: CRIU's
+  // protocol has no acknowledgement, so only the restorer can notice.
+  const peers = new Set<Socket>();
+  const server = createServer((c) => {
+    peers.add(c);
+    c.on('data', () => c.destroy());
+    c.on('close', () => peers.delete(c));
+  });
+  await new Promise<void>((r) => server.listen(sock, r));
+  try {
+    await assert.rejects(withTimeout(restoreTree(d.images.path, { lazySocket: sock }), 40000, 'restore gives up'), (e: unknown) => e instanceof Error
+      && new RegExp(`lazy-pages daemon \\(pid ${process.pid}\\) did not take the userfaultfd of pid ${d.wl.pid} within \\d+ s: ETIMEDOUT`).test(e.message));
+    assert.equal(pidExists(d.wl.pid), false, 'no restored process is left');
+  } finally {
+    for (const c of peers) c.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
     await d.wl.dispose();
     d.images.dispose();
   }
