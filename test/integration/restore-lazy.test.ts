@@ -90,7 +90,10 @@ test('lazy: a daemon that never takes the userfaultfd: clear error, nothing left
   });
   await new Promise<void>((r) => server.listen(sock, r));
   try {
-    await assert.rejects(withTimeout(restoreTree(d.images.path, { lazySocket: sock }), 40000, 'restore gives up'), (e: unknown) => e instanceof Error
+    const attempt = withTimeout(restoreTree(d.images.path, { lazySocket: sock }), 40000, 'restore gives up');
+    // Should the restore wrongly succeed, its tree is ours to kill (by pid), not left running on zeros.
+    attempt.then((t) => { try { process.kill(t.pid, 'SIGKILL'); } catch { /* gone */ } }, () => undefined);
+    await assert.rejects(attempt, (e: unknown) => e instanceof Error
       && new RegExp(`lazy-pages daemon \\(pid ${process.pid}\\) did not take the userfaultfd of pid ${d.wl.pid} within \\d+ s: ETIMEDOUT`).test(e.message));
     assert.equal(pidExists(d.wl.pid), false, 'no restored process is left');
   } finally {
