@@ -198,7 +198,7 @@ export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
     const brk = check(injectSyscall(pid, SYS.brk, [0], opts), 'brk', pid);
     const timers: ItimerEntry[] = [];
     for (const which of [0, 1, 2]) {
-      check(injectSyscall(pid, SYS_GETITIMER, [which, a], opts), 'getitimer', pid);
+      check(injectSyscall(pid, SYS.getitimer, [which, a], opts), 'getitimer', pid);
       const [isec, iusec, vsec, vusec] = u64s(readMemory(pid, a, 32), 0, 4);
       timers.push({ isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
     }
@@ -210,9 +210,9 @@ export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
     // timer itself. The process is frozen, so the list cannot change meanwhile.
     const posixTimers: PosixTimerEntry[] = [];
     for (const pt of readTimers(pid)) {
-      check(injectSyscall(pid, SYS_TIMER_GETTIME, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
+      check(injectSyscall(pid, SYS.timer_gettime, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
       const [isec, insec, vsec, vnsec] = u64s(readMemory(pid, a, 32), 0, 4);
-      const overrun = Number(check(injectSyscall(pid, SYS_TIMER_GETOVERRUN, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
+      const overrun = Number(check(injectSyscall(pid, SYS.timer_getoverrun, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
       const e: PosixTimerEntry = {
         it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
         overrun, isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
@@ -227,9 +227,6 @@ export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
   });
 }
 
-const SYS_GETITIMER = 36;
-const SYS_TIMER_GETTIME = 224;
-const SYS_TIMER_GETOVERRUN = 225;
 const SIGEV_THREAD_ID = 4;
 
 export function readRlimits(pid: number): { cur: bigint; max: bigint }[] {

@@ -10,7 +10,10 @@ export const SYS = {
   prctl: 157, arch_prctl: 158, chroot: 161, gettid: 186, tkill: 200, futex: 202,
   set_tid_address: 218, exit_group: 231, openat: 257, set_robust_list: 273,
   get_robust_list: 274, mremap: 25, userfaultfd: 323, rseq: 334, pidfd_open: 434, clone3: 435,
-  pidfd_getfd: 438,
+  pidfd_getfd: 438, getitimer: 36, setitimer: 38, wait4: 61, chdir: 80, setgroups: 116, setresuid: 117,
+  setresgid: 119, setfsuid: 122, setfsgid: 123, capset: 126, rt_sigqueueinfo: 129, timer_create: 222,
+  timer_settime: 223, timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, dup3: 292,
+  rt_tgsigqueueinfo: 297, prlimit64: 302,
 } as const;
 
 /** prctl options used by dump/restore. */
@@ -18,7 +21,8 @@ export const PR = {
   SET_PDEATHSIG: 1, GET_PDEATHSIG: 2, GET_DUMPABLE: 3, SET_DUMPABLE: 4, SET_NAME: 15,
   GET_NAME: 16, GET_SECUREBITS: 27, SET_MM: 35, GET_TID_ADDRESS: 40, SET_CHILD_SUBREAPER: 36,
   GET_CHILD_SUBREAPER: 37, GET_NO_NEW_PRIVS: 39, GET_THP_DISABLE: 42, SET_MM_MAP: 14,
-  SET_MM_MAP_SIZE: 15,
+  SET_MM_MAP_SIZE: 15, CAPBSET_DROP: 24, SET_SECUREBITS: 28, SET_NO_NEW_PRIVS: 38, CAP_AMBIENT: 47,
+  TIMER_CREATE_RESTORE_IDS: 77,
 } as const;
 
 export const PTRACE_O = {

@@ -12,29 +12,10 @@ import type { CoreEntry, CredsEntry, RlimitEntry, SiginfoEntry } from '../images
 import { parseLimits } from '../dump/proc.js';
 import { addon } from '../native/addon.js';
 import type { ProcessPlan, RestorePlan } from './plan.js';
+import { PR, SYS } from '../inject/constants.js';
 import { errnoName, NR, type RemoteTask } from './task.js';
 
-const SYS = {
-  rt_sigqueueinfo: 129,
-  capset: 126,
-  setfsuid: 122,
-  setfsgid: 123,
-  personality: 135,
-  rt_tgsigqueueinfo: 297,
-  prlimit64: 302,
-} as const;
-
-const PR = {
-  GET_DUMPABLE: 3,
-  SET_DUMPABLE: 4,
-  SET_PDEATHSIG: 1,
-  CAPBSET_DROP: 24,
-  GET_SECUREBITS: 27,
-  SET_SECUREBITS: 28,
-  SET_NO_NEW_PRIVS: 38,
-  CAP_AMBIENT: 47,
-  CAP_AMBIENT_RAISE: 2,
-} as const;
+const PR_CAP_AMBIENT_RAISE = 2;
 
 const SECBIT_NO_SETUID_FIXUP = 1 << 2;
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
@@ -317,7 +298,7 @@ function restoreCreds(th: ThreadRef, pid: number, c: CredsEntry, log: (line: str
   }
   if (want.inh !== before.inh) capset(th, pid, before.eff, before.prm, want.inh, `inheritable capabilities ${capList(want.inh)}`);
   for (let cap = 0; cap <= lastCap; cap++) {
-    if (want.amb & (1n << BigInt(cap))) call(`ambient capability ${capList(1n << BigInt(cap))}: prctl(PR_CAP_AMBIENT_RAISE)`, NR.prctl, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0);
+    if (want.amb & (1n << BigInt(cap))) call(`ambient capability ${capList(1n << BigInt(cap))}: prctl(PR_CAP_AMBIENT_RAISE)`, NR.prctl, PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
   }
   for (let cap = 0; cap <= lastCap; cap++) {
     const bit = 1n << BigInt(cap);

@@ -4,40 +4,12 @@
 // wrappers for the handful of calls the restorer makes.
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { SYS } from '../inject/constants.js';
 import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 
-export const NR = {
-  close: 3,
-  lseek: 8,
-  mmap: 9,
-  mprotect: 10,
-  munmap: 11,
-  rt_sigaction: 13,
-  mremap: 25,
-  getpid: 39,
-  wait4: 61,
-  exit: 60,
-  fcntl: 72,
-  chdir: 80,
-  umask: 95,
-  setgroups: 116,
-  setresuid: 117,
-  setresgid: 119,
-  setpgid: 109,
-  setsid: 112,
-  sigaltstack: 131,
-  prctl: 157,
-  chroot: 161,
-  set_tid_address: 218,
-  exit_group: 231,
-  openat: 257,
-  set_robust_list: 273,
-  dup3: 292,
-  userfaultfd: 323,
-  rseq: 334,
-  clone3: 435,
-} as const;
+/** Syscall numbers: the one table of plugin/inject. */
+export const NR = SYS;
 
 // Only a safety bound (a restore never injects a blocking call): generous,
 // as a loaded machine can take a while to copy a big address space on clone.

@@ -10,16 +10,11 @@
 // order from the process's counter, so timers are created in id order and an
 // id that does not come out as dumped is a clear error.
 import { UserError } from '../errors.js';
+import { PR, SYS } from '../inject/constants.js';
 import type { ItimerEntry, PosixTimerEntry, TaskTimersEntry } from '../images/index.js';
 import type { RemoteTask } from './task.js';
 import { errnoName } from './task.js';
 
-const SYS_SETITIMER = 38;
-const SYS_PRCTL = 157;
-const SYS_TIMER_CREATE = 222;
-const SYS_TIMER_SETTIME = 223;
-const SYS_TIMER_DELETE = 226;
-const PR_TIMER_CREATE_RESTORE_IDS = 77;
 const RESTORE_IDS_OFF = 0;
 const RESTORE_IDS_ON = 1;
 const EINVAL = 22;
@@ -67,25 +62,25 @@ export function restoreTimers(t: TimerTask, timers: TaskTimersEntry | undefined)
     const b = Buffer.alloc(32);
     [e.isec, e.iusec, e.vsec, e.vusec].forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
     t.write(t.scratch + SCR_ITIMERVAL, b);
-    const r = t.raw(SYS_SETITIMER, which, t.scratch + SCR_ITIMERVAL, 0);
+    const r = t.raw(SYS.setitimer, which, t.scratch + SCR_ITIMERVAL, 0);
     if (isErr(r)) fail(t.pid, `setitimer(${key})`, r);
   }
   const posix = [...timers.posix].sort((a, b) => a.it_id - b.it_id);
   if (posix.length === 0) return;
-  const on = t.raw(SYS_PRCTL, PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_ON, 0, 0, 0);
+  const on = t.raw(SYS.prctl, PR.TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_ON, 0, 0, 0);
   if (isErr(on) && on !== BigInt(-EINVAL)) fail(t.pid, 'prctl(PR_TIMER_CREATE_RESTORE_IDS)', on);
   const exact = !isErr(on);
   try {
     for (const pt of posix) createTimer(t, pt, exact);
   } finally {
-    if (exact) t.raw(SYS_PRCTL, PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, 0, 0, 0);
+    if (exact) t.raw(SYS.prctl, PR.TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, 0, 0, 0);
   }
   for (const pt of posix) {
     if (pt.vsec === 0n && pt.vnsec === 0n) continue; // disarmed
     const b = Buffer.alloc(32);
     [pt.isec, pt.insec, pt.vsec, pt.vnsec].forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
     t.write(t.scratch + SCR_ITIMERSPEC, b);
-    const r = t.raw(SYS_TIMER_SETTIME, pt.it_id, 0, t.scratch + SCR_ITIMERSPEC, 0);
+    const r = t.raw(SYS.timer_settime, pt.it_id, 0, t.scratch + SCR_ITIMERSPEC, 0);
     if (isErr(r)) fail(t.pid, `timer_settime(${pt.it_id})`, r);
   }
 }
@@ -95,7 +90,7 @@ function createTimer(t: TimerTask, pt: PosixTimerEntry, exact: boolean): void {
   const id = Buffer.alloc(4);
   id.writeInt32LE(pt.it_id, 0);
   t.write(t.scratch + SCR_TIMERID, id);
-  const r = t.raw(SYS_TIMER_CREATE, pt.clock_id | 0, t.scratch + SCR_SIGEVENT, t.scratch + SCR_TIMERID);
+  const r = t.raw(SYS.timer_create, pt.clock_id | 0, t.scratch + SCR_SIGEVENT, t.scratch + SCR_TIMERID);
   if (r === BigInt(-EBUSY) && exact) {
     throw new UserError(`pid ${t.pid}: POSIX timer id ${pt.it_id} is already taken in the restored process (timer_create: EBUSY)`);
   }
@@ -103,7 +98,7 @@ function createTimer(t: TimerTask, pt: PosixTimerEntry, exact: boolean): void {
   if (exact) return;
   const got = t.read(t.scratch + SCR_TIMERID, 4).readInt32LE(0);
   if (got !== pt.it_id) {
-    t.raw(SYS_TIMER_DELETE, got);
+    t.raw(SYS.timer_delete, got);
     throw new UserError(
       `pid ${t.pid}: POSIX timer ${pt.it_id} cannot be recreated with its id (the kernel gave ${got}; ` +
         'this kernel has no PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16+)',
