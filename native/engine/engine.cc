@@ -765,6 +765,8 @@ bool Engine::DoFirst(Proc* p) {
         Fail(p, EINVAL, "ioctl(UFFDIO_COPY)", "range " + Hex(pc.start) + " has no mapped source");
         return true;
       }
+      // Working-set pages are checked like faults and pushes: first use of a chunk.
+      if (!Verify(p, pc.span.source, pc.span.off, end - pc.start)) return true;
     }
     uint64_t copied = 0;
     FillResult r = Fill(p, pc.start, end, pc.span.kind, src, 1, &copied);
