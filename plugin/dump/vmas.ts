@@ -80,12 +80,12 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
     return anonPrivate(0);
   }
   if (v.path.startsWith('[')) return `${name}: special mapping is not supported`;
+  if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
   if (v.path.endsWith(' (deleted)')) {
     return shared && v.path.startsWith('/dev/zero')
       ? `${name}: shared anonymous memory is not supported`
       : `${name}: mapped file was deleted (not supported)`;
   }
-  if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
   if (!v.path.startsWith('/')) return `${name}: unsupported mapping`;
   if (v.vmFlags.has('io') || v.vmFlags.has('pf')) return `${name}: device mapping is not supported`;
 
