@@ -62,6 +62,23 @@ export interface DumpOptions {
    * while the tree is still frozen; on failure the tree is released.
    */
   pageServer?: import('../pageserver/push.js').PushTarget;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws fails the dump;
+   * after the freeze the tree is then released, never killed.
+   */
+  hooks?: DumpHooks;
+}
+
+export interface DumpHooks {
+  /** Before anything is touched (pre-dump). */
+  preDump?(): Promise<void>;
+  /** Once frozen, when the root has its own network namespace (network-lock). */
+  networkLock?(): Promise<void>;
+  /** Every image written, the tree still frozen (post-dump). */
+  postDump?(): Promise<void>;
+  /** After network-lock, when the tree goes on running: a failed dump or leaveRunning (network-unlock). */
+  networkUnlock?(): Promise<void>;
 }
 
 export interface LazyPagesServe {
@@ -249,6 +266,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await checkPushAddress(opts.pageServer);
   }
   const dir = await ImageDir.create(opts.imagesDir);
+  const hooks = opts.hooks ?? {};
+  await hooks.preDump?.();
 
   // 1. Look without touching.
   let pids: number[];
@@ -274,7 +293,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let stats: DumpStats;
   let inc: Incremental | undefined;
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  let netLocked = false;
   try {
+    if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
+      netLocked = true;
+      await hooks.networkLock();
+    }
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
     const post = plan(frozenPids, shellJob, true);
@@ -297,9 +321,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const pushed = await pushToPageServer({ ...opts.pageServer, imagesDir: opts.imagesDir, pids: frozenPids });
       log(`sent ${pushed.pagemaps} pagemaps, ${pushed.pages} pages to the page server ${opts.pageServer.address}:${opts.pageServer.port}`);
     }
+    await hooks.postDump?.();
   } catch (e) {
     inc?.close();
     tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
   }
@@ -331,8 +357,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
-  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
-  else tree.kill();
+  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
+  } else tree.kill();
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;

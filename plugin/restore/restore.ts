@@ -67,6 +67,25 @@ export interface RestoreOptions {
   verify?: boolean;
   /** In-process lazy server options (prefetch etc.) are the daemon's defaults; this hook sees each adoption. */
   log?: (line: string) => void;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws before the
+   * release kills everything restored so far and fails the restore.
+   */
+  hooks?: RestoreHooks;
+}
+
+export interface RestoreHooks {
+  /** Before anything is created (pre-restore). */
+  preRestore?(): Promise<void>;
+  /** The root exists in its namespaces; its pid as we see it (setup-namespaces), then post-setup-namespaces. */
+  setupNamespaces?(rootPid: number): Promise<void>;
+  postSetupNamespaces?(): Promise<void>;
+  /** Everything restored, nothing released yet (post-restore). */
+  postRestore?(rootPid: number): Promise<void>;
+  /** Right before the release (pre-resume) and after it (post-resume). */
+  preResume?(): Promise<void>;
+  postResume?(): Promise<void>;
 }
 
 export interface RestoreExit {
@@ -153,6 +172,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   }
   if (!opts.pidns) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
+  const hooks = opts.hooks ?? {};
+  await hooks.preRestore?.();
 
   let handoff: LazyHandoff | undefined;
   if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
@@ -215,6 +236,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       live.push(l);
       byPid.set(p.pid, l);
     }
+    if (hooks.setupNamespaces || hooks.postSetupNamespaces) {
+      await hooks.setupNamespaces?.(init ? init.pid : live[0]!.task.pid);
+      await hooks.postSetupNamespaces?.();
+    }
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
@@ -270,6 +295,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (!handoff.overlapsRelease) await adopted;
     }
 
+    await hooks.postRestore?.(init ? init.pid : live[0]!.task.pid);
+    await hooks.preResume?.();
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
@@ -300,6 +327,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     released = true;
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
+    await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
       await adopted;
       await handoff.finished();
