@@ -26,6 +26,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -211,8 +212,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
-      if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
+      if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Zombies end now, before any state of their parents is restored
+    // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
+    const zombieParents = new Set<Live>();
+    for (const l of live) {
+      if (l.plan.state !== 2) continue;
+      endZombie(l.task, l.plan, 10000);
+      zombieParents.add(byPid.get(l.plan.ppid)!);
+    }
+    for (const parent of zombieParents) drainSigchld(parent.task);
 
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
@@ -263,20 +273,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
-      if (p.state === 2) {
-        // A zombie: run exit(code) untraced; it stays a zombie of its restored parent.
-        const regs = addon.restoreGetRegs(l.task.pid);
-        regs[16] = l.task.gadget;
-        regs[10] = BigInt(NR.exit);
-        regs[14] = BigInt((p.exitCode >> 8) & 0xff);
-        regs[15] = BigInt.asUintN(64, -1n);
-        addon.restoreSetRegs(l.task.pid, regs);
-        addon.restoreDetach(l.task.pid, 0);
-        continue;
-      }
+      if (p.state === 2) continue; // a zombie: ended already
       const leaderMask = p.threads[0]!.core.tc!.blk_sigset;
       l.threads.forEach((t, i) => finalizeThread(t.tid, p.threads[i + 1]!.core, leaderMask));
-      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? 19 /* SIGSTOP */ : 0);
+      // A stopped process is released with its stop signal: it stops at once, as CRIU's kill(stop_signo).
+      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? stopSignalOf(p) : 0);
     }
     if (init) {
       // The namespace's init becomes a reaper that exits with the root's status.

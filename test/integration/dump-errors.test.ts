@@ -103,17 +103,3 @@ test('dump errors: a root that is not a session leader needs --shell-job', { ski
   }
 });
 
-test('dump errors: a zombie in the tree', { skip: !isRoot && 'needs root' }, async () => {
-  const img = tempDir('lr-dump-err-');
-  const wl = await startWorkload('workload-tree', ['zombie']);
-  try {
-    const z = Number(wl.report.zombie);
-    await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
-      && e.message === `cannot dump: pid ${z}: zombie processes are not supported`);
-    assert.deepEqual(readdirSync(img.path), []);
-    await stillFine(wl);
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-});
