@@ -35,6 +35,8 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /** With lazySocket: resolves once that daemon listens (one still starting); the hand-over waits for it. */
+  lazySocketReady?: Promise<void>;
   /**
    * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
    * uffds, e.g. to watch progress or choose its options; the caller closes it.
@@ -176,7 +178,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   await hooks.preRestore?.();
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -190,7 +192,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Shared memory objects first: created and filled once, then mapped by
     // every process that uses them (plugin/restore/shmem.ts).
     shmem = ShmemObjects.create(plan.shmem, verifier, log);
-    for (const p of plan.processes) for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+    for (const p of plan.processes) {
+      for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+      for (const f of p.files) if (f.shmem) f.path = shmem.path(f.shmem.key);
+    }
 
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
