@@ -20,6 +20,7 @@ import { FileTable, planFds, type PlannedFd } from './files.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
@@ -112,6 +113,9 @@ export interface DumpStats {
   pagesLazy: number;
   /** Unchanged pages left to the parent images (PE_PARENT). */
   pagesSkippedParent: number;
+  /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
+  shpagesScanned: number;
+  shpagesWritten: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -384,6 +388,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
       memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
       pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
+      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
     },
   }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
@@ -396,7 +401,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
@@ -407,9 +412,10 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable();
+  const shmem = new ShmemTable((make) => files.addEntry(make));
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
@@ -445,6 +451,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
 
     // Files: VMAs, exe, cwd, root, fds.
     const vmas: VmaEntry[] = p.vmas.map((v) => {
+      if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
@@ -568,6 +575,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
   }
+  // Shared memory objects: contents once per object, after every process is known.
+  const sh = await shmem.write(dir, () => ++pagesId);
+  for (const id of sh.pagesIds) writes.push(dir.checksumPages(id, CHECKSUM_CHUNK));
+  stats.shpagesScanned = sh.stats.scanned;
+  stats.shpagesWritten = sh.stats.written;
+  if (shmem.size) log(`${shmem.size} shared memory objects, ${sh.stats.written} pages written`);
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,

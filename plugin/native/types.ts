@@ -239,6 +239,12 @@ export interface InjectNative {
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** Data segments of a shmem file below `size`: (offset, length) pairs, page aligned (SEEK_DATA/SEEK_HOLE). */
+  shmemDataRuns(fd: number, size: bigint): BigUint64Array;
+  /** memfd_create(name, flags | MFD_CLOEXEC) in this process. */
+  memfdCreate(name: string, flags: number): number;
+  memfdGetSeals(fd: number): number;
+  memfdAddSeals(fd: number, seals: number): void;
 }
 
 //

@@ -27,6 +27,7 @@ import {
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
+import { ShmemObjects } from './shmem.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -35,6 +36,8 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /** With lazySocket: resolves once that daemon listens (one still starting); the hand-over waits for it. */
+  lazySocketReady?: Promise<void>;
   /**
    * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
    * uffds, e.g. to watch progress or choose its options; the caller closes it.
@@ -184,7 +187,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   await hooks.preRestore?.();
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -193,7 +196,13 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let init: RemoteTask | undefined;
   const uffds: { pid: number; host: number; fd: number }[] = [];
   let released = false;
+  let shmem: ShmemObjects | undefined;
   try {
+    // Shared memory objects first: created and filled once, then mapped by
+    // every process that uses them (plugin/restore/shmem.ts).
+    shmem = ShmemObjects.create(plan.shmem, verifier, log);
+    for (const p of plan.processes) for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
     const busy: Interval[] = plan.processes.flatMap((p) => p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })));
@@ -274,6 +283,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
+    // Every mapping exists: seal the memfds, and the restorer's copies can go.
+    shmem.seal();
+    shmem.close();
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
@@ -345,6 +357,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     return tree;
   } catch (e) {
+    shmem?.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
       addon.restoreKillTree(created.map((c) => c.tids));
