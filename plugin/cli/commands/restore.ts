@@ -13,6 +13,7 @@ interface RestoreCliOptions {
   verify: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
+  workingSetHold?: string;
   statsFile?: string;
   prefetch: boolean;
   restoreSibling?: boolean;
@@ -50,6 +51,7 @@ export function register(program: Command): void {
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with in-process --lazy-pages: record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
+    .option('--working-set-hold <ms>', 'with in-process --lazy-pages: hold a process at most MS ms until its recorded working set is in (default 250)')
     .option('--no-prefetch', 'with in-process --lazy-pages: serve faults only, no background push')
     .option('--stats-file <file>', 'with in-process --lazy-pages: write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions, cmd: Command) => {
@@ -70,6 +72,8 @@ export function register(program: Command): void {
       }
       // In-process daemon opened here so its options (working set, stats) can be set.
       const server = lazy && o.lazySocket === undefined ? await openServer(o) : undefined;
+      // A failed restore ends the in-process daemon too (engine threads,
+      // watchdog): the command then exits with its one-line error.
       const tree = await restore({
         imagesDir: o.imagesDir,
         lazy,
@@ -82,6 +86,9 @@ export function register(program: Command): void {
         ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
         ...(o.restoreSibling ? { sibling: true } : {}),
         log: await progressLog(cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true),
+      }).catch(async (e: unknown) => {
+        await server?.close();
+        throw e;
       });
       if (o.restoreDetached) {
         process.stdout.write(`${tree.pid}\n`);
@@ -109,9 +116,12 @@ async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/serv
     record = Number(o.recordWorkingSet);
     if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${o.recordWorkingSet}"`, { exitCode: ExitCode.usage });
   }
+  const { parseHoldMs } = await import('./lazy.js');
+  const hold = parseHoldMs(o.workingSetHold);
   const server = await LazyPagesServer.open({
     imagesDir: o.imagesDir,
     workingSet: o.workingSet,
+    ...(hold !== undefined ? { workingSetHoldMs: hold } : {}),
     prefetch: o.prefetch,
     verify: o.verify,
     ...(record !== undefined ? { recordWorkingSet: record } : {}),
