@@ -14,6 +14,7 @@ import type {
   VmaEntry,
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
 
@@ -78,6 +79,8 @@ export interface VmaPlan {
   path?: string;
   /** Private anonymous, not locked/hugetlb/vdso: may be served by userfaultfd. */
   lazyEligible: boolean;
+  /** Shared memory object mapped here (memfd or shared anonymous memory, plugin/restore/shmem.ts). */
+  shmem?: ShmemVmaRef;
 }
 
 export interface ThreadPlan {
@@ -108,6 +111,8 @@ export interface RestorePlan {
   dir: string;
   processes: ProcessPlan[]; // pstree order: parents first
   byPid: Map<number, ProcessPlan>;
+  /** Shared memory objects, each created once for the whole tree. */
+  shmem: ShmemObjectPlan[];
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -143,11 +148,9 @@ export function isLazyEligible(v: VmaEntry): boolean {
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA.ANON_SHARED, 'shared anonymous memory'],
   [VMA.SYSVIPC, 'SysV shared memory'],
   [VMA.SOCKET, 'a packet socket ring'],
   [VMA.AIORING, 'an AIO ring'],
-  [VMA.MEMFD, 'a memfd mapping'],
   [VMA.SHSTK, 'a shadow stack'],
   [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
   [VMA.UPROBES, 'uprobes'],
@@ -165,6 +168,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
+  const shmem = new ShmemPlanner(dir, files);
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
     if (i > 0 && !byPid.has(e.ppid)) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: parent ${e.ppid} is not earlier in the tree`);
@@ -205,7 +209,9 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
       if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
       const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
-      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      if (isShmemVma(v)) {
+        plan.shmem = await shmem.vma(e.pid, v, mmImage);
+      } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
         const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
         checkFile(reg, 'mapped file', e.pid);
         plan.path = reg.name;
@@ -299,5 +305,5 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     processes.push(p);
     byPid.set(e.pid, p);
   }
-  return { dir: imagesDir, processes, byPid };
+  return { dir: imagesDir, processes, byPid, shmem: await shmem.finish() };
 }
