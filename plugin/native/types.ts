@@ -303,7 +303,11 @@ export interface RestoreNative {
   restoreWriteMem(pid: number, addr: bigint, data: Buffer): void;
   restoreReadMem(pid: number, addr: bigint, len: bigint | number): Buffer;
   /** Copies (address, file offset, length) triples from a pages file into the target; returns bytes written. */
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array): bigint;
+  /**
+   * With sums/chunkSize/verified: each chunk touched is CRC32C-checked right before it is written
+   * (once per file: `verified` flags are shared between calls); a mismatch throws EBADMSG with chunk/stored/computed.
+   */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;
   restoreCloseFd(fd: number): void;
