@@ -400,6 +400,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   };
   const files = new FileTable();
   const shmem = new ShmemTable((make) => files.addEntry(make));
+  files.memfdEntry = (ref, id, flags, pos) => shmem.fdEntry(ref, id, flags, pos);
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };

@@ -50,6 +50,7 @@ export const MAP = {
 } as const;
 
 const FD_REG = 1;
+const FD_MEMFD = 18;
 
 /** One contiguous run of page data to copy from a pages file. */
 export interface PageRun {
@@ -71,6 +72,8 @@ export interface FilePlan {
   /** open(2) flags from reg_file_entry. */
   flags: number;
   pos: bigint;
+  /** An open memfd: `path` is set once its object exists (plugin/restore/shmem.ts). */
+  shmem?: ShmemVmaRef;
 }
 
 export interface VmaPlan {
@@ -287,10 +290,12 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (f.type === FD_REG && f.reg) {
         checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
         plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
+      } else if (f.type === FD_MEMFD && f.memfd) {
+        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: '', flags: f.memfd.flags, pos: f.memfd.pos, shmem: await shmem.fd(e.pid, fi.fd, f) });
       } else if (fi.fd <= 2) {
         inheritedStdio.push(fi.fd);
       } else {
-        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files; stdio is inherited)`);
+        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files and memfds; stdio is inherited)`);
       }
     }
     const fs = await dir.fs(e.pid);
