@@ -94,7 +94,8 @@ export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; pro
       continue;
     }
     try {
-      const now = statSync(target, { bigint: true });
+      // As the process sees it (its mount namespace and root).
+      const now = statSync(`/proc/${pid}/root${target}`, { bigint: true });
       if (now.ino !== st.ino || now.dev !== st.dev) { problems.push(`${where}: the path now names a different file`); continue; }
     } catch (e) {
       problems.push(`${where}: file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
