@@ -126,14 +126,18 @@ export function treeOf(root: number, max = 1 << 16): number[] {
  * an unrelated process. A tree restored into its own pid namespace matches
  * on its innermost pid.
  */
-export function hostPidInTree(vpid: number, root: number): number | undefined {
+export function hostPidInTree(vpid: number, root: number, also: Iterable<number> = []): number | undefined {
   if (!(Number.isInteger(vpid) && vpid > 0 && Number.isInteger(root) && root > 0)) return undefined;
   const nested: number[] = [];
   const flat: number[] = [];
   // A restorer's own processes are its descendants, or (restored as a
-  // sibling, CRIU's --restore-sibling, as runc asks) ptraced by it.
+  // sibling, CRIU's --restore-sibling, as runc asks) ptraced by it, or in
+  // the tree of a process it already handed over (`also`: a sibling root
+  // may be released before the daemon gets to its children).
   const candidates = new Set(treeOf(root));
   for (const t of tracedBy(root)) for (const p of treeOf(t)) candidates.add(p);
+  for (const t of also) for (const p of treeOf(t)) candidates.add(p);
+  for (const t of youngerSiblings(root)) for (const p of treeOf(t)) candidates.add(p);
   for (const pid of candidates) {
     const ns = nsPids(pid);
     if (!ns || ns[ns.length - 1] !== vpid) continue;
@@ -159,6 +163,23 @@ export function tracedBy(tracer: number): number[] {
       const m = /^TracerPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${n}/status`, 'utf8'));
       if (m && Number(m[1]) === tracer) out.push(Number(n));
     } catch { /* gone */ }
+  }
+  return out;
+}
+
+/**
+ * Siblings of `pid` started after it: where a restorer's root lands with
+ * CLONE_PARENT (--restore-sibling), still there once it was released
+ * (untraced) before the daemon looked at the hand-over.
+ */
+export function youngerSiblings(pid: number): number[] {
+  const me = readStat(pid);
+  if (!me || me.ppid <= 1) return [];
+  const out: number[] = [];
+  for (const c of childrenOf(me.ppid)) {
+    if (c === pid) continue;
+    const st = readStat(c);
+    if (st && BigInt(st.startTime) >= BigInt(me.startTime)) out.push(c);
   }
   return out;
 }
