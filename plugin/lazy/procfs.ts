@@ -128,24 +128,31 @@ export function treeOf(root: number, max = 1 << 16): number[] {
  */
 export function hostPidInTree(vpid: number, root: number, also: Iterable<number> = []): number | undefined {
   if (!(Number.isInteger(vpid) && vpid > 0 && Number.isInteger(root) && root > 0)) return undefined;
-  const nested: number[] = [];
-  const flat: number[] = [];
-  // A restorer's own processes are its descendants, or (restored as a
-  // sibling, CRIU's --restore-sibling, as runc asks) ptraced by it, or in
-  // the tree of a process it already handed over (`also`: a sibling root
-  // may be released before the daemon gets to its children).
-  const candidates = new Set(treeOf(root));
-  for (const t of tracedBy(root)) for (const p of treeOf(t)) candidates.add(p);
-  for (const t of also) for (const p of treeOf(t)) candidates.add(p);
-  for (const t of youngerSiblings(root)) for (const p of treeOf(t)) candidates.add(p);
-  for (const pid of candidates) {
-    const ns = nsPids(pid);
-    if (!ns || ns[ns.length - 1] !== vpid) continue;
-    (ns.length > 1 ? nested : flat).push(ns[0]!);
-  }
-  if (nested.length === 1) return nested[0];
-  if (nested.length === 0 && flat.length === 1) return flat[0];
-  return undefined;
+  // A restorer's own processes are its descendants; restored as a sibling
+  // (CRIU's --restore-sibling, as runc asks) they are in the tree of one it
+  // handed over before (`also`), or it ptraces them, or (released before we
+  // looked) they are siblings it started. The wider sets are only searched
+  // when the narrow one has no match.
+  const pick = (candidates: Iterable<number>): number | undefined => {
+    const nested: number[] = [];
+    const flat: number[] = [];
+    for (const pid of candidates) {
+      const ns = nsPids(pid);
+      if (!ns || ns[ns.length - 1] !== vpid) continue;
+      (ns.length > 1 ? nested : flat).push(ns[0]!);
+    }
+    if (nested.length === 1) return nested[0];
+    if (nested.length === 0 && flat.length === 1) return flat[0];
+    return undefined;
+  };
+  const own = new Set(treeOf(root));
+  for (const t of also) for (const p of treeOf(t)) own.add(p);
+  const found = pick(own);
+  if (found !== undefined) return found;
+  const wider = new Set(own);
+  for (const t of tracedBy(root)) for (const p of treeOf(t)) wider.add(p);
+  for (const t of youngerSiblings(root)) for (const p of treeOf(t)) wider.add(p);
+  return wider.size > own.size ? pick(wider) : undefined;
 }
 
 /** Processes (thread-group leaders) whose tracer is `tracer`. */
