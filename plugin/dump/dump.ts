@@ -260,6 +260,11 @@ export function inRoot(pid: number, path: string): string {
   return `/proc/${pid}/root${path}`;
 }
 
+/** A short, growing pause before looking at a changing tree again. */
+function pause(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, 10 * attempt));
+}
+
 function refuse(problems: string[]): UserError {
   const shown = problems.slice(0, 5).join('; ');
   return new UserError(`cannot dump: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
@@ -298,44 +303,62 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  // 1. Look without touching.
-  let pids: number[];
-  try {
-    pids = discover(root);
-  } catch {
-    throw new UserError(`pid ${root}: no such process (ESRCH)`);
-  }
-  const pre = plan(pids, shellJob);
+  // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
+  // A child that exits meanwhile (a shell loop's short-lived commands) is
+  // a zombie or gone for a moment: start over, a few times, before refusing.
   const container = isContainer(root);
-  if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
-  if (pre.problems.length) throw refuse(pre.problems);
-
-  // 2. Freeze.
-  const tree = new FrozenTree(root, timeoutMs);
-  try {
-    tree.freeze();
-  } catch (e) {
-    if (isSystemError(e) && e.code === 'ESRCH') throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
-    throw systemUserError(`pid ${root}`, e);
+  const transient = (problems: string[]): boolean => problems.length > 0
+    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie/.test(p));
+  let tree: FrozenTree;
+  let post: ReturnType<typeof plan>;
+  for (let attempt = 1; ; attempt++) {
+    const again = attempt < 8;
+    let pids: number[];
+    try {
+      pids = discover(root);
+    } catch {
+      if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+      throw new UserError(`pid ${root}: no such process (ESRCH)`);
+    }
+    const pre = plan(pids, shellJob);
+    if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (pre.problems.length) {
+      if (again && transient(pre.problems)) { await pause(attempt); continue; }
+      throw refuse(pre.problems);
+    }
+    tree = new FrozenTree(root, timeoutMs);
+    try {
+      tree.freeze();
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'ESRCH') {
+        if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+        throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
+      }
+      throw systemUserError(`pid ${root}`, e);
+    }
+    post = plan(tree.processes.map((p) => p.pid), shellJob, true);
+    for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
+    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (post.problems.length) {
+      tree.release();
+      if (again && transient(post.problems)) { await pause(attempt); continue; }
+      throw refuse(post.problems);
+    }
+    break;
   }
   const tFrozen = nowMs();
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
-  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[] | undefined = opts.lazyPages ? [] : undefined;
   let netLocked = false;
   try {
     if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
       netLocked = true;
       await hooks.networkLock();
     }
-    // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
-    const post = plan(frozenPids, shellJob, true);
-    for (const pid of frozenPids) post.problems.push(...fileLockProblems(pid, opts.fileLocks === true));
-    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
-    if (post.problems.length) throw refuse(post.problems);
     const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
     for (const p of post.plans) {
       const f = tree.processes.find((q) => q.pid === p.pid)!;
@@ -432,7 +455,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -554,7 +577,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
           ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
           ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),
         ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
-        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid, vaddr: x.vaddr, nrPages: BigInt(x.nPages) });
+        const imagePid = ct ? ct.vpid(pid) : pid;
+        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid: imagePid, vaddr: x.vaddr, nrPages: BigInt(x.nPages), ...(imagePid !== pid ? { hostPid: pid } : {}) });
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
         stats.pagesWritten += r.bytes / 4096;

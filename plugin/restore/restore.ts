@@ -20,6 +20,7 @@ import {
   injectClone,
   type Interval,
   makeUffd,
+  type MmResult,
   restoreAddressSpace,
   restoreProcessState,
   restoreThreadState,
@@ -163,6 +164,10 @@ interface Live {
   plan: ProcessPlan;
   task: RemoteTask;
   threads: RemoteTask[];
+  /** Address space, once restored (a parent's is restored before its first child is cloned). */
+  mm?: MmResult;
+  /** The parent whose restored memory this process was cloned from. */
+  inherit?: ProcessPlan;
 }
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
@@ -214,6 +219,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     let scratchAt = 0n;
     for (const p of plan.processes) {
       let task: RemoteTask;
+      let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
         if (opts.pidns) {
@@ -242,16 +248,22 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
       } else {
         const parent = byPid.get(p.ppid)!;
+        // Copy-on-write sharing: a live child is cloned from its parent's
+        // restored memory and keeps what it shares (plugin/restore/cow.ts).
+        if (p.state !== 2 && parent.plan.state !== 2 && !parent.mm) {
+          parent.mm = restoreAddressSpace(parent.task, parent.plan, lazy, verifier, parent.inherit);
+        }
         const outer = injectClone(parent.task, p.pid, false);
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
         task.scratch = scratchAt;
+        if (parent.mm) inherit = parent.plan;
       }
       // Session and own process group now, so children cloned later inherit them.
       if (p.entry.sid === p.pid) task.call('setsid', NR.setsid);
       else if (p.entry.pgid === p.pid) task.call('setpgid', NR.setpgid, 0, 0);
-      const l: Live = { plan: p, task, threads: [] };
+      const l: Live = { plan: p, task, threads: [], inherit };
       live.push(l);
       byPid.set(p.pid, l);
     }
@@ -279,7 +291,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) {
       const p = l.plan;
       if (p.state === 2) continue;
-      const mm = restoreAddressSpace(l.task, p, lazy, verifier);
+      const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p);
       l.threads = createThreads(l.task, p);
