@@ -11,6 +11,7 @@ import {
 } from '../images/index.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
 import { listFds, readFdinfo } from './proc.js';
+import { isShmemPath, planShmemFd, type ShmemRef } from './shmem.js';
 
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
@@ -24,13 +25,15 @@ const ZERO_FOWN: FownEntry = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
 export interface PlannedFd {
   fd: number;
   /** How to describe it (filled once ids are assigned). */
-  kind: 'reg' | 'pipe' | 'tty';
+  kind: 'reg' | 'pipe' | 'tty' | 'memfd';
   target: string;
   flags: number; // status flags without O_CLOEXEC
   cloexec: boolean;
   pos: bigint;
   st?: BigIntStats;
   pipeIno?: number;
+  /** memfd (or shared anonymous memory) open as a file: plugin/dump/shmem.ts. */
+  shmem?: ShmemRef;
 }
 
 function isMemDevice(st: BigIntStats): boolean {
@@ -67,6 +70,12 @@ export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; pro
     }
     if (target.startsWith('socket:')) { problems.push(`${where}: sockets are not supported`); continue; }
     if (!target.startsWith('/')) { problems.push(`${where}: this kind of file is not supported`); continue; }
+    if (isShmemPath(target)) {
+      const ref = planShmemFd(pid, fd, target);
+      if (typeof ref === 'string') problems.push(ref);
+      else fds.push({ ...base, kind: 'memfd', shmem: ref });
+      continue;
+    }
     if (target.endsWith(' (deleted)')) { problems.push(`${where}: deleted files are not supported`); continue; }
     let st: BigIntStats;
     try {
@@ -85,7 +94,8 @@ export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; pro
       continue;
     }
     try {
-      const now = statSync(target, { bigint: true });
+      // As the process sees it (its mount namespace and root).
+      const now = statSync(`/proc/${pid}/root${target}`, { bigint: true });
       if (now.ino !== st.ino || now.dev !== st.dev) { problems.push(`${where}: the path now names a different file`); continue; }
     } catch (e) {
       problems.push(`${where}: file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
@@ -101,6 +111,8 @@ export class FileTable {
   readonly files: FileEntry[] = [];
   readonly ttyInfos: TtyInfoEntry[] = [];
   private nextId = 1;
+  /** Describes an open memfd (set by the dump to its ShmemTable). */
+  memfdEntry?: (ref: ShmemRef, id: number, flags: number, pos: bigint) => FileEntry;
   private readonly byPath = new Map<string, number>();
   /** Descriptors already described: [pid, fd, id, target]. */
   private readonly seen: { pid: number; fd: number; id: number; target: string }[] = [];
@@ -141,7 +153,7 @@ export class FileTable {
     const out: FdinfoEntry[] = [];
     for (const p of fds) {
       let id: number | undefined;
-      let type: number = p.kind === 'reg' ? FdType.REG : p.kind === 'pipe' ? FdType.PIPE : FdType.TTY;
+      let type: number = p.kind === 'reg' ? FdType.REG : p.kind === 'pipe' ? FdType.PIPE : p.kind === 'memfd' ? FdType.MEMFD : FdType.TTY;
       for (const s of this.seen) {
         if (s.target === p.target && kcmpSame(s.pid, pid, KCMP.FILE, s.fd, p.fd)) {
           id = s.id;
@@ -152,6 +164,9 @@ export class FileTable {
         id = this.nextId++;
         if (p.kind === 'reg') {
           this.files.push({ type, id, reg: this.reg(id, p.target, p.flags, p.pos, p.st) });
+        } else if (p.kind === 'memfd') {
+          if (!this.memfdEntry) throw new Error('FileTable: memfd fds need memfdEntry');
+          this.files.push(this.memfdEntry(p.shmem!, id, p.flags, p.pos));
         } else if (p.kind === 'pipe') {
           this.files.push({ type, id, pipe: { id, pipe_id: p.pipeIno!, flags: p.flags, fown: ZERO_FOWN } });
         } else {

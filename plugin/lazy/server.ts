@@ -6,7 +6,7 @@
 import { closeSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
-import { loadPageChecksums } from '../integrity/checksums.js';
+import { loadPageChecksums, noteUnverified } from '../integrity/checksums.js';
 import { Watchdog } from '../integrity/watchdog.js';
 import { log } from '../log.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
@@ -135,6 +135,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
    * stray peer that only errs or hangs up changes nothing), `finished` after RSTF.
    */
   private readonly sessions = new Map<number, { restorer: boolean; finished: boolean }>();
+  /** Host pids each socket peer handed a userfaultfd over for (their trees are the peer's too). */
+  private readonly handedBy = new Map<number, Set<number>>();
   private readonly chunk: bigint;
   private readonly maxInFlight: number;
   private readonly kill: (pid: number) => void;
@@ -499,7 +501,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (this.options.verify !== false) {
       const c = loadPageChecksums(path);
       if (c) return this.engine.addSource(path, { checksums: c.entry.checksums, chunkSize: c.entry.chunk_size });
-      log.debug(`${path}: no checksums image: lazy pages are served unverified`);
+      noteUnverified(path);
     }
     return this.engine.addSource(path);
   }
@@ -568,7 +570,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     // The socket carries the virtual pid: find the process it names in the
     // peer's own tree (in a migration the frozen source still holds that pid,
     // and a peer must never make us serve or kill a process not its own).
-    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer) : undefined;
+    const handed = this.handedBy.get(from.peer) ?? new Set<number>();
+    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined;
     if (hostPid === undefined || hostPid === process.pid) {
       closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} is not a process of the peer's tree (neither the peer nor one of its descendants): hand-over refused, nothing killed (ESRCH)`, 'ESRCH');
@@ -589,6 +592,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       this.checkIdle();
       return;
     }
+    handed.add(hostPid);
+    this.handedBy.set(from.peer, handed);
     // A valid hand-over: this connection is a restorer (its EOF before RSTF is an error).
     const session = this.sessions.get(from.conn);
     if (session) session.restorer = true;

@@ -50,6 +50,7 @@ export const MAP = {
 } as const;
 
 const FD_REG = 1;
+const FD_MEMFD = 18;
 
 /** One contiguous run of page data to copy from a pages file. */
 export interface PageRun {
@@ -71,6 +72,8 @@ export interface FilePlan {
   /** open(2) flags from reg_file_entry. */
   flags: number;
   pos: bigint;
+  /** An open memfd: `path` is set once its object exists (plugin/restore/shmem.ts). */
+  shmem?: ShmemVmaRef;
 }
 
 export interface VmaPlan {
@@ -123,7 +126,7 @@ function regFile(files: Map<number, FileEntry>, id: number, what: string, image:
 }
 
 /** Checks a file recorded in the image still matches (exists, size and mode where recorded). */
-function checkFile(reg: RegFileEntry, what: string, pid: number): void {
+function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
   let st;
   try {
     st = statSync(reg.name);
@@ -156,7 +159,23 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA.UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean }): Promise<RestorePlan> {
+/**
+ * CRIU writes seccomp.img for every dump (empty when no thread has filters).
+ * A thread in seccomp mode would run unconfined after a restore that does not
+ * rebuild its filters: refused, naming the thread.
+ */
+function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
+  for (const t of cores) {
+    const mode = t.core.thread_core?.seccomp_mode ?? (t === cores[0] ? t.core.tc?.old_seccomp_mode : undefined) ?? 0;
+    if (mode !== 0) {
+      throw new UserError(`pid ${cores[0]!.tid} tid ${t.tid}: ${imagesDir}/core-${t.tid}.img: seccomp mode ${mode === 1 ? 'strict' : 'filter'} (filters in seccomp.img) is not restored: the thread would run unconfined`);
+    }
+  }
+}
+
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean }): Promise<RestorePlan> {
+  // A container's files are checked by the in-task opens once its mounts exist.
+  const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -195,6 +214,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (!t.core.thread_info) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no x86 thread_info');
       if (!t.core.thread_core) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no thread_core');
     }
+    refuseSeccomp(imagesDir, cores);
     const mmImage = `${imagesDir}/mm-${e.pid}.img`;
     const mm = await dir.mm(e.pid);
     const exe = regFile(files, mm.exe_file_id, 'exe_file_id', mmImage);
@@ -274,6 +294,12 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     // Files.
     const ids = await dir.ids(e.pid);
+    // CRIU writes timens-0.img for every dump: the offsets of the dumping
+    // tool's time namespace. A tree in that same namespace needs nothing; one
+    // in a namespace of its own would run with the wrong clocks here.
+    if (ids.time_ns_id !== undefined && ids.time_ns_id !== 0 && inv.root_ids?.time_ns_id !== undefined && ids.time_ns_id !== inv.root_ids.time_ns_id) {
+      throw new UserError(`pid ${e.pid}: ${imagesDir}/ids-${e.pid}.img: the process was in a time namespace of its own (time_ns_id ${ids.time_ns_id}, the dump's was ${inv.root_ids.time_ns_id}), which restore does not recreate`);
+    }
     let fdinfo = fdinfoCache.get(ids.files_id);
     if (!fdinfo) {
       fdinfo = await dir.fdinfo(ids.files_id);
@@ -287,10 +313,12 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (f.type === FD_REG && f.reg) {
         checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
         plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
+      } else if (f.type === FD_MEMFD && f.memfd) {
+        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: '', flags: f.memfd.flags, pos: f.memfd.pos, shmem: await shmem.fd(e.pid, fi.fd, f) });
       } else if (fi.fd <= 2) {
         inheritedStdio.push(fi.fd);
       } else {
-        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files; stdio is inherited)`);
+        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files and memfds; stdio is inherited)`);
       }
     }
     const fs = await dir.fs(e.pid);
