@@ -137,6 +137,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
    * stray peer that only errs or hangs up changes nothing), `finished` after RSTF.
    */
   private readonly sessions = new Map<number, { restorer: boolean; finished: boolean }>();
+  /** Host pids each socket peer handed a userfaultfd over for (their trees are the peer's too). */
+  private readonly handedBy = new Map<number, Set<number>>();
   private readonly chunk: bigint;
   private readonly maxInFlight: number;
   private readonly kill: (pid: number) => void;
@@ -570,7 +572,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     // The socket carries the virtual pid: find the process it names in the
     // peer's own tree (in a migration the frozen source still holds that pid,
     // and a peer must never make us serve or kill a process not its own).
-    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer) : undefined;
+    const handed = this.handedBy.get(from.peer) ?? new Set<number>();
+    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined;
     if (hostPid === undefined || hostPid === process.pid) {
       closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} is not a process of the peer's tree (neither the peer nor one of its descendants): hand-over refused, nothing killed (ESRCH)`, 'ESRCH');
@@ -591,6 +594,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       this.checkIdle();
       return;
     }
+    handed.add(hostPid);
+    this.handedBy.set(from.peer, handed);
     // A valid hand-over: this connection is a restorer (its EOF before RSTF is an error).
     const session = this.sessions.get(from.conn);
     if (session) session.restorer = true;
