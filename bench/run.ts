@@ -77,3 +77,6 @@ function renderMarkdown(rows: { suite: string; fig: BenchFigure }[], quick: bool
 }
 
 await main();
+// A failed suite may leave a child (a daemon it started) holding a pipe open:
+// do not wait for it.
+process.exit(process.exitCode ?? 0);
