@@ -149,7 +149,7 @@ test('runc checkpoint --pre-dump, then checkpoint --parent-path, then restore', 
     const fin = join(t.path, 'final');
     mkdirSync(fin);
     const p = await b.runc(['--criu', b.criu, 'checkpoint', '--pre-dump', '--image-path', pre, b.id]);
-    assert.equal(p.code, 0, p.stderr);
+    assert.equal(p.code, 0, `${p.stderr}\n${existsSync(join(pre, 'dump.log')) ? readFileSync(join(pre, 'dump.log'), 'utf8').slice(-1500) : ''}`);
     assert.equal(await b.status(), 'running', 'a pre-dump leaves the container running');
     await waitForCount(b, b.count() + 2, 30_000);
     const c = await b.runc(['--criu', b.criu, 'checkpoint', '--parent-path', '../pre', '--image-path', fin, b.id]);
@@ -162,3 +162,4 @@ test('runc checkpoint --pre-dump, then checkpoint --parent-path, then restore', 
     await cleanup(b, t);
   }
 });
+
