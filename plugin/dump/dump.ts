@@ -4,6 +4,7 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
@@ -484,7 +485,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -647,7 +648,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }
