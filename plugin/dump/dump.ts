@@ -4,6 +4,7 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
@@ -377,7 +378,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, ct);
+    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -455,7 +456,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -476,7 +477,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   // in which the root differs. Outside a container we keep the root's (its
   // namespaces are the restorer's, as before).
   Object.assign(rootIds, ct ? {
-    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    // An external network namespace is not restored: the root keeps "ours".
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
   } : nsIds);
@@ -484,7 +486,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -647,7 +649,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

@@ -177,17 +177,19 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
-  if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
-  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const ct = await containerPlan(opts.imagesDir);
-  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
+  // A tree whose root was pid 1 of its own pid namespace is restored into a
+  // new one anyway (as that pid 1): --pidns asks for nothing more then.
+  const pidns = opts.pidns === true && !ct;
+  if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
+  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   await hooks.preRestore?.();
@@ -222,7 +224,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
-        if (opts.pidns) {
+        if (pidns) {
           const initPid = spawn(stub, 1, true);
           created.push({ outer: initPid, tids: [initPid] });
           init = new RemoteTask(initPid);
@@ -239,7 +241,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
-        if (!opts.pidns) {
+        if (!pidns) {
           scratchAt = findHole([...busy, ...readMaps(outer)], task.scratchSize);
           task.mapScratch(scratchAt);
         } else {
