@@ -98,7 +98,7 @@ export function signalReady(): void {
 
 /** CRIU options that lazy-restore deliberately does not implement. */
 const unsupportedCriuOptions = new Set([
-  '--tcp-established', '--tcp-close', '--skip-in-flight', '--ext-unix-sk', '--file-locks', '--link-remap',
+  '--tcp-close', '--skip-in-flight', '--ext-unix-sk', '--file-locks', '--link-remap',
   '--ghost-limit', '--manage-cgroups', '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
   '--cgroup-yard', '--evasive-devices', '--inherit-fd', '--external', '--ext-mount-map', '--root', '--freeze-cgroup',
   '--auto-dedup', '--cpu-cap', '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',

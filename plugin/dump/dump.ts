@@ -6,7 +6,7 @@
 // the tree untouched.
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, TASK_ALIVE, encodeImage, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
@@ -17,6 +17,7 @@ import {
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
 import { FileTable, planFds, type PlannedFd } from './files.js';
+import type { InetDumpOptions } from './fds/objects.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
@@ -32,6 +33,11 @@ export interface DumpOptions {
   leaveRunning?: boolean;
   /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty or pipe. */
   shellJob?: boolean;
+  /**
+   * CRIU's --tcp-established: dump established TCP connections (TCP_REPAIR;
+   * tcp-stream-<ino>.img). Without it a connected TCP socket is refused.
+   */
+  tcpEstablished?: boolean;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   log?: (line: string) => void;
@@ -141,7 +147,7 @@ function readLink(path: string): string | undefined {
  * Everything we can check from /proc. Returns per-process plans and the
  * problems found (each names pid, fd or VMA). `pids` parents first.
  */
-function plan(pids: readonly number[], shellJob: boolean, frozen = false): { plans: ProcPlan[]; problems: string[] } {
+function plan(pids: readonly number[], shellJob: boolean, frozen = false, objOpts: InetDumpOptions = { tcpEstablished: false }): { plans: ProcPlan[]; problems: string[] } {
   const problems: string[] = [];
   const plans: ProcPlan[] = [];
   const root = pids[0]!;
@@ -184,7 +190,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
-    const f = planFds(pid, shellJob);
+    const f = planFds(pid, shellJob, objOpts);
     problems.push(...f.problems);
     const exe = readLink(`/proc/${pid}/exe`) ?? '';
     const cwd = readLink(`/proc/${pid}/cwd`) ?? '';
@@ -253,7 +259,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   } catch {
     throw new UserError(`pid ${root}: no such process (ESRCH)`);
   }
-  const pre = plan(pids, shellJob);
+  const objOpts: InetDumpOptions = { tcpEstablished: opts.tcpEstablished === true };
+  const pre = plan(pids, shellJob, false, objOpts);
   if (pre.problems.length) throw refuse(pre.problems);
 
   // 2. Freeze.
@@ -269,11 +276,13 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
+  // Established TCP connections are put in repair mode while frozen (plugin/dump/fds/inet.ts).
+  const files = new FileTable(objOpts);
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
   try {
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
-    const post = plan(frozenPids, shellJob, true);
+    const post = plan(frozenPids, shellJob, true, objOpts);
     if (post.problems.length) throw refuse(post.problems);
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
@@ -286,7 +295,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, frozenPids);
     }
-    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc);
+    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, files);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -295,6 +304,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
   } catch (e) {
     inc?.close();
+    files.tcpRepair.release(true);
     tree.release();
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
@@ -327,8 +337,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
-  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
-  else tree.kill();
+  // Repaired connections: repair off for a tree that runs on; a killed
+  // tree's connections close silently (repair mode sends no FIN/RST).
+  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    files.tcpRepair.release(true);
+    tree.release();
+  } else {
+    tree.kill();
+    files.tcpRepair.release(false);
+  }
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
@@ -352,20 +369,19 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, files: FileTable = new FileTable()): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
     freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
-  const files = new FileTable();
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
@@ -518,6 +534,9 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
+  for (const t of files.tcpStreams) {
+    writes.push(writeFile(dir.pathOf(KIND.tcpStream, t.ino), encodeImage(KIND.tcpStream, [{ message: t.entry, extra: t.extra }])));
+  }
   await Promise.all(writes);
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;

@@ -7,9 +7,13 @@
 // (dup, fork) are found with kcmp(KCMP_FILE) and get the same id.
 import { statSync, type BigIntStats } from 'node:fs';
 import {
-  FdType, TtyType, type FdinfoEntry, type FileEntry, type FownEntry, type RegFileEntry, type TtyInfoEntry,
+  FdType, TtyType, type FdinfoEntry, type FileEntry, type FownEntry, type RegFileEntry, type TcpStreamEntry, type TtyInfoEntry,
 } from '../images/index.js';
+import { UserError } from '../errors.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
+import {
+  describeObject, planObject, TcpRepairHold, type InetDumpOptions, type ObjectContext, type ObjectKind,
+} from './fds/objects.js';
 import { listFds, readFdinfo } from './proc.js';
 
 const O_ACCMODE = 3;
@@ -24,7 +28,7 @@ const ZERO_FOWN: FownEntry = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 }
 export interface PlannedFd {
   fd: number;
   /** How to describe it (filled once ids are assigned). */
-  kind: 'reg' | 'pipe' | 'tty';
+  kind: 'reg' | 'pipe' | 'tty' | ObjectKind;
   target: string;
   flags: number; // status flags without O_CLOEXEC
   cloexec: boolean;
@@ -46,10 +50,12 @@ function isPty(st: BigIntStats): boolean {
  * Looks at every fd of `pid` without touching the process. Returns the
  * planned fds, or the list of problems (one per unsupported fd).
  */
-export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; problems: string[] } {
+export function planFds(pid: number, shellJob: boolean, objOpts: InetDumpOptions = { tcpEstablished: false }): { fds: PlannedFd[]; problems: string[] } {
   const fds: PlannedFd[] = [];
   const problems: string[] = [];
-  for (const { fd, target } of listFds(pid)) {
+  const all = listFds(pid);
+  const ctx: ObjectContext = { opts: objOpts, fds: new Set(all.map((x) => x.fd)) };
+  for (const { fd, target } of all) {
     const where = `pid ${pid}: fd ${fd} (${target})`;
     let info;
     try {
@@ -65,7 +71,12 @@ export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; pro
       else problems.push(`${where}: pipes are not supported${stdio ? ' (use --shell-job for stdio)' : ''}`);
       continue;
     }
-    if (target.startsWith('socket:')) { problems.push(`${where}: sockets are not supported`); continue; }
+    if (target.startsWith('socket:') || target.startsWith('anon_inode:')) {
+      const k = planObject(pid, fd, target, ctx);
+      if (typeof k === 'string') fds.push({ ...base, kind: k });
+      else problems.push(`${where}: ${k.problem}`);
+      continue;
+    }
     if (!target.startsWith('/')) { problems.push(`${where}: this kind of file is not supported`); continue; }
     if (target.endsWith(' (deleted)')) { problems.push(`${where}: deleted files are not supported`); continue; }
     let st: BigIntStats;
@@ -100,6 +111,13 @@ export function planFds(pid: number, shellJob: boolean): { fds: PlannedFd[]; pro
 export class FileTable {
   readonly files: FileEntry[] = [];
   readonly ttyInfos: TtyInfoEntry[] = [];
+  /** tcp-stream-<ino>.img contents of established connections. */
+  readonly tcpStreams: { ino: number; entry: TcpStreamEntry; extra: Buffer }[] = [];
+  constructor(
+    private readonly objOpts: InetDumpOptions = { tcpEstablished: false },
+    /** Sockets put in TCP repair mode; the caller releases them. */
+    readonly tcpRepair: TcpRepairHold = new TcpRepairHold(),
+  ) {}
   private nextId = 1;
   private readonly byPath = new Map<string, number>();
   /** Descriptors already described: [pid, fd, id, target]. */
@@ -135,6 +153,7 @@ export class FileTable {
     for (const p of fds) {
       let id: number | undefined;
       let type: number = p.kind === 'reg' ? FdType.REG : p.kind === 'pipe' ? FdType.PIPE : FdType.TTY;
+      const ctx: ObjectContext = { opts: this.objOpts, fds: new Set(fds.map((x) => x.fd)) };
       for (const s of this.seen) {
         if (s.target === p.target && kcmpSame(s.pid, pid, KCMP.FILE, s.fd, p.fd)) {
           id = s.id;
@@ -147,6 +166,16 @@ export class FileTable {
           this.files.push({ type, id, reg: this.reg(id, p.target, p.flags, p.pos, p.st) });
         } else if (p.kind === 'pipe') {
           this.files.push({ type, id, pipe: { id, pipe_id: p.pipeIno!, flags: p.flags, fown: ZERO_FOWN } });
+        } else if (p.kind !== 'tty') {
+          let d;
+          try {
+            d = describeObject(pid, p.fd, p.target, p.kind, id, p.flags, ctx, this.tcpRepair);
+          } catch (e) {
+            throw new UserError(`cannot dump: pid ${pid}: fd ${p.fd} (${p.target}): ${(e as Error).message}`);
+          }
+          type = d.file.type;
+          this.files.push(d.file);
+          if (d.tcpStream) this.tcpStreams.push(d.tcpStream);
         } else {
           const st = p.st!;
           const minor = Number((st.rdev & 0xffn) | ((st.rdev >> 12n) & ~0xffn));

@@ -2,6 +2,7 @@
 // per process, checked before any process is created (unsupported VMAs or
 // fds, missing or changed files, inconsistent pagemaps), so that a bad image
 // fails without leaving anything behind.
+import { fdKindName, isObjectFd, planObjectFd, type ObjectFdPlan } from './fds/objects.js';
 import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import type {
@@ -97,6 +98,8 @@ export interface ProcessPlan {
   exePath: string;
   runs: PageRun[];
   files: FilePlan[];
+  /** Event objects and inet sockets (plugin/restore/fds/objects.ts), created after `files`. */
+  objects: ObjectFdPlan[];
   /** fds 0..2 the image does not describe as regular files: inherited from the restorer. */
   inheritedStdio: number[];
   cwd: string;
@@ -153,7 +156,7 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA.UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; tcpEstablished?: boolean }): Promise<RestorePlan> {
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -181,7 +184,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     if (state === 2) {
       const p: ProcessPlan = {
         entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores.slice(0, 1),
-        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], files: [], inheritedStdio: [], cwd: '/', root: '/', umask: undefined,
+        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], files: [], objects: [], inheritedStdio: [], cwd: '/', root: '/', umask: undefined,
       };
       processes.push(p);
       byPid.set(e.pid, p);
@@ -274,6 +277,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       fdinfoCache.set(ids.files_id, fdinfo);
     }
     const plannedFiles: FilePlan[] = [];
+    const objects: ObjectFdPlan[] = [];
     const inheritedStdio: number[] = [];
     for (const fi of fdinfo) {
       const f = files.get(fi.id);
@@ -281,10 +285,12 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (f.type === FD_REG && f.reg) {
         checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
         plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
+      } else if (isObjectFd(f)) {
+        objects.push(await planObjectFd(dir, e.pid, fi, f, { tcpEstablished: opts.tcpEstablished === true }));
       } else if (fi.fd <= 2) {
         inheritedStdio.push(fi.fd);
       } else {
-        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files; stdio is inherited)`);
+        throw new UserError(`pid ${e.pid}: fd ${fi.fd}: ${fdKindName(f.type)} cannot be restored (not supported)`);
       }
     }
     const fs = await dir.fs(e.pid);
@@ -294,7 +300,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     const p: ProcessPlan = {
       entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores, mm, vmas,
-      exePath: exe.name, runs, files: plannedFiles, inheritedStdio, cwd, root, umask: fs?.umask,
+      exePath: exe.name, runs, files: plannedFiles, objects, inheritedStdio, cwd, root, umask: fs?.umask,
     };
     processes.push(p);
     byPid.set(e.pid, p);

@@ -10,6 +10,7 @@ import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
+import { restoreObjectFds, type ObjectRestoreOptions } from './fds/objects.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
@@ -242,7 +243,7 @@ function sigForIndex(i: number): number {
 }
 
 /** Process-wide state: signal handlers, files, cwd/root, umask. */
-export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
+export function restoreProcessState(t: RemoteTask, p: ProcessPlan, objOpts: ObjectRestoreOptions = { tcpEstablished: false }): void {
   const tc = p.threads[0]!.core.tc!;
   tc.sigactions.forEach((sa, i) => {
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return;
@@ -283,6 +284,8 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
       if (r !== f.pos) throw new UserError(`pid ${p.pid}: cannot seek fd ${f.fd} (${f.path}) to ${f.pos}: result ${r}`);
     }
   }
+  // Event objects and sockets, after the files (epoll watches name them by number).
+  restoreObjectFds(t, p.objects, objOpts);
   t.putString(p.cwd, SCR_PATH);
   t.call(`chdir(${p.cwd})`, NR.chdir, t.scratch + SCR_PATH);
   if (p.root !== '/') {

@@ -48,6 +48,8 @@ export interface RestoreOptions {
   shellJob?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
+  /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -144,7 +146,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
   if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
-  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined });
+  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, tcpEstablished: opts.tcpEstablished === true });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
@@ -221,7 +223,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = restoreAddressSpace(l.task, p, lazy, verifier);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p);
+      restoreProcessState(l.task, p, { tcpEstablished: opts.tcpEstablished === true });
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));

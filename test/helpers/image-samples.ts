@@ -262,4 +262,7 @@ const ALL_TYPES = [
   'vma_entry', 'aio_ring_entry', 'mm_entry', 'pagemap_head', 'pagemap_entry', 'seccomp_filter', 'seccomp_entry',
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
+  // fd kinds: inet sockets, event objects (sk-inet, sk-opts, tcp-stream, eventpoll, fh, fsnotify)
+  'sk_opts_entry', 'tcp_opts_entry', 'tcp_stream_entry', 'ip_opts_raw_entry', 'ip_opts_entry', 'eventpoll_tfd_entry',
+  'fh_entry', 'irmap_cache_entry', 'inotify_wd_entry', 'fanotify_inode_mark_entry', 'fanotify_mount_mark_entry', 'fanotify_mark_entry',
 ];

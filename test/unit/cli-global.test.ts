@@ -20,7 +20,7 @@ test('-vvv counts up from the default and is capped', () => {
 });
 
 test('unsupported CRIU options are named in a usage error', () => {
-  assert.throws(() => extractGlobalOptions(['dump', '--tcp-established']), (e: unknown) => e instanceof UserError && /--tcp-established is not supported/.test(e.message) && e.exitCode === 2);
+  assert.throws(() => extractGlobalOptions(['dump', '--tcp-close']), (e: unknown) => e instanceof UserError && /--tcp-close is not supported/.test(e.message) && e.exitCode === 2);
   assert.throws(() => extractGlobalOptions(['restore', '--inherit-fd=fd[1]:pipe']), /--inherit-fd is not supported/);
 });
 

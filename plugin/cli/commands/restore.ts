@@ -8,6 +8,7 @@ interface RestoreCliOptions {
   restoreDetached?: boolean;
   pidfile?: string;
   shellJob?: boolean;
+  tcpEstablished?: boolean;
   lazySocket?: string;
   pidns?: boolean;
   verify: boolean;
@@ -47,6 +48,7 @@ export function register(program: Command): void {
     .option('--restore-sibling', 'with -d: make the root a child of our parent (CLONE_PARENT), which then reaps it, instead of our own (CRIU\'s -S)')
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
+    .option('--tcp-established', 'restore established TCP connections (TCP_REPAIR) from tcp-stream images')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with in-process --lazy-pages: record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
@@ -77,6 +79,7 @@ export function register(program: Command): void {
         ...(server ? { lazyServer: server } : {}),
         detached: true,
         shellJob: o.shellJob === true,
+        tcpEstablished: o.tcpEstablished === true,
         pidns: o.pidns === true,
         verify: o.verify,
         ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
