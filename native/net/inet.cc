@@ -185,10 +185,10 @@ Napi::Value InetSockDump(const Napi::CallbackInfo& info) {
   o.Set("priority", GetInt(env, fd, SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY"));
   o.Set("rcvlowat", GetInt(env, fd, SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT"));
   o.Set("mark", GetInt(env, fd, SOL_SOCKET, SO_MARK, "SO_MARK"));
-  o.Set("passcred", GetInt(env, fd, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED") != 0);
-  o.Set("passsec", GetInt(env, fd, SOL_SOCKET, SO_PASSSEC, "SO_PASSSEC") != 0);
-  o.Set("dontroute", GetInt(env, fd, SOL_SOCKET, SO_DONTROUTE, "SO_DONTROUTE") != 0);
-  o.Set("noCheck", GetInt(env, fd, SOL_SOCKET, SO_NO_CHECK, "SO_NO_CHECK") != 0);
+  if (TryGetInt(fd, SOL_SOCKET, SO_PASSCRED, &v)) o.Set("passcred", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetInt(fd, SOL_SOCKET, SO_PASSSEC, &v)) o.Set("passsec", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetInt(fd, SOL_SOCKET, SO_DONTROUTE, &v)) o.Set("dontroute", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetInt(fd, SOL_SOCKET, SO_NO_CHECK, &v)) o.Set("noCheck", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
   o.Set("broadcast", GetInt(env, fd, SOL_SOCKET, SO_BROADCAST, "SO_BROADCAST") != 0);
   o.Set("keepalive", GetInt(env, fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE") != 0);
   o.Set("oobinline", GetInt(env, fd, SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE") != 0);
