@@ -6,7 +6,7 @@
 // the tree untouched.
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, encodeImage, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
@@ -16,8 +16,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
-import { FileTable, planFds, type PlannedFd } from './files.js';
-import type { InetDumpOptions } from './fds/objects.js';
+import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
@@ -31,8 +30,10 @@ export interface DumpOptions {
   imagesDir: string;
   /** Let the tree run after the dump (default: kill it). */
   leaveRunning?: boolean;
-  /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty or pipe. */
+  /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty. */
   shellJob?: boolean;
+  /** CRIU's --ext-unix-sk: unix sockets whose peer is outside the tree are dumped (restored unconnected to it). */
+  extUnixSk?: boolean;
   /**
    * CRIU's --tcp-established: dump established TCP connections (TCP_REPAIR;
    * tcp-stream-<ino>.img). Without it a connected TCP socket is refused.
@@ -147,7 +148,8 @@ function readLink(path: string): string | undefined {
  * Everything we can check from /proc. Returns per-process plans and the
  * problems found (each names pid, fd or VMA). `pids` parents first.
  */
-function plan(pids: readonly number[], shellJob: boolean, frozen = false, objOpts: InetDumpOptions = { tcpEstablished: false }): { plans: ProcPlan[]; problems: string[] } {
+function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, frozen = false): { plans: ProcPlan[]; problems: string[] } {
+  const shellJob = fdOpts.shellJob;
   const problems: string[] = [];
   const plans: ProcPlan[] = [];
   const root = pids[0]!;
@@ -190,7 +192,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false, objOpt
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
-    const f = planFds(pid, shellJob, objOpts);
+    const f = planFds(kinds, pid, fdOpts, { sid: stat.sid, pgid: stat.pgid });
     problems.push(...f.problems);
     const exe = readLink(`/proc/${pid}/exe`) ?? '';
     const cwd = readLink(`/proc/${pid}/cwd`) ?? '';
@@ -200,6 +202,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false, objOpt
     if (rootDir !== '/') problems.push(`pid ${pid}: chroot (${rootDir}) is not supported`);
     plans.push({ pid, stat, tids, vmas, fds: f.fds, exe, cwd, root: rootDir });
   }
+  problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
   for (let i = 0; i < plans.length; i++) {
     for (let j = i + 1; j < plans.length; j++) {
@@ -259,8 +262,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   } catch {
     throw new UserError(`pid ${root}: no such process (ESRCH)`);
   }
-  const objOpts: InetDumpOptions = { tcpEstablished: opts.tcpEstablished === true };
-  const pre = plan(pids, shellJob, false, objOpts);
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true };
+  const kinds = dumpFdKinds();
+  const pre = plan(pids, kinds, fdOpts);
   if (pre.problems.length) throw refuse(pre.problems);
 
   // 2. Freeze.
@@ -276,13 +280,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
-  // Established TCP connections are put in repair mode while frozen (plugin/dump/fds/inet.ts).
-  const files = new FileTable(objOpts);
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
   try {
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
-    const post = plan(frozenPids, shellJob, true, objOpts);
+    const post = plan(frozenPids, kinds, fdOpts, true);
     if (post.problems.length) throw refuse(post.problems);
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
@@ -295,7 +297,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, frozenPids);
     }
-    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, files);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -304,7 +306,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
   } catch (e) {
     inc?.close();
-    files.tcpRepair.release(true);
+    finishFdKinds(kinds, true);
     tree.release();
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
@@ -340,11 +342,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // Repaired connections: repair off for a tree that runs on; a killed
   // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
-    files.tcpRepair.release(true);
+    finishFdKinds(kinds, true);
     tree.release();
   } else {
     tree.kill();
-    files.tcpRepair.release(false);
+    finishFdKinds(kinds, false);
   }
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
@@ -369,19 +371,20 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
-async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, files: FileTable = new FileTable()): Promise<DumpStats> {
+async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
     freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
+  const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
@@ -415,7 +418,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     const exeId = files.pathFile(p.exe, 0, statSync(p.exe, { bigint: true }));
     const cwdId = files.pathFile(p.cwd, 0, statSync(p.cwd, { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(p.root, { bigint: true }));
-    const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, { sid: p.stat.sid, pgid: p.stat.pgid });
+    const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
 
     const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
     let auxv = readAuxv(pid);
@@ -532,11 +535,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  for (const t of files.tcpStreams) {
-    writes.push(writeFile(dir.pathOf(KIND.tcpStream, t.ino), encodeImage(KIND.tcpStream, [{ message: t.entry, extra: t.extra }])));
-  }
   await Promise.all(writes);
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;

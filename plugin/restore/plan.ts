@@ -2,7 +2,6 @@
 // per process, checked before any process is created (unsupported VMAs or
 // fds, missing or changed files, inconsistent pagemaps), so that a bad image
 // fails without leaving anything behind.
-import { fdKindName, isObjectFd, planObjectFd, type ObjectFdPlan } from './fds/objects.js';
 import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import type {
@@ -15,6 +14,7 @@ import type {
   VmaEntry,
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 
 export const PAGE = 4096n;
 
@@ -61,18 +61,6 @@ export interface PageRun {
   flags: number;
 }
 
-export interface FilePlan {
-  fd: number;
-  /** file_entry id: fds with the same id share one open file description (dup). */
-  id: number;
-  /** FD_CLOEXEC from fdinfo. */
-  cloexec: boolean;
-  path: string;
-  /** open(2) flags from reg_file_entry. */
-  flags: number;
-  pos: bigint;
-}
-
 export interface VmaPlan {
   vma: VmaEntry;
   /** Path of the mapped file for file-backed VMAs. */
@@ -97,11 +85,6 @@ export interface ProcessPlan {
   vmas: VmaPlan[];
   exePath: string;
   runs: PageRun[];
-  files: FilePlan[];
-  /** Event objects and inet sockets (plugin/restore/fds/objects.ts), created after `files`. */
-  objects: ObjectFdPlan[];
-  /** fds 0..2 the image does not describe as regular files: inherited from the restorer. */
-  inheritedStdio: number[];
   cwd: string;
   root: string;
   umask: number | undefined;
@@ -111,6 +94,8 @@ export interface RestorePlan {
   dir: string;
   processes: ProcessPlan[]; // pstree order: parents first
   byPid: Map<number, ProcessPlan>;
+  /** Every fd of the tree (plugin/restore/fds): created once per open file description, installed per process. */
+  fds: FdRestorer;
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -156,7 +141,7 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA.UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; tcpEstablished?: boolean }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -168,6 +153,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
+  const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
     if (i > 0 && !byPid.has(e.ppid)) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: parent ${e.ppid} is not earlier in the tree`);
@@ -184,7 +170,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     if (state === 2) {
       const p: ProcessPlan = {
         entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores.slice(0, 1),
-        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], files: [], objects: [], inheritedStdio: [], cwd: '/', root: '/', umask: undefined,
+        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], cwd: '/', root: '/', umask: undefined,
       };
       processes.push(p);
       byPid.set(e.pid, p);
@@ -276,23 +262,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       fdinfo = await dir.fdinfo(ids.files_id);
       fdinfoCache.set(ids.files_id, fdinfo);
     }
-    const plannedFiles: FilePlan[] = [];
-    const objects: ObjectFdPlan[] = [];
-    const inheritedStdio: number[] = [];
-    for (const fi of fdinfo) {
-      const f = files.get(fi.id);
-      if (!f) throw new ImageError(`${imagesDir}/fdinfo-${ids.files_id}.img`, undefined, `fd ${fi.fd} refers to file id ${fi.id}, which files.img does not have`);
-      if (f.type === FD_REG && f.reg) {
-        checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
-        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
-      } else if (isObjectFd(f)) {
-        objects.push(await planObjectFd(dir, e.pid, fi, f, { tcpEstablished: opts.tcpEstablished === true }));
-      } else if (fi.fd <= 2) {
-        inheritedStdio.push(fi.fd);
-      } else {
-        throw new UserError(`pid ${e.pid}: fd ${fi.fd}: ${fdKindName(f.type)} cannot be restored (not supported)`);
-      }
-    }
+    perProcessFds.push({ pid: e.pid, fdinfo, fdinfoImage: `${imagesDir}/fdinfo-${ids.files_id}.img` });
     const fs = await dir.fs(e.pid);
     const fsImage = `${imagesDir}/fs-${e.pid}.img`;
     const cwd = fs ? regFile(files, fs.cwd_id, 'cwd_id', fsImage).name : '/';
@@ -300,10 +270,15 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     const p: ProcessPlan = {
       entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores, mm, vmas,
-      exePath: exe.name, runs, files: plannedFiles, objects, inheritedStdio, cwd, root, umask: fs?.umask,
+      exePath: exe.name, runs, cwd, root, umask: fs?.umask,
     };
     processes.push(p);
     byPid.set(e.pid, p);
   }
-  return { dir: imagesDir, processes, byPid };
+  const fdOptions: RestoreFdOptions = {
+    shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
+    inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true, tcpEstablished: opts.fds?.tcpEstablished === true,
+  };
+  const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
+  return { dir: imagesDir, processes, byPid, fds };
 }

@@ -46,6 +46,13 @@ export interface RestoreOptions {
   detached?: boolean;
   /** --shell-job: the root may belong to the restorer's session and process group. */
   shellJob?: boolean;
+  /**
+   * CRIU's --inherit-fd fd[N]:KEY, as KEY → N: a file the image names KEY
+   * ("pipe:[INO]", "socket:[INO]") is restored from this process's fd N.
+   */
+  inheritFds?: Map<string, number>;
+  /** CRIU's --ext-unix-sk: unix sockets whose peer was outside the tree may be restored (unconnected). */
+  extUnixSk?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
   /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
@@ -146,7 +153,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
   if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
-  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, tcpEstablished: opts.tcpEstablished === true });
+  const plan = await loadPlan(opts.imagesDir, {
+    lazy, remotePages: opts.lazySocket !== undefined, log,
+    fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
+  });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
@@ -216,6 +226,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
 
+    // Every open file description of the tree, each created once inside its
+    // first owner while all stubs still have our credentials (plugin/restore/fds).
+    plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
+
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
     for (const l of live) {
@@ -223,7 +237,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = restoreAddressSpace(l.task, p, lazy, verifier);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p, { tcpEstablished: opts.tcpEstablished === true });
+      restoreProcessState(l.task, p, plan.fds);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
@@ -290,6 +304,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
+    plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
     if (handoff) {
@@ -306,6 +321,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     return tree;
   } catch (e) {
+    plan.fds.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
       addon.restoreKillTree(created.map((c) => c.tids));

@@ -276,7 +276,7 @@ test('inet: an image with a socket kind we do not restore fails naming pid, fd a
     await dir.writeFdinfo((await dir.ids(s.pid)).files_id, fdinfo.map((x) => (x.id === sk.id ? { ...x, type: FdType.PACKETSK } : x)));
     const r = await runCli(['restore', '-D', images.path, '-d']);
     assert.equal(r.code, 1, r.stderr);
-    assert.equal(r.stderr, `lazy-restore: pid ${s.pid}: fd ${fd}: packet socket (PACKETSK) cannot be restored (not supported)\n`);
+    assert.equal(r.stderr, `lazy-restore: pid ${s.pid}: fd ${fd} is a packet socket (files.img id ${sk.id}, type ${FdType.PACKETSK}), which restore does not support\n`);
     assert.ok(!alive(s.pid), 'nothing restored is left running');
   } finally {
     await s.dispose();

@@ -4,7 +4,10 @@
 // faithful if the fd number still names the watched file. kcmp
 // (KCMP_EPOLL_TFD) checks that, as CRIU does; a watch whose fd was closed
 // or reused is refused, naming it.
-import type { EventpollFileEntry, EventpollTfdEntry, FownEntry } from '../../images/index.js';
+import { readdirSync } from 'node:fs';
+import { FdType, type EventpollFileEntry, type EventpollTfdEntry, type FownEntry } from '../../images/index.js';
+import { ZERO_FOWN } from './common.js';
+import type { DumpFdKind } from './types.js';
 import { addon } from '../../native/addon.js';
 
 export interface EpollWatch {
@@ -54,4 +57,25 @@ export function describeEventpoll(
     tfd.push({ id, tfd: w.tfd, events: w.events, data: w.data, dev: w.sdev, inode: w.ino, pos: w.pos });
   }
   return { id, flags, fown, tfd };
+}
+
+function openFds(pid: number): Set<number> {
+  return new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+}
+
+export function eventpollKind(): DumpFdKind<null> {
+  return {
+    name: 'epoll',
+    claim(f) {
+      if (f.target !== 'anon_inode:[eventpoll]') return undefined;
+      const e = describeEventpoll(f.pid, f.fd, 0, f.flags, ZERO_FOWN, f.fdinfo, openFds(f.pid));
+      return typeof e === 'string' ? `${f.where}: ${e}` : { data: null };
+    },
+    describe(ctx, id, p) {
+      const fds = new Set(ctx.allFds.filter((x) => x.pid === p.pid).map((x) => x.fd));
+      const e = describeEventpoll(p.pid, p.fd, id, p.flags, p.fown, p.fdinfo, fds);
+      if (typeof e === 'string') throw new Error(`${p.where}: ${e}`);
+      return { type: FdType.EVENTPOLL, id, epfd: e };
+    },
+  };
 }

@@ -9,9 +9,11 @@
 // mode stays on, so the connection closes silently (no FIN, no RST) when
 // the dumped process is killed; `TcpRepairHold.release` turns it off again
 // for a tree that keeps running (--leave-running, or a failed dump).
-import type { FownEntry, InetSkEntry, SkOptsEntry, TcpStreamEntry } from '../../images/index.js';
+import { writeFile } from 'node:fs/promises';
+import { encodeImage, FdType, KIND, type FownEntry, type InetSkEntry, type SkOptsEntry, type TcpStreamEntry } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import type { InetSockState, TcpRepairState } from '../../native/types.js';
+import type { DumpFdKind } from './types.js';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -34,6 +36,8 @@ export interface InetDumpOptions {
   /** CRIU's --tcp-established. */
   tcpEstablished: boolean;
 }
+
+const F_DUPFD_CLOEXEC = 1030;
 
 /** Reads a socket of `pid` through a duplicate; the caller closes `dupFd`. */
 export function readSocket(pid: number, fd: number): { dupFd: number; state: InetSockState } {
@@ -167,4 +171,60 @@ export class TcpRepairHold {
       }
     }
   }
+}
+
+function socketIno(target: string): number {
+  const m = /^socket:\[(\d+)\]$/.exec(target);
+  return m ? Number(m[1]) : 0;
+}
+
+/** The inet socket kind of one dump: claims AF_INET/AF_INET6 sockets, holds repaired connections until finish(). */
+export function inetKind(): DumpFdKind<{ ino: number }> {
+  const hold = new TcpRepairHold();
+  const streams: { ino: number; entry: TcpStreamEntry; extra: Buffer }[] = [];
+  return {
+    name: 'inet socket',
+    claim(f) {
+      if (!f.target.startsWith('socket:[')) return undefined;
+      let state: InetSockState;
+      try {
+        const r = readSocket(f.pid, f.fd);
+        addon.restoreCloseFd(r.dupFd);
+        state = r.state;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code === 'EBADF' || code === 'ENOENT') return undefined; // closed meanwhile: the frozen pass decides
+        return `${f.where}: cannot read the socket (${code ?? String(e)})`;
+      }
+      if (state.family !== AF_INET && state.family !== AF_INET6) return undefined; // another kind's (unix ...)
+      const p = inetProblem(state, { tcpEstablished: f.tcpEstablished });
+      return p === undefined ? { data: { ino: socketIno(f.target) } } : `${f.where}: ${p}`;
+    },
+    describe(_ctx, id, p, hostFd) {
+      const state = addon.inetSockDump(hostFd);
+      const problem = inetProblem(state, { tcpEstablished: p.tcpEstablished });
+      if (problem !== undefined) throw new Error(`${p.where}: ${problem}`);
+      const isk = inetEntry(id, p.data.ino, p.flags, p.fown, state);
+      if (state.proto === IPPROTO_TCP && state.state === TCP.ESTABLISHED) {
+        const dup = addon.fdFcntl(hostFd, F_DUPFD_CLOEXEC, 0);
+        let r: TcpRepairState;
+        try {
+          r = hold.repair(dup);
+        } catch (e) {
+          addon.restoreCloseFd(dup);
+          throw e;
+        }
+        streams.push({ ino: p.data.ino, ...tcpStreamEntry(r, state.nodelay ?? false, state.cork ?? false) });
+      }
+      return { type: FdType.INETSK, id, isk };
+    },
+    async writeImages(dir) {
+      for (const t of streams) {
+        await writeFile(dir.pathOf(KIND.tcpStream, t.ino), encodeImage(KIND.tcpStream, [{ message: t.entry, extra: t.extra }]));
+      }
+    },
+    finish(keepRunning) {
+      hold.release(keepRunning);
+    },
+  };
 }

@@ -5,7 +5,9 @@
 // does for the files it can name. A watch whose file has no path left
 // (deleted) is refused.
 import { closeSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import type { FownEntry, InotifyFileEntry, InotifyWdEntry } from '../../images/index.js';
+import { FdType, type FownEntry, type InotifyFileEntry, type InotifyWdEntry } from '../../images/index.js';
+import { ZERO_FOWN } from './common.js';
+import type { DumpFdKind } from './types.js';
 import { addon } from '../../native/addon.js';
 
 const FH_MIN_WORDS = 16;
@@ -87,4 +89,20 @@ export function describeInotify(pid: number, id: number, flags: number, fown: Fo
     });
   }
   return { id, flags, fown, wd };
+}
+
+export function inotifyKind(): DumpFdKind<null> {
+  return {
+    name: 'inotify',
+    claim(f) {
+      if (f.target !== 'anon_inode:inotify') return undefined;
+      const e = describeInotify(f.pid, 0, f.flags, ZERO_FOWN, f.fdinfo);
+      return typeof e === 'string' ? `${f.where}: ${e}` : { data: null };
+    },
+    describe(_ctx, id, p) {
+      const e = describeInotify(p.pid, id, p.flags, p.fown, p.fdinfo);
+      if (typeof e === 'string') throw new Error(`${p.where}: ${e}`);
+      return { type: FdType.INOTIFY, id, ify: e };
+    },
+  };
 }

@@ -2,7 +2,8 @@
 // settime flags, remaining time and interval, as fdinfo shows them (the
 // remaining time is relative even for TFD_TIMER_ABSTIME timers; restore
 // adds the clock's current time back, as CRIU does).
-import type { FownEntry, TimerfdEntry } from '../../images/index.js';
+import { FdType, type FownEntry, type TimerfdEntry } from '../../images/index.js';
+import type { DumpFdKind } from './types.js';
 
 export interface TimerfdInfo {
   clockid: number;
@@ -37,5 +38,13 @@ export function describeTimerfd(id: number, flags: number, fown: FownEntry, fdin
   return {
     id, flags, fown, clockid: t.clockid, ticks: t.ticks, settime_flags: t.settimeFlags,
     vsec: t.value[0], vnsec: t.value[1], isec: t.interval[0], insec: t.interval[1],
+  };
+}
+
+export function timerfdKind(): DumpFdKind<null> {
+  return {
+    name: 'timerfd',
+    claim: (f) => (f.target === 'anon_inode:[timerfd]' ? { data: null } : undefined),
+    describe: (_ctx, id, p) => ({ type: FdType.TIMERFD, id, tfd: describeTimerfd(id, p.flags, p.fown, p.fdinfo) }),
   };
 }

@@ -1,45 +1,49 @@
-// epoll: epoll_create1, then every watch added back with epoll_ctl on its
-// dumped fd number (the kernel keys watches by file and fd number), so it
-// runs after every other fd of the process is in place. Epoll instances
-// that watch other epoll instances are ordered so the watched one exists.
+// epoll: epoll_create1 inside the owner; the watches are added once the
+// owner's fds are all installed, with epoll_ctl on their dumped fd numbers
+// (the kernel keys a watch by file and fd number), in the owner (the
+// process the dump read them from). Epoll instances watching other epoll
+// instances work in any order: every fd is in place by then.
 import { UserError } from '../../errors.js';
-import type { EventpollFileEntry } from '../../images/index.js';
-import { NR, type RemoteTask } from '../task.js';
-import { placeFd, SCR_FD_ARGS } from './place.js';
+import { FdType, type EventpollFileEntry, type FileEntry } from '../../images/index.js';
+import { errnoName, NR } from '../task.js';
+import { SCR_EVENT_ARGS } from './eventfd.js';
+import type { RestoreFdKind } from './types.js';
 
-const O_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
-// Bits the kernel keeps for itself in fdinfo's "events" (EPOLLWAKEUP needs
-// CAP_BLOCK_SUSPEND; kept if set).
-export function restoreEventpoll(t: RemoteTask, fd: number, e: EventpollFileEntry, cloexec: boolean): void {
-  const tmp = Number(t.call('epoll_create1', NR.epoll_create1, O_CLOEXEC));
-  placeFd(t, tmp, fd, cloexec);
-  for (const w of e.tfd) {
-    const ev = Buffer.alloc(12); // struct epoll_event is packed on x86_64
-    ev.writeUInt32LE(w.events >>> 0, 0);
-    ev.writeBigUInt64LE(w.data, 4);
-    t.write(t.scratch + SCR_FD_ARGS, ev);
-    const r = t.raw(NR.epoll_ctl, fd, EPOLL_CTL_ADD, w.tfd, t.scratch + SCR_FD_ARGS);
-    if (r < 0n) {
-      throw new UserError(`pid ${t.pid}: fd ${fd} (epoll): cannot watch fd ${w.tfd} again: epoll_ctl failed with errno ${-r}`);
-    }
-  }
+
+function ep(f: FileEntry): EventpollFileEntry {
+  return f.epfd!;
 }
 
-/** Orders epoll fds so that an epoll watched by another comes first; the rest keep their order. */
-export function orderEpolls<T extends { fd: number; entry: EventpollFileEntry }>(eps: readonly T[]): T[] {
-  const byFd = new Map(eps.map((x) => [x.fd, x]));
-  const done = new Set<number>();
-  const out: T[] = [];
-  const visit = (x: T, depth: number): void => {
-    if (done.has(x.fd) || depth > eps.length) return;
-    for (const w of x.entry.tfd) {
-      const dep = byFd.get(w.tfd);
-      if (dep && dep !== x) visit(dep, depth + 1);
+export const eventpollKind: RestoreFdKind = {
+  type: FdType.EVENTPOLL,
+  name: 'epoll instance',
+  check(ctx, file, use) {
+    if (!file.epfd) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is an epoll instance without epoll data`);
+    const owner = ctx.uses(file.id)[0];
+    if (owner?.pid !== use.pid || owner.fd !== use.fd) return;
+    for (const w of file.epfd.tfd) {
+      const has = [...ctx.files.keys()].some((id) => ctx.uses(id).some((u) => u.pid === use.pid && u.fd === w.tfd));
+      if (!has) throw new UserError(`pid ${use.pid}: fd ${use.fd} (epoll instance) watches fd ${w.tfd}, which the image does not have`);
     }
-    done.add(x.fd);
-    out.push(x);
-  };
-  for (const x of eps) visit(x, 0);
-  return out;
-}
+  },
+  flags: (f) => ep(f).flags,
+  fown: (f) => ep(f).fown,
+  create(_ctx, _file, owner) {
+    return { taskFd: Number(owner.call('epoll_create1', NR.epoll_create1, 0)) };
+  },
+  installed(ctx, task, pid, uses) {
+    for (const { use, file } of uses) {
+      const first = ctx.uses(file.id)[0];
+      if (first?.pid !== pid || first.fd !== use.fd) continue; // the watches belong to the description: added once
+      for (const w of ep(file).tfd) {
+        const ev = Buffer.alloc(12); // struct epoll_event is packed on x86-64
+        ev.writeUInt32LE(w.events >>> 0, 0);
+        ev.writeBigUInt64LE(w.data, 4);
+        task.write(task.scratch + SCR_EVENT_ARGS, ev);
+        const r = task.raw(NR.epoll_ctl, use.fd, EPOLL_CTL_ADD, w.tfd, task.scratch + SCR_EVENT_ARGS);
+        if (r < 0n) throw new UserError(`pid ${pid}: fd ${use.fd} (epoll instance): cannot watch fd ${w.tfd} again: ${errnoName(Number(-r))}`);
+      }
+    }
+  },
+};

@@ -1,21 +1,20 @@
-// IPv4/IPv6 sockets: socket() inside the restored process, then the rest
+// IPv4/IPv6 sockets (TCP, UDP): socket() inside the owner, then the rest
 // (options, bind, listen/connect, or the TCP_REPAIR sequence of an
-// established connection with its queues) done natively on a duplicate
-// taken with pidfd_getfd — the same socket. Without --tcp-established an
-// image holding a connection is refused, as CRIU does.
-import { UserError } from '../../errors.js';
-import type { InetSkEntry, TcpStreamEntry } from '../../images/index.js';
+// established connection with its queues from tcp-stream-<ino>.img) done
+// natively on a duplicate taken with pidfd_getfd — the same socket.
+// Without --tcp-established an image holding a connection is refused at
+// plan time, as CRIU does.
+import { ImageError, UserError } from '../../errors.js';
+import { FdType, KIND, type FileEntry, type InetSkEntry, type TcpStreamEntry } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import type { InetSockSpec } from '../../native/types.js';
-import { NR, type RemoteTask } from '../task.js';
-import { placeFd } from './place.js';
 import { wordsAddr } from '../../dump/fds/inet.js';
+import { NR } from '../task.js';
+import type { RestoreFdKind } from './types.js';
 
-const O_NONBLOCK = 0o4000;
-const SOCK_NONBLOCK = 0o4000;
-const TCP_LISTEN = 10;
 const TCP_ESTABLISHED = 1;
 const TCP_CLOSE = 7;
+const TCP_LISTEN = 10;
 
 export interface TcpStream {
   entry: TcpStreamEntry;
@@ -28,7 +27,11 @@ export function isTcpConnection(e: InetSkEntry): boolean {
   return e.type === 1 && e.state !== TCP_LISTEN && e.state !== TCP_CLOSE;
 }
 
-function spec(e: InetSkEntry, stream: TcpStream | undefined): InetSockSpec {
+function isk(f: FileEntry): InetSkEntry {
+  return f.isk!;
+}
+
+export function inetSpec(e: InetSkEntry, stream: TcpStream | undefined): InetSockSpec {
   const o = e.opts;
   const s: InetSockSpec = {
     family: e.family, proto: e.proto, state: e.state,
@@ -47,9 +50,6 @@ function spec(e: InetSkEntry, stream: TcpStream | undefined): InetSockSpec {
   };
   if (stream) {
     const st = stream.entry;
-    if (stream.data.length !== st.inq_len + st.outq_len) {
-      throw new UserError(`tcp-stream-${e.ino.toString(16)}.img: ${stream.data.length} queued bytes, the entry says ${st.inq_len} + ${st.outq_len}`);
-    }
     s.stream = {
       inqLen: st.inq_len, inqSeq: st.inq_seq, outqLen: st.outq_len, outqSeq: st.outq_seq, unsqLen: st.unsq_len ?? 0,
       optMask: st.opt_mask, sndWscale: st.snd_wscale, rcvWscale: st.rcv_wscale ?? 0, mssClamp: st.mss_clamp,
@@ -61,25 +61,59 @@ function spec(e: InetSkEntry, stream: TcpStream | undefined): InetSockSpec {
   return s;
 }
 
-export function restoreInet(
-  t: RemoteTask, fd: number, e: InetSkEntry, cloexec: boolean, opts: { tcpEstablished: boolean; stream?: TcpStream },
-): void {
-  const where = `pid ${t.pid}: fd ${fd} (inet socket, ino ${e.ino})`;
-  if (isTcpConnection(e)) {
-    if (!opts.tcpEstablished) throw new UserError(`${where}: Connected TCP socket in image (restore with --tcp-established)`);
-    if (e.state !== TCP_ESTABLISHED) throw new UserError(`${where}: TCP state ${e.state} is not supported, only ESTABLISHED`);
-    if (!opts.stream) throw new UserError(`${where}: tcp-stream-${e.ino.toString(16)}.img is missing`);
-  }
-  const type = e.type | ((e.flags & O_NONBLOCK) !== 0 ? SOCK_NONBLOCK : 0);
-  const tmp = Number(t.call(`socket(${e.family}, ${e.type}, ${e.proto})`, NR.socket, e.family, type, e.proto));
-  placeFd(t, tmp, fd, cloexec);
-  const dup = addon.restorePidfdGetfd(t.pid, fd);
-  try {
-    addon.inetSockRestore(dup, spec(e, isTcpConnection(e) ? opts.stream : undefined));
-  } catch (err) {
-    const x = err as { code?: string; message?: string };
-    throw new UserError(`${where}: ${x.message ?? String(err)}`);
-  } finally {
-    addon.restoreCloseFd(dup);
-  }
+export function inetKind(): RestoreFdKind {
+  const streams = new Map<number, TcpStream>();
+  return {
+    type: FdType.INETSK,
+    name: 'inet socket',
+    async load(ctx, entries) {
+      for (const f of entries) {
+        const e = f.isk;
+        if (!e || !isTcpConnection(e) || !ctx.options.tcpEstablished || e.state !== TCP_ESTABLISHED) continue;
+        const file = ctx.dir.pathOf(KIND.tcpStream, e.ino);
+        const img = await ctx.dir.readImage(KIND.tcpStream, e.ino);
+        if (!img) continue; // check() names the fd
+        const x = img.entries[0];
+        if (!x || img.entries.length !== 1) throw new ImageError(file, undefined, `expected exactly one entry, found ${img.entries.length}`);
+        const entry = x.message as unknown as TcpStreamEntry;
+        const data = x.extra ?? Buffer.alloc(0);
+        if (data.length !== entry.inq_len + entry.outq_len) {
+          throw new ImageError(file, undefined, `${data.length} queued bytes, the entry says ${entry.inq_len} + ${entry.outq_len}`);
+        }
+        if ((entry.unsq_len ?? 0) > entry.outq_len) throw new ImageError(file, undefined, `unsq_len ${entry.unsq_len} is larger than outq_len ${entry.outq_len}`);
+        streams.set(e.ino, { entry, data });
+      }
+    },
+    check(ctx, file, use) {
+      const where = `pid ${use.pid}: fd ${use.fd} (inet socket)`;
+      const e = file.isk;
+      if (!e) throw new UserError(`${where}: files.img id ${file.id} has no inet socket data`);
+      if (e.family !== 2 && e.family !== 10) throw new UserError(`${where}: address family ${e.family} is not supported`);
+      if (!((e.type === 1 && e.proto === 6) || (e.type === 2 && e.proto === 17))) {
+        throw new UserError(`${where}: socket type ${e.type} protocol ${e.proto} is not supported (only TCP and UDP)`);
+      }
+      if (isTcpConnection(e)) {
+        if (!ctx.options.tcpEstablished) throw new UserError(`${where}: Connected TCP socket in image (restore with --tcp-established)`);
+        if (e.state !== TCP_ESTABLISHED) throw new UserError(`${where}: TCP state ${e.state} is not supported, only ESTABLISHED`);
+        if (!streams.has(e.ino)) throw new UserError(`${where}: ${ctx.dir.pathOf(KIND.tcpStream, e.ino)} is missing (ENOENT)`);
+      }
+    },
+    flags: (f) => isk(f).flags,
+    fown: (f) => isk(f).fown,
+    create(_ctx, file, owner) {
+      const e = isk(file);
+      const fd = Number(owner.call(`socket(${e.family}, ${e.type}, ${e.proto})`, NR.socket, e.family, e.type, e.proto));
+      const dup = addon.restorePidfdGetfd(owner.pid, fd);
+      try {
+        addon.inetSockRestore(dup, inetSpec(e, isTcpConnection(e) ? streams.get(e.ino) : undefined));
+      } catch (err) {
+        owner.raw(NR.close, fd);
+        const x = err as { message?: string };
+        throw new UserError(`pid ${owner.pid}: inet socket (ino ${e.ino}, port ${e.src_port}): ${x.message ?? String(err)}`);
+      } finally {
+        addon.restoreCloseFd(dup);
+      }
+      return { taskFd: fd };
+    },
+  };
 }

@@ -1,14 +1,26 @@
-// signalfd: signalfd4(-1, mask, 8, flags).
-import type { SignalfdEntry } from '../../images/index.js';
-import { NR, type RemoteTask } from '../task.js';
-import { placeFd, SCR_FD_ARGS } from './place.js';
+// signalfd: signalfd4(-1, mask) inside the owner.
+import { UserError } from '../../errors.js';
+import { FdType, type FileEntry } from '../../images/index.js';
+import { NR } from '../task.js';
+import { SCR_EVENT_ARGS } from './eventfd.js';
+import type { RestoreFdKind } from './types.js';
 
-const O_NONBLOCK = 0o4000;
-
-export function restoreSignalfd(t: RemoteTask, fd: number, e: SignalfdEntry, cloexec: boolean): void {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(e.sigmask);
-  t.write(t.scratch + SCR_FD_ARGS, b);
-  const tmp = Number(t.call('signalfd4', NR.signalfd4, -1, t.scratch + SCR_FD_ARGS, 8, e.flags & O_NONBLOCK));
-  placeFd(t, tmp, fd, cloexec);
+function sg(f: FileEntry): NonNullable<FileEntry['sgfd']> {
+  return f.sgfd!;
 }
+
+export const signalfdKind: RestoreFdKind = {
+  type: FdType.SIGNALFD,
+  name: 'signalfd',
+  check(_ctx, file, use) {
+    if (!file.sgfd) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a signalfd without signalfd data`);
+  },
+  flags: (f) => sg(f).flags,
+  fown: (f) => sg(f).fown,
+  create(_ctx, file, owner) {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(sg(file).sigmask);
+    owner.write(owner.scratch + SCR_EVENT_ARGS, b);
+    return { taskFd: Number(owner.call('signalfd4', NR.signalfd4, -1, owner.scratch + SCR_EVENT_ARGS, 8, 0)) };
+  },
+};
