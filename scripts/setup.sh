@@ -8,6 +8,7 @@ need_pkgs=()
 command -v crit >/dev/null 2>&1 || need_pkgs+=(criu)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)  # real-program tests (test/integration/real-servers.test.ts)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup: need root to install ${need_pkgs[*]}" >&2; exit 1

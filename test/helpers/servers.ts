@@ -3,7 +3,7 @@
 // temp dir, a readiness line awaited in their log (bounded), HTTP GETs with
 // a timeout, and disposal that SIGKILLs only the pid started here.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { tempDir } from './env.js';
@@ -79,4 +79,30 @@ export function killPid(pid: number): void {
   } catch {
     /* already gone */
   }
+}
+
+/** TCP sockets of `pid` that are not listening (an HTTP client's connection the server has not closed yet). */
+export function connectedTcpSockets(pid: number): number {
+  const inodes = new Set<string>();
+  for (const f of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${f}`));
+      if (m) inodes.add(m[1]!);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  let n = 0;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && inodes.has(f[9]!) && f[3] !== '0A') n++;
+    }
+  }
+  return n;
+}
+
+/** Waits (bounded) until the server holds no connection, only its listening socket: a dump without --tcp-established needs that. */
+export async function idle(pid: number, timeoutMs = 10000): Promise<void> {
+  await until(() => connectedTcpSockets(pid) === 0, timeoutMs, `pid ${pid} to close its client connections`);
 }

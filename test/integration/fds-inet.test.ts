@@ -19,12 +19,13 @@ import { runCli } from '../helpers/cli.js';
 import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { alive, until } from '../helpers/proc.js';
-import { httpGet, killPid, startServer, type Server } from '../helpers/servers.js';
+import { httpGet, idle, killPid, startServer, type Server } from '../helpers/servers.js';
 
 const skip = !isRoot && 'needs root';
 const PY = '/usr/bin/python3';
 
 async function dumpServer(s: Server, extra: { tcpEstablished?: boolean } = {}): Promise<{ path: string; dispose: () => void }> {
+  if (!extra.tcpEstablished) await idle(s.pid);
   const images = tempDir('events-inet-img-');
   try {
     await dump({ pid: s.pid, imagesDir: images.path, ...extra });
