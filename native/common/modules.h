@@ -9,4 +9,5 @@ void InitUffd(Napi::Env env, Napi::Object exports);    // native/uffd: the userf
 void InitEngine(Napi::Env env, Napi::Object exports);  // native/engine: the fault-serving engine
 void InitInject(Napi::Env env, Napi::Object exports);  // native/inject: ptrace + syscall injection
 void InitRestoreNative(Napi::Env env, Napi::Object exports);  // native/inject: restore-side primitives
+void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC socket (criu swrk/service)
 }  // namespace lr

@@ -20,6 +20,7 @@ import { FileTable, checkTreeFds, dumpFdKinds, planFds, writeFdImages, type Dump
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 
 const PE_LAZY_FLAG = 2;
@@ -63,6 +64,23 @@ export interface DumpOptions {
    * while the tree is still frozen; on failure the tree is released.
    */
   pageServer?: import('../pageserver/push.js').PushTarget;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws fails the dump;
+   * after the freeze the tree is then released, never killed.
+   */
+  hooks?: DumpHooks;
+}
+
+export interface DumpHooks {
+  /** Before anything is touched (pre-dump). */
+  preDump?(): Promise<void>;
+  /** Once frozen, when the root has its own network namespace (network-lock). */
+  networkLock?(): Promise<void>;
+  /** Every image written, the tree still frozen (post-dump). */
+  postDump?(): Promise<void>;
+  /** After network-lock, when the tree goes on running: a failed dump or leaveRunning (network-unlock). */
+  networkUnlock?(): Promise<void>;
 }
 
 export interface LazyPagesServe {
@@ -91,6 +109,9 @@ export interface DumpStats {
   pagesLazy: number;
   /** Unchanged pages left to the parent images (PE_PARENT). */
   pagesSkippedParent: number;
+  /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
+  shpagesScanned: number;
+  shpagesWritten: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -249,6 +270,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await checkPushAddress(opts.pageServer);
   }
   const dir = await ImageDir.create(opts.imagesDir);
+  const hooks = opts.hooks ?? {};
+  await hooks.preDump?.();
 
   // 1. Look without touching.
   let pids: number[];
@@ -276,7 +299,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let stats: DumpStats;
   let inc: Incremental | undefined;
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  let netLocked = false;
   try {
+    if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
+      netLocked = true;
+      await hooks.networkLock();
+    }
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
     const post = plan(frozenPids, kinds, fdOpts, true);
@@ -299,9 +327,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       const pushed = await pushToPageServer({ ...opts.pageServer, imagesDir: opts.imagesDir, pids: frozenPids });
       log(`sent ${pushed.pagemaps} pagemaps, ${pushed.pages} pages to the page server ${opts.pageServer.address}:${opts.pageServer.port}`);
     }
+    await hooks.postDump?.();
   } catch (e) {
     inc?.close();
     tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
   }
@@ -333,8 +363,10 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
-  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) tree.release();
-  else tree.kill();
+  if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
+  } else tree.kill();
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
@@ -346,6 +378,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
       memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
       pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
+      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
     },
   }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
@@ -358,7 +391,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
@@ -369,9 +402,10 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
+  const shmem = new ShmemTable((make) => files.addEntry(make));
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
@@ -398,6 +432,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
 
     // Files: VMAs, exe, cwd, root, fds.
     const vmas: VmaEntry[] = p.vmas.map((v) => {
+      if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
       const st = statSync(v.file.path, { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
@@ -518,6 +553,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
   }
+  // Shared memory objects: contents once per object, after every process is known.
+  const sh = await shmem.write(dir, () => ++pagesId);
+  for (const id of sh.pagesIds) writes.push(dir.checksumPages(id, CHECKSUM_CHUNK));
+  stats.shpagesScanned = sh.stats.scanned;
+  stats.shpagesWritten = sh.stats.written;
+  if (shmem.size) log(`${shmem.size} shared memory objects, ${sh.stats.written} pages written`);
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,

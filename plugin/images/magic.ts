@@ -102,7 +102,7 @@ export const IMAGE_KINDS: readonly ImageKind[] = [
   k('GHOST_FILE', 0x52583605, 'ghost-file-%.img', {
     hexId: true, headMessage: 'ghost_file_entry', message: 'ghost_chunk_entry', extra: { kind: 'ghost' },
   }),
-  k('MEMFD_INODE', 0x48453499, 'memfd.img'),
+  k('MEMFD_INODE', 0x48453499, 'memfd.img', { message: 'memfd_inode_entry' }),
   k('TCP_STREAM', 0x51465506, 'tcp-stream-%.img', { hexId: true, extra: { kind: 'tcp-stream' } }),
   k('MNTS', 0x55563928, 'mountpoints-%.img'),
   k('NETDEV', 0x57373951, 'netdev-%.img'),
@@ -227,6 +227,7 @@ export const KIND = {
   seccomp: requireKind('SECCOMP'),
   timens: requireKind('TIMENS'),
   ttyInfo: requireKind('TTY_INFO'),
+  memfdInode: requireKind('MEMFD_INODE'),
   stats: requireKind('STATS'),
   workingSet: requireKind('LR_WORKINGSET'),
   checksums: requireKind('LR_CHECKSUMS'),

@@ -15,6 +15,7 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
 
@@ -67,6 +68,8 @@ export interface VmaPlan {
   path?: string;
   /** Private anonymous, not locked/hugetlb/vdso: may be served by userfaultfd. */
   lazyEligible: boolean;
+  /** Shared memory object mapped here (memfd or shared anonymous memory, plugin/restore/shmem.ts). */
+  shmem?: ShmemVmaRef;
 }
 
 export interface ThreadPlan {
@@ -96,6 +99,8 @@ export interface RestorePlan {
   byPid: Map<number, ProcessPlan>;
   /** Every fd of the tree (plugin/restore/fds): created once per open file description, installed per process. */
   fds: FdRestorer;
+  /** Shared memory objects, each created once for the whole tree. */
+  shmem: ShmemObjectPlan[];
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -131,11 +136,9 @@ export function isLazyEligible(v: VmaEntry): boolean {
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA.ANON_SHARED, 'shared anonymous memory'],
   [VMA.SYSVIPC, 'SysV shared memory'],
   [VMA.SOCKET, 'a packet socket ring'],
   [VMA.AIORING, 'an AIO ring'],
-  [VMA.MEMFD, 'a memfd mapping'],
   [VMA.SHSTK, 'a shadow stack'],
   [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
   [VMA.UPROBES, 'uprobes'],
@@ -154,6 +157,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
   const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
+  const shmem = new ShmemPlanner(dir, files);
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
     if (i > 0 && !byPid.has(e.ppid)) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: parent ${e.ppid} is not earlier in the tree`);
@@ -194,7 +198,9 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
       if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
       const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
-      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      if (isShmemVma(v)) {
+        plan.shmem = await shmem.vma(e.pid, v, mmImage);
+      } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
         const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
         checkFile(reg, 'mapped file', e.pid);
         plan.path = reg.name;
@@ -280,5 +286,5 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
-  return { dir: imagesDir, processes, byPid, fds };
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };
 }

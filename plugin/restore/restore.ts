@@ -26,6 +26,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { ShmemObjects } from './shmem.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -34,6 +35,8 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /** With lazySocket: resolves once that daemon listens (one still starting); the hand-over waits for it. */
+  lazySocketReady?: Promise<void>;
   /**
    * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
    * uffds, e.g. to watch progress or choose its options; the caller closes it.
@@ -73,6 +76,25 @@ export interface RestoreOptions {
   verify?: boolean;
   /** In-process lazy server options (prefetch etc.) are the daemon's defaults; this hook sees each adoption. */
   log?: (line: string) => void;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws before the
+   * release kills everything restored so far and fails the restore.
+   */
+  hooks?: RestoreHooks;
+}
+
+export interface RestoreHooks {
+  /** Before anything is created (pre-restore). */
+  preRestore?(): Promise<void>;
+  /** The root exists in its namespaces; its pid as we see it (setup-namespaces), then post-setup-namespaces. */
+  setupNamespaces?(rootPid: number): Promise<void>;
+  postSetupNamespaces?(): Promise<void>;
+  /** Everything restored, nothing released yet (post-restore). */
+  postRestore?(rootPid: number): Promise<void>;
+  /** Right before the release (pre-resume) and after it (post-resume). */
+  preResume?(): Promise<void>;
+  postResume?(): Promise<void>;
 }
 
 export interface RestoreExit {
@@ -162,9 +184,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   }
   if (!opts.pidns) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
+  const hooks = opts.hooks ?? {};
+  await hooks.preRestore?.();
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -173,7 +197,13 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let init: RemoteTask | undefined;
   const uffds: { pid: number; host: number; fd: number }[] = [];
   let released = false;
+  let shmem: ShmemObjects | undefined;
   try {
+    // Shared memory objects first: created and filled once, then mapped by
+    // every process that uses them (plugin/restore/shmem.ts).
+    shmem = ShmemObjects.create(plan.shmem, verifier, log);
+    for (const p of plan.processes) for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
     const busy: Interval[] = plan.processes.flatMap((p) => p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })));
@@ -218,6 +248,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       live.push(l);
       byPid.set(p.pid, l);
     }
+    if (hooks.setupNamespaces || hooks.postSetupNamespaces) {
+      await hooks.setupNamespaces?.(init ? init.pid : live[0]!.task.pid);
+      await hooks.postSetupNamespaces?.();
+    }
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
@@ -250,6 +284,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
+    // Every mapping exists: seal the memfds, and the restorer's copies can go.
+    shmem.seal();
+    shmem.close();
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
@@ -274,6 +311,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (!handoff.overlapsRelease) await adopted;
     }
 
+    await hooks.postRestore?.(init ? init.pid : live[0]!.task.pid);
+    await hooks.preResume?.();
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
@@ -305,6 +344,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
+    await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
       await adopted;
       await handoff.finished();
@@ -320,6 +360,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     return tree;
   } catch (e) {
     plan.fds.close();
+    shmem?.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
       addon.restoreKillTree(created.map((c) => c.tids));

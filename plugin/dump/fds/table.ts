@@ -56,6 +56,13 @@ export class FileTable {
     };
   }
 
+  /** Adds an entry of another kind (plugin/dump/shmem.ts); returns its id. */
+  addEntry(make: (id: number) => FileEntry): number {
+    const id = this.nextId++;
+    this.files.push(make(id));
+    return id;
+  }
+
   /** A file referenced by path only (VMA, exe, cwd, root): one id per path + flags. */
   pathFile(path: string, flags: number, st?: BigIntStats): number {
     const key = `${path}\0${flags}`;
