@@ -12,11 +12,15 @@
 // it, the parent answers and the child must see that; then the parent forks
 // a grandchild that writes into both areas, and after reaping it the parent
 // must see its writes (one shared copy after a restore), and the seals must
-// be as set. Ready report: pid, child.
+// be as set. The parent also keeps the fd of "lr-shmem" open (O_NONBLOCK,
+// offset 4097): after a restore a write through it must show in the mapping;
+// and a memfd "lr-fdonly" held only as an fd (never mapped, mode 0642,
+// "hello" at offset 0, offset 3). Ready report: pid, child.
 #include "workload-common.h"
 
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -120,7 +124,13 @@ int main(int argc, char** argv) {
   if (mfd == MAP_FAILED) wl_die("mmap memfd");
   for (size_t p = 1; p < MEMFD_PAGES; p++) fill(mfd, 2, p, 1);
   if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) wl_die("F_ADD_SEALS");
-  close(fd);
+  if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) wl_die("F_SETFL");
+  if (lseek(fd, 4097, SEEK_SET) != 4097) wl_die("lseek");
+  int fdonly = memfd_create("lr-fdonly", MFD_CLOEXEC);
+  if (fdonly < 0) wl_die("memfd_create fdonly");
+  if (write(fdonly, "hello", 5) != 5) wl_die("write fdonly");
+  if (lseek(fdonly, 3, SEEK_SET) != 3) wl_die("lseek fdonly");
+  if (fchmod(fdonly, 0642) < 0) wl_die("fchmod");
 
   int pfd = memfd_create("lr-private", MFD_CLOEXEC);
   if (pfd < 0) wl_die("memfd_create private");
@@ -175,6 +185,22 @@ int main(int argc, char** argv) {
   fill(anon, 1, 5, 6);
   set_flag(&hs->parent_answered, 1);
   int st;
+  // The kept memfd fd is the mapped object: a write through it shows in the mapping.
+  if (!(fcntl(fd, F_GETFL) & O_NONBLOCK)) wl_fail("memfd fd lost O_NONBLOCK");
+  if (lseek(fd, 0, SEEK_CUR) != 4097) wl_fail("memfd fd offset is %ld, want 4097", (long)lseek(fd, 0, SEEK_CUR));
+  {
+    static uint64_t page[PAGE / 8];
+    for (size_t i = 0; i < PAGE / 8; i++) page[i] = pat(2, 4, i, 8);
+    if (pwrite(fd, page, PAGE, 4 * PAGE) != (ssize_t)PAGE) wl_fail("pwrite memfd: %s", strerror(errno));
+    else if (!check(mfd, 2, 4, 8)) wl_fail("a write through the memfd fd is not in its mapping");
+  }
+  {
+    char b[8] = {0};
+    struct stat sb;
+    if (pread(fdonly, b, 5, 0) != 5 || memcmp(b, "hello", 5) != 0) wl_fail("fd-only memfd contents");
+    if (lseek(fdonly, 0, SEEK_CUR) != 3) wl_fail("fd-only memfd offset");
+    if (fstat(fdonly, &sb) < 0 || (sb.st_mode & 07777) != 0642 || sb.st_size != 5) wl_fail("fd-only memfd mode/size");
+  }
   if (waitpid(child, &st, 0) != child) wl_fail("reap child: %s", strerror(errno));
   else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) wl_fail("child failed (status 0x%x)", st);
 

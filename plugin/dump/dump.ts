@@ -406,6 +406,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const shmem = new ShmemTable((make) => files.addEntry(make));
+  files.memfdEntry = (ref, id, flags, pos) => shmem.fdEntry(ref, id, flags, pos);
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };

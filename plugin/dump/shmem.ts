@@ -47,8 +47,14 @@ export interface PlannedShmemVma {
 
 /** True for VMAs backed by an object of the internal shmem mount (not SysV). */
 export function isShmemVma(v: SmapsVma): boolean {
-  const shared = v.perms[3] === 's';
-  return (shared && v.path === '/dev/zero (deleted)') || v.path.startsWith('/memfd:');
+  // (a MAP_PRIVATE mapping of /dev/zero itself is plain anonymous memory,
+  // with no name; a private mapping of a shmem file still shows it)
+  return isShmemPath(v.path);
+}
+
+/** Names the kernel gives shmem files: shared anonymous memory and memfds. */
+export function isShmemPath(path: string): boolean {
+  return path === '/dev/zero (deleted)' || path.startsWith('/memfd:');
 }
 
 /** "/memfd:NAME (deleted)" -> "NAME"; "/dev/zero (deleted)" -> "/dev/zero" (CRIU's names). */
@@ -89,6 +95,19 @@ export function planShmemVma(pid: number, v: SmapsVma, name: string, prot: numbe
   const shmem: ShmemRef = { link, dev: st.dev, ino: st.ino, name: shmemName(v.path) };
   // A private mapping of a memfd: only the pages copied on write differ from the object.
   return shared ? { entry, peFlags: 0, shmem } : { entry, mode: CollectMode.privateFile, peFlags: PE_PRESENT, shmem };
+}
+
+/** A shmem file open as an fd (memfd, or shared anonymous memory reopened through map_files). */
+export function planShmemFd(pid: number, fd: number, target: string): ShmemRef | string {
+  const link = `/proc/${pid}/fd/${fd}`;
+  let st;
+  try {
+    st = statSync(link, { bigint: true });
+  } catch (e) {
+    return `pid ${pid}: fd ${fd} (${target}): cannot stat (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+  }
+  if (!st.isFile() || !isAnonDev(st.dev)) return `pid ${pid}: fd ${fd} (${target}): deleted files are not supported`;
+  return { link, dev: st.dev, ino: st.ino, name: shmemName(target) };
 }
 
 interface ShmemObject {
@@ -137,6 +156,12 @@ export class ShmemTable {
     return o.mappingFile;
   }
 
+  /** The files.img entry of an open memfd (one per open file description). */
+  fdEntry(ref: ShmemRef, id: number, flags: number, pos: bigint): FileEntry {
+    const o = this.object(ref);
+    return { type: FdType.MEMFD, id, memfd: { id, flags, pos, fown: ZERO_FOWN, inode_id: o.inodeId } };
+  }
+
   /**
    * Writes memfd.img and each object's contents (tree frozen). `nextPagesId`
    * hands out pages-<id>.img numbers; the written pages files are returned
@@ -173,8 +198,10 @@ export class ShmemTable {
             while (off < end) {
               const len = Number(end - off < BigInt(CHUNK) ? end - off : BigInt(CHUNK));
               const got = readFull(fd, buf, len, off);
-              // A file shrunk under a frozen tree cannot happen; a short read is an error, never zeros.
-              if (got !== len) throw new Error(`${o.ref.link}: short read at ${off} (${got} of ${len} bytes)`);
+              // Past the end of the file (its last page) the page reads as zeros; a short
+              // read anywhere else is an error, never zeros.
+              if (got !== len && off + BigInt(got) < st.size) throw new Error(`${o.ref.link}: short read at ${off} (${got} of ${len} bytes)`);
+              buf.fill(0, got, len);
               await w.add(off, len / 4096, PE_PRESENT, buf.subarray(0, len));
               stats.written += len / 4096;
               off += BigInt(len);

@@ -51,6 +51,7 @@ export const MAP = {
 } as const;
 
 const FD_REG = 1;
+const FD_MEMFD = 18;
 
 /** One contiguous run of page data to copy from a pages file. */
 export interface PageRun {
@@ -157,6 +158,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
   const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
+  const memfdRefs = new Map<number, ShmemVmaRef>();
   const shmem = new ShmemPlanner(dir, files);
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
@@ -269,6 +271,11 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       fdinfoCache.set(ids.files_id, fdinfo);
     }
     perProcessFds.push({ pid: e.pid, fdinfo, fdinfoImage: `${imagesDir}/fdinfo-${ids.files_id}.img` });
+    // Open memfds: their objects are planned with the mappings' (plugin/restore/shmem.ts).
+    for (const fi of fdinfo) {
+      const f = files.get(fi.id);
+      if (f?.type === FD_MEMFD && f.memfd && !memfdRefs.has(fi.id)) memfdRefs.set(fi.id, await shmem.fd(e.pid, fi.fd, f));
+    }
     const fs = await dir.fs(e.pid);
     const fsImage = `${imagesDir}/fs-${e.pid}.img`;
     const cwd = fs ? regFile(files, fs.cwd_id, 'cwd_id', fsImage).name : '/';
@@ -284,6 +291,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const fdOptions: RestoreFdOptions = {
     shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
     inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true,
+    memfds: { refs: memfdRefs },
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };

@@ -166,7 +166,11 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       let off = 0n;
       if (v.path !== undefined) {
         const shared = (vma.flags & MAP.SHARED) !== 0;
-        const mode = shared && vma.prot & PROT.WRITE ? O_RDWR : O_RDONLY;
+        // A shared mapping keeps the file's access mode (fdflags, from
+        // map_files): mapped read-only from a writable file, the program may
+        // mprotect it writable later.
+        const writable = vma.prot & PROT.WRITE || ((vma.fdflags ?? 0) & 3) === O_RDWR;
+        const mode = shared && writable ? O_RDWR : O_RDONLY;
         const key = `${mode}:${v.path}`;
         let f = fds.get(key);
         if (f === undefined) {

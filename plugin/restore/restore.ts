@@ -202,7 +202,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Shared memory objects first: created and filled once, then mapped by
     // every process that uses them (plugin/restore/shmem.ts).
     shmem = ShmemObjects.create(plan.shmem, verifier, log);
-    for (const p of plan.processes) for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+    for (const p of plan.processes) {
+      for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+    }
+    const objects = shmem;
+    if (plan.fds.options.memfds) plan.fds.options.memfds.path = (key) => objects.path(key);
 
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.

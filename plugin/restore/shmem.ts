@@ -82,17 +82,7 @@ export class ShmemPlanner {
       const f = this.files.get(Number(v.shmid));
       if (!f) throw new ImageError(mmImage, undefined, `${at} refers to file id ${v.shmid}, which files.img does not have`);
       if (f.type !== FdType.MEMFD || !f.memfd) throw new ImageError(mmImage, undefined, `${at} is a memfd mapping of file id ${v.shmid}, which is of type ${f.type}`);
-      const ino = await this.memfdInode(f.memfd.inode_id);
-      if (!ino) throw new ImageError(this.dir.path('memfd.img'), undefined, `no memfd inode ${f.memfd.inode_id} (file id ${f.id}, pid ${pid})`);
-      if (ino.hugetlb_flag) throw new UserError(`pid ${pid}: ${at} is a hugetlb memfd, which restore does not support`);
-      const key = `memfd:${ino.inode_id}`;
-      if (!this.objects.has(key)) {
-        this.objects.set(key, {
-          key, name: ino.name, size: BigInt(ino.size), seals: ino.seals, uid: ino.uid, gid: ino.gid, mode: ino.mode ?? undefined,
-          shmid: BigInt(ino.shmid), runs: [], pid,
-        });
-      }
-      return { key };
+      return this.memfdObject(pid, f, at);
     }
     // Shared anonymous memory as CRIU writes it without map_files access:
     // the object is as large as the furthest VMA reaches into it.
@@ -103,6 +93,25 @@ export class ShmemPlanner {
       this.objects.set(key, { key, name: '/dev/zero', size: extent, seals: F_SEAL_SEAL, uid: 0, gid: 0, mode: undefined, shmid: v.shmid, runs: [], pid });
     } else if (o.size < extent) {
       o.size = extent;
+    }
+    return { key };
+  }
+
+  /** The object of an open memfd (files.img type MEMFD). */
+  async fd(pid: number, fd: number, f: FileEntry): Promise<ShmemVmaRef> {
+    return this.memfdObject(pid, f, `fd ${fd}`);
+  }
+
+  private async memfdObject(pid: number, f: FileEntry, at: string): Promise<ShmemVmaRef> {
+    const ino = await this.memfdInode(f.memfd!.inode_id);
+    if (!ino) throw new ImageError(this.dir.path('memfd.img'), undefined, `no memfd inode ${f.memfd!.inode_id} (file id ${f.id}, pid ${pid})`);
+    if (ino.hugetlb_flag) throw new UserError(`pid ${pid}: ${at} is a hugetlb memfd, which restore does not support`);
+    const key = `memfd:${ino.inode_id}`;
+    if (!this.objects.has(key)) {
+      this.objects.set(key, {
+        key, name: ino.name, size: BigInt(ino.size), seals: ino.seals, uid: ino.uid, gid: ino.gid, mode: ino.mode ?? undefined,
+        shmid: BigInt(ino.shmid), runs: [], pid,
+      });
     }
     return { key };
   }
@@ -165,7 +174,10 @@ export class ShmemObjects {
                 const len = r.bytes - done < BigInt(CHUNK) ? Number(r.bytes - done) : CHUNK;
                 const got = addon.preadAt(src, buf, r.pagesOffset + done, len);
                 if (got !== len) throw new ImageError(file, Number(r.pagesOffset + done), `short pages file: ${got} of ${len} bytes (shared memory object ${o.name}, pid ${o.pid})`);
-                addon.pwriteAt(fd, buf, r.offset + done, len);
+                // The last page may reach past the end of the file: never grow it.
+                const at = r.offset + done;
+                const inFile = at + BigInt(len) <= o.size ? len : Number(o.size > at ? o.size - at : 0n);
+                if (inFile > 0) addon.pwriteAt(fd, buf, at, inFile);
                 done += BigInt(len);
               }
             }

@@ -4,7 +4,9 @@
 // MEMFD files and VMAs, pagemap-shmem-<ino>.img with the data segments
 // only) and decode with crit; after an eager or a lazy restore both sides
 // see each other's writes, a child forked after the restore still shares
-// the one copy, and the seals are back. Bad images fail cleanly.
+// the one copy, and the seals are back; memfds held as fds keep their
+// flags, offsets and mode, and an fd and a mapping of the same memfd stay
+// one object. Bad images fail cleanly.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
@@ -45,7 +47,7 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
     const dir = await ImageDir.open(d.images.path);
     const inodes = await dir.memfdInodes();
     assert.deepEqual(inodes.map((i) => [i.name, i.size, i.seals]).sort(), [
-      ['/dev/zero', 64n * 4096n, 1], ['lr-private', 4n * 4096n, 1], ['lr-shmem', 8n * 4096n, 2 | 4],
+      ['/dev/zero', 64n * 4096n, 1], ['lr-fdonly', 5n, 1], ['lr-private', 4n * 4096n, 1], ['lr-shmem', 8n * 4096n, 2 | 4],
     ].sort());
     const files = new Map((await dir.files()).map((f) => [f.id, f]));
     const shmids = new Map<number, bigint[]>();
@@ -69,11 +71,16 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
     assert.deepEqual(runs, want);
     const stats = await dir.readImage((await import('../../plugin/images/index.js')).KIND.stats, 'dump');
     const st = (stats!.entries[0]!.message as { dump: { shpages_written: bigint; shpages_scanned: bigint } }).dump;
-    assert.equal(st.shpages_scanned, 76n);
-    assert.equal(st.shpages_written, BigInt(41 + 7 + 4));
+    assert.equal(st.shpages_scanned, 77n);
+    assert.equal(st.shpages_written, BigInt(41 + 7 + 4 + 1));
+    // The two memfds held as fds: MEMFD files with their status flags and offsets.
+    const fdinfo = await dir.fdinfo((await dir.ids(parent)).files_id);
+    const memfdFds = fdinfo.filter((f) => f.type === FdType.MEMFD).map((f) => files.get(f.id)!.memfd!);
+    assert.deepEqual(memfdFds.map((m) => m.pos).sort(), [3n, 4097n]);
+    assert.ok(memfdFds.some((m) => m.pos === 4097n && (m.flags & 0o4000) !== 0 && (m.flags & 3) === 2), 'O_RDWR|O_NONBLOCK kept');
     if (haveCrit) {
       const c = critCheckDir(d.images.path);
-      assert.equal(c.get('memfd.img'), 3);
+      assert.equal(c.get('memfd.img'), 4);
       assert.ok(c.has(`pagemap-shmem-${anon.shmid}.img`));
     }
 

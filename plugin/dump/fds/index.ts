@@ -7,6 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { listFds, parseFdinfo } from '../proc.js';
 import { O_CLOEXEC } from './common.js';
 import { fifoKind } from './fifo.js';
+import { memfdKind } from './memfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
@@ -17,7 +18,7 @@ export type { DumpFdContext, DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } fro
 
 /** The kinds of one dump (fresh instances: describe() may collect image data). */
 export function dumpFdKinds(): DumpFdKind[] {
-  return [ttyKind(), pipeKind(), fifoKind(), regKind()] as DumpFdKind[];
+  return [ttyKind(), pipeKind(), fifoKind(), memfdKind(), regKind()] as DumpFdKind[];
 }
 
 function facts(pid: number, fd: number, target: string, opts: DumpFdOptions, proc: { sid: number; pgid: number }): FdFacts | undefined {

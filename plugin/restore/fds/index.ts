@@ -9,6 +9,7 @@ import { addon } from '../../native/addon.js';
 import { NR, type RemoteTask } from '../task.js';
 import { installFds } from './channel.js';
 import { fifoKind } from './fifo.js';
+import { memfdKind } from './memfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
@@ -18,7 +19,7 @@ export type { CreateContext, FdUse, LoadContext, RestoreFdKind, RestoreFdOptions
 
 /** Every kind restore knows, by files.img type (fresh instances per restore: kinds keep image data). */
 export function restoreFdKinds(): RestoreFdKind[] {
-  return [regKind, ttyKind, pipeKind(), fifoKind()];
+  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind];
 }
 
 /** Names for file types restore does not support, for messages. */

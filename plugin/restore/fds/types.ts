@@ -40,6 +40,12 @@ export interface RestoreFdOptions {
   inheritFds: Map<string, number>;
   /** --ext-unix-sk given at restore. */
   extUnixSk: boolean;
+  /**
+   * Open memfds (plugin/restore/shmem.ts plans their objects): the object key
+   * of each memfd file id, and, once restore.ts has created the objects, the
+   * path each object can be reopened by.
+   */
+  memfds?: { refs: Map<number, { key: string }>; path?: (key: string) => string };
 }
 
 /** What load() and check() get. */
