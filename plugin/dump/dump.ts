@@ -22,6 +22,7 @@ import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatu
 import { planVma, type PlannedVma } from './vmas.js';
 import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
+import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
 const PE_LAZY_FLAG = 2;
 
@@ -70,6 +71,11 @@ export interface DumpOptions {
    * after the freeze the tree is then released, never killed.
    */
   hooks?: DumpHooks;
+  /**
+   * A root in its own pid/mount namespaces (a container, plugin/dump/container.ts):
+   * external mounts and whether its network namespace is restored empty.
+   */
+  container?: ContainerOptions;
 }
 
 export interface DumpHooks {
@@ -235,6 +241,11 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
   return { plans, problems };
 }
 
+/** A path as process `pid` sees it, reached from here (its mount namespace and root). */
+export function inRoot(pid: number, path: string): string {
+  return `/proc/${pid}/root${path}`;
+}
+
 function refuse(problems: string[]): UserError {
   const shown = problems.slice(0, 5).join('; ');
   return new UserError(`cannot dump: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
@@ -283,6 +294,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true };
   const kinds = dumpFdKinds();
   const pre = plan(pids, kinds, fdOpts);
+  const container = isContainer(root);
+  if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
   if (pre.problems.length) throw refuse(pre.problems);
 
   // 2. Freeze.
@@ -308,7 +321,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
     const post = plan(frozenPids, kinds, fdOpts, true);
+    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
     if (post.problems.length) throw refuse(post.problems);
+    const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
     // 4. Collect and write (incremental: only pages written since the parent).
@@ -317,10 +332,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       inc = await Incremental.open({
         imagesDir: opts.imagesDir, ...(opts.prevImagesDir !== undefined ? { prevImagesDir: opts.prevImagesDir } : {}),
         preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
+        ...(ct ? { imagePid: (h: number) => ct.vpid(h) } : {}),
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, frozenPids);
     }
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -398,7 +414,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -415,7 +431,16 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     uts_ns_id: nsId(root.pid, 'uts'), mnt_ns_id: nsId(root.pid, 'mnt'), user_ns_id: nsId(root.pid, 'user'),
     cgroup_ns_id: nsId(root.pid, 'cgroup'), time_ns_id: nsId(root.pid, 'time'),
   };
-  Object.assign(rootIds, nsIds);
+  // CRIU's root_ids are the dumper's own: a restore creates the namespaces
+  // in which the root differs. Outside a container we keep the root's (its
+  // namespaces are the restorer's, as before).
+  Object.assign(rootIds, ct ? {
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
+    cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
+  } : nsIds);
+  // Pids as the tree sees itself (a container's own pid namespace).
+  const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
   const writes: Promise<unknown>[] = [];
@@ -435,12 +460,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
-      const st = statSync(v.file.path, { bigint: true });
+      const st = statSync(inRoot(pid, v.file.path), { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
     });
-    const exeId = files.pathFile(p.exe, 0, statSync(p.exe, { bigint: true }));
-    const cwdId = files.pathFile(p.cwd, 0, statSync(p.cwd, { bigint: true }));
-    const rootId = files.pathFile(p.root, 0, statSync(p.root, { bigint: true }));
+    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
+    const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
+    const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
 
     const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
@@ -542,14 +567,17 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
     ]);
 
-    pstree.push({ pid, ppid: pid === root.pid ? 0 : s.ppid, pgid: s.pgid, sid: s.sid, threads: p.tids });
+    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
+    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
+    const vp = vpid(pid);
+    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
     writes.push(
-      writeFile(dir.pathOf(KIND.pagemap, pid), pagemap),
-      dir.writeCore(pid, leaderCore),
-      ...threads.slice(1).map((t) => dir.writeCore(t.tid, t.core)),
-      dir.writeIds(pid, ids),
-      dir.writeMm(pid, mm),
-      dir.writeFs(pid, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
+      writeFile(dir.pathOf(KIND.pagemap, vp), pagemap),
+      dir.writeCore(vp, leaderCore),
+      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
+      dir.writeIds(vp, ids),
+      dir.writeMm(vp, mm),
+      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
     );
     if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
@@ -565,6 +593,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
+  if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   await Promise.all(writes);
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;

@@ -102,7 +102,8 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   }
   if (!st.isFile()) return `${name}: mapping of a non-regular file is not supported`;
   try {
-    const now = statSync(v.path, { bigint: true });
+    // As the process sees it (its mount namespace and root).
+    const now = statSync(`/proc/${pid}/root${v.path}`, { bigint: true });
     if (now.ino !== st.ino || now.dev !== st.dev) return `${name}: the path now names a different file`;
   } catch (e) {
     return `${name}: mapped file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;

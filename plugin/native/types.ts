@@ -285,7 +285,7 @@ export interface RestoreNative {
    * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set. sibling: CLONE_PARENT (a child of our parent), seized instead of TRACEME.
    * Throws EEXIST when the pid is taken.
    */
-  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean): number;
+  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean, nsFlags?: number): number;
   /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
   restoreGetRegs(tid: number): BigUint64Array;
   restoreSetRegs(tid: number, regs: BigUint64Array): void;

@@ -112,7 +112,7 @@ function regFile(files: Map<number, FileEntry>, id: number, what: string, image:
 }
 
 /** Checks a file recorded in the image still matches (exists, size and mode where recorded). */
-function checkFile(reg: RegFileEntry, what: string, pid: number): void {
+function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
   let st;
   try {
     st = statSync(reg.name);
@@ -145,7 +145,9 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA.UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+  // A container's files are checked by the in-task opens once its mounts exist.
+  const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -291,7 +293,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const fdOptions: RestoreFdOptions = {
     shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
     inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true,
-    memfds: { refs: memfdRefs },
+    memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };

@@ -26,6 +26,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
 export interface RestoreOptions {
@@ -82,6 +83,12 @@ export interface RestoreOptions {
    * release kills everything restored so far and fails the restore.
    */
   hooks?: RestoreHooks;
+  /**
+   * A container's images (its root was pid 1 of its own namespaces): where
+   * its root file system is and the paths of its external mounts
+   * (plugin/restore/container.ts).
+   */
+  container?: ContainerOptions;
 }
 
 export interface RestoreHooks {
@@ -173,8 +180,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
   if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
+  const ct = await containerPlan(opts.imagesDir);
+  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
   const plan = await loadPlan(opts.imagesDir, {
-    lazy, remotePages: opts.lazySocket !== undefined, log,
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true },
   });
   validateKernelState(plan);
@@ -182,7 +191,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   await hooks.preRestore?.();
@@ -225,6 +234,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
           scratchAt = findHole([...busy, ...readMaps(initPid)], init.scratchSize);
           init.mapScratch(scratchAt);
           outer = injectClone(init, p.pid, false);
+        } else if (ct) {
+          // A container's init: pid 1 of the new namespaces, the root itself.
+          outer = spawn(stub, 1, true, opts.sibling === true, ct.nsFlags);
         } else {
           outer = spawn(stub, p.pid, false, opts.sibling === true);
         }
@@ -237,6 +249,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         } else {
           task.scratch = scratchAt;
         }
+        if (ct) setupContainer(task, ct, opts.container ?? {}, log);
       } else {
         const parent = byPid.get(p.ppid)!;
         const outer = injectClone(parent.task, p.pid, false);
@@ -392,9 +405,9 @@ function writePidfile(path: string, pid: number): void {
   }
 }
 
-function spawn(stub: string, pid: number, newPidns: boolean, sibling = false): number {
+function spawn(stub: string, pid: number, newPidns: boolean, sibling = false, nsFlags = 0): number {
   try {
-    return addon.restoreSpawnStub(pid, stub, newPidns, sibling);
+    return addon.restoreSpawnStub(pid, stub, newPidns, sibling, nsFlags);
   } catch (e) {
     if (isSystemError(e) && e.code === 'EEXIST') throw new UserError(`pid ${pid} is already in use: cannot recreate process ${pid} (clone3 set_tid: EEXIST)`, { cause: e });
     throw e;

@@ -54,8 +54,15 @@ const HANDLED: Record<string, Check> = {
   rst_sibling: onlyRestore('rst_sibling is a restore option'),
   // A restored network namespace is always empty here (loopback only).
   empty_ns: (v) => (typeof v === 'number' && (v & ~CLONE_NEWNET) !== 0 ? `empty_ns 0x${v.toString(16)} (only CLONE_NEWNET)` : undefined),
-  root: (v) => (typeof v === 'string' && v !== '/' && v !== '' ? `root ${v} (restoring into or dumping from another root directory)` : undefined),
-  ext_mnt: (v) => (Array.isArray(v) && v.length ? `ext_mnt (external bind mounts: ${(v as { key: string }[]).slice(0, 3).map((m) => m.key).join(', ')}${v.length > 3 ? ', ...' : ''})` : undefined),
+  // Dump: what the root sees is dumped (a container's mounts); restore: the
+  // directory a container's mount tree is rebuilt in and pivoted into.
+  root: ok,
+  // External mounts of a container: dump marks them (key = mountpoint,
+  // value = the key stored), restore binds them (key → path here).
+  ext_mnt: ok,
+  // runc always names /etc/criu/runc.conf; CRIU ignores a missing file, and
+  // we read no configuration files at all.
+  config_file: (v) => (typeof v === 'string' && v !== '' && existsSync(v) ? `config_file ${v} (configuration files are not read)` : undefined),
   inherit_fd: (v) => (Array.isArray(v) && v.length ? `inherit_fd (${(v as { key: string; fd: number }[]).map((f) => `${f.key}=fd ${f.fd}`).join(', ')})` : undefined),
   external: (v) => (Array.isArray(v) && v.length ? `external (${(v as string[]).join(', ')})` : undefined),
   join_ns: (v) => (Array.isArray(v) && v.length ? 'join_ns' : undefined),

@@ -238,6 +238,7 @@ function setupLogging(o: CriuOpts, ch: RpcChannel, mode: RpcMode): RpcDirs {
   const dirs = resolveDirs(o, ch.peer.pid, mode !== 'check');
   if (dirs.logFile !== undefined) configureLog({ file: dirs.logFile, level: dirs.logLevel });
   log.info(`lazy-restore RPC ${mode} for pid ${ch.peer.pid} (uid ${ch.peer.uid}), images ${dirs.imagesDir}, work dir ${dirs.workDir}`);
+  log.debug(`options: ${JSON.stringify(o)}`);
   return dirs;
 }
 
@@ -264,8 +265,8 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
   let ready: Promise<void> | undefined;
   let killedSelf = false;
   try {
-    checkOptions(o, mode);
     const dirs = setupLogging(o, ch, mode);
+    checkOptions(o, mode);
     const pid = o.pid ?? ch.peer.pid;
     const lazy = o.lazy_pages === true;
     if (lazy && mode === 'pre-dump') throw new RpcError('lazy_pages cannot be combined with a pre-dump', EBADRQC);
@@ -275,8 +276,10 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
     const notify = o.notify_scripts === true;
     const info = (l: string): void => log.info(l);
     const { dump, preDump } = await import('../dump/index.js');
+    const { emptyNetFromMask } = await import('../dump/container.js');
     const base = {
       pid, imagesDir: dirs.imagesDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
+      container: { extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns) },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
@@ -328,9 +331,9 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
 }
 
 async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): Promise<void> {
+  const dirs = setupLogging(o, ch, 'restore');
   checkOptions(o, 'restore');
   if (o.rst_sibling === true && sopts.standalone) throw new RpcError('rst_sibling is not allowed in the standalone service (criu swrk only)', EBADRQC);
-  const dirs = setupLogging(o, ch, 'restore');
   const notify = o.notify_scripts === true;
   const lazy = o.lazy_pages === true;
   // Like CRIU: a lazy restore hands its userfaultfds to the lazy-pages daemon
@@ -356,6 +359,7 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
+      container: { ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])) },
       log: (l) => log.info(l),
       ...(notify ? {
         hooks: {
@@ -397,8 +401,8 @@ function otherNetns(pid: number): boolean {
  * output in page-server.log in the work dir; answered once it listens.
  */
 async function startPageServer(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions, daemon: boolean): Promise<{ pid: number; port: number; child: Child }> {
-  checkOptions(o, 'page-server');
   const dirs = setupLogging(o, ch, 'page-server');
+  checkOptions(o, 'page-server');
   const port = o.ps?.port ?? 0;
   const address = o.ps?.address ?? '0.0.0.0';
   const args = [sopts.cliPath, 'page-server', '-D', dirs.imagesDir, '--address', address, '--port', String(port), '--insecure', '--status-fd', '3'];

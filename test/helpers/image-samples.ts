@@ -262,6 +262,7 @@ const ALL_TYPES = [
   'vma_entry', 'aio_ring_entry', 'mm_entry', 'pagemap_head', 'pagemap_entry', 'seccomp_filter', 'seccomp_entry',
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
+  'mnt_entry', 'utsns_entry',
   // rpc.proto (criu swrk/service, plugin/rpc)
   'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',

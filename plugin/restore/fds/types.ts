@@ -40,6 +40,8 @@ export interface RestoreFdOptions {
   inheritFds: Map<string, number>;
   /** --ext-unix-sk given at restore. */
   extUnixSk: boolean;
+  /** Check files by path from the restorer at plan time (false for a container: its mounts do not exist yet). */
+  checkFiles?: boolean;
   /**
    * Open memfds (plugin/restore/shmem.ts plans their objects): the object key
    * of each memfd file id, and, once restore.ts has created the objects, the
