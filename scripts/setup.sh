@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time machine setup, idempotent and quiet when nothing is missing:
-# Debian packages (crit from the criu package, iproute2, openssl), npm
+# Debian packages (crit from the criu package, iproute2, openssl, runc and
+# busybox-static for the container tests), npm
 # packages and the build. Called by .ci/run and by `npm test` / `npm run demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ need_pkgs=()
 command -v crit >/dev/null 2>&1 || need_pkgs+=(criu)
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
+[[ -x /bin/busybox ]] || need_pkgs+=(busybox-static)
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)  # real-program tests (test/integration/real-servers.test.ts)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

@@ -9,6 +9,7 @@ void InitUffd(Napi::Env env, Napi::Object exports);    // native/uffd: the userf
 void InitEngine(Napi::Env env, Napi::Object exports);  // native/engine: the fault-serving engine
 void InitInject(Napi::Env env, Napi::Object exports);  // native/inject: ptrace + syscall injection
 void InitRestoreNative(Napi::Env env, Napi::Object exports);  // native/inject: restore-side primitives
+void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC socket (criu swrk/service)
 void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet sockets, TCP repair
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 }  // namespace lr

@@ -1,8 +1,9 @@
 // Test workload: one process with mixed memory whose every byte it can
 // verify itself after a dump/restore (protocol: workload-common.h).
-//   workload-mem CTRL_DIR [ANON_MIB=24] [shared|socket]
-// ("shared" adds a MAP_SHARED|MAP_ANONYMOUS page, "socket" a UNIX socket
-// pair (fds reported as sock=N): things a dump must refuse.)
+//   workload-mem CTRL_DIR [ANON_MIB=24] [shared|sysv|socket]
+// ("shared" adds a MAP_SHARED|MAP_ANONYMOUS page, "sysv" an attached SysV
+// shared memory segment (already IPC_RMID'd, so it goes with the process),
+// "socket" a UNIX socket pair (fds reported as sock=N): things a dump must refuse.)
 // Regions (reported in CTRL_DIR/ready as name=0xSTART:LEN):
 //   anon     ANON_MIB of patterned anonymous memory; every 16th page never
 //            touched (must read back as zeros), every 16th+1 page written
@@ -16,6 +17,8 @@
 //            1, 5 and 60 modified (COW copies), the rest as in the file;
 //   stack    a patterned 64 KiB array on the main thread's stack.
 #include "workload-common.h"
+
+#include <sys/shm.h>
 
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -130,6 +133,16 @@ int main(int argc, char** argv) {
     if (sh == MAP_FAILED) wl_die("mmap shared");
     sh[0] = 1;
     wl_report("shared=%p:%lu", sh, PAGE);
+  }
+
+  if (argc > 3 && strcmp(argv[3], "sysv") == 0) {
+    int id = shmget(IPC_PRIVATE, PAGE, IPC_CREAT | 0600);
+    if (id < 0) wl_die("shmget");
+    char* sv = shmat(id, NULL, 0);
+    if (sv == (void*)-1) wl_die("shmat");
+    shmctl(id, IPC_RMID, NULL);
+    sv[0] = 1;
+    wl_report("sysv=%p:%lu", sv, PAGE);
   }
 
   if (argc > 3 && strcmp(argv[3], "socket") == 0) {

@@ -9,5 +9,6 @@ void InitInject(Napi::Env env, Napi::Object exports) {
   InitInjectMemory(env, exports);
   InitInjectDumpMem(env, exports);
   InitInjectPageScan(env, exports);
+  InitInjectShmem(env, exports);
 }
 }  // namespace lr

@@ -9,4 +9,5 @@ void InitInjectPtrace(Napi::Env env, Napi::Object exports);  // ptrace.cc
 void InitInjectMemory(Napi::Env env, Napi::Object exports);  // memory.cc
 void InitInjectDumpMem(Napi::Env env, Napi::Object exports);  // dumpmem.cc
 void InitInjectPageScan(Napi::Env env, Napi::Object exports);  // pagescan.cc (incremental dumps)
+void InitInjectShmem(Napi::Env env, Napi::Object exports);  // shmem.cc (shared memory objects)
 }  // namespace lr

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "engine/crc32c.h"
 #include "inject/restore.h"
 
 namespace lr {
@@ -95,11 +96,17 @@ Napi::Value ReadMem(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// restoreWritePages(pid, pagesPath, ranges) -> bytes written.
+// restoreWritePages(pid, pagesPath, ranges[, sums, chunkSize, verified]) -> bytes written.
 // ranges: BigUint64Array of (remote address, file offset, length) triples,
 // ascending. The target's mappings must be writable (the restorer maps them
 // with PROT_WRITE first); a range that still fails with EFAULT goes through
 // /proc/PID/mem.
+// With sums (Uint32Array, CRC32C per chunkSize bytes of the file) and
+// verified (Uint8Array, one flag per chunk, shared between calls for one
+// file): each chunk a range touches is checked (hardware CRC32C) right
+// before its data is written, in the same pass, while it is in cache; a
+// mismatch throws EBADMSG with `chunk`, `stored` and `computed` set (the
+// data of that chunk is never written).
 Napi::Value WritePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pid = ArgI32(info, 0, "pid");
@@ -121,6 +128,27 @@ Napi::Value WritePages(const Napi::CallbackInfo& info) {
     ThrowErrno(env, e, "fstat", path);
   }
   uint64_t fsize = static_cast<uint64_t>(sb.st_size);
+  const uint32_t* sums = nullptr;
+  size_t nsums = 0;
+  uint64_t chunkSize = 0;
+  uint8_t* verified = nullptr;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+        !info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      close(fd);
+      throw Napi::TypeError::New(env, "sums must be a Uint32Array and verified a Uint8Array");
+    }
+    Napi::Uint32Array s3 = info[3].As<Napi::Uint32Array>();
+    Napi::Uint8Array v5 = info[5].As<Napi::Uint8Array>();
+    sums = s3.Data();
+    nsums = s3.ElementLength();
+    chunkSize = static_cast<uint64_t>(ArgI64(info, 4, "chunkSize"));
+    verified = v5.Data();
+    if (chunkSize == 0 || v5.ElementLength() != nsums || nsums * chunkSize < fsize) {
+      close(fd);
+      throw Napi::TypeError::New(env, "chunkSize/sums/verified do not describe the file");
+    }
+  }
   for (size_t i = 0; i < n; i++) {
     if (rg[3 * i + 1] + rg[3 * i + 2] > fsize || rg[3 * i + 1] + rg[3 * i + 2] < rg[3 * i + 1]) {
       close(fd);
@@ -183,13 +211,56 @@ Napi::Value WritePages(const Napi::CallbackInfo& info) {
     liov.clear();
     riov.clear();
   };
+  // Verifies every not yet verified chunk of [off, off + len).
+  auto verify = [&](uint64_t off, uint64_t len) {
+    uint64_t todo[3];
+    size_t ntodo = 0;
+    auto check = [&](uint64_t c, uint32_t got) {
+      if (got != sums[c]) {
+        munmap(map, fsize);
+        Napi::Error err = ErrnoError(env, EBADMSG, "crc32c", path + ": chunk " + std::to_string(c) + " at offset " + std::to_string(c * chunkSize));
+        err.Set("chunk", Napi::Number::New(env, static_cast<double>(c)));
+        err.Set("stored", Napi::Number::New(env, sums[c]));
+        err.Set("computed", Napi::Number::New(env, got));
+        throw err;
+      }
+      verified[c] = 1;
+    };
+    // Full chunks three at a time (independent CRC chains), the rest one by one.
+    for (uint64_t c = off / chunkSize; c <= (off + len - 1) / chunkSize && c < nsums; c++) {
+      if (verified[c]) continue;
+      uint64_t at = c * chunkSize;
+      if (at + chunkSize > fsize) {
+        check(c, engine::Crc32c(base + at, fsize - at));
+        continue;
+      }
+      todo[ntodo++] = c;
+      if (ntodo == 3) {
+        uint32_t got[3];
+        engine::Crc32c3(base + todo[0] * chunkSize, base + todo[1] * chunkSize, base + todo[2] * chunkSize, chunkSize, got);
+        for (int k = 0; k < 3; k++) check(todo[k], got[k]);
+        ntodo = 0;
+      }
+    }
+    for (size_t k = 0; k < ntodo; k++) check(todo[k], engine::Crc32c(base + todo[k] * chunkSize, chunkSize));
+  };
   // Split each range into iovecs of at most 1 GiB (process_vm_writev caps a
-  // single call at MAX_RW_COUNT anyway).
-  constexpr uint64_t kMaxIov = 1ull << 30;
+  // single call at MAX_RW_COUNT anyway); with checksums, into pieces of 1 MiB,
+  // each verified just before it is written (the data is still in cache).
+  const uint64_t kMaxIov = sums ? (1ull << 20) : (1ull << 30);
+  uint64_t pending = 0;
   for (size_t i = 0; i < n; i++) {
     uint64_t addr = rg[3 * i], off = rg[3 * i + 1], len = rg[3 * i + 2];
     while (len > 0) {
       uint64_t chunk = len < kMaxIov ? len : kMaxIov;
+      if (sums) {
+        if (pending + chunk > (1ull << 20)) {
+          flush();
+          pending = 0;
+        }
+        verify(off, chunk);
+        pending += chunk;
+      }
       liov.push_back({const_cast<uint8_t*>(base + off), chunk});
       riov.push_back({reinterpret_cast<void*>(addr), chunk});
       if (liov.size() == kIovBatch) flush();

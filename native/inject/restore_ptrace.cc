@@ -54,7 +54,7 @@ pid_t WaitTid(int tid, int* status, int flags) {
   return r;
 }
 
-// restoreSpawnStub(pid, stubPath, newPidns, sibling) -> pid
+// restoreSpawnStub(pid, stubPath, newPidns, sibling, nsFlags) -> pid
 // The child is a copy of this (multi-threaded) process, so between clone3 and
 // execve it only issues raw system calls: no allocation, no locks.
 // sibling (CRIU's --restore-sibling): CLONE_PARENT makes the stub a child of
@@ -69,6 +69,10 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   std::string path = info[1].As<Napi::String>().Utf8Value();
   bool newPidns = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   bool sibling = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  // Further CLONE_NEW* flags for a container's init (with newPidns only).
+  uint64_t nsFlags = info.Length() > 4 && info[4].IsNumber() ? static_cast<uint64_t>(info[4].As<Napi::Number>().Int64Value()) : 0;
+  constexpr uint64_t kNsMask = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+  if ((nsFlags & ~kNsMask) != 0 || (nsFlags != 0 && !newPidns)) throw Napi::RangeError::New(env, "nsFlags: only CLONE_NEWNS/UTS/IPC/NET/CGROUP, with newPidns");
 
   const char* argv[] = {path.c_str(), nullptr};
   const char* envp[] = {nullptr};
@@ -77,7 +81,7 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   args.exit_signal = SIGCHLD;
   if (newPidns) {
     // The first task of a new pid namespace is its pid 1; the outer pid is free.
-    args.flags = CLONE_NEWPID;
+    args.flags = CLONE_NEWPID | nsFlags;
   } else {
     args.set_tid = reinterpret_cast<uint64_t>(&tid);
     args.set_tid_size = 1;

@@ -6,6 +6,7 @@ import { register as registerRestore } from './commands/restore.js';
 import { register as registerLazy } from './commands/lazy.js';
 import { register as registerPageServer } from './commands/pageserver.js';
 import { register as registerProduct } from './commands/product.js';
+import { register as registerRpc } from './commands/rpc.js';
 
 export function registerCommands(program: Command): void {
   registerImages(program); // show, inspect
@@ -14,4 +15,5 @@ export function registerCommands(program: Command): void {
   registerLazy(program); // lazy-pages
   registerPageServer(program); // page-server, migrate
   registerProduct(program); // check, stats
+  registerRpc(program); // swrk, service (CRIU's RPC)
 }

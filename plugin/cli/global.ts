@@ -118,8 +118,6 @@ const unsupportedShort: Record<string, string> = {
 
 /** CRIU commands without a lazy-restore counterpart, and why. */
 const unsupportedCommands: Record<string, string> = {
-  swrk: 'the RPC worker mode (criu swrk FD, used by runc, podman/crun and go-criu) is not implemented; drive lazy-restore through its command line',
-  service: 'the RPC service is not implemented; drive lazy-restore through its command line',
   dedup: 'image deduplication is not implemented',
   cpuinfo: 'cpuinfo images are not written or checked',
   exec: 'the exec action is not implemented (CRIU deprecated it too)',

@@ -20,7 +20,9 @@ import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdIm
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
+import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
 const PE_LAZY_FLAG = 2;
 
@@ -68,6 +70,28 @@ export interface DumpOptions {
    * while the tree is still frozen; on failure the tree is released.
    */
   pageServer?: import('../pageserver/push.js').PushTarget;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws fails the dump;
+   * after the freeze the tree is then released, never killed.
+   */
+  hooks?: DumpHooks;
+  /**
+   * A root in its own pid/mount namespaces (a container, plugin/dump/container.ts):
+   * external mounts and whether its network namespace is restored empty.
+   */
+  container?: ContainerOptions;
+}
+
+export interface DumpHooks {
+  /** Before anything is touched (pre-dump). */
+  preDump?(): Promise<void>;
+  /** Once frozen, when the root has its own network namespace (network-lock). */
+  networkLock?(): Promise<void>;
+  /** Every image written, the tree still frozen (post-dump). */
+  postDump?(): Promise<void>;
+  /** After network-lock, when the tree goes on running: a failed dump or leaveRunning (network-unlock). */
+  networkUnlock?(): Promise<void>;
 }
 
 export interface LazyPagesServe {
@@ -96,6 +120,9 @@ export interface DumpStats {
   pagesLazy: number;
   /** Unchanged pages left to the parent images (PE_PARENT). */
   pagesSkippedParent: number;
+  /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
+  shpagesScanned: number;
+  shpagesWritten: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -219,6 +246,11 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
   return { plans, problems };
 }
 
+/** A path as process `pid` sees it, reached from here (its mount namespace and root). */
+export function inRoot(pid: number, path: string): string {
+  return `/proc/${pid}/root${path}`;
+}
+
 function refuse(problems: string[]): UserError {
   const shown = problems.slice(0, 5).join('; ');
   return new UserError(`cannot dump: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`);
@@ -254,6 +286,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await checkPushAddress(opts.pageServer);
   }
   const dir = await ImageDir.create(opts.imagesDir);
+  const hooks = opts.hooks ?? {};
+  await hooks.preDump?.();
 
   // 1. Look without touching.
   let pids: number[];
@@ -265,6 +299,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true };
   const kinds = dumpFdKinds();
   const pre = plan(pids, kinds, fdOpts);
+  const container = isContainer(root);
+  if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
   if (pre.problems.length) throw refuse(pre.problems);
 
   // 2. Freeze.
@@ -281,11 +317,18 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let stats: DumpStats;
   let inc: Incremental | undefined;
   const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  let netLocked = false;
   try {
+    if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
+      netLocked = true;
+      await hooks.networkLock();
+    }
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
     const post = plan(frozenPids, kinds, fdOpts, true);
+    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
     if (post.problems.length) throw refuse(post.problems);
+    const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
     for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
 
     // 4. Collect and write (incremental: only pages written since the parent).
@@ -294,20 +337,23 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       inc = await Incremental.open({
         imagesDir: opts.imagesDir, ...(opts.prevImagesDir !== undefined ? { prevImagesDir: opts.prevImagesDir } : {}),
         preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
+        ...(ct ? { imagePid: (h: number) => ct.vpid(h) } : {}),
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, frozenPids);
     }
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
       const pushed = await pushToPageServer({ ...opts.pageServer, imagesDir: opts.imagesDir, pids: frozenPids });
       log(`sent ${pushed.pagemaps} pagemaps, ${pushed.pages} pages to the page server ${opts.pageServer.address}:${opts.pageServer.port}`);
     }
+    await hooks.postDump?.();
   } catch (e) {
     inc?.close();
     finishFdKinds(kinds, true);
     tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
     if (e instanceof UserError) throw e;
     throw systemUserError(`pid ${root}`, e);
   }
@@ -344,6 +390,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
     finishFdKinds(kinds, true);
     tree.release();
+    if (netLocked) await hooks.networkUnlock?.().catch(() => {});
   } else {
     tree.kill();
     finishFdKinds(kinds, false);
@@ -359,6 +406,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
       memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
       pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
+      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
     },
   }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
@@ -371,20 +419,22 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
+  const shmem = new ShmemTable((make) => files.addEntry(make));
+  files.memfdEntry = (ref, id, flags, pos) => shmem.fdEntry(ref, id, flags, pos);
   const root = plans[0]!;
   let nextId = 1;
   const rootIds: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++ };
@@ -393,7 +443,16 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     uts_ns_id: nsId(root.pid, 'uts'), mnt_ns_id: nsId(root.pid, 'mnt'), user_ns_id: nsId(root.pid, 'user'),
     cgroup_ns_id: nsId(root.pid, 'cgroup'), time_ns_id: nsId(root.pid, 'time'),
   };
-  Object.assign(rootIds, nsIds);
+  // CRIU's root_ids are the dumper's own: a restore creates the namespaces
+  // in which the root differs. Outside a container we keep the root's (its
+  // namespaces are the restorer's, as before).
+  Object.assign(rootIds, ct ? {
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
+    cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
+  } : nsIds);
+  // Pids as the tree sees itself (a container's own pid namespace).
+  const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
   const writes: Promise<unknown>[] = [];
@@ -411,13 +470,14 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
 
     // Files: VMAs, exe, cwd, root, fds.
     const vmas: VmaEntry[] = p.vmas.map((v) => {
+      if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
-      const st = statSync(v.file.path, { bigint: true });
+      const st = statSync(inRoot(pid, v.file.path), { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
     });
-    const exeId = files.pathFile(p.exe, 0, statSync(p.exe, { bigint: true }));
-    const cwdId = files.pathFile(p.cwd, 0, statSync(p.cwd, { bigint: true }));
-    const rootId = files.pathFile(p.root, 0, statSync(p.root, { bigint: true }));
+    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
+    const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
+    const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
 
     const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
@@ -519,23 +579,33 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
     ]);
 
-    pstree.push({ pid, ppid: pid === root.pid ? 0 : s.ppid, pgid: s.pgid, sid: s.sid, threads: p.tids });
+    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
+    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
+    const vp = vpid(pid);
+    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
     writes.push(
-      writeFile(dir.pathOf(KIND.pagemap, pid), pagemap),
-      dir.writeCore(pid, leaderCore),
-      ...threads.slice(1).map((t) => dir.writeCore(t.tid, t.core)),
-      dir.writeIds(pid, ids),
-      dir.writeMm(pid, mm),
-      dir.writeFs(pid, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
+      writeFile(dir.pathOf(KIND.pagemap, vp), pagemap),
+      dir.writeCore(vp, leaderCore),
+      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
+      dir.writeIds(vp, ids),
+      dir.writeMm(vp, mm),
+      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
     );
     if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
   }
+  // Shared memory objects: contents once per object, after every process is known.
+  const sh = await shmem.write(dir, () => ++pagesId);
+  for (const id of sh.pagesIds) writes.push(dir.checksumPages(id, CHECKSUM_CHUNK));
+  stats.shpagesScanned = sh.stats.scanned;
+  stats.shpagesWritten = sh.stats.written;
+  if (shmem.size) log(`${shmem.size} shared memory objects, ${sh.stats.written} pages written`);
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
+  if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   await Promise.all(writes);
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;

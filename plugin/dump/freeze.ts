@@ -125,7 +125,9 @@ export class FrozenTree {
         /* already gone */
       }
     }
-    for (const p of this.processes) {
+    // Children first: a pid namespace's init that is killed waits for every
+    // task of its namespace to be reaped, and we, their tracer, reap them.
+    for (const p of [...this.processes].reverse()) {
       const ours = p.ppid === process.pid;
       for (const t of [...p.tids.slice(1), p.tids[0]!]) {
         if (!this.seized.has(t)) continue;

@@ -16,7 +16,7 @@
 import { closeSync, existsSync, openSync, readFileSync, symlinkSync, rmSync, writevSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { ImageDir, PE_PARENT, PE_PRESENT, type PagemapEntry } from '../images/index.js';
-import { CollectMode, SYS, injectSyscall, injectSyscallChecked, type DumpRegion } from '../inject/index.js';
+import { CollectMode, SYS, errnoError, injectSyscall, type DumpRegion } from '../inject/index.js';
 import { addon } from '../native/addon.js';
 import { RegisterMode, UffdFeature, WriteprotectMode, uffdApi, uffdRegister, uffdWriteprotect } from '../uffd/index.js';
 import { UserError } from '../errors.js';
@@ -57,6 +57,8 @@ export interface IncrementalOptions {
   trackTimeoutS: number;
   log: (line: string) => void;
   warn: (line: string) => void;
+  /** The pid the images hold for a host pid (a container's own pid namespace); default: the same. */
+  imagePid?: (host: number) => number;
 }
 
 export interface MemoryPlan {
@@ -111,7 +113,8 @@ export class Incremental {
     } catch (e) {
       return full(`not a usable parent dump (${(e as Error).message})`);
     }
-    if (pstree[0]?.pid !== opts.root) return full(`it is a dump of pid ${pstree[0]?.pid ?? '?'}, not of pid ${opts.root}`);
+    const ip = opts.imagePid ?? ((p: number): number => p);
+    if (pstree[0]?.pid !== ip(opts.root)) return full(`it is a dump of pid ${pstree[0]?.pid ?? '?'}, not of pid ${opts.root}`);
     if (inv.dump_uptime === undefined) return full('its inventory has no dump_uptime (cannot rule out pid reuse)');
     const record = readTrackerRecord(path);
     const parent: ParentInfo = {
@@ -130,7 +133,7 @@ export class Incremental {
     }
     for (const pid of pids) {
       const started = procStartTime(pid);
-      if (!parent.pids.has(pid) || started === undefined) continue;
+      if (!parent.pids.has(ip(pid)) || started === undefined) continue;
       // Both clocks have 10 ms resolution: a process started in the very tick
       // of the parent dump is the same process (a pid cannot be freed and
       // reused within the dump that recorded it).
@@ -217,9 +220,10 @@ export class Incremental {
   /** Clean ranges (sorted) ∩ ranges the parent's pagemap has data for → PE_PARENT entries. */
   private async parentEntries(pid: number, clean: [bigint, bigint][]): Promise<PagemapEntry[]> {
     const out: PagemapEntry[] = [];
-    if (clean.length === 0 || !this.parent!.pids.has(pid)) return out;
+    const ip = this.opts.imagePid ?? ((p: number): number => p);
+    if (clean.length === 0 || !this.parent!.pids.has(ip(pid))) return out;
     clean.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
-    const reader = await this.parent!.dir.pagemap(pid);
+    const reader = await this.parent!.dir.pagemap(ip(pid));
     let ci = 0;
     const emit = (a: bigint, b: bigint): void => {
       const last = out[out.length - 1];
@@ -289,10 +293,18 @@ export class Incremental {
   }
 }
 
+const UFFD_USER_MODE_ONLY = 1;
+
 /** A userfaultfd created inside `pid` (its stopped leader), taken out with pidfd_getfd and enabled for WP_ASYNC here. */
 function createTrackingUffd(pid: number, inject: { gadget: bigint; timeoutMs: number }): number {
   const opts = { gadget: inject.gadget, timeoutMs: inject.timeoutMs };
-  const remote = Number(injectSyscallChecked(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK], opts, 'userfaultfd'));
+  // A process without CAP_SYS_PTRACE (a container's, with
+  // vm.unprivileged_userfaultfd=0) may only ask for a user-mode-only uffd;
+  // write tracking (WP_ASYNC) is resolved by the kernel before that matters.
+  let r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK], opts);
+  if (r === -1n /* EPERM */) r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY], opts);
+  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), 'userfaultfd (injected)', `tid ${pid}`);
+  const remote = Number(r);
   let fd: number;
   try {
     const pidfd = addon.pidfdOpen(pid, 0);

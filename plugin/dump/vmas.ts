@@ -9,6 +9,7 @@ import {
 } from '../images/index.js';
 import { CollectMode } from '../inject/index.js';
 import type { SmapsVma } from './proc.js';
+import { isShmemVma, planShmemVma, type ShmemRef } from './shmem.js';
 
 /** madvise advice bits CRIU keeps in vma_entry.madv, keyed by smaps VmFlags. */
 const MADV_BITS: Record<string, bigint> = {
@@ -26,6 +27,8 @@ export interface PlannedVma {
   peFlags: number;
   /** Mapped file (absolute path), for file VMAs. */
   file?: { path: string; dev: number; ino: number; size: bigint; mode: number; fdflags: number };
+  /** Shared memory object (shared anonymous memory, memfd) for VMA_AREA_MEMFD VMAs (plugin/dump/shmem.ts). */
+  shmem?: ShmemRef;
 }
 
 export function vmaName(pid: number, v: SmapsVma): string {
@@ -45,6 +48,7 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   for (const [f, b] of Object.entries(MADV_BITS)) if (v.vmFlags.has(f)) madv |= b;
   if (v.vmFlags.has('ht')) return `${name}: hugetlb mappings are not supported`;
   if (v.vmFlags.has('ss')) return `${name}: shadow stacks are not supported`;
+  if (isShmemVma(v)) return planShmemVma(pid, v, name, prot, madv);
   const entry = (status: number, f: number, pgoff = 0n): VmaEntry => {
     const e: VmaEntry = { start: v.start, end: v.end, pgoff, shmid: 0n, prot, flags: f, status, fd: -1n };
     if (madv !== 0n) e.madv = madv;
@@ -76,13 +80,12 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
     return anonPrivate(0);
   }
   if (v.path.startsWith('[')) return `${name}: special mapping is not supported`;
+  if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
   if (v.path.endsWith(' (deleted)')) {
     return shared && v.path.startsWith('/dev/zero')
       ? `${name}: shared anonymous memory is not supported`
       : `${name}: mapped file was deleted (not supported)`;
   }
-  if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
-  if (v.path.startsWith('/memfd:')) return `${name}: memfd mappings are not supported`;
   if (!v.path.startsWith('/')) return `${name}: unsupported mapping`;
   if (v.vmFlags.has('io') || v.vmFlags.has('pf')) return `${name}: device mapping is not supported`;
 
@@ -99,7 +102,8 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   }
   if (!st.isFile()) return `${name}: mapping of a non-regular file is not supported`;
   try {
-    const now = statSync(v.path, { bigint: true });
+    // As the process sees it (its mount namespace and root).
+    const now = statSync(`/proc/${pid}/root${v.path}`, { bigint: true });
     if (now.ino !== st.ino || now.dev !== st.dev) return `${name}: the path now names a different file`;
   } catch (e) {
     return `${name}: mapped file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;

@@ -10,7 +10,7 @@ import { KIND, PAGE_SIZE, imageFileName, parseFileName, type ImageKind } from '.
 import { PagemapIndex, PagemapReader, PagemapWriter, type PagemapReaderOptions } from './pagemap.js';
 import {
   PE_PARENT, PE_PRESENT,
-  type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MmEntry,
+  type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MemfdInodeEntry, type MmEntry,
   type PageChecksumsEntry, type PstreeEntry, type SeccompEntry, type TaskKobjIdsEntry, type TimensEntry,
   type TtyInfoEntry, type WorkingSetHead, type WorkingSetRange,
 } from './types.js';
@@ -168,6 +168,23 @@ export class ImageDir {
     return PagemapReader.open(this.pathOf(KIND.pagemap, pid), opts);
   }
 
+  /** memfd.img: memfd / shared-memory inodes (none when the image is absent). */
+  async memfdInodes(): Promise<MemfdInodeEntry[]> {
+    const img = await this.readImage(KIND.memfdInode);
+    return img ? img.entries.map((e) => e.message as unknown as MemfdInodeEntry) : [];
+  }
+
+  /** True when pagemap-shmem-<shmid>.img exists. */
+  async hasShmemPagemap(shmid: number | bigint): Promise<boolean> {
+    try {
+      await stat(this.pathOf(KIND.pagemapShmem, shmid));
+      return true;
+    } catch (e) {
+      if (isEnoent(e)) return false;
+      throw e;
+    }
+  }
+
   /** Streaming reader of pagemap-shmem-<shmid>.img. */
   pagemapShmem(shmid: number | bigint, opts?: PagemapReaderOptions): Promise<PagemapReader> {
     return PagemapReader.open(this.pathOf(KIND.pagemapShmem, shmid), opts);
@@ -196,6 +213,7 @@ export class ImageDir {
   async writeFdinfo(filesId: number, entries: readonly FdinfoEntry[]): Promise<void> { await this.writeImage(KIND.fdinfo, filesId, entries); }
   async writeSeccomp(e: SeccompEntry): Promise<void> { await this.writeImage(KIND.seccomp, undefined, [e]); }
   async writeTimens(id: number, e: TimensEntry): Promise<void> { await this.writeImage(KIND.timens, id, [e]); }
+  async writeMemfdInodes(entries: readonly MemfdInodeEntry[]): Promise<void> { await this.writeImage(KIND.memfdInode, undefined, entries); }
 
   /** lr-workingset-<pid>.img: the head, then the ranges in fault order. */
   async writeWorkingSet(head: WorkingSetHead, ranges: readonly WorkingSetRange[]): Promise<void> {

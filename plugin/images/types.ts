@@ -407,6 +407,22 @@ export interface TtyInfoEntry {
 
 export interface TtyDataEntry { tty_id: number; data: Buffer }
 
+/** memfd_file_entry (files.img, type MEMFD): one open memfd (or the file of a memfd/shared-anonymous VMA). */
+export interface MemfdFileEntry { id: number; flags: number; pos: bigint; fown: FownEntry; inode_id: number }
+
+/** memfd_inode_entry (memfd.img): one shmem object; its pages are in pagemap-shmem-<shmid>.img. */
+export interface MemfdInodeEntry {
+  name: string;
+  uid: number;
+  gid: number;
+  size: bigint;
+  shmid: number;
+  seals: number;
+  inode_id: bigint;
+  hugetlb_flag?: number;
+  mode?: number;
+}
+
 /** File kinds whose contents we do not model yet: only their id. */
 export interface OpaqueFileEntry { id: number }
 
@@ -482,7 +498,7 @@ export interface FileEntry {
   fifo?: FifoEntry;
   pipe?: PipeEntry;
   tty?: TtyFileEntry;
-  memfd?: OpaqueFileEntry;
+  memfd?: MemfdFileEntry;
   bpf?: OpaqueFileEntry;
   pidfd?: OpaqueFileEntry;
 }

@@ -35,6 +35,8 @@ export function loadPageChecksums(pagesPath: string): { entry: PageChecksumsEntr
   return { entry, file };
 }
 
+export interface NativeChecks { sums: Uint32Array; chunkSize: number; verified: Uint8Array }
+
 /**
  * Verifies, once per chunk, the page data of pages files before a restore
  * writes it. Files without checksums pass unverified (`onUnverified` is told
@@ -42,8 +44,34 @@ export function loadPageChecksums(pagesPath: string): { entry: PageChecksumsEntr
  */
 export class PageVerifier {
   private readonly files = new Map<string, { entry: PageChecksumsEntry; done: Uint8Array } | null>();
+  private readonly native = new Map<string, NativeChecks | null>();
 
   constructor(private readonly onUnverified: (pagesPath: string) => void = (f) => log.debug(`${f}: no checksums image: page data restored unverified`)) {}
+
+  /**
+   * The checksums of `pagesPath` for the native writer (restoreWritePages
+   * verifies each chunk in the same pass as it writes it), or undefined
+   * when the file has none. The `verified` flags persist across calls, so a
+   * chunk is checked once per restore.
+   */
+  nativeChecks(pagesPath: string): NativeChecks | undefined {
+    let n = this.native.get(pagesPath);
+    if (n === undefined) {
+      const c = loadPageChecksums(pagesPath);
+      n = c ? { sums: Uint32Array.from(c.entry.checksums), chunkSize: c.entry.chunk_size, verified: new Uint8Array(c.entry.checksums.length) } : null;
+      this.native.set(pagesPath, n);
+      if (!c) this.onUnverified(pagesPath);
+    }
+    return n ?? undefined;
+  }
+
+  /** The ImageError for a native EBADMSG mismatch (chunk/stored/computed set by the addon), else undefined. */
+  static mismatchError(pid: number, pagesPath: string, checks: NativeChecks, e: unknown): ImageError | undefined {
+    const x = e as { code?: string; syscall?: string; chunk?: number; stored?: number; computed?: number };
+    if (x?.code !== 'EBADMSG' || x.syscall !== 'crc32c' || typeof x.chunk !== 'number') return undefined;
+    const at = x.chunk * checks.chunkSize;
+    return new ImageError(pagesPath, at, `pid ${pid}: CRC32C mismatch in chunk ${x.chunk} (stored 0x${(x.stored ?? 0).toString(16)}, computed 0x${(x.computed ?? 0).toString(16)}): refusing to restore corrupted memory`);
+  }
 
   /** Throws an ImageError naming the file, the chunk's offset and `pid` on a mismatch. */
   verify(pid: number, pagesPath: string, ranges: readonly { offset: bigint; len: bigint }[]): void {

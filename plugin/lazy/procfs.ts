@@ -130,7 +130,11 @@ export function hostPidInTree(vpid: number, root: number): number | undefined {
   if (!(Number.isInteger(vpid) && vpid > 0 && Number.isInteger(root) && root > 0)) return undefined;
   const nested: number[] = [];
   const flat: number[] = [];
-  for (const pid of treeOf(root)) {
+  // A restorer's own processes are its descendants, or (restored as a
+  // sibling, CRIU's --restore-sibling, as runc asks) ptraced by it.
+  const candidates = new Set(treeOf(root));
+  for (const t of tracedBy(root)) for (const p of treeOf(t)) candidates.add(p);
+  for (const pid of candidates) {
     const ns = nsPids(pid);
     if (!ns || ns[ns.length - 1] !== vpid) continue;
     (ns.length > 1 ? nested : flat).push(ns[0]!);
@@ -138,4 +142,23 @@ export function hostPidInTree(vpid: number, root: number): number | undefined {
   if (nested.length === 1) return nested[0];
   if (nested.length === 0 && flat.length === 1) return flat[0];
   return undefined;
+}
+
+/** Processes (thread-group leaders) whose tracer is `tracer`. */
+export function tracedBy(tracer: number): number[] {
+  const out: number[] = [];
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      const m = /^TracerPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${n}/status`, 'utf8'));
+      if (m && Number(m[1]) === tracer) out.push(Number(n));
+    } catch { /* gone */ }
+  }
+  return out;
 }

@@ -239,6 +239,12 @@ export interface InjectNative {
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, targetFd: number): number;
+  /** Data segments of a shmem file below `size`: (offset, length) pairs, page aligned (SEEK_DATA/SEEK_HOLE). */
+  shmemDataRuns(fd: number, size: bigint): BigUint64Array;
+  /** memfd_create(name, flags | MFD_CLOEXEC) in this process. */
+  memfdCreate(name: string, flags: number): number;
+  memfdGetSeals(fd: number): number;
+  memfdAddSeals(fd: number, seals: number): void;
 }
 
 //
@@ -279,7 +285,7 @@ export interface RestoreNative {
    * child is stopped at its exec trap with EXITKILL|TRACECLONE|TRACEFORK set. sibling: CLONE_PARENT (a child of our parent), seized instead of TRACEME.
    * Throws EEXIST when the pid is taken.
    */
-  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean): number;
+  restoreSpawnStub(pid: number, stubPath: string, newPidns?: boolean, sibling?: boolean, nsFlags?: number): number;
   /** user_regs_struct as 27 words, in CRIU user_x86_regs_entry order. */
   restoreGetRegs(tid: number): BigUint64Array;
   restoreSetRegs(tid: number, regs: BigUint64Array): void;
@@ -297,7 +303,11 @@ export interface RestoreNative {
   restoreWriteMem(pid: number, addr: bigint, data: Buffer): void;
   restoreReadMem(pid: number, addr: bigint, len: bigint | number): Buffer;
   /** Copies (address, file offset, length) triples from a pages file into the target; returns bytes written. */
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array): bigint;
+  /**
+   * With sums/chunkSize/verified: each chunk touched is CRC32C-checked right before it is written
+   * (once per file: `verified` flags are shared between calls); a mismatch throws EBADMSG with chunk/stored/computed.
+   */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;
   restoreCloseFd(fd: number): void;
@@ -555,4 +565,27 @@ export interface NetNative {
   openByHandle(mountFd: number, type: number, handle: Buffer): number;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, FdsNative, NetNative {}
+//
+// ---------------------------------------------------------------------------
+// native/rpc: CRIU's RPC socket (criu swrk FD / criu service; plugin/rpc)
+// ---------------------------------------------------------------------------
+//
+export interface RpcNative {
+  /** AF_UNIX SOCK_SEQPACKET socketpair, both ends CLOEXEC. */
+  seqpacketPair(): [number, number];
+  /** One record (never cut: its length is peeked first); null when the peer closed. timeoutMs -1: no bound. */
+  seqpacketRecv(fd: number, timeoutMs: number): Promise<Buffer | null>;
+  /** One record, with passFd in SCM_RIGHTS when given. */
+  seqpacketSend(fd: number, data: Buffer, passFd?: number): void;
+  /** Listening AF_UNIX SOCK_SEQPACKET socket at path (CLOEXEC). */
+  seqpacketListen(path: string): number;
+  /** Accepts one connection (CLOEXEC). */
+  seqpacketAccept(listenFd: number, timeoutMs: number): Promise<number>;
+  /** SO_PEERCRED of a connected unix socket. */
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
+  /** SO_TYPE of a socket (5 = SOCK_SEQPACKET). */
+  socketType(fd: number): number;
+  setCloexec(fd: number, on?: boolean): void;
+}
+
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative {}

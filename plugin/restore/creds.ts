@@ -13,6 +13,7 @@ import { parseLimits } from '../dump/proc.js';
 import { addon } from '../native/addon.js';
 import type { ProcessPlan, RestorePlan } from './plan.js';
 import { PR, SYS } from '../inject/constants.js';
+import { restoreSched } from './sched.js';
 import { errnoName, NR, type RemoteTask } from './task.js';
 
 const PR_CAP_AMBIENT_RAISE = 2;
@@ -353,6 +354,8 @@ export function restoreKernelState(p: ProcessPlan, threads: ThreadRef[], log: (l
   for (const th of threads) queueSignals(th, pid, th.core.thread_core!.signals_p?.signals ?? [], false);
   // After the signals: a lowered RLIMIT_SIGPENDING may be below what was queued before it was lowered.
   restoreRlimits(leader, pid, tc.rlimits?.rlimits ?? []);
+  // Nice values and real-time policies need privileges the creds may drop.
+  for (const th of threads) restoreSched(th.task, pid, th.tid, th.core.thread_core!);
   // Creds last: they drop the privileges everything above needed. Leader last.
   for (const th of [...threads.slice(1), leader]) {
     const c = th.core.thread_core!.creds;

@@ -55,24 +55,35 @@ class InProcessHandoff implements LazyHandoff {
 
 class SocketHandoff implements LazyHandoff {
   readonly overlapsRelease = false;
-  private sock: number;
-  private readonly daemonPid: number;
-  constructor(readonly path: string) {
+  private sock = -1;
+  private daemonPid = -1;
+  private connected: Promise<void> | undefined;
+  /** `ready`: a daemon still starting (restore -d's detached daemon); connect once it listens. */
+  constructor(readonly path: string, private readonly ready?: Promise<void>) {
+    if (ready === undefined) this.connect();
+  }
+  private connect(): void {
     try {
-      this.sock = addon.restoreLazyConnect(path);
+      this.sock = addon.restoreLazyConnect(this.path);
     } catch (e) {
       const code = (e as { code?: string }).code ?? String(e);
-      throw new UserError(`cannot connect to the lazy-pages daemon at ${path}: ${code}`, { cause: e });
+      throw new UserError(`cannot connect to the lazy-pages daemon at ${this.path}: ${code}`, { cause: e });
     }
     try {
       this.daemonPid = addon.restoreLazyPeerPid(this.sock);
     } catch (e) {
       this.closeSock();
-      throw new UserError(`lazy-pages daemon at ${path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
+      throw new UserError(`lazy-pages daemon at ${this.path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
     }
+  }
+  private async ensure(): Promise<void> {
+    if (this.sock >= 0 || this.ready === undefined) return;
+    this.connected ??= this.ready.then(() => this.connect());
+    await this.connected;
   }
   async adopt(pid: number, uffd: number): Promise<void> {
     try {
+      await this.ensure();
       addon.restoreLazySendTask(this.sock, pid, uffd);
       await this.waitTaken(pid, uffd);
     } finally {
@@ -82,6 +93,7 @@ class SocketHandoff implements LazyHandoff {
     }
   }
   async zombie(pid: number): Promise<void> {
+    await this.ensure();
     addon.restoreLazySendTask(this.sock, pid, -1);
   }
   /** Resolves once the daemon holds a file that is our `uffd` (kcmp), bounded. */
@@ -109,6 +121,7 @@ class SocketHandoff implements LazyHandoff {
     }
   }
   async finished(): Promise<void> {
+    await this.ensure();
     addon.restoreLazySendFinish(this.sock);
     this.closeSock();
   }
@@ -125,8 +138,8 @@ class SocketHandoff implements LazyHandoff {
 /** The caller's own LazyPagesServer (e.g. to watch its progress), instead of one opened here. */
 export type ExternalLazyServer = LazyServerLike;
 
-export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined, server?: ExternalLazyServer, verify = true): Promise<LazyHandoff> {
-  if (socketPath !== undefined) return new SocketHandoff(socketPath);
+export async function openLazyHandoff(imagesDir: string, socketPath: string | undefined, server?: ExternalLazyServer, verify = true, socketReady?: Promise<void>): Promise<LazyHandoff> {
+  if (socketPath !== undefined) return new SocketHandoff(socketPath, socketReady);
   if (server !== undefined) return new InProcessHandoff(server, false);
   const mod = (await import('../lazy/index.js')) as unknown as {
     LazyPagesServer: { open(o: { imagesDir: string; verify?: boolean }): Promise<LazyServerLike> };

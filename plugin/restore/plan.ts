@@ -15,6 +15,7 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
 
@@ -50,6 +51,7 @@ export const MAP = {
 } as const;
 
 const FD_REG = 1;
+const FD_MEMFD = 18;
 
 /** One contiguous run of page data to copy from a pages file. */
 export interface PageRun {
@@ -67,6 +69,8 @@ export interface VmaPlan {
   path?: string;
   /** Private anonymous, not locked/hugetlb/vdso: may be served by userfaultfd. */
   lazyEligible: boolean;
+  /** Shared memory object mapped here (memfd or shared anonymous memory, plugin/restore/shmem.ts). */
+  shmem?: ShmemVmaRef;
 }
 
 export interface ThreadPlan {
@@ -96,6 +100,8 @@ export interface RestorePlan {
   byPid: Map<number, ProcessPlan>;
   /** Every fd of the tree (plugin/restore/fds): created once per open file description, installed per process. */
   fds: FdRestorer;
+  /** Shared memory objects, each created once for the whole tree. */
+  shmem: ShmemObjectPlan[];
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -106,7 +112,7 @@ function regFile(files: Map<number, FileEntry>, id: number, what: string, image:
 }
 
 /** Checks a file recorded in the image still matches (exists, size and mode where recorded). */
-function checkFile(reg: RegFileEntry, what: string, pid: number): void {
+function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
   let st;
   try {
     st = statSync(reg.name);
@@ -131,17 +137,17 @@ export function isLazyEligible(v: VmaEntry): boolean {
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA.ANON_SHARED, 'shared anonymous memory'],
   [VMA.SYSVIPC, 'SysV shared memory'],
   [VMA.SOCKET, 'a packet socket ring'],
   [VMA.AIORING, 'an AIO ring'],
-  [VMA.MEMFD, 'a memfd mapping'],
   [VMA.SHSTK, 'a shadow stack'],
   [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
   [VMA.UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+  // A container's files are checked by the in-task opens once its mounts exist.
+  const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -154,6 +160,8 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
   const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
+  const memfdRefs = new Map<number, ShmemVmaRef>();
+  const shmem = new ShmemPlanner(dir, files);
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
     if (i > 0 && !byPid.has(e.ppid)) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `pid ${e.pid}: parent ${e.ppid} is not earlier in the tree`);
@@ -194,7 +202,9 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
       if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
       const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
-      if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      if (isShmemVma(v)) {
+        plan.shmem = await shmem.vma(e.pid, v, mmImage);
+      } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
         const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
         checkFile(reg, 'mapped file', e.pid);
         plan.path = reg.name;
@@ -263,6 +273,11 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       fdinfoCache.set(ids.files_id, fdinfo);
     }
     perProcessFds.push({ pid: e.pid, fdinfo, fdinfoImage: `${imagesDir}/fdinfo-${ids.files_id}.img` });
+    // Open memfds: their objects are planned with the mappings' (plugin/restore/shmem.ts).
+    for (const fi of fdinfo) {
+      const f = files.get(fi.id);
+      if (f?.type === FD_MEMFD && f.memfd && !memfdRefs.has(fi.id)) memfdRefs.set(fi.id, await shmem.fd(e.pid, fi.fd, f));
+    }
     const fs = await dir.fs(e.pid);
     const fsImage = `${imagesDir}/fs-${e.pid}.img`;
     const cwd = fs ? regFile(files, fs.cwd_id, 'cwd_id', fsImage).name : '/';
@@ -278,7 +293,8 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const fdOptions: RestoreFdOptions = {
     shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
     inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true, tcpEstablished: opts.fds?.tcpEstablished === true,
+    memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
-  return { dir: imagesDir, processes, byPid, fds };
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };
 }

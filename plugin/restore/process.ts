@@ -3,7 +3,7 @@
 // at its exact address with MAP_FIXED_NOREPLACE, write pages, PR_SET_MM_MAP),
 // then sigactions, files, cwd/root, threads and per-thread kernel state, and
 // finally registers (with the syscall-restart fix-up) and the detach.
-import type { PageVerifier } from '../integrity/checksums.js';
+import { PageVerifier } from '../integrity/checksums.js';
 import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
 import { waitStop } from '../inject/ptrace.js';
@@ -166,7 +166,11 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       let off = 0n;
       if (v.path !== undefined) {
         const shared = (vma.flags & MAP.SHARED) !== 0;
-        const mode = shared && vma.prot & PROT.WRITE ? O_RDWR : O_RDONLY;
+        // A shared mapping keeps the file's access mode (fdflags, from
+        // map_files): mapped read-only from a writable file, the program may
+        // mprotect it writable later.
+        const writable = vma.prot & PROT.WRITE || ((vma.fdflags ?? 0) & 3) === O_RDWR;
+        const mode = shared && writable ? O_RDWR : O_RDONLY;
         const key = `${mode}:${v.path}`;
         let f = fds.get(key);
         if (f === undefined) {
@@ -208,13 +212,16 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   }
   let bytesWritten = 0n;
   for (const [file, triples] of byFile) {
-    // Page checksums (plugin/integrity): every chunk is checked before any of it is written.
-    if (verifier) {
-      const ranges: { offset: bigint; len: bigint }[] = [];
-      for (let i = 0; i < triples.length; i += 3) ranges.push({ offset: triples[i + 1]!, len: triples[i + 2]! });
-      verifier.verify(p.pid, file, ranges);
+    // Page checksums (plugin/integrity): the native writer checks each chunk
+    // (hardware CRC32C) right before writing it; a mismatch stops the restore.
+    const checks = verifier?.nativeChecks(file);
+    try {
+      bytesWritten += checks
+        ? addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), checks.sums, checks.chunkSize, checks.verified)
+        : addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples));
+    } catch (e) {
+      throw (checks && PageVerifier.mismatchError(p.pid, file, checks, e)) ?? e;
     }
-    bytesWritten += addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples));
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
   const mm = p.mm;

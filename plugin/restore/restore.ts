@@ -26,6 +26,8 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
+import { ShmemObjects } from './shmem.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -34,6 +36,8 @@ export interface RestoreOptions {
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
   lazySocket?: string;
+  /** With lazySocket: resolves once that daemon listens (one still starting); the hand-over waits for it. */
+  lazySocketReady?: Promise<void>;
   /**
    * An already open in-process LazyPagesServer (plugin/lazy) to adopt the
    * uffds, e.g. to watch progress or choose its options; the caller closes it.
@@ -75,6 +79,31 @@ export interface RestoreOptions {
   verify?: boolean;
   /** In-process lazy server options (prefetch etc.) are the daemon's defaults; this hook sees each adoption. */
   log?: (line: string) => void;
+  /**
+   * CRIU's action scripts (the NOTIFY round trips of its RPC mode,
+   * plugin/rpc), awaited at CRIU's points. A hook that throws before the
+   * release kills everything restored so far and fails the restore.
+   */
+  hooks?: RestoreHooks;
+  /**
+   * A container's images (its root was pid 1 of its own namespaces): where
+   * its root file system is and the paths of its external mounts
+   * (plugin/restore/container.ts).
+   */
+  container?: ContainerOptions;
+}
+
+export interface RestoreHooks {
+  /** Before anything is created (pre-restore). */
+  preRestore?(): Promise<void>;
+  /** The root exists in its namespaces; its pid as we see it (setup-namespaces), then post-setup-namespaces. */
+  setupNamespaces?(rootPid: number): Promise<void>;
+  postSetupNamespaces?(): Promise<void>;
+  /** Everything restored, nothing released yet (post-restore). */
+  postRestore?(rootPid: number): Promise<void>;
+  /** Right before the release (pre-resume) and after it (post-resume). */
+  preResume?(): Promise<void>;
+  postResume?(): Promise<void>;
 }
 
 export interface RestoreExit {
@@ -153,8 +182,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
   if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
+  const ct = await containerPlan(opts.imagesDir);
+  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
   const plan = await loadPlan(opts.imagesDir, {
-    lazy, remotePages: opts.lazySocket !== undefined, log,
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
   validateKernelState(plan);
@@ -162,11 +193,13 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
+  const hooks = opts.hooks ?? {};
+  await hooks.preRestore?.();
 
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false);
+  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -175,7 +208,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let init: RemoteTask | undefined;
   const uffds: { pid: number; host: number; fd: number }[] = [];
   let released = false;
+  let shmem: ShmemObjects | undefined;
   try {
+    // Shared memory objects first: created and filled once, then mapped by
+    // every process that uses them (plugin/restore/shmem.ts).
+    shmem = ShmemObjects.create(plan.shmem, verifier, log);
+    for (const p of plan.processes) {
+      for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
+    }
+    const objects = shmem;
+    if (plan.fds.options.memfds) plan.fds.options.memfds.path = (key) => objects.path(key);
+
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
     const busy: Interval[] = plan.processes.flatMap((p) => p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })));
@@ -193,6 +236,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
           scratchAt = findHole([...busy, ...readMaps(initPid)], init.scratchSize);
           init.mapScratch(scratchAt);
           outer = injectClone(init, p.pid, false);
+        } else if (ct) {
+          // A container's init: pid 1 of the new namespaces, the root itself.
+          outer = spawn(stub, 1, true, opts.sibling === true, ct.nsFlags);
         } else {
           outer = spawn(stub, p.pid, false, opts.sibling === true);
         }
@@ -205,6 +251,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         } else {
           task.scratch = scratchAt;
         }
+        if (ct) setupContainer(task, ct, opts.container ?? {}, log);
       } else {
         const parent = byPid.get(p.ppid)!;
         const outer = injectClone(parent.task, p.pid, false);
@@ -219,6 +266,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       const l: Live = { plan: p, task, threads: [] };
       live.push(l);
       byPid.set(p.pid, l);
+    }
+    if (hooks.setupNamespaces || hooks.postSetupNamespaces) {
+      await hooks.setupNamespaces?.(init ? init.pid : live[0]!.task.pid);
+      await hooks.postSetupNamespaces?.();
     }
     // Groups led by another process of the tree.
     for (const l of live) {
@@ -252,6 +303,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
+    // Every mapping exists: seal the memfds, and the restorer's copies can go.
+    shmem.seal();
+    shmem.close();
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
@@ -276,6 +330,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (!handoff.overlapsRelease) await adopted;
     }
 
+    await hooks.postRestore?.(init ? init.pid : live[0]!.task.pid);
+    await hooks.preResume?.();
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
@@ -307,6 +363,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
+    await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
       await adopted;
       await handoff.finished();
@@ -322,6 +379,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     return tree;
   } catch (e) {
     plan.fds.close();
+    shmem?.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
       addon.restoreKillTree(created.map((c) => c.tids));
@@ -349,9 +407,9 @@ function writePidfile(path: string, pid: number): void {
   }
 }
 
-function spawn(stub: string, pid: number, newPidns: boolean, sibling = false): number {
+function spawn(stub: string, pid: number, newPidns: boolean, sibling = false, nsFlags = 0): number {
   try {
-    return addon.restoreSpawnStub(pid, stub, newPidns, sibling);
+    return addon.restoreSpawnStub(pid, stub, newPidns, sibling, nsFlags);
   } catch (e) {
     if (isSystemError(e) && e.code === 'EEXIST') throw new UserError(`pid ${pid} is already in use: cannot recreate process ${pid} (clone3 set_tid: EEXIST)`, { cause: e });
     throw e;

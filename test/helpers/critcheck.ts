@@ -27,7 +27,7 @@ sys.exit(bad)
 /** Decodes + re-encodes every protobuf image in `dir` with pycriu; returns entry counts by file name. */
 export function critCheckDir(dir: string): Map<string, number> {
   // lr-*.img are our own images (own magics, docs/IMAGES.md): CRIU ignores them, crit cannot read them.
-  const files = readdirSync(dir).filter((f) => (f.endsWith('.img') && !f.startsWith('pages-') && !f.startsWith('lr-')) || f.startsWith('stats-')).map((f) => join(dir, f));
+  const files = readdirSync(dir).filter((f) => (f.endsWith('.img') && !f.startsWith('pages-') && !f.startsWith('lr-') && !f.endsWith('.tar.gz.img')) || f.startsWith('stats-')).map((f) => join(dir, f));
   let out: string;
   try {
     out = execFileSync('/usr/bin/python3', ['-c', SCRIPT, ...files], { encoding: 'utf8', timeout: 60000 });

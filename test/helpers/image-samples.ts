@@ -251,7 +251,7 @@ const ALL_TYPES = [
   'winsize_entry', 'termios_entry', 'tty_pty_entry', 'tty_data_entry', 'tty_info_entry', 'tty_file_entry',
   'inet_sk_entry', 'ns_file_entry', 'packet_sock_entry', 'netlink_sk_entry', 'eventfd_file_entry', 'eventpoll_file_entry',
   'signalfd_entry', 'tunfile_entry', 'timerfd_entry', 'inotify_file_entry', 'fanotify_file_entry', 'unix_sk_entry',
-  'fifo_entry', 'memfd_file_entry', 'bpfmap_file_entry', 'pidfd_entry',
+  'fifo_entry', 'memfd_file_entry', 'memfd_inode_entry', 'bpfmap_file_entry', 'pidfd_entry',
   'fdinfo_entry', 'file_entry', 'fs_entry', 'remap_file_path_entry', 'timeval', 'ghost_file_entry', 'ghost_chunk_entry',
   'plugins_entry', 'inventory_entry', 'pstree_entry', 'creds_entry', 'sa_entry', 'siginfo_entry', 'signal_queue_entry',
   'rseq_entry', 'rlimit_entry', 'itimer_entry', 'posix_timer_entry', 'task_timers_entry',
@@ -262,6 +262,10 @@ const ALL_TYPES = [
   'vma_entry', 'aio_ring_entry', 'mm_entry', 'pagemap_head', 'pagemap_entry', 'seccomp_filter', 'seccomp_entry',
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
+  'mnt_entry', 'utsns_entry',
+  // rpc.proto (criu swrk/service, plugin/rpc)
+  'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
+  'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',
   // fd kinds: inet sockets, event objects (sk-inet, sk-opts, tcp-stream, eventpoll, fh, fsnotify)
   'sk_opts_entry', 'tcp_opts_entry', 'tcp_stream_entry', 'ip_opts_raw_entry', 'ip_opts_entry', 'eventpoll_tfd_entry',
   'fh_entry', 'irmap_cache_entry', 'inotify_wd_entry', 'fanotify_inode_mark_entry', 'fanotify_mount_mark_entry', 'fanotify_mark_entry',

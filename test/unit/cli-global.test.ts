@@ -40,7 +40,9 @@ test('CRIU spellings: options before the command, -S/-j/--daemon, -verbosity=0, 
 });
 
 test('CRIU commands and short options we lack are named in a usage error', () => {
-  assert.throws(() => extractGlobalOptions(['swrk', '3']), (e: unknown) => e instanceof UserError && /CRIU command "swrk" is not supported.*RPC/.test(e.message) && e.exitCode === 2);
+  assert.throws(() => extractGlobalOptions(['image-streamer']), (e: unknown) => e instanceof UserError && /CRIU command "image-streamer" is not supported/.test(e.message) && e.exitCode === 2);
+  // The RPC modes are commands now (plugin/rpc).
+  assert.deepEqual(extractGlobalOptions(['swrk', '3']), ['swrk', '3']);
   assert.throws(() => extractGlobalOptions(['-D', 'x', 'dedup']), /CRIU command "dedup"/);
   assert.throws(() => extractGlobalOptions(['dump', '-t', '1', '-s']), /-s \(--leave-stopped\) is not supported/);
   // A value that looks like a command is not one.

@@ -1,6 +1,7 @@
 // CLI commands of the restore area. Keep imports of heavy modules inside the
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { ExitCode, UserError } from '../../errors.js';
 
 interface RestoreCliOptions {
   imagesDir: string;
@@ -17,6 +18,7 @@ interface RestoreCliOptions {
   statsFile?: string;
   prefetch: boolean;
   restoreSibling?: boolean;
+  waitLazy?: boolean;
 }
 
 /**
@@ -43,20 +45,21 @@ export function register(program: Command): void {
     .requiredOption('-D, --images-dir <dir>', 'directory with the images')
     .option('--lazy-pages', 'leave anonymous memory to a lazy-pages daemon: the one listening in the work dir (lazy-pages.socket) as in CRIU, else in-process')
     .option('--lazy-socket <path>', 'hand userfaultfds to an external lazy-pages daemon on this UNIX socket (implies --lazy-pages)')
-    .option('-d, --restore-detached', 'return once the tree runs; with in-process --lazy-pages the command stays until every page is served')
+    .option('-d, --restore-detached', 'return once the tree runs (with --lazy-pages and no daemon in the work dir, a detached lazy-pages daemon serves on: log in WORKDIR/lazy-pages.log)')
+    .option('--wait-lazy', 'with -d --lazy-pages: serve in this process and return only once every page is in (no detached daemon; always so with -S)')
     .option('--pidfile <file>', "write the root process's pid to this file (relative paths: in the work dir, like CRIU)")
     .option('--restore-sibling', 'with -d: make the root a child of our parent (CLONE_PARENT), which then reaps it, instead of our own (CRIU\'s -S)')
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
     .option('--tcp-established', 'restore established TCP connections (TCP_REPAIR) from tcp-stream images')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
-    .option('--record-working-set [seconds]', 'with in-process --lazy-pages: record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
+    .option('--record-working-set [seconds]', 'with --lazy-pages (no --lazy-socket): record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
-    .option('--no-prefetch', 'with in-process --lazy-pages: serve faults only, no background push')
-    .option('--stats-file <file>', 'with in-process --lazy-pages: write statistics (with fault timelines) as JSON when done')
+    .option('--no-prefetch', 'with --lazy-pages (no --lazy-socket): serve faults only, no background push')
+    .option('--stats-file <file>', 'with --lazy-pages (no --lazy-socket): write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions, cmd: Command) => {
       const { restore } = await import('../../restore/index.js');
-      const { resolveInWorkDir, progressLog } = await import('../global.js');
+      const { resolveInWorkDir, progressLog, workDirFor } = await import('../global.js');
       if (o.restoreSibling && !o.restoreDetached) {
         const { UserError, ExitCode } = await import('../../errors.js');
         throw new UserError('--restore-sibling only makes sense with --restore-detached (-d)', { exitCode: ExitCode.usage });
@@ -66,26 +69,59 @@ export function register(program: Command): void {
         if (sock !== undefined) o.lazySocket = sock;
       }
       const lazy = o.lazyPages === true || o.lazySocket !== undefined;
+      if (o.waitLazy && !(lazy && o.restoreDetached)) {
+        const { UserError, ExitCode } = await import('../../errors.js');
+        throw new UserError('--wait-lazy only makes sense with --lazy-pages and -d', { exitCode: ExitCode.usage });
+      }
       if ((o.recordWorkingSet !== undefined || o.statsFile !== undefined) && (!lazy || o.lazySocket !== undefined)) {
         const { UserError, ExitCode } = await import('../../errors.js');
         throw new UserError('--record-working-set and --stats-file need the in-process daemon: --lazy-pages without --lazy-socket (or give them to the lazy-pages daemon)', { exitCode: ExitCode.usage });
       }
+      // -d: the serving must outlive this command, as with CRIU: a detached
+      // lazy-pages daemon (plugin/restore/detached-daemon.ts), started first
+      // so its start-up overlaps the restore. --wait-lazy (or no -d): serve in-process.
+      // (-S: the root is our sibling, outside the tree a socket peer may name, so serve in-process.)
+      const detachedDaemon = lazy && o.lazySocket === undefined && o.restoreDetached === true && o.waitLazy !== true && o.restoreSibling !== true
+        ? (await import('../../restore/detached-daemon.js')).startDetachedDaemon({
+          imagesDir: o.imagesDir,
+          workDir: workDirFor(o.imagesDir),
+          verify: o.verify,
+          prefetch: o.prefetch,
+          workingSet: o.workingSet,
+          ...(o.recordWorkingSet !== undefined ? { recordWorkingSet: parseRecord(o.recordWorkingSet) } : {}),
+          ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
+        })
+        : undefined;
       // In-process daemon opened here so its options (working set, stats) can be set.
-      const server = lazy && o.lazySocket === undefined ? await openServer(o) : undefined;
-      const tree = await restore({
-        imagesDir: o.imagesDir,
-        lazy,
-        ...(o.lazySocket !== undefined ? { lazySocket: o.lazySocket } : {}),
-        ...(server ? { lazyServer: server } : {}),
-        detached: true,
-        shellJob: o.shellJob === true,
-        tcpEstablished: o.tcpEstablished === true,
-        pidns: o.pidns === true,
-        verify: o.verify,
-        ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
-        ...(o.restoreSibling ? { sibling: true } : {}),
-        log: await progressLog(cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true),
-      });
+      const server = lazy && o.lazySocket === undefined && !detachedDaemon ? await openServer(o) : undefined;
+      let tree: Awaited<ReturnType<typeof restore>>;
+      try {
+        tree = await restore({
+          imagesDir: o.imagesDir,
+          lazy,
+          ...(o.lazySocket !== undefined ? { lazySocket: o.lazySocket } : {}),
+          ...(detachedDaemon ? { lazySocket: detachedDaemon.socketPath, lazySocketReady: detachedDaemon.ready } : {}),
+          ...(server ? { lazyServer: server } : {}),
+          detached: true,
+          shellJob: o.shellJob === true,
+          tcpEstablished: o.tcpEstablished === true,
+          pidns: o.pidns === true,
+          verify: o.verify,
+          ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
+          ...(o.restoreSibling ? { sibling: true } : {}),
+          log: await progressLog(cmd.optsWithGlobals<{ verbose?: boolean }>().verbose === true),
+        });
+      } catch (e) {
+        detachedDaemon?.kill();
+        await server?.close();
+        throw e;
+      }
+      if (detachedDaemon) {
+        detachedDaemon.release();
+        process.stdout.write(`${tree.pid}\n`);
+        await tree.close();
+        return;
+      }
       if (o.restoreDetached) {
         process.stdout.write(`${tree.pid}\n`);
         // In-process lazy daemon: keep serving until every page is in, then leave the tree running.
@@ -103,15 +139,17 @@ export function register(program: Command): void {
     });
 }
 
+/** --record-working-set [seconds]: true (default duration) or the seconds. */
+function parseRecord(v: boolean | string): boolean | number {
+  if (v === true || v === false) return v;
+  const record = Number(v);
+  if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${v}"`, { exitCode: ExitCode.usage });
+  return record;
+}
+
 async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/server.js').LazyPagesServer> {
-  const { UserError, ExitCode } = await import('../../errors.js');
   const { LazyPagesServer } = await import('../../lazy/server.js');
-  let record: boolean | number | undefined;
-  if (o.recordWorkingSet === true) record = true;
-  else if (typeof o.recordWorkingSet === 'string') {
-    record = Number(o.recordWorkingSet);
-    if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${o.recordWorkingSet}"`, { exitCode: ExitCode.usage });
-  }
+  const record = o.recordWorkingSet !== undefined ? parseRecord(o.recordWorkingSet) : undefined;
   const server = await LazyPagesServer.open({
     imagesDir: o.imagesDir,
     workingSet: o.workingSet,

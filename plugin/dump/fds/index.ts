@@ -9,6 +9,7 @@ import { O_CLOEXEC } from './common.js';
 import { eventfdKind } from './eventfd.js';
 import { eventpollKind } from './eventpoll.js';
 import { fifoKind } from './fifo.js';
+import { memfdKind } from './memfd.js';
 import { inetKind } from './inet.js';
 import { inotifyKind } from './inotify.js';
 import { signalfdKind } from './signalfd.js';
@@ -24,7 +25,7 @@ export type { DumpFdContext, DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } fro
 /** The kinds of one dump (fresh instances: describe() may collect image data). */
 export function dumpFdKinds(): DumpFdKind[] {
   return [
-    ttyKind(), pipeKind(), fifoKind(), inetKind(),
+    ttyKind(), pipeKind(), fifoKind(), memfdKind(), inetKind(),
     eventfdKind(), eventpollKind(), signalfdKind(), timerfdKind(), inotifyKind(), regKind(),
   ] as DumpFdKind[];
 }

@@ -26,7 +26,8 @@ export function regKind(): DumpFdKind<{ st: BigIntStats }> {
       if (!st) return `${f.where}: cannot stat (${f.statError ?? 'error'})`;
       if (!(st.isFile() || st.isDirectory() || (st.isCharacterDevice() && isMemDevice(st)))) return undefined;
       try {
-        const now = statSync(f.target, { bigint: true });
+        // As the process sees it (its mount namespace and root).
+        const now = statSync(`/proc/${f.pid}/root${f.target}`, { bigint: true });
         if (now.ino !== st.ino || now.dev !== st.dev) return `${f.where}: the path now names a different file`;
       } catch (e) {
         return `${f.where}: file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;

@@ -36,6 +36,8 @@ export class FileTable {
   /** Descriptions already described: one representative fd each. */
   private readonly seen: { pid: number; fd: number; id: number; type: number; target: string }[] = [];
   private readonly ctx: DumpFdContext;
+  /** Describes an open memfd (set by the dump to its ShmemTable). */
+  memfdEntry?: (ref: import('../shmem.js').ShmemRef, id: number, flags: number, pos: bigint) => FileEntry;
 
   constructor(
     readonly kinds: readonly DumpFdKind[],
@@ -48,12 +50,23 @@ export class FileTable {
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       newId: () => this.nextId++,
       addEntry: (e) => { this.files.push(e); },
+      memfdEntry: (ref, id, flags, pos) => {
+        if (!this.memfdEntry) throw new Error('FileTable: memfd fds need memfdEntry');
+        return this.memfdEntry(ref, id, flags, pos);
+      },
       allFds,
       ttyInfos: this.ttyInfos,
       pids,
       options,
       log,
     };
+  }
+
+  /** Adds an entry of another kind (plugin/dump/shmem.ts); returns its id. */
+  addEntry(make: (id: number) => FileEntry): number {
+    const id = this.nextId++;
+    this.files.push(make(id));
+    return id;
   }
 
   /** A file referenced by path only (VMA, exe, cwd, root): one id per path + flags. */

@@ -65,6 +65,8 @@ export interface DumpFdContext {
   readonly ttyInfos: TtyInfoEntry[];
   /** Frozen-tree pids. */
   readonly pids: readonly number[];
+  /** The files.img entry of an open memfd (the dump's ShmemTable: one object per memfd). */
+  memfdEntry(ref: import('../shmem.js').ShmemRef, id: number, flags: number, pos: bigint): FileEntry;
   /** Extra options a kind may need (--ext-unix-sk ...). */
   readonly options: DumpFdOptions;
   log(line: string): void;

@@ -11,6 +11,7 @@ import { installFds } from './channel.js';
 import { eventfdKind } from './eventfd.js';
 import { eventpollKind } from './eventpoll.js';
 import { fifoKind } from './fifo.js';
+import { memfdKind } from './memfd.js';
 import { inetKind } from './inet.js';
 import { inotifyKind } from './inotify.js';
 import { signalfdKind } from './signalfd.js';
@@ -24,7 +25,7 @@ export type { CreateContext, FdUse, LoadContext, RestoreFdKind, RestoreFdOptions
 
 /** Every kind restore knows, by files.img type (fresh instances per restore: kinds keep image data). */
 export function restoreFdKinds(): RestoreFdKind[] {
-  return [regKind, ttyKind, pipeKind(), fifoKind(), inetKind(), eventfdKind, signalfdKind, timerfdKind, inotifyKind, eventpollKind];
+  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind, inetKind(), eventfdKind, signalfdKind, timerfdKind, inotifyKind, eventpollKind];
 }
 
 /** Names for file types restore does not support, for messages. */

@@ -42,6 +42,14 @@ export interface RestoreFdOptions {
   extUnixSk: boolean;
   /** --tcp-established given at restore: established TCP connections are restored (TCP_REPAIR). */
   tcpEstablished: boolean;
+  /** Check files by path from the restorer at plan time (false for a container: its mounts do not exist yet). */
+  checkFiles?: boolean;
+  /**
+   * Open memfds (plugin/restore/shmem.ts plans their objects): the object key
+   * of each memfd file id, and, once restore.ts has created the objects, the
+   * path each object can be reopened by.
+   */
+  memfds?: { refs: Map<number, { key: string }>; path?: (key: string) => string };
 }
 
 /** What load() and check() get. */

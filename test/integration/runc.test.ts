@@ -1,0 +1,164 @@
+// Debian's runc with our CLI as its criu (`runc --criu <symlink named
+// criu>`): a busybox container whose shell counts into /tmp/count is
+// checkpointed and restored and keeps counting from where it was (its
+// shell's memory came back), as pid 1 of its own namespaces with its mounts
+// and hostname; a checkpoint with an option we do not support fails by name
+// and leaves the container running, never frozen or killed; lazy restore
+// with our lazy-pages daemon; pre-dump then checkpoint --parent-path.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { type Bundle, makeBundle, runcUnavailable, waitForCount } from '../helpers/runc.js';
+
+const skip = !isRoot ? 'needs root' : (runcUnavailable() ?? false);
+
+function stateOf(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+async function started(prefix: string): Promise<{ b: Bundle; t: { path: string; dispose: () => void } }> {
+  const t = tempDir(`lr-runc-${prefix}-`);
+  const b = await makeBundle(join(t.path, 'bundle'), `lr-runc-${prefix}-${process.pid}`);
+  const r = await b.quiet(['run', '-d', '--bundle', b.dir, b.id]);
+  assert.equal(r.code, 0, `runc run: ${r.stderr}`);
+  await waitForCount(b, 3, 30_000);
+  return { b, t };
+}
+
+async function cleanup(b: Bundle | undefined, t: { dispose: () => void }): Promise<void> {
+  await b?.destroy();
+  t.dispose();
+}
+
+test('runc checkpoint, then restore -d: the container keeps counting from where it was, in its own namespaces', { skip }, async () => {
+  const { b, t } = await started('cr');
+  try {
+    const images = join(t.path, 'img');
+    const work = join(t.path, 'work');
+    const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, '--work-path', work, b.id]);
+    assert.equal(cp.code, 0, `checkpoint: ${cp.stderr}\n${readFileSync(join(work, 'dump.log'), 'utf8').slice(-2000)}`);
+    assert.equal(await b.status(), 'gone', 'runc removed the checkpointed container');
+    const atCheckpoint = b.count();
+    assert.ok(atCheckpoint >= 3);
+    assert.ok(existsSync(join(work, 'dump.log')), 'the log is in the work dir');
+    const names = readdirSync(images);
+    for (const re of [/^mountpoints-\d+\.img$/, /^utsns-\d+\.img$/, /^tmpfs-dev-\d+\.tar\.gz\.img$/, /^core-1\.img$/, /^pstree\.img$/]) {
+      assert.ok(names.some((n) => re.test(n)), `${re} in the images (${names.join(' ')})`);
+    }
+    if (haveCrit) critCheckDir(images);
+
+    const rs = await b.quiet(['restore', '-d', '--image-path', images, '--work-path', work, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${readFileSync(join(work, 'restore.log'), 'utf8').slice(-2000)}`);
+    assert.equal(await b.status(), 'running');
+    // Counting on from the dumped shell's memory, not from 1.
+    const after = await waitForCount(b, atCheckpoint + 3, 30_000);
+    assert.ok(after > atCheckpoint);
+    const pid = await b.pid();
+    assert.ok(pid > 0);
+    const nspid = /NSpid:\s+(.*)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!.trim().split(/\s+/);
+    assert.equal(nspid[nspid.length - 1], '1', 'the init is pid 1 of its pid namespace');
+    const host = await b.runc(['exec', b.id, 'hostname']);
+    assert.equal(host.stdout.trim(), 'lr-runc', 'the UTS namespace came back');
+    const mounts = await b.runc(['exec', b.id, 'cat', '/proc/self/mountinfo']);
+    for (const mp of [' / ', ' /proc ', ' /dev ', ' /dev/pts ', ' /dev/shm ', ' /dev/mqueue ', ' /sys ', ' /sys/fs/cgroup ']) {
+      assert.ok(mounts.stdout.includes(mp), `mount${mp}restored:\n${mounts.stdout}`);
+    }
+    const devs = await b.runc(['exec', b.id, 'ls', '/dev']);
+    for (const d of ['null', 'zero', 'urandom', 'pts', 'shm']) assert.match(devs.stdout, new RegExp(`\\b${d}\\b`), `/dev/${d}`);
+    // And once more: a restored container checkpoints and restores again.
+    const images2 = join(t.path, 'img2');
+    const cp2 = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images2, '--work-path', work, b.id]);
+    assert.equal(cp2.code, 0, cp2.stderr);
+    const at2 = b.count();
+    const rs2 = await b.quiet(['restore', '-d', '--image-path', images2, '--work-path', work, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs2.code, 0, rs2.stderr);
+    await waitForCount(b, at2 + 2, 30_000);
+  } finally {
+    await cleanup(b, t);
+  }
+});
+
+test('runc checkpoint with an option we do not support: refused by name, the container keeps running', { skip }, async () => {
+  const { b, t } = await started('bad');
+  try {
+    const pid = await b.pid();
+    const work = join(t.path, 'work');
+    for (const opt of ['--tcp-established', '--ext-unix-sk', '--file-locks']) {
+      const r = await b.runc(['--criu', b.criu, 'checkpoint', opt, '--image-path', join(t.path, 'img'), '--work-path', work, b.id]);
+      assert.notEqual(r.code, 0, `${opt} must fail`);
+      assert.match(r.stderr, /criu failed: type DUMP errno 56/, r.stderr);
+      const optName = opt.slice(2).replace(/-/g, '_');
+      assert.match(readFileSync(join(work, 'dump.log'), 'utf8'), new RegExp(`not supported by lazy-restore: ${optName}`), `the log names ${optName}`);
+      assert.equal(await b.status(), 'running', `${opt}: still running`);
+      assert.equal(await b.pid(), pid, 'the same init');
+      assert.notEqual(stateOf(pid), 't', 'not left stopped by a tracer');
+      const c = b.count();
+      await waitForCount(b, c + 2, 30_000);
+    }
+  } finally {
+    await cleanup(b, t);
+  }
+});
+
+test('runc restore --lazy-pages with our lazy-pages daemon in the work dir', { skip }, async () => {
+  const { b, t } = await started('lazy');
+  let daemon: ReturnType<typeof spawn> | undefined;
+  try {
+    const images = join(t.path, 'img');
+    const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, b.id]);
+    assert.equal(cp.code, 0, cp.stderr);
+    const at = b.count();
+    // runc's default work dir is the images dir: the daemon listens there, as CRIU's does.
+    daemon = spawn(b.criu, ['lazy-pages', '-D', images, '-o', 'lazy-pages.log', '-v4', '--status-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+    let derr = '';
+    daemon.stderr!.on('data', (c: Buffer) => { derr += c.toString(); });
+    const exited = new Promise<number | null>((resolve) => daemon!.once('exit', resolve));
+    const ready = new Promise<void>((resolve, reject) => {
+      (daemon!.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
+      daemon!.once('exit', (c) => reject(new Error(`lazy-pages exited (${c}) before it was ready: ${derr}`)));
+    });
+    await withTimeout(ready, 30_000, 'lazy-pages ready');
+    const rs = await b.quiet(['restore', '-d', '--lazy-pages', '--image-path', images, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${readFileSync(join(images, 'restore.log'), 'utf8').slice(-2000)}`);
+    await waitForCount(b, at + 3, 30_000);
+    // The daemon served the shell's memory and is done once everything was pushed.
+    const exit = await withTimeout(exited, 60_000, 'lazy-pages exit');
+    assert.equal(exit, 0, derr);
+    assert.match(readFileSync(join(images, 'lazy-pages.log'), 'utf8'), /\S/);
+    assert.match(readFileSync(join(images, 'restore.log'), 'utf8'), /handed \d+ userfaultfds over/);
+    await waitForCount(b, b.count() + 2, 30_000);
+  } finally {
+    if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL');
+    await cleanup(b, t);
+  }
+});
+
+test('runc checkpoint --pre-dump, then checkpoint --parent-path, then restore', { skip }, async () => {
+  const { b, t } = await started('pre');
+  try {
+    const pre = join(t.path, 'pre');
+    const fin = join(t.path, 'final');
+    mkdirSync(fin);
+    const p = await b.runc(['--criu', b.criu, 'checkpoint', '--pre-dump', '--image-path', pre, b.id]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.equal(await b.status(), 'running', 'a pre-dump leaves the container running');
+    await waitForCount(b, b.count() + 2, 30_000);
+    const c = await b.runc(['--criu', b.criu, 'checkpoint', '--parent-path', '../pre', '--image-path', fin, b.id]);
+    assert.equal(c.code, 0, `${c.stderr}\n${readFileSync(join(fin, 'dump.log'), 'utf8').slice(-2000)}`);
+    const at = b.count();
+    const rs = await b.quiet(['restore', '-d', '--image-path', fin, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs.code, 0, rs.stderr);
+    await waitForCount(b, at + 3, 30_000);
+  } finally {
+    await cleanup(b, t);
+  }
+});
