@@ -4,6 +4,7 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
   ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
@@ -41,8 +42,12 @@ export interface DumpOptions {
    * tcp-stream-<ino>.img). Without it a connected TCP socket is refused.
    */
   tcpEstablished?: boolean;
+  /** CRIU's --skip-in-flight: connections waiting in a listening socket's accept queue are left out (the peers see them reset). */
+  skipInFlight?: boolean;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
+  /** CRIU's --file-locks: locks may be dumped. We do not restore them, so a tree holding one is refused either way (the message differs). */
+  fileLocks?: boolean;
   log?: (line: string) => void;
   /**
    * CRIU's --lazy-pages (post-copy migration, plugin/pageserver): lazy-eligible
@@ -296,7 +301,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   } catch {
     throw new UserError(`pid ${root}: no such process (ESRCH)`);
   }
-  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true };
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
   const kinds = dumpFdKinds();
   const pre = plan(pids, kinds, fdOpts);
   const container = isContainer(root);
@@ -326,6 +331,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
     const post = plan(frozenPids, kinds, fdOpts, true);
+    for (const pid of frozenPids) post.problems.push(...fileLockProblems(pid, opts.fileLocks === true));
     if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
     if (post.problems.length) throw refuse(post.problems);
     const ct = container ? openContainer(root, opts.container ?? {}) : undefined;

@@ -6,7 +6,7 @@
 import { closeSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError, isSystemError } from '../errors.js';
-import { loadPageChecksums } from '../integrity/checksums.js';
+import { loadPageChecksums, noteUnverified } from '../integrity/checksums.js';
 import { Watchdog } from '../integrity/watchdog.js';
 import { log } from '../log.js';
 import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLike } from './engine.js';
@@ -499,7 +499,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (this.options.verify !== false) {
       const c = loadPageChecksums(path);
       if (c) return this.engine.addSource(path, { checksums: c.entry.checksums, chunkSize: c.entry.chunk_size });
-      log.debug(`${path}: no checksums image: lazy pages are served unverified`);
+      noteUnverified(path);
     }
     return this.engine.addSource(path);
   }

@@ -93,6 +93,49 @@ function isSpecial(v: VmaPlan): boolean {
   return (v.vma.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0 || (v.vma.status & VMA.REGULAR) === 0;
 }
 
+export interface VdsoMove {
+  from: bigint;
+  len: bigint;
+  to: bigint;
+  name: string;
+}
+
+/**
+ * Where each of this kernel's vDSO areas ([vvar], [vvar_vclock], [vdso], as
+ * in /proc/PID/maps) must go to sit where the dump had them. The vvar areas
+ * are compared as one block, by total size and by their place relative to
+ * the vDSO (its code reaches them at fixed offsets), not by VMA count: CRIU
+ * 4.2 records [vvar] + [vvar_vclock] as one VMA_AREA_VVAR, we record two.
+ * A different size or order means another kernel: a clear error.
+ */
+export function vdsoMoves(pid: number, cur: readonly { start: bigint; end: bigint; name: string }[], dumpedVvar: readonly { start: bigint; end: bigint }[], dumpedVdso: { start: bigint; end: bigint }): VdsoMove[] {
+  const hex = (n: bigint): string => `0x${n.toString(16)}`;
+  const curVdso = cur.find((m) => m.name === '[vdso]');
+  if (curVdso === undefined) throw new UserError(`pid ${pid}: this kernel maps no [vdso] but the dump has one: restore needs the same kernel`);
+  const curVvar = cur.filter((m) => m.name !== '[vdso]').sort((a, b) => (a.start < b.start ? -1 : 1));
+  const dVvar = [...dumpedVvar].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const block = (areas: readonly { start: bigint; end: bigint }[], what: string): { start: bigint; end: bigint } | undefined => {
+    if (areas.length === 0) return undefined;
+    for (let i = 1; i < areas.length; i++) {
+      if (areas[i]!.start !== areas[i - 1]!.end) throw new UserError(`pid ${pid}: the vvar areas ${what} are not contiguous (gap at ${hex(areas[i - 1]!.end)}): restore needs the same kernel`);
+    }
+    return { start: areas[0]!.start, end: areas[areas.length - 1]!.end };
+  };
+  const cb = block(curVvar, 'of this kernel');
+  const db = block(dVvar, 'in the image');
+  const size = (b: { start: bigint; end: bigint } | undefined): bigint => (b ? b.end - b.start : 0n);
+  const describe = (vv: { start: bigint; end: bigint } | undefined, vd: { start: bigint; end: bigint }): string =>
+    `${size(vv) / PAGE} vvar page(s) at vdso${vv ? `${vv.start < vd.start ? '-' : '+'}${hex(vv.start < vd.start ? vd.start - vv.start : vv.start - vd.start)}` : ''}, ${(vd.end - vd.start) / PAGE} vdso page(s)`;
+  const sameLayout = size(cb) === size(db) && curVdso.end - curVdso.start === dumpedVdso.end - dumpedVdso.start &&
+    (cb === undefined || cb.start - curVdso.start === db!.start - dumpedVdso.start);
+  if (!sameLayout) {
+    throw new UserError(`pid ${pid}: the vDSO layout differs from the dump (here ${describe(cb, curVdso)}; in the image ${describe(db, dumpedVdso)}): restore needs the same kernel`);
+  }
+  const moves: VdsoMove[] = curVvar.map((m) => ({ from: m.start, len: m.end - m.start, to: db!.start + (m.start - cb!.start), name: m.name }));
+  moves.push({ from: curVdso.start, len: curVdso.end - curVdso.start, to: dumpedVdso.start, name: '[vdso]' });
+  return moves;
+}
+
 export interface MmResult {
   /** Lazy-eligible VMAs to register with userfaultfd (whole VMAs). */
   lazyVmas: Interval[];
@@ -125,19 +168,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   const curSpecial = cur.filter((m) => SPECIAL.includes(m.name));
   const dumpedVdso = p.vmas.find((v) => v.vma.status & VMA.VDSO);
   if (dumpedVdso) {
-    const dumpedVvar = p.vmas.filter((v) => v.vma.status & VMA.VVAR);
-    const pairs: { from: bigint; len: bigint; to: bigint; name: string }[] = [];
-    const curVvar = curSpecial.filter((m) => m.name !== '[vdso]');
-    const curVdso = curSpecial.find((m) => m.name === '[vdso]')!;
-    if (curVvar.length !== dumpedVvar.length || curVdso.end - curVdso.start !== dumpedVdso.vma.end - dumpedVdso.vma.start) {
-      throw new UserError(`pid ${p.pid}: the vDSO layout differs from the dump (${curVvar.length} vvar areas here, ${dumpedVvar.length} in the image): restore needs the same kernel`);
-    }
-    curVvar.forEach((m, i) => {
-      const d = dumpedVvar[i]!.vma;
-      if (m.end - m.start !== d.end - d.start) throw new UserError(`pid ${p.pid}: ${m.name} size differs from the dump: restore needs the same kernel`);
-      pairs.push({ from: m.start, len: m.end - m.start, to: d.start, name: m.name });
-    });
-    pairs.push({ from: curVdso.start, len: curVdso.end - curVdso.start, to: dumpedVdso.vma.start, name: '[vdso]' });
+    const pairs = vdsoMoves(p.pid, curSpecial, p.vmas.filter((v) => v.vma.status & VMA.VVAR).map((v) => v.vma), dumpedVdso.vma);
     const lo = curSpecial.reduce((a, m) => (m.start < a ? m.start : a), curSpecial[0]!.start);
     const hi = curSpecial.reduce((a, m) => (m.end > a ? m.end : a), 0n);
     const busy: Interval[] = [...p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })), ...curSpecial, { start: t.scratch, end: t.scratch + t.scratchSize }];

@@ -221,7 +221,11 @@ test('inet: a client keeps its TCP connection across the checkpoint with --tcp-e
     assert.match(r.stderr, new RegExp(`^lazy-restore: cannot dump: pid ${s.pid}: fd \\d+ \\(socket:\\[\\d+\\]\\): Connected TCP socket, consider using --tcp-established option\\.\\n$`));
     assert.ok(alive(s.pid), 'a refused dump leaves the server running');
 
-    images = await dumpServer(s, { tcpEstablished: true });
+    // Through the CLI, with CRIU's option.
+    images = tempDir('events-inet-img-');
+    const dumped = await runCli(['dump', '-t', String(s.pid), '-D', images.path, '--tcp-established']);
+    assert.equal(dumped.code, 0, dumped.stderr);
+    await withTimeout(s.exited, 10000, 'server killed by the dump');
     const dir = await ImageDir.open(images.path);
     const isk = (await dir.files()).find((f) => f.type === FdType.INETSK)!.isk!;
     assert.equal(isk.state, 1, 'ESTABLISHED');

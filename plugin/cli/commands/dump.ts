@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../../errors.js';
 import { progressLog } from '../global.js';
+import { criuOptions } from '../criu-options.js';
 import { addTlsOptions, parsePort, parseSeconds, type TlsCliOptions } from './pageserver.js';
 
 interface DumpCliOptions extends TlsCliOptions {
@@ -16,7 +17,6 @@ interface DumpCliOptions extends TlsCliOptions {
   imagesDir: string;
   leaveRunning?: boolean;
   shellJob?: boolean;
-  tcpEstablished?: boolean;
   prevImagesDir?: string;
   trackTimeout?: number;
   pageServer?: boolean;
@@ -37,7 +37,6 @@ export function register(program: Command): void {
     .requiredOption('-D, --images-dir <dir>', 'directory to write the images into')
     .option('-R, --leave-running', 'let the tree run after the dump (default: kill it)')
     .option('--shell-job', 'the tree is a shell job: allow a root outside its session and stdio on a tty or pipe')
-    .option('--tcp-established', 'dump established TCP connections (TCP_REPAIR); they close silently when the tree is killed')
     .option('--prev-images-dir <dir>', 'incremental dump on top of this pre-dump (relative paths are relative to --images-dir)')
     .option('--page-server', 'send the pages to a page server at --address/--port (`page-server` on the other side) instead of writing them here')
     .option('--timeout <seconds>', 'give up when the tree does not freeze within this time (CRIU\'s --timeout)', parseSeconds)
@@ -85,8 +84,8 @@ export function register(program: Command): void {
         ...(pageServer ? { pageServer } : {}),
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
-        pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true,
-        tcpEstablished: o.tcpEstablished === true,
+        pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
+        tcpEstablished: criuOptions().tcpEstablished, skipInFlight: criuOptions().skipInFlight,
         log: await progressLog(verbose),
       });
       const s = r.stats;

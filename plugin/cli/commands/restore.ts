@@ -1,7 +1,9 @@
 // CLI commands of the restore area. Keep imports of heavy modules inside the
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
+import { parseHoldMs } from './lazy.js';
 
 interface RestoreCliOptions {
   imagesDir: string;
@@ -9,12 +11,12 @@ interface RestoreCliOptions {
   restoreDetached?: boolean;
   pidfile?: string;
   shellJob?: boolean;
-  tcpEstablished?: boolean;
   lazySocket?: string;
   pidns?: boolean;
   verify: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
+  workingSetHold?: string;
   statsFile?: string;
   prefetch: boolean;
   restoreSibling?: boolean;
@@ -51,10 +53,10 @@ export function register(program: Command): void {
     .option('--restore-sibling', 'with -d: make the root a child of our parent (CLONE_PARENT), which then reaps it, instead of our own (CRIU\'s -S)')
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
-    .option('--tcp-established', 'restore established TCP connections (TCP_REPAIR) from tcp-stream images')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with --lazy-pages (no --lazy-socket): record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
+    .option('--working-set-hold <ms>', 'with --lazy-pages (no --lazy-socket): hold a process at most MS ms until its recorded working set is in (default 250)')
     .option('--no-prefetch', 'with --lazy-pages (no --lazy-socket): serve faults only, no background push')
     .option('--stats-file <file>', 'with --lazy-pages (no --lazy-socket): write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions, cmd: Command) => {
@@ -88,6 +90,7 @@ export function register(program: Command): void {
           verify: o.verify,
           prefetch: o.prefetch,
           workingSet: o.workingSet,
+          ...(o.workingSetHold !== undefined ? { workingSetHoldMs: parseHoldMs(o.workingSetHold) } : {}),
           ...(o.recordWorkingSet !== undefined ? { recordWorkingSet: parseRecord(o.recordWorkingSet) } : {}),
           ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
         })
@@ -104,7 +107,7 @@ export function register(program: Command): void {
           ...(server ? { lazyServer: server } : {}),
           detached: true,
           shellJob: o.shellJob === true,
-          tcpEstablished: o.tcpEstablished === true,
+          tcpEstablished: criuOptions().tcpEstablished,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
@@ -150,9 +153,11 @@ function parseRecord(v: boolean | string): boolean | number {
 async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/server.js').LazyPagesServer> {
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const record = o.recordWorkingSet !== undefined ? parseRecord(o.recordWorkingSet) : undefined;
+  const hold = parseHoldMs(o.workingSetHold);
   const server = await LazyPagesServer.open({
     imagesDir: o.imagesDir,
     workingSet: o.workingSet,
+    ...(hold !== undefined ? { workingSetHoldMs: hold } : {}),
     prefetch: o.prefetch,
     verify: o.verify,
     ...(record !== undefined ? { recordWorkingSet: record } : {}),

@@ -35,6 +35,8 @@ const STATE_NAMES: Record<number, string> = {
 export interface InetDumpOptions {
   /** CRIU's --tcp-established. */
   tcpEstablished: boolean;
+  /** CRIU's --skip-in-flight. */
+  skipInFlight?: boolean;
 }
 
 const F_DUPFD_CLOEXEC = 1030;
@@ -64,7 +66,9 @@ export function inetProblem(s: InetSockState, opts: InetDumpOptions): string | u
   if ((s.filterLen ?? 0) > 0) return 'sockets with a BPF filter (SO_ATTACH_FILTER) are not supported';
   switch (s.state) {
     case TCP.LISTEN:
-      if ((s.acceptQueue ?? 0) > 0) return `In-flight connection (l): ${s.acceptQueue} connection(s) not yet accepted`;
+      if ((s.acceptQueue ?? 0) > 0 && !opts.skipInFlight) {
+        return `In-flight connection (l): ${s.acceptQueue} connection(s) not yet accepted; In-flight connections can be ignored with the --skip-in-flight option.`;
+      }
       return undefined;
     case TCP.CLOSE:
       return undefined;
@@ -197,12 +201,12 @@ export function inetKind(): DumpFdKind<{ ino: number }> {
         return `${f.where}: cannot read the socket (${code ?? String(e)})`;
       }
       if (state.family !== AF_INET && state.family !== AF_INET6) return undefined; // another kind's (unix ...)
-      const p = inetProblem(state, { tcpEstablished: f.tcpEstablished });
+      const p = inetProblem(state, { tcpEstablished: f.tcpEstablished, skipInFlight: f.skipInFlight });
       return p === undefined ? { data: { ino: socketIno(f.target) } } : `${f.where}: ${p}`;
     },
     describe(_ctx, id, p, hostFd) {
       const state = addon.inetSockDump(hostFd);
-      const problem = inetProblem(state, { tcpEstablished: p.tcpEstablished });
+      const problem = inetProblem(state, { tcpEstablished: p.tcpEstablished, skipInFlight: p.skipInFlight });
       if (problem !== undefined) throw new Error(`${p.where}: ${problem}`);
       const isk = inetEntry(id, p.data.ino, p.flags, p.fown, state);
       if (state.proto === IPPROTO_TCP && state.state === TCP.ESTABLISHED) {

@@ -36,6 +36,8 @@ export interface FdFacts {
   shellJob: boolean;
   /** --tcp-established was given. */
   tcpEstablished: boolean;
+  /** --skip-in-flight was given. */
+  skipInFlight: boolean;
   /** Session and process group of the process (ttys need them). */
   sid: number;
   pgid: number;
@@ -78,6 +80,8 @@ export interface DumpFdOptions {
   extUnixSk: boolean;
   /** CRIU's --tcp-established: established TCP connections are dumped (TCP_REPAIR). */
   tcpEstablished: boolean;
+  /** CRIU's --skip-in-flight: a listening socket's not yet accepted connections are left out. */
+  skipInFlight: boolean;
 }
 
 export interface DumpFdKind<T = unknown> {
