@@ -16,6 +16,8 @@
 #include <napi.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <climits>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -359,6 +361,13 @@ void RestoreStream(Napi::Env env, int fd, int family, const Napi::Object& spec) 
   sockaddr_storage src{}, dst{};
   socklen_t sl = MakeAddr(env, family, spec, "src", "srcPort", &src);
   socklen_t dl = MakeAddr(env, family, spec, "dst", "dstPort", &dst);
+  // As CRIU's restore_prepare_socket: the largest buffers and O_NONBLOCK, so
+  // putting the queues back never blocks (the dumped sizes and status flags
+  // are set afterwards).
+  SetInt(env, fd, SOL_SOCKET, SO_SNDBUFFORCE, INT_MAX / 2, "SO_SNDBUFFORCE");
+  SetInt(env, fd, SOL_SOCKET, SO_RCVBUFFORCE, INT_MAX / 2, "SO_RCVBUFFORCE");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) ThrowErrno(env, errno, "fcntl(O_NONBLOCK)");
   RepairSet(env, fd, 1);
   if (bind(fd, reinterpret_cast<sockaddr*>(&src), sl) < 0) ThrowErrno(env, errno, "bind", "repaired TCP socket");
   uint32_t inqLen = U32(st, "inqLen"), outqLen = U32(st, "outqLen"), unsq = U32(st, "unsqLen");

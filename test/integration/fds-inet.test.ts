@@ -8,6 +8,7 @@
 // socket kind we do not restore fails with pid, fd and kind, nothing left.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { connect, type Socket } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -149,8 +150,10 @@ test('inet: a bound IPv6 UDP socket (v6only) answers after a restore', { skip },
 
 // Accepts one connection; reads "hello\\n"; fills the connection's send
 // queue without blocking (the client does not read); reports how much it
-// queued; waits for SIGUSR1; then reads one more line (sent by the client
-// before the dump: it sits in the receive queue) and answers "got:<line>".
+// queued; waits for SIGUSR1; then reads two more lines (one sent by the
+// client before the dump: it sits in the receive queue; one sent between
+// dump and restore: the network lock made the peer retransmit it) and
+// answers "got:<line>" for each.
 const TCP_PEER = `
 import os, signal, socket, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
@@ -176,7 +179,8 @@ c.setblocking(True)
 print('sent', sent, flush=True)
 signal.sigwait([signal.SIGUSR1])
 line = f.readline()
-c.sendall(b'got:' + line)
+line2 = f.readline()
+c.sendall(b'got:' + line + b'got:' + line2)
 c.close()
 `;
 
@@ -241,18 +245,25 @@ test('inet: a client keeps its TCP connection across the checkpoint with --tcp-e
     if (haveCrit) critCheckDir(images.path);
     assert.equal(clientError, undefined, 'the kill of the dumped server sent no RST');
     assert.equal(ended, false, 'nor a FIN');
+    // Between dump and restore the connection is locked (nftables): what the
+    // client sends now is dropped, not answered with a RST, and retransmitted.
+    const chain = ['list', 'chain', 'inet', 'lazy_restore_lock', `c${isk.ino}`];
+    assert.match(execFileSync('nft', chain, { encoding: 'utf8' }), /drop/, 'the dumped connection is locked');
+    client.write('in the gap\n');
 
     tree = await restored(images.path, { lazy: true, tcpEstablished: true });
+    assert.throws(() => execFileSync('nft', chain, { stdio: 'pipe' }), 'the restore removed the lock');
     process.kill(tree.pid, 'SIGUSR1');
     client.resume();
     await until(() => ended || clientError !== undefined, 20000, () => `the server's answer (${received.reduce((n, b) => n + b.length, 0)} bytes so far)`);
     assert.equal(clientError, undefined);
     const all = Buffer.concat(received);
-    assert.equal(all.length, sent + 'got:queued line\n'.length, 'every queued byte arrived, none twice');
+    const answer = 'got:queued line\ngot:in the gap\n';
+    assert.equal(all.length, sent + answer.length, 'every queued byte arrived, none twice');
     for (let i = 0; i < sent; i++) {
       if (all[i] !== i % 251) assert.fail(`byte ${i} is ${all[i]}, expected ${i % 251}`);
     }
-    assert.equal(all.subarray(sent).toString(), 'got:queued line\n');
+    assert.equal(all.subarray(sent).toString(), answer);
     assert.deepEqual(await withTimeout(tree.wait(), 10000, 'server exit'), { code: 0, signal: 0 });
     await tree.lazyDone();
     await tree.close();

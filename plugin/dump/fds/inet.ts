@@ -13,6 +13,7 @@ import { writeFile } from 'node:fs/promises';
 import { encodeImage, FdType, KIND, type FownEntry, type InetSkEntry, type SkOptsEntry, type TcpStreamEntry } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import type { InetSockState, TcpRepairState } from '../../native/types.js';
+import { addrText, lockConnection, netLockAvailable, unlockConnection } from './netlock.js';
 import type { DumpFdKind } from './types.js';
 
 export const AF_INET = 2;
@@ -186,6 +187,7 @@ function socketIno(target: string): number {
 export function inetKind(): DumpFdKind<{ ino: number }> {
   const hold = new TcpRepairHold();
   const streams: { ino: number; entry: TcpStreamEntry; extra: Buffer }[] = [];
+  const locked: number[] = [];
   return {
     name: 'inet socket',
     claim(f) {
@@ -204,12 +206,22 @@ export function inetKind(): DumpFdKind<{ ino: number }> {
       const p = inetProblem(state, { tcpEstablished: f.tcpEstablished, skipInFlight: f.skipInFlight });
       return p === undefined ? { data: { ino: socketIno(f.target) } } : `${f.where}: ${p}`;
     },
-    describe(_ctx, id, p, hostFd) {
+    describe(ctx, id, p, hostFd) {
       const state = addon.inetSockDump(hostFd);
       const problem = inetProblem(state, { tcpEstablished: p.tcpEstablished, skipInFlight: p.skipInFlight });
       if (problem !== undefined) throw new Error(`${p.where}: ${problem}`);
       const isk = inetEntry(id, p.data.ino, p.flags, p.fown, state);
       if (state.proto === IPPROTO_TCP && state.state === TCP.ESTABLISHED) {
+        // Network lock first (as CRIU): the peer's packets are dropped until the restore.
+        if (netLockAvailable()) {
+          lockConnection({
+            ino: p.data.ino, family: state.family, local: addrText(state.family, state.src!), localPort: state.srcPort!,
+            peer: addrText(state.family, state.dst!), peerPort: state.dstPort!,
+          });
+          locked.push(p.data.ino);
+        } else {
+          ctx.log(`${p.where}: nft not found, the network is not locked: the peer's packets until the restore get a RST`);
+        }
         const dup = addon.fdFcntl(hostFd, F_DUPFD_CLOEXEC, 0);
         let r: TcpRepairState;
         try {
@@ -228,7 +240,12 @@ export function inetKind(): DumpFdKind<{ ino: number }> {
       }
     },
     finish(keepRunning) {
-      hold.release(keepRunning);
+      try {
+        hold.release(keepRunning);
+      } finally {
+        // A tree that runs on needs its network back; a killed one's stays locked for the restore.
+        if (keepRunning) for (const ino of locked.splice(0)) unlockConnection(ino);
+      }
     },
   };
 }

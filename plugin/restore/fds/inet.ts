@@ -9,6 +9,7 @@ import { FdType, KIND, type FileEntry, type InetSkEntry, type TcpStreamEntry } f
 import { addon } from '../../native/addon.js';
 import type { InetSockSpec } from '../../native/types.js';
 import { wordsAddr } from '../../dump/fds/inet.js';
+import { unlockConnection } from '../../dump/fds/netlock.js';
 import { NR } from '../task.js';
 import type { RestoreFdKind } from './types.js';
 
@@ -113,6 +114,8 @@ export function inetKind(): RestoreFdKind {
       } finally {
         addon.restoreCloseFd(dup);
       }
+      // The connection exists again: let the peer's (retransmitted) packets in.
+      if (isTcpConnection(e)) unlockConnection(e.ino);
       return { taskFd: fd };
     },
   };
