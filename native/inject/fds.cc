@@ -26,14 +26,13 @@
 namespace lr {
 namespace {
 
-// fdsSendTo(address: Buffer, fds: number[]): one datagram carrying the fds
-// (SCM_RIGHTS) to the unix datagram socket bound at `address` (sun_path
-// bytes; a leading NUL makes it abstract).
-Napi::Value FdsSendTo(const Napi::CallbackInfo& info) {
+// fdsSend(sock, fds: number[]): one datagram carrying the fds (SCM_RIGHTS)
+// on a connected unix socket (one end of a socketpair made in the restored
+// process and taken out with pidfd_getfd: no name, so no namespace matters).
+Napi::Value FdsSend(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsBuffer()) throw Napi::TypeError::New(env, "address must be a Buffer");
+  int sock = ArgFd(info, 0, "sock");
   if (!info[1].IsArray()) throw Napi::TypeError::New(env, "fds must be an array");
-  Napi::Buffer<char> addr = info[0].As<Napi::Buffer<char>>();
   Napi::Array arr = info[1].As<Napi::Array>();
   std::vector<int> fds;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -42,19 +41,10 @@ Napi::Value FdsSendTo(const Napi::CallbackInfo& info) {
     fds.push_back(v.As<Napi::Number>().Int32Value());
   }
   if (fds.empty() || fds.size() > 250) throw Napi::RangeError::New(env, "between 1 and 250 fds per message");
-  sockaddr_un sa{};
-  if (addr.Length() == 0 || addr.Length() > sizeof(sa.sun_path)) throw Napi::RangeError::New(env, "bad unix address length");
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, addr.Data(), addr.Length());
-  socklen_t salen = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + addr.Length());
-  int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) ThrowErrno(env, errno, "socket");
   char byte = 0;
   iovec iov{&byte, 1};
   std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * fds.size()), 0);
   msghdr mh{};
-  mh.msg_name = &sa;
-  mh.msg_namelen = salen;
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
   mh.msg_control = cbuf.data();
@@ -65,11 +55,9 @@ Napi::Value FdsSendTo(const Napi::CallbackInfo& info) {
   c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
   memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   ssize_t w;
-  do w = sendmsg(s, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  do w = sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (w < 0 && errno == EINTR);
-  int e = errno;
-  close(s);
-  if (w != 1) ThrowErrno(env, w < 0 ? e : EPIPE, "sendmsg", "(SCM_RIGHTS to a restored process)");
+  if (w != 1) ThrowErrno(env, w < 0 ? errno : EPIPE, "sendmsg", "(SCM_RIGHTS to a restored process)");
   return env.Undefined();
 }
 
@@ -345,7 +333,7 @@ Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitFds(Napi::Env env, Napi::Object exports) {
-  exports.Set("fdsSendTo", Napi::Function::New(env, FdsSendTo, "fdsSendTo"));
+  exports.Set("fdsSend", Napi::Function::New(env, FdsSend, "fdsSend"));
   exports.Set("pipePeek", Napi::Function::New(env, PipePeek, "pipePeek"));
   exports.Set("fdFcntl", Napi::Function::New(env, FdFcntl, "fdFcntl"));
   exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait, "sendNoWait"));

@@ -411,8 +411,8 @@ export interface UnixDiagEntry {
 }
 
 export interface FdsNative {
-  /** One datagram with these fds (SCM_RIGHTS) to the unix datagram socket at `address` (sun_path bytes). */
-  fdsSendTo(address: Buffer, fds: number[]): void;
+  /** One datagram with these fds (SCM_RIGHTS) on a connected unix socket. */
+  fdsSend(sock: number, fds: number[]): void;
   /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
   pipePeek(fd: number): { size: number; data: Buffer };
   fdFcntl(fd: number, cmd: number, arg: number): number;

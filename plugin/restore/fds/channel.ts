@@ -1,7 +1,9 @@
 // Moving fds from the restorer into a restored process: pidfd_getfd can only
-// pull, so the process gets a unix datagram socket bound to an abstract name
-// (injected socket + bind), the restorer sends the fds over SCM_RIGHTS, and
-// an injected recvmsg takes them in; injected dup3 puts each at its number.
+// pull, so the process makes a unix datagram socketpair (injected), the
+// restorer pulls one end (pidfd_getfd) and sends the fds over it with
+// SCM_RIGHTS, an injected recvmsg takes them in on the other end, and
+// injected dup3 puts each at its number. No socket name is involved, so it
+// works across network and mount namespaces (containers).
 import { UserError } from '../../errors.js';
 import { addon } from '../../native/addon.js';
 import { NR, type RemoteTask } from '../task.js';
@@ -19,13 +21,11 @@ const SCM_RIGHTS = 1;
 const MAX_PER_MESSAGE = 250;
 
 /** Scratch offsets used here (see process.ts for the others). */
-const SCR_ADDR = 0x3400n;
+const SCR_PAIR = 0x3400n;
 const SCR_MSG = 0x3500n;
 const SCR_IOV = 0x3540n;
 const SCR_BYTE = 0x3560n;
 const SCR_CTL = 0x3580n;
-
-let counter = 0;
 
 function cmsgSpace(n: number): number {
   return 16 + ((n * 4 + 7) & ~7);
@@ -37,25 +37,30 @@ function cmsgSpace(n: number): number {
  */
 export function installFds(task: RemoteTask, items: readonly { hostFd: number; fd: number; cloexec: boolean }[], high: number): void {
   if (!items.length) return;
-  const name = Buffer.from(`\0lazy-restore-fds-${process.pid}-${task.pid}-${++counter}`);
-  const raw = Number(task.call('socket(AF_UNIX, SOCK_DGRAM)', NR.socket, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  task.call('socketpair(AF_UNIX, SOCK_DGRAM)', NR.socketpair, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, task.scratch + SCR_PAIR);
+  const pair = task.read(task.scratch + SCR_PAIR, 8);
+  const raw = pair.readInt32LE(0);
+  const other = pair.readInt32LE(4);
   let sock = raw;
+  let host = -1;
   try {
+    host = addon.restorePidfdGetfd(task.pid, other);
+  } finally {
+    task.raw(NR.close, other);
+  }
+  try {
+    // Parked above every fd number the process will use.
     sock = Number(task.call('fcntl(F_DUPFD_CLOEXEC)', NR.fcntl, raw, F_DUPFD_CLOEXEC, high));
     task.raw(NR.close, raw);
-    const sa = Buffer.alloc(2 + name.length);
-    sa.writeUInt16LE(AF_UNIX, 0);
-    name.copy(sa, 2);
-    task.write(task.scratch + SCR_ADDR, sa);
-    task.call('bind(fd channel)', NR.bind, sock, task.scratch + SCR_ADDR, sa.length);
     const temps: number[] = [];
     for (let i = 0; i < items.length; i += MAX_PER_MESSAGE) {
       const batch = items.slice(i, i + MAX_PER_MESSAGE);
-      addon.fdsSendTo(name, batch.map((b) => b.hostFd));
+      addon.fdsSend(host, batch.map((b) => b.hostFd));
       temps.push(...receive(task, sock, batch.length));
     }
     place(task, items, temps, high);
   } finally {
+    addon.restoreCloseFd(host);
     task.raw(NR.close, sock);
   }
 }
