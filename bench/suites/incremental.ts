@@ -50,6 +50,7 @@ export const suite: BenchSuite = {
         // Frozen: from the first stop until the images are written.
         inc.push(a.stats.freezeMs + a.stats.frozenMs);
         full.push(b.stats.freezeMs + b.stats.frozenMs);
+        if (a.stats.pagesSkippedParent === 0) throw new Error(`rep ${i}: the incremental dump left no page in its parent (a full copy)`);
         incPages.push(a.stats.pagesWritten);
         fullPages.push(b.stats.pagesWritten);
         ctx.log(`rep ${i}: pre-dump frozen ${(p.stats.freezeMs + p.stats.frozenMs).toFixed(1)} ms; ${written} pages rewritten; ` +
@@ -57,7 +58,16 @@ export const suite: BenchSuite = {
           `full dump frozen ${full[i]!.toFixed(1)} ms (${b.stats.pagesWritten} pages written)`);
         for (const d of [`pre${i}`, `inc${i}`, `full${i}`]) rmSync(join(ctx.tmpDir, d), { recursive: true, force: true });
       }
-      if (warnings.length) ctx.log(`warnings: ${warnings.join('; ')}`);
+      // Incremental means incremental: a fallback to a full dump, or a dump
+      // with nothing left in its parent, fails the suite.
+      if (warnings.length) throw new Error(`incremental dumps fell back: ${warnings.join('; ')}`);
+      // The workload checks every page against its generation table and exits.
+      rmSync(join(ctrl, 'result'), { force: true });
+      process.kill(pid, 'SIGUSR1');
+      await waitFile(join(ctrl, 'result'), 120000);
+      await exited;
+      const verdict = readFileSync(join(ctrl, 'result'), 'utf8').trim();
+      if (verdict !== 'ok' || child.exitCode !== 0) throw new Error(`workload-incr after the dumps: exit ${child.exitCode}, verdict ${verdict}`);
       const m = median(inc);
       const figs: BenchFigure[] = [
         {

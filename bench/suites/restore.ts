@@ -1,11 +1,13 @@
 // Time to resume: from the restore() call (images read, tree created) to the
 // moment every thread of the restored process runs (timings.resumeMs), eager vs lazy, for a
 // workload-mem process of 64 MiB and 1 GiB (64 MiB and 256 MiB with --quick).
-// The workload is dumped once per size; each restore is killed and reaped
-// right after it resumes (lazy: the in-process daemon is closed with it).
+// The workload is dumped once per size; each timed restore is killed and
+// reaped right after it resumes (lazy: the in-process daemon is closed with
+// it). The warm-up restore of each size and mode is instead told to verify
+// its memory (SIGUSR1) and must report "ok": a wrong restore fails the suite.
 // Figures are medians of 3 (1 at the largest size); ratios in the same run.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, rmSync, watch } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, watch } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
@@ -41,14 +43,32 @@ async function dumpWorkload(mib: number, dir: string): Promise<void> {
   }
 }
 
-async function timeResume(dir: string, lazy: boolean): Promise<number> {
+async function timeResume(dir: string, lazy: boolean, verify = false): Promise<number> {
+  const result = join(`${dir}-ctrl`, 'result');
+  rmSync(result, { force: true });
   const tree = await restore({ imagesDir: dir, shellJob: true, detached: true, lazy });
   // restore() start until the last thread was released (lazy: the daemon may still be planning).
   const ms = tree.timings.resumeMs;
   const exit = tree.wait();
-  process.kill(tree.pid, 'SIGKILL');
-  await exit;
-  await tree.close();
+  try {
+    if (verify) {
+      // The restored workload checks every page itself, writes its verdict and exits.
+      process.kill(tree.pid, 'SIGUSR1');
+      const st = await Promise.race([exit, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`restored workload-mem (${lazy ? 'lazy' : 'eager'}) gave no verdict within 120 s`)), 120000).unref())]);
+      const verdict = existsSync(result) ? readFileSync(result, 'utf8').trim() : '(no result file)';
+      if (st.code !== 0 || st.signal !== 0 || verdict !== 'ok') throw new Error(`restored workload-mem (${lazy ? 'lazy' : 'eager'}): exit ${st.code}/${st.signal}, verdict ${verdict}`);
+      await tree.lazyDone();
+    } else {
+      process.kill(tree.pid, 'SIGKILL');
+      await exit;
+    }
+  } catch (e) {
+    try { process.kill(tree.pid, 'SIGKILL'); } catch { /* gone */ }
+    await exit;
+    throw e;
+  } finally {
+    await tree.close();
+  }
   return ms;
 }
 
@@ -62,7 +82,7 @@ export const suite: BenchSuite = {
       await dumpWorkload(mib, dir);
       const reps = mib >= 1024 ? 1 : 3;
       for (const lazy of [false, true]) {
-        await timeResume(dir, lazy); // warm-up: page cache, module loading
+        await timeResume(dir, lazy, true); // warm-up (page cache, module loading), and the restored workload's verdict
         const xs: number[] = [];
         for (let i = 0; i < reps; i++) xs.push(await timeResume(dir, lazy));
         res.set(`${lazy ? 'lazy' : 'eager'}-${mib}`, median(xs));

@@ -2,13 +2,16 @@
 // that scripts written for `criu` work unchanged: -W/--work-dir,
 // -o/--log-file (relative to the work dir), -v/-vN/-vvv/--verbosity=N,
 // --no-default-config, --status-fd FD, --track-mem (implied: pre-dump always
-// tracks writes). They are taken out of argv before commander sees it, and
+// tracks writes), --timeout (dump and pre-dump use it, the other commands
+// ignore it like CRIU) and the compatibility options of criu-options.ts.
+// They are taken out of argv before commander sees it, and
 // CRIU's short aliases (-S, -j) are spelled out. CRIU options and commands we
 // do not implement are named in a clear error instead of commander's generic
 // "unknown option".
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { UserError, ExitCode } from '../errors.js';
+import { compatValueTaking, criuOptions, resetCriuOptions, takeCriuOption } from './criu-options.js';
 
 export interface GlobalOptions {
   workDir: string | undefined;
@@ -98,22 +101,24 @@ export function signalReady(): void {
 
 /** CRIU options that lazy-restore deliberately does not implement. */
 const unsupportedCriuOptions = new Set([
-  '--tcp-established', '--tcp-close', '--skip-in-flight', '--ext-unix-sk', '--file-locks', '--link-remap',
-  '--ghost-limit', '--manage-cgroups', '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
-  '--cgroup-yard', '--evasive-devices', '--inherit-fd', '--external', '--ext-mount-map', '--root', '--freeze-cgroup',
-  '--auto-dedup', '--cpu-cap', '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
+  '--ext-unix-sk',
+  '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
+  '--cgroup-yard', '--inherit-fd', '--external', '--root', '--freeze-cgroup',
+  '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
   '--enable-external-masters', '--force-irmap', '--irmap-scan-path', '--lsm-profile', '--lsm-mount-context', '--orphan-pts-master',
   '--enable-fs', '--weak-sysctls', '--lazy-migrate', '--remote', '--config', '--display-stats', '--mntns-compat-mode',
-  '--skip-mnt', '--ghost-fiemap', '--allow-uprobes', '--unprivileged', '--veth-pair', '--join-ns', '--empty-ns',
-  '--pre-dump-mode', '--ps-socket', '--leave-stopped', '--log-pid', '--libdir', '--join-ns', '--close', '--stream', '--check-only', '--file-validation', '--tls-no-cn-verify',
-  '--tls-cacrl', '--shell-job-pgid', '--deprecated', '--no-seccomp', '--criu-pidfd',
+  '--skip-mnt', '--ghost-fiemap', '--no-ghost-fiemap', '--allow-uprobes', '--unprivileged', '--veth-pair', '--join-ns',
+  '--ps-socket', '--leave-stopped', '--log-pid', '--libdir', '--join-ns', '--close', '--stream', '--check-only', '--file-validation', '--tls-no-cn-verify',
+  '--tls-cacrl', '--shell-job-pgid', '--deprecated', '--no-seccomp', '--criu-pidfd', '--no-mntns-compat-mode',
 ]);
+
+/** Commands that take CRIU's --timeout (seconds to freeze the tree); the others accept and ignore it, as CRIU does. */
+const timeoutCommands = new Set(['dump', 'pre-dump']);
 
 /** Short CRIU options that are spelled differently here (or not at all). */
 const shortAliases: Record<string, string> = { '-S': '--restore-sibling', '-j': '--shell-job', '--daemon': '-d' };
 const unsupportedShort: Record<string, string> = {
-  '-s': '--leave-stopped', '-x': '--ext-unix-sk', '-l': '--file-locks', '-r': '--root', '-J': '--join-ns',
-  '-M': '--ext-mount-map', '-L': '--libdir',
+  '-s': '--leave-stopped', '-x': '--ext-unix-sk', '-r': '--root', '-J': '--join-ns', '-L': '--libdir',
 };
 
 /** CRIU commands without a lazy-restore counterpart, and why. */
@@ -135,7 +140,9 @@ export function extractGlobalOptions(argv: string[]): string[] {
     if (v === undefined) throw new UserError(`option ${name} needs a value`, { exitCode: ExitCode.usage });
     return v;
   };
+  resetCriuOptions();
   let command: string | undefined;
+  let timeout: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -154,7 +161,17 @@ export function extractGlobalOptions(argv: string[]): string[] {
       i++;
       return v;
     };
-    if (name === '-W' || name === '--work-dir') globals.workDir = value();
+    const used = takeCriuOption(argv, i);
+    if (used > 0) {
+      i += used - 1;
+      continue;
+    }
+    if (name === '--timeout') {
+      const v = value();
+      if (!/^\d+$/.test(v)) throw new UserError(`--timeout needs a number of seconds, got "${v}"`, { exitCode: ExitCode.usage });
+      timeout = v;
+    }
+    else if (name === '-W' || name === '--work-dir') globals.workDir = value();
     else if (name === '-o' || name === '--log-file') globals.logFile = value();
     else if (name === '--verbosity') {
       // An optional argument in CRIU (--verbosity=N; bare --verbosity adds one);
@@ -191,13 +208,17 @@ export function extractGlobalOptions(argv: string[]): string[] {
     const at = rest.indexOf(command);
     if (at > 0) rest.unshift(...rest.splice(at, 1));
   }
+  if (timeout !== undefined && command !== undefined && timeoutCommands.has(command)) rest.push('--timeout', timeout);
+  if (command === 'restore' && criuOptions().emptyNs.length > 0) {
+    throw new UserError('CRIU option --empty-ns is not supported for restore (it would restore into a new, empty network namespace)', { exitCode: ExitCode.usage });
+  }
   return rest;
 }
 
 /** Options (of any command) whose value is the next argument: never taken for the command name. */
 const valueTaking = new Set([
   '-W', '--work-dir', '-o', '--log-file', '--status-fd', '-D', '--images-dir', '-t', '--tree', '--pidfile',
-  '--address', '--port', '--prev-images-dir', '--timeout', '--feature', '--verbosity',
+  '--address', '--port', '--prev-images-dir', '--timeout', '--feature', '--verbosity', ...compatValueTaking,
 ]);
 
 function parseLevel(v: string): number {

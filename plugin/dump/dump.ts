@@ -4,9 +4,10 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
@@ -20,6 +21,7 @@ import { FileTable, checkTreeFds, dumpFdKinds, planFds, writeFdImages, type Dump
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { isZombieState, zombieCore, zombieProblem } from './taskstate.js';
 import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
@@ -38,6 +40,8 @@ export interface DumpOptions {
   extUnixSk?: boolean;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
+  /** CRIU's --file-locks: locks may be dumped. We do not restore them, so a tree holding one is refused either way (the message differs). */
+  fileLocks?: boolean;
   log?: (line: string) => void;
   /**
    * CRIU's --lazy-pages (post-copy migration, plugin/pageserver): lazy-eligible
@@ -135,6 +139,10 @@ const AUXV_MAX_WORDS = 44; // CRIU rejects more on x86-64
 interface ProcPlan {
   pid: number;
   stat: ProcStat;
+  /** A zombie (TASK_DEAD): only its pstree entry and core are written. */
+  zombie?: boolean;
+  /** A stopped process (TASK_STOPPED): the signal that stopped it. */
+  stopSignal?: number;
   tids: number[];
   vmas: PlannedVma[];
   fds: PlannedFd[];
@@ -187,10 +195,20 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
       problems.push(`pid ${pid}: no such process (ESRCH)`);
       continue;
     }
-    if (stat.state === 'Z' || stat.state === 'X') { problems.push(`pid ${pid}: zombie processes are not supported`); continue; }
+    if (pid !== root) {
+      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
+    }
+    if (isZombieState(stat.state)) {
+      // A zombie (plugin/dump/taskstate.ts): only its exit status is kept.
+      const z = zombieProblem(pid, stat, pid === root);
+      if (z) problems.push(z);
+      else if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+      else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
+      continue;
+    }
     const tracer = Number(status.get('TracerPid') ?? '0');
     if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
-    if (stat.state === 'T' || (stat.state === 't' && !frozen)) problems.push(`pid ${pid}: stopped processes are not supported`);
+    if (stat.state === 't' && !frozen) problems.push(`pid ${pid}: in a tracing stop (not supported)`);
     const tids = listTasks(pid);
     for (const t of tids) {
       try {
@@ -202,9 +220,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     for (const n of NAMESPACES) {
       if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
     }
-    if (pid !== root) {
-      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
-    } else if (!shellJob && stat.sid !== pid) {
+    if (pid === root && !shellJob && stat.sid !== pid) {
       problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
     }
     if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
@@ -227,7 +243,9 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
   problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
   for (let i = 0; i < plans.length; i++) {
+    if (plans[i]!.zombie) continue;
     for (let j = i + 1; j < plans.length; j++) {
+      if (plans[j]!.zombie) continue;
       const a = plans[i]!.pid;
       const b = plans[j]!.pid;
       try {
@@ -244,6 +262,11 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
 /** A path as process `pid` sees it, reached from here (its mount namespace and root). */
 export function inRoot(pid: number, path: string): string {
   return `/proc/${pid}/root${path}`;
+}
+
+/** A short, growing pause before looking at a changing tree again. */
+function pause(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, 10 * attempt));
 }
 
 function refuse(problems: string[]): UserError {
@@ -284,47 +307,71 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  // 1. Look without touching.
-  let pids: number[];
-  try {
-    pids = discover(root);
-  } catch {
-    throw new UserError(`pid ${root}: no such process (ESRCH)`);
-  }
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true };
   const kinds = dumpFdKinds();
-  const pre = plan(pids, kinds, fdOpts);
+  // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
+  // A child that exits meanwhile (a shell loop's short-lived commands) is
+  // a zombie or gone for a moment: start over, a few times, before refusing.
   const container = isContainer(root);
-  if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
-  if (pre.problems.length) throw refuse(pre.problems);
-
-  // 2. Freeze.
-  const tree = new FrozenTree(root, timeoutMs);
-  try {
-    tree.freeze();
-  } catch (e) {
-    if (isSystemError(e) && e.code === 'ESRCH') throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
-    throw systemUserError(`pid ${root}`, e);
+  const transient = (problems: string[]): boolean => problems.length > 0
+    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie/.test(p));
+  let tree: FrozenTree;
+  let post: ReturnType<typeof plan>;
+  for (let attempt = 1; ; attempt++) {
+    const again = attempt < 8;
+    let pids: number[];
+    try {
+      pids = discover(root);
+    } catch {
+      if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+      throw new UserError(`pid ${root}: no such process (ESRCH)`);
+    }
+    const pre = plan(pids, kinds, fdOpts);
+    if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (pre.problems.length) {
+      if (again && transient(pre.problems)) { await pause(attempt); continue; }
+      throw refuse(pre.problems);
+    }
+    tree = new FrozenTree(root, timeoutMs);
+    try {
+      tree.freeze();
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'ESRCH') {
+        if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+        throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
+      }
+      throw systemUserError(`pid ${root}`, e);
+    }
+    post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
+    for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
+    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (post.problems.length) {
+      tree.release();
+      if (again && transient(post.problems)) { await pause(attempt); continue; }
+      throw refuse(post.problems);
+    }
+    break;
   }
   const tFrozen = nowMs();
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
-  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[] | undefined = opts.lazyPages ? [] : undefined;
   let netLocked = false;
   try {
     if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
       netLocked = true;
       await hooks.networkLock();
     }
-    // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
-    const post = plan(frozenPids, kinds, fdOpts, true);
-    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
-    if (post.problems.length) throw refuse(post.problems);
     const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
-    for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
+    for (const p of post.plans) {
+      const f = tree.processes.find((q) => q.pid === p.pid)!;
+      p.tids = f.tids;
+      if (f.stopSignal !== undefined) p.stopSignal = f.stopSignal;
+      if ((p.zombie === true) !== (f.zombie === true)) throw new UserError(`pid ${p.pid}: changed state while the tree was frozen (zombie)`);
+    }
 
     // 4. Collect and write (incremental: only pages written since the parent).
     await clearStaleImages(dir);
@@ -334,7 +381,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
         ...(ct ? { imagePid: (h: number) => ct.vpid(h) } : {}),
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
-      }, frozenPids);
+      }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
     stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct);
     if (inc) await inc.commit();
@@ -414,7 +461,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -447,6 +494,15 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
+    if (p.zombie) {
+      // TASK_DEAD: the pstree entry and a core with the exit status, as CRIU.
+      const vz = vpid(pid);
+      const vs = ct ? ct.vsid(pid) : { sid: p.stat.sid, pgid: p.stat.pgid };
+      pstree.push({ pid: vz, ppid: vpid(p.stat.ppid), pgid: vs.pgid, sid: vs.sid, threads: [vz] });
+      writes.push(dir.writeCore(vz, zombieCore(p.stat)));
+      log(`pid ${pid}: zombie, exit status 0x${p.stat.exitCode.toString(16)}`);
+      continue;
+    }
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
@@ -485,11 +541,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const leaderCore: CoreEntry = {
       ...leader.core,
       tc: {
-        task_state: TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
+        task_state: p.stopSignal !== undefined ? TASK_STOPPED : TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
         timers: { ...ps.itimers, posix: ps.posixTimers }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
         loginuid: Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim()),
         oom_score_adj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
         sigactions: ps.sigactions, child_subreaper: ps.childSubreaper,
+        ...(p.stopSignal !== undefined ? { stop_signo: p.stopSignal } : {}),
       },
     };
 
@@ -526,7 +583,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
           ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
           ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),
         ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
-        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid, vaddr: x.vaddr, nrPages: BigInt(x.nPages) });
+        const imagePid = ct ? ct.vpid(pid) : pid;
+        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid: imagePid, vaddr: x.vaddr, nrPages: BigInt(x.nPages), ...(imagePid !== pid ? { hostPid: pid } : {}) });
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
         stats.pagesWritten += r.bytes / 4096;

@@ -35,6 +35,20 @@ export function loadPageChecksums(pagesPath: string): { entry: PageChecksumsEntr
   return { entry, file };
 }
 
+const toldUnverified = new Set<string>();
+
+/**
+ * Says, once per pages file for the life of the process and at info level,
+ * that its pages are restored without verification: images written by CRIU
+ * carry no lr-checksums image (an eager restore and the lazy daemon of the
+ * same command share this one line).
+ */
+export function noteUnverified(pagesPath: string): void {
+  if (toldUnverified.has(pagesPath)) return;
+  toldUnverified.add(pagesPath);
+  log.info(`${pagesPath}: no checksums image (not written by lazy-restore?): its pages are restored unverified`);
+}
+
 export interface NativeChecks { sums: Uint32Array; chunkSize: number; verified: Uint8Array }
 
 /**
@@ -46,7 +60,7 @@ export class PageVerifier {
   private readonly files = new Map<string, { entry: PageChecksumsEntry; done: Uint8Array } | null>();
   private readonly native = new Map<string, NativeChecks | null>();
 
-  constructor(private readonly onUnverified: (pagesPath: string) => void = (f) => log.debug(`${f}: no checksums image: page data restored unverified`)) {}
+  constructor(private readonly onUnverified: (pagesPath: string) => void = noteUnverified) {}
 
   /**
    * The checksums of `pagesPath` for the native writer (restoreWritePages

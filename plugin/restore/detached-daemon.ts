@@ -21,6 +21,7 @@ export interface DetachedDaemonOptions {
   prefetch: boolean;
   workingSet: boolean;
   recordWorkingSet?: boolean | number;
+  workingSetHoldMs?: number;
   statsFile?: string;
   /** Bound on the daemon's start-up (default 30 s). */
   startTimeoutMs?: number;
@@ -49,6 +50,7 @@ export function startDetachedDaemon(o: DetachedDaemonOptions): DetachedDaemon {
   if (!o.workingSet) args.push('--no-working-set');
   if (o.recordWorkingSet === true) args.push('--record-working-set');
   else if (typeof o.recordWorkingSet === 'number') args.push(`--record-working-set=${o.recordWorkingSet}`);
+  if (o.workingSetHoldMs !== undefined) args.push('--working-set-hold', String(o.workingSetHoldMs));
   if (o.statsFile !== undefined) args.push('--stats-file', resolve(o.statsFile));
   let log: number;
   try {

@@ -145,6 +145,20 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA.UPROBES, 'uprobes'],
 ];
 
+/**
+ * CRIU writes seccomp.img for every dump (empty when no thread has filters).
+ * A thread in seccomp mode would run unconfined after a restore that does not
+ * rebuild its filters: refused, naming the thread.
+ */
+function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
+  for (const t of cores) {
+    const mode = t.core.thread_core?.seccomp_mode ?? (t === cores[0] ? t.core.tc?.old_seccomp_mode : undefined) ?? 0;
+    if (mode !== 0) {
+      throw new UserError(`pid ${cores[0]!.tid} tid ${t.tid}: ${imagesDir}/core-${t.tid}.img: seccomp mode ${mode === 1 ? 'strict' : 'filter'} (filters in seccomp.img) is not restored: the thread would run unconfined`);
+    }
+  }
+}
+
 export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
   const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
@@ -188,6 +202,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       if (!t.core.thread_info) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no x86 thread_info');
       if (!t.core.thread_core) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no thread_core');
     }
+    refuseSeccomp(imagesDir, cores);
     const mmImage = `${imagesDir}/mm-${e.pid}.img`;
     const mm = await dir.mm(e.pid);
     const exe = regFile(files, mm.exe_file_id, 'exe_file_id', mmImage);
@@ -267,6 +282,12 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     // Files.
     const ids = await dir.ids(e.pid);
+    // CRIU writes timens-0.img for every dump: the offsets of the dumping
+    // tool's time namespace. A tree in that same namespace needs nothing; one
+    // in a namespace of its own would run with the wrong clocks here.
+    if (ids.time_ns_id !== undefined && ids.time_ns_id !== 0 && inv.root_ids?.time_ns_id !== undefined && ids.time_ns_id !== inv.root_ids.time_ns_id) {
+      throw new UserError(`pid ${e.pid}: ${imagesDir}/ids-${e.pid}.img: the process was in a time namespace of its own (time_ns_id ${ids.time_ns_id}, the dump's was ${inv.root_ids.time_ns_id}), which restore does not recreate`);
+    }
     let fdinfo = fdinfoCache.get(ids.files_id);
     if (!fdinfo) {
       fdinfo = await dir.fdinfo(ids.files_id);

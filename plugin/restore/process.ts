@@ -9,8 +9,9 @@ import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/
 import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import type { FdRestorer } from './fds/index.js';
-import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
+import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
+import { inheritedVmas, restoreInheritedPages } from './cow.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
@@ -89,8 +90,68 @@ export function injectClone(parent: RemoteTask, tid: number, thread: boolean): n
   return outer;
 }
 
+/** The parts of a run outside `ranges` (sorted, disjoint). */
+function outside(r: PageRun, ranges: Interval[]): PageRun[] {
+  const out: PageRun[] = [];
+  let a = r.vaddr;
+  const end = r.vaddr + r.bytes;
+  const piece = (s: bigint, e: bigint): void => {
+    if (e > s) out.push({ ...r, vaddr: s, bytes: e - s, offset: r.offset === undefined ? undefined : r.offset + (s - r.vaddr) });
+  };
+  for (const k of ranges) {
+    if (k.end <= a || k.start >= end) continue;
+    piece(a, k.start < end ? k.start : end);
+    a = k.end;
+  }
+  piece(a, end);
+  return out;
+}
+
 function isSpecial(v: VmaPlan): boolean {
   return (v.vma.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0 || (v.vma.status & VMA.REGULAR) === 0;
+}
+
+export interface VdsoMove {
+  from: bigint;
+  len: bigint;
+  to: bigint;
+  name: string;
+}
+
+/**
+ * Where each of this kernel's vDSO areas ([vvar], [vvar_vclock], [vdso], as
+ * in /proc/PID/maps) must go to sit where the dump had them. The vvar areas
+ * are compared as one block, by total size and by their place relative to
+ * the vDSO (its code reaches them at fixed offsets), not by VMA count: CRIU
+ * 4.2 records [vvar] + [vvar_vclock] as one VMA_AREA_VVAR, we record two.
+ * A different size or order means another kernel: a clear error.
+ */
+export function vdsoMoves(pid: number, cur: readonly { start: bigint; end: bigint; name: string }[], dumpedVvar: readonly { start: bigint; end: bigint }[], dumpedVdso: { start: bigint; end: bigint }): VdsoMove[] {
+  const hex = (n: bigint): string => `0x${n.toString(16)}`;
+  const curVdso = cur.find((m) => m.name === '[vdso]');
+  if (curVdso === undefined) throw new UserError(`pid ${pid}: this kernel maps no [vdso] but the dump has one: restore needs the same kernel`);
+  const curVvar = cur.filter((m) => m.name !== '[vdso]').sort((a, b) => (a.start < b.start ? -1 : 1));
+  const dVvar = [...dumpedVvar].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const block = (areas: readonly { start: bigint; end: bigint }[], what: string): { start: bigint; end: bigint } | undefined => {
+    if (areas.length === 0) return undefined;
+    for (let i = 1; i < areas.length; i++) {
+      if (areas[i]!.start !== areas[i - 1]!.end) throw new UserError(`pid ${pid}: the vvar areas ${what} are not contiguous (gap at ${hex(areas[i - 1]!.end)}): restore needs the same kernel`);
+    }
+    return { start: areas[0]!.start, end: areas[areas.length - 1]!.end };
+  };
+  const cb = block(curVvar, 'of this kernel');
+  const db = block(dVvar, 'in the image');
+  const size = (b: { start: bigint; end: bigint } | undefined): bigint => (b ? b.end - b.start : 0n);
+  const describe = (vv: { start: bigint; end: bigint } | undefined, vd: { start: bigint; end: bigint }): string =>
+    `${size(vv) / PAGE} vvar page(s) at vdso${vv ? `${vv.start < vd.start ? '-' : '+'}${hex(vv.start < vd.start ? vd.start - vv.start : vv.start - vd.start)}` : ''}, ${(vd.end - vd.start) / PAGE} vdso page(s)`;
+  const sameLayout = size(cb) === size(db) && curVdso.end - curVdso.start === dumpedVdso.end - dumpedVdso.start &&
+    (cb === undefined || cb.start - curVdso.start === db!.start - dumpedVdso.start);
+  if (!sameLayout) {
+    throw new UserError(`pid ${pid}: the vDSO layout differs from the dump (here ${describe(cb, curVdso)}; in the image ${describe(db, dumpedVdso)}): restore needs the same kernel`);
+  }
+  const moves: VdsoMove[] = curVvar.map((m) => ({ from: m.start, len: m.end - m.start, to: db!.start + (m.start - cb!.start), name: m.name }));
+  moves.push({ from: curVdso.start, len: curVdso.end - curVdso.start, to: dumpedVdso.start, name: '[vdso]' });
+  return moves;
 }
 
 export interface MmResult {
@@ -112,32 +173,34 @@ function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
   return s;
 }
 
-export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean, verifier?: PageVerifier): MmResult {
+/**
+ * `inherit`: the plan of the parent this task was cloned from after the
+ * parent's memory was restored; identical private VMAs are kept so that
+ * the pages they share stay shared (plugin/restore/cow.ts).
+ */
+export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean, verifier?: PageVerifier, inherit?: ProcessPlan): MmResult {
   const cur = readMaps(t.pid);
-  // 1. Drop everything of the stub but the vDSO block and the scratch area.
+  const kept = inherit ? inheritedVmas(p, inherit, lazy) : new Set<VmaPlan>();
+  const keptRanges = [...kept].map((v) => ({ start: v.vma.start, end: v.vma.end })).sort((a, b) => (a.start < b.start ? -1 : 1));
+  // 1. Drop everything of the stub (or the parent) but the vDSO block, the
+  //    scratch area and the kept VMAs.
   for (const m of cur) {
     if (SPECIAL.includes(m.name) || m.name === '[vsyscall]') continue;
     if (m.start >= t.scratch && m.end <= t.scratch + t.scratchSize) continue;
-    t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, m.start, m.end - m.start);
+    let a = m.start;
+    for (const k of keptRanges) {
+      if (k.end <= a || k.start >= m.end) continue;
+      if (k.start > a) t.call(`munmap(inherited ${m.name || 'anon'})`, NR.munmap, a, k.start - a);
+      a = k.end;
+    }
+    if (a < m.end) t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, a, m.end - a);
   }
   // 2. Move [vvar], [vvar_vclock], [vdso] to their dumped addresses, through a
   //    hole first: MREMAP_FIXED silently replaces whatever is at the target.
   const curSpecial = cur.filter((m) => SPECIAL.includes(m.name));
   const dumpedVdso = p.vmas.find((v) => v.vma.status & VMA.VDSO);
   if (dumpedVdso) {
-    const dumpedVvar = p.vmas.filter((v) => v.vma.status & VMA.VVAR);
-    const pairs: { from: bigint; len: bigint; to: bigint; name: string }[] = [];
-    const curVvar = curSpecial.filter((m) => m.name !== '[vdso]');
-    const curVdso = curSpecial.find((m) => m.name === '[vdso]')!;
-    if (curVvar.length !== dumpedVvar.length || curVdso.end - curVdso.start !== dumpedVdso.vma.end - dumpedVdso.vma.start) {
-      throw new UserError(`pid ${p.pid}: the vDSO layout differs from the dump (${curVvar.length} vvar areas here, ${dumpedVvar.length} in the image): restore needs the same kernel`);
-    }
-    curVvar.forEach((m, i) => {
-      const d = dumpedVvar[i]!.vma;
-      if (m.end - m.start !== d.end - d.start) throw new UserError(`pid ${p.pid}: ${m.name} size differs from the dump: restore needs the same kernel`);
-      pairs.push({ from: m.start, len: m.end - m.start, to: d.start, name: m.name });
-    });
-    pairs.push({ from: curVdso.start, len: curVdso.end - curVdso.start, to: dumpedVdso.vma.start, name: '[vdso]' });
+    const pairs = vdsoMoves(p.pid, curSpecial, p.vmas.filter((v) => v.vma.status & VMA.VVAR).map((v) => v.vma), dumpedVdso.vma);
     const lo = curSpecial.reduce((a, m) => (m.start < a ? m.start : a), curSpecial[0]!.start);
     const hi = curSpecial.reduce((a, m) => (m.end > a ? m.end : a), 0n);
     const busy: Interval[] = [...p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })), ...curSpecial, { start: t.scratch, end: t.scratch + t.scratchSize }];
@@ -158,7 +221,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   const lazyVmas: Interval[] = [];
   try {
     for (const v of p.vmas) {
-      if (isSpecial(v)) continue;
+      if (isSpecial(v) || kept.has(v)) continue;
       const vma = v.vma;
       const len = vma.end - vma.start;
       let flags = MAP_FIXED_NOREPLACE | (vma.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE));
@@ -200,7 +263,10 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     if (!a) byFile.set(file, (a = []));
     a.push(addr, off, len);
   };
-  for (const r of p.runs) {
+  let bytesWritten = kept.size ? restoreInheritedPages(t, p, kept, verifier) : 0n;
+  // Runs outside the kept VMAs (those were written above).
+  const runs = kept.size ? p.runs.flatMap((r) => outside(r, keptRanges)) : p.runs;
+  for (const r of runs) {
     if (r.file === undefined || r.offset === undefined) continue;
     if (lazy && r.flags & 2 /* PE_LAZY */) {
       for (const pg of touched) {
@@ -210,7 +276,6 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     }
     add(r.file, r.vaddr, r.offset, r.bytes);
   }
-  let bytesWritten = 0n;
   for (const [file, triples] of byFile) {
     // Page checksums (plugin/integrity): the native writer checks each chunk
     // (hardware CRC32C) right before writing it; a mismatch stops the restore.
@@ -225,7 +290,10 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
   const mm = p.mm;
-  const exeFd = t.openat(p.exePath, O_RDONLY | O_CLOEXEC);
+  // Cloned from a restored parent running the same program: the exe link is
+  // right already, and the kernel refuses to replace it while it is mapped
+  // (EBUSY), so it is left as it is (exe_fd -1).
+  const exeFd = inherit && inherit.exePath === p.exePath ? -1 : t.openat(p.exePath, O_RDONLY | O_CLOEXEC);
   try {
     const auxv = Buffer.alloc(mm.mm_saved_auxv.length * 8);
     mm.mm_saved_auxv.forEach((w, i) => auxv.writeBigUInt64LE(BigInt.asUintN(64, w), i * 8));
@@ -234,11 +302,11 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     const words = [mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk, mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start, mm.mm_env_end, t.scratch + SCR_AUXV];
     words.forEach((w, i) => s.writeBigUInt64LE(w, i * 8));
     s.writeUInt32LE(auxv.length, 96);
-    s.writeUInt32LE(exeFd, 100);
+    s.writeUInt32LE(exeFd >>> 0, 100);
     t.write(t.scratch + SCR_STRUCT, s);
     t.call('prctl(PR_SET_MM_MAP)', NR.prctl, PR_SET_MM, PR_SET_MM_MAP, t.scratch + SCR_STRUCT, 104, 0);
   } finally {
-    t.raw(NR.close, exeFd);
+    if (exeFd >= 0) t.raw(NR.close, exeFd);
   }
   return { lazyVmas, bytesWritten };
 }

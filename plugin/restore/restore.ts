@@ -20,12 +20,14 @@ import {
   injectClone,
   type Interval,
   makeUffd,
+  type MmResult,
   restoreAddressSpace,
   restoreProcessState,
   restoreThreadState,
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
@@ -169,6 +171,10 @@ interface Live {
   plan: ProcessPlan;
   task: RemoteTask;
   threads: RemoteTask[];
+  /** Address space, once restored (a parent's is restored before its first child is cloned). */
+  mm?: MmResult;
+  /** The parent whose restored memory this process was cloned from. */
+  inherit?: ProcessPlan;
 }
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
@@ -224,6 +230,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     let scratchAt = 0n;
     for (const p of plan.processes) {
       let task: RemoteTask;
+      let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
         if (opts.pidns) {
@@ -252,16 +259,22 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
       } else {
         const parent = byPid.get(p.ppid)!;
+        // Copy-on-write sharing: a live child is cloned from its parent's
+        // restored memory and keeps what it shares (plugin/restore/cow.ts).
+        if (p.state !== 2 && parent.plan.state !== 2 && !parent.mm) {
+          parent.mm = restoreAddressSpace(parent.task, parent.plan, lazy, verifier, parent.inherit);
+        }
         const outer = injectClone(parent.task, p.pid, false);
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
         task.scratch = scratchAt;
+        if (parent.mm) inherit = parent.plan;
       }
       // Session and own process group now, so children cloned later inherit them.
       if (p.entry.sid === p.pid) task.call('setsid', NR.setsid);
       else if (p.entry.pgid === p.pid) task.call('setpgid', NR.setpgid, 0, 0);
-      const l: Live = { plan: p, task, threads: [] };
+      const l: Live = { plan: p, task, threads: [], inherit };
       live.push(l);
       byPid.set(p.pid, l);
     }
@@ -272,8 +285,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
-      if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
+      if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Zombies end now, before any state of their parents is restored
+    // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
+    const zombieParents = new Set<Live>();
+    for (const l of live) {
+      if (l.plan.state !== 2) continue;
+      endZombie(l.task, l.plan, 10000);
+      zombieParents.add(byPid.get(l.plan.ppid)!);
+    }
+    for (const parent of zombieParents) drainSigchld(parent.task);
 
     // Every open file description of the tree, each created once inside its
     // first owner while all stubs still have our credentials (plugin/restore/fds).
@@ -284,7 +306,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) {
       const p = l.plan;
       if (p.state === 2) continue;
-      const mm = restoreAddressSpace(l.task, p, lazy, verifier);
+      const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p, plan.fds);
       l.threads = createThreads(l.task, p);
@@ -333,20 +355,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
-      if (p.state === 2) {
-        // A zombie: run exit(code) untraced; it stays a zombie of its restored parent.
-        const regs = addon.restoreGetRegs(l.task.pid);
-        regs[16] = l.task.gadget;
-        regs[10] = BigInt(NR.exit);
-        regs[14] = BigInt((p.exitCode >> 8) & 0xff);
-        regs[15] = BigInt.asUintN(64, -1n);
-        addon.restoreSetRegs(l.task.pid, regs);
-        addon.restoreDetach(l.task.pid, 0);
-        continue;
-      }
+      if (p.state === 2) continue; // a zombie: ended already
       const leaderMask = p.threads[0]!.core.tc!.blk_sigset;
       l.threads.forEach((t, i) => finalizeThread(t.tid, p.threads[i + 1]!.core, leaderMask));
-      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? 19 /* SIGSTOP */ : 0);
+      // A stopped process is released with its stop signal: it stops at once, as CRIU's kill(stop_signo).
+      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? stopSignalOf(p) : 0);
     }
     if (init) {
       // The namespace's init becomes a reaper that exits with the root's status.

@@ -21,3 +21,21 @@ export function runCli(args: string[], opts: { timeoutMs?: number; cwd?: string;
       });
   });
 }
+
+/**
+ * runCli in a child that dropped capability `cap` (e.g. 'sys_resource') from
+ * its bounding set before exec: as root it then runs with every capability
+ * but that one (util-linux setpriv), whatever the test process holds.
+ */
+export function runCliWithoutCap(cap: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile('/usr/bin/setpriv', [`--bounding-set=-${cap}`, `--inh-caps=-${cap}`, '--', process.execPath, cliPath, ...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        if (err && typeof err.code !== 'number') {
+          reject(new Error(`setpriv -${cap} lazy-restore ${args.join(' ')}: ${err.message}\n${stderr}`));
+          return;
+        }
+        resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+      });
+  });
+}

@@ -23,6 +23,12 @@ export async function critUnavailable(): Promise<string | undefined> {
   return undefined;
 }
 
+/** Throws when crit cannot be used: setup installs it, so its absence is a failure, not a skip. */
+export async function requireCrit(): Promise<void> {
+  const why = await critUnavailable();
+  if (why !== undefined) throw new Error(`crit is required for this test (scripts/setup.sh installs it): ${why}`);
+}
+
 const BATCH_PY = `
 import json, sys
 from pycriu import images

@@ -72,3 +72,32 @@ export function allStopped(pid: number): boolean {
     return false;
   }
 }
+
+function startTime(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Stops the original of a --pidns restore (it keeps its pids and shares the
+ * verdict file with its copy) so that a verdict written afterwards can only
+ * be the copy's. The returned check asserts the original is still there —
+ * the same process, stopped, never exited — while the copy ran.
+ */
+export async function holdOriginal(pid: number): Promise<{ stillThere: () => string | undefined }> {
+  const started = startTime(pid);
+  process.kill(pid, 'SIGSTOP');
+  await until(() => allStopped(pid), 10_000, `original ${pid} to stop`);
+  return {
+    stillThere: () => {
+      const st = statOf(pid);
+      if (st === undefined || startTime(pid) !== started) return `original ${pid} is gone`;
+      if (st.state !== 'T') return `original ${pid} is in state ${st.state}, not stopped`;
+      return undefined;
+    },
+  };
+}

@@ -13,12 +13,13 @@ import { encodeImage, readImageFile, type EntryToWrite } from '../../plugin/imag
 import { ImageDir } from '../../plugin/images/imagedir.js';
 import { KIND, requireKind, type ImageKind } from '../../plugin/images/magic.js';
 import { PE_LAZY, PE_PRESENT } from '../../plugin/images/types.js';
-import { crit, critBatch, critUnavailable } from '../helpers/crit.js';
+import { crit, critBatch, requireCrit } from '../helpers/crit.js';
 import { tempDir } from '../helpers/env.js';
 import * as S from '../helpers/image-samples.js';
 
-const unavailable = await critUnavailable();
-const opts = { skip: unavailable ?? false };
+// crit is installed by scripts/setup.sh: without it this file fails, never skips.
+await requireCrit();
+const opts = {};
 let tmp: { path: string; dispose: () => void };
 before(() => { tmp = tempDir('lr-crit-'); });
 after(() => tmp.dispose());

@@ -8,9 +8,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { ImageDir, PE_PARENT, PE_PRESENT } from '../../plugin/images/index.js';
 import { addon } from '../../plugin/native/addon.js';
 import type { RestoreExitInfo } from '../../plugin/native/types.js';
 import { cliPath } from '../helpers/cli.js';
@@ -177,9 +178,9 @@ test('criu check, check --feature with CRIU\'s names, and commands we do not hav
     const dedup = await criu(bin, ['dedup', '-D', t.path]);
     assert.equal(dedup.code, 2);
     assert.match(dedup.stderr, /CRIU command "dedup" is not supported/);
-    const opt = await criu(bin, ['dump', '-t', '1', '-D', t.path, '--tcp-established']);
+    const opt = await criu(bin, ['dump', '-t', '1', '-D', t.path, '--ext-unix-sk']);
     assert.equal(opt.code, 2);
-    assert.match(opt.stderr, /--tcp-established is not supported/);
+    assert.match(opt.stderr, /--ext-unix-sk is not supported/);
     for (const cmd of ['page-server', 'lazy-pages']) {
       const daemon = await criu(bin, [cmd, '-D', t.path, '--port', '0', '--daemon']);
       assert.equal(daemon.code, 2);
@@ -274,7 +275,15 @@ test('criu pre-dump, then dump --prev-images-dir ../1 --track-mem, then restore:
     const dump = await criu(bin, ['--log-file', 'dump.log', '--images-dir', d2, '--verbosity=4', 'dump', '--tree', String(wl.pid),
       '--prev-images-dir', '../1', '--track-mem', '--timeout', '10']);
     assert.equal(dump.code, 0, dump.stderr);
-    assert.doesNotMatch(dump.stderr, /falling back|full dump/i, 'the dump is incremental');
+    assert.doesNotMatch(dump.stderr, /falling back|full dump/i, 'no fallback warning');
+    // The dump is incremental: linked to its parent, unchanged pages left there as PE_PARENT.
+    assert.equal(readlinkSync(join(d2, 'parent')), '../1');
+    let parentPages = 0, copiedPages = 0;
+    for await (const e of await (await ImageDir.open(d2)).pagemap(wl.pid)) {
+      if (e.flags & PE_PARENT) parentPages += e.nrPages;
+      else if (e.flags & PE_PRESENT) copiedPages += e.nrPages;
+    }
+    assert.ok(parentPages > 0 && copiedPages < parentPages, `the dump is incremental: ${parentPages} pages in the parent, ${copiedPages} copied`);
     await withTimeout(wl.exited, 10_000, 'dumped workload killed');
     const rst = await criu(bin, ['--log-file', 'restore.log', '--images-dir', d2, '--verbosity=4', 'restore', '--pidfile', join(t.path, 'test.pid'), '--restore-detached']);
     assert.equal(rst.code, 0, rst.stderr);

@@ -103,17 +103,42 @@ test('dump errors: a root that is not a session leader needs --shell-job', { ski
   }
 });
 
-test('dump errors: a zombie in the tree', { skip: !isRoot && 'needs root' }, async () => {
+test('dump errors: a file lock is refused with and without --file-locks (CRIU refuses without it; we restore none)', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-err-');
-  const wl = await startWorkload('workload-tree', ['zombie']);
+  const { spawn } = await import('node:child_process');
+  const { existsSync, readFileSync, writeFileSync } = await import('node:fs');
+  const lockFile = join(img.path, '..', `${img.path.split('/').pop()}.lock`);
+  writeFileSync(lockFile, '');
+  // A process (its own session) holding an flock on its only fd beyond stdio.
+  const holder = spawn('python3', ['-c', 'import os, fcntl, signal, sys\nos.closerange(3, 65536)\nfd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\nsignal.pause()', lockFile], { detached: true, stdio: 'ignore' });
+  const gone = new Promise((r) => holder.on('exit', r));
   try {
-    const z = Number(wl.report.zombie);
-    await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
-      && e.message === `cannot dump: pid ${z}: zombie processes are not supported`);
-    assert.deepEqual(readdirSync(img.path), []);
-    await stillFine(wl);
+    const pid = holder.pid!;
+    const deadline = Date.now() + 10000;
+    const locked = (): boolean => {
+      for (const fd of existsSync(`/proc/${pid}/fdinfo`) ? readdirSync(`/proc/${pid}/fdinfo`) : []) {
+        try { if (/^lock:/m.test(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))) return true; } catch { /* closed */ }
+      }
+      return false;
+    };
+    while (!locked()) {
+      assert.ok(Date.now() < deadline, 'the holder never took its lock');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await assert.rejects(dump({ pid, imagesDir: img.path }),
+      (e: unknown) => e instanceof UserError && new RegExp(`pid ${pid}: fd \\d+ holds a file lock \\(FLOCK ADVISORY WRITE\\); CRIU dumps those only with --file-locks`).test(e.message));
+    const r = await promisify(execFile)(process.execPath, [cli, 'dump', '-t', String(pid), '-D', img.path, '--file-locks'])
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /holds a file lock \(FLOCK ADVISORY WRITE\): --file-locks is accepted but file locks are not restored/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    // The holder was left running, unfrozen.
+    assert.ok(locked());
   } finally {
-    await wl.dispose();
+    holder.kill('SIGKILL');
+    await withTimeout(gone, 10000, 'flock exit');
     img.dispose();
+    const { rmSync } = await import('node:fs');
+    rmSync(lockFile, { force: true });
   }
 });

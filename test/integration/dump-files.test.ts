@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { FdType, ImageDir } from '../../plugin/images/index.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
 
@@ -21,7 +21,7 @@ test('dump: open files at offsets and cwd', { skip: !isRoot && 'needs root' }, a
   try {
     const r = wl.report;
     await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
-    if (haveCrit) assert.ok(critCheckDir(img.path).has('files.img'));
+    assert.ok(critCheckDir(img.path).has('files.img'));
     const dir = await ImageDir.open(img.path);
     const ids = await dir.ids(wl.pid);
     const fdinfo = await dir.fdinfo(ids.files_id);

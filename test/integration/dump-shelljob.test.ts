@@ -12,7 +12,7 @@ import { parseStat } from '../../plugin/dump/proc.js';
 import { UserError } from '../../plugin/errors.js';
 import { FdType, ImageDir, TtyType } from '../../plugin/images/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { parseReport, waitForFile } from '../helpers/workload.js';
 
@@ -31,7 +31,7 @@ test('dump --shell-job: stdio on a terminal', { skip: (!isRoot && 'needs root') 
       && new RegExp(`pid ${pid}: fd 0 \\(/dev/pts/\\d+\\): terminals are not supported \\(use --shell-job for stdio\\)`).test(e.message));
 
     await dump({ pid, imagesDir: img.path, leaveRunning: true, shellJob: true });
-    if (haveCrit) assert.equal(critCheckDir(img.path).get('tty-info.img'), 1);
+    assert.equal(critCheckDir(img.path).get('tty-info.img'), 1);
     const dir = await ImageDir.open(img.path);
     const fdinfo = await dir.fdinfo((await dir.ids(pid)).files_id);
     const files = await dir.files();

@@ -12,7 +12,7 @@ import { dump } from '../../plugin/dump/index.js';
 import { projectRoot } from '../../plugin/native/addon.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { SYS } from '../../plugin/inject/index.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
 
@@ -25,7 +25,7 @@ test('dump: multi-threaded process, registers of every thread', { skip: !isRoot 
     const tids = { futex: Number(r.tid_futex), sleep: Number(r.tid_sleep), regs: Number(r.tid_regs) };
     const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
     assert.equal(res.stats.threads, 4);
-    if (haveCrit) for (const t of [wl.pid, ...Object.values(tids)]) assert.ok(critCheckDir(img.path).has(`core-${t}.img`));
+    for (const t of [wl.pid, ...Object.values(tids)]) assert.ok(critCheckDir(img.path).has(`core-${t}.img`));
 
     const dir = await ImageDir.open(img.path);
     const [ps] = await dir.pstree();

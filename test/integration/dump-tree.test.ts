@@ -7,7 +7,7 @@ import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { ImageDir, inspectCheckpoint } from '../../plugin/images/index.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload } from '../helpers/workload.js';
 
@@ -20,7 +20,7 @@ test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, 
     const grand = Number(wl.report.grandchild);
     const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
     assert.deepEqual(res.pids, [wl.pid, child, grand]);
-    if (haveCrit) {
+    {
       const c = critCheckDir(img.path);
       assert.equal(c.get('pstree.img'), 3);
       for (const p of [wl.pid, child, grand]) for (const k of ['core', 'mm', 'pagemap', 'ids', 'fs']) assert.ok(c.has(`${k}-${p}.img`), `${k}-${p}.img`);
@@ -63,7 +63,7 @@ test('dump: a second dump into the same directory leaves no stale images', { ski
     const names = readdirSync(img.path).sort();
     assert.deepEqual(names, [`core-${single.pid}.img`, `fdinfo-6.img`, 'files.img', `fs-${single.pid}.img`, `ids-${single.pid}.img`, 'inventory.img',
       `mm-${single.pid}.img`, 'lr-checksums-1.img', 'notes.txt', 'pages-1.img', `pagemap-${single.pid}.img`, 'pstree.img', 'stats-dump'].sort());
-    if (haveCrit) critCheckDir(img.path);
+    critCheckDir(img.path);
     for (const w of [tree, single]) {
       w.go();
       assert.equal(await withTimeout(w.exited, 30000, 'workload exit'), 0);

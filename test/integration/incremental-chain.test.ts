@@ -12,7 +12,7 @@ import { readTrackerRecord } from '../../plugin/dump/tracker.js';
 import { ImageDir, PE_PARENT, PE_PRESENT } from '../../plugin/images/index.js';
 import { restore } from '../../plugin/restore/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { haveCrit, critCheckDir } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { parseReport, startWorkload, waitForFile, type Workload } from '../helpers/workload.js';
 
 const MIB = 8;
@@ -94,7 +94,7 @@ async function chain(preDumps: number, lazy: boolean): Promise<void> {
     assert.equal(r.stats.pagesSkippedParent, c.parentAll);
     assert.equal(readTrackerRecord(dirs[dirs.length - 1]!), undefined, 'the record is consumed');
     await withTimeout((async () => { while (trackerAlive(tracker)) await new Promise((res) => setTimeout(res, 10)); })(), 5000, 'tracker retired');
-    if (haveCrit) for (const d of [...dirs, fin]) critCheckDir(d);
+    for (const d of [...dirs, fin]) critCheckDir(d);
 
     const restored = await restore({ imagesDir: fin, detached: true, lazy });
     try {

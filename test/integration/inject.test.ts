@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync } from 'node:fs';
 import {
-  detach, findVdsoGadget, getFpregs, getRegs, getRobustList, getRseqConfiguration, getSigmask,
+  cont, detach, findVdsoGadget, isEventStop, getFpregs, getRegs, getRobustList, getRseqConfiguration, getSigmask,
   getXstate, injectSyscall, injectSyscallChecked, injectSyscallFork, injectWithScratch, interrupt, PM, peekSiginfo,
   Pagemap, pidfdGetfd, pidfdOpen, PR, ProcMem, readMaps, readMemory, readMemoryv, seize, seizeAndStop, SIG,
   PTRACE_EVENT, PTRACE_O, SYS, waitExit, waitStop, writeMemory,
@@ -102,9 +102,12 @@ test('inject: state of a stopped multi-threaded process, and injected syscalls',
     closeSync(dupFd);
     closeSync(pidfd);
 
-    // Interrupt again (a second stop) then let everything go.
+    // Interrupt again while already stopped: the interrupt is reported at the
+    // next resume, as a PTRACE_EVENT_STOP right away (not a signal, not a run).
     interrupt(wl.pid);
-    // The thread is already stopped: the interrupt is reported at the next resume.
+    cont(wl.pid, 0);
+    const again = waitStop(wl.pid, 10_000);
+    assert.ok(isEventStop(again), `a second interrupt stop after the resume: ${JSON.stringify(again)}`);
     for (const t of tids) detach(t);
     wl.go();
     const code = await withTimeout(wl.exited, 20000, 'workload exit');

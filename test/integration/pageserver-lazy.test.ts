@@ -17,21 +17,11 @@ import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { pattern, startHandover } from '../helpers/lazy.js';
 import { writeLazyImages } from '../helpers/lazy-images.js';
 import { CuttableProxy } from '../helpers/pageserver.js';
+import { blockedInFault, until } from '../helpers/proc.js';
 import { cliPath, runCli } from '../helpers/cli.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
-// The lazy daemon needs the real fault engine behind it: skip visibly until it is wired.
-const engineReady = await (async (): Promise<boolean> => {
-  try {
-    const { realEngineFactory } = await import('../../plugin/lazy/engine-adapter.js');
-    const e = await realEngineFactory({ onEvents: () => undefined });
-    await e.close();
-    return true;
-  } catch {
-    return false;
-  }
-})();
-const skip = !isRoot ? 'needs root (userfaultfd)' : !engineReady ? 'the lazy daemon is not wired to the fault engine yet' : false;
+const skip = !isRoot ? 'needs root (userfaultfd)' : false;
 
 const ADDR = 0x7e5500000000n;
 const NPAGES = 1024; // 4 MiB
@@ -108,7 +98,10 @@ test('page server cut for a while: faults wait, then the restore completes byte-
     h.go();
     // The process faults while the link is down: its reads wait.
     for (let i = 0; i < 3; i++) await withTimeout(once(remote.client, 'retry'), 10_000, 'reconnect attempts during the cut');
+    // Still waiting for its pages: blocked in the fault, not exited, not running on zeros.
+    await until(() => blockedInFault(pid), 10_000, 'the process to be blocked in a userfault during the cut');
     assert.equal(h.child.exitCode, null, 'still waiting for its pages');
+    assert.ok(!h.stdout.some((l) => l.startsWith('verified')), 'nothing verified while the link is down');
     await proxy.heal();
     assert.deepEqual(await h.exit(), { code: 0, signal: null }, h.stderr);
     const stats = await withTimeout(lazy.done(), 20_000, 'daemon done');

@@ -14,20 +14,10 @@ import { UserError } from '../../plugin/errors.js';
 import { tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload, waitForFile, type Workload } from '../helpers/workload.js';
 import { makeCerts } from '../helpers/pageserver.js';
+import { blockedInFault, until } from '../helpers/proc.js';
 import { makeNetnsHost, netnsAvailable, type NetnsHost } from '../helpers/netns.js';
 
-// Needs the lazy daemon wired to the fault engine and the restorer.
-const engineReady = await (async (): Promise<boolean> => {
-  try {
-    const { realEngineFactory } = await import('../../plugin/lazy/engine-adapter.js');
-    const e = await realEngineFactory({ onEvents: () => undefined });
-    await e.close();
-    return true;
-  } catch {
-    return false;
-  }
-})();
-const skip = !netnsAvailable() ? 'needs root and ip netns' : !engineReady ? 'the lazy daemon is not wired to the fault engine yet' : false;
+const skip = !netnsAvailable() ? 'needs root and ip netns' : false;
 
 /** The restored workload: the child of the pid namespace's init. */
 function restoredWorkload(initPid: number): number {
@@ -127,7 +117,10 @@ test('pure on-demand migration survives a link cut of a few seconds', { skip }, 
     s.host.cut();
     // The workload now touches its memory: every fault waits for the link.
     process.kill(pid, 'SIGUSR1');
-    await new Promise((r) => setTimeout(r, 3000)); // the cut itself: a few seconds without a link
+    // The cut is felt (the destination's client reports it and reconnects) while
+    // the workload sits blocked in a fault for a page that cannot come.
+    await until(() => lines.some((l) => /lost .*reconnecting/.test(l)), 20_000, () => `the destination to report the lost link:\n${lines.join('\n')}`);
+    await until(() => blockedInFault(pid), 20_000, 'the restored workload to block in a userfault during the cut');
     assert.throws(() => readFileSync(join(s.wl.ctrlDir, 'result')), 'no result while its pages cannot come');
     s.host.heal();
     await waitForFile(join(s.wl.ctrlDir, 'result'), 30_000);

@@ -31,6 +31,7 @@ import { writeLazyImages } from '../helpers/lazy-images.js';
 import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
 import { cliPath } from '../helpers/cli.js';
 import { RawPeer } from '../helpers/pageserver.js';
+import { blockedInFault } from '../helpers/proc.js';
 
 const skip = isRoot ? false : 'needs root (userfaultfd)';
 const BASE = 0x7f4400000000n; // dump-time address of pattern page 0
@@ -332,6 +333,7 @@ test('page server killed while a native GET is outstanding: fallback, reconnect,
     h.go();
     await until(() => lazy!.stats().faults > 0, 10_000, 'first fault read by the engine');
     await stop(srv.child);
+    await until(() => blockedInFault(pid), 10_000, 'the process to wait in a userfault for its pages');
     assert.equal(h.child.exitCode, null, 'the process waits for its pages');
     // Same port again: the JS lanes and the native link come back.
     srv = await pageServerProcess(src, port);
@@ -396,14 +398,19 @@ test('page server: GETs answered natively count as activity for --idle-timeout; 
     ps = await PageServer.start({ imagesDir: imgDir, address: '127.0.0.1', port: 0, lazy: true, idleTimeoutMs: 1500 });
     const done = ps.done.then(() => 'ended', (e: Error) => e.message);
     const peer = await RawPeer.connect(ps.port);
-    // 3 s of GETs, every 100 ms: twice the idle timeout, all answered natively.
-    for (let i = 0; i < 30; i++) {
+    // GETs back to back (each waits only for its reply) for twice the idle
+    // timeout, all answered natively: the session must outlive the timeout.
+    // No pacing sleeps, so only a stall of the whole machine longer than the
+    // timeout between two replies could end it.
+    let n = 0;
+    const until2x = Date.now() + 3000;
+    while (Date.now() < until2x) {
+      const i = n++;
       peer.write(getHeader(PID, BASE + BigInt(i % 4) * PAGE, 1n));
       const got = await peer.read(HEADER_SIZE + 4096);
       assert.ok(got.subarray(HEADER_SIZE).equals(bytes.subarray((i % 4) * 4096, (i % 4 + 1) * 4096)));
-      await new Promise((r) => setTimeout(r, 100));
     }
-    assert.equal(ps.stats.gets, 30);
+    assert.equal(ps.stats.gets, n);
     assert.match(await withTimeout(done, 10_000, 'idle timeout'), /nothing received from the client for 1500 ms/);
     await peer.untilClosed();
     peer.close();

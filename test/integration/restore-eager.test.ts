@@ -4,7 +4,9 @@
 // and the same program checkpointed and restored twice in a row.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { holdOriginal } from '../helpers/proc.js';
 import { dump } from '../../plugin/dump/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
@@ -94,6 +96,9 @@ test('--pidns: the tree keeps its pids in a new pid namespace while the original
   const img = tempDir('lr-img-');
   try {
     await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    // The original is held stopped: the verdict file it shares can then only be written by the copy.
+    const original = await holdOriginal(wl.pid);
+    rmSync(join(wl.ctrlDir, 'result'), { force: true });
     const tree = await restoreTree(img.path, { pidns: true });
     const nspid = (p: number): string => /NSpid:\s*(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1]!.trim();
     assert.match(nspid(tree.pid), /\t1$/, 'the namespace init');
@@ -102,6 +107,7 @@ test('--pidns: the tree keeps its pids in a new pid namespace while the original
     process.kill(root, 'SIGUSR1');
     assert.deepEqual(await withTimeout(tree.wait(), 20000, 'namespace init exit'), { code: 0, signal: 0 });
     assert.equal(wl.result(), 'ok');
+    assert.equal(original.stillThere(), undefined, 'the original still runs (held) with its pid');
     await tree.close();
   } finally {
     await wl.dispose();

@@ -9,8 +9,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { holdOriginal } from '../helpers/proc.js';
 import { dump } from '../../plugin/dump/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath } from '../helpers/cli.js';
@@ -113,6 +114,9 @@ test('lazy + --pidns: a tree with a grandchild keeps its pids in a new pid names
     // The original tree keeps running and holding its pids: only a new pid
     // namespace lets the copy have them too.
     await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true, leaveRunning: true });
+    // The original is held stopped: the verdict file it shares can then only be written by the copy.
+    const original = await holdOriginal(wl.pid);
+    rmSync(join(wl.ctrlDir, 'result'), { force: true });
     const tree = await restoreTree(img.path, { lazy: true, pidns: true });
     const nspid = (p: number): string[] => /NSpid:\s*(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))![1]!.trim().split('\t');
     const children = (p: number): number[] => readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
@@ -128,6 +132,7 @@ test('lazy + --pidns: a tree with a grandchild keeps its pids in a new pid names
     // reaped the child, which verified its own and reaped the grandchild.
     assert.deepEqual(await withTimeout(tree.wait(), 30000, 'namespace init exit'), { code: 0, signal: 0 });
     assert.equal(wl.result(), 'ok');
+    assert.equal(original.stillThere(), undefined, 'the original tree still runs (held) with its pids');
     await withTimeout(tree.lazyDone(), 30000, 'lazy pages served');
     await tree.close();
     for (const p of [tree.pid, root, child, grand]) assert.ok(!existsSync(`/proc/${p}`), `restored pid ${p} is gone (reaped)`);

@@ -3,7 +3,7 @@
 // EEXIST for a taken pid, and a teardown that leaves nothing behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { addon, helperPath } from '../../plugin/native/addon.js';
 import { injectClone } from '../../plugin/restore/process.js';
 import { NR, RemoteTask } from '../../plugin/restore/task.js';
@@ -32,9 +32,10 @@ test('stub spawned with an exact pid, syscalls injected, child cloned with its o
     assert.equal(t.raw(NR.getpid), BigInt(pid));
     t.mapScratch(0x20000000n);
     assert.ok(readFileSync(`/proc/${pid}/maps`, 'utf8').includes('20000000-20004000 rw-p'));
-    // Only stdio survives into the stub.
-    const fds = readFileSync(`/proc/${pid}/status`, 'utf8');
-    assert.match(fds, /State:\s+t/);
+    // Stopped for the restorer (ptrace stop), and only stdio survives into the stub.
+    assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /State:\s+t/);
+    const stubFds = readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+    assert.ok(stubFds.every((fd) => fd <= 2), `only stdio in the stub, found fds ${stubFds.join(',')}: ${stubFds.map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`)).join(' ')}`);
     const childPid = freePid([pid]);
     const outer = injectClone(t, childPid, false);
     created.push([outer]);

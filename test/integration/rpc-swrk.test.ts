@@ -15,7 +15,7 @@ import { type CriuOpts, type CriuReq, type CriuResp, ReqType, decodeResp, encode
 import { cliPath } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload, waitForFile, type Workload } from '../helpers/workload.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 
 const skip = isRoot ? false : 'needs root';
 const EBADRQC = 56;
@@ -381,7 +381,7 @@ test('DUMP then RESTORE with rst_sibling over RPC, every NOTIFY in CRIU\'s order
     }
     await withTimeout(wl.exited, 10_000, 'the dumped workload is killed');
     assert.ok(existsSync(join(work, 'dump.log')) && !existsSync(join(images, 'dump.log')), 'the log is in the work dir');
-    if (haveCrit) critCheckDir(images);
+    critCheckDir(images);
 
     const r = startSwrk();
     try {

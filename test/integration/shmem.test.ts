@@ -13,7 +13,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FdType, ImageDir, VMA_AREA_MEMFD, VMA_FILE_PRIVATE, VMA_FILE_SHARED } from '../../plugin/images/index.js';
 import { restore } from '../../plugin/restore/index.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
 import { goAndCheck, pidExists, restoreTree, startAndDump } from '../helpers/restore.js';
 
@@ -78,7 +78,7 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
     const memfdFds = fdinfo.filter((f) => f.type === FdType.MEMFD).map((f) => files.get(f.id)!.memfd!);
     assert.deepEqual(memfdFds.map((m) => m.pos).sort(), [3n, 4097n]);
     assert.ok(memfdFds.some((m) => m.pos === 4097n && (m.flags & 0o4000) !== 0 && (m.flags & 3) === 2), 'O_RDWR|O_NONBLOCK kept');
-    if (haveCrit) {
+    {
       const c = critCheckDir(d.images.path);
       assert.equal(c.get('memfd.img'), 4);
       assert.ok(c.has(`pagemap-shmem-${anon.shmid}.img`));

@@ -189,7 +189,7 @@ test('uffd ABI', { skip }, async (t) => {
     // Moving pages of another process's mm is refused here (EINVAL on 6.18);
     // what matters is the error shape: code, syscall and progress.
     assert.throws(() => uffdMove(h.uffd, base + PAGE, base, PAGE),
-      (e: Error & { code: string; syscall: string; progress: bigint }) => typeof e.code === 'string' && e.syscall === 'ioctl(UFFDIO_MOVE)' && e.progress === 0n);
+      (e: Error & { code: string; syscall: string; progress: bigint }) => e.code === 'EINVAL' && e.syscall === 'ioctl(UFFDIO_MOVE)' && e.progress === 0n);
     h.go();
     await served;
     const ex = await h.exited;

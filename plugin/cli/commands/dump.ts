@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../../errors.js';
 import { progressLog } from '../global.js';
+import { criuOptions } from '../criu-options.js';
 import { addTlsOptions, parsePort, parseSeconds, type TlsCliOptions } from './pageserver.js';
 
 interface DumpCliOptions extends TlsCliOptions {
@@ -83,7 +84,7 @@ export function register(program: Command): void {
         ...(pageServer ? { pageServer } : {}),
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
-        pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true,
+        pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
         log: await progressLog(verbose),
       });
       const s = r.stats;

@@ -16,6 +16,7 @@ interface LazyPagesCliOptions extends RemoteCliOptions {
   watchdog: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
+  workingSetHold?: string;
   pidfile?: string;
   daemon?: boolean;
 }
@@ -27,6 +28,14 @@ export function parseRate(s: string): number {
   const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
   const v = Math.floor(Number(m[1]) * unit);
   if (!(v > 0)) throw new UserError(`--bandwidth must be > 0, got "${s}"`, { exitCode: ExitCode.usage });
+  return v;
+}
+
+/** --working-set-hold MS: a non-negative number of milliseconds. */
+export function parseHoldMs(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const v = Number(s);
+  if (!(/^\d+$/.test(s.trim()) && Number.isFinite(v))) throw new UserError(`--working-set-hold: milliseconds must be an integer >= 0, got "${s}"`, { exitCode: ExitCode.usage });
   return v;
 }
 
@@ -44,6 +53,7 @@ export function register(program: Command): void {
     .option('--no-watchdog', 'no daemon-death watchdog (if this daemon dies, processes not yet complete read zero pages)')
     .option('--record-working-set [seconds]', 'record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'do not prefetch a recorded working set first')
+    .option('--working-set-hold <ms>', 'hold a restored process at most MS ms until its recorded working set is in (default 250)')
     .option('--pidfile <file>', 'write this daemon\'s pid here once it listens (relative paths: in the work dir, like CRIU)')
     .option('-d, --daemon', 'not supported (CRIU\'s daemon mode): run in the background with --status-fd instead'))
     .action(async (opts: LazyPagesCliOptions) => {
@@ -70,6 +80,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     record = Number(opts.recordWorkingSet);
     if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${opts.recordWorkingSet}"`, { exitCode: ExitCode.usage });
   }
+  const hold = parseHoldMs(opts.workingSetHold);
   // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
   const remote = await openRemoteFromCli(opts);
   const server = await LazyPagesServer.open({
@@ -84,6 +95,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     ...(opts.statsFile !== undefined ? { statsFile: opts.statsFile } : {}),
     ...(record !== undefined ? { recordWorkingSet: record } : {}),
     workingSet: opts.workingSet,
+    ...(hold !== undefined ? { workingSetHoldMs: hold } : {}),
   }).catch((e: unknown) => {
     remote?.destroy();
     throw e;

@@ -2,6 +2,7 @@
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../../errors.js';
+import { parseHoldMs } from './lazy.js';
 
 interface RestoreCliOptions {
   imagesDir: string;
@@ -14,6 +15,7 @@ interface RestoreCliOptions {
   verify: boolean;
   recordWorkingSet?: boolean | string;
   workingSet: boolean;
+  workingSetHold?: string;
   statsFile?: string;
   prefetch: boolean;
   restoreSibling?: boolean;
@@ -53,6 +55,7 @@ export function register(program: Command): void {
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with --lazy-pages (no --lazy-socket): record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
     .option('--no-working-set', 'with --lazy-pages: do not prefetch a recorded working set first')
+    .option('--working-set-hold <ms>', 'with --lazy-pages (no --lazy-socket): hold a process at most MS ms until its recorded working set is in (default 250)')
     .option('--no-prefetch', 'with --lazy-pages (no --lazy-socket): serve faults only, no background push')
     .option('--stats-file <file>', 'with --lazy-pages (no --lazy-socket): write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions, cmd: Command) => {
@@ -86,6 +89,7 @@ export function register(program: Command): void {
           verify: o.verify,
           prefetch: o.prefetch,
           workingSet: o.workingSet,
+          ...(o.workingSetHold !== undefined ? { workingSetHoldMs: parseHoldMs(o.workingSetHold) } : {}),
           ...(o.recordWorkingSet !== undefined ? { recordWorkingSet: parseRecord(o.recordWorkingSet) } : {}),
           ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
         })
@@ -147,9 +151,11 @@ function parseRecord(v: boolean | string): boolean | number {
 async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/server.js').LazyPagesServer> {
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const record = o.recordWorkingSet !== undefined ? parseRecord(o.recordWorkingSet) : undefined;
+  const hold = parseHoldMs(o.workingSetHold);
   const server = await LazyPagesServer.open({
     imagesDir: o.imagesDir,
     workingSet: o.workingSet,
+    ...(hold !== undefined ? { workingSetHoldMs: hold } : {}),
     prefetch: o.prefetch,
     verify: o.verify,
     ...(record !== undefined ? { recordWorkingSet: record } : {}),
