@@ -4,12 +4,13 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
   ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
-  type TaskKobjIdsEntry, type VmaEntry,
+  type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
@@ -122,6 +123,10 @@ export interface DumpStats {
   /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
   shpagesScanned: number;
   shpagesWritten: number;
+  /** Processes whose memory was copied (CRIU's page_pipes: one page pipe per process). */
+  pagePipes: number;
+  /** Runs of pages copied with their data (CRIU's page_pipe_bufs: the pipe buffers holding them). */
+  pagePipeBufs: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -383,7 +388,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -434,17 +439,24 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
-  // stats-dump, as CRIU writes it (times in µs); informational only.
+  // stats-dump, with every field CRIU 4.2 writes (times in µs); informational
+  // only. memwrite_time is 0: pages are written to the images while they are
+  // copied (native reader/writer threads), so that time is in memdump_time;
+  // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{
-    dump: {
-      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
-      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
-      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
-      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
-    },
-  }]);
+  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+/** The stats-dump entry (CRIU's DumpStatsEntry) of a dump's statistics. */
+export function dumpStatsEntry(stats: DumpStats, us: (ms: number) => number): DumpStatsEntry {
+  return {
+    freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+    memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
+    pages_written: BigInt(stats.pagesWritten), irmap_resolve: 0, pages_lazy: BigInt(stats.pagesLazy),
+    page_pipes: BigInt(stats.pagePipes), page_pipe_bufs: BigInt(stats.pagePipeBufs),
+    shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
+  };
 }
 
 /** 64 KiB: a lazily served chunk is verified in a few microseconds. */
@@ -461,11 +473,11 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, pagePipes: 0, pagePipeBufs: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const shmem = new ShmemTable((make) => files.addEntry(make));
@@ -482,7 +494,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   // in which the root differs. Outside a container we keep the root's (its
   // namespaces are the restorer's, as before).
   Object.assign(rootIds, ct ? {
-    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    // An external network namespace is not restored: the root keeps "ours".
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
   } : nsIds);
@@ -490,7 +503,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -609,6 +622,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       mem.close();
     }
     stats.memdumpMs += nowMs() - tm;
+    stats.pagePipes += 1;
+    stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
       const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
       if (flags & 2) stats.pagesLazy += r.nPages;
@@ -653,7 +668,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }
