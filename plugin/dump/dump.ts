@@ -4,12 +4,13 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
-  type TaskKobjIdsEntry, type VmaEntry,
+  type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
@@ -21,6 +22,7 @@ import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdIm
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { isZombieState, zombieCore, zombieProblem } from './taskstate.js';
 import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
@@ -128,6 +130,10 @@ export interface DumpStats {
   /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
   shpagesScanned: number;
   shpagesWritten: number;
+  /** Processes whose memory was copied (CRIU's page_pipes: one page pipe per process). */
+  pagePipes: number;
+  /** Runs of pages copied with their data (CRIU's page_pipe_bufs: the pipe buffers holding them). */
+  pagePipeBufs: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -145,6 +151,10 @@ const AUXV_MAX_WORDS = 44; // CRIU rejects more on x86-64
 interface ProcPlan {
   pid: number;
   stat: ProcStat;
+  /** A zombie (TASK_DEAD): only its pstree entry and core are written. */
+  zombie?: boolean;
+  /** A stopped process (TASK_STOPPED): the signal that stopped it. */
+  stopSignal?: number;
   tids: number[];
   vmas: PlannedVma[];
   fds: PlannedFd[];
@@ -197,10 +207,20 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
       problems.push(`pid ${pid}: no such process (ESRCH)`);
       continue;
     }
-    if (stat.state === 'Z' || stat.state === 'X') { problems.push(`pid ${pid}: zombie processes are not supported`); continue; }
+    if (pid !== root) {
+      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
+    }
+    if (isZombieState(stat.state)) {
+      // A zombie (plugin/dump/taskstate.ts): only its exit status is kept.
+      const z = zombieProblem(pid, stat, pid === root);
+      if (z) problems.push(z);
+      else if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+      else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
+      continue;
+    }
     const tracer = Number(status.get('TracerPid') ?? '0');
     if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
-    if (stat.state === 'T' || (stat.state === 't' && !frozen)) problems.push(`pid ${pid}: stopped processes are not supported`);
+    if (stat.state === 't' && !frozen) problems.push(`pid ${pid}: in a tracing stop (not supported)`);
     const tids = listTasks(pid);
     for (const t of tids) {
       try {
@@ -212,9 +232,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     for (const n of NAMESPACES) {
       if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
     }
-    if (pid !== root) {
-      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
-    } else if (!shellJob && stat.sid !== pid) {
+    if (pid === root && !shellJob && stat.sid !== pid) {
       problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
     }
     if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
@@ -237,7 +255,9 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
   problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
   for (let i = 0; i < plans.length; i++) {
+    if (plans[i]!.zombie) continue;
     for (let j = i + 1; j < plans.length; j++) {
+      if (plans[j]!.zombie) continue;
       const a = plans[i]!.pid;
       const b = plans[j]!.pid;
       try {
@@ -254,6 +274,11 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
 /** A path as process `pid` sees it, reached from here (its mount namespace and root). */
 export function inRoot(pid: number, path: string): string {
   return `/proc/${pid}/root${path}`;
+}
+
+/** A short, growing pause before looking at a changing tree again. */
+function pause(attempt: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, 10 * attempt));
 }
 
 function refuse(problems: string[]): UserError {
@@ -294,48 +319,71 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  // 1. Look without touching.
-  let pids: number[];
-  try {
-    pids = discover(root);
-  } catch {
-    throw new UserError(`pid ${root}: no such process (ESRCH)`);
-  }
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
   const kinds = dumpFdKinds();
-  const pre = plan(pids, kinds, fdOpts);
+  // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
+  // A child that exits meanwhile (a shell loop's short-lived commands) is
+  // a zombie or gone for a moment: start over, a few times, before refusing.
   const container = isContainer(root);
-  if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
-  if (pre.problems.length) throw refuse(pre.problems);
-
-  // 2. Freeze.
-  const tree = new FrozenTree(root, timeoutMs);
-  try {
-    tree.freeze();
-  } catch (e) {
-    if (isSystemError(e) && e.code === 'ESRCH') throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
-    throw systemUserError(`pid ${root}`, e);
+  const transient = (problems: string[]): boolean => problems.length > 0
+    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie/.test(p));
+  let tree: FrozenTree;
+  let post: ReturnType<typeof plan>;
+  for (let attempt = 1; ; attempt++) {
+    const again = attempt < 8;
+    let pids: number[];
+    try {
+      pids = discover(root);
+    } catch {
+      if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+      throw new UserError(`pid ${root}: no such process (ESRCH)`);
+    }
+    const pre = plan(pids, kinds, fdOpts);
+    if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (pre.problems.length) {
+      if (again && transient(pre.problems)) { await pause(attempt); continue; }
+      throw refuse(pre.problems);
+    }
+    tree = new FrozenTree(root, timeoutMs);
+    try {
+      tree.freeze();
+    } catch (e) {
+      if (isSystemError(e) && e.code === 'ESRCH') {
+        if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
+        throw new UserError(`pid ${root}: no such process (ESRCH)`, { cause: e });
+      }
+      throw systemUserError(`pid ${root}`, e);
+    }
+    post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
+    for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
+    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
+    if (post.problems.length) {
+      tree.release();
+      if (again && transient(post.problems)) { await pause(attempt); continue; }
+      throw refuse(post.problems);
+    }
+    break;
   }
   const tFrozen = nowMs();
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
-  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint }[] | undefined = opts.lazyPages ? [] : undefined;
+  const lazyRanges: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[] | undefined = opts.lazyPages ? [] : undefined;
   let netLocked = false;
   try {
     if (hooks.networkLock && nsId(root, 'net') !== nsId(process.pid, 'net')) {
       netLocked = true;
       await hooks.networkLock();
     }
-    // 3. Look again at the frozen tree.
     const frozenPids = tree.processes.map((p) => p.pid);
-    const post = plan(frozenPids, kinds, fdOpts, true);
-    for (const pid of frozenPids) post.problems.push(...fileLockProblems(pid, opts.fileLocks === true));
-    if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
-    if (post.problems.length) throw refuse(post.problems);
     const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
-    for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
+    for (const p of post.plans) {
+      const f = tree.processes.find((q) => q.pid === p.pid)!;
+      p.tids = f.tids;
+      if (f.stopSignal !== undefined) p.stopSignal = f.stopSignal;
+      if ((p.zombie === true) !== (f.zombie === true)) throw new UserError(`pid ${p.pid}: changed state while the tree was frozen (zombie)`);
+    }
 
     // 4. Collect and write (incremental: only pages written since the parent).
     await clearStaleImages(dir);
@@ -345,9 +393,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
         ...(ct ? { imagePid: (h: number) => ct.vpid(h) } : {}),
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
-      }, frozenPids);
+      }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -405,17 +453,24 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
-  // stats-dump, as CRIU writes it (times in µs); informational only.
+  // stats-dump, with every field CRIU 4.2 writes (times in µs); informational
+  // only. memwrite_time is 0: pages are written to the images while they are
+  // copied (native reader/writer threads), so that time is in memdump_time;
+  // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{
-    dump: {
-      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
-      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
-      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
-      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
-    },
-  }]);
+  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+/** The stats-dump entry (CRIU's DumpStatsEntry) of a dump's statistics. */
+export function dumpStatsEntry(stats: DumpStats, us: (ms: number) => number): DumpStatsEntry {
+  return {
+    freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+    memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
+    pages_written: BigInt(stats.pagesWritten), irmap_resolve: 0, pages_lazy: BigInt(stats.pagesLazy),
+    page_pipes: BigInt(stats.pagePipes), page_pipe_bufs: BigInt(stats.pagePipeBufs),
+    shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
+  };
 }
 
 /** 64 KiB: a lazily served chunk is verified in a few microseconds. */
@@ -432,11 +487,11 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, pagePipes: 0, pagePipeBufs: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const shmem = new ShmemTable((make) => files.addEntry(make));
@@ -453,7 +508,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   // in which the root differs. Outside a container we keep the root's (its
   // namespaces are the restorer's, as before).
   Object.assign(rootIds, ct ? {
-    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    // An external network namespace is not restored: the root keeps "ours".
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
   } : nsIds);
@@ -461,10 +517,19 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
+    if (p.zombie) {
+      // TASK_DEAD: the pstree entry and a core with the exit status, as CRIU.
+      const vz = vpid(pid);
+      const vs = ct ? ct.vsid(pid) : { sid: p.stat.sid, pgid: p.stat.pgid };
+      pstree.push({ pid: vz, ppid: vpid(p.stat.ppid), pgid: vs.pgid, sid: vs.sid, threads: [vz] });
+      writes.push(dir.writeCore(vz, zombieCore(p.stat)));
+      log(`pid ${pid}: zombie, exit status 0x${p.stat.exitCode.toString(16)}`);
+      continue;
+    }
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
@@ -503,11 +568,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const leaderCore: CoreEntry = {
       ...leader.core,
       tc: {
-        task_state: TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
+        task_state: p.stopSignal !== undefined ? TASK_STOPPED : TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
         timers: { ...ps.itimers, posix: ps.posixTimers }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
         loginuid: Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim()),
         oom_score_adj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
         sigactions: ps.sigactions, child_subreaper: ps.childSubreaper,
+        ...(p.stopSignal !== undefined ? { stop_signo: p.stopSignal } : {}),
       },
     };
 
@@ -544,7 +610,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
           ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
           ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),
         ].sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
-        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid, vaddr: x.vaddr, nrPages: BigInt(x.nPages) });
+        const imagePid = ct ? ct.vpid(pid) : pid;
+        for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid: imagePid, vaddr: x.vaddr, nrPages: BigInt(x.nPages), ...(imagePid !== pid ? { hostPid: pid } : {}) });
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
         stats.pagesWritten += r.bytes / 4096;
@@ -569,6 +636,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       mem.close();
     }
     stats.memdumpMs += nowMs() - tm;
+    stats.pagePipes += 1;
+    stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
       const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
       if (flags & 2) stats.pagesLazy += r.nPages;
@@ -613,7 +682,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

@@ -8,27 +8,57 @@ export interface ProcIdentity {
   startTime: string;
 }
 
-/** Parses state and starttime out of /proc/PID/stat; undefined if the process is gone. */
-export function readStat(pid: number): { state: string; ppid: number; startTime: string } | undefined {
+/** Reads a /proc file as text (replaceable in tests to provoke read errors). */
+export type ProcReader = (path: string) => string;
+const readProc: ProcReader = (path) => readFileSync(path, 'latin1');
+
+/** True for the errors that mean "this process does not exist (any more)". */
+function isGoneError(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/**
+ * Parses state and starttime out of /proc/PID/stat; undefined if the process
+ * is gone (ENOENT/ESRCH). Any other read error (EMFILE, ENFILE, EACCES, ...)
+ * says nothing about the process and is thrown.
+ */
+export function readStat(pid: number, read: ProcReader = readProc): { state: string; ppid: number; startTime: string } | undefined {
   let s: string;
   try {
-    s = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return undefined;
+    s = read(`/proc/${pid}/stat`);
+  } catch (e) {
+    if (isGoneError(e)) return undefined;
+    throw e;
   }
   // comm may contain spaces and parentheses: fields start after the last ')'.
   const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
   return { state: rest[0] ?? '?', ppid: Number(rest[1]), startTime: rest[19] ?? '' };
 }
 
-export function identify(pid: number): ProcIdentity | undefined {
-  const st = readStat(pid);
-  return st ? { pid, startTime: st.startTime } : undefined;
+/** The process's identity, or undefined when it is gone or /proc cannot be read now. */
+export function identify(pid: number, read: ProcReader = readProc): ProcIdentity | undefined {
+  try {
+    const st = readStat(pid, read);
+    return st ? { pid, startTime: st.startTime } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
-/** True while the process still has its memory (not gone, not a zombie, same incarnation). */
-export function isAlive(id: ProcIdentity): boolean {
-  const st = readStat(id.pid);
+/**
+ * True while the process still has its memory (not gone, not a zombie, same
+ * incarnation). A /proc read that fails for another reason than ENOENT/ESRCH
+ * (e.g. EMFILE) counts as alive: a living process must never lose its uffd
+ * because this daemon ran out of file descriptors.
+ */
+export function isAlive(id: ProcIdentity, read: ProcReader = readProc): boolean {
+  let st;
+  try {
+    st = readStat(id.pid, read);
+  } catch {
+    return true;
+  }
   if (!st || st.startTime !== id.startTime) return false;
   return st.state !== 'Z' && st.state !== 'X' && st.state !== 'x';
 }
@@ -126,22 +156,33 @@ export function treeOf(root: number, max = 1 << 16): number[] {
  * an unrelated process. A tree restored into its own pid namespace matches
  * on its innermost pid.
  */
-export function hostPidInTree(vpid: number, root: number): number | undefined {
+export function hostPidInTree(vpid: number, root: number, also: Iterable<number> = []): number | undefined {
   if (!(Number.isInteger(vpid) && vpid > 0 && Number.isInteger(root) && root > 0)) return undefined;
-  const nested: number[] = [];
-  const flat: number[] = [];
-  // A restorer's own processes are its descendants, or (restored as a
-  // sibling, CRIU's --restore-sibling, as runc asks) ptraced by it.
-  const candidates = new Set(treeOf(root));
-  for (const t of tracedBy(root)) for (const p of treeOf(t)) candidates.add(p);
-  for (const pid of candidates) {
-    const ns = nsPids(pid);
-    if (!ns || ns[ns.length - 1] !== vpid) continue;
-    (ns.length > 1 ? nested : flat).push(ns[0]!);
-  }
-  if (nested.length === 1) return nested[0];
-  if (nested.length === 0 && flat.length === 1) return flat[0];
-  return undefined;
+  // A restorer's own processes are its descendants; restored as a sibling
+  // (CRIU's --restore-sibling, as runc asks) they are in the tree of one it
+  // handed over before (`also`), or it ptraces them, or (released before we
+  // looked) they are siblings it started. The wider sets are only searched
+  // when the narrow one has no match.
+  const pick = (candidates: Iterable<number>): number | undefined => {
+    const nested: number[] = [];
+    const flat: number[] = [];
+    for (const pid of candidates) {
+      const ns = nsPids(pid);
+      if (!ns || ns[ns.length - 1] !== vpid) continue;
+      (ns.length > 1 ? nested : flat).push(ns[0]!);
+    }
+    if (nested.length === 1) return nested[0];
+    if (nested.length === 0 && flat.length === 1) return flat[0];
+    return undefined;
+  };
+  const own = new Set(treeOf(root));
+  for (const t of also) for (const p of treeOf(t)) own.add(p);
+  const found = pick(own);
+  if (found !== undefined) return found;
+  const wider = new Set(own);
+  for (const t of tracedBy(root)) for (const p of treeOf(t)) wider.add(p);
+  for (const t of youngerSiblings(root)) for (const p of treeOf(t)) wider.add(p);
+  return wider.size > own.size ? pick(wider) : undefined;
 }
 
 /** Processes (thread-group leaders) whose tracer is `tracer`. */
@@ -159,6 +200,23 @@ export function tracedBy(tracer: number): number[] {
       const m = /^TracerPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${n}/status`, 'utf8'));
       if (m && Number(m[1]) === tracer) out.push(Number(n));
     } catch { /* gone */ }
+  }
+  return out;
+}
+
+/**
+ * Siblings of `pid` started after it: where a restorer's root lands with
+ * CLONE_PARENT (--restore-sibling), still there once it was released
+ * (untraced) before the daemon looked at the hand-over.
+ */
+export function youngerSiblings(pid: number): number[] {
+  const me = readStat(pid);
+  if (!me || me.ppid <= 1) return [];
+  const out: number[] = [];
+  for (const c of childrenOf(me.ppid)) {
+    if (c === pid) continue;
+    const st = readStat(c);
+    if (st && BigInt(st.startTime) >= BigInt(me.startTime)) out.push(c);
   }
   return out;
 }

@@ -174,9 +174,12 @@ export class ImageDirPageStore extends RunStore {
 }
 
 export interface MemoryRange {
+  /** The pid the images (and so the destination) know the process by. */
   pid: number;
   vaddr: bigint;
   nrPages: bigint;
+  /** Where to read it here when that differs (a container's own pid namespace). */
+  hostPid?: number;
 }
 
 /**
@@ -193,16 +196,17 @@ export class ProcessMemoryPageStore extends RunStore {
       for (const r of sorted) {
         let fd = fdOf.get(r.pid);
         if (fd === undefined) {
+          const host = r.hostPid ?? r.pid;
           try {
-            fd = openSync(`/proc/${r.pid}/mem`, 'r');
+            fd = openSync(`/proc/${host}/mem`, 'r');
           } catch (e) {
-            throw new UserError(`pid ${r.pid}: open /proc/${r.pid}/mem: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+            throw new UserError(`pid ${host}: open /proc/${host}/mem: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
           }
           fdOf.set(r.pid, fd);
           this.fds.push(fd);
           this.tables.set(r.pid, new RunTable());
         }
-        this.tables.get(r.pid)!.add({ start: r.vaddr, end: r.vaddr + (r.nrPages << PAGE_SHIFT), fileOff: r.vaddr, fd, what: `/proc/${r.pid}/mem` });
+        this.tables.get(r.pid)!.add({ start: r.vaddr, end: r.vaddr + (r.nrPages << PAGE_SHIFT), fileOff: r.vaddr, fd, what: `/proc/${r.hostPid ?? r.pid}/mem` });
       }
     } catch (e) {
       this.close();

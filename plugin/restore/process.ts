@@ -9,8 +9,10 @@ import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/
 import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import type { FdRestorer } from './fds/index.js';
-import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
+import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
+import { applyMadvise, mmapFlags } from './vmaflags.js';
+import { inheritedVmas, restoreInheritedPages } from './cow.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
@@ -25,8 +27,6 @@ const PR_SET_MM_MAP = 14;
 const SS_DISABLE = 2;
 const SS_AUTODISARM = 1 << 31;
 const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
-const MADV_BITS = [10, 14, 15, 18]; // DONTFORK, HUGEPAGE, NOHUGEPAGE, WIPEONFORK: they change behaviour, not data
-const NR_MADVISE = 28;
 
 // Scratch layout (offsets into the task's scratch area).
 const SCR_PATH = 0n;
@@ -87,6 +87,23 @@ export function injectClone(parent: RemoteTask, tid: number, thread: boolean): n
   const outer = child;
   waitStop(outer, 30000);
   return outer;
+}
+
+/** The parts of a run outside `ranges` (sorted, disjoint). */
+function outside(r: PageRun, ranges: Interval[]): PageRun[] {
+  const out: PageRun[] = [];
+  let a = r.vaddr;
+  const end = r.vaddr + r.bytes;
+  const piece = (s: bigint, e: bigint): void => {
+    if (e > s) out.push({ ...r, vaddr: s, bytes: e - s, offset: r.offset === undefined ? undefined : r.offset + (s - r.vaddr) });
+  };
+  for (const k of ranges) {
+    if (k.end <= a || k.start >= end) continue;
+    piece(a, k.start < end ? k.start : end);
+    a = k.end;
+  }
+  piece(a, end);
+  return out;
 }
 
 function isSpecial(v: VmaPlan): boolean {
@@ -155,13 +172,27 @@ function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
   return s;
 }
 
-export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean, verifier?: PageVerifier): MmResult {
+/**
+ * `inherit`: the plan of the parent this task was cloned from after the
+ * parent's memory was restored; identical private VMAs are kept so that
+ * the pages they share stay shared (plugin/restore/cow.ts).
+ */
+export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean, verifier?: PageVerifier, inherit?: ProcessPlan): MmResult {
   const cur = readMaps(t.pid);
-  // 1. Drop everything of the stub but the vDSO block and the scratch area.
+  const kept = inherit ? inheritedVmas(p, inherit, lazy) : new Set<VmaPlan>();
+  const keptRanges = [...kept].map((v) => ({ start: v.vma.start, end: v.vma.end })).sort((a, b) => (a.start < b.start ? -1 : 1));
+  // 1. Drop everything of the stub (or the parent) but the vDSO block, the
+  //    scratch area and the kept VMAs.
   for (const m of cur) {
     if (SPECIAL.includes(m.name) || m.name === '[vsyscall]') continue;
     if (m.start >= t.scratch && m.end <= t.scratch + t.scratchSize) continue;
-    t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, m.start, m.end - m.start);
+    let a = m.start;
+    for (const k of keptRanges) {
+      if (k.end <= a || k.start >= m.end) continue;
+      if (k.start > a) t.call(`munmap(inherited ${m.name || 'anon'})`, NR.munmap, a, k.start - a);
+      a = k.end;
+    }
+    if (a < m.end) t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, a, m.end - a);
   }
   // 2. Move [vvar], [vvar_vclock], [vdso] to their dumped addresses, through a
   //    hole first: MREMAP_FIXED silently replaces whatever is at the target.
@@ -189,10 +220,10 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   const lazyVmas: Interval[] = [];
   try {
     for (const v of p.vmas) {
-      if (isSpecial(v)) continue;
+      if (isSpecial(v) || kept.has(v)) continue;
       const vma = v.vma;
       const len = vma.end - vma.start;
-      let flags = MAP_FIXED_NOREPLACE | (vma.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE));
+      let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;
       let off = 0n;
       if (v.path !== undefined) {
@@ -215,8 +246,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       }
       const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
       if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
-      const madv = vma.madv ?? 0n;
-      for (const bit of MADV_BITS) if (madv & (1n << BigInt(bit))) t.raw(NR_MADVISE, vma.start, len, bit);
+      applyMadvise(t, vma);
       if (lazy && v.lazyEligible) lazyVmas.push({ start: vma.start, end: vma.end });
     }
   } finally {
@@ -231,7 +261,10 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     if (!a) byFile.set(file, (a = []));
     a.push(addr, off, len);
   };
-  for (const r of p.runs) {
+  let bytesWritten = kept.size ? restoreInheritedPages(t, p, kept, verifier) : 0n;
+  // Runs outside the kept VMAs (those were written above).
+  const runs = kept.size ? p.runs.flatMap((r) => outside(r, keptRanges)) : p.runs;
+  for (const r of runs) {
     if (r.file === undefined || r.offset === undefined) continue;
     if (lazy && r.flags & 2 /* PE_LAZY */) {
       for (const pg of touched) {
@@ -241,7 +274,6 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     }
     add(r.file, r.vaddr, r.offset, r.bytes);
   }
-  let bytesWritten = 0n;
   for (const [file, triples] of byFile) {
     // Page checksums (plugin/integrity): the native writer checks each chunk
     // (hardware CRC32C) right before writing it; a mismatch stops the restore.
@@ -256,7 +288,10 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
   const mm = p.mm;
-  const exeFd = t.openat(p.exePath, O_RDONLY | O_CLOEXEC);
+  // Cloned from a restored parent running the same program: the exe link is
+  // right already, and the kernel refuses to replace it while it is mapped
+  // (EBUSY), so it is left as it is (exe_fd -1).
+  const exeFd = inherit && inherit.exePath === p.exePath ? -1 : t.openat(p.exePath, O_RDONLY | O_CLOEXEC);
   try {
     const auxv = Buffer.alloc(mm.mm_saved_auxv.length * 8);
     mm.mm_saved_auxv.forEach((w, i) => auxv.writeBigUInt64LE(BigInt.asUintN(64, w), i * 8));
@@ -265,11 +300,11 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     const words = [mm.mm_start_code, mm.mm_end_code, mm.mm_start_data, mm.mm_end_data, mm.mm_start_brk, mm.mm_brk, mm.mm_start_stack, mm.mm_arg_start, mm.mm_arg_end, mm.mm_env_start, mm.mm_env_end, t.scratch + SCR_AUXV];
     words.forEach((w, i) => s.writeBigUInt64LE(w, i * 8));
     s.writeUInt32LE(auxv.length, 96);
-    s.writeUInt32LE(exeFd, 100);
+    s.writeUInt32LE(exeFd >>> 0, 100);
     t.write(t.scratch + SCR_STRUCT, s);
     t.call('prctl(PR_SET_MM_MAP)', NR.prctl, PR_SET_MM, PR_SET_MM_MAP, t.scratch + SCR_STRUCT, 104, 0);
   } finally {
-    t.raw(NR.close, exeFd);
+    if (exeFd >= 0) t.raw(NR.close, exeFd);
   }
   return { lazyVmas, bytesWritten };
 }

@@ -7,6 +7,7 @@
 // before the release kills and reaps everything created so far.
 import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
+import { ImageDir, KIND } from '../images/index.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
@@ -20,12 +21,14 @@ import {
   injectClone,
   type Interval,
   makeUffd,
+  type MmResult,
   restoreAddressSpace,
   restoreProcessState,
   restoreThreadState,
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
@@ -171,6 +174,10 @@ interface Live {
   plan: ProcessPlan;
   task: RemoteTask;
   threads: RemoteTask[];
+  /** Address space, once restored (a parent's is restored before its first child is cloned). */
+  mm?: MmResult;
+  /** The parent whose restored memory this process was cloned from. */
+  inherit?: ProcessPlan;
 }
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
@@ -180,10 +187,12 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
-  if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
-  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const ct = await containerPlan(opts.imagesDir);
-  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
+  // A tree whose root was pid 1 of its own pid namespace is restored into a
+  // new one anyway (as that pid 1): --pidns asks for nothing more then.
+  const pidns = opts.pidns === true && !ct;
+  if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
+  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
@@ -193,7 +202,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   await hooks.preRestore?.();
@@ -226,9 +235,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     let scratchAt = 0n;
     for (const p of plan.processes) {
       let task: RemoteTask;
+      let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
-        if (opts.pidns) {
+        if (pidns) {
           const initPid = spawn(stub, 1, true);
           created.push({ outer: initPid, tids: [initPid] });
           init = new RemoteTask(initPid);
@@ -245,7 +255,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
-        if (!opts.pidns) {
+        if (!pidns) {
           scratchAt = findHole([...busy, ...readMaps(outer)], task.scratchSize);
           task.mapScratch(scratchAt);
         } else {
@@ -254,16 +264,22 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
       } else {
         const parent = byPid.get(p.ppid)!;
+        // Copy-on-write sharing: a live child is cloned from its parent's
+        // restored memory and keeps what it shares (plugin/restore/cow.ts).
+        if (p.state !== 2 && parent.plan.state !== 2 && !parent.mm) {
+          parent.mm = restoreAddressSpace(parent.task, parent.plan, lazy, verifier, parent.inherit);
+        }
         const outer = injectClone(parent.task, p.pid, false);
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
         task.scratch = scratchAt;
+        if (parent.mm) inherit = parent.plan;
       }
       // Session and own process group now, so children cloned later inherit them.
       if (p.entry.sid === p.pid) task.call('setsid', NR.setsid);
       else if (p.entry.pgid === p.pid) task.call('setpgid', NR.setpgid, 0, 0);
-      const l: Live = { plan: p, task, threads: [] };
+      const l: Live = { plan: p, task, threads: [], inherit };
       live.push(l);
       byPid.set(p.pid, l);
     }
@@ -274,19 +290,29 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
-      if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
+      if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Zombies end now, before any state of their parents is restored
+    // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
+    const zombieParents = new Set<Live>();
+    for (const l of live) {
+      if (l.plan.state !== 2) continue;
+      endZombie(l.task, l.plan, 10000);
+      zombieParents.add(byPid.get(l.plan.ppid)!);
+    }
+    for (const parent of zombieParents) drainSigchld(parent.task);
 
     // Every open file description of the tree, each created once inside its
     // first owner while all stubs still have our credentials (plugin/restore/fds).
     plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
 
+    const forkMs = performance.now() - t0;
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
     for (const l of live) {
       const p = l.plan;
       if (p.state === 2) continue;
-      const mm = restoreAddressSpace(l.task, p, lazy, verifier);
+      const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p, plan.fds);
       l.threads = createThreads(l.task, p);
@@ -335,20 +361,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
-      if (p.state === 2) {
-        // A zombie: run exit(code) untraced; it stays a zombie of its restored parent.
-        const regs = addon.restoreGetRegs(l.task.pid);
-        regs[16] = l.task.gadget;
-        regs[10] = BigInt(NR.exit);
-        regs[14] = BigInt((p.exitCode >> 8) & 0xff);
-        regs[15] = BigInt.asUintN(64, -1n);
-        addon.restoreSetRegs(l.task.pid, regs);
-        addon.restoreDetach(l.task.pid, 0);
-        continue;
-      }
+      if (p.state === 2) continue; // a zombie: ended already
       const leaderMask = p.threads[0]!.core.tc!.blk_sigset;
       l.threads.forEach((t, i) => finalizeThread(t.tid, p.threads[i + 1]!.core, leaderMask));
-      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? 19 /* SIGSTOP */ : 0);
+      // A stopped process is released with its stop signal: it stops at once, as CRIU's kill(stop_signo).
+      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? stopSignalOf(p) : 0);
     }
     if (init) {
       // The namespace's init becomes a reaper that exits with the root's status.
@@ -370,6 +387,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
+    await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
       tree.exit = await tree.wait();
@@ -386,6 +404,27 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     await handoff?.close();
     throw wrapError(e);
+  }
+}
+
+/**
+ * stats-restore in the images dir, as CRIU writes it (times in µs):
+ * forking_time is the time until every process of the tree existed,
+ * restore_time until the tree was released, pages_restored the pages
+ * written into the processes before they ran (lazily served pages come
+ * later and are not counted, as in CRIU). pages_compared and
+ * pages_skipped_cow are 0: no pages are compared with a parent's at
+ * restore. Informational: a read-only images dir only costs a log line.
+ */
+async function writeRestoreStats(imagesDir: string, t: { forkMs: number; resumeMs: number; eagerBytes: bigint }, log: (line: string) => void): Promise<void> {
+  const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
+  try {
+    const dir = await ImageDir.open(imagesDir);
+    await dir.writeImage(KIND.stats, 'restore', [{
+      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / 4096n },
+    }]);
+  } catch (e) {
+    log(`stats-restore not written: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 

@@ -1,0 +1,105 @@
+// runc checkpoint / restore of a busybox container (a shell loop), with our
+// CLI as runc's criu, against CRIU 4.2 built from source as the same-run
+// baseline (LR_BENCH_CRIU, default /work/criu-4.2/criu/criu; without it the
+// figures have no baseline). Wall time of the runc commands, medians of 3
+// (1 with --quick). Needs runc and busybox-static (scripts/setup.sh).
+import { execFile, spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { median, type BenchFigure, type BenchSuite } from '../types.js';
+
+const RUNC = '/usr/sbin/runc';
+const cli = join(fileURLToPath(import.meta.url), '..', '..', '..', '..', 'bin', 'lazy-restore.js');
+
+function runc(args: string[], quiet = false): Promise<{ code: number; ms: number; err: string }> {
+  const t = performance.now();
+  return new Promise((resolve) => {
+    if (quiet) {
+      const c = spawn(RUNC, args, { stdio: 'ignore' });
+      c.on('close', (code) => resolve({ code: code ?? 255, ms: performance.now() - t, err: '' }));
+      return;
+    }
+    execFile(RUNC, args, { timeout: 120_000 }, (e, _o, err) => resolve({ code: e ? 1 : 0, ms: performance.now() - t, err }));
+  });
+}
+
+function count(file: string): number {
+  try {
+    return Number(readFileSync(file, 'utf8').trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Bounded wait for the container's counter (it writes every 0.1 s). */
+async function counted(file: string, min: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (count(file) < min) {
+    if (Date.now() > deadline) throw new Error(`container counter stuck at ${count(file)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export const suite: BenchSuite = {
+  name: 'runc',
+  async run(ctx) {
+    if (!existsSync(RUNC) || !existsSync('/bin/busybox')) throw new Error('runc and busybox-static are needed (scripts/setup.sh)');
+    const bundle = join(ctx.tmpDir, 'bundle');
+    const rootfs = join(bundle, 'rootfs');
+    mkdirSync(join(rootfs, 'bin'), { recursive: true });
+    mkdirSync(join(rootfs, 'tmp'));
+    copyFileSync('/bin/busybox', join(rootfs, 'bin', 'busybox'));
+    for (const x of ['sh', 'sleep']) symlinkSync('busybox', join(rootfs, 'bin', x));
+    if ((await runc(['spec', '--bundle', bundle])).code !== 0) throw new Error('runc spec failed');
+    const cfg = JSON.parse(readFileSync(join(bundle, 'config.json'), 'utf8')) as { process: { terminal: boolean; args: string[] }; root: { readonly: boolean } };
+    cfg.process.terminal = false;
+    cfg.process.args = ['/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done'];
+    cfg.root.readonly = false;
+    writeFileSync(join(bundle, 'config.json'), JSON.stringify(cfg));
+    const binDir = join(ctx.tmpDir, 'bin');
+    mkdirSync(binDir);
+    symlinkSync(cli, join(binDir, 'criu'));
+    const criu42 = process.env['LR_BENCH_CRIU'] ?? '/work/criu-4.2/criu/criu';
+    const tools: [string, string][] = [['lazy-restore', join(binDir, 'criu')]];
+    // --quick (the CI smoke run) only checks that ours runs.
+    if (existsSync(criu42) && !ctx.quick) tools.push(['CRIU 4.2', criu42]);
+    const id = `lr-bench-runc-${process.pid}`;
+    const file = join(rootfs, 'tmp', 'count');
+    const reps = ctx.quick ? 1 : 3;
+    const times = new Map<string, { cp: number[]; rs: number[] }>();
+    // One container per tool: a container CRIU restored lives in a time
+    // namespace of its own, which we do not dump.
+    for (const [name, bin] of tools) {
+      try {
+        if ((await runc(['run', '-d', '--bundle', bundle, id], true)).code !== 0) throw new Error('runc run failed');
+        await counted(file, count(file) + 2);
+        for (let i = 0; i < reps; i++) {
+          const img = join(ctx.tmpDir, `img-${name.replace(/\W/g, '')}-${i}`);
+          const cp = await runc(['--criu', bin, 'checkpoint', '--image-path', img, id]);
+          if (cp.code !== 0) throw new Error(`${name}: runc checkpoint failed: ${cp.err}`);
+          const at = count(file);
+          const rs = await runc(['--criu', bin, 'restore', '-d', '--image-path', img, '--bundle', bundle, id], true);
+          if (rs.code !== 0) throw new Error(`${name}: runc restore failed`);
+          await counted(file, at + 2);
+          const t = times.get(name) ?? { cp: [], rs: [] };
+          t.cp.push(cp.ms);
+          t.rs.push(rs.ms);
+          times.set(name, t);
+          ctx.log(`${name}: checkpoint ${cp.ms.toFixed(0)} ms, restore -d ${rs.ms.toFixed(0)} ms`);
+          rmSync(img, { recursive: true, force: true });
+        }
+      } finally {
+        await runc(['delete', '-f', id]);
+      }
+    }
+    const ours = times.get('lazy-restore')!;
+    const base = times.get('CRIU 4.2');
+    const fig = (what: string, mine: number[], theirs: number[] | undefined): BenchFigure => ({
+      name: `runc ${what}, busybox shell loop (lazy-restore as criu)`, value: median(mine), unit: 'ms',
+      ...(theirs ? { baseline: { name: `runc ${what} with CRIU 4.2`, value: median(theirs) } } : {}),
+      notes: 'wall time of the runc command; every request starts our CLI (node) anew',
+    });
+    return [fig('checkpoint', ours.cp, base?.cp), fig('restore -d', ours.rs, base?.rs)];
+  },
+};
