@@ -9,3 +9,6 @@ if [[ "${1:-}" != "--no-addon" ]]; then
 fi
 make -s -C native/helpers OUT="$PWD/build/bin"
 npx --no-install tsc -p tsconfig.json
+# The parsed .proto schemas as JSON (build/proto-schema.json): every command
+# loads that instead of parsing proto/ at start-up (plugin/images/codec.ts).
+node --input-type=module -e "import('./dist/plugin/images/codec.js').then((m) => m.protoRoot())"

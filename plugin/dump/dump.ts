@@ -4,10 +4,11 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
@@ -21,6 +22,7 @@ import { FileTable, planFds, type PlannedFd } from './files.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
+import { isZombieState, zombieCore, zombieProblem } from './taskstate.js';
 import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
@@ -136,6 +138,10 @@ const AUXV_MAX_WORDS = 44; // CRIU rejects more on x86-64
 interface ProcPlan {
   pid: number;
   stat: ProcStat;
+  /** A zombie (TASK_DEAD): only its pstree entry and core are written. */
+  zombie?: boolean;
+  /** A stopped process (TASK_STOPPED): the signal that stopped it. */
+  stopSignal?: number;
   tids: number[];
   vmas: PlannedVma[];
   fds: PlannedFd[];
@@ -187,10 +193,20 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
       problems.push(`pid ${pid}: no such process (ESRCH)`);
       continue;
     }
-    if (stat.state === 'Z' || stat.state === 'X') { problems.push(`pid ${pid}: zombie processes are not supported`); continue; }
+    if (pid !== root) {
+      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
+    }
+    if (isZombieState(stat.state)) {
+      // A zombie (plugin/dump/taskstate.ts): only its exit status is kept.
+      const z = zombieProblem(pid, stat, pid === root);
+      if (z) problems.push(z);
+      else if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+      else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
+      continue;
+    }
     const tracer = Number(status.get('TracerPid') ?? '0');
     if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
-    if (stat.state === 'T' || (stat.state === 't' && !frozen)) problems.push(`pid ${pid}: stopped processes are not supported`);
+    if (stat.state === 't' && !frozen) problems.push(`pid ${pid}: in a tracing stop (not supported)`);
     const tids = listTasks(pid);
     for (const t of tids) {
       try {
@@ -202,9 +218,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
     for (const n of NAMESPACES) {
       if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
     }
-    if (pid !== root) {
-      if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
-    } else if (!shellJob && stat.sid !== pid) {
+    if (pid === root && !shellJob && stat.sid !== pid) {
       problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
     }
     if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
@@ -226,7 +240,9 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
   }
   // Resources shared between processes (not threads) we cannot recreate.
   for (let i = 0; i < plans.length; i++) {
+    if (plans[i]!.zombie) continue;
     for (let j = i + 1; j < plans.length; j++) {
+      if (plans[j]!.zombie) continue;
       const a = plans[i]!.pid;
       const b = plans[j]!.pid;
       try {
@@ -345,7 +361,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     const frozenPids = tree.processes.map((p) => p.pid);
     const ct = container ? openContainer(root, opts.container ?? {}) : undefined;
-    for (const p of post.plans) p.tids = tree.processes.find((q) => q.pid === p.pid)!.tids;
+    for (const p of post.plans) {
+      const f = tree.processes.find((q) => q.pid === p.pid)!;
+      p.tids = f.tids;
+      if (f.stopSignal !== undefined) p.stopSignal = f.stopSignal;
+      if ((p.zombie === true) !== (f.zombie === true)) throw new UserError(`pid ${p.pid}: changed state while the tree was frozen (zombie)`);
+    }
 
     // 4. Collect and write (incremental: only pages written since the parent).
     await clearStaleImages(dir);
@@ -355,9 +376,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         preDump: opts.preDump === true, root, trackTimeoutS: opts.trackTimeoutS ?? 3600, log,
         ...(ct ? { imagePid: (h: number) => ct.vpid(h) } : {}),
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
-      }, frozenPids);
+      }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, ct);
+    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -435,7 +456,7 @@ async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -456,7 +477,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   // in which the root differs. Outside a container we keep the root's (its
   // namespaces are the restorer's, as before).
   Object.assign(rootIds, ct ? {
-    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    // An external network namespace is not restored: the root keeps "ours".
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
   } : nsIds);
@@ -464,10 +486,19 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
+    if (p.zombie) {
+      // TASK_DEAD: the pstree entry and a core with the exit status, as CRIU.
+      const vz = vpid(pid);
+      const vs = ct ? ct.vsid(pid) : { sid: p.stat.sid, pgid: p.stat.pgid };
+      pstree.push({ pid: vz, ppid: vpid(p.stat.ppid), pgid: vs.pgid, sid: vs.sid, threads: [vz] });
+      writes.push(dir.writeCore(vz, zombieCore(p.stat)));
+      log(`pid ${pid}: zombie, exit status 0x${p.stat.exitCode.toString(16)}`);
+      continue;
+    }
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
@@ -506,11 +537,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     const leaderCore: CoreEntry = {
       ...leader.core,
       tc: {
-        task_state: TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
+        task_state: p.stopSignal !== undefined ? TASK_STOPPED : TASK_ALIVE, exit_code: 0, personality, flags: s.flags, blk_sigset: getSigmask(pid), comm: s.comm,
         timers: { ...ps.itimers, posix: ps.posixTimers }, rlimits: { rlimits: rl }, signals_s: { signals: sharedPending },
         loginuid: Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim()),
         oom_score_adj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
         sigactions: ps.sigactions, child_subreaper: ps.childSubreaper,
+        ...(p.stopSignal !== undefined ? { stop_signo: p.stopSignal } : {}),
       },
     };
 
@@ -617,7 +649,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { errnoError, detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
 import { isSystemError } from '../errors.js';
 import { listChildren, listTasks } from './proc.js';
+import { isStopSignal, isZombie, reapZombieInParent } from './taskstate.js';
 
 export interface FrozenProcess {
   pid: number;
@@ -14,12 +15,18 @@ export interface FrozenProcess {
   /** Leader first. */
   tids: number[];
   children: number[];
+  /** A zombie: never seized (ptrace refuses them), dumped from /proc alone. */
+  zombie?: boolean;
+  /** Set when the process was stopped (group stop) when it was frozen: the stop signal. */
+  stopSignal?: number;
 }
 
 export class FrozenTree {
   /** Parents before children (depth-first from the root). */
   readonly processes: FrozenProcess[] = [];
   private readonly seized = new Set<number>();
+  /** Stop signal of each thread found in a group stop when it was seized. */
+  private readonly groupStopped = new Map<number, number>();
 
   constructor(readonly root: number, private readonly timeoutMs: number) {}
 
@@ -38,10 +45,26 @@ export class FrozenTree {
   }
 
   private freezeSubtree(pid: number): void {
-    const tids = this.freezeProcess(pid);
+    // A child that exited is a zombie its frozen parent can no longer reap.
+    if (pid !== this.root && isZombie(pid)) {
+      this.processes.push({ pid, ppid: ppidOf(pid), tids: [pid], children: [], zombie: true });
+      return;
+    }
+    let tids: number[];
+    try {
+      tids = this.freezeProcess(pid);
+    } catch (e) {
+      // Exited between the listing and the seize (ptrace refuses zombies).
+      if (pid !== this.root && isZombie(pid) && !this.seized.has(pid)) {
+        this.processes.push({ pid, ppid: ppidOf(pid), tids: [pid], children: [], zombie: true });
+        return;
+      }
+      throw e;
+    }
     // Frozen: its children list can only shrink now.
     const children = listChildren(pid);
-    this.processes.push({ pid, ppid: ppidOf(pid), tids, children });
+    const stopSignal = this.groupStopped.get(pid);
+    this.processes.push({ pid, ppid: ppidOf(pid), tids, children, ...(stopSignal !== undefined ? { stopSignal } : {}) });
     for (const c of children) this.freezeSubtree(c);
   }
 
@@ -88,7 +111,18 @@ export class FrozenTree {
         }
         throw e;
       }
-      if (isEventStop(st)) return;
+      if (isEventStop(st)) {
+        // A group stop (the task was stopped by SIGSTOP/SIGTSTP/...) reports
+        // the stop signal; our own interrupt reports SIGTRAP. A stopped task
+        // still has our interrupt pending: resume it once to take that trap
+        // now (as CRIU's compel does), not in the middle of an injection.
+        if (isStopSignal(st.signal) && !this.groupStopped.has(t)) {
+          this.groupStopped.set(t, st.signal!);
+          cont(t, 0);
+          continue;
+        }
+        return;
+      }
       // A signal-delivery stop came first: let the thread take the signal
       // (as CRIU's compel does). The interrupt is still pending and is
       // checked before the next signal is dequeued, so the thread stops
@@ -118,7 +152,13 @@ export class FrozenTree {
    * reaps children node spawned; reaping it here would starve their 'exit').
    */
   kill(): void {
+    // Zombies first, reaped by their frozen parents: once the tree is killed
+    // they would be left to init, which reaps orphans slowly.
     for (const p of this.processes) {
+      if (p.zombie && this.seized.has(p.ppid)) reapZombieInParent(p.ppid, p.pid, this.timeoutMs);
+    }
+    for (const p of this.processes) {
+      if (p.zombie) continue;
       try {
         process.kill(p.pid, 'SIGKILL');
       } catch {

@@ -1,7 +1,7 @@
 // Page checksums (lr-checksums-<pages_id>.img): CRC32C of each fixed-size
 // chunk of a pages file, computed after a dump and checked before page data
 // is trusted. CRC32C (Castagnoli, as in iSCSI/ext4) in slicing-by-8 form.
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ImageError } from '../errors.js';
 import { PAGE_SIZE } from './magic.js';
@@ -38,9 +38,36 @@ export function crc32c(data: Uint8Array, crc = 0): number {
 /** Default chunk: 64 pages, small enough to verify a lazily served range cheaply. */
 export const DEFAULT_CHECKSUM_CHUNK = 64 * PAGE_SIZE;
 
+let nativeFn: ((path: string, chunk: number) => Uint32Array) | null | undefined;
+async function nativeChecksumFile(): Promise<((path: string, chunk: number) => Uint32Array) | null> {
+  if (nativeFn === undefined) {
+    try {
+      const { addon } = await import('../native/addon.js');
+      nativeFn = typeof addon.checksumFile === 'function' ? addon.checksumFile.bind(addon) : null;
+    } catch {
+      nativeFn = null;
+    }
+  }
+  return nativeFn;
+}
+
 /** Checksums of every chunk of a pages file. */
 export async function computePageChecksums(pagesPath: string, pagesId: number, chunkSize = DEFAULT_CHECKSUM_CHUNK): Promise<PageChecksumsEntry> {
   if (chunkSize <= 0 || chunkSize % PAGE_SIZE) throw new RangeError(`checksum chunk size ${chunkSize} is not a multiple of ${PAGE_SIZE}`);
+  // The native addon (hardware CRC32C, ~10x the table code below) when built.
+  const native = await nativeChecksumFile();
+  if (native) {
+    let sums: Uint32Array;
+    try {
+      sums = native(pagesPath, chunkSize);
+    } catch (e) {
+      const x = e as { code?: string; message?: string };
+      throw new ImageError(pagesPath, undefined, `cannot checksum: ${x.code ?? ''} ${x.message ?? String(e)}`.trim());
+    }
+    const size = (await stat(pagesPath)).size;
+    if (Math.ceil(size / chunkSize) !== sums.length) throw new ImageError(pagesPath, undefined, 'file changed size while being checksummed');
+    return { pages_id: pagesId, chunk_size: chunkSize, algorithm: ChecksumAlgorithm.CRC32C, file_size: BigInt(size), checksums: Array.from(sums) };
+  }
   const fh = await open(pagesPath, 'r');
   try {
     const size = (await fh.stat()).size;

@@ -5,7 +5,7 @@
 // absent optional fields absent. Encoding is canonical (field-number order,
 // unpacked repeated scalars, minimal varints), i.e. what protobuf-c and
 // `crit encode` produce.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -60,12 +60,40 @@ const SCALARS: Record<string, ScalarKind> = {
 let rootCache: protobuf.Root | undefined;
 const plans = new Map<string, MessagePlan>();
 
+/**
+ * Parsed schemas cached as protobufjs JSON (build/proto-schema.json, written
+ * on first use and by the build): parsing the .proto files costs every
+ * command ~50 ms at start-up, loading the JSON a fraction of it. The cache is
+ * keyed by the names, sizes and mtimes of the .proto files.
+ */
+const SCHEMA_CACHE: string = join(PROTO_DIR, '..', 'build', 'proto-schema.json');
+
+function protoFingerprint(files: string[]): string {
+  return files.map((f) => {
+    const st = statSync(f);
+    return `${f}:${st.size}:${st.mtimeMs}`;
+  }).join('|');
+}
+
 /** The protobufjs root with every schema in proto/ (loaded once). */
 export function protoRoot(): protobuf.Root {
   if (!rootCache) {
     const files = readdirSync(PROTO_DIR).filter((f) => f.endsWith('.proto')).sort().map((f) => join(PROTO_DIR, f));
-    const root = new protobuf.Root();
-    root.loadSync(files, { keepCase: true });
+    const fp = protoFingerprint(files);
+    let root: protobuf.Root | undefined;
+    try {
+      const cached = JSON.parse(readFileSync(SCHEMA_CACHE, 'utf8')) as { fingerprint?: string; root?: protobuf.INamespace };
+      if (cached.fingerprint === fp && cached.root) root = protobuf.Root.fromJSON(cached.root);
+    } catch { /* no cache yet, or unreadable: parse */ }
+    if (!root) {
+      root = new protobuf.Root();
+      root.loadSync(files, { keepCase: true });
+      try {
+        const tmp = `${SCHEMA_CACHE}.${process.pid}.tmp`;
+        writeFileSync(tmp, JSON.stringify({ fingerprint: fp, root: root.toJSON({ keepComments: false }) }));
+        renameSync(tmp, SCHEMA_CACHE);
+      } catch { /* read-only install: parse every time */ }
+    }
     root.resolveAll();
     rootCache = root;
   }

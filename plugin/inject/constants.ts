@@ -13,7 +13,7 @@ export const SYS = {
   pidfd_getfd: 438, getitimer: 36, setitimer: 38, wait4: 61, chdir: 80, setgroups: 116, setresuid: 117,
   setresgid: 119, setfsuid: 122, setfsgid: 123, capset: 126, rt_sigqueueinfo: 129, timer_create: 222,
   timer_settime: 223, timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, dup3: 292,
-  rt_tgsigqueueinfo: 297, prlimit64: 302,
+  rt_tgsigqueueinfo: 297, prlimit64: 302, rt_sigtimedwait: 128, mlock2: 325,
 } as const;
 
 /** prctl options used by dump/restore. */

@@ -105,6 +105,11 @@ class Proc {
    * until its pid is known and the watchdog has taken its own copy.
    */
   watchdogFd: number | undefined;
+  /** Last bytes-left figure from the engine, and whether the engine stopped answering. */
+  lastLeft = 0n;
+  leftUnknown?: boolean;
+  /** Failed while its pid was unknown: killed (then released) once found. */
+  killWhenFound?: boolean;
   constructor(
     readonly id: number,
     readonly engineProc: number,
@@ -150,6 +155,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   /** The engine's fault log is on (stats file timeline or working-set recording). */
   private logOn = false;
   private logDropped = 0;
+  /** The engine's fault log failed to drain once (reported once). */
+  private logFailed = false;
   private recording: boolean;
   private readonly recordMs: number;
   private recordTimer: NodeJS.Timeout | undefined;
@@ -342,6 +349,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       p.knownEdges!.add(r.end);
     }
     // The engine may have reported 'complete' (empty plan) before the handle was known.
+    p.lastLeft = plan.ranges.reduce((n, r) => n + (r.end - r.start), 0n);
     this.procs.set(handle, p);
     if (this.recording) p.recorder = new WorkingSetRecorder(process.hrtime.bigint());
     const ws = await replay;
@@ -515,7 +523,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   // ---- process picture -------------------------------------------------------
 
   private refuse(pid: number, hostPid: number, why: string, cause: unknown): UserError {
-    const killed = this.killPid(hostPid);
+    const killed = this.killPid(hostPid) === 'killed';
     if (killed) this.killedAtAdopt++;
     const msg = `pid ${pid}: ${why}; ${killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`}`;
     const error = new UserError(msg, { cause });
@@ -526,7 +534,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private leftOf(p: Proc): bigint {
     if (p.state !== 'serving') return 0n;
-    return safe(() => this.engine.lazyBytes(p.engineProc), 0n);
+    // Bytes left to serve: if the engine cannot say, the last figure stands
+    // (0 would read as "complete"), and the failure is logged once.
+    try {
+      p.lastLeft = this.engine.lazyBytes(p.engineProc);
+    } catch (e) {
+      if (!p.leftUnknown) log.warn(`lazy-pages: pid ${p.imagePid}: the fault engine cannot count its bytes left: ${errText(e)}`);
+      p.leftUnknown = true;
+    }
+    return p.lastLeft;
   }
 
   private snapshotOf(p: Proc): LazyProcessStats {
@@ -560,9 +576,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private killAnnounced(hostPid: number | undefined): string {
     if (hostPid === undefined) return 'nothing killed';
     if (hostPid === process.pid) return 'nothing killed (it is this daemon)';
-    const killed = this.killPid(hostPid);
-    if (killed) this.killedAtAdopt++;
-    return killed ? `killed pid ${hostPid} with SIGKILL` : `pid ${hostPid} could not be killed`;
+    const kill = this.killPid(hostPid);
+    if (kill === 'killed') this.killedAtAdopt++;
+    return kill === 'killed' ? `killed pid ${hostPid} with SIGKILL` : kill === 'gone' ? `pid ${hostPid} is already gone` : `pid ${hostPid} could not be killed (${kill})`;
   }
 
   private async adoptFromSocket(pid: number, fd: number, from: { conn: number; peer: number }): Promise<void> {
@@ -786,8 +802,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (p.hostPid === undefined) this.resolveChildPidNow(p);
     const target = p.hostPid;
     const who = p.parent ? `child of pid ${p.parent.hostPid ?? p.parent.imagePid} (reads image pid ${p.imagePid})` : `pid ${p.imagePid}`;
-    let killed = false;
-    if (target !== undefined && (!p.identity || isAlive(p.identity))) killed = this.killPid(target);
+    // 'killed' | 'gone' | an errno name (the kill was refused) | undefined (pid unknown)
+    let kill: KillOutcome | undefined;
+    if (target !== undefined) kill = p.identity && !isAlive(p.identity) ? 'gone' : this.killPid(target);
+    const killed = kill === 'killed';
     p.state = 'killed';
     p.finishedAtMs = Date.now();
     this.lastFinishMs = p.finishedAtMs;
@@ -795,29 +813,70 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       this.pushInFlight -= p.pushInFlight;
       p.pushInFlight = 0;
     }
-    if (killed || target === undefined || !p.identity || !isAlive(p.identity)) {
+    // Only a process that is dead (killed or gone) loses its uffd. One whose
+    // pid is unknown (a forked child not found yet) or that could not be
+    // killed keeps it open in the engine and in the watchdog, so it stays
+    // blocked on its faults instead of reading zero pages; an unknown child
+    // is looked for and killed once found.
+    if (kill === 'killed' || kill === 'gone') {
       try {
         this.engine.release(p.engineProc);
       } catch {
         /* gone */
       }
+      this.dropWatchdogFd(p);
+      this.watchdogDone(target);
+    } else if (kill === undefined) {
+      p.killWhenFound = true;
+      this.findToKill(p, 0);
     }
-    this.dropWatchdogFd(p);
-    if (killed) this.watchdogDone(target);
-    // If the process could not be killed its uffd stays open in the engine, so it blocks instead of reading zeros.
-    const outcome = killed ? `killed pid ${target} with SIGKILL` : target === undefined ? 'its pid is unknown: left blocked on its faults' : `pid ${target} is already gone`;
+    const outcome = kill === 'killed' ? `killed pid ${target} with SIGKILL`
+      : kill === 'gone' ? `pid ${target} is already gone`
+        : kill === undefined ? 'its pid is unknown: left blocked on its faults until it is found and killed'
+          : `pid ${target} could not be killed (${kill}): left blocked on its faults`;
     const message = `${who}: a page could not be served: ${why}; ${outcome}`;
     this.emit('error', { proc: this.snapshotOf(p), killed, message, error });
     this.checkIdle();
   }
 
-  private killPid(pid: number): boolean {
+  /** SIGKILL: 'killed', 'gone' (ESRCH) or the errno name that refused it (e.g. EPERM). */
+  private killPid(pid: number): KillOutcome {
     try {
       this.kill(pid);
-      return true;
-    } catch {
-      return false;
+      return 'killed';
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (code === 'ESRCH') return 'gone';
+      return typeof code === 'string' ? code : errText(e);
     }
+  }
+
+  /**
+   * A failed process whose pid was unknown (a forked child): keeps looking for
+   * it (bounded) and kills it once found; only then is its uffd released.
+   */
+  private findToKill(p: Proc, attempt: number): void {
+    if (!p.killWhenFound || this.closed) return;
+    if (p.hostPid === undefined) this.resolveChildPidNow(p);
+    if (p.hostPid === undefined) {
+      if (attempt < 40) setTimeout(() => this.findToKill(p, attempt + 1), Math.min(2 ** attempt, 50)).unref();
+      else log.warn(`lazy-pages: a child forked by pid ${p.parent?.hostPid ?? p.imagePid} that cannot be served was not found: left blocked on its faults`);
+      return;
+    }
+    const kill = p.identity && !isAlive(p.identity) ? 'gone' : this.killPid(p.hostPid);
+    if (kill !== 'killed' && kill !== 'gone') {
+      log.warn(`lazy-pages: pid ${p.hostPid} (a child that cannot be served) could not be killed (${kill}): left blocked on its faults`);
+      return;
+    }
+    p.killWhenFound = false;
+    if (kill === 'killed') this.emit('error', { proc: this.snapshotOf(p), killed: true, message: `pid ${p.hostPid} (forked by pid ${p.parent?.hostPid ?? p.parent?.imagePid}) found: killed with SIGKILL`, error: new Error('killed once found') });
+    try {
+      this.engine.release(p.engineProc);
+    } catch {
+      /* gone */
+    }
+    this.dropWatchdogFd(p);
+    this.watchdogDone(p.hostPid);
   }
 
   private async serveRemote(p: Proc, imageAddr: bigint, len: bigint): Promise<void> {
@@ -857,7 +916,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const child = unresolved[i]!;
       child.hostPid = candidates[i]!;
       child.identity = identify(child.hostPid);
-      if (this.watchdog && child.state === 'serving') this.guardChild(child);
+      if (child.killWhenFound) this.findToKill(child, 0);
+      else if (this.watchdog && child.state === 'serving') this.guardChild(child);
       else this.dropWatchdogFd(child);
       for (const gc of child.children) if (gc.hostPid === undefined) this.resolveChildPidNow(gc);
     }
@@ -917,7 +977,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     let log;
     try {
       log = this.engine.drainFaultLog!();
-    } catch {
+    } catch (e) {
+      // Without the log, working sets being recorded would be written with
+      // holes: abandon them (never write a wrong one) and say so, once.
+      for (const p of this.procs.values()) if (p.recorder && !p.recorder.done) p.recorder.done = true;
+      if (!this.logFailed) {
+        this.logFailed = true;
+        const message = `the fault engine's log cannot be read (${errText(e)}): working sets being recorded are abandoned, stats-file timelines end here`;
+        this.emit('error', { proc: undefined, killed: false, message, error: e instanceof Error ? e : new Error(message) });
+      }
       return;
     }
     this.logDropped += log.dropped;
@@ -1059,7 +1127,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           p.snapshot = undefined;
           return undefined;
         }
-        p.snapshot = safe(() => this.engine.lazyRanges(p.engineProc), []);
+        const ranges = this.rangesOf(p);
+        if (ranges === undefined) return undefined;
+        p.snapshot = ranges;
         p.snapIndex = 0;
         p.cursor = 0n;
         p.passChunks = 0;
@@ -1081,11 +1151,27 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     return undefined;
   }
 
+  /**
+   * The engine's remaining lazy ranges of p. If the engine cannot say (it
+   * lost the process), the process is finished as exited when it is gone and
+   * killed otherwise — never left with the push silently stopped.
+   */
+  private rangesOf(p: Proc): { start: bigint; end: bigint }[] | undefined {
+    try {
+      return this.engine.lazyRanges(p.engineProc);
+    } catch (e) {
+      if (p.identity && !isAlive(p.identity)) this.finish(p, 'exited');
+      else this.failProcess(p, `the fault engine cannot list its lazy ranges: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
+      return undefined;
+    }
+  }
+
   /** Remaining-range edges we did not make are fault holes: push around them next. */
   private findFaultHoles(p: Proc): void {
     const known = p.knownEdges;
     if (!known) return;
-    const ranges = safe(() => this.engine.lazyRanges(p.engineProc), []);
+    const ranges = this.rangesOf(p);
+    if (ranges === undefined) return;
     const found: bigint[] = [];
     for (const r of ranges) {
       if (!known.has(r.start)) found.push(r.start);
@@ -1211,13 +1297,8 @@ function histPercentileUs(hist: readonly (number | undefined)[], p: number): num
   return 2 ** hist.length / 1000;
 }
 
-function safe<T>(f: () => T, fallback: T): T {
-  try {
-    return f();
-  } catch {
-    return fallback;
-  }
-}
+type KillOutcome = 'killed' | 'gone' | string;
+
 
 function closeQuietly(fd: number): void {
   try {

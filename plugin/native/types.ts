@@ -307,6 +307,8 @@ export interface RestoreNative {
    * With sums/chunkSize/verified: each chunk touched is CRC32C-checked right before it is written
    * (once per file: `verified` flags are shared between calls); a mismatch throws EBADMSG with chunk/stored/computed.
    */
+  /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
+  checksumFile(path: string, chunkSize: number): Uint32Array;
   restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;

@@ -146,7 +146,7 @@ export function isLazyEligible(v: VmaEntry): boolean {
   if ((v.status & VMA.REGULAR) === 0) return false;
   if ((v.status & VMA.ANON_PRIVATE) === 0) return false;
   if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return false;
-  if (v.flags & (MAP.LOCKED | MAP.HUGETLB)) return false;
+  if (v.flags & (MAP.LOCKED | MAP.HUGETLB | 0x08 /* MAP_DROPPABLE: the kernel may drop its pages */)) return false;
   return true;
 }
 

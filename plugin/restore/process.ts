@@ -10,6 +10,7 @@ import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
+import { applyMadvise, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
@@ -27,8 +28,6 @@ const PR_SET_MM_MAP = 14;
 const SS_DISABLE = 2;
 const SS_AUTODISARM = 1 << 31;
 const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
-const MADV_BITS = [10, 14, 15, 18]; // DONTFORK, HUGEPAGE, NOHUGEPAGE, WIPEONFORK: they change behaviour, not data
-const NR_MADVISE = 28;
 
 // Scratch layout (offsets into the task's scratch area).
 const SCR_PATH = 0n;
@@ -225,7 +224,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       if (isSpecial(v) || kept.has(v)) continue;
       const vma = v.vma;
       const len = vma.end - vma.start;
-      let flags = MAP_FIXED_NOREPLACE | (vma.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE));
+      let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;
       let off = 0n;
       if (v.path !== undefined) {
@@ -248,8 +247,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       }
       const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
       if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
-      const madv = vma.madv ?? 0n;
-      for (const bit of MADV_BITS) if (madv & (1n << BigInt(bit))) t.raw(NR_MADVISE, vma.start, len, bit);
+      applyMadvise(t, vma);
       if (lazy && v.lazyEligible) lazyVmas.push({ start: vma.start, end: vma.end });
     }
   } finally {

@@ -27,6 +27,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
@@ -176,17 +177,19 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
-  if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
-  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const ct = await containerPlan(opts.imagesDir);
-  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
+  // A tree whose root was pid 1 of its own pid namespace is restored into a
+  // new one anyway (as that pid 1): --pidns asks for nothing more then.
+  const pidns = opts.pidns === true && !ct;
+  if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
+  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   await hooks.preRestore?.();
@@ -221,7 +224,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
-        if (opts.pidns) {
+        if (pidns) {
           const initPid = spawn(stub, 1, true);
           created.push({ outer: initPid, tids: [initPid] });
           init = new RemoteTask(initPid);
@@ -238,7 +241,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
-        if (!opts.pidns) {
+        if (!pidns) {
           scratchAt = findHole([...busy, ...readMaps(outer)], task.scratchSize);
           task.mapScratch(scratchAt);
         } else {
@@ -273,8 +276,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Groups led by another process of the tree.
     for (const l of live) {
       const { pid, pgid } = l.plan.entry;
-      if (pgid !== pid && byPid.has(pgid) && l.plan.state !== 2) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
+      if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Zombies end now, before any state of their parents is restored
+    // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
+    const zombieParents = new Set<Live>();
+    for (const l of live) {
+      if (l.plan.state !== 2) continue;
+      endZombie(l.task, l.plan, 10000);
+      zombieParents.add(byPid.get(l.plan.ppid)!);
+    }
+    for (const parent of zombieParents) drainSigchld(parent.task);
 
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
@@ -330,20 +342,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
-      if (p.state === 2) {
-        // A zombie: run exit(code) untraced; it stays a zombie of its restored parent.
-        const regs = addon.restoreGetRegs(l.task.pid);
-        regs[16] = l.task.gadget;
-        regs[10] = BigInt(NR.exit);
-        regs[14] = BigInt((p.exitCode >> 8) & 0xff);
-        regs[15] = BigInt.asUintN(64, -1n);
-        addon.restoreSetRegs(l.task.pid, regs);
-        addon.restoreDetach(l.task.pid, 0);
-        continue;
-      }
+      if (p.state === 2) continue; // a zombie: ended already
       const leaderMask = p.threads[0]!.core.tc!.blk_sigset;
       l.threads.forEach((t, i) => finalizeThread(t.tid, p.threads[i + 1]!.core, leaderMask));
-      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? 19 /* SIGSTOP */ : 0);
+      // A stopped process is released with its stop signal: it stops at once, as CRIU's kill(stop_signo).
+      finalizeThread(l.task.pid, p.threads[0]!.core, leaderMask, p.state === 3 ? stopSignalOf(p) : 0);
     }
     if (init) {
       // The namespace's init becomes a reaper that exits with the root's status.

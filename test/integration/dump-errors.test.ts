@@ -103,21 +103,6 @@ test('dump errors: a root that is not a session leader needs --shell-job', { ski
   }
 });
 
-test('dump errors: a zombie in the tree', { skip: !isRoot && 'needs root' }, async () => {
-  const img = tempDir('lr-dump-err-');
-  const wl = await startWorkload('workload-tree', ['zombie']);
-  try {
-    const z = Number(wl.report.zombie);
-    await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
-      && e.message === `cannot dump: pid ${z}: zombie processes are not supported`);
-    assert.deepEqual(readdirSync(img.path), []);
-    await stillFine(wl);
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-});
-
 test('dump errors: a file lock is refused with and without --file-locks (CRIU refuses without it; we restore none)', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-err-');
   const { spawn } = await import('node:child_process');

@@ -118,7 +118,7 @@ const file = (s: bigint, e: bigint, offset = 0n): PlannedRange => ({ start: s, e
 const zero = (s: bigint, e: bigint): PlannedRange => ({ start: s, end: e, src: { kind: 'zero' } });
 const devnull = (): number => openSync('/dev/null', 'r');
 
-async function setup(plans: Record<number, PlannedRange[]>, opts: { prefetch?: boolean; bandwidthBytesPerSec?: number; socket?: boolean } = {}) {
+async function setup(plans: Record<number, PlannedRange[]>, opts: { prefetch?: boolean; bandwidthBytesPerSec?: number; socket?: boolean; killError?: string } = {}) {
   let engine: FakeEngine | undefined;
   const killed: number[] = [];
   const server = await LazyPagesServer.open(
@@ -126,7 +126,10 @@ async function setup(plans: Record<number, PlannedRange[]>, opts: { prefetch?: b
     {
       images: fakeImages(plans),
       engineFactory: (o: EngineFactoryOptions) => (engine = new FakeEngine(o.onEvents)),
-      kill: (pid) => void killed.push(pid),
+      kill: (pid) => {
+        if (opts.killError) throw Object.assign(new Error(`kill ${opts.killError}`), { code: opts.killError });
+        killed.push(pid);
+      },
     },
   );
   return { server, engine: engine!, killed };
@@ -206,6 +209,83 @@ test('an engine error kills the process by pid and reports why; a fork child is 
   const stats = await withTimeout(server.whenIdle(), 5000, 'idle');
   assert.equal(stats.killed, 1);
   assert.equal(stats.exited, 1);
+  await server.close();
+});
+
+test('a forked child whose pid is unknown fails: its uffd is never released (it stays blocked), the error says so', async () => {
+  const { server, engine, killed } = await setup({ 77: [file(0n, 4n * P)] }, { prefetch: false });
+  const errors: LazyErrorEvent[] = [];
+  server.on('error', (e) => errors.push(e));
+  // hostPid of a process that has no children here: the child's pid cannot be found.
+  await server.adopt(77, devnull(), { hostPid: 999_999_998 });
+  engine.ranges.set(101, engine.ranges.get(100)!.map((r) => ({ ...r })));
+  engine.onEvents([{ type: 'fork', proc: 100, child: 101 }]);
+  engine.onEvents([{ type: 'error', proc: 101, code: 'EIO', errno: 5, syscall: 'pread', message: 'input/output error' }]);
+  assert.deepEqual(killed, []);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!.message, /its pid is unknown: left blocked on its faults/);
+  assert.equal(errors[0]!.killed, false);
+  assert.ok(!engine.released.includes(101), 'the unknown child keeps its uffd in the engine (never zero pages)');
+  await server.close();
+});
+
+test('a kill refused with EPERM is not "already gone": the uffd stays, the errno is named', async () => {
+  const { server, engine } = await setup({ 78: [file(0n, 4n * P)] }, { prefetch: false, killError: 'EPERM' });
+  const errors: LazyErrorEvent[] = [];
+  server.on('error', (e) => errors.push(e));
+  await server.adopt(78, devnull(), { hostPid: 999_999_997 });
+  engine.onEvents([{ type: 'error', proc: 100, code: 'EIO', errno: 5, syscall: 'pread', message: 'input/output error' }]);
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!.message, /pid 999999997 could not be killed \(EPERM\): left blocked on its faults/);
+  assert.doesNotMatch(errors[0]!.message, /already gone/);
+  assert.ok(!engine.released.includes(100), 'a living process keeps its uffd');
+  await server.close();
+});
+
+test('the engine failing to list lazy ranges: the process is killed with a clear error, the push does not silently stop', async () => {
+  const { server, engine, killed } = await setup({ 5: [file(0n, 8n * MiB)] });
+  const errors: LazyErrorEvent[] = [];
+  const first = new Promise<void>((resolve) => server.on('error', (e) => {
+    errors.push(e);
+    resolve();
+  }));
+  engine.lazyRanges = () => {
+    throw Object.assign(new Error('engine lost the process'), { code: 'EINVAL' });
+  };
+  await server.adopt(5, devnull(), { hostPid: 999_999_996 });
+  server.startPush();
+  await withTimeout(first, 5000, 'an error, not a silent stop');
+  assert.deepEqual(killed, [999_999_996]);
+  assert.match(errors[0]!.message, /pid 5: a page could not be served: the fault engine cannot list its lazy ranges: .*engine lost the process.*killed pid 999999996/);
+  assert.equal(errors[0]!.killed, true);
+  await server.close();
+});
+
+test('the fault log cannot be drained: a working set being recorded is abandoned (never written with holes), said once', async () => {
+  let engine: FakeEngine | undefined;
+  const server = await LazyPagesServer.open({ imagesDir: '/fake', prefetch: false, recordWorkingSet: 60 }, {
+    images: fakeImages({ 6: [file(0n, 4n * P)] }),
+    engineFactory: (o: EngineFactoryOptions) => {
+      const e = new FakeEngine(o.onEvents) as FakeEngine & { setFaultLog(n: number): void; drainFaultLog(): { entries: never[]; dropped: number } };
+      e.setFaultLog = () => undefined;
+      e.drainFaultLog = () => {
+        throw Object.assign(new Error('log gone'), { code: 'EIO' });
+      };
+      engine = e;
+      return e;
+    },
+    kill: () => undefined,
+  });
+  const errors: string[] = [];
+  const recorded: string[] = [];
+  server.on('error', (e) => errors.push(e.message));
+  server.on('recorded', (e) => recorded.push(e.path));
+  await server.adopt(6, devnull(), { hostPid: 999_999_995 });
+  engine!.fault(100, 0n);
+  assert.deepEqual(await server.stopRecording(), []);
+  assert.deepEqual(recorded, []);
+  assert.equal(errors.filter((m) => /fault engine's log cannot be read \(.*log gone.*\): working sets being recorded are abandoned/.test(m)).length, 1, errors.join('\n'));
+  assert.ok(!errors.some((m) => /cannot write its working set/.test(m)), 'nothing was written');
   await server.close();
 });
 
