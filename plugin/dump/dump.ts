@@ -10,7 +10,7 @@ import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync }
 import {
   ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
-  type TaskKobjIdsEntry, type VmaEntry,
+  type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
@@ -121,6 +121,10 @@ export interface DumpStats {
   /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
   shpagesScanned: number;
   shpagesWritten: number;
+  /** Processes whose memory was copied (CRIU's page_pipes: one page pipe per process). */
+  pagePipes: number;
+  /** Runs of pages copied with their data (CRIU's page_pipe_bufs: the pipe buffers holding them). */
+  pagePipeBufs: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -429,17 +433,24 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
-  // stats-dump, as CRIU writes it (times in µs); informational only.
+  // stats-dump, with every field CRIU 4.2 writes (times in µs); informational
+  // only. memwrite_time is 0: pages are written to the images while they are
+  // copied (native reader/writer threads), so that time is in memdump_time;
+  // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{
-    dump: {
-      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
-      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
-      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
-      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
-    },
-  }]);
+  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+/** The stats-dump entry (CRIU's DumpStatsEntry) of a dump's statistics. */
+export function dumpStatsEntry(stats: DumpStats, us: (ms: number) => number): DumpStatsEntry {
+  return {
+    freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+    memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
+    pages_written: BigInt(stats.pagesWritten), irmap_resolve: 0, pages_lazy: BigInt(stats.pagesLazy),
+    page_pipes: BigInt(stats.pagePipes), page_pipe_bufs: BigInt(stats.pagePipeBufs),
+    shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
+  };
 }
 
 /** 64 KiB: a lazily served chunk is verified in a few microseconds. */
@@ -460,7 +471,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, pagePipes: 0, pagePipeBufs: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
   const files = new FileTable();
   const shmem = new ShmemTable((make) => files.addEntry(make));
@@ -605,6 +616,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
       mem.close();
     }
     stats.memdumpMs += nowMs() - tm;
+    stats.pagePipes += 1;
+    stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
       const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
       if (flags & 2) stats.pagesLazy += r.nPages;
