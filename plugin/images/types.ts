@@ -371,6 +371,8 @@ export interface RegFileEntry {
 
 export interface PipeEntry { id: number; pipe_id: number; flags: number; fown: FownEntry }
 export interface PipeDataEntry { pipe_id: number; bytes: number; size?: number }
+/** A FIFO's fd (fifo.proto): the pipe inode and the reg_file_entry of its path. */
+export interface FifoEntry { id: number; pipe_id: number; regf_id?: number }
 export interface ExtFileEntry { id: number; fown: FownEntry }
 
 export interface TtyFileEntry { id: number; tty_info_id: number; flags: number; fown: FownEntry; regf_id?: number }
@@ -441,7 +443,7 @@ export interface FileEntry {
   ffy?: OpaqueFileEntry;
   ext?: ExtFileEntry;
   usk?: OpaqueFileEntry;
-  fifo?: OpaqueFileEntry;
+  fifo?: FifoEntry;
   pipe?: PipeEntry;
   tty?: TtyFileEntry;
   memfd?: MemfdFileEntry;

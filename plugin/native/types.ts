@@ -392,6 +392,46 @@ export interface IncrementalNative {
 //
 //
 // ---------------------------------------------------------------------------
+// native/inject/fds.cc: fds that are not plain files (plugin/dump/fds, plugin/restore/fds)
+// ---------------------------------------------------------------------------
+//
+/** One unix socket of this network namespace (sock_diag). */
+export interface UnixDiagEntry {
+  ino: number;
+  type: number;
+  state: number;
+  /** Inode of the peer socket, 0 if none. */
+  peer: number;
+  /** Bound address (sun_path bytes; abstract names start with NUL). */
+  name?: Buffer;
+  /** Receive queue: bytes (or, listening, pending connections). */
+  rqlen: number;
+  /** Send queue (or, listening, the backlog). */
+  wqlen: number;
+  /** Listening: inodes of the connections waiting to be accepted. */
+  icons: number[];
+  shutdown: number;
+  vfsIno?: number;
+  vfsDev?: number;
+}
+
+export interface FdsNative {
+  /** One datagram with these fds (SCM_RIGHTS) on a connected unix socket. */
+  fdsSend(sock: number, fds: number[]): void;
+  /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
+  pipePeek(fd: number): { size: number; data: Buffer };
+  fdFcntl(fd: number, cmd: number, arg: number): number;
+  /** send(MSG_DONTWAIT | MSG_NOSIGNAL); returns bytes sent. */
+  sendNoWait(fd: number, data: Buffer): number;
+  getsockoptInt(fd: number, level: number, name: number): number;
+  getsockoptTimeval(fd: number, name: number): [number, number];
+  /** Every queued message (MSG_PEEK + SO_PEEK_OFF, the queue is kept); EBADMSG if one carries fds. */
+  sockPeek(fd: number, maxBytes: number): Buffer[];
+  unixDiag(): UnixDiagEntry[];
+}
+
+//
+// ---------------------------------------------------------------------------
 // native/rpc: CRIU's RPC socket (criu swrk FD / criu service; plugin/rpc)
 // ---------------------------------------------------------------------------
 //
@@ -413,4 +453,4 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative {}
