@@ -8,6 +8,7 @@ import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
 import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
+import type { FdRestorer } from './fds/index.js';
 import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
@@ -20,8 +21,6 @@ const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
-const O_PATH = 0o10000000;
-const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
@@ -325,7 +324,7 @@ function sigForIndex(i: number): number {
 }
 
 /** Process-wide state: signal handlers, files, cwd/root, umask. */
-export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
+export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestorer): void {
   const tc = p.threads[0]!.core.tc!;
   tc.sigactions.forEach((sa, i) => {
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return;
@@ -338,34 +337,8 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
     t.write(t.scratch + SCR_SIGACT, k);
     t.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, t.scratch + SCR_SIGACT, 0, 8);
   });
-  // Files: stdio the image does not describe as regular files stays inherited.
-  const planned = new Set(p.files.map((f) => f.fd));
-  for (const fd of [0, 1, 2]) {
-    if (!planned.has(fd) && !p.inheritedStdio.includes(fd)) t.raw(NR.close, fd);
-  }
-  // One open per file description; further fds of the same id are dups, so
-  // they share the offset and status flags as they did.
-  const firstFd = new Map<number, number>();
-  for (const f of [...p.files].sort((a, b) => a.fd - b.fd)) {
-    const shared = firstFd.get(f.id);
-    if (shared !== undefined) {
-      t.call(`dup3(${shared}, ${f.fd})`, NR.dup3, shared, f.fd, f.cloexec ? O_CLOEXEC : 0);
-      continue;
-    }
-    const flags = (f.flags & ~OPEN_STRIP) | O_CLOEXEC;
-    const tmp = t.openat(f.path, flags);
-    if (tmp !== f.fd) {
-      t.call(`dup3(${tmp}, ${f.fd})`, NR.dup3, tmp, f.fd, f.cloexec ? O_CLOEXEC : 0);
-      t.raw(NR.close, tmp);
-    } else if (!f.cloexec) {
-      t.call(`fcntl(${f.fd}, F_SETFD)`, NR.fcntl, f.fd, 2 /* F_SETFD */, 0);
-    }
-    firstFd.set(f.id, f.fd);
-    if ((f.flags & O_PATH) === 0 && f.pos < 1n << 63n) {
-      const r = t.raw(NR.lseek, f.fd, f.pos, 0);
-      if (r !== f.pos) throw new UserError(`pid ${p.pid}: cannot seek fd ${f.fd} (${f.path}) to ${f.pos}: result ${r}`);
-    }
-  }
+  // Files: every fd of the process from the tree's created descriptions (plugin/restore/fds).
+  fds.install(t, p.pid);
   t.putString(p.cwd, SCR_PATH);
   t.call(`chdir(${p.cwd})`, NR.chdir, t.scratch + SCR_PATH);
   if (p.root !== '/') {

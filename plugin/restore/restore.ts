@@ -53,8 +53,17 @@ export interface RestoreOptions {
   detached?: boolean;
   /** --shell-job: the root may belong to the restorer's session and process group. */
   shellJob?: boolean;
+  /**
+   * CRIU's --inherit-fd fd[N]:KEY, as KEY → N: a file the image names KEY
+   * ("pipe:[INO]", "socket:[INO]") is restored from this process's fd N.
+   */
+  inheritFds?: Map<string, number>;
+  /** CRIU's --ext-unix-sk: unix sockets whose peer was outside the tree may be restored (unconnected). */
+  extUnixSk?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
+  /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -184,7 +193,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const pidns = opts.pidns === true && !ct;
   if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
-  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined });
+  const plan = await loadPlan(opts.imagesDir, {
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
+    fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
+  });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
@@ -212,8 +224,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     shmem = ShmemObjects.create(plan.shmem, verifier, log);
     for (const p of plan.processes) {
       for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
-      for (const f of p.files) if (f.shmem) f.path = shmem.path(f.shmem.key);
     }
+    const objects = shmem;
+    if (plan.fds.options.memfds) plan.fds.options.memfds.path = (key) => objects.path(key);
 
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
@@ -289,6 +302,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     for (const parent of zombieParents) drainSigchld(parent.task);
 
+    // Every open file description of the tree, each created once inside its
+    // first owner while all stubs still have our credentials (plugin/restore/fds).
+    plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
+
     const forkMs = performance.now() - t0;
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
@@ -297,7 +314,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p);
+      restoreProcessState(l.task, p, plan.fds);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
@@ -360,6 +377,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
+    plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
@@ -378,6 +396,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     return tree;
   } catch (e) {
+    plan.fds.close();
     shmem?.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);

@@ -1,6 +1,7 @@
 // CLI commands of the restore area. Keep imports of heavy modules inside the
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
 import { parseHoldMs } from './lazy.js';
 
@@ -106,6 +107,7 @@ export function register(program: Command): void {
           ...(server ? { lazyServer: server } : {}),
           detached: true,
           shellJob: o.shellJob === true,
+          tcpEstablished: criuOptions().tcpEstablished,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
