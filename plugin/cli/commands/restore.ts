@@ -2,6 +2,7 @@
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { fstatSync } from 'node:fs';
+import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
 import { parseHoldMs } from './lazy.js';
 
@@ -110,6 +111,7 @@ export function register(program: Command): void {
           detached: true,
           shellJob: o.shellJob === true,
           inheritFds: parseInheritFds(o.inheritFd ?? []),
+          tcpEstablished: criuOptions().tcpEstablished,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
