@@ -18,7 +18,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
-import { FileTable, checkTreeFds, dumpFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
+import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
@@ -39,6 +39,13 @@ export interface DumpOptions {
   shellJob?: boolean;
   /** CRIU's --ext-unix-sk: unix sockets whose peer is outside the tree are dumped (restored unconnected to it). */
   extUnixSk?: boolean;
+  /**
+   * CRIU's --tcp-established: dump established TCP connections (TCP_REPAIR;
+   * tcp-stream-<ino>.img). Without it a connected TCP socket is refused.
+   */
+  tcpEstablished?: boolean;
+  /** CRIU's --skip-in-flight: connections waiting in a listening socket's accept queue are left out (the peers see them reset). */
+  skipInFlight?: boolean;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: locks may be dumped. We do not restore them, so a tree holding one is refused either way (the message differs). */
@@ -312,7 +319,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true };
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
@@ -398,6 +405,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await hooks.postDump?.();
   } catch (e) {
     inc?.close();
+    finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
     if (e instanceof UserError) throw e;
@@ -431,10 +439,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
+  // Repaired connections: repair off for a tree that runs on; a killed
+  // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
-  } else tree.kill();
+  } else {
+    tree.kill();
+    finishFdKinds(kinds, false);
+  }
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
@@ -466,7 +480,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });

@@ -313,7 +313,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   }
   const fdOptions: RestoreFdOptions = {
     shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
-    inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true,
+    inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true, tcpEstablished: opts.fds?.tcpEstablished === true,
     memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);

@@ -62,6 +62,8 @@ export interface RestoreOptions {
   extUnixSk?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
+  /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -193,7 +195,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
-    fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true },
+    fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
   validateKernelState(plan);
   const root = plan.processes[0]!;

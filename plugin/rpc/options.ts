@@ -35,6 +35,8 @@ const HANDLED: Record<string, Check> = {
   leave_running: notOnRestore('leave_running is a dump option'),
   shell_job: ok, timeout: ok, parent_img: ok, track_mem: ok, lazy_pages: ok, ps: ok, status_fd: ok,
   tls: ok, tls_cacert: ok, tls_cert: ok, tls_key: ok,
+  // Established TCP connections (plugin/dump/fds/inet.ts, TCP_REPAIR + nftables lock).
+  tcp_established: ok, tcp_skip_in_flight: notOnRestore('tcp_skip_in_flight is a dump option'),
   // Our pre-dump tracks writes with userfaultfd write-protect either way.
   pre_dump_mode: ok,
   // No TCP connections are dumped, so there is nothing to lock.

@@ -6,8 +6,14 @@
 import { readFileSync, statSync } from 'node:fs';
 import { listFds, parseFdinfo } from '../proc.js';
 import { O_CLOEXEC } from './common.js';
+import { eventfdKind } from './eventfd.js';
+import { eventpollKind } from './eventpoll.js';
 import { fifoKind } from './fifo.js';
 import { memfdKind } from './memfd.js';
+import { inetKind } from './inet.js';
+import { inotifyKind } from './inotify.js';
+import { signalfdKind } from './signalfd.js';
+import { timerfdKind } from './timerfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
@@ -18,7 +24,10 @@ export type { DumpFdContext, DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } fro
 
 /** The kinds of one dump (fresh instances: describe() may collect image data). */
 export function dumpFdKinds(): DumpFdKind[] {
-  return [ttyKind(), pipeKind(), fifoKind(), memfdKind(), regKind()] as DumpFdKind[];
+  return [
+    ttyKind(), pipeKind(), fifoKind(), memfdKind(), inetKind(),
+    eventfdKind(), eventpollKind(), signalfdKind(), timerfdKind(), inotifyKind(), regKind(),
+  ] as DumpFdKind[];
 }
 
 function facts(pid: number, fd: number, target: string, opts: DumpFdOptions, proc: { sid: number; pgid: number }): FdFacts | undefined {
@@ -31,7 +40,7 @@ function facts(pid: number, fd: number, target: string, opts: DumpFdOptions, pro
   const info = parseFdinfo(text);
   const f: FdFacts = {
     pid, fd, target, flags: info.flags & ~O_CLOEXEC, cloexec: (info.flags & O_CLOEXEC) !== 0, pos: info.pos,
-    fdinfo: text, stdio: fd <= 2, shellJob: opts.shellJob, sid: proc.sid, pgid: proc.pgid, where: `pid ${pid}: fd ${fd} (${target})`,
+    fdinfo: text, stdio: fd <= 2, shellJob: opts.shellJob, tcpEstablished: opts.tcpEstablished, skipInFlight: opts.skipInFlight, sid: proc.sid, pgid: proc.pgid, where: `pid ${pid}: fd ${fd} (${target})`,
   };
   try {
     f.st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
@@ -80,4 +89,15 @@ export function checkTreeFds(kinds: readonly DumpFdKind[], fds: readonly Planned
 /** Writes every kind's own images. */
 export async function writeFdImages(kinds: readonly DumpFdKind[], dir: import('../../images/index.js').ImageDir): Promise<void> {
   for (const k of kinds) if (k.writeImages) await k.writeImages(dir);
+}
+
+/** Tells every kind the dump is over (the tree keeps running or was killed); never throws. */
+export function finishFdKinds(kinds: readonly DumpFdKind[], keepRunning: boolean): void {
+  for (const k of kinds) {
+    try {
+      k.finish?.(keepRunning);
+    } catch {
+      /* best effort: the tree's fate is already decided */
+    }
+  }
 }

@@ -34,6 +34,10 @@ export interface FdFacts {
   stdio: boolean;
   /** --shell-job was given. */
   shellJob: boolean;
+  /** --tcp-established was given. */
+  tcpEstablished: boolean;
+  /** --skip-in-flight was given. */
+  skipInFlight: boolean;
   /** Session and process group of the process (ttys need them). */
   sid: number;
   pgid: number;
@@ -74,6 +78,10 @@ export interface DumpFdOptions {
   shellJob: boolean;
   /** CRIU's --ext-unix-sk: unix sockets whose peer is outside the tree are dumped as external. */
   extUnixSk: boolean;
+  /** CRIU's --tcp-established: established TCP connections are dumped (TCP_REPAIR). */
+  tcpEstablished: boolean;
+  /** CRIU's --skip-in-flight: a listening socket's not yet accepted connections are left out. */
+  skipInFlight: boolean;
 }
 
 export interface DumpFdKind<T = unknown> {
@@ -94,4 +102,10 @@ export interface DumpFdKind<T = unknown> {
   describe(ctx: DumpFdContext, id: number, p: PlannedFd<T>, hostFd: number): FileEntry;
   /** Writes the kind's own images (after every describe). */
   writeImages?(dir: ImageDir): Promise<void>;
+  /**
+   * The dump is over: the tree keeps running (`keepRunning`: --leave-running,
+   * pre-dump, or a failed dump) or has been killed. Undo or keep what
+   * describe() did to the tree (TCP repair mode).
+   */
+  finish?(keepRunning: boolean): void;
 }

@@ -8,8 +8,14 @@ import { FdType, type FdinfoEntry, type FileEntry, type ImageDir } from '../../i
 import { addon } from '../../native/addon.js';
 import { NR, type RemoteTask } from '../task.js';
 import { installFds } from './channel.js';
+import { eventfdKind } from './eventfd.js';
+import { eventpollKind } from './eventpoll.js';
 import { fifoKind } from './fifo.js';
 import { memfdKind } from './memfd.js';
+import { inetKind } from './inet.js';
+import { inotifyKind } from './inotify.js';
+import { signalfdKind } from './signalfd.js';
+import { timerfdKind } from './timerfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
@@ -19,7 +25,7 @@ export type { CreateContext, FdUse, LoadContext, RestoreFdKind, RestoreFdOptions
 
 /** Every kind restore knows, by files.img type (fresh instances per restore: kinds keep image data). */
 export function restoreFdKinds(): RestoreFdKind[] {
-  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind];
+  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind, inetKind(), eventfdKind, signalfdKind, timerfdKind, inotifyKind, eventpollKind];
 }
 
 /** Names for file types restore does not support, for messages. */
@@ -137,6 +143,11 @@ export class FdRestorer {
     for (const fd of [0, 1, 2]) if (!planned.has(fd)) task.raw(NR.close, fd);
     const high = Math.max(2, ...planned) + 1;
     installFds(task, pf.install.map((u) => ({ hostFd: this.hostFd(u.id), fd: u.fd, cloexec: u.cloexec })), high);
+    for (const k of this.kinds) {
+      if (!k.installed) continue;
+      const mine = pf.install.map((use) => ({ use, file: this.files.get(use.id)! })).filter((x) => x.file.type === k.type);
+      if (mine.length) k.installed(this.ctx, task, pid, mine);
+    }
   }
 
   /** Closes every host fd. Idempotent. */

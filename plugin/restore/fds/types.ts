@@ -40,6 +40,8 @@ export interface RestoreFdOptions {
   inheritFds: Map<string, number>;
   /** --ext-unix-sk given at restore. */
   extUnixSk: boolean;
+  /** --tcp-established given at restore: established TCP connections are restored (TCP_REPAIR). */
+  tcpEstablished: boolean;
   /** Check files by path from the restorer at plan time (false for a container: its mounts do not exist yet). */
   checkFiles?: boolean;
   /**
@@ -93,4 +95,10 @@ export interface RestoreFdKind {
   create(ctx: CreateContext, file: FileEntry, owner: RemoteTask): { taskFd: number } | { hostFd: number };
   /** After every description exists and before any install (connect peers, queue data). */
   finish?(ctx: CreateContext): void;
+  /**
+   * After all of one process's fds are installed at their numbers, with
+   * this kind's fds of that process: state keyed by fd numbers (epoll
+   * watches) or best applied late (timerfds armed).
+   */
+  installed?(ctx: LoadContext, task: RemoteTask, pid: number, uses: readonly { use: FdUse; file: FileEntry }[]): void;
 }
