@@ -13,6 +13,8 @@
 #   ZDTM_JOBS     runs at a time (default 2; each tool has its own copy of test/)
 #   ZDTM_TIMEOUT  seconds per run (default 240)
 #   ZDTM_OUT      the table (default docs/ZDTM.md); ZDTM_RUN_DIR keeps logs (default: a temp dir, kept)
+#   ZDTM_REUSE    an earlier run directory: results of tools not run now are taken from it
+#                 (e.g. ZDTM_TOOLS=ours ZDTM_REUSE=/tmp/zdtm-run.X keeps that run's CRIU column)
 #
 # The CRIU tree is only read: its test/ directory is copied (one copy per
 # tool, so the same test can run for both at once) and the other top-level
@@ -63,6 +65,12 @@ tmo="${ZDTM_TIMEOUT:-240}"
 out="${ZDTM_OUT:-$here/docs/ZDTM.md}"
 run="${ZDTM_RUN_DIR:-$(mktemp -d /tmp/zdtm-run.XXXXXX)}"
 mkdir -p "$run/logs"
+if [[ -n "${ZDTM_REUSE:-}" ]]; then
+  for t in ours criu; do
+    [[ " ${tools[*]} " == *" $t "* ]] && continue
+    cp "$ZDTM_REUSE"/logs/"$t".*.res "$ZDTM_REUSE"/logs/"$t".*.log "$run/logs/" 2>/dev/null || true
+  done
+fi
 echo "zdtm: ${#tests[@]} tests x ${#modes[@]} modes x ${#tools[@]} tools; logs in $run" >&2
 
 # The tree each tool runs in: test/ copied, the rest symlinked.
@@ -152,6 +160,8 @@ r = {}
 for line in open(res_path):
     tool, mode, test, result, stage, secs = line.rstrip('\n').split('\t')
     r[(tool, mode, test)] = (result, stage)
+# Tools whose results are here (run now or reused), ours first.
+tools = [t for t in ('ours', 'criu') if any(k[0] == t for k in r)]
 mark = {'pass': 'pass', 'fail': 'FAIL', 'timeout': 'TIMEOUT', 'skip': 'skip'}
 def cell(tool, mode, test):
     v = r.get((tool, mode, test))

@@ -159,9 +159,19 @@ export interface MmResult {
   bytesWritten: bigint;
 }
 
-/** Pages that the kernel touches while the restorer re-registers per-thread state: always written eagerly. */
+/**
+ * Pages that are always written eagerly: those the kernel touches while the
+ * restorer re-registers per-thread state (rseq areas), and the argument and
+ * environment strings, which the kernel reads for other processes
+ * (/proc/PID/cmdline and environ, ps) through remote access that cannot
+ * wait for userfaultfd and would read them as empty.
+ */
 function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
   const s = new Set<bigint>();
+  for (const [from, to] of [[p.mm.mm_arg_start, p.mm.mm_arg_end], [p.mm.mm_env_start, p.mm.mm_env_end]] as const) {
+    if (to <= from || to - from > 1n << 20n) continue;
+    for (let pg = from & ~(PAGE - 1n); pg < to; pg += PAGE) s.add(pg);
+  }
   for (const t of p.threads) {
     const r = t.core.thread_core?.rseq_entry;
     if (r && r.rseq_abi_pointer !== 0n) {

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { restore, type RestoredTree } from '../../plugin/restore/index.js';
 import { VMA } from '../../plugin/restore/plan.js';
 import { decodeImage, encodeImage } from '../../plugin/images/image.js';
@@ -81,6 +81,9 @@ function children(pid: number): number[] {
 async function goAndCheck(tree: RestoredTree, ctrl: string, what: string): Promise<void> {
   const [root] = children(tree.pid);
   assert.ok(root !== undefined, `${what}: the restored root runs under the namespace init`);
+  // The kernel reads argv for /proc/PID/cmdline without waiting for
+  // userfaultfd: a lazy restore must have those pages in already.
+  assert.equal(readFileSync(`/proc/${root}/cmdline`, 'utf8'), `${dirname(ctrl)}/workload-${basename(dirname(ctrl))}\0${ctrl}\0`, `${what}: /proc/PID/cmdline`);
   process.kill(root, 'SIGUSR1');
   const exit = await withTimeout(tree.wait(), 60_000, `${what}: restored workload exit`);
   const result = existsSync(join(ctrl, 'result')) ? readFileSync(join(ctrl, 'result'), 'utf8').trim() : '(no result file)';

@@ -6,13 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { FdType, ImageDir } from '../../plugin/images/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
 import { restore } from '../../plugin/restore/index.js';
+import { cliPath } from '../helpers/cli.js';
 import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
+import { until } from '../helpers/proc.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { parseReport, waitForFile } from '../helpers/workload.js';
 
@@ -68,6 +70,70 @@ for (const mode of ['eager', 'lazy'] as const) {
       pids = [];
     } finally {
       for (const pid of pids) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      ctrl.dispose();
+      img.dispose();
+    }
+    assert.deepEqual(leakedFds(before), []);
+  });
+}
+
+/** Runs the CLI with `extraFd` as its fd 3. */
+function runCliFd3(args: string[], extraFd: number): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [cliPath, ...args], { stdio: ['ignore', 'ignore', 'pipe', extraFd] });
+    let stderr = '';
+    c.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => c.kill('SIGKILL'), 60000);
+    c.once('exit', (code) => { clearTimeout(timer); resolve({ code: code ?? -1, stderr }); });
+  });
+}
+
+for (const inherit of [true, false]) {
+  test(`external pipe (the writer outside the tree) ${inherit ? 'with --inherit-fd fd[3]:pipe:[INO]: the restored reader goes on reading it' : 'without --inherit-fd: a new pipe with the queued bytes, then EOF (CRIU\'s behaviour)'}`, { skip: !isRoot && 'needs root' }, async () => {
+    const before = openFds();
+    const ctrl = tempDir('lr-pipes-ext-');
+    const img = tempDir('lr-pipes-ext-img-');
+    const wl = helperPath('workload-pipe');
+    // Only the consumer is dumped (setsid makes it a session leader); the producer stays outside.
+    const bash = spawn('/bin/bash', ['-c', `${wl} produce | setsid ${wl} consume ${ctrl.path} ${COUNTERS}`], { detached: true, stdio: 'ignore' });
+    const bashExit = new Promise((resolve) => bash.once('exit', resolve));
+    let keep = -1;
+    let consumer = 0;
+    try {
+      await waitForFile(join(ctrl.path, 'ready'), 20000);
+      consumer = Number(parseReport(readFileSync(join(ctrl.path, 'ready'), 'utf8')).pid);
+      const ino = /^pipe:\[(\d+)\]$/.exec(readlinkSync(`/proc/${consumer}/fd/0`))![1]!;
+      // A read end held here keeps the producer blocked (not EPIPE) across the checkpoint.
+      keep = openSync(`/proc/${consumer}/fd/0`, 'r');
+      const d = await dump({ pid: consumer, imagesDir: img.path });
+      assert.deepEqual(d.pids, [consumer]);
+      await until(() => !existsSync(`/proc/${consumer}`) || readFileSync(`/proc/${consumer}/stat`, 'utf8').includes(') Z'), 10000, 'dumped consumer gone');
+      const args = ['restore', '-D', img.path, '-d', '-v4', '-o', 'restore.log'];
+      const r = await runCliFd3(inherit ? [...args, '--inherit-fd', `fd[3]:pipe:[${ino}]`] : args, keep);
+      assert.equal(r.code, 0, r.stderr);
+      process.kill(consumer, 0); // restored under its own pid
+      const log = readFileSync(join(img.path, 'restore.log'), 'utf8');
+      if (inherit) {
+        assert.match(log, new RegExp(`pipe:\\[${ino}\\]: restored from the inherited fd 3`));
+      }
+      // The restored consumer still waits for its go signal.
+      process.kill(consumer, 'SIGUSR1');
+      const result = await (async () => {
+        await until(() => existsSync(join(ctrl.path, 'result')), 30000, 'verdict');
+        return readFileSync(join(ctrl.path, 'result'), 'utf8').trim();
+      })();
+      if (inherit) assert.equal(result, `ok ${COUNTERS}`);
+      else {
+        assert.match(log, new RegExp(`pipe:\\[${ino}\\] has no writer in the images .*--inherit-fd fd\\[N\\]:pipe:\\[${ino}\\]`));
+        const m = /^fail eof after (\d+) counters$/.exec(result);
+        assert.ok(m, result);
+        assert.ok(Number(m[1]) > COUNTERS / 2, 'the queued bytes were restored before the EOF');
+      }
+    } finally {
+      if (consumer) try { process.kill(consumer, 'SIGKILL'); } catch { /* gone */ }
+      if (keep >= 0) closeSync(keep);
+      try { process.kill(-bash.pid!, 'SIGKILL'); } catch { /* gone */ }
+      await withTimeout(bashExit, 10000, 'bash exits');
       ctrl.dispose();
       img.dispose();
     }
