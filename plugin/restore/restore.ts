@@ -28,7 +28,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
-import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
+import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
@@ -377,6 +377,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
+    for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
     plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);

@@ -9,12 +9,13 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
+import { UserError } from '../../plugin/errors.js';
 import { FdType, ImageDir } from '../../plugin/images/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
 import { restore } from '../../plugin/restore/index.js';
 import { cliPath } from '../helpers/cli.js';
 import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
-import { until } from '../helpers/proc.js';
+import { statOf, until } from '../helpers/proc.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { parseReport, waitForFile } from '../helpers/workload.js';
 
@@ -140,3 +141,29 @@ for (const inherit of [true, false]) {
     assert.deepEqual(leakedFds(before), []);
   });
 }
+
+test('bad input: an fd of a kind restore does not support fails before anything runs, naming pid, fd and kind', { skip: !isRoot && 'needs root' }, async () => {
+  const ctrl = tempDir('lr-pipes-bad-');
+  const img = tempDir('lr-pipes-bad-img-');
+  try {
+    const p = await startPipeline(ctrl.path);
+    const d = await dump({ pid: p.bash, imagesDir: img.path });
+    await withTimeout(p.exited, 10000, 'the dumped bash is reaped');
+    const dir = await ImageDir.open(img.path);
+    const fdinfo = await dir.fdinfo((await dir.ids(p.consumer)).files_id);
+    const stdin = fdinfo.find((f) => f.fd === 0)!;
+    // The consumer's stdin becomes a unix socket (a kind with no restore module).
+    const files = (await dir.files()).map((f) => (f.id === stdin.id ? { type: FdType.UNIXSK, id: f.id, usk: { id: f.id } } : f));
+    await dir.writeFiles(files);
+    await assert.rejects(restore({ imagesDir: img.path, detached: true }), (e: unknown) => e instanceof UserError
+      && e.message === `pid ${p.consumer}: fd 0 is a unix socket (files.img id ${stdin.id}, type 5), which restore does not support`);
+    // The dumped processes may still be zombies waiting for PID 1; nothing live holds their pids.
+    for (const pid of d.pids) {
+      const st = statOf(pid);
+      assert.ok(st === undefined || st.state === 'Z', `pid ${pid} was not recreated (${JSON.stringify(st)})`);
+    }
+  } finally {
+    ctrl.dispose();
+    img.dispose();
+  }
+});

@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ImageDir } from '../../plugin/images/index.js';
 import { critDecode, haveCrit } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds } from '../helpers/env.js';
+import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
+import type { RestoredTree } from '../../plugin/restore/index.js';
 import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
@@ -23,6 +24,7 @@ const FLAGS: Record<string, { flags?: number; madv?: number }> = {
 async function roundTrip(lazy: boolean): Promise<void> {
   const fds = openFds();
   const d = await startAndDump('workload-vmaflags');
+  let tree: RestoredTree | undefined;
   try {
     const mm = await (await ImageDir.open(d.images.path)).mm(d.wl.pid);
     let seen = 0;
@@ -47,9 +49,18 @@ async function roundTrip(lazy: boolean): Promise<void> {
       assert.ok(e.vmas.some((v) => v.flags & 0x2000), 'crit shows MAP_LOCKED');
       assert.ok(e.vmas.some((v) => (v.madv ?? 0) & (1 << 18)), 'crit shows madv (WIPEONFORK)');
     }
-    const tree = await restoreTree(d.images.path, { lazy });
+    tree = await restoreTree(d.images.path, { lazy });
     await goAndCheck(d, tree);
+    tree = undefined;
   } finally {
+    if (tree) {
+      // A failed check: the restored process is ours to kill and reap.
+      try {
+        process.kill(tree.pid, 'SIGKILL');
+      } catch { /* gone */ }
+      await withTimeout(tree.wait(), 10000, 'killed restored workload').catch(() => {});
+      await tree.close();
+    }
     await d.wl.dispose();
     d.images.dispose();
   }
