@@ -79,6 +79,18 @@ function children(pid: number): number[] {
 
 /** Sends go to the restored root (the namespace init's child), waits, checks the workload's verdict. */
 async function goAndCheck(tree: RestoredTree, ctrl: string, what: string): Promise<void> {
+  try {
+    await checkRestored(tree, ctrl, what);
+  } catch (e) {
+    // A failed check must not leave the restored tree running: killing the
+    // namespace's init (our child) ends every process in it.
+    try { process.kill(tree.pid, 'SIGKILL'); } catch { /* gone */ }
+    await withTimeout(tree.wait(), 10_000, `${what}: killed tree exit`).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function checkRestored(tree: RestoredTree, ctrl: string, what: string): Promise<void> {
   const [root] = children(tree.pid);
   assert.ok(root !== undefined, `${what}: the restored root runs under the namespace init`);
   // The kernel reads argv for /proc/PID/cmdline without waiting for
