@@ -11,6 +11,8 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 [[ -x /bin/busybox ]] || need_pkgs+=(busybox-static)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)  # real-program tests (test/integration/real-servers.test.ts)
+command -v nft >/dev/null 2>&1 || [[ -x /usr/sbin/nft ]] || need_pkgs+=(nftables)  # network lock of dumped TCP connections
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "setup: need root to install ${need_pkgs[*]}" >&2; exit 1

@@ -9,6 +9,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lr::InitInject(env, exports);
   lr::InitRestoreNative(env, exports);
   lr::InitRpc(env, exports);
+  lr::InitNet(env, exports);
+  lr::InitEvents(env, exports);
   return exports;
 }
 }  // namespace

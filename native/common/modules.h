@@ -10,4 +10,6 @@ void InitEngine(Napi::Env env, Napi::Object exports);  // native/engine: the fau
 void InitInject(Napi::Env env, Napi::Object exports);  // native/inject: ptrace + syscall injection
 void InitRestoreNative(Napi::Env env, Napi::Object exports);  // native/inject: restore-side primitives
 void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC socket (criu swrk/service)
+void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet sockets, TCP repair
+void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 }  // namespace lr

@@ -83,8 +83,14 @@ std::string Hex(uint64_t v) {
 Engine::Engine(const Options& o, std::function<void()> notify) : opt_(o), notify_(std::move(notify)) {
   if (opt_.threads < 1) opt_.threads = 1;
   if (opt_.faultAroundPages < 1) opt_.faultAroundPages = 1;
+  // The guard page is the source of the no-op probe copy that tells whether
+  // an event is pending (PendingEvents): without it the mremap/ENOENT race
+  // handling would silently turn off, so its failure fails the engine.
   guard_ = mmap(nullptr, kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (guard_ == MAP_FAILED) guard_ = nullptr;
+  if (guard_ == MAP_FAILED) {
+    guard_ = nullptr;
+    throw std::system_error(errno, std::generic_category(), "mmap(guard page)");
+  }
   for (unsigned i = 0; i < opt_.threads; i++) {
     auto w = std::make_unique<Worker>();
     w->index = i;
@@ -273,7 +279,7 @@ Worker* Engine::PickWorker() {
 }
 
 // Makes p visible to its worker; p is fully built (handle set) before.
-uint32_t Engine::AddProc(std::shared_ptr<Proc> p) {
+int Engine::AddProc(std::shared_ptr<Proc> p) {
   Worker* w = PickWorker();
   p->worker = w;
   {
@@ -287,12 +293,12 @@ uint32_t Engine::AddProc(std::shared_ptr<Proc> p) {
   struct epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagUffd;
-  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, p->uffd, &ev) < 0) return static_cast<uint32_t>(errno) | 0x80000000u;
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, p->uffd, &ev) < 0) return -errno;
   if (p->pidfd >= 0) {
     ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagPidfd;
     epoll_ctl(w->ep, EPOLL_CTL_ADD, p->pidfd, &ev);
   }
-  return p->handle;
+  return 0;
 }
 
 int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
@@ -332,9 +338,9 @@ int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* ha
     p->completeSent = true;
     Emit({kEvComplete, p->handle});
   }
-  uint32_t h = AddProc(p);
-  if (h & 0x80000000u) {
-    int err = static_cast<int>(h & 0x7fffffffu);
+  int added = AddProc(p);
+  if (added < 0) {
+    int err = -added;
     std::lock_guard<std::mutex> g(procMu_);
     procs_.erase(p->handle);
     std::lock_guard<std::mutex> g2(p->worker->mu);
@@ -343,7 +349,7 @@ int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* ha
     *what = "epoll_ctl";
     return -err;
   }
-  *handle = h;
+  *handle = p->handle;
   return 0;
 }
 
@@ -454,8 +460,12 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
         c->completeSent = true;
         Emit({kEvComplete, c->handle});
       }
-      uint32_t h = AddProc(c);
-      if (h & 0x80000000u) Fail(p, static_cast<int>(h & 0x7fffffffu), "epoll_ctl", "adding the forked child's uffd");
+      // The child cannot be watched: it must not stay registered as if it were
+      // served (its faults would never be read). It fails on its own — its
+      // uffd stays open, so it blocks until JS kills it (pid found through
+      // /proc) and releases it; the parent goes on being served.
+      int added = AddProc(c);
+      if (added < 0) Fail(c.get(), -added, "epoll_ctl", "adding the forked child's uffd");
       return;
     }
     case UFFD_EVENT_REMAP: {

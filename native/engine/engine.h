@@ -241,7 +241,8 @@ class Engine {
   void Emit(Event&& e);
   void Poke(Worker* w);
   Worker* PickWorker();
-  uint32_t AddProc(std::shared_ptr<Proc> p);
+  // 0, or -errno when the uffd could not be watched (p stays in procs_; the caller decides).
+  int AddProc(std::shared_ptr<Proc> p);
   const uint8_t* SrcPtr(const Span& s, uint64_t start, uint64_t at);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
   int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, int path,

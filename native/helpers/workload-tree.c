@@ -13,7 +13,12 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 
+// Per-process region size; the CRIU-written test fixtures are built smaller.
+#ifndef WL_TREE_LEN
 #define LEN (1UL << 20)
+#else
+#define LEN ((unsigned long)(WL_TREE_LEN))
+#endif
 
 static char* region(uint64_t seed) {
   char* p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -13,4 +13,5 @@ void InitRestorePtrace(Napi::Env env, Napi::Object exports);  // restore_ptrace.
 void InitRestoreMem(Napi::Env env, Napi::Object exports);     // restore_mem.cc
 void InitRestoreLazy(Napi::Env env, Napi::Object exports);    // restore_lazy.cc
 void InitRestoreWaiter(Napi::Env env, Napi::Object exports);  // restore_waiter.cc
+void InitFds(Napi::Env env, Napi::Object exports);            // fds.cc (dump and restore of fds)
 }  // namespace lr

@@ -8,5 +8,6 @@ void InitRestoreNative(Napi::Env env, Napi::Object exports) {
   InitRestoreMem(env, exports);
   InitRestoreLazy(env, exports);
   InitRestoreWaiter(env, exports);
+  InitFds(env, exports);
 }
 }  // namespace lr

@@ -253,7 +253,7 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
 }
 
 // restoreKillTree(groups: number[][]) — groups top-down (parents first), each
-// [leader, ...other tids]. Kills and reaps them all. While it runs this
+// [leader, ...other tids]. Kills them all, then reaps them bottom-up. While it runs this
 // process is a child subreaper, so children of a killed stub are re-parented
 // here (not to a slow init) and reaped too. Best effort: never throws for a
 // task that is already gone.
@@ -264,11 +264,18 @@ Napi::Value KillTree(const Napi::CallbackInfo& info) {
   int was = 0;
   prctl(PR_GET_CHILD_SUBREAPER, &was, 0, 0, 0);
   if (!was) prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  // Kill every group first, then reap children before parents: a killed
+  // pid-namespace init waits in its exit for every task of its namespace
+  // to be reaped, and we, their tracer, reap them.
   for (uint32_t g = 0; g < groups.Length(); g++) {
     Napi::Array tids = groups.Get(g).As<Napi::Array>();
     if (tids.Length() == 0) continue;
+    syscall(SYS_kill, tids.Get(0u).As<Napi::Number>().Int32Value(), SIGKILL);
+  }
+  for (uint32_t g = groups.Length(); g-- > 0;) {
+    Napi::Array tids = groups.Get(g).As<Napi::Array>();
+    if (tids.Length() == 0) continue;
     int leader = tids.Get(0u).As<Napi::Number>().Int32Value();
-    syscall(SYS_kill, leader, SIGKILL);
     // Non-leader threads first: the leader is only reported once its group is empty.
     for (uint32_t i = 1; i < tids.Length(); i++) {
       int t = tids.Get(i).As<Napi::Number>().Int32Value();

@@ -103,7 +103,7 @@ export function signalReady(): void {
 const unsupportedCriuOptions = new Set([
   '--ext-unix-sk',
   '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
-  '--cgroup-yard', '--inherit-fd', '--external', '--root', '--freeze-cgroup',
+  '--cgroup-yard', '--external', '--root', '--freeze-cgroup',
   '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
   '--enable-external-masters', '--force-irmap', '--irmap-scan-path', '--lsm-profile', '--lsm-mount-context', '--orphan-pts-master',
   '--enable-fs', '--weak-sysctls', '--lazy-migrate', '--remote', '--config', '--display-stats', '--mntns-compat-mode',

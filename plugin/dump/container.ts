@@ -94,6 +94,24 @@ export interface ContainerOptions {
   extMounts?: ReadonlyMap<string, string>;
   /** The caller restores the network namespace empty (CRIU's empty_ns with CLONE_NEWNET): its interfaces are not checked. */
   emptyNet?: boolean;
+  /**
+   * CRIU's --external net[INODE]:KEY (runc/podman give it for a container
+   * in a named network namespace): that namespace is not ours to dump; the
+   * restore joins the one given for KEY.
+   */
+  externalNet?: { inode: number; key: string };
+}
+
+/** Parses CRIU's external namespace specs; returns the net one and the ones we cannot honour. */
+export function parseExternals(specs: readonly string[]): { net?: { inode: number; key: string }; other: string[] } {
+  let net: { inode: number; key: string } | undefined;
+  const other: string[] = [];
+  for (const s of specs) {
+    const m = /^net\[(\d+)\]:(.+)$/.exec(s);
+    if (m && net === undefined) net = { inode: Number(m[1]), key: m[2]! };
+    else other.push(s);
+  }
+  return { ...(net ? { net } : {}), other };
 }
 
 export interface Container {
@@ -154,7 +172,10 @@ export function containerProblems(root: number, opts: ContainerOptions): string[
       problems.push(`${where}: cannot look into its IPC namespace: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
     }
   }
-  if (nsId(root, 'net') !== nsId('self', 'net') && !(opts.emptyNet ?? false)) {
+  if (opts.externalNet && nsId(root, 'net') !== opts.externalNet.inode) {
+    problems.push(`${where}: external network namespace net[${opts.externalNet.inode}] is not the root's (net[${nsId(root, 'net')}])`);
+  }
+  if (nsId(root, 'net') !== nsId('self', 'net') && !(opts.emptyNet ?? false) && !opts.externalNet) {
     const links = readFileSync(`/proc/${root}/net/dev`, 'utf8').split('\n').slice(2).map((l) => l.split(':')[0]!.trim()).filter(Boolean);
     const other = links.filter((l) => l !== 'lo');
     if (other.length) problems.push(`${where}: network interfaces other than lo (${other.join(', ')}) are not supported; restore the network namespace empty (empty_ns)`);

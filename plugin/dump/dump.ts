@@ -4,12 +4,13 @@
 // → collect state (ptrace, /proc, injected syscalls) → copy memory → write
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
+import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
   ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
-  type TaskKobjIdsEntry, type VmaEntry,
+  type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
@@ -17,7 +18,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
-import { FileTable, planFds, type PlannedFd } from './files.js';
+import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
@@ -34,8 +35,17 @@ export interface DumpOptions {
   imagesDir: string;
   /** Let the tree run after the dump (default: kill it). */
   leaveRunning?: boolean;
-  /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty or pipe. */
+  /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty. */
   shellJob?: boolean;
+  /** CRIU's --ext-unix-sk: unix sockets whose peer is outside the tree are dumped (restored unconnected to it). */
+  extUnixSk?: boolean;
+  /**
+   * CRIU's --tcp-established: dump established TCP connections (TCP_REPAIR;
+   * tcp-stream-<ino>.img). Without it a connected TCP socket is refused.
+   */
+  tcpEstablished?: boolean;
+  /** CRIU's --skip-in-flight: connections waiting in a listening socket's accept queue are left out (the peers see them reset). */
+  skipInFlight?: boolean;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: locks may be dumped. We do not restore them, so a tree holding one is refused either way (the message differs). */
@@ -120,6 +130,10 @@ export interface DumpStats {
   /** Pages of shared memory objects (their sizes) and of those, the data pages written (pagemap-shmem). */
   shpagesScanned: number;
   shpagesWritten: number;
+  /** Processes whose memory was copied (CRIU's page_pipes: one page pipe per process). */
+  pagePipes: number;
+  /** Runs of pages copied with their data (CRIU's page_pipe_bufs: the pipe buffers holding them). */
+  pagePipeBufs: number;
   freezeMs: number;
   frozenMs: number;
   memdumpMs: number;
@@ -176,7 +190,8 @@ function readLink(path: string): string | undefined {
  * Everything we can check from /proc. Returns per-process plans and the
  * problems found (each names pid, fd or VMA). `pids` parents first.
  */
-function plan(pids: readonly number[], shellJob: boolean, frozen = false): { plans: ProcPlan[]; problems: string[] } {
+function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, frozen = false): { plans: ProcPlan[]; problems: string[] } {
+  const shellJob = fdOpts.shellJob;
   const problems: string[] = [];
   const plans: ProcPlan[] = [];
   const root = pids[0]!;
@@ -227,7 +242,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
-    const f = planFds(pid, shellJob);
+    const f = planFds(kinds, pid, fdOpts, { sid: stat.sid, pgid: stat.pgid });
     problems.push(...f.problems);
     const exe = readLink(`/proc/${pid}/exe`) ?? '';
     const cwd = readLink(`/proc/${pid}/cwd`) ?? '';
@@ -237,6 +252,7 @@ function plan(pids: readonly number[], shellJob: boolean, frozen = false): { pla
     if (rootDir !== '/') problems.push(`pid ${pid}: chroot (${rootDir}) is not supported`);
     plans.push({ pid, stat, tids, vmas, fds: f.fds, exe, cwd, root: rootDir });
   }
+  problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
   for (let i = 0; i < plans.length; i++) {
     if (plans[i]!.zombie) continue;
@@ -303,6 +319,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
+  const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
   // a zombie or gone for a moment: start over, a few times, before refusing.
@@ -320,7 +338,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
       throw new UserError(`pid ${root}: no such process (ESRCH)`);
     }
-    const pre = plan(pids, shellJob);
+    const pre = plan(pids, kinds, fdOpts);
     if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
     if (pre.problems.length) {
       if (again && transient(pre.problems)) { await pause(attempt); continue; }
@@ -336,7 +354,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }
       throw systemUserError(`pid ${root}`, e);
     }
-    post = plan(tree.processes.map((p) => p.pid), shellJob, true);
+    post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
     for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
     if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
     if (post.problems.length) {
@@ -377,7 +395,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, timeoutMs, log, lazyRanges, inc, ct);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -387,6 +405,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await hooks.postDump?.();
   } catch (e) {
     inc?.close();
+    finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
     if (e instanceof UserError) throw e;
@@ -420,25 +439,38 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   }
 
   // 5. Let it go.
+  // Repaired connections: repair off for a tree that runs on; a killed
+  // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
-  } else tree.kill();
+  } else {
+    tree.kill();
+    finishFdKinds(kinds, false);
+  }
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
   stats.totalMs = nowMs() - t0;
-  // stats-dump, as CRIU writes it (times in µs); informational only.
+  // stats-dump, with every field CRIU 4.2 writes (times in µs); informational
+  // only. memwrite_time is 0: pages are written to the images while they are
+  // copied (native reader/writer threads), so that time is in memdump_time;
+  // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{
-    dump: {
-      freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
-      memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
-      pages_written: BigInt(stats.pagesWritten), pages_lazy: BigInt(stats.pagesLazy),
-      shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
-    },
-  }]);
+  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
+}
+
+/** The stats-dump entry (CRIU's DumpStatsEntry) of a dump's statistics. */
+export function dumpStatsEntry(stats: DumpStats, us: (ms: number) => number): DumpStatsEntry {
+  return {
+    freezing_time: us(stats.freezeMs), frozen_time: us(stats.frozenMs), memdump_time: us(stats.memdumpMs),
+    memwrite_time: 0, pages_scanned: BigInt(stats.pagesScanned), pages_skipped_parent: BigInt(stats.pagesSkippedParent),
+    pages_written: BigInt(stats.pagesWritten), irmap_resolve: 0, pages_lazy: BigInt(stats.pagesLazy),
+    page_pipes: BigInt(stats.pagePipes), page_pipe_bufs: BigInt(stats.pagePipeBufs),
+    shpages_scanned: BigInt(stats.shpagesScanned), shpages_skipped_parent: 0n, shpages_written: BigInt(stats.shpagesWritten),
+  };
 }
 
 /** 64 KiB: a lazily served chunk is verified in a few microseconds. */
@@ -448,20 +480,20 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
-async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container): Promise<DumpStats> {
+async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
-    shpagesScanned: 0, shpagesWritten: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
+    shpagesScanned: 0, shpagesWritten: 0, pagePipes: 0, pagePipeBufs: 0, freezeMs: 0, frozenMs: 0, memdumpMs: 0, totalMs: 0,
   };
-  const files = new FileTable();
+  const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const shmem = new ShmemTable((make) => files.addEntry(make));
   files.memfdEntry = (ref, id, flags, pos) => shmem.fdEntry(ref, id, flags, pos);
   const root = plans[0]!;
@@ -476,7 +508,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   // in which the root differs. Outside a container we keep the root's (its
   // namespaces are the restorer's, as before).
   Object.assign(rootIds, ct ? {
-    pid_ns_id: nsId('self', 'pid'), net_ns_id: nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
+    // An external network namespace is not restored: the root keeps "ours".
+    pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
   } : nsIds);
@@ -484,7 +517,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
   const pstree: PstreeEntry[] = [];
-  const writes: Promise<unknown>[] = [];
+  const writes = new PendingWrites();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -516,7 +549,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
     const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
-    const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, { sid: p.stat.sid, pgid: p.stat.pgid });
+    const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
 
     const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
     let auxv = readAuxv(pid);
@@ -603,6 +636,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
       mem.close();
     }
     stats.memdumpMs += nowMs() - tm;
+    stats.pagePipes += 1;
+    stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
       const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
       if (flags & 2) stats.pagesLazy += r.nPages;
@@ -644,10 +679,10 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], timeoutMs: numb
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
-  await Promise.all(writes);
+  await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

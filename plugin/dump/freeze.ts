@@ -144,6 +144,15 @@ export class FrozenTree {
       }
     }
     this.seized.clear();
+    // A process that was stopped re-enters its group stop on its own after
+    // the detach (the kernel re-arms it); wait, bounded, until it has, so
+    // the caller gets the tree back in the state it was in.
+    const deadline = Date.now() + 1000;
+    const tick = new Int32Array(new SharedArrayBuffer(4));
+    for (const p of this.processes) {
+      if (p.stopSignal === undefined) continue;
+      while (Date.now() < deadline && stateOf(p.pid) === 'R') Atomics.wait(tick, 0, 0, 1);
+    }
   }
 
   /**
@@ -176,6 +185,16 @@ export class FrozenTree {
       }
     }
     this.seized.clear();
+  }
+}
+
+/** The state letter of /proc/PID/stat ('' when gone). */
+function stateOf(pid: number): string {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+  } catch {
+    return '';
   }
 }
 

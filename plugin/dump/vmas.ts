@@ -3,7 +3,7 @@
 // cannot restore faithfully is reported as a problem naming the VMA.
 import { lstatSync, statSync } from 'node:fs';
 import {
-  MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PRESENT,
+  MAP_ANONYMOUS, MAP_DROPPABLE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PRESENT,
   PROT_EXEC, PROT_READ, PROT_WRITE, VMA_ANON_PRIVATE, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_VDSO,
   VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED, type VmaEntry,
 } from '../images/index.js';
@@ -44,6 +44,8 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   if (v.vmFlags.has('gd')) flags |= MAP_GROWSDOWN;
   if (v.vmFlags.has('lo')) flags |= MAP_LOCKED;
   if (v.vmFlags.has('nr')) flags |= MAP_NORESERVE;
+  // MAP_DROPPABLE is a mapping type of its own (smaps shows it as private).
+  if (v.vmFlags.has('dp')) flags = (flags & ~MAP_PRIVATE) | MAP_DROPPABLE;
   let madv = 0n;
   for (const [f, b] of Object.entries(MADV_BITS)) if (v.vmFlags.has(f)) madv |= b;
   if (v.vmFlags.has('ht')) return `${name}: hugetlb mappings are not supported`;
@@ -57,8 +59,8 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   const anonPrivate = (extra: number): PlannedVma => ({
     entry: entry(VMA_AREA_REGULAR | VMA_ANON_PRIVATE | extra, flags | MAP_ANONYMOUS),
     mode: CollectMode.anon,
-    // Lazy-eligible unless locked (§4.3).
-    peFlags: flags & MAP_LOCKED ? PE_PRESENT : PE_LAZY | PE_PRESENT,
+    // Lazy-eligible unless locked or droppable (§4.3; CRIU's vma_entry_can_be_lazy).
+    peFlags: flags & (MAP_LOCKED | MAP_DROPPABLE) ? PE_PRESENT : PE_LAZY | PE_PRESENT,
   });
 
   switch (v.path) {

@@ -371,6 +371,8 @@ export interface RegFileEntry {
 
 export interface PipeEntry { id: number; pipe_id: number; flags: number; fown: FownEntry }
 export interface PipeDataEntry { pipe_id: number; bytes: number; size?: number }
+/** A FIFO's fd (fifo.proto): the pipe inode and the reg_file_entry of its path. */
+export interface FifoEntry { id: number; pipe_id: number; regf_id?: number }
 export interface ExtFileEntry { id: number; fown: FownEntry }
 
 export interface TtyFileEntry { id: number; tty_info_id: number; flags: number; fown: FownEntry; regf_id?: number }
@@ -424,24 +426,76 @@ export interface MemfdInodeEntry {
 /** File kinds whose contents we do not model yet: only their id. */
 export interface OpaqueFileEntry { id: number }
 
+export interface SkOptsEntry {
+  so_sndbuf: number; so_rcvbuf: number;
+  so_snd_tmo_sec: bigint; so_snd_tmo_usec: bigint; so_rcv_tmo_sec: bigint; so_rcv_tmo_usec: bigint;
+  reuseaddr?: boolean; so_priority?: number; so_rcvlowat?: number; so_mark?: number;
+  so_passcred?: boolean; so_passsec?: boolean; so_dontroute?: boolean; so_no_check?: boolean;
+  so_bound_dev?: string; so_filter: bigint[]; so_reuseport?: boolean; so_broadcast?: boolean; so_keepalive?: boolean;
+  tcp_keepcnt?: number; tcp_keepidle?: number; tcp_keepintvl?: number;
+  so_oobinline?: number; so_linger?: number; so_buf_lock?: number;
+}
+
+export interface TcpOptsEntry { cork?: boolean; nodelay?: boolean; keepcnt?: number; keepidle?: number; keepintvl?: number }
+
+export interface IpOptsRawEntry { hdrincl?: boolean; nodefrag?: boolean; checksum?: boolean; icmpv_filter: number[] }
+export interface IpOptsEntry { freebind?: boolean; raw?: IpOptsRawEntry; pktinfo?: boolean; tos?: number; ttl?: number }
+
+/** sk_shutdown */
+export const SkShutdown = { NONE: 0, READ: 1, WRITE: 2, BOTH: 3 } as const;
+
+export interface InetSkEntry {
+  id: number; ino: number; family: number; type: number; proto: number; state: number;
+  src_port: number; dst_port: number; flags: number; backlog: number;
+  /** Address bytes (network order) read as little-endian u32 words: 1 (IPv4) or 4 (IPv6). */
+  src_addr: number[]; dst_addr: number[];
+  fown: FownEntry; opts: SkOptsEntry;
+  v6only?: boolean; ip_opts?: IpOptsEntry; ifname?: string; ns_id?: number; shutdown?: number; tcp_opts?: TcpOptsEntry;
+}
+
+export interface TcpStreamEntry {
+  inq_len: number; inq_seq: number; outq_len: number; outq_seq: number;
+  opt_mask: number; snd_wscale: number; mss_clamp: number; rcv_wscale?: number; timestamp?: number;
+  cork?: boolean; nodelay?: boolean; unsq_len?: number;
+  snd_wl1?: number; snd_wnd?: number; max_window?: number; rcv_wnd?: number; rcv_wup?: number;
+}
+
+export interface EventfdFileEntry { id: number; flags: number; fown: FownEntry; counter: bigint }
+
+export interface EventpollTfdEntry { id: number; tfd: number; events: number; data: bigint; dev?: number; inode?: bigint; pos?: bigint }
+export interface EventpollFileEntry { id: number; flags: number; fown: FownEntry; tfd: EventpollTfdEntry[] }
+
+export interface SignalfdEntry { id: number; flags: number; fown: FownEntry; sigmask: bigint }
+
+export interface TimerfdEntry {
+  id: number; flags: number; fown: FownEntry; clockid: number; ticks: bigint; settime_flags: number;
+  vsec: bigint; vnsec: bigint; isec: bigint; insec: bigint;
+}
+
+export interface FhEntry { bytes: number; type: number; handle: bigint[]; path?: string; mnt_id?: number }
+export interface InotifyWdEntry {
+  id: number; i_ino: bigint; mask: number; ignored_mask: number; s_dev: number; wd: number; f_handle: FhEntry;
+}
+export interface InotifyFileEntry { id: number; flags: number; fown: FownEntry; wd: InotifyWdEntry[] }
+
 export interface FileEntry {
   type: number;
   id: number;
   reg?: RegFileEntry;
-  isk?: OpaqueFileEntry;
+  isk?: InetSkEntry;
   nsf?: OpaqueFileEntry;
   psk?: OpaqueFileEntry;
   nlsk?: OpaqueFileEntry;
-  efd?: OpaqueFileEntry;
-  epfd?: OpaqueFileEntry;
-  sgfd?: OpaqueFileEntry;
+  efd?: EventfdFileEntry;
+  epfd?: EventpollFileEntry;
+  sgfd?: SignalfdEntry;
   tunf?: OpaqueFileEntry;
-  tfd?: OpaqueFileEntry;
-  ify?: OpaqueFileEntry;
+  tfd?: TimerfdEntry;
+  ify?: InotifyFileEntry;
   ffy?: OpaqueFileEntry;
   ext?: ExtFileEntry;
   usk?: OpaqueFileEntry;
-  fifo?: OpaqueFileEntry;
+  fifo?: FifoEntry;
   pipe?: PipeEntry;
   tty?: TtyFileEntry;
   memfd?: MemfdFileEntry;

@@ -14,6 +14,12 @@ export const SYS = {
   setresgid: 119, setfsuid: 122, setfsgid: 123, capset: 126, rt_sigqueueinfo: 129, timer_create: 222,
   timer_settime: 223, timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, dup3: 292,
   rt_tgsigqueueinfo: 297, prlimit64: 302, rt_sigtimedwait: 128, mlock2: 325,
+  // fds (plugin/restore/fds): pipes, unix sockets, the SCM_RIGHTS channel
+  socket: 41, connect: 42, sendto: 44, sendmsg: 46, recvmsg: 47, shutdown: 48, bind: 49, listen: 50,
+  getsockname: 51, socketpair: 53, setsockopt: 54, flock: 73, pipe2: 293,
+  // fd kinds: inet sockets, event objects
+  epoll_ctl: 233, inotify_add_watch: 254, timerfd_create: 283, timerfd_settime: 286, signalfd4: 289, eventfd2: 290,
+  epoll_create1: 291, inotify_init1: 294, clock_gettime: 228,
 } as const;
 
 /** prctl options used by dump/restore. */

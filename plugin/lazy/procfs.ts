@@ -8,27 +8,57 @@ export interface ProcIdentity {
   startTime: string;
 }
 
-/** Parses state and starttime out of /proc/PID/stat; undefined if the process is gone. */
-export function readStat(pid: number): { state: string; ppid: number; startTime: string } | undefined {
+/** Reads a /proc file as text (replaceable in tests to provoke read errors). */
+export type ProcReader = (path: string) => string;
+const readProc: ProcReader = (path) => readFileSync(path, 'latin1');
+
+/** True for the errors that mean "this process does not exist (any more)". */
+function isGoneError(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+/**
+ * Parses state and starttime out of /proc/PID/stat; undefined if the process
+ * is gone (ENOENT/ESRCH). Any other read error (EMFILE, ENFILE, EACCES, ...)
+ * says nothing about the process and is thrown.
+ */
+export function readStat(pid: number, read: ProcReader = readProc): { state: string; ppid: number; startTime: string } | undefined {
   let s: string;
   try {
-    s = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return undefined;
+    s = read(`/proc/${pid}/stat`);
+  } catch (e) {
+    if (isGoneError(e)) return undefined;
+    throw e;
   }
   // comm may contain spaces and parentheses: fields start after the last ')'.
   const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
   return { state: rest[0] ?? '?', ppid: Number(rest[1]), startTime: rest[19] ?? '' };
 }
 
-export function identify(pid: number): ProcIdentity | undefined {
-  const st = readStat(pid);
-  return st ? { pid, startTime: st.startTime } : undefined;
+/** The process's identity, or undefined when it is gone or /proc cannot be read now. */
+export function identify(pid: number, read: ProcReader = readProc): ProcIdentity | undefined {
+  try {
+    const st = readStat(pid, read);
+    return st ? { pid, startTime: st.startTime } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
-/** True while the process still has its memory (not gone, not a zombie, same incarnation). */
-export function isAlive(id: ProcIdentity): boolean {
-  const st = readStat(id.pid);
+/**
+ * True while the process still has its memory (not gone, not a zombie, same
+ * incarnation). A /proc read that fails for another reason than ENOENT/ESRCH
+ * (e.g. EMFILE) counts as alive: a living process must never lose its uffd
+ * because this daemon ran out of file descriptors.
+ */
+export function isAlive(id: ProcIdentity, read: ProcReader = readProc): boolean {
+  let st;
+  try {
+    st = readStat(id.pid, read);
+  } catch {
+    return true;
+  }
   if (!st || st.startTime !== id.startTime) return false;
   return st.state !== 'Z' && st.state !== 'X' && st.state !== 'x';
 }

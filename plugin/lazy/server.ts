@@ -105,6 +105,9 @@ class Proc {
    * until its pid is known and the watchdog has taken its own copy.
    */
   watchdogFd: number | undefined;
+  /** Last bytes-left figure from the engine, and whether the engine stopped answering. */
+  lastLeft = 0n;
+  leftUnknown?: boolean;
   /** Failed while its pid was unknown: killed (then released) once found. */
   killWhenFound?: boolean;
   constructor(
@@ -152,6 +155,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   /** The engine's fault log is on (stats file timeline or working-set recording). */
   private logOn = false;
   private logDropped = 0;
+  /** The engine's fault log failed to drain once (reported once). */
+  private logFailed = false;
   private recording: boolean;
   private readonly recordMs: number;
   private recordTimer: NodeJS.Timeout | undefined;
@@ -344,6 +349,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       p.knownEdges!.add(r.end);
     }
     // The engine may have reported 'complete' (empty plan) before the handle was known.
+    p.lastLeft = plan.ranges.reduce((n, r) => n + (r.end - r.start), 0n);
     this.procs.set(handle, p);
     if (this.recording) p.recorder = new WorkingSetRecorder(process.hrtime.bigint());
     const ws = await replay;
@@ -528,7 +534,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
 
   private leftOf(p: Proc): bigint {
     if (p.state !== 'serving') return 0n;
-    return safe(() => this.engine.lazyBytes(p.engineProc), 0n);
+    // Bytes left to serve: if the engine cannot say, the last figure stands
+    // (0 would read as "complete"), and the failure is logged once.
+    try {
+      p.lastLeft = this.engine.lazyBytes(p.engineProc);
+    } catch (e) {
+      if (!p.leftUnknown) log.warn(`lazy-pages: pid ${p.imagePid}: the fault engine cannot count its bytes left: ${errText(e)}`);
+      p.leftUnknown = true;
+    }
+    return p.lastLeft;
   }
 
   private snapshotOf(p: Proc): LazyProcessStats {
@@ -963,7 +977,15 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     let log;
     try {
       log = this.engine.drainFaultLog!();
-    } catch {
+    } catch (e) {
+      // Without the log, working sets being recorded would be written with
+      // holes: abandon them (never write a wrong one) and say so, once.
+      for (const p of this.procs.values()) if (p.recorder && !p.recorder.done) p.recorder.done = true;
+      if (!this.logFailed) {
+        this.logFailed = true;
+        const message = `the fault engine's log cannot be read (${errText(e)}): working sets being recorded are abandoned, stats-file timelines end here`;
+        this.emit('error', { proc: undefined, killed: false, message, error: e instanceof Error ? e : new Error(message) });
+      }
       return;
     }
     this.logDropped += log.dropped;
@@ -1105,7 +1127,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           p.snapshot = undefined;
           return undefined;
         }
-        p.snapshot = safe(() => this.engine.lazyRanges(p.engineProc), []);
+        const ranges = this.rangesOf(p);
+        if (ranges === undefined) return undefined;
+        p.snapshot = ranges;
         p.snapIndex = 0;
         p.cursor = 0n;
         p.passChunks = 0;
@@ -1127,11 +1151,27 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     return undefined;
   }
 
+  /**
+   * The engine's remaining lazy ranges of p. If the engine cannot say (it
+   * lost the process), the process is finished as exited when it is gone and
+   * killed otherwise — never left with the push silently stopped.
+   */
+  private rangesOf(p: Proc): { start: bigint; end: bigint }[] | undefined {
+    try {
+      return this.engine.lazyRanges(p.engineProc);
+    } catch (e) {
+      if (p.identity && !isAlive(p.identity)) this.finish(p, 'exited');
+      else this.failProcess(p, `the fault engine cannot list its lazy ranges: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
+      return undefined;
+    }
+  }
+
   /** Remaining-range edges we did not make are fault holes: push around them next. */
   private findFaultHoles(p: Proc): void {
     const known = p.knownEdges;
     if (!known) return;
-    const ranges = safe(() => this.engine.lazyRanges(p.engineProc), []);
+    const ranges = this.rangesOf(p);
+    if (ranges === undefined) return;
     const found: bigint[] = [];
     for (const r of ranges) {
       if (!known.has(r.start)) found.push(r.start);
@@ -1259,13 +1299,6 @@ function histPercentileUs(hist: readonly (number | undefined)[], p: number): num
 
 type KillOutcome = 'killed' | 'gone' | string;
 
-function safe<T>(f: () => T, fallback: T): T {
-  try {
-    return f();
-  } catch {
-    return fallback;
-  }
-}
 
 function closeQuietly(fd: number): void {
   try {

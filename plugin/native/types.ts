@@ -389,7 +389,184 @@ export interface IncrementalNative {
 
 //
 // ---------------------------------------------------------------------------
+// native/inject/fds.cc: fds that are not plain files (plugin/dump/fds, plugin/restore/fds)
+// ---------------------------------------------------------------------------
 //
+/** One unix socket of this network namespace (sock_diag). */
+export interface UnixDiagEntry {
+  ino: number;
+  type: number;
+  state: number;
+  /** Inode of the peer socket, 0 if none. */
+  peer: number;
+  /** Bound address (sun_path bytes; abstract names start with NUL). */
+  name?: Buffer;
+  /** Receive queue: bytes (or, listening, pending connections). */
+  rqlen: number;
+  /** Send queue (or, listening, the backlog). */
+  wqlen: number;
+  /** Listening: inodes of the connections waiting to be accepted. */
+  icons: number[];
+  shutdown: number;
+  vfsIno?: number;
+  vfsDev?: number;
+}
+
+export interface FdsNative {
+  /** One datagram with these fds (SCM_RIGHTS) on a connected unix socket. */
+  fdsSend(sock: number, fds: number[]): void;
+  /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
+  pipePeek(fd: number): { size: number; data: Buffer };
+  fdFcntl(fd: number, cmd: number, arg: number): number;
+  /** send(MSG_DONTWAIT | MSG_NOSIGNAL); returns bytes sent. */
+  sendNoWait(fd: number, data: Buffer): number;
+  getsockoptInt(fd: number, level: number, name: number): number;
+  getsockoptTimeval(fd: number, name: number): [number, number];
+  /** Every queued message (MSG_PEEK + SO_PEEK_OFF, the queue is kept); EBADMSG if one carries fds. */
+  sockPeek(fd: number, maxBytes: number): Buffer[];
+  unixDiag(): UnixDiagEntry[];
+}
+
+//
+// ---------------------------------------------------------------------------
+// native/net: inet sockets and TCP repair (inet.cc), epoll targets and file
+// handles (events.cc)
+// ---------------------------------------------------------------------------
+//
+/** What inetSockDump reads from a socket (a duplicate of the process's). */
+export interface InetSockState {
+  family: number;
+  type: number;
+  proto: number;
+  /** Only for AF_INET/AF_INET6 sockets: */
+  src?: Buffer;
+  srcPort?: number;
+  dst?: Buffer;
+  dstPort?: number;
+  /** TCP state (TCP_INFO); UDP: 1 connected, 7 not. */
+  state?: number;
+  backlog?: number;
+  /** Connections waiting in a listening socket's accept queue. */
+  acceptQueue?: number;
+  inq?: number;
+  outq?: number;
+  nodelay?: boolean;
+  cork?: boolean;
+  keepcnt?: number;
+  keepidle?: number;
+  keepintvl?: number;
+  udpCork?: boolean;
+  sndbuf?: number;
+  rcvbuf?: number;
+  bufLock?: number;
+  sndTmoSec?: number;
+  sndTmoUsec?: number;
+  rcvTmoSec?: number;
+  rcvTmoUsec?: number;
+  reuseaddr?: boolean;
+  reuseport?: boolean;
+  priority?: number;
+  rcvlowat?: number;
+  mark?: number;
+  passcred?: boolean;
+  passsec?: boolean;
+  dontroute?: boolean;
+  noCheck?: boolean;
+  broadcast?: boolean;
+  keepalive?: boolean;
+  oobinline?: boolean;
+  linger?: number;
+  boundDev?: string;
+  filterLen?: number;
+  v6only?: boolean;
+  freebind?: boolean;
+  tos?: number;
+  ttl?: number;
+  pktinfo?: boolean;
+}
+
+/** An established TCP connection read in repair mode (soccr's libsoccr_sk_data + queues). */
+export interface TcpRepairState {
+  state: number;
+  inqLen: number;
+  inqSeq: number;
+  outqLen: number;
+  outqSeq: number;
+  unsqLen: number;
+  optMask: number;
+  sndWscale: number;
+  rcvWscale: number;
+  mssClamp: number;
+  timestamp?: number;
+  window?: { sndWl1: number; sndWnd: number; maxWindow: number; rcvWnd: number; rcvWup: number };
+  inqData: Buffer;
+  outqData: Buffer;
+}
+
+/** What inetSockRestore applies to a fresh socket. */
+export interface InetSockSpec {
+  family: number;
+  proto: number;
+  state: number;
+  src: Buffer;
+  srcPort: number;
+  dst: Buffer;
+  dstPort: number;
+  backlog: number;
+  v6only?: boolean;
+  boundDev?: string;
+  sndbuf: number;
+  rcvbuf: number;
+  bufLock?: number;
+  sndTmoSec: number;
+  sndTmoUsec: number;
+  rcvTmoSec: number;
+  rcvTmoUsec: number;
+  reuseaddr: boolean;
+  reuseport: boolean;
+  priority?: number;
+  rcvlowat?: number;
+  mark?: number;
+  passcred?: boolean;
+  passsec?: boolean;
+  dontroute?: boolean;
+  noCheck?: boolean;
+  broadcast?: boolean;
+  keepalive?: boolean;
+  oobinline?: boolean;
+  linger?: number;
+  freebind?: boolean;
+  pktinfo?: boolean;
+  tos?: number;
+  ttl?: number;
+  nodelay?: boolean;
+  cork?: boolean;
+  keepcnt?: number;
+  keepidle?: number;
+  keepintvl?: number;
+  /** An established connection: restored with TCP_REPAIR. */
+  stream?: {
+    inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; unsqLen: number;
+    optMask: number; sndWscale: number; rcvWscale: number; mssClamp: number; timestamp?: number;
+    sndWl1?: number; sndWnd?: number; maxWindow?: number; rcvWnd?: number; rcvWup?: number;
+  };
+  inqData?: Buffer;
+  outqData?: Buffer;
+}
+
+export interface NetNative {
+  inetSockDump(fd: number): InetSockState;
+  /** Turns TCP_REPAIR on and leaves it on; reads the connection's state and queues. */
+  tcpRepairDump(fd: number): TcpRepairState;
+  /** TCP_REPAIR: 1 on, 0 off, -1 off without a window probe. */
+  tcpRepair(fd: number, value: number): void;
+  inetSockRestore(fd: number, spec: InetSockSpec): void;
+  /** kcmp(pid, pid, KCMP_EPOLL_TFD, fd, {epfd, tfd, toff}): 0 when the file at fd is that epoll target. */
+  kcmpEpollTfd(pid: number, fd: number, epfd: number, tfd: number, toff: number): number;
+  /** open_by_handle_at(mountFd, handle, O_PATH|O_CLOEXEC). */
+  openByHandle(mountFd: number, type: number, handle: Buffer): number;
+}
+
 //
 // ---------------------------------------------------------------------------
 // native/rpc: CRIU's RPC socket (criu swrk FD / criu service; plugin/rpc)
@@ -413,4 +590,4 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative {}

@@ -21,7 +21,7 @@ const MS = { RDONLY: 1, NOSUID: 2, NODEV: 4, NOEXEC: 8, REMOUNT: 32, BIND: 4096,
 /** Per-mount flags that a bind remount can set. */
 const MNT_MASK = 1 | 2 | 4 | 8 | 1024 | 2048 | 0x200000 | 0x1000000;
 const MNT_DETACH = 2;
-const SYS = { mount: 165, umount2: 166, pivot_root: 155, sethostname: 170, setdomainname: 171, chdir: 80, mkdir: 83 } as const;
+const SYS = { mount: 165, umount2: 166, pivot_root: 155, sethostname: 170, setdomainname: 171, chdir: 80, mkdir: 83, openat: 257, setns: 308, close: 3 } as const;
 
 interface MntEntry {
   fstype: number; mnt_id: number; root_dev: number; parent_mnt_id: number; flags: number; root: string; mountpoint: string;
@@ -43,6 +43,8 @@ export interface ContainerOptions {
   root?: string;
   /** External mounts: key → path here (CRIU's ext_mnt / --external mnt[KEY]:PATH). */
   extMounts?: ReadonlyMap<string, string>;
+  /** A network namespace file to join (an external one, runc's extRootNetNS), reachable from here. */
+  joinNet?: string;
 }
 
 /**
@@ -119,6 +121,14 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
       return a;
     });
   };
+  if (opts.joinNet !== undefined) {
+    // Before the mounts: sysfs shows the network namespace of who mounts it.
+    if (plan.nsFlags & CLONE.NEWNET) throw new UserError(`the images have a network namespace of their own: an external one (${opts.joinNet}) cannot replace it`);
+    const [p] = str(opts.joinNet);
+    const fd = Number(call(`open(${opts.joinNet})`, SYS.openat, -100, p!, 0o2000000 /* O_CLOEXEC */, 0));
+    call('setns(CLONE_NEWNET)', SYS.setns, fd, CLONE.NEWNET);
+    call('close', SYS.close, fd);
+  }
   if (plan.nsFlags & CLONE.NEWNS) {
     const root = opts.root;
     if (root === undefined || root === '') throw new UserError('restoring a container\'s mount namespace needs the root directory to restore into (CRIU\'s --root)');

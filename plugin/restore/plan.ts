@@ -14,6 +14,7 @@ import type {
   VmaEntry,
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
@@ -62,20 +63,6 @@ export interface PageRun {
   flags: number;
 }
 
-export interface FilePlan {
-  fd: number;
-  /** file_entry id: fds with the same id share one open file description (dup). */
-  id: number;
-  /** FD_CLOEXEC from fdinfo. */
-  cloexec: boolean;
-  path: string;
-  /** open(2) flags from reg_file_entry. */
-  flags: number;
-  pos: bigint;
-  /** An open memfd: `path` is set once its object exists (plugin/restore/shmem.ts). */
-  shmem?: ShmemVmaRef;
-}
-
 export interface VmaPlan {
   vma: VmaEntry;
   /** Path of the mapped file for file-backed VMAs. */
@@ -102,9 +89,6 @@ export interface ProcessPlan {
   vmas: VmaPlan[];
   exePath: string;
   runs: PageRun[];
-  files: FilePlan[];
-  /** fds 0..2 the image does not describe as regular files: inherited from the restorer. */
-  inheritedStdio: number[];
   cwd: string;
   root: string;
   umask: number | undefined;
@@ -114,6 +98,8 @@ export interface RestorePlan {
   dir: string;
   processes: ProcessPlan[]; // pstree order: parents first
   byPid: Map<number, ProcessPlan>;
+  /** Every fd of the tree (plugin/restore/fds): created once per open file description, installed per process. */
+  fds: FdRestorer;
   /** Shared memory objects, each created once for the whole tree. */
   shmem: ShmemObjectPlan[];
 }
@@ -146,7 +132,7 @@ export function isLazyEligible(v: VmaEntry): boolean {
   if ((v.status & VMA.REGULAR) === 0) return false;
   if ((v.status & VMA.ANON_PRIVATE) === 0) return false;
   if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return false;
-  if (v.flags & (MAP.LOCKED | MAP.HUGETLB)) return false;
+  if (v.flags & (MAP.LOCKED | MAP.HUGETLB | 0x08 /* MAP_DROPPABLE: the kernel may drop its pages */)) return false;
   return true;
 }
 
@@ -173,7 +159,7 @@ function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
   }
 }
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
   const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
@@ -187,6 +173,8 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
+  const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
+  const memfdRefs = new Map<number, ShmemVmaRef>();
   const shmem = new ShmemPlanner(dir, files);
   for (const [i, e] of pstree.entries()) {
     if (i === 0 && e.ppid !== 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, `the first entry (pid ${e.pid}) is not a root (ppid ${e.ppid})`);
@@ -204,7 +192,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     if (state === 2) {
       const p: ProcessPlan = {
         entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores.slice(0, 1),
-        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], files: [], inheritedStdio: [], cwd: '/', root: '/', umask: undefined,
+        mm: undefined as unknown as MmEntry, vmas: [], exePath: '', runs: [], cwd: '/', root: '/', umask: undefined,
       };
       processes.push(p);
       byPid.set(e.pid, p);
@@ -305,21 +293,11 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
       fdinfo = await dir.fdinfo(ids.files_id);
       fdinfoCache.set(ids.files_id, fdinfo);
     }
-    const plannedFiles: FilePlan[] = [];
-    const inheritedStdio: number[] = [];
+    perProcessFds.push({ pid: e.pid, fdinfo, fdinfoImage: `${imagesDir}/fdinfo-${ids.files_id}.img` });
+    // Open memfds: their objects are planned with the mappings' (plugin/restore/shmem.ts).
     for (const fi of fdinfo) {
       const f = files.get(fi.id);
-      if (!f) throw new ImageError(`${imagesDir}/fdinfo-${ids.files_id}.img`, undefined, `fd ${fi.fd} refers to file id ${fi.id}, which files.img does not have`);
-      if (f.type === FD_REG && f.reg) {
-        checkFile({ ...f.reg, size: undefined }, `fd ${fi.fd}:`, e.pid);
-        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: f.reg.name, flags: f.reg.flags, pos: f.reg.pos });
-      } else if (f.type === FD_MEMFD && f.memfd) {
-        plannedFiles.push({ fd: fi.fd, id: fi.id, cloexec: (fi.flags & 1) !== 0, path: '', flags: f.memfd.flags, pos: f.memfd.pos, shmem: await shmem.fd(e.pid, fi.fd, f) });
-      } else if (fi.fd <= 2) {
-        inheritedStdio.push(fi.fd);
-      } else {
-        throw new UserError(`pid ${e.pid}: fd ${fi.fd} is of type ${f.type}, which restore does not support (only regular files and memfds; stdio is inherited)`);
-      }
+      if (f?.type === FD_MEMFD && f.memfd && !memfdRefs.has(fi.id)) memfdRefs.set(fi.id, await shmem.fd(e.pid, fi.fd, f));
     }
     const fs = await dir.fs(e.pid);
     const fsImage = `${imagesDir}/fs-${e.pid}.img`;
@@ -328,10 +306,16 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     const p: ProcessPlan = {
       entry: e, pid: e.pid, ppid: e.ppid, state, exitCode: tc.exit_code, threads: cores, mm, vmas,
-      exePath: exe.name, runs, files: plannedFiles, inheritedStdio, cwd, root, umask: fs?.umask,
+      exePath: exe.name, runs, cwd, root, umask: fs?.umask,
     };
     processes.push(p);
     byPid.set(e.pid, p);
   }
-  return { dir: imagesDir, processes, byPid, shmem: await shmem.finish() };
+  const fdOptions: RestoreFdOptions = {
+    shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
+    inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true, tcpEstablished: opts.fds?.tcpEstablished === true,
+    memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
+  };
+  const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };
 }

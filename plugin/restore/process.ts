@@ -8,8 +8,10 @@ import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
 import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
+import type { FdRestorer } from './fds/index.js';
 import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
+import { applyMadvise, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
@@ -19,16 +21,12 @@ const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
-const O_PATH = 0o10000000;
-const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;
 const PR_SET_MM_MAP = 14;
 const SS_DISABLE = 2;
 const SS_AUTODISARM = 1 << 31;
 const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
-const MADV_BITS = [10, 14, 15, 18]; // DONTFORK, HUGEPAGE, NOHUGEPAGE, WIPEONFORK: they change behaviour, not data
-const NR_MADVISE = 28;
 
 // Scratch layout (offsets into the task's scratch area).
 const SCR_PATH = 0n;
@@ -161,9 +159,19 @@ export interface MmResult {
   bytesWritten: bigint;
 }
 
-/** Pages that the kernel touches while the restorer re-registers per-thread state: always written eagerly. */
+/**
+ * Pages that are always written eagerly: those the kernel touches while the
+ * restorer re-registers per-thread state (rseq areas), and the argument and
+ * environment strings, which the kernel reads for other processes
+ * (/proc/PID/cmdline and environ, ps) through remote access that cannot
+ * wait for userfaultfd and would read them as empty.
+ */
 function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
   const s = new Set<bigint>();
+  for (const [from, to] of [[p.mm.mm_arg_start, p.mm.mm_arg_end], [p.mm.mm_env_start, p.mm.mm_env_end]] as const) {
+    if (to <= from || to - from > 1n << 20n) continue;
+    for (let pg = from & ~(PAGE - 1n); pg < to; pg += PAGE) s.add(pg);
+  }
   for (const t of p.threads) {
     const r = t.core.thread_core?.rseq_entry;
     if (r && r.rseq_abi_pointer !== 0n) {
@@ -225,7 +233,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       if (isSpecial(v) || kept.has(v)) continue;
       const vma = v.vma;
       const len = vma.end - vma.start;
-      let flags = MAP_FIXED_NOREPLACE | (vma.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE));
+      let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;
       let off = 0n;
       if (v.path !== undefined) {
@@ -248,8 +256,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       }
       const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
       if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
-      const madv = vma.madv ?? 0n;
-      for (const bit of MADV_BITS) if (madv & (1n << BigInt(bit))) t.raw(NR_MADVISE, vma.start, len, bit);
+      applyMadvise(t, vma);
       if (lazy && v.lazyEligible) lazyVmas.push({ start: vma.start, end: vma.end });
     }
   } finally {
@@ -317,7 +324,7 @@ function sigForIndex(i: number): number {
 }
 
 /** Process-wide state: signal handlers, files, cwd/root, umask. */
-export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
+export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestorer): void {
   const tc = p.threads[0]!.core.tc!;
   tc.sigactions.forEach((sa, i) => {
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return;
@@ -330,34 +337,8 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan): void {
     t.write(t.scratch + SCR_SIGACT, k);
     t.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, t.scratch + SCR_SIGACT, 0, 8);
   });
-  // Files: stdio the image does not describe as regular files stays inherited.
-  const planned = new Set(p.files.map((f) => f.fd));
-  for (const fd of [0, 1, 2]) {
-    if (!planned.has(fd) && !p.inheritedStdio.includes(fd)) t.raw(NR.close, fd);
-  }
-  // One open per file description; further fds of the same id are dups, so
-  // they share the offset and status flags as they did.
-  const firstFd = new Map<number, number>();
-  for (const f of [...p.files].sort((a, b) => a.fd - b.fd)) {
-    const shared = firstFd.get(f.id);
-    if (shared !== undefined) {
-      t.call(`dup3(${shared}, ${f.fd})`, NR.dup3, shared, f.fd, f.cloexec ? O_CLOEXEC : 0);
-      continue;
-    }
-    const flags = (f.flags & ~OPEN_STRIP) | O_CLOEXEC;
-    const tmp = t.openat(f.path, flags);
-    if (tmp !== f.fd) {
-      t.call(`dup3(${tmp}, ${f.fd})`, NR.dup3, tmp, f.fd, f.cloexec ? O_CLOEXEC : 0);
-      t.raw(NR.close, tmp);
-    } else if (!f.cloexec) {
-      t.call(`fcntl(${f.fd}, F_SETFD)`, NR.fcntl, f.fd, 2 /* F_SETFD */, 0);
-    }
-    firstFd.set(f.id, f.fd);
-    if ((f.flags & O_PATH) === 0 && f.pos < 1n << 63n) {
-      const r = t.raw(NR.lseek, f.fd, f.pos, 0);
-      if (r !== f.pos) throw new UserError(`pid ${p.pid}: cannot seek fd ${f.fd} (${f.path}) to ${f.pos}: result ${r}`);
-    }
-  }
+  // Files: every fd of the process from the tree's created descriptions (plugin/restore/fds).
+  fds.install(t, p.pid);
   t.putString(p.cwd, SCR_PATH);
   t.call(`chdir(${p.cwd})`, NR.chdir, t.scratch + SCR_PATH);
   if (p.root !== '/') {

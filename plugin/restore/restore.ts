@@ -7,6 +7,7 @@
 // before the release kills and reaps everything created so far.
 import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
+import { ImageDir, KIND } from '../images/index.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
@@ -27,7 +28,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
-import { drainSigchld, endZombie, stopSignalOf } from './taskstate.js';
+import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
 
@@ -52,8 +53,17 @@ export interface RestoreOptions {
   detached?: boolean;
   /** --shell-job: the root may belong to the restorer's session and process group. */
   shellJob?: boolean;
+  /**
+   * CRIU's --inherit-fd fd[N]:KEY, as KEY → N: a file the image names KEY
+   * ("pipe:[INO]", "socket:[INO]") is restored from this process's fd N.
+   */
+  inheritFds?: Map<string, number>;
+  /** CRIU's --ext-unix-sk: unix sockets whose peer was outside the tree may be restored (unconnected). */
+  extUnixSk?: boolean;
   /** --pidns: restore into a new pid namespace (the tree keeps its pids inside it). */
   pidns?: boolean;
+  /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
+  tcpEstablished?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -177,17 +187,22 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
   // pages (dump --lazy-pages); it refuses them itself when it has none.
   if (opts.sibling && !opts.detached) throw new UserError('--restore-sibling only makes sense with --restore-detached (-d): the root is not our child to wait for');
-  if (opts.sibling && opts.pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
-  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const ct = await containerPlan(opts.imagesDir);
-  if (ct && opts.pidns) throw new UserError('--pidns: these images are a container\'s, restored into its own namespaces anyway');
-  const plan = await loadPlan(opts.imagesDir, { lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined });
+  // A tree whose root was pid 1 of its own pid namespace is restored into a
+  // new one anyway (as that pid 1): --pidns asks for nothing more then.
+  const pidns = opts.pidns === true && !ct;
+  if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
+  if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
+  const plan = await loadPlan(opts.imagesDir, {
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
+    fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
+  });
   validateKernelState(plan);
   const root = plan.processes[0]!;
   if (!opts.shellJob && root.entry.sid !== root.pid) {
     throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
   }
-  if (!opts.pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+  if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   await hooks.preRestore?.();
@@ -209,8 +224,9 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     shmem = ShmemObjects.create(plan.shmem, verifier, log);
     for (const p of plan.processes) {
       for (const v of p.vmas) if (v.shmem) v.path = shmem.path(v.shmem.key);
-      for (const f of p.files) if (f.shmem) f.path = shmem.path(f.shmem.key);
     }
+    const objects = shmem;
+    if (plan.fds.options.memfds) plan.fds.options.memfds.path = (key) => objects.path(key);
 
     // --- 1. the tree of stubs -------------------------------------------------
     // One scratch address for the whole tree: children inherit the parent's.
@@ -222,7 +238,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       let inherit: ProcessPlan | undefined;
       if (p === root) {
         let outer: number;
-        if (opts.pidns) {
+        if (pidns) {
           const initPid = spawn(stub, 1, true);
           created.push({ outer: initPid, tids: [initPid] });
           init = new RemoteTask(initPid);
@@ -239,7 +255,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         created.push({ outer, tids: [outer] });
         task = new RemoteTask(outer);
         task.findGadget();
-        if (!opts.pidns) {
+        if (!pidns) {
           scratchAt = findHole([...busy, ...readMaps(outer)], task.scratchSize);
           task.mapScratch(scratchAt);
         } else {
@@ -286,6 +302,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     for (const parent of zombieParents) drainSigchld(parent.task);
 
+    // Every open file description of the tree, each created once inside its
+    // first owner while all stubs still have our credentials (plugin/restore/fds).
+    plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
+
+    const forkMs = performance.now() - t0;
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
     for (const l of live) {
@@ -293,7 +314,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p);
+      restoreProcessState(l.task, p, plan.fds);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
@@ -356,6 +377,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
+    for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
+    plan.fds.close();
     const resumeMs = performance.now() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
@@ -365,6 +388,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
+    await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
       tree.exit = await tree.wait();
@@ -373,6 +397,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     return tree;
   } catch (e) {
+    plan.fds.close();
     shmem?.close();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
@@ -380,6 +405,27 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     await handoff?.close();
     throw wrapError(e);
+  }
+}
+
+/**
+ * stats-restore in the images dir, as CRIU writes it (times in µs):
+ * forking_time is the time until every process of the tree existed,
+ * restore_time until the tree was released, pages_restored the pages
+ * written into the processes before they ran (lazily served pages come
+ * later and are not counted, as in CRIU). pages_compared and
+ * pages_skipped_cow are 0: no pages are compared with a parent's at
+ * restore. Informational: a read-only images dir only costs a log line.
+ */
+async function writeRestoreStats(imagesDir: string, t: { forkMs: number; resumeMs: number; eagerBytes: bigint }, log: (line: string) => void): Promise<void> {
+  const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
+  try {
+    const dir = await ImageDir.open(imagesDir);
+    await dir.writeImage(KIND.stats, 'restore', [{
+      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / 4096n },
+    }]);
+  } catch (e) {
+    log(`stats-restore not written: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
 

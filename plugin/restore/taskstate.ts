@@ -4,6 +4,7 @@
 // any process state is restored; its parent then reaps it with that status.
 // A stopped process is released with its stop signal and stays stopped until
 // SIGCONT.
+import { readFileSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { PR } from '../inject/constants.js';
 import { cont, waitPid } from '../inject/ptrace.js';
@@ -111,5 +112,23 @@ export function drainSigchld(parent: RemoteTask): void {
   for (let i = 0; i < 64; i++) {
     const r = parent.raw(NR.rt_sigtimedwait, parent.scratch + SCR_SIGWAIT, 0, parent.scratch + SCR_SIGWAIT + 8n, 8);
     if (r !== BigInt(SIGCHLD)) return;
+  }
+}
+
+/**
+ * Waits (bounded, 1 s) until a process released with its stop signal has
+ * entered the group stop, so restore() returns with it stopped.
+ */
+export function waitStopped(hostPid: number): void {
+  const deadline = Date.now() + 1000;
+  const tick = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    let state = '';
+    try {
+      const s = readFileSync(`/proc/${hostPid}/stat`, 'utf8');
+      state = s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+    } catch { /* gone */ }
+    if (state !== 'R' || Date.now() >= deadline) return;
+    Atomics.wait(tick, 0, 0, 1);
   }
 }

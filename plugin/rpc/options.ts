@@ -35,6 +35,8 @@ const HANDLED: Record<string, Check> = {
   leave_running: notOnRestore('leave_running is a dump option'),
   shell_job: ok, timeout: ok, parent_img: ok, track_mem: ok, lazy_pages: ok, ps: ok, status_fd: ok,
   tls: ok, tls_cacert: ok, tls_cert: ok, tls_key: ok,
+  // Established TCP connections (plugin/dump/fds/inet.ts, TCP_REPAIR + nftables lock).
+  tcp_established: ok, tcp_skip_in_flight: notOnRestore('tcp_skip_in_flight is a dump option'),
   // Our pre-dump tracks writes with userfaultfd write-protect either way.
   pre_dump_mode: ok,
   // No TCP connections are dumped, so there is nothing to lock.
@@ -63,8 +65,16 @@ const HANDLED: Record<string, Check> = {
   // runc always names /etc/criu/runc.conf; CRIU ignores a missing file, and
   // we read no configuration files at all.
   config_file: (v) => (typeof v === 'string' && v !== '' && existsSync(v) ? `config_file ${v} (configuration files are not read)` : undefined),
-  inherit_fd: (v) => (Array.isArray(v) && v.length ? `inherit_fd (${(v as { key: string; fd: number }[]).map((f) => `${f.key}=fd ${f.fd}`).join(', ')})` : undefined),
-  external: (v) => (Array.isArray(v) && v.length ? `external (${(v as string[]).join(', ')})` : undefined),
+  // Only the network namespace runc/podman pass for an external one (extRootNetNS); pipes are not supported yet.
+  inherit_fd: (v) => {
+    const bad = Array.isArray(v) ? (v as { key: string; fd: number }[]).filter((f) => f.key !== 'extRootNetNS') : [];
+    return bad.length ? `inherit_fd (${bad.map((f) => `${f.key}=fd ${f.fd}`).join(', ')})` : undefined;
+  },
+  // Only an external network namespace (net[INODE]:KEY).
+  external: (v) => {
+    const other = Array.isArray(v) ? (v as string[]).filter((e, i, a) => !(/^net\[\d+\]:.+$/.test(e) && a.findIndex((x) => /^net\[/.test(x)) === i)) : [];
+    return other.length ? `external (${other.join(', ')})` : undefined;
+  },
   join_ns: (v) => (Array.isArray(v) && v.length ? 'join_ns' : undefined),
   veths: (v) => (Array.isArray(v) && v.length ? 'veths' : undefined),
 };

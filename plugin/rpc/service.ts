@@ -276,10 +276,14 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
     const notify = o.notify_scripts === true;
     const info = (l: string): void => log.info(l);
     const { dump, preDump } = await import('../dump/index.js');
-    const { emptyNetFromMask } = await import('../dump/container.js');
+    const { emptyNetFromMask, parseExternals } = await import('../dump/container.js');
+    const ext = parseExternals(o.external ?? []);
     const base = {
       pid, imagesDir: dirs.imagesDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
-      container: { extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns) },
+      container: {
+        extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns),
+        ...(ext.net ? { externalNet: ext.net } : {}),
+      },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
@@ -304,6 +308,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       await dump({
         ...base,
         leaveRunning: o.leave_running === true,
+        tcpEstablished: o.tcp_established === true, skipInFlight: o.tcp_skip_in_flight === true,
         ...(lazy && target ? { lazyPages: { ...target, onListening: signalReady } } : {}),
         ...(!lazy && target ? { pageServer: target } : {}),
         ...(notify ? {
@@ -355,11 +360,16 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true,
+      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
-      container: { ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])) },
+      container: {
+        ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
+        // runc passes the named network namespace as an fd of this process.
+        ...((o.inherit_fd ?? []).some((f) => f.key === 'extRootNetNS')
+          ? { joinNet: `/proc/${process.pid}/fd/${(o.inherit_fd ?? []).find((f) => f.key === 'extRootNetNS')!.fd}` } : {}),
+      },
       log: (l) => log.info(l),
       ...(notify ? {
         hooks: {

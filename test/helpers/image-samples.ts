@@ -266,4 +266,7 @@ const ALL_TYPES = [
   // rpc.proto (criu swrk/service, plugin/rpc)
   'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',
+  // fd kinds: inet sockets, event objects (sk-inet, sk-opts, tcp-stream, eventpoll, fh, fsnotify)
+  'sk_opts_entry', 'tcp_opts_entry', 'tcp_stream_entry', 'ip_opts_raw_entry', 'ip_opts_entry', 'eventpoll_tfd_entry',
+  'fh_entry', 'irmap_cache_entry', 'inotify_wd_entry', 'fanotify_inode_mark_entry', 'fanotify_mount_mark_entry', 'fanotify_mark_entry',
 ];

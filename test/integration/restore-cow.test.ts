@@ -7,11 +7,20 @@
 // but stays correct.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { isRoot, leakedFds, openFds } from '../helpers/env.js';
 import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
+
+/** A restored tree left running by a failed assertion: SIGKILL its processes (ours: still running the workload) by pid. */
+function killRestored(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/workload-')) process.kill(pid, 'SIGKILL');
+    } catch { /* gone */ }
+  }
+}
 const PAGES = 32;
 
 /** Page frame numbers (0 when not present) of `n` pages at `addr`. */
@@ -32,11 +41,13 @@ function frames(pid: number, addr: bigint, n: number): bigint[] {
 test('cow: pages a parent and child still shared at the dump are shared again after an eager restore', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-cow');
+  let leftover: number[] = [];
   try {
     const parent = d.wl.pid;
     const child = Number(d.wl.report.child);
     const region = BigInt(d.wl.report.region!);
     const tree = await restoreTree(d.images.path);
+    leftover = [d.wl.pid, Number(d.wl.report.child)];
     const a = frames(parent, region, PAGES);
     const b = frames(child, region, PAGES);
     for (let i = 0; i < PAGES; i++) {
@@ -46,7 +57,9 @@ test('cow: pages a parent and child still shared at the dump are shared again af
       else assert.equal(a[i], b[i], `page ${i} is shared copy on write again`);
     }
     await goAndCheck(d, tree);
+    leftover = [];
   } finally {
+    killRestored(leftover);
     await d.wl.dispose();
     d.images.dispose();
   }
@@ -56,10 +69,14 @@ test('cow: pages a parent and child still shared at the dump are shared again af
 test('cow: a lazy restore of the same tree is correct (sharing not kept for lazy memory)', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-cow');
+  let leftover: number[] = [];
   try {
     const tree = await restoreTree(d.images.path, { lazy: true });
+    leftover = [d.wl.pid, Number(d.wl.report.child)];
     await goAndCheck(d, tree);
+    leftover = [];
   } finally {
+    killRestored(leftover);
     await d.wl.dispose();
     d.images.dispose();
   }

@@ -12,9 +12,22 @@ import { ImageDir } from '../../plugin/images/index.js';
 import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import type { RestoredTree } from '../../plugin/restore/index.js';
 import { startWorkload } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
+
+/** After a failed check: kills what the restore created (by pid: the given children, then the root) and reaps the root. */
+async function killRestored(tree: RestoredTree | undefined, children: number[]): Promise<void> {
+  if (!tree) return;
+  for (const p of [...children, tree.pid]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch { /* gone */ }
+  }
+  await withTimeout(tree.wait(), 10000, 'killed restored root').catch(() => {});
+  await tree.close();
+}
 
 function stat(pid: number): { comm: string; state: string; ppid: number; pgid: number } {
   const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -28,6 +41,7 @@ const ZOMBIE_STATUS = [0, 3 << 8, 200 << 8, 9, 11];
 async function zombieRoundTrip(lazy: boolean): Promise<void> {
   const fds = openFds();
   const d = await startAndDump('workload-taskstate', ['zombie']);
+  let tree: RestoredTree | undefined;
   try {
     const zs = [0, 1, 2, 3, 4].map((i) => Number(d.wl.report[`z${i}`]));
     const dir = await ImageDir.open(d.images.path);
@@ -53,7 +67,7 @@ async function zombieRoundTrip(lazy: boolean): Promise<void> {
       const tc = (critDecode(`${d.images.path}/core-${zs[2]}.img`).entries[0] as { tc: { task_state: number; exit_code: number } }).tc;
       assert.deepEqual([tc.task_state, tc.exit_code], [2, 200 << 8]);
     }
-    const tree = await restoreTree(d.images.path, { lazy });
+    tree = await restoreTree(d.images.path, { lazy });
     for (const z of zs) {
       const s = stat(z);
       assert.equal(s.state, 'Z', `pid ${z} is a zombie again`);
@@ -62,7 +76,9 @@ async function zombieRoundTrip(lazy: boolean): Promise<void> {
     }
     assert.equal(stat(zs[1]!).pgid, zs[1], 'z1 keeps its process group');
     await goAndCheck(d, tree);
+    tree = undefined;
   } finally {
+    await killRestored(tree, []);
     await d.wl.dispose();
     d.images.dispose();
   }
@@ -80,6 +96,7 @@ test('zombies: the same with a lazy restore', { skip }, async () => {
 async function stoppedRoundTrip(lazy: boolean): Promise<void> {
   const fds = openFds();
   const d = await startAndDump('workload-taskstate', ['stopped']);
+  let tree: RestoredTree | undefined;
   try {
     const s = Number(d.wl.report.stop);
     const t = Number(d.wl.report.tstp);
@@ -91,11 +108,13 @@ async function stoppedRoundTrip(lazy: boolean): Promise<void> {
     }
     assert.equal((await dir.core(d.wl.pid)).tc!.task_state, 1, 'the root runs');
     if (haveCrit) critCheckDir(d.images.path);
-    const tree = await restoreTree(d.images.path, { lazy });
+    tree = await restoreTree(d.images.path, { lazy });
     assert.equal(stat(s).state, 'T', 'the SIGSTOPped child is stopped after the restore');
     assert.equal(stat(t).state, 'T', 'the SIGTSTPped child is stopped after the restore');
     await goAndCheck(d, tree);
+    tree = undefined;
   } finally {
+    await killRestored(tree, [Number(d.wl.report.stop), Number(d.wl.report.tstp)]);
     await d.wl.dispose();
     d.images.dispose();
   }
@@ -122,6 +141,11 @@ test('stopped: a leave-running dump leaves stopped children stopped', { skip }, 
     assert.equal(await withTimeout(wl.exited, 10000, 'workload exit'), 0);
     assert.equal(wl.result(), 'ok');
   } finally {
+    for (const k of ['stop', 'tstp']) {
+      try {
+        process.kill(Number(wl.report[k]), 'SIGKILL'); // only left on a failure
+      } catch { /* exited */ }
+    }
     await wl.dispose();
     img.dispose();
   }

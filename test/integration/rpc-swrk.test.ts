@@ -241,7 +241,7 @@ test('DUMP with an unsupported option is refused by name before the tree is touc
         type: ReqType.DUMP,
         opts: {
           images_dir_fd: dirFd, pid: wl.pid, log_file: 'dump.log', log_level: 4, notify_scripts: true,
-          tcp_established: true, inherit_fd: [{ key: 'pipe:[1234]', fd: 0 }], manage_cgroups: true, orphan_pts_master: true,
+          inherit_fd: [{ key: 'pipe:[1234]', fd: 0 }], manage_cgroups: true, orphan_pts_master: true,
           config_file: '/etc/passwd',
         },
       });
@@ -250,7 +250,7 @@ test('DUMP with an unsupported option is refused by name before the tree is touc
       assert.equal(resp.type, ReqType.DUMP);
       assert.equal(resp.success, false);
       assert.equal(resp.cr_errno, EBADRQC);
-      assert.match(resp.cr_errmsg ?? '', /not supported by lazy-restore: .*tcp_established/);
+      assert.match(resp.cr_errmsg ?? '', /not supported by lazy-restore: .*inherit_fd/);
       assert.match(resp.cr_errmsg ?? '', /inherit_fd \(pipe:\[1234\]=fd 0\)/);
       assert.match(resp.cr_errmsg ?? '', /config_file \/etc\/passwd \(configuration files are not read\)/);
       assert.match(readFileSync(join(t.path, 'dump.log'), 'utf8'), /not supported by lazy-restore/, 'the refusal is in the log in the work dir');

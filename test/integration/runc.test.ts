@@ -7,8 +7,8 @@
 // with our lazy-pages daemon; pre-dump then checkpoint --parent-path.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
@@ -92,7 +92,7 @@ test('runc checkpoint with an option we do not support: refused by name, the con
   try {
     const pid = await b.pid();
     const work = join(t.path, 'work');
-    for (const opt of ['--tcp-established', '--ext-unix-sk', '--file-locks']) {
+    for (const opt of ['--ext-unix-sk', '--file-locks']) { // (--tcp-established is supported: plugin/dump/fds/inet.ts)
       const r = await b.runc(['--criu', b.criu, 'checkpoint', opt, '--image-path', join(t.path, 'img'), '--work-path', work, b.id]);
       assert.notEqual(r.code, 0, `${opt} must fail`);
       assert.match(r.stderr, /criu failed: type DUMP errno 56/, r.stderr);
@@ -149,7 +149,7 @@ test('runc checkpoint --pre-dump, then checkpoint --parent-path, then restore', 
     const fin = join(t.path, 'final');
     mkdirSync(fin);
     const p = await b.runc(['--criu', b.criu, 'checkpoint', '--pre-dump', '--image-path', pre, b.id]);
-    assert.equal(p.code, 0, p.stderr);
+    assert.equal(p.code, 0, `${p.stderr}\n${existsSync(join(pre, 'dump.log')) ? readFileSync(join(pre, 'dump.log'), 'utf8').slice(-1500) : ''}`);
     assert.equal(await b.status(), 'running', 'a pre-dump leaves the container running');
     await waitForCount(b, b.count() + 2, 30_000);
     const c = await b.runc(['--criu', b.criu, 'checkpoint', '--parent-path', '../pre', '--image-path', fin, b.id]);
@@ -160,5 +160,36 @@ test('runc checkpoint --pre-dump, then checkpoint --parent-path, then restore', 
     await waitForCount(b, at + 3, 30_000);
   } finally {
     await cleanup(b, t);
+  }
+});
+
+
+test('a container in a named network namespace: runc passes it as external, the restore joins it again', { skip }, async () => {
+  const t = tempDir('lr-runc-net-');
+  const ns = `lr-runc-net-${process.pid}`;
+  const b = await makeBundle(join(t.path, 'bundle'), `lr-runc-net-${process.pid}`);
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const cfgPath = join(b.dir, 'config.json');
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { linux: { namespaces: { type: string; path?: string }[] } };
+    for (const n of cfg.linux.namespaces) if (n.type === 'network') n.path = `/var/run/netns/${ns}`;
+    writeFileSync(cfgPath, JSON.stringify(cfg));
+    const r = await b.quiet(['run', '-d', '--bundle', b.dir, b.id]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitForCount(b, 3, 30_000);
+    const want = statSync(`/var/run/netns/${ns}`).ino;
+    assert.equal(statSync(`/proc/${await b.pid()}/ns/net`).ino, want);
+    const images = join(t.path, 'img');
+    const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, b.id]);
+    assert.equal(cp.code, 0, `${cp.stderr}\n${existsSync(join(images, 'dump.log')) ? readFileSync(join(images, 'dump.log'), 'utf8').slice(-1500) : ''}`);
+    const at = b.count();
+    const rs = await b.quiet(['restore', '-d', '--image-path', images, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs.code, 0, `${rs.stderr}\n${readFileSync(join(images, 'restore.log'), 'utf8').slice(-1500)}`);
+    await waitForCount(b, at + 3, 30_000);
+    assert.equal(statSync(`/proc/${await b.pid()}/ns/net`).ino, want, 'the restored init is in the named network namespace again');
+  } finally {
+    await b.destroy();
+    execFileSync('ip', ['netns', 'del', ns]);
+    t.dispose();
   }
 });

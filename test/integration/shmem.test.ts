@@ -19,6 +19,15 @@ import { goAndCheck, pidExists, restoreTree, startAndDump } from '../helpers/res
 
 const skip = !isRoot && 'needs root';
 
+/** A restored tree left running by a failed assertion: SIGKILL its processes (ours: still running the workload) by pid. */
+function killRestored(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/workload-')) process.kill(pid, 'SIGKILL');
+    } catch { /* gone */ }
+  }
+}
+
 function isLive(pid: number): boolean {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -41,6 +50,7 @@ function shmemMaps(pid: number): Map<string, string> {
 test('shmem: images of a tree sharing anonymous memory and memfds, then an eager restore sharing one copy', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-shmem');
+  let leftover: number[] = [];
   try {
     const parent = d.wl.pid;
     const child = Number(d.wl.report.child);
@@ -85,13 +95,16 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
     }
 
     const tree = await restoreTree(d.images.path);
+    leftover = [d.wl.pid, Number(d.wl.report.child)];
     const pm1 = shmemMaps(parent);
     const pm2 = shmemMaps(child);
     assert.equal(pm1.size, 3, JSON.stringify([...pm1]));
     assert.deepEqual(pm1, pm2, 'parent and child map the same three objects (same inodes)');
     assert.ok([...pm1.keys()].some((k) => k.startsWith('/memfd:/dev/zero (deleted) rw-s')), 'shared anonymous memory comes back as CRIU 4.2 restores it');
     await goAndCheck(d, tree);
+    leftover = [];
   } finally {
+    killRestored(leftover);
     await d.wl.dispose();
     d.images.dispose();
   }
@@ -101,10 +114,14 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
 test('shmem: lazy restore (shared memory eager, private memory lazy), writes seen both ways, fork after restore', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-shmem');
+  let leftover: number[] = [];
   try {
     const tree = await restoreTree(d.images.path, { lazy: true });
+    leftover = [d.wl.pid, Number(d.wl.report.child)];
     await goAndCheck(d, tree);
+    leftover = [];
   } finally {
+    killRestored(leftover);
     await d.wl.dispose();
     d.images.dispose();
   }

@@ -242,6 +242,53 @@ test('a kill refused with EPERM is not "already gone": the uffd stays, the errno
   await server.close();
 });
 
+test('the engine failing to list lazy ranges: the process is killed with a clear error, the push does not silently stop', async () => {
+  const { server, engine, killed } = await setup({ 5: [file(0n, 8n * MiB)] });
+  const errors: LazyErrorEvent[] = [];
+  const first = new Promise<void>((resolve) => server.on('error', (e) => {
+    errors.push(e);
+    resolve();
+  }));
+  engine.lazyRanges = () => {
+    throw Object.assign(new Error('engine lost the process'), { code: 'EINVAL' });
+  };
+  await server.adopt(5, devnull(), { hostPid: 999_999_996 });
+  server.startPush();
+  await withTimeout(first, 5000, 'an error, not a silent stop');
+  assert.deepEqual(killed, [999_999_996]);
+  assert.match(errors[0]!.message, /pid 5: a page could not be served: the fault engine cannot list its lazy ranges: .*engine lost the process.*killed pid 999999996/);
+  assert.equal(errors[0]!.killed, true);
+  await server.close();
+});
+
+test('the fault log cannot be drained: a working set being recorded is abandoned (never written with holes), said once', async () => {
+  let engine: FakeEngine | undefined;
+  const server = await LazyPagesServer.open({ imagesDir: '/fake', prefetch: false, recordWorkingSet: 60 }, {
+    images: fakeImages({ 6: [file(0n, 4n * P)] }),
+    engineFactory: (o: EngineFactoryOptions) => {
+      const e = new FakeEngine(o.onEvents) as FakeEngine & { setFaultLog(n: number): void; drainFaultLog(): { entries: never[]; dropped: number } };
+      e.setFaultLog = () => undefined;
+      e.drainFaultLog = () => {
+        throw Object.assign(new Error('log gone'), { code: 'EIO' });
+      };
+      engine = e;
+      return e;
+    },
+    kill: () => undefined,
+  });
+  const errors: string[] = [];
+  const recorded: string[] = [];
+  server.on('error', (e) => errors.push(e.message));
+  server.on('recorded', (e) => recorded.push(e.path));
+  await server.adopt(6, devnull(), { hostPid: 999_999_995 });
+  engine!.fault(100, 0n);
+  assert.deepEqual(await server.stopRecording(), []);
+  assert.deepEqual(recorded, []);
+  assert.equal(errors.filter((m) => /fault engine's log cannot be read \(.*log gone.*\): working sets being recorded are abandoned/.test(m)).length, 1, errors.join('\n'));
+  assert.ok(!errors.some((m) => /cannot write its working set/.test(m)), 'nothing was written');
+  await server.close();
+});
+
 test('images that cannot be served: the process is killed and adopt rejects', async () => {
   const { server, killed } = await setup({});
   const errors: string[] = [];

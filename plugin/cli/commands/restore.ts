@@ -1,6 +1,8 @@
 // CLI commands of the restore area. Keep imports of heavy modules inside the
 // action handlers (dynamic import) so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
+import { fstatSync } from 'node:fs';
+import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
 import { parseHoldMs } from './lazy.js';
 
@@ -10,6 +12,7 @@ interface RestoreCliOptions {
   restoreDetached?: boolean;
   pidfile?: string;
   shellJob?: boolean;
+  inheritFd?: string[];
   lazySocket?: string;
   pidns?: boolean;
   verify: boolean;
@@ -51,6 +54,7 @@ export function register(program: Command): void {
     .option('--pidfile <file>', "write the root process's pid to this file (relative paths: in the work dir, like CRIU)")
     .option('--restore-sibling', 'with -d: make the root a child of our parent (CLONE_PARENT), which then reaps it, instead of our own (CRIU\'s -S)')
     .option('--shell-job', "allow a root that is not a session leader (it joins this command's session and group)")
+    .option('--inherit-fd <fd[N]:KEY>', "restore the file the image names KEY (e.g. pipe:[12345], an end whose peer was outside the tree) from this command's fd N (CRIU's syntax; repeatable)", (v: string, prev: string[] = []) => [...prev, v])
     .option('--pidns', 'restore into a new pid namespace (the tree keeps its pids inside it)')
     .option('--no-verify', 'do not check page data against the lr-checksums images')
     .option('--record-working-set [seconds]', 'with --lazy-pages (no --lazy-socket): record the pages each process faults in the first SECONDS (default 10; SIGUSR2 ends it early) into lr-workingset-<pid>.img')
@@ -106,6 +110,8 @@ export function register(program: Command): void {
           ...(server ? { lazyServer: server } : {}),
           detached: true,
           shellJob: o.shellJob === true,
+          inheritFds: parseInheritFds(o.inheritFd ?? []),
+          tcpEstablished: criuOptions().tcpEstablished,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
@@ -169,4 +175,24 @@ async function openServer(o: RestoreCliOptions): Promise<import('../../lazy/serv
     server.on('recorded', () => process.off('SIGUSR2', onUsr2));
   }
   return server;
+}
+
+/**
+ * CRIU's --inherit-fd fd[N]:KEY (KEY as CRIU names files: "pipe:[INO]",
+ * "socket:[INO]", a path). N must be open here (CRIU fstat()s it).
+ */
+export function parseInheritFds(specs: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const spec of specs) {
+    const m = /^fd\[(\d+)\]:(.+)$/.exec(spec);
+    if (!m) throw new UserError(`--inherit-fd ${spec}: invalid inherit fd argument (expected fd[N]:KEY, e.g. fd[3]:pipe:[12345])`);
+    const fd = Number(m[1]);
+    try {
+      fstatSync(fd);
+    } catch (e) {
+      throw new UserError(`--inherit-fd ${spec}: cannot fstat fd ${fd}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
+    }
+    out.set(m[2]!, fd);
+  }
+  return out;
 }

@@ -1,0 +1,41 @@
+// Regular files, directories and "mem" character devices (/dev/null,
+// /dev/zero, ...): reopened by path at restore (reg_file_entry).
+import { statSync, type BigIntStats } from 'node:fs';
+import { FdType, type RegFileEntry } from '../../images/index.js';
+import { O_ACCMODE, O_APPEND, O_WRONLY, ZERO_FOWN, isMemDevice } from './common.js';
+import type { DumpFdKind } from './types.js';
+
+/** reg_file_entry as CRIU writes it: size checked at restore (not for appenders or directories), mode. */
+export function regEntry(id: number, name: string, flags: number, pos: bigint, st: BigIntStats | undefined): RegFileEntry {
+  const r: RegFileEntry = { id, flags, pos, fown: ZERO_FOWN, name, build_id: [] };
+  if (st) {
+    const appender = (flags & O_ACCMODE) === O_WRONLY && (flags & O_APPEND) !== 0;
+    if (st.isFile() && !appender) r.size = st.size;
+    r.mode = Number(st.mode);
+  }
+  return r;
+}
+
+export function regKind(): DumpFdKind<{ st: BigIntStats }> {
+  return {
+    name: 'regular file',
+    claim(f) {
+      if (!f.target.startsWith('/')) return undefined;
+      if (f.target.endsWith(' (deleted)')) return `${f.where}: deleted files are not supported`;
+      const st = f.st;
+      if (!st) return `${f.where}: cannot stat (${f.statError ?? 'error'})`;
+      if (!(st.isFile() || st.isDirectory() || (st.isCharacterDevice() && isMemDevice(st)))) return undefined;
+      try {
+        // As the process sees it (its mount namespace and root).
+        const now = statSync(`/proc/${f.pid}/root${f.target}`, { bigint: true });
+        if (now.ino !== st.ino || now.dev !== st.dev) return `${f.where}: the path now names a different file`;
+      } catch (e) {
+        return `${f.where}: file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+      }
+      return { data: { st } };
+    },
+    describe(_ctx, id, p) {
+      return { type: FdType.REG, id, reg: regEntry(id, p.target, p.flags, p.pos, p.data.st) };
+    },
+  };
+}

@@ -1,0 +1,112 @@
+// FileTable: files.img ids for the whole tree. One file_entry per open file
+// description: fds that share one (dup, fork, SCM_RIGHTS) are found with
+// kcmp(KCMP_FILE) and get the same id; the owning kind describes it once.
+import type { BigIntStats } from 'node:fs';
+import { FdType, type FdinfoEntry, type FileEntry, type FownEntry, type TtyInfoEntry } from '../../images/index.js';
+import { KCMP, kcmpSame } from '../../inject/index.js';
+import { addon } from '../../native/addon.js';
+import { FD_CLOEXEC, O_LARGEFILE, ZERO_FOWN } from './common.js';
+import { regEntry } from './reg.js';
+import type { DumpFdContext, DumpFdKind, DumpFdOptions, PlannedFd } from './types.js';
+
+const F_GETOWN = 9;
+const F_GETSIG = 11;
+const F_OWNER_PID = 1;
+const F_OWNER_PGRP = 2;
+
+/** Owner and signal of the description behind hostFd (F_GETOWN / F_GETSIG). */
+function readFown(hostFd: number, uid: number): FownEntry {
+  let owner = 0;
+  let sig = 0;
+  try {
+    owner = addon.fdFcntl(hostFd, F_GETOWN, 0);
+    sig = addon.fdFcntl(hostFd, F_GETSIG, 0);
+  } catch {
+    return ZERO_FOWN;
+  }
+  if (owner === 0 && sig === 0) return ZERO_FOWN;
+  return { uid, euid: uid, signum: sig, pid_type: owner < 0 ? F_OWNER_PGRP : F_OWNER_PID, pid: Math.abs(owner) };
+}
+
+export class FileTable {
+  readonly files: FileEntry[] = [];
+  readonly ttyInfos: TtyInfoEntry[] = [];
+  private nextId = 1;
+  private readonly byPath = new Map<string, number>();
+  /** Descriptions already described: one representative fd each. */
+  private readonly seen: { pid: number; fd: number; id: number; type: number; target: string }[] = [];
+  private readonly ctx: DumpFdContext;
+  /** Describes an open memfd (set by the dump to its ShmemTable). */
+  memfdEntry?: (ref: import('../shmem.js').ShmemRef, id: number, flags: number, pos: bigint) => FileEntry;
+
+  constructor(
+    readonly kinds: readonly DumpFdKind[],
+    allFds: readonly PlannedFd[],
+    pids: readonly number[],
+    options: DumpFdOptions,
+    log: (line: string) => void,
+  ) {
+    this.ctx = {
+      pathFile: (path, flags, st) => this.pathFile(path, flags, st),
+      newId: () => this.nextId++,
+      addEntry: (e) => { this.files.push(e); },
+      memfdEntry: (ref, id, flags, pos) => {
+        if (!this.memfdEntry) throw new Error('FileTable: memfd fds need memfdEntry');
+        return this.memfdEntry(ref, id, flags, pos);
+      },
+      allFds,
+      ttyInfos: this.ttyInfos,
+      pids,
+      options,
+      log,
+    };
+  }
+
+  /** Adds an entry of another kind (plugin/dump/shmem.ts); returns its id. */
+  addEntry(make: (id: number) => FileEntry): number {
+    const id = this.nextId++;
+    this.files.push(make(id));
+    return id;
+  }
+
+  /** A file referenced by path only (VMA, exe, cwd, root): one id per path + flags. */
+  pathFile(path: string, flags: number, st?: BigIntStats): number {
+    const key = `${path}\0${flags}`;
+    const have = this.byPath.get(key);
+    if (have !== undefined) return have;
+    const id = this.nextId++;
+    this.byPath.set(key, id);
+    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st) });
+    return id;
+  }
+
+  /** Describes one process's planned fds; returns its fdinfo entries. */
+  addFds(pid: number, fds: readonly PlannedFd[], uid: number): FdinfoEntry[] {
+    const out: FdinfoEntry[] = [];
+    for (const p of fds) {
+      let found: { id: number; type: number } | undefined;
+      for (const s of this.seen) {
+        if (s.target === p.target && kcmpSame(s.pid, pid, KCMP.FILE, s.fd, p.fd)) {
+          found = s;
+          break;
+        }
+      }
+      if (!found) {
+        const id = this.nextId++;
+        const hostFd = addon.restorePidfdGetfd(pid, p.fd);
+        let entry: FileEntry;
+        try {
+          p.fown = readFown(hostFd, uid);
+          entry = p.kind.describe(this.ctx, id, p, hostFd);
+        } finally {
+          addon.restoreCloseFd(hostFd);
+        }
+        this.files.push(entry);
+        found = { id, type: entry.type };
+        this.seen.push({ pid, fd: p.fd, id, type: entry.type, target: p.target });
+      }
+      out.push({ id: found.id, flags: p.cloexec ? FD_CLOEXEC : 0, type: found.type, fd: p.fd });
+    }
+    return out;
+  }
+}

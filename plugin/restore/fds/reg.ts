@@ -1,0 +1,53 @@
+// Regular files, directories, mem devices: reopened by path inside the
+// owner, at the dumped offset. The file must still exist with its mode.
+import { statSync } from 'node:fs';
+import { UserError } from '../../errors.js';
+import { FdType, type FileEntry, type RegFileEntry } from '../../images/index.js';
+import { NR } from '../task.js';
+import type { RestoreFdKind } from './types.js';
+
+const O_CLOEXEC = 0o2000000;
+const O_PATH = 0o10000000;
+const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
+
+function reg(f: FileEntry): RegFileEntry {
+  return f.reg!;
+}
+
+/** The file a reg_file_entry names must still be there (mode too, where recorded). */
+export function checkRegFile(r: RegFileEntry, what: string, pid: number): void {
+  let st;
+  try {
+    st = statSync(r.name);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    throw new UserError(`pid ${pid}: ${what} ${r.name} cannot be opened: ${code}`, { cause: e });
+  }
+  if (r.mode !== undefined && r.mode !== null && r.mode !== 0 && (st.mode & 0o170777) !== (r.mode & 0o170777)) {
+    throw new UserError(`pid ${pid}: ${what} ${r.name} has mode 0${st.mode.toString(8)}, the image recorded 0${r.mode.toString(8)}`);
+  }
+}
+
+export const regKind: RestoreFdKind = {
+  type: FdType.REG,
+  name: 'regular file',
+  setsFlags: false,
+  check(ctx, file, use) {
+    if (!file.reg) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a regular file without reg data`);
+    if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid);
+  },
+  flags: (f) => reg(f).flags,
+  fown: (f) => reg(f).fown,
+  create(_ctx, file, owner) {
+    const r = reg(file);
+    const fd = owner.openat(r.name, (r.flags & ~OPEN_STRIP) | O_CLOEXEC);
+    if ((r.flags & O_PATH) === 0 && r.pos < 1n << 63n) {
+      const at = owner.raw(NR.lseek, fd, r.pos, 0);
+      if (at !== r.pos) {
+        owner.raw(NR.close, fd);
+        throw new UserError(`pid ${owner.pid}: cannot seek ${r.name} to ${r.pos}: result ${at}`);
+      }
+    }
+    return { taskFd: fd };
+  },
+};
