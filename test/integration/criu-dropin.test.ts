@@ -210,7 +210,7 @@ test('criu check, check --feature with CRIU\'s names, and commands we do not hav
     assert.equal(all.code, 0, all.stderr);
     assert.match(all.stdout, /Looks good/);
     // zdtm.py's exact form (getopt reads -verbosity=0 as -v0).
-    const features = ['uffd', 'uffd-noncoop', 'lazy_pages', 'mem_dirty_track', 'clone3_set_tid', 'pidfd_store', 'can_map_vdso'];
+    const features = ['uffd', 'uffd-noncoop', 'lazy_pages', 'mem_dirty_track', 'clone3_set_tid', 'pidfd_store', 'can_map_vdso', 'timerfd', 'kcmp_epoll'];
     const runs = await Promise.all(features.map((f) => criu(bin, ['check', '--no-default-config', '-verbosity=0', '--feature', f])));
     runs.forEach((r, i) => assert.equal(r.code, 0, `--feature ${features[i]}: ${r.stderr}`));
     const extra = await criu(bin, ['check', '--all']);
