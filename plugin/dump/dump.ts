@@ -187,6 +187,17 @@ function readLink(path: string): string | undefined {
 }
 
 /**
+ * A process group led by a live process outside the tree (and not the
+ * root's own with --shell-job). A group whose leader is gone is not: restore
+ * recreates it with a helper, as CRIU does (plugin/restore/pgrp.ts).
+ */
+function foreignGroup(pgid: number, inTree: ReadonlySet<number>, shellJob: boolean | undefined, root: number): boolean {
+  if (inTree.has(pgid)) return false;
+  if (shellJob && pgid === readStat(root).pgid) return false;
+  return existsSync(`/proc/${pgid}`);
+}
+
+/**
  * Everything we can check from /proc. Returns per-process plans and the
  * problems found (each names pid, fd or VMA). `pids` parents first.
  */
@@ -214,7 +225,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
       // A zombie (plugin/dump/taskstate.ts): only its exit status is kept.
       const z = zombieProblem(pid, stat, pid === root);
       if (z) problems.push(z);
-      else if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+      else if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
       else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
       continue;
     }
@@ -235,7 +246,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     if (pid === root && !shellJob && stat.sid !== pid) {
       problems.push(`pid ${pid}: not a session leader (session ${stat.sid}); use --shell-job`);
     }
-    if (!inTree.has(stat.pgid) && !(shellJob && stat.pgid === readStat(root).pgid)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
+    if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
       const p = planVma(pid, v);

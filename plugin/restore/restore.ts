@@ -29,6 +29,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
@@ -313,6 +314,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       const { pid, pgid } = l.plan.entry;
       if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Groups whose leader is not in the tree: made by a short-lived helper (plugin/restore/pgrp.ts).
+    restoreOrphanGroups(live.map((l) => ({ pid: l.plan.pid, pgid: l.plan.entry.pgid, task: l.task })), new Set(byPid.keys()), {
+      created: (outer) => created.push({ outer, tids: [outer] }),
+      gone: (outer) => { const i = created.findIndex((c) => c.outer === outer); if (i >= 0) created.splice(i, 1); },
+    }, opts.shellJob ? root.entry.pgid : undefined);
     // Zombies end now, before any state of their parents is restored
     // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
     const zombieParents = new Set<Live>();
