@@ -178,9 +178,9 @@ test('criu check, check --feature with CRIU\'s names, and commands we do not hav
     const dedup = await criu(bin, ['dedup', '-D', t.path]);
     assert.equal(dedup.code, 2);
     assert.match(dedup.stderr, /CRIU command "dedup" is not supported/);
-    const opt = await criu(bin, ['dump', '-t', '1', '-D', t.path, '--ext-unix-sk']);
+    const opt = await criu(bin, ['dump', '-t', '1', '-D', t.path, '--leave-stopped']);
     assert.equal(opt.code, 2);
-    assert.match(opt.stderr, /--ext-unix-sk is not supported/);
+    assert.match(opt.stderr, /--leave-stopped is not supported/);
     for (const cmd of ['page-server', 'lazy-pages']) {
       const daemon = await criu(bin, [cmd, '-D', t.path, '--port', '0', '--daemon']);
       assert.equal(daemon.code, 2);

@@ -111,7 +111,7 @@ export function register(program: Command): void {
           detached: true,
           shellJob: o.shellJob === true,
           inheritFds: parseInheritFds(o.inheritFd ?? []),
-          tcpEstablished: criuOptions().tcpEstablished,
+          tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
