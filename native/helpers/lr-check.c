@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/timerfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -236,6 +238,33 @@ static void check_pagemap_scan(void) {
          sd ? "available" : "not available (incremental dumps use userfaultfd write-protect instead)");
 }
 
+// timerfd state can be set back: TFD_IOC_SET_TICKS exists (EFAULT on a NULL
+// argument; ENOTTY without CONFIG_CHECKPOINT_RESTORE), as CRIU's check_timerfd.
+static void check_timerfd(void) {
+  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+  if (fd < 0) { report("timerfd", "missing", "timerfd_create: %s", errname(errno)); return; }
+  int r = ioctl(fd, _IOW('T', 0, uint64_t), NULL);
+  int e = errno;
+  close(fd);
+  report("timerfd", r < 0 && e == EFAULT ? "ok" : "missing",
+         r < 0 && e == EFAULT ? "TFD_IOC_SET_TICKS works" : "TFD_IOC_SET_TICKS: %s", errname(r < 0 ? e : 0));
+}
+
+// An epoll watch can be matched to the file it watches: kcmp(KCMP_EPOLL_TFD),
+// as CRIU's kcmp_epoll check.
+static void check_kcmp_epoll(void) {
+  int efd = epoll_create1(EPOLL_CLOEXEC), p[2];
+  if (efd < 0 || pipe2(p, O_CLOEXEC) != 0) { report("kcmp-epoll-tfd", "missing", "epoll/pipe: %s", errname(errno)); return; }
+  struct epoll_event ev = {.events = EPOLLIN};
+  struct { uint32_t efd, tfd, toff; } slot = {(uint32_t)efd, (uint32_t)p[0], 0};
+  long r = epoll_ctl(efd, EPOLL_CTL_ADD, p[0], &ev) == 0 ? syscall(SYS_kcmp, getpid(), getpid(), 7 /* KCMP_EPOLL_TFD */, p[0], &slot) : -1;
+  int e = errno;
+  close(p[0]);
+  close(p[1]);
+  close(efd);
+  report("kcmp-epoll-tfd", r == 0 ? "ok" : "missing", r == 0 ? "kcmp(KCMP_EPOLL_TFD) works" : "kcmp(KCMP_EPOLL_TFD): %s", errname(e));
+}
+
 static void check_caps(void) {
   FILE* f = fopen("/proc/self/status", "r");
   char line[256];
@@ -258,5 +287,7 @@ int main(void) {
   check_mm_map();
   check_vdso();
   check_pagemap_scan();
+  check_timerfd();
+  check_kcmp_epoll();
   return 0;
 }

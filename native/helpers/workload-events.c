@@ -12,6 +12,8 @@
 //   ino   inotify (IN_NONBLOCK) watching WATCH_DIR for IN_CREATE
 //   ep    epoll (EPOLL_CLOEXEC) watching efd (IN, data 0x1122334455667788),
 //         sfd (IN|ET, 2), tfd1 (IN, 3), ino (IN, 4), efd2 (OUT, 5)
+//   ep2   epoll watching efd2 (OUT, 6) through a dup (fd 900) closed since
+//         (zdtm epoll: the watch is only reachable through efd2)
 // After "go" everything is checked: flags, counters, the pending signal read
 // through sfd, a new signal routed to sfd, timer settings and expirations,
 // the epoll watches (ready set, data words, the fd numbers they are keyed
@@ -92,6 +94,10 @@ int main(int argc, char** argv) {
   add(ep, tfd1, EPOLLIN, 3);
   add(ep, ino, EPOLLIN, 4);
   add(ep, efd2, EPOLLOUT, 5);
+  int ep2 = epoll_create1(EPOLL_CLOEXEC);
+  if (ep2 < 0 || dup2(efd2, 900) != 900) wl_die("ep2");
+  add(ep2, 900, EPOLLOUT, 6);
+  close(900);
 
   wl_report("efd=%d", efd);
   wl_report("ep=%d", ep);
@@ -135,6 +141,10 @@ int main(int argc, char** argv) {
     for (int i = 0; i < n; i++) if (evs[i].data.u64 == 3) seen |= 4;
   }
   check(seen == 15, "epoll ready set %x, expected f", seen);
+  // The watch added through the closed dup still reports efd2.
+  n = epoll_wait(ep2, evs, 16, 2000);
+  check(n == 1 && evs[0].data.u64 == 6 && evs[0].events == EPOLLOUT, "ep2: %d events, data %llx", n,
+        n > 0 ? (unsigned long long)evs[0].data.u64 : 0ULL);
   // Watches are keyed by these fd numbers: MOD works, ADD says EEXIST.
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0x1122334455667788ULL};
   check(epoll_ctl(ep, EPOLL_CTL_MOD, efd, &ev) == 0, "epoll MOD efd: %s", strerror(errno));

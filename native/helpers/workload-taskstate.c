@@ -4,9 +4,12 @@
 //     Five children end before the ready report and stay unreaped zombies:
 //     exit 0, exit 3, exit 200 (all 8 bits), killed by SIGKILL, killed by
 //     SIGSEGV; the exit-3 one leads its own process group. Reported as
-//     z0..z4=PID. On go the root checks that no SIGCHLD arrived since the
-//     report (a restore must not add one), reaps the process group one with
-//     waitpid(-pgid) and the others by pid, each with its status.
+//     z0..z4=PID. A sixth (z5, exit 5) is in a process group whose leader
+//     is gone (zdtm zombie01): a child makes its own group (lead5=PID),
+//     clones z5 with CLONE_PARENT and exits; the root reaps it. On go the
+//     root checks that no SIGCHLD arrived since the report (a restore must
+//     not add one), reaps the process group ones with waitpid(-pgid) and the
+//     others by pid, each with its status.
 //   workload-taskstate CTRL_DIR stopped
 //     Two children with patterned memory sleep until SIGCONT; the root stops
 //     one with SIGSTOP and one with SIGTSTP and waits (WNOWAIT) until both
@@ -16,7 +19,9 @@
 //     and exits 0.
 #include "workload-common.h"
 
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define LEN (256UL << 10)
@@ -59,6 +64,29 @@ static int zombies(void) {
     if (waitid(P_PID, (id_t)z[i], &si, WEXITED | WNOWAIT) < 0) wl_die("waitid");
     wl_report("z%d=%d", i, (int)z[i]);
   }
+  // z5: a zombie in the group of a leader that is gone.
+  int zp[2];
+  if (pipe(zp) < 0) wl_die("pipe");
+  pid_t lead = fork();
+  if (lead < 0) wl_die("fork");
+  if (lead == 0) {
+    close(zp[0]);
+    if (setpgid(0, 0) < 0) _exit(1);
+    long c = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+    if (c == 0) _exit(5);
+    if (c < 0 || write(zp[1], &c, sizeof c) != (ssize_t)sizeof c) _exit(1);
+    _exit(0);
+  }
+  close(zp[1]);
+  long z5 = 0;
+  if (read(zp[0], &z5, sizeof z5) != (ssize_t)sizeof z5) wl_die("read z5");
+  close(zp[0]);
+  int lst;
+  if (waitpid(lead, &lst, 0) != lead || !WIFEXITED(lst) || WEXITSTATUS(lst) != 0) wl_die("group leader");
+  siginfo_t si5;
+  if (waitid(P_PID, (id_t)z5, &si5, WEXITED | WNOWAIT) < 0) wl_die("waitid z5");
+  wl_report("z5=%ld", z5);
+  wl_report("lead5=%d", (int)lead);
   // Every SIGCHLD was delivered on the way back from waitid.
   int before = sigchld_count;
   wl_ready_and_wait();
@@ -80,6 +108,10 @@ static int zombies(void) {
                     : WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV;
     if (!ok) wl_fail("z%d status 0x%x", i, st);
   }
+  if (getpgid((pid_t)z5) != lead) wl_fail("z5 is in group %d, not %d", (int)getpgid((pid_t)z5), (int)lead);
+  r = waitpid(-lead, &st, WNOHANG);
+  if (r != (pid_t)z5) wl_fail("waitpid(-%d) returned %d (%s): z5 lost its process group", (int)lead, (int)r, strerror(errno));
+  else if (!WIFEXITED(st) || WEXITSTATUS(st) != 5) wl_fail("z5 status 0x%x", st);
   if (waitpid(-1, &st, WNOHANG) != -1 || errno != ECHILD) wl_fail("children left after reaping the zombies");
   return wl_finish();
 }

@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/fileio.h"
+#include "common/hex.h"
 #include "engine/crc32c.h"
 #include "inject/init.h"
 #include "inject/iovec.h"
@@ -46,30 +48,10 @@ constexpr uint64_t kPmSwapped = 1ULL << 62;
 constexpr uint64_t kPmFile = 1ULL << 61;
 constexpr int kModeAnon = 0, kModeFile = 1, kModeAll = 2;
 
-std::string Hex(uint64_t v) {
-  char b[24];
-  snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
 bool PageIsZero(const char* p) {
   const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
   for (size_t i = 0; i < kPage / 8; i += 8) {
     if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7]) return false;
-  }
-  return true;
-}
-
-bool PreadFull(int fd, void* buf, size_t len, uint64_t off) {
-  char* p = static_cast<char*>(buf);
-  for (size_t done = 0; done < len;) {
-    ssize_t n = pread(fd, p + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return false;
-    }
-    done += static_cast<size_t>(n);
   }
   return true;
 }

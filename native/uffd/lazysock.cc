@@ -5,6 +5,10 @@
 // each peer's uid, parses the restorer's messages per connection and posts
 // each one to JavaScript through a ThreadSafeFunction. Policy (what to do with
 // a task, when the daemon is done) stays in TypeScript (plugin/lazy/socket.ts).
+// With holdAnnounced, an announced pid is posted first ("announce") and its
+// uffd is received only once JS called proceed(conn): JS looks the pid up in
+// the peer's process tree while the peer, which waits until the daemon holds
+// the uffd, still holds that tree (afterwards it may release it and exit).
 //
 // Unlike CRIU's daemon, which accepts exactly one connection, connections are
 // independent and concurrent: a peer that stalls, hangs up mid-message or
@@ -23,6 +27,7 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +35,7 @@
 #include <napi.h>
 
 #include "common/errors.h"
+#include "common/unix_socket.h"
 
 namespace lr {
 namespace {
@@ -43,7 +49,7 @@ constexpr size_t kMaxFds = 8;
 // One message from the listener thread to JS. `fd` is owned by the message
 // until JS has received it; undelivered messages close it.
 struct SockEvent {
-  std::string type;  // connected | refused | task | zombie | finished | eof | protocol | error
+  std::string type;  // connected | refused | announce | task | zombie | finished | eof | protocol | error
   uint32_t conn = 0;  // connection number (from 1), 0 = the listener itself
   int32_t peer = 0;   // the peer's pid (SO_PEERCRED, as seen here; 0 = unknown)
   int32_t pid = 0;
@@ -63,6 +69,10 @@ struct Conn {
   size_t have = 0;    // bytes of the current 4-byte word received
   int32_t pid = 0;    // > 0: announced, its 1 byte + SCM_RIGHTS fd is next
   bool spoke = false;  // sent at least one byte
+  // An announced pid waits for JS (proceed) before its uffd is received: the
+  // peer (our restorer waits until the daemon holds the uffd) keeps its tree
+  // as it is until the pid has been looked up.
+  bool held = false;
 };
 
 class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
@@ -70,15 +80,17 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "LazySocketListener",
                        {InstanceMethod("close", &LazySocketListener::Close),
+                        InstanceMethod("proceed", &LazySocketListener::Proceed),
                         InstanceAccessor("path", &LazySocketListener::Path, nullptr)});
   }
 
   explicit LazySocketListener(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LazySocketListener>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsString() || !info[2].IsFunction())
-      throw Napi::TypeError::New(env, "LazySocketListener(path: string, allowUid: number, onEvent: function)");
+      throw Napi::TypeError::New(env, "LazySocketListener(path: string, allowUid: number, onEvent: function, holdAnnounced?: boolean)");
     path_ = info[0].As<Napi::String>().Utf8Value();
     allow_uid_ = ArgI64(info, 1, "allowUid");
+    hold_ = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (path_.empty() || path_.size() >= sizeof(addr.sun_path))
@@ -104,7 +116,8 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       ThrowErrno(env, e, "listen", path_);
     }
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (stop_fd_ < 0) {
+    wake_fd_ = stop_fd_ < 0 ? -1 : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ < 0 || wake_fd_ < 0) {
       int e = errno;
       CloseFds();
       ThrowErrno(env, e, "eventfd");
@@ -121,6 +134,20 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
     Stop();
+    return info.Env().Undefined();
+  }
+
+  // proceed(conn): the pid announced on `conn` was looked up; receive its uffd.
+  Napi::Value Proceed(const Napi::CallbackInfo& info) {
+    uint32_t id = static_cast<uint32_t>(ArgI64(info, 0, "conn"));
+    if (!running_) return info.Env().Undefined();
+    {
+      std::lock_guard<std::mutex> lock(proceed_mu_);
+      proceed_.push_back(id);
+    }
+    uint64_t one = 1;
+    ssize_t w = write(wake_fd_, &one, sizeof(one));
+    (void)w;
     return info.Env().Undefined();
   }
 
@@ -145,6 +172,8 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     conns_.clear();
     if (stop_fd_ >= 0) close(stop_fd_);
     stop_fd_ = -1;
+    if (wake_fd_ >= 0) close(wake_fd_);
+    wake_fd_ = -1;
     Unlink();
   }
 
@@ -166,7 +195,7 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
         o.Set("conn", e->conn);
         o.Set("peer", e->peer);
       }
-      if (e->type == "task" || e->type == "zombie" || e->type == "connected" || e->type == "refused" ||
+      if (e->type == "task" || e->type == "announce" || e->type == "zombie" || e->type == "connected" || e->type == "refused" ||
           (e->type == "protocol" && e->pid > 0))
         o.Set("pid", e->pid);
       if (e->uid >= 0) o.Set("uid", Napi::Number::New(env, static_cast<double>(e->uid)));
@@ -221,33 +250,19 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     for (;;) {
       const bool wantFd = c.pid > 0;
       uint8_t byte = 0;
-      iovec iov = wantFd ? iovec{&byte, 1} : iovec{c.word + c.have, sizeof(c.word) - c.have};
-      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = cbuf;
-      msg.msg_controllen = sizeof(cbuf);
-      ssize_t n = recvmsg(c.fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+      void* at = wantFd ? static_cast<void*>(&byte) : static_cast<void*>(c.word + c.have);
+      size_t room = wantFd ? 1 : sizeof(c.word) - c.have;
+      // Every fd that arrived is ours to pass on or close: none may leak.
+      std::vector<int> fds;
+      int msgFlags = 0;
+      ssize_t n = RecvWithFds(c.fd, at, room, MSG_DONTWAIT, kMaxFds, &fds, &msgFlags);
       if (n < 0) {
-        if (errno == EINTR) continue;
         if (errno == EAGAIN) return true;
         int e = errno;
         ConnError(c, e, std::string("recvmsg: ") + strerror(e));
         return false;
       }
-      // Every fd that arrived is ours to pass on or close: none may leak.
-      std::vector<int> fds;
-      for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h != nullptr; h = CMSG_NXTHDR(&msg, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
-        size_t nfds = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfds; i++) {
-          int f;
-          memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-          fds.push_back(f);
-        }
-      }
-      if (msg.msg_flags & MSG_CTRUNC) {
+      if (msgFlags & MSG_CTRUNC) {
         CloseAll(fds);
         ConnError(c, EPROTO, "more file descriptors than a message carries (control data truncated)");
         return false;
@@ -312,6 +327,14 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       } else {
         delete ev;
         c.pid = word;
+        if (hold_) {
+          auto* an = new SockEvent();
+          an->type = "announce";
+          an->pid = word;
+          PostConn(c, an);
+          c.held = true;
+          return true;
+        }
       }
     }
   }
@@ -367,13 +390,30 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     }
   }
 
+  // Connections JS let go on (proceed): polled again from the next round.
+  void Released() {
+    uint64_t n;
+    ssize_t r = read(wake_fd_, &n, sizeof(n));
+    (void)r;
+    std::vector<uint32_t> ids;
+    {
+      std::lock_guard<std::mutex> lock(proceed_mu_);
+      ids.swap(proceed_);
+    }
+    for (uint32_t id : ids)
+      for (auto& [fd, c] : conns_)
+        if (c.id == id) c.held = false;
+  }
+
   void Run() {
     std::vector<pollfd> pfds;
     while (!stop_.load()) {
       pfds.clear();
       pfds.push_back({stop_fd_, POLLIN, 0});
       pfds.push_back({listen_fd_, POLLIN, 0});
-      for (auto& [fd, c] : conns_) pfds.push_back({fd, POLLIN, 0});
+      pfds.push_back({wake_fd_, POLLIN, 0});
+      for (auto& [fd, c] : conns_)
+        if (!c.held) pfds.push_back({fd, POLLIN, 0});
       int n = poll(pfds.data(), pfds.size(), -1);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -382,7 +422,8 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       }
       if (pfds[0].revents || stop_.load()) return;
       if (pfds[1].revents) Accept();
-      for (size_t i = 2; i < pfds.size(); i++) {
+      if (pfds[2].revents) Released();
+      for (size_t i = 3; i < pfds.size(); i++) {
         if (!pfds[i].revents) continue;
         auto it = conns_.find(pfds[i].fd);
         if (it == conns_.end()) continue;
@@ -400,6 +441,10 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
   std::map<int, Conn> conns_;  // by fd; only the listener thread touches it while running
   uint32_t next_conn_ = 0;
   int stop_fd_ = -1;
+  int wake_fd_ = -1;   // proceed() -> listener thread
+  bool hold_ = false;  // announce pids and hold their connection until proceed()
+  std::mutex proceed_mu_;
+  std::vector<uint32_t> proceed_;
   bool bound_ = false;
   bool running_ = false;
   std::atomic<bool> stop_{false};

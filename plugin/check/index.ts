@@ -46,6 +46,8 @@ const meanings: Record<string, Meaning> = {
   vdso: { impact: 'the vDSO cannot be moved to its dumped address: restored programs crash on clock_gettime', required: true },
   'pagemap-scan': { impact: 'write tracking for incremental dumps is unavailable', required: false },
   'soft-dirty': { impact: 'none: incremental dumps use userfaultfd write-protect', required: false },
+  timerfd: { impact: 'timerfds cannot be restored with their expiration count (TFD_IOC_SET_TICKS): a tree holding one is refused', required: false },
+  'kcmp-epoll-tfd': { impact: 'epoll watches cannot be matched to the files they watch: a tree holding an epoll fd is refused', required: false },
   crit: { impact: 'images cannot be cross-checked with Debian crit (optional; apt-get install criu)', required: false },
 };
 

@@ -147,11 +147,14 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions): Th
     };
   });
   const secbits = Number(check(injectSyscall(tid, SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], opts), 'prctl(PR_GET_SECUREBITS)', tid));
+  // The policy as CRIU reads it (sched_getscheduler): /proc/PID/stat leaves
+  // out SCHED_RESET_ON_FORK, which restore must set again.
+  const policy = Number(check(injectSyscall(tid, SYS.sched_getscheduler, [0], opts), 'sched_getscheduler', tid));
 
   const pending = peekSiginfo(tid, false).map((siginfo) => ({ siginfo }));
   const tc: ThreadCoreEntry = {
     futex_rla: robust.head, futex_rla_len: robust.len,
-    sched_nice: stat.nice, sched_policy: stat.policy, sched_prio: stat.rtPriority,
+    sched_nice: stat.nice, sched_policy: policy, sched_prio: stat.rtPriority,
     blk_sigset: blk,
     sas: { ss_sp: sas.ss_sp, ss_size: sas.ss_size, ss_flags: sas.ss_flags },
     signals_p: { signals: pending },

@@ -142,6 +142,13 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly sessions = new Map<number, { restorer: boolean; finished: boolean }>();
   /** Host pids each socket peer handed a userfaultfd over for (their trees are the peer's too). */
   private readonly handedBy = new Map<number, Set<number>>();
+  /**
+   * Per connection: the pid announced last and its host pid, looked up in the
+   * peer's tree before the uffd was received (the peer still held its tree
+   * then; once it has our copy it may release the tree and exit, and its
+   * processes are reparented out of it).
+   */
+  private readonly announced = new Map<number, { pid: number; hostPid: number | undefined }>();
   private readonly chunk: bigint;
   private readonly maxInFlight: number;
   private readonly kill: (pid: number) => void;
@@ -225,6 +232,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       try {
         const { LazySocket } = await import('./socket.js');
         server.socket = new LazySocket(path, {
+          onAnnounce: (pid, from) => server.lookUpAnnounced(pid, from),
           onTask: (pid, fd, from) => void server.adoptFromSocket(pid, fd, from),
           onEvent: (ev) => server.onSocketEvent(ev),
         });
@@ -581,13 +589,27 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     return kill === 'killed' ? `killed pid ${hostPid} with SIGKILL` : kill === 'gone' ? `pid ${hostPid} is already gone` : `pid ${hostPid} could not be killed (${kill})`;
   }
 
+  /** An announced pid, before its uffd arrives: find it in the peer's tree now. */
+  private lookUpAnnounced(pid: number, from: { conn: number; peer: number }): void {
+    const handed = this.handedBy.get(from.peer) ?? new Set<number>();
+    this.announced.set(from.conn, { pid, hostPid: from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined });
+  }
+
+  /** The host pid looked up at announcement for `pid` on this connection (once). */
+  private takeAnnounced(pid: number, from: { conn: number }): number | undefined {
+    const a = this.announced.get(from.conn);
+    if (a === undefined || a.pid !== pid) return undefined;
+    this.announced.delete(from.conn);
+    return a.hostPid;
+  }
+
   private async adoptFromSocket(pid: number, fd: number, from: { conn: number; peer: number }): Promise<void> {
     const who = LazyPagesServer.peerName(from);
     // The socket carries the virtual pid: find the process it names in the
     // peer's own tree (in a migration the frozen source still holds that pid,
     // and a peer must never make us serve or kill a process not its own).
     const handed = this.handedBy.get(from.peer) ?? new Set<number>();
-    const hostPid = from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined;
+    const hostPid = this.takeAnnounced(pid, from) ?? (from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined);
     if (hostPid === undefined || hostPid === process.pid) {
       closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} is not a process of the peer's tree (neither the peer nor one of its descendants): hand-over refused, nothing killed (ESRCH)`, 'ESRCH');
@@ -640,6 +662,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         break;
       case 'eof':
         this.sessions.delete(ev.conn);
+        this.announced.delete(ev.conn);
         if (session?.restorer && !session.finished) {
           this.socketError(`lazy-pages socket: ${LazyPagesServer.peerName(from!)}: the restorer closed the connection before restore finished (ECONNRESET)`, 'ECONNRESET');
           // Nothing more will arrive from it: serve what was adopted, then be idle.
@@ -649,7 +672,8 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'protocol': {
         this.sessions.delete(ev.conn);
         // The announced process (if it is the peer's) will not be served: kill it.
-        const host = ev.pid !== undefined && ev.peer > 0 ? hostPidInTree(ev.pid, ev.peer) : undefined;
+        const host = ev.pid !== undefined ? (this.takeAnnounced(ev.pid, ev) ?? (ev.peer > 0 ? hostPidInTree(ev.pid, ev.peer) : undefined)) : undefined;
+        this.announced.delete(ev.conn);
         const outcome = ev.pid !== undefined ? `; ${this.killAnnounced(host)}` : '';
         this.socketError(`lazy-pages socket: ${LazyPagesServer.peerName(from!)}: ${ev.detail} (${ev.code}): connection closed${outcome}`, ev.code, outcome.includes('killed pid'));
         // A restorer cut off mid-way sends nothing more; a stray peer changes nothing.

@@ -2,15 +2,23 @@
 // (native/uffd/lazysock.cc): forwards each announced task with its uffd, and
 // every other message as an event, each tagged with its connection and peer
 // (connections are independent). Owns the fds it receives until handed on.
+// With an onAnnounce handler, each announced pid is shown to it before the
+// pid's userfaultfd is received (see native/uffd/lazysock.cc).
 import { closeSync } from 'node:fs';
 import { addon } from '../native/addon.js';
 import type { LazySocketEvent, LazySocketListenerHandle } from '../native/types.js';
 import { systemUserError } from '../errors.js';
 
-/** Everything but a task, per connection (see LazySocketEvent in plugin/native/types.ts). */
-export type LazySocketNotice = Exclude<LazySocketEvent, { type: 'task' }>;
+/** Everything but a task and its announcement, per connection (see LazySocketEvent in plugin/native/types.ts). */
+export type LazySocketNotice = Exclude<LazySocketEvent, { type: 'task' } | { type: 'announce' }>;
 
 export interface LazySocketHandlers {
+  /**
+   * A pid was announced on `conn`; its userfaultfd is received (onTask) only
+   * after this returns, so the peer (a restorer waiting until the daemon
+   * holds the uffd) still has its tree as it was when the pid was sent.
+   */
+  onAnnounce?(pid: number, from: { conn: number; peer: number }): void;
   /** A live process and its userfaultfd, from connection `conn` of process `peer`; the callee owns `fd`. */
   onTask(pid: number, fd: number, from: { conn: number; peer: number }): void;
   onEvent(ev: LazySocketNotice): void;
@@ -28,9 +36,15 @@ export class LazySocket {
           if (ev.type === 'task') closeSync(ev.fd);
           return;
         }
-        if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd, { conn: ev.conn, peer: ev.peer });
+        if (ev.type === 'announce') {
+          try {
+            handlers.onAnnounce?.(ev.pid, { conn: ev.conn, peer: ev.peer });
+          } finally {
+            this.listener.proceed(ev.conn);
+          }
+        } else if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd, { conn: ev.conn, peer: ev.peer });
         else handlers.onEvent(ev);
-      });
+      }, handlers.onAnnounce !== undefined);
     } catch (e) {
       throw systemUserError(`lazy-pages socket ${path}`, e);
     }

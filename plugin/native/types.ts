@@ -342,6 +342,11 @@ export type LazySocketEvent =
   | { type: 'connected'; conn: number; peer: number; pid: number; uid: number }
   /** A peer with another uid (not root) was refused and disconnected. */
   | { type: 'refused'; conn: number; peer: number; pid: number; uid: number }
+  /**
+   * Message A's pid, before its userfaultfd is received (listener made with
+   * holdAnnounced): the connection waits until proceed(conn).
+   */
+  | { type: 'announce'; conn: number; peer: number; pid: number }
   /** Message A: a live process's virtual pid and its userfaultfd (now owned by the receiver). */
   | { type: 'task'; conn: number; peer: number; pid: number; fd: number }
   /** Message B: a zombie (the pid is positive here). */
@@ -363,14 +368,18 @@ export interface LazySocketListenerHandle {
   readonly path: string;
   /** Stops the listener thread (flag, wake, join), closes its fds and unlinks the socket. Idempotent. */
   close(): void;
+  /** After an 'announce': receive that connection's userfaultfd (and go on reading it). */
+  proceed(conn: number): void;
 }
 
 export interface LazySocketNative {
   /**
    * Binds and listens on `path` (a stale socket file is replaced) and starts
    * the listener thread. Peers whose uid is neither `allowUid` nor 0 are refused.
+   * `holdAnnounced`: post each announced pid ('announce') and receive its
+   * userfaultfd only after proceed(conn).
    */
-  LazySocketListener: new (path: string, allowUid: number, onEvent: (ev: LazySocketEvent) => void) => LazySocketListenerHandle;
+  LazySocketListener: new (path: string, allowUid: number, onEvent: (ev: LazySocketEvent) => void, holdAnnounced?: boolean) => LazySocketListenerHandle;
 }
 
 //

@@ -28,6 +28,7 @@ import {
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
+import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
@@ -64,6 +65,8 @@ export interface RestoreOptions {
   pidns?: boolean;
   /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
   tcpEstablished?: boolean;
+  /** CRIU's --file-locks: take the locks of filelocks.img again (without it they are left out, with a warning, as CRIU). */
+  fileLocks?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -194,7 +197,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
-    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
   validateKernelState(plan);
@@ -292,6 +295,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       const { pid, pgid } = l.plan.entry;
       if (pgid !== pid && byPid.has(pgid)) l.task.call(`setpgid(0, ${pgid})`, NR.setpgid, 0, pgid);
     }
+    // Groups whose leader is not in the tree: made by a short-lived helper (plugin/restore/pgrp.ts).
+    restoreOrphanGroups(live.map((l) => ({ pid: l.plan.pid, pgid: l.plan.entry.pgid, task: l.task })), new Set(byPid.keys()), {
+      created: (outer) => created.push({ outer, tids: [outer] }),
+      gone: (outer) => { const i = created.findIndex((c) => c.outer === outer); if (i >= 0) created.splice(i, 1); },
+    }, opts.shellJob ? root.entry.pgid : undefined);
     // Zombies end now, before any state of their parents is restored
     // (plugin/restore/taskstate.ts); each stays a zombie of its parent.
     const zombieParents = new Set<Live>();
@@ -314,7 +322,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p, plan.fds);
+      restoreProcessState(l.task, p, plan.fds, plan.locks, log);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));

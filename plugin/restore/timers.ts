@@ -29,7 +29,18 @@ const SCR_ITIMERSPEC = 0x1200n;
 const ITIMERS: [keyof Pick<TaskTimersEntry, 'real' | 'virt' | 'prof'>, number][] = [['real', 0], ['virt', 1], ['prof', 2]];
 
 function armed(e: ItimerEntry): boolean {
-  return e.vsec !== 0n || e.vusec !== 0n;
+  return e.vsec !== 0n || e.vusec !== 0n || e.isec !== 0n || e.iusec !== 0n;
+}
+
+/**
+ * The itimerval to arm: a periodic timer dumped with no time left (its
+ * ITIMER_REAL signal was pending, so the kernel had not re-armed it yet, or
+ * it was about to fire) is armed for one interval, as CRIU does; arming it
+ * with the zero value would disarm it for good.
+ */
+export function itimerValue(e: ItimerEntry): [bigint, bigint, bigint, bigint] {
+  if (e.vsec === 0n && e.vusec === 0n) return [e.isec, e.iusec, e.isec, e.iusec];
+  return [e.isec, e.iusec, e.vsec, e.vusec];
 }
 
 /** The 64-byte sigevent_t: value, signo, notify, then the thread id (SIGEV_THREAD_ID). */
@@ -60,7 +71,7 @@ export function restoreTimers(t: TimerTask, timers: TaskTimersEntry | undefined)
     const e = timers[key];
     if (!armed(e)) continue;
     const b = Buffer.alloc(32);
-    [e.isec, e.iusec, e.vsec, e.vusec].forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
+    itimerValue(e).forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
     t.write(t.scratch + SCR_ITIMERVAL, b);
     const r = t.raw(SYS.setitimer, which, t.scratch + SCR_ITIMERVAL, 0);
     if (isErr(r)) fail(t.pid, `setitimer(${key})`, r);
@@ -76,9 +87,11 @@ export function restoreTimers(t: TimerTask, timers: TaskTimersEntry | undefined)
     if (exact) t.raw(SYS.prctl, PR.TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_OFF, 0, 0, 0);
   }
   for (const pt of posix) {
-    if (pt.vsec === 0n && pt.vnsec === 0n) continue; // disarmed
+    const noValue = pt.vsec === 0n && pt.vnsec === 0n;
+    if (noValue && pt.isec === 0n && pt.insec === 0n) continue; // disarmed
+    // Periodic with no time left (its signal pending, not re-armed yet): one interval, as CRIU.
     const b = Buffer.alloc(32);
-    [pt.isec, pt.insec, pt.vsec, pt.vnsec].forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
+    [pt.isec, pt.insec, noValue ? pt.isec : pt.vsec, noValue ? pt.insec : pt.vnsec].forEach((w, i) => b.writeBigUInt64LE(w, i * 8));
     t.write(t.scratch + SCR_ITIMERSPEC, b);
     const r = t.raw(SYS.timer_settime, pt.it_id, 0, t.scratch + SCR_ITIMERSPEC, 0);
     if (isErr(r)) fail(t.pid, `timer_settime(${pt.it_id})`, r);

@@ -3,7 +3,7 @@
 // name (CRIU's error shape: success=false, cr_errno EBADRQC), before
 // anything is touched. Directories and status fds are the client's fds,
 // reached through /proc/<peer>/fd/<n> as CRIU does.
-import { existsSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, fstatSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CgMode, type CriuOpts, RpcError } from './messages.js';
 
@@ -13,6 +13,9 @@ export const EBADRQC = 56;
 export type RpcMode = 'dump' | 'pre-dump' | 'restore' | 'page-server' | 'check';
 
 const CLONE_NEWNET = 0x40000000;
+
+/** An inherit_fd key we restore from the given fd: CRIU's name of a pipe. */
+export const INHERIT_PIPE = /^pipe:\[\d+\]$/;
 
 /** CRIU's defaults for fields that have one: sending the default is never a refusal. */
 const DEFAULTS: Record<string, unknown> = {
@@ -39,6 +42,8 @@ const HANDLED: Record<string, Check> = {
   // Unix sockets with a peer outside the tree (plugin/dump/fds/unix.ts).
   ext_unix_sk: ok,
   tcp_established: ok, tcp_skip_in_flight: notOnRestore('tcp_skip_in_flight is a dump option'),
+  // File locks (plugin/dump/locks.ts, plugin/restore/locks.ts), as the CLI's --file-locks.
+  file_locks: ok,
   // Our pre-dump tracks writes with userfaultfd write-protect either way.
   pre_dump_mode: ok,
   // No TCP connections are dumped, so there is nothing to lock.
@@ -67,9 +72,13 @@ const HANDLED: Record<string, Check> = {
   // runc always names /etc/criu/runc.conf; CRIU ignores a missing file, and
   // we read no configuration files at all.
   config_file: (v) => (typeof v === 'string' && v !== '' && existsSync(v) ? `config_file ${v} (configuration files are not read)` : undefined),
-  // Only the network namespace runc/podman pass for an external one (extRootNetNS); pipes are not supported yet.
-  inherit_fd: (v) => {
-    const bad = Array.isArray(v) ? (v as { key: string; fd: number }[]).filter((f) => f.key !== 'extRootNetNS') : [];
+  // The network namespace runc/podman pass for an external one
+  // (extRootNetNS) and pipes (pipe:[INO]: a container's stdio whose other
+  // end was outside the tree, replaced by this process's fd N, which runc
+  // makes the new pipe: swrk's stdio). Other kinds are not supported.
+  inherit_fd: (v, _o, mode) => {
+    const fds = Array.isArray(v) ? (v as { key: string; fd: number }[]) : [];
+    const bad = fds.filter((f) => f.key !== 'extRootNetNS' && !(mode === 'restore' && INHERIT_PIPE.test(f.key)));
     return bad.length ? `inherit_fd (${bad.map((f) => `${f.key}=fd ${f.fd}`).join(', ')})` : undefined;
   },
   // Only an external network namespace (net[INODE]:KEY).
@@ -152,4 +161,25 @@ export function resolveDirs(o: CriuOpts, peerPid: number, needImages: boolean): 
   const name = o.log_file ?? 'criu.log';
   if (name.includes('/')) throw new RpcError(`log_file ${name}: no subdirectories are allowed in the log file name`, EBADRQC);
   return { imagesDir: imagesDir ?? workDir, workDir, logFile: join(workDir, name), logLevel: o.log_level ?? 2 };
+}
+
+/**
+ * inherit_fd pipe entries as restore()'s inheritFds (KEY → our fd N, which
+ * the client left open in this process, as CRIU's swrk inherits them); a
+ * fd that is not open here is refused by name.
+ */
+export function inheritedPipes(o: CriuOpts): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const f of o.inherit_fd ?? []) {
+    if (!INHERIT_PIPE.test(f.key)) continue;
+    let st;
+    try {
+      st = fstatSync(f.fd);
+    } catch (e) {
+      throw new RpcError(`inherit_fd ${f.key}: fd ${f.fd} is not open in the RPC service: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, EBADRQC);
+    }
+    if (!st.isFIFO()) throw new RpcError(`inherit_fd ${f.key}: fd ${f.fd} is not a pipe`, EBADRQC);
+    out.set(f.key, f.fd);
+  }
+  return out;
 }

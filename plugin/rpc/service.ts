@@ -17,7 +17,7 @@ import { isSystemError, UserError } from '../errors.js';
 import { configureLog, logger } from '../log.js';
 import { RpcChannel } from './channel.js';
 import { type CriuFeatures, type CriuOpts, type CriuReq, type CriuResp, ReqType, RpcError, reqTypeName } from './messages.js';
-import { checkOptions, EBADRQC, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
+import { checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
 
 /** The CRIU version we answer VERSION with: runc 1.1.5 needs >= 3.0 and uses newer RPC features from 3.15 on. */
 export const CRIU_COMPAT_VERSION = { major: 4, minor: 2 } as const;
@@ -308,7 +308,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       await dump({
         ...base,
         leaveRunning: o.leave_running === true,
-        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true,
+        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true,
         ...(lazy && target ? { lazyPages: { ...target, onListening: signalReady } } : {}),
         ...(!lazy && target ? { pageServer: target } : {}),
         ...(notify ? {
@@ -338,6 +338,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
 async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): Promise<void> {
   const dirs = setupLogging(o, ch, 'restore');
   checkOptions(o, 'restore');
+  const inheritFds = inheritedPipes(o);
   if (o.rst_sibling === true && sopts.standalone) throw new RpcError('rst_sibling is not allowed in the standalone service (criu swrk only)', EBADRQC);
   const notify = o.notify_scripts === true;
   const lazy = o.lazy_pages === true;
@@ -360,10 +361,11 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true,
+      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
+      inheritFds,
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
         // runc passes the named network namespace as an fd of this process.

@@ -69,9 +69,18 @@ export interface Bundle {
 }
 
 const LOOP = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done';
+/** The same loop also writing each count to its stdout. */
+const ECHO_LOOP = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done';
+
+export interface BundleOptions {
+  /** The loop also echoes each count to stdout. */
+  echo?: boolean;
+  /** Edits config.json before it is written. */
+  edit?: (cfg: Record<string, unknown>) => void;
+}
 
 /** A bundle under `dir` running (not yet started) the counting loop. */
-export async function makeBundle(dir: string, id: string): Promise<Bundle> {
+export async function makeBundle(dir: string, id: string, opts: BundleOptions = {}): Promise<Bundle> {
   const rootfs = join(dir, 'rootfs');
   mkdirSync(join(rootfs, 'bin'), { recursive: true });
   mkdirSync(join(rootfs, 'tmp'));
@@ -82,10 +91,11 @@ export async function makeBundle(dir: string, id: string): Promise<Bundle> {
   const cfgPath = join(dir, 'config.json');
   const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { process: { terminal: boolean; args: string[] }; root: { readonly: boolean }; hostname?: string };
   cfg.process.terminal = false;
-  cfg.process.args = ['/bin/sh', '-c', LOOP];
+  cfg.process.args = ['/bin/sh', '-c', opts.echo ? ECHO_LOOP : LOOP];
   // CRIU needs a writable root too (it makes a temporary directory in it).
   cfg.root.readonly = false;
   cfg.hostname = 'lr-runc';
+  opts.edit?.(cfg as unknown as Record<string, unknown>);
   writeFileSync(cfgPath, JSON.stringify(cfg, null, 1));
   const binDir = join(dir, '..', 'bin');
   mkdirSync(binDir, { recursive: true });

@@ -46,6 +46,9 @@ async function roundTrip(lazy: boolean): Promise<void> {
       epfd.tfd.map((w) => [w.tfd, w.data]).sort((a, b) => Number(a[0]) - Number(b[0])),
       [[efd, 0x1122334455667788n], [efd + 1, 5n], [efd + 2, 2n], [efd + 3, 3n], [efd + 6, 4n]],
     );
+    // ep2's watch was added through fd 900, closed since: recorded under efd2, as CRIU does.
+    const ep2 = byFd.get(ep + 1)!.epfd!;
+    assert.deepEqual(ep2.tfd.map((w) => [w.tfd, w.data]), [[efd + 1, 6n]], 'the watch through a closed dup is recorded under the fd holding its file');
     if (haveCrit) {
       critCheckDir(d.images.path);
       const crit = critDecode(join(d.images.path, 'files.img')).entries as { type: string; efd?: { counter: number }; epfd?: { tfd: unknown[] } }[];

@@ -6,15 +6,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath, runCli } from '../helpers/cli.js';
-import { alive, until, watchdogOf } from '../helpers/proc.js';
+import { alive, statOf, until, watchdogOf } from '../helpers/proc.js';
 import { startAndDump } from '../helpers/restore.js';
 import { waitForFile } from '../helpers/workload.js';
 import { dump } from '../../plugin/dump/index.js';
 import { startWorkload } from '../helpers/workload.js';
+import { LazyPagesServer } from '../../plugin/lazy/index.js';
+import { helperPath } from '../../plugin/native/addon.js';
 
 const skip = !isRoot && 'needs root';
 
@@ -119,6 +121,96 @@ test('restore --lazy-pages -d that fails (pid in use) leaves no daemon and no so
   } finally {
     await wl.dispose();
     images.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+/**
+ * `CMD...` under build/bin/bench-reaper (a child subreaper: the restored
+ * workload and a detached daemon left behind are reaped at once, so the next
+ * restore of the same pid does not wait for PID 1 to reap a zombie).
+ * `cmd`: the command's own status; `all`: everything it left has exited.
+ */
+function underReaper(args: string[]): { cmd: Promise<number>; all: Promise<number>; stderr: () => string; pid: number } {
+  const child = spawn(helperPath('bench-reaper'), ['3', process.execPath, cliPath, ...args], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  let report = '';
+  const rep = child.stdio[3] as NodeJS.ReadableStream;
+  const cmd = new Promise<number>((res) => {
+    rep.on('data', (b: Buffer) => { report += b.toString(); });
+    rep.on('end', () => res(Number(/^exit (-?\d+)/.exec(report)?.[1] ?? -1)));
+  });
+  const all = new Promise<number>((res) => child.on('close', (c) => res(c ?? -1)));
+  return { cmd, all, stderr: () => err, pid: child.pid! };
+}
+
+test('restore --lazy-pages -d many times in a row: every hand-over is taken and every run verifies', { skip }, async () => {
+  const fds = openFds();
+  const d = await startAndDump('workload-mem', ['8']);
+  const dir = d.images.path;
+  const runs = 8;
+  let reaper: number | undefined;
+  try {
+    for (let i = 0; i < runs; i++) {
+      for (const f of ['r.pid', 'lazy-pages.log']) rmSync(join(dir, f), { force: true });
+      rmSync(join(d.wl.ctrlDir, 'result'), { force: true });
+      const r = underReaper(['restore', '-D', dir, '--lazy-pages', '-d', '--pidfile', 'r.pid']);
+      reaper = r.pid;
+      assert.equal(await withTimeout(r.cmd, 60_000, `restore ${i}`), 0, `run ${i}: ${r.stderr()}`);
+      const restored = Number(readFileSync(join(dir, 'r.pid'), 'utf8'));
+      d.wl.go(restored);
+      await waitForFile(join(d.wl.ctrlDir, 'result'), 30_000).catch(() => {
+        throw new Error(`run ${i}: no answer from the restored workload; lazy-pages.log: ${readFileSync(join(dir, 'lazy-pages.log'), 'utf8')}`);
+      });
+      assert.equal(d.wl.result(), 'ok', `run ${i}`);
+      assert.equal(await withTimeout(r.all, 30_000, `run ${i}: the workload and the daemon exit`), 0);
+      reaper = undefined;
+      const log = readFileSync(join(dir, 'lazy-pages.log'), 'utf8');
+      assert.doesNotMatch(log, /refused|ESRCH/, `run ${i}: ${log}`);
+      assert.match(log, /1 process\(es\): (1 complete, 0 exited|0 complete, 1 exited), 0 killed/, `run ${i}: ${log}`);
+    }
+  } finally {
+    if (reaper !== undefined) try { process.kill(reaper, 'SIGKILL'); } catch { /* gone */ }
+    await d.wl.dispose();
+    d.images.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('a daemon that is slow to look at a hand-over still finds the pid in the restorer\'s tree (the uffd is taken only after the look-up)', { skip }, async () => {
+  const fds = openFds();
+  const d = await startAndDump('workload-mem', ['8']);
+  const dir = d.images.path;
+  const sock = join(dir, 'slow.socket');
+  const server = await LazyPagesServer.open({ imagesDir: dir, socketPath: sock, prefetch: false });
+  const errors: string[] = [];
+  server.on('error', (ev) => errors.push(ev.message));
+  let restored: number | undefined;
+  try {
+    const cli = spawn(process.execPath, [cliPath, 'restore', '-D', dir, '--lazy-socket', sock, '-d', '--pidfile', 'r.pid'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    cli.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    const exited = new Promise<number | null>((res) => cli.on('close', (c) => res(c)));
+    // This process is the daemon: stall its JavaScript (not its listener
+    // thread) until the restorer has exited, or 5 s. A daemon that took the
+    // uffd at once let the restorer release its tree and exit meanwhile; the
+    // pid is then looked up in a tree that no longer holds it.
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const end = Date.now() + 5000;
+    while (Date.now() < end && statOf(cli.pid!)?.state !== 'Z') Atomics.wait(nap, 0, 0, 10);
+    assert.equal(await withTimeout(exited, 30_000, 'restore --lazy-socket -d exits'), 0, stderr);
+    restored = Number(readFileSync(join(dir, 'r.pid'), 'utf8'));
+    d.wl.go(restored);
+    await waitForFile(join(d.wl.ctrlDir, 'result'), 30_000);
+    assert.equal(d.wl.result(), 'ok');
+    assert.deepEqual(errors, []);
+    await withTimeout(server.whenIdle(), 30_000, 'every page served');
+  } finally {
+    killIf(restored, 'workload-mem');
+    await server.close();
+    await d.wl.dispose();
+    d.images.dispose();
   }
   assert.deepEqual(leakedFds(fds), []);
 });

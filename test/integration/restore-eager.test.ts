@@ -115,3 +115,28 @@ test('--pidns: the tree keeps its pids in a new pid namespace while the original
   }
   assert.deepEqual(leakedFds(fds), []);
 });
+
+test('eager: the scheduling policy keeps SCHED_RESET_ON_FORK and its priority (zdtm sched_policy00)', { skip }, async () => {
+  const fds = openFds();
+  const { execFileSync } = await import('node:child_process');
+  const { startWorkload } = await import('../helpers/workload.js');
+  const wl = await startWorkload('workload-mem', ['4']);
+  const img = tempDir('lr-img-');
+  const policy = (pid: number): string => execFileSync('chrt', ['-p', String(pid)], { encoding: 'utf8' });
+  try {
+    execFileSync('chrt', ['-r', '--reset-on-fork', '-p', '3', String(wl.pid)]);
+    assert.match(policy(wl.pid), /SCHED_RR\|SCHED_RESET_ON_FORK[\s\S]*priority: 3/);
+    await dump({ pid: wl.pid, imagesDir: img.path, shellJob: true });
+    await withTimeout(wl.exited, 10000, 'workload killed by the dump');
+    const core = JSON.parse(execFileSync('crit', ['show', join(img.path, `core-${wl.pid}.img`)], { encoding: 'utf8' })) as
+      { entries: { thread_core: { sched_policy: number; sched_prio: number } }[] };
+    assert.deepEqual([core.entries[0]!.thread_core.sched_policy, core.entries[0]!.thread_core.sched_prio], [0x40000000 | 2, 3], 'sched_getscheduler value in core.img (CRIU)');
+    const tree = await restoreTree(img.path);
+    assert.match(policy(tree.pid), /SCHED_RR\|SCHED_RESET_ON_FORK[\s\S]*priority: 3/);
+    await goAndCheck({ wl, images: img }, tree);
+  } finally {
+    await wl.dispose();
+    img.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});

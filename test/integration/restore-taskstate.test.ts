@@ -35,24 +35,26 @@ function stat(pid: number): { comm: string; state: string; ppid: number; pgid: n
   return { comm: s.slice(s.indexOf('(') + 1, s.lastIndexOf(')')), state: f[0]!, ppid: Number(f[1]), pgid: Number(f[2]) };
 }
 
-// Wait statuses the workload's zombies end with: exit 0, 3, 200, SIGKILL, SIGSEGV (+ core flag maybe).
-const ZOMBIE_STATUS = [0, 3 << 8, 200 << 8, 9, 11];
+// Wait statuses the workload's zombies end with: exit 0, 3, 200, SIGKILL, SIGSEGV (+ core flag maybe), 5 (z5: group leader gone).
+const ZOMBIE_STATUS = [0, 3 << 8, 200 << 8, 9, 11, 5 << 8];
 
 async function zombieRoundTrip(lazy: boolean): Promise<void> {
   const fds = openFds();
   const d = await startAndDump('workload-taskstate', ['zombie']);
   let tree: RestoredTree | undefined;
   try {
-    const zs = [0, 1, 2, 3, 4].map((i) => Number(d.wl.report[`z${i}`]));
+    const zs = [0, 1, 2, 3, 4, 5].map((i) => Number(d.wl.report[`z${i}`]));
+    const lead5 = Number(d.wl.report.lead5);
     const dir = await ImageDir.open(d.images.path);
     const pstree = await dir.pstree();
-    assert.equal(pstree.length, 6, 'root and five zombies in pstree.img');
+    assert.equal(pstree.length, 7, 'root and six zombies in pstree.img');
     for (const [i, z] of zs.entries()) {
       const e = pstree.find((x) => x.pid === z)!;
       assert.ok(e, `zombie ${z} in pstree.img`);
       assert.equal(e.ppid, d.wl.pid);
       assert.deepEqual(e.threads, [z]);
       if (i === 1) assert.equal(e.pgid, z, 'z1 leads its own process group');
+      if (i === 5) assert.equal(e.pgid, lead5, 'z5 is in the group of a leader that is gone');
       const core = await dir.core(z);
       assert.equal(core.tc!.task_state, 2, 'TASK_DEAD');
       assert.equal(core.tc!.exit_code & 0xff7f, ZOMBIE_STATUS[i], `exit status of z${i}`);
@@ -75,6 +77,8 @@ async function zombieRoundTrip(lazy: boolean): Promise<void> {
       assert.equal(s.comm, 'workload-taskst', 'the zombie keeps its name (15 characters)');
     }
     assert.equal(stat(zs[1]!).pgid, zs[1], 'z1 keeps its process group');
+    assert.equal(stat(zs[5]!).pgid, lead5, 'z5 is back in the group of its gone leader (recreated by a helper)');
+    assert.throws(() => readFileSync(`/proc/${lead5}/stat`), 'the helper that made the group is gone');
     await goAndCheck(d, tree);
     tree = undefined;
   } finally {

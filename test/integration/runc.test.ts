@@ -8,11 +8,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
-import { type Bundle, makeBundle, runcUnavailable, waitForCount } from '../helpers/runc.js';
+import { type Bundle, makeBundle, RUNC, runcUnavailable, waitForCount } from '../helpers/runc.js';
 
 const skip = !isRoot ? 'needs root' : (runcUnavailable() ?? false);
 
@@ -92,7 +92,7 @@ test('runc checkpoint with an option we do not support: refused by name, the con
   try {
     const pid = await b.pid();
     const work = join(t.path, 'work');
-    for (const opt of ['--file-locks']) { // (--tcp-established and --ext-unix-sk are supported: plugin/dump/fds/inet.ts, unix.ts)
+    for (const opt of ['--auto-dedup']) { // (--tcp-established, --file-locks and --ext-unix-sk are supported: plugin/dump/fds/inet.ts, plugin/dump/locks.ts, plugin/dump/fds/unix.ts)
       const r = await b.runc(['--criu', b.criu, 'checkpoint', opt, '--image-path', join(t.path, 'img'), '--work-path', work, b.id]);
       assert.notEqual(r.code, 0, `${opt} must fail`);
       assert.match(r.stderr, /criu failed: type DUMP errno 56/, r.stderr);
@@ -190,6 +190,78 @@ test('a container in a named network namespace: runc passes it as external, the 
   } finally {
     await b.destroy();
     execFileSync('ip', ['netns', 'del', ns]);
+    t.dispose();
+  }
+});
+
+/**
+ * runc ARGS with its stdout an anonymous pipe read by `cat` (node's own
+ * child pipes are sockets): the lines the container writes to its stdout
+ * arrive in `lines`; `exit` is runc's status (sent on fd 3, which runc does
+ * not get), `ended` resolves once every writer of the pipe is gone.
+ */
+interface Piped { exit: Promise<number>; lines: string[]; ended: Promise<void>; waitLines(n: number, timeoutMs: number): Promise<void> }
+function runcThroughPipe(b: Bundle, args: string[]): Piped {
+  const log = join(b.dir, '..', `runc-piped-${b.id}.log`);
+  const child = spawn('/bin/sh', ['-c', '{ "$@" 3>&-; echo $? >&3; } | cat 3>&-', 'sh', RUNC, '--log', log, ...args],
+    { stdio: ['ignore', 'pipe', 'ignore', 'pipe'] });
+  const lines: string[] = [];
+  const waiters: (() => void)[] = [];
+  let partial = '';
+  child.stdout!.on('data', (c: Buffer) => {
+    const parts = (partial + c.toString()).split('\n');
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
+    for (const w of waiters.splice(0)) w();
+  });
+  const ended = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  const exit = new Promise<number>((resolve) => {
+    let rc = '';
+    // One line; the shell itself keeps fd 3 open as long as the pipeline runs.
+    (child.stdio[3] as NodeJS.ReadableStream).on('data', (c: Buffer) => {
+      rc += c.toString();
+      if (rc.endsWith('\n')) resolve(Number(rc.trim()));
+    });
+    child.once('close', () => resolve(rc.trim() === '' ? 255 : Number(rc.trim())));
+  });
+  const waitLines = (n: number, timeoutMs: number): Promise<void> => withTimeout(new Promise<void>((resolve) => {
+    const check = (): void => {
+      if (lines.length >= n) resolve();
+      else waiters.push(check);
+    };
+    check();
+  }), timeoutMs, `${n} lines on the pipe (have ${JSON.stringify(lines)})`);
+  return { exit, lines, ended, waitLines };
+}
+
+test('a container whose stdout is a pipe: after restore it writes to the pipe runc passes (inherit_fd)', { skip }, async () => {
+  const t = tempDir('lr-runc-pipe-');
+  const b = await makeBundle(join(t.path, 'bundle'), `lr-runc-pipe-${process.pid}`, { echo: true });
+  try {
+    const first = runcThroughPipe(b, ['run', '-d', '--bundle', b.dir, b.id]);
+    assert.equal(await withTimeout(first.exit, 60_000, 'runc run'), 0);
+    await first.waitLines(3, 30_000);
+    const pid = await b.pid();
+    assert.match(readlinkSync(`/proc/${pid}/fd/1`), /^pipe:\[\d+\]$/);
+    const images = join(t.path, 'img');
+    const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, b.id]);
+    assert.equal(cp.code, 0, `${cp.stderr}\n${existsSync(join(images, 'dump.log')) ? readFileSync(join(images, 'dump.log'), 'utf8').slice(-1500) : ''}`);
+    await withTimeout(first.ended, 30_000, 'the first pipe closed');
+    const at = Number(first.lines[first.lines.length - 1]);
+    assert.ok(at >= 3);
+
+    const second = runcThroughPipe(b, ['--criu', b.criu, 'restore', '-d', '--image-path', images, '--bundle', b.dir, b.id]);
+    const rc = await withTimeout(second.exit, 60_000, 'runc restore');
+    assert.equal(rc, 0, `restore: ${readFileSync(join(images, 'restore.log'), 'utf8').slice(-1500)}`);
+    assert.match(readFileSync(join(images, 'restore.log'), 'utf8'), /restored from the inherited fd 1/);
+    await second.waitLines(3, 30_000);
+    // The shell's counter went on from its memory, into the new pipe, and
+    // nothing else (no output of the RPC service) is on it.
+    for (const l of second.lines) assert.match(l, /^\d+$/, `only counts on the new pipe: ${JSON.stringify(second.lines)}`);
+    assert.ok(Number(second.lines[0]) > at, `first count after restore ${second.lines[0]} follows ${at}`);
+    assert.match(readlinkSync(`/proc/${await b.pid()}/fd/1`), /^pipe:\[\d+\]$/);
+  } finally {
+    await b.destroy();
     t.dispose();
   }
 });

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PosixTimerEntry, TaskTimersEntry } from '../../plugin/images/index.js';
-import { restoreTimers, sigevent, type TimerTask } from '../../plugin/restore/timers.js';
+import { itimerValue, restoreTimers, sigevent, type TimerTask } from '../../plugin/restore/timers.js';
 
 const SCRATCH = 0x10000n;
 
@@ -92,4 +92,17 @@ test('sigevent: value, signo, notify and the SIGEV_THREAD_ID target in the kerne
   assert.equal(b.readInt32LE(8), 36);
   assert.equal(b.readInt32LE(12), 4);
   assert.equal(b.readInt32LE(16), 777);
+});
+
+test('restoreTimers: a periodic timer dumped with no time left is armed for one interval (CRIU), a disarmed one is skipped', () => {
+  assert.deepEqual(itimerValue({ isec: 0n, iusec: 100000n, vsec: 0n, vusec: 0n }), [0n, 100000n, 0n, 100000n]);
+  assert.deepEqual(itimerValue({ isec: 0n, iusec: 100000n, vsec: 0n, vusec: 4100n }), [0n, 100000n, 0n, 4100n]);
+  const { t, calls } = fakeTask({ prctl: true });
+  const zero = { isec: 0n, iusec: 0n, vsec: 0n, vusec: 0n };
+  restoreTimers(t, { real: { isec: 0n, iusec: 100000n, vsec: 0n, vusec: 0n }, virt: zero, prof: zero,
+    posix: [timer(0, { isec: 2n, vsec: 0n }), timer(1, { vsec: 0n })] });
+  assert.deepEqual(calls.filter((c) => c.startsWith('38:') || c.startsWith('223:')), [
+    `38:0,${SCRATCH + 0x1000n}`, // ITIMER_REAL armed; virt/prof disarmed: skipped
+    '223:0,0', // timer 0 (periodic, no time left) armed; timer 1 (disarmed) skipped
+  ]);
 });

@@ -13,13 +13,16 @@ const criuFeatures: Record<string, readonly string[]> = {
   clone3_set_tid: ['clone3-set_tid'],
   pidfd_store: ['pidfd_open', 'pidfd_getfd'],
   can_map_vdso: ['vdso'],
+  // fd kinds we dump and restore, with the kernel support CRIU checks for them.
+  timerfd: ['timerfd'],
+  kcmp_epoll: ['kcmp-epoll-tfd'],
 };
 
 /** The rest of CRIU's feature names: valid there, not something lazy-restore does. */
 const criuOnlyFeatures = new Set([
-  'mnt_id', 'aio_remap', 'timerfd', 'tun', 'tun_ns', 'userns', 'fdinfo_lock', 'seccomp_suspend', 'seccomp_filters',
+  'mnt_id', 'aio_remap', 'tun', 'tun_ns', 'userns', 'fdinfo_lock', 'seccomp_suspend', 'seccomp_filters',
   'loginuid', 'cgroupns', 'autofs', 'tcp_half_closed', 'compat_cr', 'sk_ns', 'sk_unix_file', 'net_diag_raw', 'nsid',
-  'link_nsid', 'kcmp_epoll', 'timens', 'external_net_ns', 'newifindex', 'nftables', 'has_ipt_legacy', 'ns_pid',
+  'link_nsid', 'timens', 'external_net_ns', 'newifindex', 'nftables', 'has_ipt_legacy', 'ns_pid',
   'apparmor_stacking', 'network_lock_nftables', 'sockopt_buf_lock', 'memfd_hugetlb', 'move_mount_set_group', 'openat2',
   'get_rseq_conf',
 ]);
@@ -37,7 +40,7 @@ export function register(program: Command): void {
     .command('check')
     .description('check that this kernel supports everything lazy-restore uses (like criu check)')
     .option('--json', 'print the results as JSON')
-    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (ours, e.g. uffd:EVENT_FORK or lazy-pages, or CRIU\'s: uffd, uffd-noncoop, mem_dirty_track, clone3_set_tid, pidfd_store, can_map_vdso)')
+    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (ours, e.g. uffd:EVENT_FORK or lazy-pages, or CRIU\'s: uffd, uffd-noncoop, mem_dirty_track, clone3_set_tid, pidfd_store, can_map_vdso, timerfd, kcmp_epoll)')
     .option('--extra', 'accepted for CRIU compatibility (every check always runs)')
     .option('--experimental', 'accepted for CRIU compatibility (every check always runs)')
     .option('--all', 'accepted for CRIU compatibility (every check always runs)')

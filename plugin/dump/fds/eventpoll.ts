@@ -2,8 +2,11 @@
 // "tfd:" lines. The kernel keys a watch by (file, fd number), so restore
 // re-adds each watch with epoll_ctl on the same fd number; that is only
 // faithful if the fd number still names the watched file. kcmp
-// (KCMP_EPOLL_TFD) checks that, as CRIU does; a watch whose fd was closed
-// or reused is refused, naming it.
+// (KCMP_EPOLL_TFD) checks that, as CRIU does. A watch whose fd was closed
+// or reused since (zdtm epoll: watches added through a dup that was then
+// closed) is recorded, as CRIU records it, under another fd of the process
+// that holds the same file (found with kcmp); with no such fd, or when that
+// fd is already watched by the same instance, it is refused, naming it.
 import { readdirSync } from 'node:fs';
 import { FdType, type EventpollFileEntry, type EventpollTfdEntry, type FownEntry } from '../../images/index.js';
 import { ZERO_FOWN } from './common.js';
@@ -46,17 +49,34 @@ export function describeEventpoll(
     // under it over time); toff picks the n-th one in kcmp.
     const toff = seen.get(w.tfd) ?? 0;
     seen.set(w.tfd, toff + 1);
-    if (!fds.has(w.tfd)) return `watches fd ${w.tfd}, which is closed (a watch on a file only reachable through a dup or another fd is not supported)`;
-    let same: number;
-    try {
-      same = addon.kcmpEpollTfd(pid, w.tfd, epfd, w.tfd, toff);
-    } catch (e) {
-      return `cannot check watched fd ${w.tfd} (${(e as { code?: string }).code ?? String(e)})`;
+    let at = w.tfd;
+    if (!fds.has(w.tfd) || !sameFile(pid, w.tfd, epfd, w.tfd, toff)) {
+      const other = [...fds].sort((a, b) => a - b).find((fd) => fd !== epfd && fd !== w.tfd && sameFile(pid, fd, epfd, w.tfd, toff));
+      const was = fds.has(w.tfd) ? 'now refers to another file' : 'is closed';
+      if (other === undefined) return `watches fd ${w.tfd}, which ${was}, and no other fd of the process holds the watched file (not supported)`;
+      at = other;
     }
-    if (same !== 0) return `watches fd ${w.tfd}, which now refers to another file (a watch on a file only reachable through a dup or another fd is not supported)`;
-    tfd.push({ id, tfd: w.tfd, events: w.events, data: w.data, dev: w.sdev, inode: w.ino, pos: w.pos });
+    tfd.push({ id, tfd: at, events: w.events, data: w.data, dev: w.sdev, inode: w.ino, pos: w.pos });
+  }
+  // Two watches under one fd number cannot be added back to one instance.
+  const taken = new Map<number, number>();
+  for (const [i, t] of tfd.entries()) {
+    const j = taken.get(t.tfd);
+    if (j !== undefined) {
+      return `watches one file both as fd ${watches[j]!.tfd} and as fd ${watches[i]!.tfd}, which cannot be told apart on restore (fd ${t.tfd}) (not supported)`;
+    }
+    taken.set(t.tfd, i);
   }
   return { id, flags, fown, tfd };
+}
+
+/** Whether the file at `fd` in `pid` is the one `epfd` watches as (tfd, toff) (kcmp KCMP_EPOLL_TFD). */
+function sameFile(pid: number, fd: number, epfd: number, tfd: number, toff: number): boolean {
+  try {
+    return addon.kcmpEpollTfd(pid, fd, epfd, tfd, toff) === 0;
+  } catch {
+    return false;
+  }
 }
 
 function openFds(pid: number): Set<number> {
