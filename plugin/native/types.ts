@@ -231,10 +231,12 @@ export interface InjectNative {
   /**
    * The dump's memory copier. regions: (start, nPages, mode) triples. Kept
    * pages are written to pagesFd from pagesOffset on, in the order of the
-   * returned runs: (vaddr, nPages, regionIndex) triples.
+   * returned runs: (vaddr, nPages, regionIndex) triples. checksumChunk: also
+   * CRC32C of each checksumChunk bytes written (`checksums`), computed on the
+   * pages while in cache.
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
-    regions: BigUint64Array): { runs: BigUint64Array; bytes: number; scanned: number; zero: number };
+    regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
   /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
@@ -310,6 +312,12 @@ export interface RestoreNative {
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
   restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /**
+   * Reads a byte of each page (process_vm_readv, on a worker thread): in a
+   * lazily restored process, resolves once its lazy-pages daemon has served
+   * every one of them. Rejects with the errno of a failed read.
+   */
+  restoreFaultIn(pid: number, pages: BigUint64Array): Promise<void>;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;
   restoreCloseFd(fd: number): void;
