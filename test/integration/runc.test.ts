@@ -304,6 +304,8 @@ test('a container with a seccomp profile: checkpointed and restored with its fil
     await b.destroy();
     t.dispose();
   }
+});
+
 // Post-copy container migration (issue 16 item 3): the source's runc
 // checkpoints with --lazy-pages and our swrk serves the frozen container's
 // memory on a page server; the images and the bundle are copied; in a
