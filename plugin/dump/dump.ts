@@ -8,7 +8,7 @@ import { PendingWrites } from './pending-writes.js';
 import { fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
+  ImageDir, KIND, PAGE, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
@@ -27,7 +27,6 @@ import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
-const PE_LAZY_FLAG = 2;
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -595,7 +594,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const regionPlan: PlannedVma[] = [];
     for (const v of p.vmas) {
       if (v.mode === undefined) continue;
-      regions.push({ start: v.entry.start, nPages: Number((v.entry.end - v.entry.start) / 4096n), mode: v.mode });
+      regions.push({ start: v.entry.start, nPages: Number((v.entry.end - v.entry.start) / PAGE), mode: v.mode });
       regionPlan.push(v);
     }
     const mem = new ProcMem(pid);
@@ -607,8 +606,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       if (lazyRanges) {
         // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
         // only need which pages hold data); the page server reads them later.
-        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY_FLAG));
-        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY_FLAG) !== 0);
+        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY));
+        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY) !== 0);
         const r = dumpPages(mem, pm, pagesFd, 0n, eager.map((x) => x.g));
         const nullFd = openSync('/dev/null', 'w');
         let l;
@@ -625,21 +624,21 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
         for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid: imagePid, vaddr: x.vaddr, nrPages: BigInt(x.nPages), ...(imagePid !== pid ? { hostPid: pid } : {}) });
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       } else if (inc) {
         const mp = await inc.planMemory(pid, regions, opts);
-        const r = copyDirty(pid, pagesFd, mp, (g, off) => dumpPages(mem, pm, pagesFd, off, g), (addr, into) => { mem.read(addr, 4096, into); });
+        const r = copyDirty(pid, pagesFd, mp, (g, off) => dumpPages(mem, pm, pagesFd, off, g), (addr, into) => { mem.read(addr, PAGE_SIZE, into); });
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         parentEntries = mp.parent;
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       } else {
         const r = dumpPages(mem, pm, pagesFd, 0n, regions);
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       }
     } finally {
       closeSync(pagesFd);
@@ -650,8 +649,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     stats.pagePipes += 1;
     stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
-      const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
-      if (flags & 2) stats.pagesLazy += r.nPages;
+      const flags = r.lazyOnly ? PE_LAZY : regionPlan[r.region]!.peFlags;
+      if (flags & PE_LAZY) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
     // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity).

@@ -2,9 +2,9 @@
 // iovecs), /proc/PID/mem (reaches pages without read/write permission, as
 // the tracer), /proc/PID/pagemap ranges, and pidfd_open/pidfd_getfd.
 import { closeSync, openSync } from 'node:fs';
+import { PAGE_SIZE } from '../images/memory.js';
 import { addon } from '../native/addon.js';
 import type { NativeCollectedPages } from '../native/types.js';
-const PAGE_SIZE = 4096;
 import { errnoError } from './errors.js';
 
 /** A remote range. */

@@ -2,6 +2,9 @@
 // per process, checked before any process is created (unsupported VMAs or
 // fds, missing or changed files, inconsistent pagemaps), so that a bad image
 // fails without leaving anything behind.
+import {
+  PAGE, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, VMA_ANON_PRIVATE, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+} from '../images/memory.js';
 import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import type {
@@ -16,39 +19,6 @@ import type {
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
-
-export const PAGE = 4096n;
-
-// vma_entry.status bits (image ABI)
-export const VMA = {
-  REGULAR: 0x1,
-  VSYSCALL: 0x4,
-  VDSO: 0x8,
-  HEAP: 0x20,
-  FILE_PRIVATE: 0x40,
-  FILE_SHARED: 0x80,
-  ANON_SHARED: 0x100,
-  ANON_PRIVATE: 0x200,
-  SYSVIPC: 0x400,
-  SOCKET: 0x800,
-  VVAR: 0x1000,
-  AIORING: 0x2000,
-  MEMFD: 0x4000,
-  SHSTK: 0x8000,
-  GUARD: 0x10000,
-  UPROBES: 0x20000,
-  EXT_PLUGIN: 0x08000000,
-} as const;
-
-export const MAP = {
-  SHARED: 0x1,
-  PRIVATE: 0x2,
-  ANONYMOUS: 0x20,
-  GROWSDOWN: 0x100,
-  LOCKED: 0x2000,
-  NORESERVE: 0x4000,
-  HUGETLB: 0x40000,
-} as const;
 
 const FD_REG = 1;
 const FD_MEMFD = 18;
@@ -129,20 +99,20 @@ function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
 }
 
 export function isLazyEligible(v: VmaEntry): boolean {
-  if ((v.status & VMA.REGULAR) === 0) return false;
-  if ((v.status & VMA.ANON_PRIVATE) === 0) return false;
-  if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return false;
-  if (v.flags & (MAP.LOCKED | MAP.HUGETLB | 0x08 /* MAP_DROPPABLE: the kernel may drop its pages */)) return false;
+  if ((v.status & VMA_AREA_REGULAR) === 0) return false;
+  if ((v.status & VMA_ANON_PRIVATE) === 0) return false;
+  if (v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL | VMA_FILE_PRIVATE | VMA_FILE_SHARED)) return false;
+  if (v.flags & (MAP_LOCKED | MAP_HUGETLB | MAP_DROPPABLE /* the kernel may drop its pages */)) return false;
   return true;
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA.SYSVIPC, 'SysV shared memory'],
-  [VMA.SOCKET, 'a packet socket ring'],
-  [VMA.AIORING, 'an AIO ring'],
-  [VMA.SHSTK, 'a shadow stack'],
-  [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
-  [VMA.UPROBES, 'uprobes'],
+  [VMA_AREA_SYSVIPC, 'SysV shared memory'],
+  [VMA_AREA_SOCKET, 'a packet socket ring'],
+  [VMA_AREA_AIORING, 'an AIO ring'],
+  [VMA_AREA_SHSTK, 'a shadow stack'],
+  [VMA_EXT_PLUGIN, 'a plugin-handled device mapping'],
+  [VMA_AREA_UPROBES, 'uprobes'],
 ];
 
 /**
@@ -210,16 +180,16 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     const vmas: VmaPlan[] = [];
     for (const v of mm.vmas) {
-      if (v.status === VMA.GUARD) continue;
+      if (v.status === VMA_AREA_GUARD) continue;
       for (const [bit, what] of UNSUPPORTED_STATUS) {
         if (v.status & bit) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${what}, which restore does not support`);
       }
-      if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
+      if (v.flags & MAP_HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
       if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
       const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
       if (isShmemVma(v)) {
         plan.shmem = await shmem.vma(e.pid, v, mmImage);
-      } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      } else if (v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) {
         const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
         checkFile(reg, 'mapped file', e.pid);
         plan.path = reg.name;
@@ -249,7 +219,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
           while (vi < vmas.length && vmas[vi]!.vma.end <= a) vi++;
           const v = vmas[vi];
           if (!v || v.vma.start > a) throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is outside every VMA`);
-          if (!(v.vma.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || (v.vma.status & VMA.REGULAR) === 0) {
+          if (!(v.vma.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE)) || (v.vma.status & VMA_AREA_REGULAR) === 0) {
             throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is in a non-private VMA`);
           }
           a = v.vma.end < end ? v.vma.end : end;

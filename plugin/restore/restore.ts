@@ -7,7 +7,7 @@
 // before the release kills and reaps everything created so far.
 import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
-import { ImageDir, KIND } from '../images/index.js';
+import { ImageDir, KIND, PAGE } from '../images/index.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
@@ -428,7 +428,7 @@ async function writeRestoreStats(imagesDir: string, t: { forkMs: number; resumeM
   try {
     const dir = await ImageDir.open(imagesDir);
     await dir.writeImage(KIND.stats, 'restore', [{
-      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / 4096n },
+      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / PAGE },
     }]);
   } catch (e) {
     log(`stats-restore not written: ${e instanceof Error ? e.message : String(e)}`);

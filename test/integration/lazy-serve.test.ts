@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startHarness, type Harness } from '../helpers/uffd.js';
