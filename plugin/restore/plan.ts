@@ -18,6 +18,7 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { FileLockRestorer } from './locks.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 const FD_REG = 1;
@@ -72,6 +73,8 @@ export interface RestorePlan {
   fds: FdRestorer;
   /** Shared memory objects, each created once for the whole tree. */
   shmem: ShmemObjectPlan[];
+  /** File locks taken again in their processes after the fds (filelocks.img, --file-locks). */
+  locks: FileLockRestorer;
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -129,7 +132,7 @@ function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
   }
 }
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; fileLocks?: boolean; log?: (line: string) => void; warn?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
   const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
@@ -287,5 +290,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };
+  const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
+  const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks };
 }
