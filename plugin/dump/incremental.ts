@@ -16,10 +16,10 @@
 import { closeSync, existsSync, openSync, readFileSync, symlinkSync, rmSync, writevSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { ImageDir, PAGE, PAGE_SIZE, PE_PARENT, PE_PRESENT, type PagemapEntry } from '../images/index.js';
-import { CollectMode, SYS, errnoError, injectSyscall, type DumpRegion } from '../inject/index.js';
+import { CollectMode, SYS, injectSyscall, type DumpRegion } from '../inject/index.js';
 import { addon } from '../native/addon.js';
 import { RegisterMode, UffdFeature, WriteprotectMode, uffdApi, uffdRegister, uffdWriteprotect } from '../uffd/index.js';
-import { UserError } from '../errors.js';
+import { UserError, sysError } from '../errors.js';
 import {
   procStartTime, readTrackerRecord, removeTrackerRecord, retireTracker, startTracker, takeTrackedUffd, trackerProblem,
   writeTrackerRecord, type TrackerRecord,
@@ -302,7 +302,7 @@ function createTrackingUffd(pid: number, inject: { gadget: bigint; timeoutMs: nu
   // write tracking (WP_ASYNC) is resolved by the kernel before that matters.
   let r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK], opts);
   if (r === -1n /* EPERM */) r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY], opts);
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), 'userfaultfd (injected)', `tid ${pid}`);
+  if (r < 0n && r >= -4095n) throw sysError(Number(-r), 'userfaultfd (injected)', `tid ${pid}`);
   const remote = Number(r);
   let fd: number;
   try {

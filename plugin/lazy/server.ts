@@ -5,7 +5,7 @@
 // process whose page cannot be served is SIGKILLed, never left on zeros.
 import { closeSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError, isSystemError } from '../errors.js';
+import { UserError, isSystemError, sysError } from '../errors.js';
 import { PAGE, PAGE_SIZE } from '../images/memory.js';
 import { histPercentile } from '../uffd/latency.js';
 import { loadPageChecksums, noteUnverified } from '../integrity/checksums.js';
@@ -575,7 +575,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   private socketError(message: string, code: string, killed = false): void {
-    const error = Object.assign(new Error(message), { code });
+    const error = sysError(code, 'lazy-pages socket', undefined, message);
     this.emit('error', { proc: undefined, killed, message, error });
   }
 
@@ -788,7 +788,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         }
         break;
       case 'error':
-        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, Object.assign(new Error(ev.message), { code: ev.code, errno: ev.errno, syscall: ev.syscall }));
+        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, sysError(ev.errno, ev.syscall, undefined, ev.message));
         break;
     }
   }

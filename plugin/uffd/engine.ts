@@ -8,6 +8,7 @@
 // sends the GET and copies the reply itself; 'need' is then only the
 // fallback (no link, or the link failed: 'link-error').
 import { statSync } from 'node:fs';
+import { Errno, sysError } from '../errors.js';
 import { addon } from '../native/addon.js';
 import type { NativeFaultEngineHandle, RawEngineEvent, RawLinkStats, RawProcStats } from '../native/types.js';
 import { PAGE, PAGE_SIZE } from '../images/memory.js';
@@ -198,7 +199,7 @@ export class FaultEngine {
   }
 
   private get n(): NativeFaultEngineHandle {
-    if (this.native === undefined) throw Object.assign(new Error('EBADF: fault engine is closed'), { code: 'EBADF', errno: 9, syscall: 'FaultEngine' });
+    if (this.native === undefined) throw sysError(Errno.EBADF, 'FaultEngine', undefined, 'EBADF: fault engine is closed');
     return this.native;
   }
 
