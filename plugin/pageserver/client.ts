@@ -17,7 +17,7 @@
 //    exits; a `dump --lazy-pages` source then kills the frozen tree).
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { Errno, ExitCode, UserError, sysError } from '../errors.js';
+import { ExitCode, UserError } from '../errors.js';
 import { logger, type Logger } from '../log.js';
 import { ReplyParser, type Reply } from './parser.js';
 import { PAGE_SHIFT, PAGE_SIZE, ProtocolError, closeHeader, getHeader } from './protocol.js';
@@ -468,7 +468,7 @@ export class PageServerClient extends EventEmitter {
     const sock = lane.sock;
     if (sock === undefined) return;
     lane.stallTimer = setTimeout(() => {
-      this.lost(lane, sock, sysError(Errno.ETIMEDOUT, 'recv', undefined, `no reply for ${this.stallMs} ms`));
+      this.lost(lane, sock, Object.assign(new Error(`no reply for ${this.stallMs} ms`), { code: 'ETIMEDOUT' }) /* a stall, not a failed syscall: no errno/syscall, so messages say just ETIMEDOUT */);
     }, this.stallMs);
   }
 
