@@ -8,7 +8,8 @@ import { PendingWrites } from './pending-writes.js';
 import { FileLockTable, fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, PAGE, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
+  ChecksumAlgorithm, ImageDir, KIND, PAGE, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry,
+  joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
@@ -604,6 +605,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const pagesFd = openSync(dir.pagesPath(pagesId), 'w');
     let runs;
     let parentEntries: PagemapEntry[] = [];
+    /** The pages file's checksums when the copier computed them (it wrote the whole file). */
+    let sums: { checksums: Uint32Array; bytes: number } | undefined;
     try {
       if (lazyRanges) {
         // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
@@ -636,7 +639,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
         stats.pagesZero += r.zero;
         stats.pagesWritten += r.bytes / PAGE_SIZE;
       } else {
-        const r = dumpPages(mem, pm, pagesFd, 0n, regions);
+        const r = dumpPages(mem, pm, pagesFd, 0n, regions, CHECKSUM_CHUNK);
+        if (r.checksums) sums = { checksums: r.checksums, bytes: r.bytes };
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
@@ -655,8 +659,11 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       if (flags & PE_LAZY) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
-    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity).
-    writes.push(dir.checksumPages(pagesId, CHECKSUM_CHUNK));
+    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity);
+    // computed while copying when one call wrote the whole file, else read back.
+    writes.push(sums
+      ? dir.writeChecksums({ pages_id: pagesId, chunk_size: CHECKSUM_CHUNK, algorithm: ChecksumAlgorithm.CRC32C, file_size: BigInt(sums.bytes), checksums: Array.from(sums.checksums) })
+      : dir.checksumPages(pagesId, CHECKSUM_CHUNK));
     if (parentEntries.length) {
       entries.push(...parentEntries);
       entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
