@@ -8,8 +8,12 @@ import type { PlannedRange } from './types.js';
 /** The engine's events, as plugin/uffd defines them (one definition). */
 export type EngineEventLike = EngineEvent;
 
-/** The per-process counters the server reads (cumulative), as plugin/uffd defines them. */
-export type EngineProcStatsLike = Pick<ProcStats, 'proc' | 'faults' | 'zeroPages' | 'copiedPages' | 'pushedPages' | 'bytes' | 'latencyLog2Ns'>;
+/**
+ * The per-process counters the server reads (cumulative), as plugin/uffd
+ * defines them; remotePages is optional (engines without native links).
+ */
+export type EngineProcStatsLike = Pick<ProcStats, 'proc' | 'faults' | 'zeroPages' | 'copiedPages' | 'pushedPages' | 'bytes' | 'latencyLog2Ns'>
+  & Partial<Pick<ProcStats, 'remotePages'>>;
 
 /** plugin/uffd's FaultLogEntry. */
 export type FaultLogEntryLike = FaultLogEntry;

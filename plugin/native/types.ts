@@ -325,6 +325,12 @@ export interface RestoreNative {
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
   restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /**
+   * Reads a byte of each page (process_vm_readv, on a worker thread): in a
+   * lazily restored process, resolves once its lazy-pages daemon has served
+   * every one of them. Rejects with the errno of a failed read.
+   */
+  restoreFaultIn(pid: number, pages: BigUint64Array): Promise<void>;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;
   restoreCloseFd(fd: number): void;
