@@ -457,6 +457,25 @@ export interface FdsNative {
   unixDiag(): UnixDiagEntry[];
 }
 
+/** native/net/unix.cc: generic options of a unix socket and the file its path name is bound to. */
+export interface UnixSockOpts {
+  sndbuf: number; rcvbuf: number;
+  sndTmoSec: number; sndTmoUsec: number; rcvTmoSec: number; rcvTmoUsec: number;
+  passcred: boolean; passsec: boolean; priority: number; rcvlowat: number; mark: number;
+}
+
+export interface UnixSockState extends UnixSockOpts {
+  /** SO_PEEK_OFF (-1: off). */
+  peekOff: number;
+  /** The socket's bound file (SIOCUNIXFILE): path as the dumper sees it, unlinked or not. */
+  file?: { path: string; deleted: boolean; mode?: number; uid?: number; gid?: number };
+}
+
+export interface UnixNative {
+  unixSockDump(fd: number): UnixSockState;
+  unixSockOptsRestore(fd: number, opts: UnixSockOpts): void;
+}
+
 //
 // ---------------------------------------------------------------------------
 // native/net: inet sockets and TCP repair (inet.cc), epoll targets and file
@@ -620,4 +639,4 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative {}
