@@ -8,6 +8,7 @@ import type {
   CoreEntry,
   FdinfoEntry,
   FileEntry,
+  InventoryEntry,
   MmEntry,
   PstreeEntry,
   RegFileEntry,
@@ -15,6 +16,7 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { GhostFiles } from './ghost.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
@@ -102,6 +104,8 @@ export interface RestorePlan {
   fds: FdRestorer;
   /** Shared memory objects, each created once for the whole tree. */
   shmem: ShmemObjectPlan[];
+  /** Deleted files recreated on disk until every process has opened them (plugin/restore/ghost.ts). */
+  ghosts: GhostFiles;
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -169,6 +173,21 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   if (pstree.length === 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, 'no processes in the image');
   const files = new Map<number, FileEntry>();
   for (const f of await dir.files()) files.set(f.id, f);
+  // Ghost files exist from here (their entries renamed); removed again if planning fails.
+  const ghosts = await GhostFiles.create(dir, files);
+  try {
+    return await planTree(imagesDir, opts, dir, inv, pstree, files, ghosts, checkFile);
+  } catch (e) {
+    ghosts.remove();
+    throw e;
+  }
+}
+
+async function planTree(
+  imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void },
+  dir: ImageDir, inv: InventoryEntry, pstree: PstreeEntry[], files: Map<number, FileEntry>, ghosts: GhostFiles,
+  checkFile: (reg: RegFileEntry, what: string, pid: number) => void,
+): Promise<RestorePlan> {
 
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
@@ -317,5 +336,5 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
     memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish() };
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), ghosts };
 }
