@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { helperPath } from '../../plugin/native/addon.js';
 import { median, type BenchContext, type BenchFigure, type BenchSuite } from '../types.js';
 
-const cliMain = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'plugin', 'cli', 'main.js');
+const cliMain = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'lazy-restore.js');
 const STEP_MS = Number(process.env.BENCH_STEP_MS ?? 300_000);
 
 interface Tool { name: 'criu' | 'lazy-restore'; argv: string[] }

@@ -15,11 +15,15 @@ const char* ErrnoName(int err) {
   return buf;
 }
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
-                       const std::string& detail) {
+std::string ErrnoMessage(int err, const char* syscall, const std::string& detail) {
   std::string msg = std::string(ErrnoName(err)) + ": " + strerror(err) + ", " + syscall;
   if (!detail.empty()) msg += " " + detail;
-  Napi::Error e = Napi::Error::New(env, msg);
+  return msg;
+}
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,
+                       const std::string& detail) {
+  Napi::Error e = Napi::Error::New(env, ErrnoMessage(err, syscall, detail));
   e.Set("code", Napi::String::New(env, ErrnoName(err)));
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("syscall", Napi::String::New(env, syscall));

@@ -13,6 +13,10 @@ namespace lr {
 // Returns the symbolic errno name ("EAGAIN"), or "E<number>" if unknown.
 const char* ErrnoName(int err);
 
+// The message every native errno error carries: "EPERM: Operation not
+// permitted, syscall detail" (also for errors that travel as engine events).
+std::string ErrnoMessage(int err, const char* syscall, const std::string& detail = std::string());
+
 // Builds an Error with code/errno/syscall set. `detail` is appended to the
 // message when given (e.g. the address range or fd involved).
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall,

@@ -2,7 +2,17 @@
 // userfaultfds, serve page faults from per-process interval maps, apply
 // fork/remap/remove/unmap events in kernel order, run background prefetch
 // when no fault is pending, and queue events for JavaScript. The Node-API
-// wrapper (engine_wrap.cc) owns one Engine and drains its event queue.
+// wrapper (init.cc, class NativeFaultEngine) owns one Engine and drains its
+// event queue. The Engine's methods live one concern per file:
+//   engine.cc       lifecycle, worker threads and their poll loop, liveness probe
+//   procs.cc        adopting, finding, releasing, killing processes; snapshots
+//   sources.cc      page sources (mapped pages files) and their checksums
+//   events.cc       reading uffd messages, applying events, exit/failure, the event queue
+//   fault.cc        serving a fault: lookup, UFFDIO_COPY/ZEROPAGE (Fill), errno rules
+//   prefetch.cc     background copies: the working set first, then prefetch ranges
+//   supply.cc       remote pages handed in (supply() from JS, native link replies)
+//   remote_link.cc  native page-server links (remote_link.h)
+//   fault_log.cc    the fault log ring (fault_log.h)
 #pragma once
 
 #include <stdint.h>
@@ -17,7 +27,9 @@
 #include <thread>
 #include <vector>
 
+#include "engine/fault_log.h"
 #include "engine/intervals.h"
+#include "engine/remote_link.h"
 
 struct uffd_msg;
 
@@ -42,7 +54,7 @@ struct Event {
   EventType type;
   uint32_t proc = 0;
   uint32_t child = 0;
-  uint64_t a = 0, b = 0, c = 0;  // meaning per type (see engine_wrap.cc)
+  uint64_t a = 0, b = 0, c = 0;  // meaning per type (see NativeFaultEngine::Deliver in init.cc)
   int err = 0;
   std::string syscall, message;
 };
@@ -75,17 +87,12 @@ struct PrefetchReq {
   uint64_t start, end, cur, copied;
 };
 
-// One entry of the fault log: what was placed where and why. `fault` is the
-// faulting page for fault entries (0 for pushes), so a working set can be
-// recorded exactly even with fault-around.
-enum LogKind : uint8_t { kLogFault = 0, kLogZero = 1, kLogPush = 2 };
-struct LogEntry {
-  uint64_t tNs;   // CLOCK_MONOTONIC
-  uint64_t start;
-  uint64_t fault;
-  uint32_t proc;
-  uint32_t pages;
-  uint8_t kind;
+// Which path placed pages (ProcStats counters they add to).
+enum class CopyPath : uint8_t {
+  kFault,     // a fault and its fault-around: copiedPages
+  kPrefetch,  // the working set or background prefetch: pushedPages
+  kSupply,    // supply() from JavaScript: suppliedPages
+  kLink,      // a reply on the worker's native page-server link: remotePages
 };
 
 struct Worker;
@@ -109,43 +116,16 @@ struct Proc {
   std::atomic<bool> hasWork{false};  // pending faults, working set or prefetch (read without mu)
   bool completeSent = false;
   ProcStats st;
-};
 
-// A GET sent on a native page-server link and not answered yet.
-struct RemoteGet {
-  uint32_t proc;
-  int32_t pid;
-  uint64_t addr;       // run-time address of the first page (as requested)
-  uint64_t imageAddr;  // dump-time address sent in the GET
-  uint64_t pages;
-  uint64_t t0;  // when the fault was read (service time)
-};
-
-// A connected page-server socket (CRIU page-server protocol, lazy GETs)
-// owned by one worker: the worker that reads a remote fault writes the GET
-// and reads the reply itself, with no JavaScript hop. Replies come strictly
-// in request order (FIFO `out`). Any error, stall or malformed reply fails
-// the link: its unanswered GETs become 'need' events (the JS path) and a
-// 'link-error' event asks TypeScript for a fresh socket. Guarded by `mu`;
-// lock order Proc::mu -> RemoteLink::mu -> evMu_ (a reply is handed to the
-// process only after `mu` is released).
-struct RemoteLink {
-  std::mutex mu;
-  int fd = -1;
-  std::deque<RemoteGet> out;
-  // Reply being assembled: header bytes, then `data` (M pages).
-  uint8_t hdr[32];
-  size_t hdrGot = 0;
-  std::vector<uint8_t> data;
-  size_t dataGot = 0;
-  bool inData = false;
-  std::vector<uint8_t> stage;  // receive buffer for small replies
-  uint64_t lastNs = 0;      // last progress (byte received, or first GET sent on an idle link)
-  uint64_t lastSendNs = 0;  // busy-poll for the reply until lastSendNs + spinNs
-  uint64_t stallNs = 0;
-  uint64_t spinNs = 0;
-  // Counters (cumulative over every socket attached to this slot).
-  uint64_t gets = 0, pages = 0, shortReplies = 0, failures = 0, attached = 0;
+  // hasWork from the three queues (call with mu held after changing one).
+  void UpdateHasWork() { hasWork = !pending.empty() || !prefetch.empty() || !first.empty(); }
+  // Forgets every queued fault and copy (the process is not served any more).
+  void DropQueues() {
+    pending.clear();
+    prefetch.clear();
+    first.clear();
+    UpdateHasWork();
+  }
 };
 
 struct Worker {
@@ -156,11 +136,6 @@ struct Worker {
   std::mutex mu;
   std::vector<std::shared_ptr<Proc>> procs;
   RemoteLink link;
-};
-
-struct LinkStats {
-  bool attached;
-  uint64_t outstanding, gets, pages, shortReplies, failures, attaches;
 };
 
 struct ProcSnapshot {
@@ -208,8 +183,8 @@ class Engine {
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
   // Fault log: a bounded ring (capacity 0 = off). When full the oldest entry
   // is dropped and counted; the caller drains in batches.
-  void SetLogCapacity(size_t cap);
-  void DrainLog(std::vector<LogEntry>* out, uint64_t* dropped);
+  void SetLogCapacity(size_t cap) { log_.SetCapacity(cap); }
+  void DrainLog(std::vector<LogEntry>* out, uint64_t* dropped) { log_.Drain(out, dropped); }
   int Release(uint32_t handle);
   int Kill(uint32_t handle);
   // A duplicate of the process's uffd for the caller (the daemon-death
@@ -223,33 +198,49 @@ class Engine {
 
  private:
   enum FillResult { kFillDone, kFillRetry, kFillDead };
+  // kServed also covers a fault ignored (already in flight) or handed to JS.
+  enum class ServeResult { kServed, kRetryLater, kGone };
+  enum class MmState { kSettled, kChanging, kGone };  // see PendingEvents()
+
+  // engine.cc: the worker loop and what it shares
   void Run(Worker* w);
-  bool HandleUffd(Proc* p);
-  bool ReadMessages(Proc* p, bool queueFaults);
-  void ApplyEvent(Proc* p, const ::uffd_msg& m);
-  bool ServePending(Proc* p);
-  int ServeFault(Proc* p, const Fault& f);
-  FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, int path, uint64_t* copied);
-  int PendingEvents(Proc* p);
-  bool DoPrefetch(Worker* w);
-  bool DoFirst(Proc* p);
-  void Log(Proc* p, uint64_t start, uint64_t pages, uint8_t kind, uint64_t fault);
   void Probe(Worker* w);
-  void MarkExited(Proc* p);
-  void Fail(Proc* p, int err, const char* syscall, const std::string& msg);
-  void CheckComplete(Proc* p);
-  void Emit(Event&& e);
+  int ProbeCopy(Proc* p);
   void Poke(Worker* w);
   Worker* PickWorker();
   // 0, or -errno when the uffd could not be watched (p stays in procs_; the caller decides).
   int AddProc(std::shared_ptr<Proc> p);
-  const uint8_t* SrcPtr(const Span& s, uint64_t start, uint64_t at);
+  // events.cc
+  bool ReadMessages(Proc* p);
+  void ApplyEvent(Proc* p, const ::uffd_msg& m);
+  void MarkExited(Proc* p);
+  void Fail(Proc* p, int err, const char* syscall, const std::string& msg);
+  void CheckComplete(Proc* p);
+  void Emit(Event&& e);
+  // fault.cc
+  bool HandleUffd(Proc* p);
+  bool ServePending(Proc* p);
+  ServeResult ServeFault(Proc* p, const Fault& f);
+  FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, CopyPath path,
+                  uint64_t* copied);
+  MmState PendingEvents(Proc* p);
+  bool SourceBytes(Proc* p, uint64_t start, const Span& sp, uint64_t at, uint64_t len, const uint8_t** src);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
-  int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, int path,
+  void Log(Proc* p, uint64_t start, uint64_t pages, LogKind kind, uint64_t fault) {
+    log_.Add(p->handle, start, pages, kind, fault);
+  }
+  // prefetch.cc
+  bool DoPrefetch(Worker* w);
+  bool DoFirst(Proc* p);
+  FillResult CopyPiece(Proc* p, const Piece& pc, uint64_t end, uint64_t* copied);
+  // supply.cc
+  int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, CopyPath path,
                    uint64_t* copied);
+  // remote_link.cc
   bool SendGet(Worker* w, const RemoteGet& g);
   bool SendGetLocked(Worker* w, const RemoteGet& g);
   void FailLinkLocked(Worker* w, int err, const char* syscall, const std::string& msg);
+  void NeedAgain(RemoteLink& L);
   void ReadLink(Worker* w);
   void CheckLinkStall(Worker* w, uint64_t now);
 
@@ -266,11 +257,7 @@ class Engine {
   std::mutex evMu_;
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
-  std::mutex logMu_;
-  std::vector<LogEntry> log_;  // ring storage, size = capacity
-  size_t logHead_ = 0, logCount_ = 0;
-  uint64_t logDropped_ = 0;
-  std::atomic<bool> logOn_{false};
+  FaultLog log_;
 };
 
 }  // namespace lr::engine

@@ -156,22 +156,25 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
           o.Set("type", "link-error");
           o.Set("slot", Napi::Number::New(env, static_cast<double>(e.a)));
           o.Set("lost", Napi::Number::New(env, static_cast<double>(e.b)));
-          o.Set("code", ErrnoName(e.err));
-          o.Set("errno", Napi::Number::New(env, e.err));
-          o.Set("syscall", e.syscall);
-          o.Set("message", std::string(ErrnoName(e.err)) + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
+          SetErrno(env, o, e);
           break;
         case engine::kEvError:
           o.Set("type", "error");
-          o.Set("code", ErrnoName(e.err));
-          o.Set("errno", Napi::Number::New(env, e.err));
-          o.Set("syscall", e.syscall);
-          o.Set("message", std::string(ErrnoName(e.err)) + ": " + strerror(e.err) + ", " + e.syscall + " " + e.message);
+          SetErrno(env, o, e);
           break;
       }
       arr.Set(static_cast<uint32_t>(i), o);
     }
     fn.Call({arr});
+  }
+
+  // The errno fields of an 'error' / 'link-error' event, as on a native
+  // errno Error (common/errors.h): code, errno, syscall, message.
+  static void SetErrno(Napi::Env env, Napi::Object o, const Event& e) {
+    o.Set("code", ErrnoName(e.err));
+    o.Set("errno", Napi::Number::New(env, e.err));
+    o.Set("syscall", e.syscall);
+    o.Set("message", ErrnoMessage(e.err, e.syscall.c_str(), e.message));
   }
 
   uint32_t Handle(const Napi::CallbackInfo& info, size_t i) {

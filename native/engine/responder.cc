@@ -36,26 +36,21 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/errors.h"
+#include "common/fileio.h"
+#include "engine/pageserver_wire.h"
 
 namespace lr {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-constexpr size_t kHdr = 32;
-constexpr uint32_t kGet = 7;
-constexpr uint32_t kReply = 6 | (4u << 16);  // ADD_F | PE_PRESENT
+constexpr size_t kHdr = pageserver::kHeaderSize;
 // Larger replies go to the JS path (bounded memory per connection).
 constexpr uint64_t kMaxReplyPages = 4096;
 // Only a small reply (a fault, with its fault-around) is followed by a
 // busy-poll: after bulk transfer the client needs the CPU to take the data.
 constexpr uint64_t kSpinMaxPages = 16;
-
-uint64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-}
 
 struct Run {
   uint64_t start, end;
@@ -237,23 +232,16 @@ class Responder {
         if (!Wait(c, POLLIN)) return;
       }
       lastNs_ = NowNs();
-      uint32_t cmd;
-      uint64_t nr, vaddr, dst;
-      memcpy(&cmd, hdr, 4);
-      memcpy(&nr, hdr + 8, 8);
-      memcpy(&vaddr, hdr + 16, 8);
-      memcpy(&dst, hdr + 24, 8);
+      const pageserver::Header get = pageserver::DecodeHeader(hdr);
+      const uint64_t nr = get.pages, vaddr = get.vaddr, dst = get.dstId;
       Run run;
-      if (cmd != kGet || nr == 0 || vaddr % kPage || dst == 0 || dst > 0x7fffffffull ||
+      if (get.cmd != pageserver::kCmdGet || nr == 0 || vaddr % kPage || dst == 0 || dst > 0x7fffffffull ||
           !Lookup(static_cast<int32_t>(dst), vaddr, &run))
         return HandBack(c, "command", 0, hdr, kHdr);
       uint64_t pages = std::min<uint64_t>((run.end - vaddr) / kPage, nr);
       if (pages > kMaxReplyPages) return HandBack(c, "command", 0, hdr, kHdr);
-      uint8_t h[kHdr] = {};
-      memcpy(h, &kReply, 4);
-      memcpy(h + 8, &pages, 8);
-      memcpy(h + 16, &vaddr, 8);
-      memcpy(h + 24, &dst, 8);
+      uint8_t h[kHdr];
+      pageserver::EncodeHeader({pageserver::kCmdPresentReply, pages, vaddr, dst}, h);
       const uint64_t pos = run.off + (vaddr - run.start);
       const size_t want = pages * kPage;
       const uint8_t* data;
@@ -261,15 +249,9 @@ class Responder {
         data = run.base + pos;  // a file shrunk under us makes send() fail with EFAULT, not SIGBUS
       } else {
         if (buf.size() < want) buf.resize(want);
-        size_t done = 0;
-        while (done < want) {
-          ssize_t n = pread(run.fd, buf.data() + done, want - done, static_cast<off_t>(pos + done));
-          if (n < 0 && errno == EINTR) continue;
-          // Nothing of this reply was sent yet: the JS path reads again and
-          // reports the short or failed read with the file's name.
-          if (n <= 0) return HandBack(c, "command", 0, hdr, kHdr);
-          done += static_cast<size_t>(n);
-        }
+        // Nothing of this reply was sent yet: the JS path reads again and
+        // reports the short or failed read with the file's name.
+        if (!PreadFull(run.fd, buf.data(), want, pos)) return HandBack(c, "command", 0, hdr, kHdr);
         data = buf.data();
       }
       // Header and pages in one sendmsg (one segment for a small reply).

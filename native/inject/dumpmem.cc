@@ -11,6 +11,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <sched.h>
 #include <cstdlib>
@@ -22,6 +24,8 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/fileio.h"
+#include "common/hex.h"
 #include "engine/crc32c.h"
 #include "inject/init.h"
 #include "inject/iovec.h"
@@ -46,12 +50,6 @@ constexpr uint64_t kPmSwapped = 1ULL << 62;
 constexpr uint64_t kPmFile = 1ULL << 61;
 constexpr int kModeAnon = 0, kModeFile = 1, kModeAll = 2;
 
-std::string Hex(uint64_t v) {
-  char b[24];
-  snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
-
 bool PageIsZero(const char* p) {
   const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
   for (size_t i = 0; i < kPage / 8; i += 8) {
@@ -60,19 +58,74 @@ bool PageIsZero(const char* p) {
   return true;
 }
 
-bool PreadFull(int fd, void* buf, size_t len, uint64_t off) {
-  char* p = static_cast<char*>(buf);
-  for (size_t done = 0; done < len;) {
-    ssize_t n = pread(fd, p + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return false;
+// CRC32C of each chunkSize bytes of the pages file, computed on the pages as
+// they are written (still in cache) instead of a read pass over the file
+// afterwards: same function as engine::Crc32c, fed page by page.
+class StreamCrc {
+ public:
+  explicit StreamCrc(uint64_t chunk) : chunk_(chunk) {}
+  void Add(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk_ - have_));
+      state_ = Update(state_, p, k);
+      have_ += k;
+      p += k;
+      n -= k;
+      if (have_ == chunk_) Flush();
     }
-    done += static_cast<size_t>(n);
   }
-  return true;
-}
+  // The sums, the last chunk possibly short.
+  std::vector<uint32_t>& Finish() {
+    if (have_ > 0) Flush();
+    return sums_;
+  }
+
+ private:
+  void Flush() {
+    sums_.push_back(~state_);
+    state_ = ~0u;
+    have_ = 0;
+  }
+  static uint32_t Update(uint32_t c, const uint8_t* p, size_t n) {
+#if defined(__x86_64__)
+    static const bool hw = __builtin_cpu_supports("sse4.2");
+    if (hw) return UpdateHw(c, p, n);
+#endif
+    static const uint32_t* tab = Table();
+    for (size_t i = 0; i < n; i++) c = tab[(c ^ p[i]) & 0xff] ^ (c >> 8);
+    return c;
+  }
+#if defined(__x86_64__)
+  __attribute__((target("sse4.2"))) static uint32_t UpdateHw(uint32_t c32, const uint8_t* p, size_t n) {
+    uint64_t c = c32;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t v;
+      memcpy(&v, p + i, 8);
+      c = __builtin_ia32_crc32di(c, v);
+    }
+    c32 = static_cast<uint32_t>(c);
+    for (; i < n; i++) c32 = __builtin_ia32_crc32qi(c32, p[i]);
+    return c32;
+  }
+#endif
+  static const uint32_t* Table() {
+    static const std::array<uint32_t, 256> t = [] {
+      std::array<uint32_t, 256> a{};
+      for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        a[i] = c;
+      }
+      return a;
+    }();
+    return t.data();
+  }
+  uint64_t chunk_;
+  uint64_t have_ = 0;
+  uint32_t state_ = ~0u;
+  std::vector<uint32_t> sums_;
+};
 
 struct Failure {
   int err = 0;
@@ -198,10 +251,13 @@ class Writer {
   bool inline_ = false;
 };
 
-// dumpPages(pid, memFd, pagemapFd, pagesFd, pagesOffset, regions) where
-// regions is a BigUint64Array of (start, nPages, mode) triples.
+// dumpPages(pid, memFd, pagemapFd, pagesFd, pagesOffset, regions[, checksumChunk])
+// where regions is a BigUint64Array of (start, nPages, mode) triples.
 // Returns { runs: BigUint64Array of (vaddr, nPages, regionIndex), bytes,
-//           scanned, zero }. Pages land in the pages file in run order.
+//           scanned, zero[, checksums] }. Pages land in the pages file in run
+// order. With checksumChunk (a multiple of 4096 dividing pagesOffset),
+// checksums is a Uint32Array: CRC32C of each checksumChunk bytes written
+// (the file's chunks when this call writes it from pagesOffset to its end).
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t pid = ArgI32(info, 0, "pid");
@@ -217,6 +273,15 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
   for (size_t r = 0; r < regions.size(); r += 3)
     if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+  uint64_t crc_chunk = 0;
+  if (info.Length() > 6 && !info[6].IsUndefined()) {
+    int64_t c = ArgI64(info, 6, "checksumChunk");
+    if (c <= 0 || c % static_cast<int64_t>(kPage) || pages_off % static_cast<uint64_t>(c))
+      throw Napi::RangeError::New(env, "checksumChunk must be a positive multiple of 4096 that divides pagesOffset");
+    crc_chunk = static_cast<uint64_t>(c);
+  }
+  std::unique_ptr<StreamCrc> crc;
+  if (crc_chunk) crc = std::make_unique<StreamCrc>(crc_chunk);
 
   std::vector<uint64_t> runs;
   uint64_t scanned = 0, zero = 0;
@@ -306,6 +371,7 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
               zero++;
               continue;
             }
+            if (crc) crc->Add(reinterpret_cast<const uint8_t*>(p), kPage);
             if (!job.empty() && static_cast<char*>(job.back().iov_base) + job.back().iov_len == p)
               job.back().iov_len += kPage;
             else
@@ -340,6 +406,12 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   o.Set("bytes", Napi::Number::New(env, static_cast<double>(written)));
   o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned)));
   o.Set("zero", Napi::Number::New(env, static_cast<double>(zero)));
+  if (crc) {
+    std::vector<uint32_t>& sums = crc->Finish();
+    Napi::Uint32Array ca = Napi::Uint32Array::New(env, sums.size());
+    if (!sums.empty()) memcpy(ca.Data(), sums.data(), sums.size() * 4);
+    o.Set("checksums", ca);
+  }
   return o;
 }
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/unix_socket.h"
 #include "inject/restore.h"
 
 namespace lr {
@@ -42,21 +43,7 @@ Napi::Value FdsSend(const Napi::CallbackInfo& info) {
   }
   if (fds.empty() || fds.size() > 250) throw Napi::RangeError::New(env, "between 1 and 250 fds per message");
   char byte = 0;
-  iovec iov{&byte, 1};
-  std::vector<char> cbuf(CMSG_SPACE(sizeof(int) * fds.size()), 0);
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = cbuf.data();
-  mh.msg_controllen = cbuf.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  ssize_t w;
-  do w = sendmsg(sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (w < 0 && errno == EINTR);
+  ssize_t w = SendWithFds(sock, &byte, 1, fds.data(), fds.size(), MSG_DONTWAIT);
   if (w != 1) ThrowErrno(env, w < 0 ? errno : EPIPE, "sendmsg", "(SCM_RIGHTS to a restored process)");
   return env.Undefined();
 }
@@ -174,15 +161,10 @@ Napi::Value SockPeek(const Napi::CallbackInfo& info) {
   int err = 0;
   const char* what = nullptr;
   for (;;) {
-    iovec iov{buf.data(), buf.size()};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 64)];
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    ssize_t n = recvmsg(fd, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) continue;
+    std::vector<int> rights;
+    int msgFlags = 0;
+    ssize_t n = RecvWithFds(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC, kMaxRecvFds, &rights,
+                            &msgFlags);
     if (n < 0) {
       if (errno != EAGAIN) {
         err = errno;
@@ -190,25 +172,14 @@ Napi::Value SockPeek(const Napi::CallbackInfo& info) {
       }
       break;
     }
-    bool rights = false;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        rights = true;
-        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfd; i++) {
-          int got;
-          memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-          close(got);
-        }
-      }
-    }
-    if (rights) {
+    for (int got : rights) close(got);
+    if (!rights.empty()) {
       err = EBADMSG;
       what = "recvmsg(MSG_PEEK): a queued message carries file descriptors (SCM_RIGHTS)";
       break;
     }
     if (n == 0 && msgs.size() > 0 && msgs.back().empty()) break;  // guard against a zero-length loop
-    if (static_cast<size_t>(n) > buf.size() || (mh.msg_flags & MSG_TRUNC)) {
+    if (static_cast<size_t>(n) > buf.size() || (msgFlags & MSG_TRUNC)) {
       err = EMSGSIZE;
       what = "recvmsg(MSG_PEEK)";
       break;

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/fileio.h"
+#include "common/hex.h"
 #include "inject/init.h"
 #include "inject/iovec.h"
 
@@ -29,12 +31,6 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr size_t kIovBatch = 1024;  // UIO_MAXIOV
-
-std::string Hex(uint64_t v) {
-  char b[24];
-  snprintf(b, sizeof b, "0x%llx", static_cast<unsigned long long>(v));
-  return b;
-}
 
 // Remote ranges come as a BigUint64Array of (addr, len) pairs.
 std::vector<iovec> RemoteIovecs(const Napi::CallbackInfo& info, size_t i) {
@@ -119,21 +115,6 @@ Napi::Value PRw(const Napi::CallbackInfo& info) {
     done += static_cast<size_t>(n);
   }
   return Napi::Number::New(env, static_cast<double>(done));
-}
-
-bool PreadFull(int fd, void* buf, size_t len, uint64_t off) {
-  char* p = static_cast<char*>(buf);
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = pread(fd, p + done, len - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = EIO;
-      return false;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
 }
 
 // readPagemap(pagemapFd, startAddr, nPages) -> BigUint64Array of raw entries.

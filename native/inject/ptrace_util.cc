@@ -11,15 +11,14 @@
 
 #include <cstring>
 
+#include "common/clock.h"
+
 namespace lr::inject {
 
 namespace {
 
-int64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
-}
+// Signed, so that deadline arithmetic can go below zero.
+int64_t NowNs() { return static_cast<int64_t>(lr::NowNs()); }
 
 }  // namespace
 

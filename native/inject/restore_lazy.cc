@@ -17,6 +17,7 @@
 #include <string>
 
 #include "common/errors.h"
+#include "common/unix_socket.h"
 #include "inject/restore.h"
 
 namespace lr {
@@ -115,22 +116,7 @@ Napi::Value LazySendTask(const Napi::CallbackInfo& info) {
   if (!WriteAll(sock, &v, sizeof(v))) ThrowErrno(env, errno ? errno : EPIPE, "send", "(lazy-pages socket)");
   if (uffd < 0) return env.Undefined();
   char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-  memset(cbuf, 0, sizeof(cbuf));
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof(cbuf);
-  cmsghdr* c = CMSG_FIRSTHDR(&mh);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &uffd, sizeof(int));
-  ssize_t w;
-  do w = sendmsg(sock, &mh, MSG_NOSIGNAL);
-  while (w < 0 && errno == EINTR);
+  ssize_t w = SendWithFds(sock, &byte, 1, &uffd, 1, 0);
   if (w != 1) ThrowErrno(env, w < 0 ? errno : EPIPE, "sendmsg", "(lazy-pages socket, SCM_RIGHTS)");
   return env.Undefined();
 }

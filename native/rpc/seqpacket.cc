@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "common/unix_socket.h"
 
 namespace lr {
 namespace {
@@ -41,12 +42,8 @@ class RecvWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    struct pollfd p{fd_, POLLIN, 0};
-    int r;
-    do r = poll(&p, 1, timeout_); while (r < 0 && errno == EINTR);
-    if (r == 0) { err_ = ETIMEDOUT; sys_ = "recv"; return; }
-    if (r < 0) { err_ = errno; sys_ = "poll"; return; }
-    if (p.revents & POLLNVAL) { err_ = EBADF; sys_ = "recv"; return; }
+    int r = WaitReadable(fd_, timeout_);
+    if (r < 0) { err_ = -r; sys_ = r == -ETIMEDOUT || r == -EBADF ? "recv" : "poll"; return; }
     ssize_t len;
     do len = recv(fd_, nullptr, 0, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT); while (len < 0 && errno == EINTR);
     if (len < 0) {
@@ -111,24 +108,7 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[1].IsBuffer()) throw Napi::TypeError::New(env, "data must be a Buffer");
   Napi::Buffer<uint8_t> data = info[1].As<Napi::Buffer<uint8_t>>();
   int pass = info.Length() > 2 && !info[2].IsUndefined() ? ArgI32(info, 2, "passFd") : -1;
-  struct iovec iov{data.Data(), data.Length()};
-  struct msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  char cbuf[CMSG_SPACE(sizeof(int))];
-  if (pass >= 0) {
-    memset(cbuf, 0, sizeof(cbuf));
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &pass, sizeof(int));
-  }
-  ssize_t n;
-  do n = sendmsg(fd, &mh, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-  if (n < 0) ThrowErrno(env, errno, "sendmsg");
+  if (SendWithFds(fd, data.Data(), data.Length(), &pass, pass >= 0 ? 1 : 0, 0) < 0) ThrowErrno(env, errno, "sendmsg");
   return env.Undefined();
 }
 
@@ -173,17 +153,9 @@ Napi::Value Listen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   std::string path = info[0].As<Napi::String>();
-  struct sockaddr_un sa{};
-  if (path.size() >= sizeof(sa.sun_path)) ThrowErrno(env, ENAMETOOLONG, "bind", path);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (fd < 0) ThrowErrno(env, errno, "socket");
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 || listen(fd, 16) < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, err, "bind/listen", path);
-  }
+  const char* what = "bind";
+  int fd = ListenUnix(path, SOCK_SEQPACKET, &what);
+  if (fd < 0) ThrowErrno(env, -fd, what, path);
   return Napi::Number::New(env, fd);
 }
 
@@ -193,12 +165,8 @@ class AcceptWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(fd), timeout_(timeout) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
   void Execute() override {
-    struct pollfd p{fd_, POLLIN, 0};
-    int r;
-    do r = poll(&p, 1, timeout_); while (r < 0 && errno == EINTR);
-    if (r == 0) { err_ = ETIMEDOUT; sys_ = "accept"; return; }
-    if (r < 0) { err_ = errno; sys_ = "poll"; return; }
-    if (p.revents & POLLNVAL) { err_ = EBADF; sys_ = "accept"; return; }
+    int r = WaitReadable(fd_, timeout_);
+    if (r < 0) { err_ = -r; sys_ = r == -ETIMEDOUT || r == -EBADF ? "accept" : "poll"; return; }
     conn_ = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (conn_ < 0) { err_ = errno; sys_ = "accept4"; }
   }

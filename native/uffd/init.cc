@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "common/unix_socket.h"
 #include "uffd/lazysock.h"
 #include "uffd/uffd_abi.h"
 
@@ -244,60 +245,33 @@ Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   std::string path = info[0].As<Napi::String>();
-  struct sockaddr_un sa{};
-  if (path.size() >= sizeof(sa.sun_path)) ThrowErrno(env, ENAMETOOLONG, "bind", path);
-  sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, path.c_str(), path.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) ThrowErrno(env, errno, "socket");
-  if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0 || listen(fd, 16) < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, err, "bind/listen", path);
-  }
+  const char* what = "bind";
+  int fd = ListenUnix(path, SOCK_STREAM, &what);
+  if (fd < 0) ThrowErrno(env, -fd, what, path);
   return Napi::Number::New(env, fd);
 }
 
 // Accepts one connection and receives one message with its SCM_RIGHTS fds,
 // off the JS thread.
 class RecvWorker : public Napi::AsyncWorker {
+  static constexpr size_t kMaxFds = 16;
+
  public:
   RecvWorker(Napi::Env env, int lfd, int timeout, size_t max)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), lfd_(lfd), timeout_(timeout), max_(max) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    struct pollfd p{lfd_, POLLIN, 0};
-    int r;
-    do r = poll(&p, 1, timeout_); while (r < 0 && errno == EINTR);
-    if (r == 0) { err_ = ETIMEDOUT; sys_ = "accept"; return; }
-    if (r < 0) { err_ = errno; sys_ = "poll"; return; }
+    int r = WaitReadable(lfd_, timeout_);
+    if (r < 0) { err_ = -r; sys_ = r == -ETIMEDOUT || r == -EBADF ? "accept" : "poll"; return; }
     conn_ = accept4(lfd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (conn_ < 0) { err_ = errno; sys_ = "accept4"; return; }
-    p = {conn_, POLLIN, 0};
-    do r = poll(&p, 1, timeout_); while (r < 0 && errno == EINTR);
-    if (r <= 0) { err_ = r == 0 ? ETIMEDOUT : errno; sys_ = "recvmsg"; return; }
+    r = WaitReadable(conn_, timeout_);
+    if (r < 0) { err_ = -r; sys_ = "recvmsg"; return; }
     data_.resize(max_);
-    char cbuf[CMSG_SPACE(sizeof(int) * 16)];
-    struct iovec iov{data_.data(), data_.size()};
-    struct msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof(cbuf);
-    ssize_t n;
-    do n = recvmsg(conn_, &mh, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
+    ssize_t n = RecvWithFds(conn_, data_.data(), data_.size(), 0, kMaxFds, &fds_);
     if (n < 0) { err_ = errno; sys_ = "recvmsg"; return; }
     data_.resize(n);
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (size_t i = 0; i < k; i++) {
-        int fd;
-        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        fds_.push_back(fd);
-      }
-    }
   }
   void OnOK() override {
     Napi::Env env = Env();

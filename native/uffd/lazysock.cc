@@ -35,6 +35,7 @@
 #include <napi.h>
 
 #include "common/errors.h"
+#include "common/unix_socket.h"
 
 namespace lr {
 namespace {
@@ -249,33 +250,19 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     for (;;) {
       const bool wantFd = c.pid > 0;
       uint8_t byte = 0;
-      iovec iov = wantFd ? iovec{&byte, 1} : iovec{c.word + c.have, sizeof(c.word) - c.have};
-      alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * kMaxFds)];
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = cbuf;
-      msg.msg_controllen = sizeof(cbuf);
-      ssize_t n = recvmsg(c.fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+      void* at = wantFd ? static_cast<void*>(&byte) : static_cast<void*>(c.word + c.have);
+      size_t room = wantFd ? 1 : sizeof(c.word) - c.have;
+      // Every fd that arrived is ours to pass on or close: none may leak.
+      std::vector<int> fds;
+      int msgFlags = 0;
+      ssize_t n = RecvWithFds(c.fd, at, room, MSG_DONTWAIT, kMaxFds, &fds, &msgFlags);
       if (n < 0) {
-        if (errno == EINTR) continue;
         if (errno == EAGAIN) return true;
         int e = errno;
         ConnError(c, e, std::string("recvmsg: ") + strerror(e));
         return false;
       }
-      // Every fd that arrived is ours to pass on or close: none may leak.
-      std::vector<int> fds;
-      for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h != nullptr; h = CMSG_NXTHDR(&msg, h)) {
-        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
-        size_t nfds = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfds; i++) {
-          int f;
-          memcpy(&f, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
-          fds.push_back(f);
-        }
-      }
-      if (msg.msg_flags & MSG_CTRUNC) {
+      if (msgFlags & MSG_CTRUNC) {
         CloseAll(fds);
         ConnError(c, EPROTO, "more file descriptors than a message carries (control data truncated)");
         return false;

@@ -5,10 +5,10 @@
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
 import { PendingWrites } from './pending-writes.js';
-import { fileLockProblems } from './locks.js';
+import { FileLockTable, fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
+  ChecksumAlgorithm, ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
@@ -51,7 +51,7 @@ export interface DumpOptions {
   ghostLimit?: bigint;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
-  /** CRIU's --file-locks: locks may be dumped. We do not restore them, so a tree holding one is refused either way (the message differs). */
+  /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
   /**
@@ -410,7 +410,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined);
+    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -495,14 +495,14 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
 }
 
 async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -510,6 +510,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   };
   const files = new FileTable(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts, log);
   const shmem = new ShmemTable((make) => files.addEntry(make));
+  const locks = fileLocks ? new FileLockTable() : undefined;
   files.memfdEntry = (ref, id, flags, pos) => shmem.fdEntry(ref, id, flags, pos);
   const root = plans[0]!;
   let nextId = 1;
@@ -566,6 +567,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
+    locks?.add(vpid(pid), p.fds.map((f, i) => ({ fd: f.fd, id: fdinfo[i]!.id, fdinfo: f.fdinfo })));
 
     const ids: TaskKobjIdsEntry = { vm_id: nextId++, files_id: nextId++, fs_id: nextId++, sighand_id: nextId++, ...nsIds };
     let auxv = readAuxv(pid);
@@ -608,6 +610,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const pagesFd = openSync(dir.pagesPath(pagesId), 'w');
     let runs;
     let parentEntries: PagemapEntry[] = [];
+    /** The pages file's checksums when the copier computed them (it wrote the whole file). */
+    let sums: { checksums: Uint32Array; bytes: number } | undefined;
     try {
       if (lazyRanges) {
         // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
@@ -640,7 +644,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
         stats.pagesZero += r.zero;
         stats.pagesWritten += r.bytes / 4096;
       } else {
-        const r = dumpPages(mem, pm, pagesFd, 0n, regions);
+        const r = dumpPages(mem, pm, pagesFd, 0n, regions, CHECKSUM_CHUNK);
+        if (r.checksums) sums = { checksums: r.checksums, bytes: r.bytes };
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
@@ -659,8 +664,11 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       if (flags & 2) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
-    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity).
-    writes.push(dir.checksumPages(pagesId, CHECKSUM_CHUNK));
+    // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity);
+    // computed while copying when one call wrote the whole file, else read back.
+    writes.push(sums
+      ? dir.writeChecksums({ pages_id: pagesId, chunk_size: CHECKSUM_CHUNK, algorithm: ChecksumAlgorithm.CRC32C, file_size: BigInt(sums.bytes), checksums: Array.from(sums.checksums) })
+      : dir.checksumPages(pagesId, CHECKSUM_CHUNK));
     if (parentEntries.length) {
       entries.push(...parentEntries);
       entries.sort((a, b) => (a.vaddr < b.vaddr ? -1 : a.vaddr > b.vaddr ? 1 : 0));
@@ -698,6 +706,10 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
+  if (locks) {
+    writes.push(locks.write(dir));
+    if (locks.entries.length) log(`${locks.entries.length} file locks`);
+  }
   await writes.all();
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;

@@ -100,6 +100,37 @@ export function protoRoot(): protobuf.Root {
   return rootCache;
 }
 
+const leanTypes = new WeakSet<protobuf.Type>();
+
+/**
+ * Gives `type` (and, when first used, the message types of its fields) only
+ * the two functions this codec calls, generated on first use: protobufjs's
+ * own setup generates five per type (encode, decode, verify, fromObject,
+ * toObject) plus a constructor, a large part of a command's start-up. The
+ * decoder's messages are plain objects (fromPb reads own properties only).
+ */
+function leanType(type: protobuf.Type): void {
+  if (leanTypes.has(type)) return;
+  leanTypes.add(type);
+  type.ctor = function LeanMessage(): void {} as unknown as protobuf.Constructor<object>;
+  const fieldTypes = (): (protobuf.Type | protobuf.Enum | null)[] => type.fieldsArray.map((f) => {
+    const rt = f.resolve().resolvedType;
+    if (rt instanceof protobuf.Type) leanType(rt);
+    return rt;
+  });
+  const t = type as unknown as { encode: unknown; decode: unknown };
+  t.encode = function encodeFirst(message: unknown, writer?: protobuf.Writer): protobuf.Writer {
+    const f = (protobuf.encoder(type) as unknown as (scope: object) => (m: unknown, w?: protobuf.Writer) => protobuf.Writer)({ Writer: protobuf.Writer, types: fieldTypes(), util: protobuf.util });
+    t.encode = f;
+    return f.call(type, message, writer);
+  };
+  t.decode = function decodeFirst(reader: protobuf.Reader | Uint8Array, length?: number): protobuf.Message {
+    const f = (protobuf.decoder(type) as unknown as (scope: object) => (r: protobuf.Reader | Uint8Array, l?: number) => protobuf.Message)({ Reader: protobuf.Reader, types: fieldTypes(), util: protobuf.util });
+    t.decode = f;
+    return f.call(type, reader, length);
+  };
+}
+
 /** Conversion plan of a message type; throws TypeError for unknown names (a programming error). */
 export function messagePlan(typeName: string): MessagePlan {
   const cached = plans.get(typeName);
@@ -110,6 +141,7 @@ export function messagePlan(typeName: string): MessagePlan {
   } catch {
     throw new TypeError(`no protobuf message named ${typeName}`);
   }
+  leanType(type);
   const fields: FieldPlan[] = type.fieldsArray.slice().sort((a, b) => a.id - b.id).map((f) => {
     const wire = f.resolvedType instanceof protobuf.Type ? 2 : WIRE[f.type] ?? 0;
     const base = { name: f.name, id: f.id, repeated: f.repeated, required: f.required, protoType: f.type, wire };

@@ -467,6 +467,9 @@ export interface EventpollFileEntry { id: number; flags: number; fown: FownEntry
 
 export interface SignalfdEntry { id: number; flags: number; fown: FownEntry; sigmask: bigint }
 
+/** filelocks.img (file-lock.proto): one lock held by a dumped process. */
+export interface FileLockEntry { flag: number; type: number; pid: number; fd: number; start: bigint; len: bigint }
+
 export interface TimerfdEntry {
   id: number; flags: number; fown: FownEntry; clockid: number; ticks: bigint; settime_flags: number;
   vsec: bigint; vnsec: bigint; isec: bigint; insec: bigint;

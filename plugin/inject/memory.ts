@@ -150,20 +150,21 @@ export interface DumpedRun {
 /**
  * Copies the selected non-zero pages of `regions` into the file `pagesFd`
  * from byte `pagesOffset` on (reads and writes overlap in two threads), and
- * returns what was written as runs in file order.
+ * returns what was written as runs in file order. With `checksumChunk`, also
+ * the CRC32C of each checksumChunk bytes written (`checksums`).
  */
-export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[]):
-  { runs: DumpedRun[]; bytes: number; scanned: number; zero: number } {
+export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[], checksumChunk?: number):
+  { runs: DumpedRun[]; bytes: number; scanned: number; zero: number; checksums?: Uint32Array } {
   const r = new BigUint64Array(regions.length * 3);
   regions.forEach((g, i) => {
     r[3 * i] = g.start;
     r[3 * i + 1] = BigInt(g.nPages);
     r[3 * i + 2] = BigInt(g.mode);
   });
-  const out = addon.dumpPages(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, r);
+  const out = addon.dumpPages(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, r, checksumChunk);
   const runs: DumpedRun[] = [];
   for (let i = 0; i < out.runs.length; i += 3) runs.push({ vaddr: out.runs[i]!, nPages: Number(out.runs[i + 1]!), region: Number(out.runs[i + 2]!) });
-  return { runs, bytes: out.bytes, scanned: out.scanned, zero: out.zero };
+  return { runs, bytes: out.bytes, scanned: out.scanned, zero: out.zero, ...(out.checksums ? { checksums: out.checksums } : {}) };
 }
 
 export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6, EPOLL_TFD: 7 } as const;

@@ -231,10 +231,12 @@ export interface InjectNative {
   /**
    * The dump's memory copier. regions: (start, nPages, mode) triples. Kept
    * pages are written to pagesFd from pagesOffset on, in the order of the
-   * returned runs: (vaddr, nPages, regionIndex) triples.
+   * returned runs: (vaddr, nPages, regionIndex) triples. checksumChunk: also
+   * CRC32C of each checksumChunk bytes written (`checksums`), computed on the
+   * pages while in cache.
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
-    regions: BigUint64Array): { runs: BigUint64Array; bytes: number; scanned: number; zero: number };
+    regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
   /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;

@@ -10,8 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
+import { projectRoot } from '../cli/paths.js';
 
 export interface DetachedDaemonOptions {
   imagesDir: string;
@@ -39,7 +39,8 @@ export interface DetachedDaemon {
   kill(): void;
 }
 
-const cliMain = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** The CLI's entry (it runs the bundle when that is current). */
+const cliMain = join(projectRoot, 'bin', 'lazy-restore.js');
 
 export function startDetachedDaemon(o: DetachedDaemonOptions): DetachedDaemon {
   const socketPath = join(o.workDir, `lazy-pages.${process.pid}.socket`);

@@ -17,6 +17,7 @@ import type {
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { GhostFiles } from './ghost.js';
+import { FileLockRestorer } from './locks.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 export const PAGE = 4096n;
@@ -106,6 +107,8 @@ export interface RestorePlan {
   shmem: ShmemObjectPlan[];
   /** Deleted files recreated on disk until every process has opened them (plugin/restore/ghost.ts). */
   ghosts: GhostFiles;
+  /** File locks taken again in their processes after the fds (filelocks.img, --file-locks). */
+  locks: FileLockRestorer;
 }
 
 function regFile(files: Map<number, FileEntry>, id: number, what: string, image: string): RegFileEntry {
@@ -163,7 +166,7 @@ function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
   }
 }
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; fileLocks?: boolean; log?: (line: string) => void; warn?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
   const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
   const dir = await ImageDir.open(imagesDir);
@@ -184,7 +187,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 }
 
 async function planTree(
-  imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; log?: (line: string) => void },
+  imagesDir: string, opts: Parameters<typeof loadPlan>[1],
   dir: ImageDir, inv: InventoryEntry, pstree: PstreeEntry[], files: Map<number, FileEntry>, ghosts: GhostFiles,
   checkFile: (reg: RegFileEntry, what: string, pid: number) => void,
 ): Promise<RestorePlan> {
@@ -336,5 +339,7 @@ async function planTree(
     memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), ghosts };
+  const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
+  const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks, ghosts };
 }

@@ -9,6 +9,7 @@ import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/
 import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import type { FdRestorer } from './fds/index.js';
+import type { FileLockRestorer } from './locks.js';
 import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
@@ -324,7 +325,7 @@ function sigForIndex(i: number): number {
 }
 
 /** Process-wide state: signal handlers, files, cwd/root, umask. */
-export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestorer): void {
+export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestorer, locks?: FileLockRestorer, log?: (line: string) => void): void {
   const tc = p.threads[0]!.core.tc!;
   tc.sigactions.forEach((sa, i) => {
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return;
@@ -339,6 +340,8 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestor
   });
   // Files: every fd of the process from the tree's created descriptions (plugin/restore/fds).
   fds.install(t, p.pid);
+  // File locks on those fds (plugin/restore/locks.ts, --file-locks).
+  locks?.restore(t, p.pid, log);
   t.putString(p.cwd, SCR_PATH);
   t.call(`chdir(${p.cwd})`, NR.chdir, t.scratch + SCR_PATH);
   if (p.root !== '/') {

@@ -65,6 +65,8 @@ export interface RestoreOptions {
   pidns?: boolean;
   /** CRIU's --tcp-established: restore established TCP connections (TCP_REPAIR). */
   tcpEstablished?: boolean;
+  /** CRIU's --file-locks: take the locks of filelocks.img again (without it they are left out, with a warning, as CRIU). */
+  fileLocks?: boolean;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -195,7 +197,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.sibling && pidns) throw new UserError('--restore-sibling cannot be combined with --pidns');
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
-    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log,
+    lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
   const root = plan.processes[0]!;
@@ -324,7 +326,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       eagerBytes += mm.bytesWritten;
-      restoreProcessState(l.task, p, plan.fds);
+      restoreProcessState(l.task, p, plan.fds, plan.locks, log);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));

@@ -40,6 +40,8 @@ const HANDLED: Record<string, Check> = {
   tls: ok, tls_cacert: ok, tls_cert: ok, tls_key: ok,
   // Established TCP connections (plugin/dump/fds/inet.ts, TCP_REPAIR + nftables lock).
   tcp_established: ok, tcp_skip_in_flight: notOnRestore('tcp_skip_in_flight is a dump option'),
+  // File locks (plugin/dump/locks.ts, plugin/restore/locks.ts), as the CLI's --file-locks.
+  file_locks: ok,
   // Our pre-dump tracks writes with userfaultfd write-protect either way.
   pre_dump_mode: ok,
   // No TCP connections are dumped, so there is nothing to lock.

@@ -252,7 +252,7 @@ const ALL_TYPES = [
   'inet_sk_entry', 'ns_file_entry', 'packet_sock_entry', 'netlink_sk_entry', 'eventfd_file_entry', 'eventpoll_file_entry',
   'signalfd_entry', 'tunfile_entry', 'timerfd_entry', 'inotify_file_entry', 'fanotify_file_entry', 'unix_sk_entry',
   'fifo_entry', 'memfd_file_entry', 'memfd_inode_entry', 'bpfmap_file_entry', 'pidfd_entry',
-  'fdinfo_entry', 'file_entry', 'fs_entry', 'remap_file_path_entry', 'timeval', 'ghost_file_entry', 'ghost_chunk_entry',
+  'fdinfo_entry', 'file_entry', 'file_lock_entry', 'fs_entry', 'remap_file_path_entry', 'timeval', 'ghost_file_entry', 'ghost_chunk_entry',
   'plugins_entry', 'inventory_entry', 'pstree_entry', 'creds_entry', 'sa_entry', 'siginfo_entry', 'signal_queue_entry',
   'rseq_entry', 'rlimit_entry', 'itimer_entry', 'posix_timer_entry', 'task_timers_entry',
   'user_x86_regs_entry', 'user_x86_cet_entry', 'user_x86_xsave_entry', 'user_x86_fpregs_entry', 'user_desc_t', 'thread_info_x86',

@@ -103,14 +103,15 @@ test('dump errors: a root that is not a session leader needs --shell-job', { ski
   }
 });
 
-test('dump errors: a file lock is refused with and without --file-locks (CRIU refuses without it; we restore none)', { skip: !isRoot && 'needs root' }, async () => {
+test('dump errors: a file lease is refused with and without --file-locks (CRIU refuses locks without it; we dump no leases)', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-err-');
   const { spawn } = await import('node:child_process');
   const { existsSync, readFileSync, writeFileSync } = await import('node:fs');
   const lockFile = join(img.path, '..', `${img.path.split('/').pop()}.lock`);
   writeFileSync(lockFile, '');
-  // A process (its own session) holding an flock on its only fd beyond stdio.
-  const holder = spawn('python3', ['-c', 'import os, fcntl, signal, sys\nos.closerange(3, 65536)\nfd = os.open(sys.argv[1], os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\nsignal.pause()', lockFile], { detached: true, stdio: 'ignore' });
+  // A process (its own session) holding a read lease on its only fd beyond
+  // stdio (flock, POSIX and OFD locks: file-locks.test.ts).
+  const holder = spawn('python3', ['-c', 'import os, fcntl, signal, sys\nos.closerange(3, 65536)\nfd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)\nsignal.pause()', lockFile], { detached: true, stdio: 'ignore' });
   const gone = new Promise((r) => holder.on('exit', r));
   try {
     const pid = holder.pid!;
@@ -126,11 +127,11 @@ test('dump errors: a file lock is refused with and without --file-locks (CRIU re
       await new Promise((r) => setTimeout(r, 10));
     }
     await assert.rejects(dump({ pid, imagesDir: img.path }),
-      (e: unknown) => e instanceof UserError && new RegExp(`pid ${pid}: fd \\d+ holds a file lock \\(FLOCK ADVISORY WRITE\\); CRIU dumps those only with --file-locks`).test(e.message));
+      (e: unknown) => e instanceof UserError && new RegExp(`pid ${pid}: fd \\d+ holds a file lock \\(LEASE ACTIVE READ\\); use --file-locks to dump it`).test(e.message));
     const r = await promisify(execFile)(process.execPath, [cli, 'dump', '-t', String(pid), '-D', img.path, '--file-locks'])
       .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /holds a file lock \(FLOCK ADVISORY WRITE\): --file-locks is accepted but file locks are not restored/);
+    assert.match(r.stderr, /holds a file lock \(LEASE ACTIVE READ\): leases are not supported/);
     assert.equal(r.stderr.trim().split('\n').length, 1);
     // The holder was left running, unfrozen.
     assert.ok(locked());

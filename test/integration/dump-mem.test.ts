@@ -13,6 +13,7 @@ import {
   ImageDir, inspectCheckpoint, PE_LAZY, PE_PRESENT, VMA_AREA_VDSO, VMA_AREA_VVAR, VMA_FILE_PRIVATE, type PagemapRecord,
 } from '../../plugin/images/index.js';
 import { ProcMem, readMaps } from '../../plugin/inject/index.js';
+import { computePageChecksums } from '../../plugin/images/checksums.js';
 import { projectRoot } from '../../plugin/native/addon.js';
 import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
@@ -43,6 +44,14 @@ test('dump: single process with mixed memory', { skip: !isRoot && 'needs root' }
     }
 
     const dir = await ImageDir.open(img.path);
+    // The checksums the copier computed while writing equal a pass over the written file.
+    {
+      const e = await dir.checksums(1);
+      assert.ok(e, 'lr-checksums-1.img');
+      const again = await computePageChecksums(dir.pagesPath(1), 1, e.chunk_size);
+      assert.equal(e.file_size, again.file_size);
+      assert.deepEqual(e.checksums, again.checksums);
+    }
     const [ps] = await dir.pstree();
     assert.deepEqual(ps, { pid: wl.pid, ppid: 0, pgid: wl.pid, sid: wl.pid, threads: [wl.pid] });
 

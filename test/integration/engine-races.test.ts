@@ -14,39 +14,10 @@ import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startHarness, type Harness } from '../helpers/uffd.js';
-import { PAGE, writeLazyImages, type TestProcess } from '../helpers/lazy-images.js';
+import { PAGE, writeLazyImages } from '../helpers/lazy-images.js';
+import { startImagedHarness, stopHarnessCase } from '../helpers/lazy-harness.js';
 
 const skip = !isRoot && 'needs root (userfaultfd)';
-
-/** Pattern where every 5th page is zero (left out of the image: never populated). */
-function writeSparsePattern(path: string, pages: number): Buffer {
-  const b = Buffer.alloc(pages * PAGE);
-  for (let p = 0; p < pages; p++) {
-    if (p % 5 === 4) continue;
-    for (let i = 0; i < PAGE; i += 4) b.writeUInt32LE(((p * 2654435761) ^ (i * 40503) ^ 0x3c3c3c3c) >>> 0, p * PAGE + i);
-  }
-  writeFileSync(path, b);
-  return b;
-}
-
-function imageOf(h: Harness, pattern: Buffer): TestProcess {
-  const regions = [...h.regions].sort((a, b) => (a.addr < b.addr ? -1 : 1));
-  const entries: TestProcess['entries'] = [];
-  for (const r of regions) {
-    const n = Number(r.len) / PAGE;
-    let run = -1;
-    for (let p = 0; p <= n; p++) {
-      const data = p < n && (Number(r.fileoff) / PAGE + p) % 5 !== 4;
-      if (data && run < 0) run = p;
-      if (!data && run >= 0) {
-        const off = Number(r.fileoff) + run * PAGE;
-        entries.push({ vaddr: r.addr + BigInt(run * PAGE), pages: p - run, flags: PE_LAZY | PE_PRESENT, data: pattern.subarray(off, off + (p - run) * PAGE) });
-        run = -1;
-      }
-    }
-  }
-  return { pid: h.pid, vmas: regions.map((r) => ({ start: r.addr, end: r.addr + r.len })), entries };
-}
 
 function threadStates(pid: number): string {
   try {
@@ -74,11 +45,9 @@ async function stressRun(mix: string, seed: number, prefetch: boolean, mainPages
   let server: LazyPagesServer | undefined;
   let h: Harness | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const pattern = writeSparsePattern(patternPath, mainPages + READER_PAGES);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [mainPages, READER_PAGES], actions: ['stress', '0', '1', `${OPS}`, `${seed}`, mix] });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    // Every 5th page is zero: left out of the image, never populated.
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [mainPages, READER_PAGES], actions: ['stress', '0', '1', `${OPS}`, `${seed}`, mix], zeroEvery: 5, salt: 0x3c3c3c3c }));
     // Large push windows keep the engine copying back to back while the
     // program changes its mappings.
     server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch, pushChunkBytes: 1024 * 1024, pushInFlight: 4 });
@@ -99,9 +68,7 @@ async function stressRun(mix: string, seed: number, prefetch: boolean, mainPages
     assert.equal(stats.killed, 0);
     return line;
   } finally {
-    h?.kill();
-    await server?.close();
-    if (h) await h.finish().catch(() => undefined);
+    await stopHarnessCase(h, server);
     d.dispose();
     assert.deepEqual(leakedFds(before), []);
   }
@@ -163,9 +130,7 @@ for (const prefetch of [false, true]) {
       assert.equal(exit.code, 0, `harness failed:\n${exit.stdout}\n${exit.stderr}`);
       assert.deepEqual(errors.map((e) => e.message), []);
     } finally {
-      h?.kill();
-      await server?.close();
-      if (h) await h.finish().catch(() => undefined);
+      await stopHarnessCase(h, server);
       d.dispose();
       assert.deepEqual(leakedFds(before), []);
     }

@@ -4,55 +4,16 @@
 // failure safety (a truncated pages file kills the target with a clear error).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { truncateSync, writeFileSync } from 'node:fs';
+import { truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startHarness, type Harness } from '../helpers/uffd.js';
-import { PAGE, writeLazyImages, type TestProcess } from '../helpers/lazy-images.js';
+import { PAGE, writeLazyImages } from '../helpers/lazy-images.js';
+import { imageOfHarness, startImagedHarness, stopHarnessCase, writeSparsePattern } from '../helpers/lazy-harness.js';
 
 const skip = !isRoot && 'needs root (userfaultfd)';
-
-/**
- * A pattern file of `pages` pages where every `zeroEvery`-th page is zero
- * (those pages are left out of the pagemap: the image says never populated).
- */
-function writeSparsePattern(path: string, pages: number, zeroEvery: number): Buffer {
-  const b = Buffer.alloc(pages * PAGE);
-  for (let p = 0; p < pages; p++) {
-    if (zeroEvery > 0 && p % zeroEvery === zeroEvery - 1) continue;
-    for (let i = 0; i < PAGE; i += 4) b.writeUInt32LE(((p * 2654435761) ^ (i * 40503) ^ 0x5a5a5a5a) >>> 0, p * PAGE + i);
-  }
-  writeFileSync(path, b);
-  return b;
-}
-
-function isZeroPage(b: Buffer, off: number): boolean {
-  for (let i = 0; i < PAGE; i += 8) if (b.readBigUInt64LE(off + i) !== 0n) return false;
-  return true;
-}
-
-/** The image of a harness: one lazy VMA per region, non-zero pages as PE_LAZY|PE_PRESENT runs. */
-function imageOf(h: Harness, pattern: Buffer): TestProcess {
-  const regions = [...h.regions].sort((a, b) => (a.addr < b.addr ? -1 : 1));
-  const entries: TestProcess['entries'] = [];
-  for (const r of regions) {
-    const n = Number(r.len) / PAGE;
-    let runStart = -1;
-    for (let p = 0; p <= n; p++) {
-      const data = p < n && !isZeroPage(pattern, Number(r.fileoff) + p * PAGE);
-      if (data && runStart < 0) runStart = p;
-      if (!data && runStart >= 0) {
-        const off = Number(r.fileoff) + runStart * PAGE;
-        entries.push({ vaddr: r.addr + BigInt(runStart * PAGE), pages: p - runStart, flags: PE_LAZY | PE_PRESENT, data: pattern.subarray(off, off + (p - runStart) * PAGE) });
-        runStart = -1;
-      }
-    }
-  }
-  return { pid: h.pid, vmas: regions.map((r) => ({ start: r.addr, end: r.addr + r.len })), entries };
-}
 
 interface Scenario {
   name: string;
@@ -78,12 +39,8 @@ async function runScenario(sc: Scenario, prefetch: boolean): Promise<void> {
   let server: LazyPagesServer | undefined;
   let h: Harness | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const total = sc.regions.reduce((a, b) => a + b, 0);
-    const pattern = writeSparsePattern(patternPath, total, 5);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: sc.regions, actions: sc.actions });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: sc.regions, actions: sc.actions, zeroEvery: 5 }));
     server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch, pushChunkBytes: 64 * 1024 });
     const errors: LazyErrorEvent[] = [];
     server.on('error', (e) => errors.push(e));
@@ -97,9 +54,7 @@ async function runScenario(sc: Scenario, prefetch: boolean): Promise<void> {
     assert.equal(stats.serving, 0);
     assert.equal(stats.killed, 0);
   } finally {
-    h?.kill();
-    await server?.close();
-    if (h) await h.finish().catch(() => undefined);
+    await stopHarnessCase(h, server);
     d.dispose();
   }
   assert.deepEqual(leakedFds(before), []);
@@ -116,11 +71,8 @@ test('push completes a process that touches nothing; complete carries its statis
   let h: Harness | undefined;
   let server: LazyPagesServer | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const pattern = writeSparsePattern(patternPath, 256, 4);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [256], actions: ['wait', 'read', '0', '0', '256'] });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [256], actions: ['wait', 'read', '0', '0', '256'], zeroEvery: 4 }));
     server = await LazyPagesServer.open({ imagesDir: imgDir, pushChunkBytes: 128 * 1024 });
     const completed = new Promise<number>((resolve) => server!.on('complete', (ev) => resolve(Number(ev.proc.pushedBytes))));
     await server.adopt(h.pid, h.uffd);
@@ -136,8 +88,7 @@ test('push completes a process that touches nothing; complete carries its statis
     const exit = await h.finish();
     assert.equal(exit.code, 0, exit.stdout);
   } finally {
-    h?.kill();
-    await server?.close();
+    await stopHarnessCase(h, server);
     d.dispose();
   }
 });
@@ -147,11 +98,8 @@ test('a truncated pages file: the target is SIGKILLed and the daemon says why', 
   let h: Harness | undefined;
   let server: LazyPagesServer | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const pattern = writeSparsePattern(patternPath, 32, 0);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [32], actions: ['read', '0', '0', '32'] });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [32], actions: ['read', '0', '0', '32'], zeroEvery: 0 }));
     truncateSync(join(imgDir, 'pages-1.img'), 16 * PAGE);
     server = await LazyPagesServer.open({ imagesDir: imgDir });
     const errors: string[] = [];
@@ -162,8 +110,7 @@ test('a truncated pages file: the target is SIGKILLed and the daemon says why', 
     assert.equal(errors.length, 1);
     assert.match(errors[0]!, new RegExp(`pid ${h.pid}: cannot serve its memory: .*pages-1\\.img.*killed pid ${h.pid} with SIGKILL`));
   } finally {
-    h?.kill();
-    await server?.close();
+    await stopHarnessCase(h, server);
     d.dispose();
   }
 });
@@ -173,11 +120,8 @@ test('pages file corrupted after adopt (shrunk under the engine): the target die
   let h: Harness | undefined;
   let server: LazyPagesServer | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const pattern = writeSparsePattern(patternPath, 64, 0);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [64], actions: ['wait', 'read', '0', '0', '64'] });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [64], actions: ['wait', 'read', '0', '0', '64'], zeroEvery: 0 }));
     server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch: false });
     const errors: string[] = [];
     server.on('error', (e) => errors.push(e.message));
@@ -192,8 +136,7 @@ test('pages file corrupted after adopt (shrunk under the engine): the target die
     assert.equal(errors.length, 1);
     assert.match(errors[0]!, new RegExp(`pid ${h.pid}: a page could not be served: .*killed pid ${h.pid} with SIGKILL`));
   } finally {
-    h?.kill();
-    await server?.close();
+    await stopHarnessCase(h, server);
     d.dispose();
   }
 });
@@ -207,7 +150,7 @@ test('scale: one server serves 32 processes at once, byte-exact', { skip }, asyn
     const pattern = writeSparsePattern(patternPath, 64, 7);
     for (let i = 0; i < 32; i++) hs.push(await startHarness({ dir: d.path, pattern: patternPath, regions: [64], actions: ['threads', '2', '0', '0', '64'] }));
     const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, hs.map((h) => imageOf(h, pattern)));
+    await writeLazyImages(imgDir, hs.map((h) => imageOfHarness(h, pattern)));
     server = await LazyPagesServer.open({ imagesDir: imgDir, engineThreads: 2, pushChunkBytes: 64 * 1024 });
     for (const h of hs) await server.adopt(h.pid, h.uffd);
     for (const h of hs) h.go();
@@ -221,6 +164,7 @@ test('scale: one server serves 32 processes at once, byte-exact', { skip }, asyn
   } finally {
     for (const h of hs) h.kill();
     await server?.close();
+    for (const h of hs) await h.finish().catch(() => undefined);
     d.dispose();
   }
 });
@@ -230,11 +174,8 @@ test('a page of a forked child cannot be served: the child (pid found after the 
   let h: Harness | undefined;
   let server: LazyPagesServer | undefined;
   try {
-    const patternPath = join(d.path, 'pattern');
-    const pattern = writeSparsePattern(patternPath, 64, 0);
-    h = await startHarness({ dir: d.path, pattern: patternPath, regions: [64], actions: ['read', '0', '0', '2', 'fork', 'wait', 'read', '0', '0', '64', 'endfork'] });
-    const imgDir = join(d.path, 'img');
-    await writeLazyImages(imgDir, [imageOf(h, pattern)]);
+    let imgDir: string;
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [64], actions: ['read', '0', '0', '2', 'fork', 'wait', 'read', '0', '0', '64', 'endfork'], zeroEvery: 0 }));
     server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch: false, faultAroundPages: 1 });
     const errors: LazyErrorEvent[] = [];
     server.on('error', (e) => errors.push(e));
@@ -258,8 +199,7 @@ test('a page of a forked child cannot be served: the child (pid found after the 
     assert.match(e.message, new RegExp(`^child of pid ${h.pid} .*a page could not be served: .*killed pid \\d+ with SIGKILL`));
     assert.notEqual(e.proc?.hostPid, h.pid);
   } finally {
-    h?.kill();
-    await server?.close();
+    await stopHarnessCase(h, server);
     d.dispose();
   }
 });

@@ -6,16 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { PageServer } from '../../plugin/pageserver/server.js';
 import { PageServerPageSource } from '../../plugin/pageserver/remote-source.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/pageserver/protocol.js';
-import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
-import { pattern, startHandover } from '../helpers/lazy.js';
-import { writeLazyImages } from '../helpers/lazy-images.js';
+import { isRoot, withTimeout } from '../helpers/env.js';
+import { startRemoteLazyCase } from '../helpers/remote-lazy.js';
 import { CuttableProxy } from '../helpers/pageserver.js';
 import { blockedInFault, until } from '../helpers/proc.js';
 import { cliPath, runCli } from '../helpers/cli.js';
@@ -23,33 +19,18 @@ import { spawn, type ChildProcess } from 'node:child_process';
 
 const skip = !isRoot ? 'needs root (userfaultfd)' : false;
 
-const ADDR = 0x7e5500000000n;
 const NPAGES = 1024; // 4 MiB
-const SEED = 0x5eed00c0ffeen;
-
-/** Source images (data in pages files) and destination images (PE_LAZY only, like dump --lazy-pages). */
-async function writeImages(root: string, pid: number): Promise<{ src: string; dst: string }> {
-  const src = join(root, 'src');
-  const dst = join(root, 'dst');
-  mkdirSync(src);
-  mkdirSync(dst);
-  const vmas = [{ start: ADDR, end: ADDR + BigInt(NPAGES) * 4096n }];
-  await writeLazyImages(src, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY | PE_PRESENT, data: pattern(ADDR, NPAGES * 4096, SEED) }] }]);
-  await writeLazyImages(dst, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY }] }]);
-  return { src, dst };
-}
+/** The restorer's memory: NPAGES pattern pages. */
+const MAP = { addr: 0x7e5500000000n, pages: NPAGES, seed: 0x5eed00c0ffeen };
 
 for (const prefetch of [false, true]) {
   test(`remote lazy restore over TCP is byte-exact (${prefetch ? 'background push' : 'pure on-demand'})`, { skip }, async () => {
-    const d = tempDir();
-    const sock = join(d.path, 'lazy.sock');
-    const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+    const setup = await startRemoteLazyCase(MAP);
+    const { h, pid, sock, src, dst } = setup;
     let lazy: LazyPagesServer | undefined;
     let ps: PageServer | undefined;
     let remote: PageServerPageSource | undefined;
     try {
-      const pid = h.pids[0]!;
-      const { src, dst } = await writeImages(d.path, pid);
       ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
       remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: ps.port });
       lazy = await LazyPagesServer.open({ imagesDir: dst, socketPath: sock, remote, prefetch });
@@ -73,23 +54,19 @@ for (const prefetch of [false, true]) {
       await lazy?.close();
       remote?.destroy();
       await ps?.close();
-      if (h.child.exitCode === null) h.child.kill('SIGKILL');
-      d.dispose();
+      setup.dispose();
     }
   });
 }
 
 test('page server cut for a while: faults wait, then the restore completes byte-exact', { skip }, async () => {
-  const d = tempDir();
-  const sock = join(d.path, 'lazy.sock');
-  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  const setup = await startRemoteLazyCase(MAP);
+  const { h, pid, sock, src, dst } = setup;
   let lazy: LazyPagesServer | undefined;
   let ps: PageServer | undefined;
   let remote: PageServerPageSource | undefined;
   let proxy: CuttableProxy | undefined;
   try {
-    const pid = h.pids[0]!;
-    const { src, dst } = await writeImages(d.path, pid);
     ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
     proxy = await CuttableProxy.start(ps.port);
     remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: proxy.port, timeoutMs: 20_000, stallTimeoutMs: 300 });
@@ -114,22 +91,18 @@ test('page server cut for a while: faults wait, then the restore completes byte-
     remote?.destroy();
     await ps?.close();
     await proxy?.close();
-    if (h.child.exitCode === null) h.child.kill('SIGKILL');
-    d.dispose();
+    setup.dispose();
   }
 });
 
 test('page server gone past the timeout: the process is killed with a clear error, never run on zeros', { skip }, async () => {
-  const d = tempDir();
-  const sock = join(d.path, 'lazy.sock');
-  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  const setup = await startRemoteLazyCase(MAP);
+  const { h, sock, src, dst } = setup;
   let lazy: LazyPagesServer | undefined;
   let ps: PageServer | undefined;
   let remote: PageServerPageSource | undefined;
   let proxy: CuttableProxy | undefined;
   try {
-    const pid = h.pids[0]!;
-    const { src, dst } = await writeImages(d.path, pid);
     ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true, reconnectTimeoutMs: 1000 });
     proxy = await CuttableProxy.start(ps.port);
     remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: proxy.port, timeoutMs: 800, stallTimeoutMs: 300 });
@@ -149,20 +122,16 @@ test('page server gone past the timeout: the process is killed with a clear erro
     remote?.destroy();
     await ps?.close();
     await proxy?.close();
-    if (h.child.exitCode === null) h.child.kill('SIGKILL');
-    d.dispose();
+    setup.dispose();
   }
 });
 
 test('CLI lazy-pages --page-server: serves a restorer from a page server, then PS_IOV_CLOSE', { skip }, async () => {
-  const d = tempDir();
-  const sock = join(d.path, 'lazy.sock');
-  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  const setup = await startRemoteLazyCase(MAP);
+  const { h, sock, src, dst } = setup;
   let ps: PageServer | undefined;
   let daemon: ChildProcess | undefined;
   try {
-    const pid = h.pids[0]!;
-    const { src, dst } = await writeImages(d.path, pid);
     ps = await PageServer.start({ imagesDir: src, address: '127.0.0.1', port: 0, lazy: true });
     const usage = await runCli(['lazy-pages', '-D', dst, '--page-server']);
     assert.equal(usage.code, 2);
@@ -183,7 +152,6 @@ test('CLI lazy-pages --page-server: serves a restorer from a page server, then P
   } finally {
     if (daemon && daemon.exitCode === null) daemon.kill('SIGKILL');
     await ps?.close();
-    if (h.child.exitCode === null) h.child.kill('SIGKILL');
-    d.dispose();
+    setup.dispose();
   }
 });

@@ -26,8 +26,7 @@ import { HEADER_SIZE, PE_LAZY, PE_PRESENT, getHeader } from '../../plugin/pagese
 import { socketFd } from '../../plugin/pageserver/transport.js';
 import { FaultEngine, type EngineEvent } from '../../plugin/uffd/engine.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { pattern, startHandover } from '../helpers/lazy.js';
-import { writeLazyImages } from '../helpers/lazy-images.js';
+import { startRemoteLazyCase } from '../helpers/remote-lazy.js';
 import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
 import { cliPath } from '../helpers/cli.js';
 import { RawPeer } from '../helpers/pageserver.js';
@@ -272,20 +271,9 @@ for (const [mode, code] of [['bad-vaddr', 'EPROTO'], ['bad-pid', 'EPROTO'], ['ze
 
 // ---- the daemon (LazyPagesServer + PageServerPageSource) against a real page-server process ----
 
-const ADDR = 0x7e6600000000n;
 const NPAGES = 1024;
-const SEED = 0x11aa22bb33ccn;
-
-async function writeImages(root: string, pid: number): Promise<{ src: string; dst: string }> {
-  const src = join(root, 'src');
-  const dst = join(root, 'dst');
-  mkdirSync(src);
-  mkdirSync(dst);
-  const vmas = [{ start: ADDR, end: ADDR + BigInt(NPAGES) * 4096n }];
-  await writeLazyImages(src, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY | PE_PRESENT, data: pattern(ADDR, NPAGES * 4096, SEED) }] }]);
-  await writeLazyImages(dst, [{ pid, vmas, entries: [{ vaddr: ADDR, pages: NPAGES, flags: PE_LAZY }] }]);
-  return { src, dst };
-}
+/** The restorer's memory: NPAGES pattern pages. */
+const MAP = { addr: 0x7e6600000000n, pages: NPAGES, seed: 0x11aa22bb33ccn };
 
 /** `lazy-restore page-server --lazy-pages --keep-going` in its own process; resolves with its port. */
 async function pageServerProcess(dir: string, port = 0): Promise<{ child: ChildProcess; port: number }> {
@@ -312,15 +300,12 @@ async function stop(child: ChildProcess | undefined): Promise<void> {
 }
 
 test('page server killed while a native GET is outstanding: fallback, reconnect, links reopened, byte-exact', { skip }, async () => {
-  const d = tempDir();
-  const sock = join(d.path, 'lazy.sock');
-  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  const setup = await startRemoteLazyCase(MAP);
+  const { h, pid, sock, src, dst } = setup;
   let lazy: LazyPagesServer | undefined;
   let remote: PageServerPageSource | undefined;
   let srv: { child: ChildProcess; port: number } | undefined;
   try {
-    const pid = h.pids[0]!;
-    const { src, dst } = await writeImages(d.path, pid);
     srv = await pageServerProcess(src);
     const port = srv.port;
     remote = await PageServerPageSource.connect({ address: '127.0.0.1', port, timeoutMs: 20_000, stallTimeoutMs: 500 });
@@ -350,21 +335,17 @@ test('page server killed while a native GET is outstanding: fallback, reconnect,
     await lazy?.close();
     remote?.destroy();
     await stop(srv?.child);
-    if (h.child.exitCode === null) h.child.kill('SIGKILL');
-    d.dispose();
+    setup.dispose();
   }
 });
 
 test('page server stalled (SIGSTOP) past the timeout: the native link times out and the tree is killed', { skip }, async () => {
-  const d = tempDir();
-  const sock = join(d.path, 'lazy.sock');
-  const h = await startHandover([sock, '--map', `0x${ADDR.toString(16)}:${NPAGES}:0x${SEED.toString(16)}`, '--verify']);
+  const setup = await startRemoteLazyCase(MAP);
+  const { h, sock, src, dst } = setup;
   let lazy: LazyPagesServer | undefined;
   let remote: PageServerPageSource | undefined;
   let srv: { child: ChildProcess; port: number } | undefined;
   try {
-    const pid = h.pids[0]!;
-    const { src, dst } = await writeImages(d.path, pid);
     srv = await pageServerProcess(src);
     remote = await PageServerPageSource.connect({ address: '127.0.0.1', port: srv.port, timeoutMs: 1500, stallTimeoutMs: 300 });
     lazy = await LazyPagesServer.open({ imagesDir: dst, socketPath: sock, remote, prefetch: false, engineThreads: 1 });
@@ -381,8 +362,7 @@ test('page server stalled (SIGSTOP) past the timeout: the native link times out 
     await lazy?.close();
     remote?.destroy();
     await stop(srv?.child);
-    if (h.child.exitCode === null) h.child.kill('SIGKILL');
-    d.dispose();
+    setup.dispose();
   }
 });
 

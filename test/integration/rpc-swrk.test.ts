@@ -339,7 +339,7 @@ rpcWorkloadTest('DUMP then RESTORE with rst_sibling over RPC, every NOTIFY in CR
         images_dir_fd: fds.img!, work_dir_fd: fds.work!, pid: wl.pid, log_file: 'dump.log', log_level: 4, notify_scripts: true,
         // What runc sets for a process without a container around it.
         manage_cgroups: true, orphan_pts_master: true, shell_job: false, leave_running: false, tcp_established: false,
-        ext_unix_sk: false, file_locks: false, empty_ns: 0x40000000, auto_dedup: false, lazy_pages: false,
+        ext_unix_sk: false, file_locks: true, empty_ns: 0x40000000, auto_dedup: false, lazy_pages: false,
       },
     });
     const { resp, scripts } = await s.untilResponse();
@@ -352,13 +352,14 @@ rpcWorkloadTest('DUMP then RESTORE with rst_sibling over RPC, every NOTIFY in CR
   await withTimeout(wl.exited, 10_000, 'the dumped workload is killed');
   assert.ok(existsSync(join(work, 'dump.log')) && !existsSync(join(images, 'dump.log')), 'the log is in the work dir');
   critCheckDir(images);
+  assert.ok(existsSync(join(images, 'filelocks.img')), 'file_locks: filelocks.img written (empty: no locks)');
 
   await withSwrk(async (r) => {
     r.send({
       type: ReqType.RESTORE,
       opts: {
         images_dir_fd: fds.img!, work_dir_fd: fds.work!, log_file: 'restore.log', log_level: 4, notify_scripts: true,
-        rst_sibling: true, evasive_devices: true, manage_cgroups: true, orphan_pts_master: true, empty_ns: 0x40000000,
+        rst_sibling: true, evasive_devices: true, manage_cgroups: true, orphan_pts_master: true, empty_ns: 0x40000000, file_locks: true,
       },
     });
     const { resp, scripts } = await r.untilResponse();

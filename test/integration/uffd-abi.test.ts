@@ -53,7 +53,15 @@ test('uffd ABI', { skip }, async (t) => {
   const patPath = join(dir.path, 'pattern.img');
   const pattern = writePattern(patPath, 64);
   t.after(() => dir.dispose());
-  const harness = (o: Omit<Parameters<typeof startHarness>[0], 'dir' | 'pattern'>) => startHarness({ dir: dir.path, pattern: patPath, ...o });
+  // A failed assertion leaves its harness waiting: every harness started
+  // here is killed at the end, so a failure ends the test instead of hanging it.
+  const started: Harness[] = [];
+  t.after(() => started.forEach((h) => h.kill()));
+  const harness = async (o: Omit<Parameters<typeof startHarness>[0], 'dir' | 'pattern'>): Promise<Harness> => {
+    const h = await startHarness({ dir: dir.path, pattern: patPath, ...o });
+    started.push(h);
+    return h;
+  };
 
   await t.test('API negotiation reports every feature of this kernel as bigint', () => {
     const offered = uffdProbeFeatures();

@@ -112,6 +112,7 @@ export function register(program: Command): void {
           shellJob: o.shellJob === true,
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished,
+          fileLocks: criuOptions().fileLocks,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
