@@ -92,7 +92,7 @@ test('runc checkpoint with an option we do not support: refused by name, the con
   try {
     const pid = await b.pid();
     const work = join(t.path, 'work');
-    for (const opt of ['--ext-unix-sk']) { // (--tcp-established and --file-locks are supported: plugin/dump/fds/inet.ts, plugin/dump/locks.ts)
+    for (const opt of ['--auto-dedup']) { // (--tcp-established, --file-locks and --ext-unix-sk are supported: plugin/dump/fds/inet.ts, plugin/dump/locks.ts, plugin/dump/fds/unix.ts)
       const r = await b.runc(['--criu', b.criu, 'checkpoint', opt, '--image-path', join(t.path, 'img'), '--work-path', work, b.id]);
       assert.notEqual(r.code, 0, `${opt} must fail`);
       assert.match(r.stderr, /criu failed: type DUMP errno 56/, r.stderr);
