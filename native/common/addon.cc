@@ -11,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lr::InitRpc(env, exports);
   lr::InitNet(env, exports);
   lr::InitEvents(env, exports);
+  lr::InitUnix(env, exports);
   return exports;
 }
 }  // namespace

@@ -12,4 +12,5 @@ void InitRestoreNative(Napi::Env env, Napi::Object exports);  // native/inject: 
 void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC socket (criu swrk/service)
 void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet sockets, TCP repair
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
+void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
 }  // namespace lr

@@ -15,7 +15,9 @@
 //   none     a patterned page made PROT_NONE (re-opened before checking);
 //   file     a 256 KiB private mapping of CTRL_DIR/mapped.dat with pages
 //            1, 5 and 60 modified (COW copies), the rest as in the file;
-//   stack    a patterned 64 KiB array on the main thread's stack.
+//   stack    a patterned 64 KiB array on the main thread's stack;
+//   tls      a patterned thread-local array (with glibc linked statically
+//            it sits next to the thread's TCB and rseq area in the heap).
 #include "workload-common.h"
 
 #include <sys/shm.h>
@@ -64,7 +66,8 @@ static void* map_anon(size_t len, int prot) {
 }
 
 enum { ANON_SEED = 0xa1, SCAT_SEED = 0x5c, RO_SEED = 0x70, NONE_SEED = 0x0e, FILE_SEED = 0xf1,
-       COW_SEED = 0xc0, STACK_SEED = 0x57, HEAP_SEED = 0x4e };
+       COW_SEED = 0xc0, STACK_SEED = 0x57, HEAP_SEED = 0x4e, TLS_SEED = 0x75 };
+static __thread uint64_t tls_words[64];
 #define NHEAP 3000
 #define DONTNEED_OFF(len) (((len) / 2) & ~(PAGE - 1))
 #define DONTNEED_LEN (1UL << 20)
@@ -161,6 +164,8 @@ int main(int argc, char** argv) {
   wl_report("file=%p:%lu", file, FILE_LEN);
   wl_report("stack=%p:%zu", (void*)stack_arr, sizeof stack_arr);
   wl_report("heap_sum=0x%llx", (unsigned long long)heap_sum);
+  fill(tls_words, sizeof tls_words, TLS_SEED);
+  wl_report("tls=%p:%zu", (void*)tls_words, sizeof tls_words);
   wl_ready_and_wait();
 
   for (size_t pg = 0; pg < anon_len / PAGE; pg++) {
@@ -182,6 +187,7 @@ int main(int argc, char** argv) {
     if (!blocks[i]) continue;
     if (!check(blocks[i], sizes[i], HEAP_SEED ^ (uint64_t)i, "heap")) break;
   }
+  check(tls_words, sizeof tls_words, TLS_SEED, "thread-local array");
   check(ro, PAGE, RO_SEED, "ro page");
   if (mprotect(none, PAGE, PROT_READ) < 0) wl_fail("mprotect none: %s", strerror(errno));
   else check(none, PAGE, NONE_SEED, "prot_none page");

@@ -274,12 +274,71 @@ Napi::Value WritePages(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, total);
 }
 
+// Reads one byte of each page with process_vm_readv on a worker thread. For a
+// lazily restored process this takes each page through its userfaultfd (a
+// remote access that may wait, unlike /proc/PID/mem): it returns once the
+// lazy-pages daemon has served every page, and the JS thread stays free
+// meanwhile (the daemon may run on it). Used for pages the kernel is about
+// to write on the process's behalf (rseq areas): a write before the page is
+// served would leave it zero-filled underneath the daemon.
+class FaultInWorker : public Napi::AsyncWorker {
+ public:
+  FaultInWorker(Napi::Env env, int pid, std::vector<uint64_t> pages)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), pid_(pid), pages_(std::move(pages)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    uint8_t sink = 0;
+    for (uint64_t a : pages_) {
+      iovec l{&sink, 1};
+      iovec r{reinterpret_cast<void*>(a), 1};
+      ssize_t n;
+      do n = process_vm_readv(pid_, &l, 1, &r, 1, 0); while (n < 0 && errno == EINTR);
+      if (n != 1) {
+        err_ = n < 0 ? errno : EIO;
+        at_ = a;
+        return;
+      }
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_ != 0) {
+      deferred_.Reject(ErrnoError(env, err_, "process_vm_readv", Where(pid_, at_)).Value());
+      return;
+    }
+    deferred_.Resolve(env.Undefined());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int pid_;
+  std::vector<uint64_t> pages_;
+  int err_ = 0;
+  uint64_t at_ = 0;
+};
+
+// restoreFaultIn(pid, pages: BigUint64Array): Promise<void>.
+Napi::Value FaultIn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t pid = ArgI32(info, 0, "pid");
+  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "pages must be a BigUint64Array");
+  Napi::BigUint64Array a = info[1].As<Napi::BigUint64Array>();
+  std::vector<uint64_t> pages(a.Data(), a.Data() + a.ElementLength());
+  auto* w = new FaultInWorker(env, pid, std::move(pages));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void InitRestoreMem(Napi::Env env, Napi::Object exports) {
   exports.Set("restoreWriteMem", Napi::Function::New(env, WriteMem, "restoreWriteMem"));
   exports.Set("restoreReadMem", Napi::Function::New(env, ReadMem, "restoreReadMem"));
   exports.Set("restoreWritePages", Napi::Function::New(env, WritePages, "restoreWritePages"));
+  exports.Set("restoreFaultIn", Napi::Function::New(env, FaultIn, "restoreFaultIn"));
 }
 
 }  // namespace lr

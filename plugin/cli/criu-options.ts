@@ -11,6 +11,8 @@ import { ExitCode, UserError } from '../errors.js';
 export interface CriuCompatOptions {
   /** --tcp-established: established TCP connections may be dumped (plugin/dump decides whether it can). */
   tcpEstablished: boolean;
+  /** --ext-unix-sk (-x): unix sockets whose peer is outside the tree may be dumped and restored (plugin/dump/fds/unix.ts). */
+  extUnixSk: boolean;
   /** --tcp-close: restore established connections closed. */
   tcpClose: boolean;
   /** --skip-in-flight: connections not yet accept()ed are left out. */
@@ -41,7 +43,7 @@ export const CRIU_GHOST_LIMIT_DEFAULT = 1n << 20n;
 
 function defaults(): CriuCompatOptions {
   return {
-    tcpEstablished: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
+    tcpEstablished: false, extUnixSk: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
     evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined,
     preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [],
   };
@@ -84,6 +86,7 @@ const CGROUP_MODES = new Set(['none', 'props', 'soft', 'full', 'strict', 'ignore
 
 const table: Record<string, CompatOption> = {
   '--tcp-established': { arg: 'none', bool: true, apply: (o, _v, n) => { o.tcpEstablished = !n; } },
+  '--ext-unix-sk': { arg: 'none', bool: true, apply: (o, _v, n) => { o.extUnixSk = !n; } },
   '--tcp-close': { arg: 'none', bool: true, apply: (o, _v, n) => { o.tcpClose = !n; } },
   '--skip-in-flight': { arg: 'none', bool: true, apply: (o, _v, n) => { o.skipInFlight = !n; } },
   '--file-locks': { arg: 'none', bool: true, apply: (o, _v, n) => { o.fileLocks = !n; } },

@@ -101,7 +101,6 @@ export function signalReady(): void {
 
 /** CRIU options that lazy-restore deliberately does not implement. */
 const unsupportedCriuOptions = new Set([
-  '--ext-unix-sk',
   '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
   '--cgroup-yard', '--external', '--root', '--freeze-cgroup',
   '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
@@ -116,9 +115,9 @@ const unsupportedCriuOptions = new Set([
 const timeoutCommands = new Set(['dump', 'pre-dump']);
 
 /** Short CRIU options that are spelled differently here (or not at all). */
-const shortAliases: Record<string, string> = { '-S': '--restore-sibling', '-j': '--shell-job', '--daemon': '-d' };
+const shortAliases: Record<string, string> = { '-S': '--restore-sibling', '-j': '--shell-job', '-x': '--ext-unix-sk', '--daemon': '-d' };
 const unsupportedShort: Record<string, string> = {
-  '-s': '--leave-stopped', '-x': '--ext-unix-sk', '-r': '--root', '-J': '--join-ns', '-L': '--libdir',
+  '-s': '--leave-stopped', '-r': '--root', '-J': '--join-ns', '-L': '--libdir',
 };
 
 /** CRIU commands without a lazy-restore counterpart, and why. */

@@ -453,6 +453,25 @@ export interface InetSkEntry {
   v6only?: boolean; ip_opts?: IpOptsEntry; ifname?: string; ns_id?: number; shutdown?: number; tcp_opts?: TcpOptsEntry;
 }
 
+export interface FilePermsEntry { mode: number; uid: number; gid: number }
+
+/** unix_sk_entry (sk-unix.proto). */
+export interface UnixSkEntry {
+  id: number; ino: number; type: number; state: number; flags: number; uflags: number; backlog: number;
+  /** Inode number of the peer (0: none). */
+  peer: number;
+  fown: FownEntry; opts: SkOptsEntry;
+  /** Bound address bytes (abstract names start with a NUL byte); empty when unbound. */
+  name: Buffer;
+  shutdown?: number; file_perms?: FilePermsEntry; name_dir?: string; deleted?: boolean; ns_id?: number; mnt_id?: number;
+}
+
+/** uflags of unix_sk_entry: the entry describes a socket outside the tree. */
+export const USK_EXTERN = 1;
+
+/** sk_packet_entry (sk-packet.proto): one queued message; its bytes follow in the image. */
+export interface SkPacketEntry { id_for: number; length: number; scm: { type: number; rights: number[] }[] }
+
 export interface TcpStreamEntry {
   inq_len: number; inq_seq: number; outq_len: number; outq_seq: number;
   opt_mask: number; snd_wscale: number; mss_clamp: number; rcv_wscale?: number; timestamp?: number;
@@ -497,7 +516,7 @@ export interface FileEntry {
   ify?: InotifyFileEntry;
   ffy?: OpaqueFileEntry;
   ext?: ExtFileEntry;
-  usk?: OpaqueFileEntry;
+  usk?: UnixSkEntry;
   fifo?: FifoEntry;
   pipe?: PipeEntry;
   tty?: TtyFileEntry;

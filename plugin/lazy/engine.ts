@@ -15,6 +15,8 @@ export interface EngineProcStatsLike {
   zeroPages: number;
   copiedPages: number;
   pushedPages: number;
+  /** Pages faults fetched on native page-server links (absent in engines without them). */
+  remotePages?: number;
   bytes: bigint;
   /** Bucket i counts fault service times in [2^i, 2^(i+1)) ns. */
   latencyLog2Ns: number[];

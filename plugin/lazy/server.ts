@@ -459,7 +459,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (es) {
         faults += es.faults;
         zeroPages += es.zeroPages;
-        copied += es.copiedPages;
+        copied += es.copiedPages + (es.remotePages ?? 0);
         bytes += es.bytes;
         es.latencyLog2Ns.forEach((n, i) => (hist[i] = (hist[i] ?? 0) + (n ?? 0)));
       }
@@ -467,7 +467,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const end = serving === 0 && this.lastFinishMs !== undefined ? this.lastFinishMs : Date.now();
     return {
       processes: this.procs.size + this.killedAtAdopt, serving, complete, exited, killed: killed + this.killedAtAdopt,
-      faults, faultPages: copied, zeroPages, pushedPages: this.pushedPages,
+      faults, faultPages: copied + this.remoteFaultPages, zeroPages, pushedPages: this.pushedPages,
       bytesCopied: bytes, lazyBytes: lazy, lazyBytesLeft: left,
       faultLatencyP50Us: histPercentileUs(hist, 50), faultLatencyP99Us: histPercentileUs(hist, 99),
       elapsedMs: this.firstAdoptMs === undefined ? 0 : end - this.firstAdoptMs,
@@ -903,6 +903,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.watchdogDone(p.hostPid);
   }
 
+  /** Pages that faults fetched from the remote source on the JS path (the engine counts its native links'). */
+  private remoteFaultPages = 0;
+
   private async serveRemote(p: Proc, imageAddr: bigint, len: bigint): Promise<void> {
     const remote = this.options.remote;
     try {
@@ -910,7 +913,9 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       const data = await remote.fetch(p.imagePid, imageAddr, Number(len), { urgent: true });
       if (data.length !== Number(len)) throw new Error(`remote page source returned ${data.length} of ${len} bytes at 0x${imageAddr.toString(16)}`);
       if (p.state !== 'serving') return;
-      this.bytesSupplied += this.engine.supply(p.engineProc, imageAddr, data);
+      const supplied = this.engine.supply(p.engineProc, imageAddr, data);
+      this.bytesSupplied += supplied;
+      this.remoteFaultPages += Number(supplied / 4096n);
     } catch (e) {
       this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
     }

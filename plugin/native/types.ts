@@ -312,6 +312,12 @@ export interface RestoreNative {
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
   restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /**
+   * Reads a byte of each page (process_vm_readv, on a worker thread): in a
+   * lazily restored process, resolves once its lazy-pages daemon has served
+   * every one of them. Rejects with the errno of a failed read.
+   */
+  restoreFaultIn(pid: number, pages: BigUint64Array): Promise<void>;
   /** pidfd_open + pidfd_getfd: a copy of another process's fd, O_CLOEXEC. */
   restorePidfdGetfd(pid: number, fd: number): number;
   restoreCloseFd(fd: number): void;
@@ -436,6 +442,25 @@ export interface FdsNative {
   /** Every queued message (MSG_PEEK + SO_PEEK_OFF, the queue is kept); EBADMSG if one carries fds. */
   sockPeek(fd: number, maxBytes: number): Buffer[];
   unixDiag(): UnixDiagEntry[];
+}
+
+/** native/net/unix.cc: generic options of a unix socket and the file its path name is bound to. */
+export interface UnixSockOpts {
+  sndbuf: number; rcvbuf: number;
+  sndTmoSec: number; sndTmoUsec: number; rcvTmoSec: number; rcvTmoUsec: number;
+  passcred: boolean; passsec: boolean; priority: number; rcvlowat: number; mark: number;
+}
+
+export interface UnixSockState extends UnixSockOpts {
+  /** SO_PEEK_OFF (-1: off). */
+  peekOff: number;
+  /** The socket's bound file (SIOCUNIXFILE): path as the dumper sees it, unlinked or not. */
+  file?: { path: string; deleted: boolean; mode?: number; uid?: number; gid?: number };
+}
+
+export interface UnixNative {
+  unixSockDump(fd: number): UnixSockState;
+  unixSockOptsRestore(fd: number, opts: UnixSockOpts): void;
 }
 
 //
@@ -601,4 +626,4 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative {}

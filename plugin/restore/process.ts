@@ -158,6 +158,28 @@ export interface MmResult {
   /** Lazy-eligible VMAs to register with userfaultfd (whole VMAs). */
   lazyVmas: Interval[];
   bytesWritten: bigint;
+  /**
+   * Pages of rseq areas left to the lazy-pages daemon (their data is not in
+   * the images: dump --lazy-pages). The kernel writes an rseq area as soon as
+   * it is registered; done before the page is served, that write would
+   * populate it with zeros underneath the daemon (whose copy then fails with
+   * EEXIST) and the program would run on a zeroed page. restoreRseq()
+   * registers those areas only once these pages are in.
+   */
+  rseqLazyPages: bigint[];
+}
+
+/** Pages of the rseq areas of the threads of p. */
+function rseqPages(p: ProcessPlan): Set<bigint> {
+  const s = new Set<bigint>();
+  for (const t of p.threads) {
+    const r = t.core.thread_core?.rseq_entry;
+    if (r && r.rseq_abi_pointer !== 0n) {
+      s.add(r.rseq_abi_pointer & ~(PAGE - 1n));
+      s.add((r.rseq_abi_pointer + BigInt(r.rseq_abi_size) - 1n) & ~(PAGE - 1n));
+    }
+  }
+  return s;
 }
 
 /**
@@ -173,13 +195,7 @@ function restoreTouchedPages(p: ProcessPlan): Set<bigint> {
     if (to <= from || to - from > 1n << 20n) continue;
     for (let pg = from & ~(PAGE - 1n); pg < to; pg += PAGE) s.add(pg);
   }
-  for (const t of p.threads) {
-    const r = t.core.thread_core?.rseq_entry;
-    if (r && r.rseq_abi_pointer !== 0n) {
-      s.add(r.rseq_abi_pointer & ~(PAGE - 1n));
-      s.add((r.rseq_abi_pointer + BigInt(r.rseq_abi_size) - 1n) & ~(PAGE - 1n));
-    }
-  }
+  for (const pg of rseqPages(p)) s.add(pg);
   return s;
 }
 
@@ -275,11 +291,15 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   let bytesWritten = kept.size ? restoreInheritedPages(t, p, kept, verifier) : 0n;
   // Runs outside the kept VMAs (those were written above).
   const runs = kept.size ? p.runs.flatMap((r) => outside(r, keptRanges)) : p.runs;
+  const written = new Set<bigint>();
   for (const r of runs) {
     if (r.file === undefined || r.offset === undefined) continue;
     if (lazy && r.flags & 2 /* PE_LAZY */) {
       for (const pg of touched) {
-        if (pg >= r.vaddr && pg < r.vaddr + r.bytes) add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
+        if (pg >= r.vaddr && pg < r.vaddr + r.bytes) {
+          add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
+          written.add(pg);
+        }
       }
       continue;
     }
@@ -317,7 +337,12 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   } finally {
     if (exeFd >= 0) t.raw(NR.close, exeFd);
   }
-  return { lazyVmas, bytesWritten };
+  // rseq pages in a registered VMA and not written here: the daemon serves
+  // them (from a page server, or zeros where the images hold nothing).
+  const rseqLazyPages = lazy
+    ? [...rseqPages(p)].filter((pg) => !written.has(pg) && lazyVmas.some((v) => pg >= v.start && pg < v.end))
+    : [];
+  return { lazyVmas, bytesWritten, rseqLazyPages };
 }
 
 function sigForIndex(i: number): number {
@@ -352,13 +377,10 @@ export function restoreProcessState(t: RemoteTask, p: ProcessPlan, fds: FdRestor
 }
 
 /** Kernel state of one thread, injected in that thread. */
-export function restoreThreadState(t: RemoteTask, core: CoreEntry, comm: string | undefined): void {
+export function restoreThreadState(t: RemoteTask, core: CoreEntry, comm: string | undefined, opts: { deferRseq?: boolean } = {}): void {
   const tc = core.thread_core!;
   const ti = core.thread_info!;
-  const r = tc.rseq_entry;
-  if (r && r.rseq_abi_pointer !== 0n) {
-    t.call('rseq', NR.rseq, r.rseq_abi_pointer, r.rseq_abi_size, 0, r.signature);
-  }
+  if (!opts.deferRseq) restoreRseq(t, core);
   if (tc.futex_rla !== 0n) t.call('set_robust_list', NR.set_robust_list, tc.futex_rla, tc.futex_rla_len);
   t.call('set_tid_address', NR.set_tid_address, ti.clear_tid_addr);
   const sas = tc.sas;
@@ -374,6 +396,14 @@ export function restoreThreadState(t: RemoteTask, core: CoreEntry, comm: string 
   if (name) {
     t.putString(name.slice(0, 15), SCR_PATH);
     t.call('prctl(PR_SET_NAME)', NR.prctl, PR_SET_NAME, t.scratch + SCR_PATH);
+  }
+}
+
+/** Registers the thread's rseq area (the kernel writes it on the thread's next return to user mode). */
+export function restoreRseq(t: RemoteTask, core: CoreEntry): void {
+  const r = core.thread_core!.rseq_entry;
+  if (r && r.rseq_abi_pointer !== 0n) {
+    t.call('rseq', NR.rseq, r.rseq_abi_pointer, r.rseq_abi_size, 0, r.signature);
   }
 }
 

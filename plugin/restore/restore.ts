@@ -25,6 +25,7 @@ import {
   restoreAddressSpace,
   restoreProcessState,
   restoreThreadState,
+  restoreRseq,
 } from './process.js';
 import { NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
@@ -170,6 +171,26 @@ async function checkPids(plan: ProcessPlan[], waitMs: number): Promise<void> {
         await new Promise((r) => setTimeout(r, ZOMBIE_POLL_MS));
       }
     }
+  }
+}
+
+/** Bound on the daemon serving the pages restore waits for (its own page-server timeout is 30 s by default). */
+const FAULT_IN_TIMEOUT_MS = 60_000;
+
+/** Waits until the lazy-pages daemon has served `pages` of a restored process (host pid `host`). */
+async function faultIn(host: number, pid: number, pages: bigint[]): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UserError(`pid ${pid}: the lazy-pages daemon did not serve page 0x${pages[0]!.toString(16)} (its rseq area) within ${FAULT_IN_TIMEOUT_MS / 1000} s`)), FAULT_IN_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([addon.restoreFaultIn(host, BigUint64Array.from(pages)), timeout]);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    const code = (e as { code?: string }).code ?? 'EIO';
+    throw new UserError(`pid ${pid}: its rseq area page 0x${pages[0]!.toString(16)} could not be served (${code}): the lazy-pages daemon failed or killed it`);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -321,14 +342,17 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       const p = l.plan;
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
+      l.mm = mm;
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p, plan.fds, plan.locks, log);
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
       const tc = p.threads[0]!.core.tc!;
-      restoreThreadState(l.task, p.threads[0]!.core, tc.comm);
-      l.threads.forEach((t, i) => restoreThreadState(t, p.threads[i + 1]!.core, undefined));
+      // rseq areas whose pages the daemon serves are registered after the hand-over (below).
+      const deferRseq = mm.rseqLazyPages.length > 0;
+      restoreThreadState(l.task, p.threads[0]!.core, tc.comm, { deferRseq });
+      l.threads.forEach((t, i) => restoreThreadState(t, p.threads[i + 1]!.core, undefined, { deferRseq }));
       if (lazy) {
         const fd = makeUffd(l.task, mm.lazyVmas);
         uffds.push({ pid: p.pid, host: l.task.pid, fd });
@@ -363,6 +387,19 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
     }
+
+    // rseq areas in pages the daemon serves: each page is taken through the
+    // uffd first (served like any fault), then the area is registered and
+    // the kernel's write lands on the served data.
+    for (const l of live) {
+      const pages = l.mm?.rseqLazyPages ?? [];
+      if (pages.length === 0 || l.plan.state === 2) continue;
+      if (!handoff) throw new UserError(`pid ${l.plan.pid}: its rseq area is in lazy memory but no lazy-pages daemon serves it`);
+      await faultIn(l.task.pid, l.plan.pid, pages);
+      restoreRseq(l.task, l.plan.threads[0]!.core);
+      l.threads.forEach((t, i) => restoreRseq(t, l.plan.threads[i + 1]!.core));
+    }
+    if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(performance.now() - t0).toFixed(1)} ms`);
 
     await hooks.postRestore?.(init ? init.pid : live[0]!.task.pid);
     await hooks.preResume?.();

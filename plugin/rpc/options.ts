@@ -39,6 +39,8 @@ const HANDLED: Record<string, Check> = {
   shell_job: ok, timeout: ok, parent_img: ok, track_mem: ok, lazy_pages: ok, ps: ok, status_fd: ok,
   tls: ok, tls_cacert: ok, tls_cert: ok, tls_key: ok,
   // Established TCP connections (plugin/dump/fds/inet.ts, TCP_REPAIR + nftables lock).
+  // Unix sockets with a peer outside the tree (plugin/dump/fds/unix.ts).
+  ext_unix_sk: ok,
   tcp_established: ok, tcp_skip_in_flight: notOnRestore('tcp_skip_in_flight is a dump option'),
   // File locks (plugin/dump/locks.ts, plugin/restore/locks.ts), as the CLI's --file-locks.
   file_locks: ok,

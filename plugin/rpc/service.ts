@@ -308,7 +308,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       await dump({
         ...base,
         leaveRunning: o.leave_running === true,
-        tcpEstablished: o.tcp_established === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true,
+        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true,
         ...(lazy && target ? { lazyPages: { ...target, onListening: signalReady } } : {}),
         ...(!lazy && target ? { pageServer: target } : {}),
         ...(notify ? {
@@ -361,7 +361,7 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, fileLocks: o.file_locks === true,
+      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),

@@ -182,7 +182,7 @@ export function files(withOpaque = true): FileEntry[] {
     { type: 16, id: 8, ext: { id: 8, fown: fown() } },
     reg(9, '/', 0o200000),
   ];
-  if (withOpaque) out.push({ type: 5, id: 10, usk: { id: 10 } });
+  if (withOpaque) out.push({ type: 10, id: 10, psk: { id: 10 } });
   return out;
 }
 
@@ -268,5 +268,7 @@ const ALL_TYPES = [
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',
   // fd kinds: inet sockets, event objects (sk-inet, sk-opts, tcp-stream, eventpoll, fh, fsnotify)
   'sk_opts_entry', 'tcp_opts_entry', 'tcp_stream_entry', 'ip_opts_raw_entry', 'ip_opts_entry', 'eventpoll_tfd_entry',
+  // unix sockets (sk-unix, sk-packet)
+  'file_perms_entry', 'scm_entry', 'sk_packet_entry',
   'fh_entry', 'irmap_cache_entry', 'inotify_wd_entry', 'fanotify_inode_mark_entry', 'fanotify_mount_mark_entry', 'fanotify_mark_entry',
 ];

@@ -195,7 +195,7 @@ const refused: { args: (dir: string) => string[]; code: number; stderr: RegExp }
   { args: () => ['check', '--feature', 'tun'], code: 1, stderr: /CRIU feature tun is not supported/ },
   { args: () => ['check', '--feature', 'no_such_feature'], code: 1, stderr: /unknown feature no_such_feature/ },
   { args: (d) => ['dedup', '-D', d], code: 2, stderr: /CRIU command "dedup" is not supported/ },
-  { args: (d) => ['dump', '-t', '1', '-D', d, '--ext-unix-sk'], code: 2, stderr: /--ext-unix-sk is not supported/ },
+  { args: (d) => ['dump', '-t', '1', '-D', d, '--leave-stopped'], code: 2, stderr: /--leave-stopped is not supported/ },
   ...['page-server', 'lazy-pages'].map((cmd) => ({
     args: (d: string) => [cmd, '-D', d, '--port', '0', '--daemon'], code: 2, stderr: new RegExp(`-d/--daemon is not supported for ${cmd}`),
   })),

@@ -152,11 +152,11 @@ test('bad input: an fd of a kind restore does not support fails before anything 
     const dir = await ImageDir.open(img.path);
     const fdinfo = await dir.fdinfo((await dir.ids(p.consumer)).files_id);
     const stdin = fdinfo.find((f) => f.fd === 0)!;
-    // The consumer's stdin becomes a unix socket (a kind with no restore module).
-    const files = (await dir.files()).map((f) => (f.id === stdin.id ? { type: FdType.UNIXSK, id: f.id, usk: { id: f.id } } : f));
+    // The consumer's stdin becomes a packet socket (a kind with no restore module).
+    const files = (await dir.files()).map((f) => (f.id === stdin.id ? { type: FdType.PACKETSK, id: f.id, psk: { id: f.id } } : f));
     await dir.writeFiles(files);
     await assert.rejects(restore({ imagesDir: img.path, detached: true }), (e: unknown) => e instanceof UserError
-      && e.message === `pid ${p.consumer}: fd 0 is a unix socket (files.img id ${stdin.id}, type 5), which restore does not support`);
+      && e.message === `pid ${p.consumer}: fd 0 is a packet socket (files.img id ${stdin.id}, type 10), which restore does not support`);
     // The dumped processes may still be zombies waiting for PID 1; nothing live holds their pids.
     for (const pid of d.pids) {
       const st = statOf(pid);

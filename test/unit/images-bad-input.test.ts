@@ -71,11 +71,14 @@ test('garbage payload', () => {
 
 test('unknown or unsupported image types', () => {
   expectImageError(() => decodeImage(u32(IMG_COMMON, requireKind('UNIXSK').magic, 0), 'unixsk.img'), 'unixsk.img', 8, /UNIXSK images are not supported/);
-  // Known-but-unmodelled kinds with EXTRA payloads are still framed correctly.
+  // sk-queues.img: each entry's EXTRA payload is its `length` field.
   const skq = requireKind('SK_QUEUES');
   const rawEntry = Buffer.from([0x08, 0x01, 0x10, 0x03]); // id_for=1, length=3
   const buf = Buffer.concat([u32(IMG_COMMON, skq.magic, rawEntry.length), rawEntry, Buffer.from('abc')]);
-  expectImageError(() => decodeImage(buf, 'sk-queues.img'), 'sk-queues.img', 8, /SK_QUEUES images are not supported/);
+  const q = decodeImage(buf, 'sk-queues.img');
+  assert.equal(q.entries[0]!.extra!.toString(), 'abc');
+  const short = Buffer.concat([u32(IMG_COMMON, skq.magic, rawEntry.length), rawEntry, Buffer.from('ab')]);
+  expectImageError(() => decodeImage(short, 'sk-queues.img'), 'sk-queues.img', 16, /extra payload of 3 bytes runs past end of file \(2 left\)/);
   // EXTRA that runs past EOF.
   const pipes = encodeImage(requireKind('PIPES_DATA'), [{ message: { pipe_id: 1, bytes: 100 }, extra: Buffer.alloc(10) }]);
   expectImageError(() => decodeImage(pipes, 'pipes-data.img'), 'pipes-data.img', 16, /extra payload of 100 bytes runs past end of file \(10 left\)/);

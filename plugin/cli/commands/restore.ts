@@ -111,7 +111,7 @@ export function register(program: Command): void {
           detached: true,
           shellJob: o.shellJob === true,
           inheritFds: parseInheritFds(o.inheritFd ?? []),
-          tcpEstablished: criuOptions().tcpEstablished,
+          tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           fileLocks: criuOptions().fileLocks,
           pidns: o.pidns === true,
           verify: o.verify,

@@ -17,6 +17,7 @@ import { timerfdKind } from './timerfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
+import { unixKind } from './unix.js';
 import type { DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } from './types.js';
 
 export { FileTable } from './table.js';
@@ -25,7 +26,7 @@ export type { DumpFdContext, DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } fro
 /** The kinds of one dump (fresh instances: describe() may collect image data). */
 export function dumpFdKinds(): DumpFdKind[] {
   return [
-    ttyKind(), pipeKind(), fifoKind(), memfdKind(), inetKind(),
+    ttyKind(), pipeKind(), fifoKind(), memfdKind(), inetKind(), unixKind(),
     eventfdKind(), eventpollKind(), signalfdKind(), timerfdKind(), inotifyKind(), regKind(),
   ] as DumpFdKind[];
 }

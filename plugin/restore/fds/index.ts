@@ -19,13 +19,14 @@ import { timerfdKind } from './timerfd.js';
 import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
+import { unixKind } from './unix.js';
 import type { CreateContext, FdUse, LoadContext, RestoreFdKind, RestoreFdOptions } from './types.js';
 
 export type { CreateContext, FdUse, LoadContext, RestoreFdKind, RestoreFdOptions } from './types.js';
 
 /** Every kind restore knows, by files.img type (fresh instances per restore: kinds keep image data). */
 export function restoreFdKinds(): RestoreFdKind[] {
-  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind, inetKind(), eventfdKind, signalfdKind, timerfdKind, inotifyKind, eventpollKind];
+  return [regKind, ttyKind, pipeKind(), fifoKind(), memfdKind, inetKind(), unixKind(), eventfdKind, signalfdKind, timerfdKind, inotifyKind, eventpollKind];
 }
 
 /** Names for file types restore does not support, for messages. */

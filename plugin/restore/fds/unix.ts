@@ -1,0 +1,312 @@
+// Unix sockets (files.img usk entries, queued messages in sk-queues.img),
+// created inside their first owner by injected syscalls, as CRIU 4.2 does:
+//  - two sockets that are each other's peer (a socketpair, or a client and
+//    the connection a listener accepted) → one socketpair(); each queue is
+//    written through the other end, message by message;
+//  - any other socket → socket(), bind to its name (a path is unlinked
+//    first, then its mode and owner are put back; a name that was unlinked
+//    is unlinked again after the bind), listen, connect to its peer by name
+//    (a listener or datagram socket of the tree, or with --ext-unix-sk the
+//    external one). A datagram socket's queue is sent again to its name by
+//    a temporary socket before it connects (a connected datagram socket
+//    accepts only its peer's messages; a disconnect would drop the queue);
+//    a semi-closed connection gets its queue from a temporary socketpair
+//    end that is closed again (the reader sees the data, then EOF).
+//  - then the socket options, then the shutdown state.
+// A connected stream socket's own name is not restored (CRIU's FIXME too).
+import { ImageError, UserError } from '../../errors.js';
+import { FdType, KIND, USK_EXTERN, type FileEntry, type SkPacketEntry, type UnixSkEntry } from '../../images/index.js';
+import { addon } from '../../native/addon.js';
+import type { UnixSockOpts } from '../../native/types.js';
+import { unixNameText } from '../../dump/fds/unix.js';
+import { InjectedSyscallError, NR, type RemoteTask } from '../task.js';
+import type { CreateContext, LoadContext, RestoreFdKind } from './types.js';
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+const SOCK_SEQPACKET = 5;
+const SOCK_CLOEXEC = 0o2000000;
+const ESTABLISHED = 1;
+const CLOSE = 7;
+const LISTEN = 10;
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+const ENOENT = 2;
+const SHUTDOWN_BOTH = 3;
+/** Scratch offsets (the fd kinds own 0x0-0x1fff of the task's scratch page). */
+const SCR_ADDR = 0x1800n;
+const SCR_PAIR = 0x1900n;
+const SCR_PATH = 0x1a00n;
+const SUN_PATH_MAX = 108;
+
+/** The external message CRIU prints when --ext-unix-sk is missing at restore. */
+export const EXT_UNIX_SK_RESTORE_MESSAGE = 'External socket found in image. Consider using the --ext-unix-sk option to allow restoring it.';
+
+function usk(f: FileEntry): UnixSkEntry {
+  return f.usk!;
+}
+
+function optsOf(e: UnixSkEntry): UnixSockOpts {
+  const o = e.opts;
+  return {
+    sndbuf: o.so_sndbuf, rcvbuf: o.so_rcvbuf,
+    sndTmoSec: Number(o.so_snd_tmo_sec), sndTmoUsec: Number(o.so_snd_tmo_usec),
+    rcvTmoSec: Number(o.so_rcv_tmo_sec), rcvTmoUsec: Number(o.so_rcv_tmo_usec),
+    passcred: o.so_passcred ?? false, passsec: o.so_passsec ?? false,
+    priority: o.so_priority ?? 0, rcvlowat: o.so_rcvlowat ?? 1, mark: o.so_mark ?? 0,
+  };
+}
+
+export function unixKind(): RestoreFdKind {
+  /** Queued messages by the files.img id of the socket that holds them. */
+  const queues = new Map<number, Buffer[]>();
+  const scm = new Set<number>();
+  let byIno = new Map<number, FileEntry>();
+
+  const indexSockets = (ctx: LoadContext): void => {
+    byIno = new Map();
+    for (const f of ctx.files.values()) if (f.type === FdType.UNIXSK && f.usk) byIno.set(f.usk.ino, f);
+  };
+
+  /** The peer entry when the two sockets are each other's peer and both are fds of the tree. */
+  const pairPeer = (ctx: LoadContext, e: UnixSkEntry): FileEntry | undefined => {
+    if (!e.peer) return undefined;
+    const p = byIno.get(e.peer);
+    if (!p?.usk || (p.usk.uflags & USK_EXTERN) || p.usk.peer !== e.ino || p.usk.ino === e.ino) return undefined;
+    return ctx.uses(p.id).length ? p : undefined;
+  };
+
+  const sockaddr = (name: Buffer): { addr: Buffer; len: number } => {
+    const addr = Buffer.alloc(2 + SUN_PATH_MAX);
+    addr.writeUInt16LE(AF_UNIX, 0);
+    name.copy(addr, 2);
+    return { addr, len: 2 + name.length };
+  };
+
+  /** The path a name resolves to from the task (with its name_dir, the task's cwd is set to it first). */
+  const enterDir = (task: RemoteTask, e: UnixSkEntry): void => {
+    if (e.name_dir && e.name[0] !== 0) task.call(`chdir(${e.name_dir})`, NR.chdir, task.putString(e.name_dir, SCR_PATH));
+  };
+
+  const connectTo = (task: RemoteTask, fd: number, peer: UnixSkEntry, what: string): void => {
+    enterDir(task, peer);
+    const { addr, len } = sockaddr(peer.name);
+    task.write(task.scratch + SCR_ADDR, addr);
+    try {
+      task.call(`connect to ${unixNameText(peer.name)}`, NR.connect, fd, task.scratch + SCR_ADDR, len);
+    } catch (err) {
+      throw new UserError(`${what}: cannot connect to ${unixNameText(peer.name)}: ${(err as InjectedSyscallError).code ?? String(err)}`, { cause: err });
+    }
+  };
+
+  const bindName = (task: RemoteTask, fd: number, e: UnixSkEntry, what: string): void => {
+    if (!e.name.length) return;
+    if (e.type !== SOCK_DGRAM && e.state === ESTABLISHED) return; // as CRIU: the listener owns the name
+    const isPath = e.name[0] !== 0;
+    const pathText = e.name.toString('utf8').replace(/\0+$/, '');
+    enterDir(task, e);
+    if (isPath && !e.deleted) {
+      const r = task.raw(NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
+      if (r < 0n && r !== BigInt(-ENOENT)) throw new UserError(`${what}: cannot unlink ${pathText} before binding to it: ${new InjectedSyscallError(task.pid, 'unlink', Number(-r)).code}`);
+    }
+    const { addr, len } = sockaddr(e.name);
+    task.write(task.scratch + SCR_ADDR, addr);
+    try {
+      task.call(`bind(${unixNameText(e.name)})`, NR.bind, fd, task.scratch + SCR_ADDR, len);
+    } catch (err) {
+      throw new UserError(`${what}: cannot bind to ${unixNameText(e.name)}: ${(err as InjectedSyscallError).code ?? String(err)}`, { cause: err });
+    }
+    if (!isPath || e.deleted) return;
+    const p = task.putString(pathText, SCR_PATH);
+    if (e.file_perms) {
+      task.call(`chmod(${pathText})`, NR.fchmodat, AT_FDCWD, p, e.file_perms.mode & 0o7777);
+      task.call(`chown(${pathText})`, NR.fchownat, AT_FDCWD, p, e.file_perms.uid, e.file_perms.gid, AT_SYMLINK_NOFOLLOW);
+    }
+  };
+
+  /** A name that was unlinked at dump time is unlinked again once the socket is bound (and its queue is back). */
+  const unlinkIfDeleted = (task: RemoteTask, e: UnixSkEntry): void => {
+    if (!e.deleted || !e.name.length || e.name[0] === 0) return;
+    if (e.type !== SOCK_DGRAM && e.state === ESTABLISHED) return;
+    enterDir(task, e);
+    const pathText = e.name.toString('utf8').replace(/\0+$/, '');
+    task.call(`unlink(${pathText})`, NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
+  };
+
+  /** Writes `msgs` into the socket whose peer is `hostFd` (one send per message). */
+  const fill = (hostFd: number, msgs: readonly Buffer[], type: number, what: string): void => {
+    if (!msgs.length) return;
+    const total = msgs.reduce((n, m) => n + m.length, 0);
+    // The sender's buffer bounds what can be queued: make room (its dumped value is set afterwards).
+    addon.unixSockOptsRestore(hostFd, { ...NO_OPTS, sndbuf: Math.max(total * 4, 1 << 20) });
+    for (const m of msgs) {
+      let off = 0;
+      do {
+        let n: number;
+        try {
+          n = addon.sendNoWait(hostFd, m.subarray(off));
+        } catch (err) {
+          throw new UserError(`${what}: cannot queue ${m.length} bytes again: ${(err as { code?: string }).code ?? String(err)}`, { cause: err });
+        }
+        if (type !== SOCK_STREAM && n !== m.length) throw new UserError(`${what}: a ${m.length}-byte message was queued as ${n} bytes`);
+        off += n;
+      } while (off < m.length);
+    }
+  };
+
+  const finishSocket = (ctx: CreateContext, task: RemoteTask, fd: number, e: UnixSkEntry): void => {
+    const h = ctx.pull(task, fd);
+    try {
+      addon.unixSockOptsRestore(h, optsOf(e));
+    } finally {
+      addon.restoreCloseFd(h);
+    }
+    if (e.shutdown) task.call(`shutdown(${fd})`, NR.shutdown, fd, e.shutdown - 1);
+  };
+
+  const socketpair = (task: RemoteTask, type: number): [number, number] => {
+    task.call('socketpair(AF_UNIX)', NR.socketpair, AF_UNIX, type | SOCK_CLOEXEC, 0, task.scratch + SCR_PAIR);
+    const b = task.read(task.scratch + SCR_PAIR, 8);
+    return [b.readInt32LE(0), b.readInt32LE(4)];
+  };
+
+  return {
+    type: FdType.UNIXSK,
+    name: 'unix socket',
+    async load(ctx) {
+      indexSockets(ctx);
+      const img = await ctx.dir.readImage(KIND.skQueues);
+      for (const x of img?.entries ?? []) {
+        const m = x.message as unknown as SkPacketEntry;
+        const data = x.extra ?? Buffer.alloc(0);
+        if (data.length !== m.length) throw new ImageError(img!.file, x.offset, `socket id ${m.id_for}: ${m.length} bytes announced, ${data.length} present`);
+        if (m.scm?.length) scm.add(m.id_for);
+        let l = queues.get(m.id_for);
+        if (!l) queues.set(m.id_for, (l = []));
+        l.push(data);
+      }
+    },
+    check(ctx, file, use) {
+      const where = `pid ${use.pid}: fd ${use.fd} (unix socket)`;
+      const e = file.usk;
+      if (!e) throw new UserError(`${where}: files.img id ${file.id} has no unix socket data`);
+      if (e.type !== SOCK_STREAM && e.type !== SOCK_DGRAM && e.type !== SOCK_SEQPACKET) throw new UserError(`${where}: socket type ${e.type} is not supported (stream, dgram, seqpacket)`);
+      if (e.state !== ESTABLISHED && e.state !== CLOSE && e.state !== LISTEN) throw new UserError(`${where}: socket state ${e.state} is not supported (ESTABLISHED, CLOSE, LISTEN)`);
+      if (e.uflags & ~USK_EXTERN) throw new UserError(`${where}: socket flags 0x${e.uflags.toString(16)} (service, callback or inherited sockets) are not supported`);
+      if (e.uflags & USK_EXTERN) throw new UserError(`${where}: files.img id ${file.id} describes a socket outside the tree (external), not one of the tree's`);
+      if (e.name.length > SUN_PATH_MAX) throw new UserError(`${where}: socket name of ${e.name.length} bytes is too long`);
+      if (scm.has(file.id)) throw new UserError(`${where}: queued messages carrying file descriptors (SCM_RIGHTS) are not supported`);
+      if (e.peer && !pairPeer(ctx, e)) {
+        const p = byIno.get(e.peer);
+        if (!p?.usk) throw new UserError(`${where}: its peer socket (ino ${e.peer}) is not in the image`);
+        if (p.usk.uflags & USK_EXTERN) {
+          if (!ctx.options.extUnixSk) throw new UserError(`${where}: ${EXT_UNIX_SK_RESTORE_MESSAGE}`);
+        } else if (!p.usk.name.length) {
+          throw new UserError(`${where}: its peer socket (ino ${e.peer}) has no name to connect to`);
+        } else if (!ctx.uses(p.id).length) {
+          throw new UserError(`${where}: its peer socket (ino ${e.peer}) is not open in the tree`);
+        }
+        if (e.type !== SOCK_DGRAM && p.usk.state !== LISTEN) throw new UserError(`${where}: a connected ${e.type === SOCK_STREAM ? 'stream' : 'seqpacket'} socket whose peer (ino ${e.peer}) is neither its peer nor listening`);
+      } else if (!e.peer && e.type !== SOCK_DGRAM && e.state === ESTABLISHED && e.shutdown !== SHUTDOWN_BOTH) {
+        throw new UserError(`${where}: connected socket without a peer (dangling connection)`);
+      }
+    },
+    flags: (f) => usk(f).flags,
+    fown: (f) => usk(f).fown,
+    create(ctx, file, owner) {
+      const e = usk(file);
+      const what = `pid ${owner.pid}: unix socket ino ${e.ino} (${unixNameText(e.name)})`;
+      const peerFile = pairPeer(ctx, e);
+      if (peerFile) {
+        const p = usk(peerFile);
+        const [a, b] = socketpair(owner, e.type);
+        try {
+          const ha = ctx.pull(owner, a);
+          const hb = ctx.pull(owner, b);
+          try {
+            fill(hb, queues.get(file.id) ?? [], e.type, what);
+            fill(ha, queues.get(peerFile.id) ?? [], e.type, what);
+          } finally {
+            addon.restoreCloseFd(ha);
+            addon.restoreCloseFd(hb);
+          }
+          if (e.type === SOCK_DGRAM) {
+            bindName(owner, a, e, what);
+            bindName(owner, b, p, what);
+            unlinkIfDeleted(owner, e);
+            unlinkIfDeleted(owner, p);
+          }
+          finishSocket(ctx, owner, a, e);
+          finishSocket(ctx, owner, b, p);
+        } catch (err) {
+          owner.raw(NR.close, a);
+          owner.raw(NR.close, b);
+          throw err;
+        }
+        ctx.provide(peerFile.id, { taskFd: b, task: owner });
+        return { taskFd: a };
+      }
+      const msgs = queues.get(file.id) ?? [];
+      const semiClosed = e.type !== SOCK_DGRAM && e.state === ESTABLISHED && !e.peer;
+      let fd: number;
+      if (e.type !== SOCK_DGRAM && (msgs.length || semiClosed)) {
+        // A connection whose peer is gone: its queue comes from a temporary peer, closed again.
+        const [x, t] = socketpair(owner, e.type);
+        try {
+          const ht = ctx.pull(owner, t);
+          try {
+            fill(ht, msgs, e.type, what);
+          } finally {
+            addon.restoreCloseFd(ht);
+          }
+        } catch (err) {
+          owner.raw(NR.close, x);
+          throw err;
+        } finally {
+          owner.raw(NR.close, t);
+        }
+        fd = x;
+      } else {
+        fd = Number(owner.call('socket(AF_UNIX)', NR.socket, AF_UNIX, e.type | SOCK_CLOEXEC, 0));
+      }
+      try {
+        bindName(owner, fd, e, what);
+        if (e.type === SOCK_DGRAM && msgs.length) {
+          // Datagrams are queued again by a temporary socket that sends to the name, before
+          // the socket connects to its own peer (which would refuse other senders).
+          if (!e.name.length) throw new UserError(`${what}: ${msgs.length} queued datagram(s) on a socket with neither a name nor a peer in the tree cannot be queued again`);
+          const t = Number(owner.call('socket(AF_UNIX)', NR.socket, AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+          try {
+            connectTo(owner, t, e, what);
+            const ht = ctx.pull(owner, t);
+            try {
+              fill(ht, msgs, e.type, what);
+            } finally {
+              addon.restoreCloseFd(ht);
+            }
+          } finally {
+            owner.raw(NR.close, t);
+          }
+        }
+        unlinkIfDeleted(owner, e);
+        if (e.state === LISTEN) owner.call(`listen(${unixNameText(e.name)})`, NR.listen, fd, e.backlog);
+        if (e.peer) {
+          const p = byIno.get(e.peer)!;
+          if (!(usk(p).uflags & USK_EXTERN)) ctx.ensure(p.id); // bound (and listening) before we connect
+          else ctx.log(`${what}: connecting to the external socket ${unixNameText(usk(p).name)} (--ext-unix-sk)`);
+          connectTo(owner, fd, usk(p), what);
+        }
+        finishSocket(ctx, owner, fd, e);
+      } catch (err) {
+        owner.raw(NR.close, fd);
+        throw err;
+      }
+      return { taskFd: fd };
+    },
+  };
+}
+
+const NO_OPTS: UnixSockOpts = {
+  sndbuf: 0, rcvbuf: 0, sndTmoSec: 0, sndTmoUsec: 0, rcvTmoSec: 0, rcvTmoUsec: 0, passcred: false, passsec: false, priority: 0, rcvlowat: 0, mark: 0,
+};
