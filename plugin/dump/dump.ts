@@ -19,6 +19,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
@@ -46,6 +47,8 @@ export interface DumpOptions {
   tcpEstablished?: boolean;
   /** CRIU's --skip-in-flight: connections waiting in a listening socket's accept queue are left out (the peers see them reset). */
   skipInFlight?: boolean;
+  /** CRIU's --ghost-limit (bytes, default 1 MiB): largest deleted-but-open file whose contents the dump carries. */
+  ghostLimit?: bigint;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
@@ -249,7 +252,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
-      const p = planVma(pid, v);
+      const p = planVma(pid, v, fdOpts.ghostLimit);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
@@ -330,7 +333,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
+    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
@@ -555,6 +559,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
+      if (v.file.ghost) return { ...v.entry, shmid: BigInt(files.ghostPathFile(v.file.path, v.file.fdflags, v.file.ghost.st, v.file.ghost.source)) };
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
     });
@@ -698,7 +703,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {

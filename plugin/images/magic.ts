@@ -235,4 +235,6 @@ export const KIND = {
   stats: requireKind('STATS'),
   workingSet: requireKind('LR_WORKINGSET'),
   checksums: requireKind('LR_CHECKSUMS'),
+  remapFpath: requireKind('REMAP_FPATH'),
+  ghostFile: requireKind('GHOST_FILE'),
 } as const;

@@ -11,6 +11,7 @@ import type {
   CoreEntry,
   FdinfoEntry,
   FileEntry,
+  InventoryEntry,
   MmEntry,
   PstreeEntry,
   RegFileEntry,
@@ -18,6 +19,7 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { GhostFiles } from './ghost.js';
 import { FileLockRestorer } from './locks.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
@@ -73,6 +75,8 @@ export interface RestorePlan {
   fds: FdRestorer;
   /** Shared memory objects, each created once for the whole tree. */
   shmem: ShmemObjectPlan[];
+  /** Deleted files recreated on disk until every process has opened them (plugin/restore/ghost.ts). */
+  ghosts: GhostFiles;
   /** File locks taken again in their processes after the fds (filelocks.img, --file-locks). */
   locks: FileLockRestorer;
 }
@@ -142,6 +146,21 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   if (pstree.length === 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, 'no processes in the image');
   const files = new Map<number, FileEntry>();
   for (const f of await dir.files()) files.set(f.id, f);
+  // Ghost files exist from here (their entries renamed); removed again if planning fails.
+  const ghosts = await GhostFiles.create(dir, files);
+  try {
+    return await planTree(imagesDir, opts, dir, inv, pstree, files, ghosts, checkFile);
+  } catch (e) {
+    ghosts.remove();
+    throw e;
+  }
+}
+
+async function planTree(
+  imagesDir: string, opts: Parameters<typeof loadPlan>[1],
+  dir: ImageDir, inv: InventoryEntry, pstree: PstreeEntry[], files: Map<number, FileEntry>, ghosts: GhostFiles,
+  checkFile: (reg: RegFileEntry, what: string, pid: number) => void,
+): Promise<RestorePlan> {
 
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
@@ -292,5 +311,5 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
   const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks };
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks, ghosts };
 }
