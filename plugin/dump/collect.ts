@@ -3,14 +3,14 @@
 // stopped task (rt_sigaction, sigaltstack, prctl, brk, getitimer,
 // timer_gettime/timer_getoverrun for the POSIX timers of /proc/PID/timers). Produces
 // CRIU image entries (core, mm without file ids).
+import { sysError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import {
   March, UserX86RegsMode, type CoreEntry, type CredsEntry, type ItimerEntry, type PosixTimerEntry, type SaEntry, type ThreadCoreEntry,
   type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
 } from '../images/index.js';
 import {
-  PR, SYS, errnoError, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall,
-  peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
+  PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
 } from '../inject/index.js';
 import { parseLimits, readStat, readStatus, readTimers } from './proc.js';
 
@@ -26,7 +26,7 @@ function withScratch<T>(pid: number, tid: number, size: number, fn: (addr: bigin
 }
 
 function check(r: bigint, what: string, tid: number): bigint {
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `${what} (injected)`, `tid ${tid}`);
+  if (r < 0n && r >= -4095n) throw sysError(Number(-r), `${what} (injected)`, `tid ${tid}`);
   return r;
 }
 

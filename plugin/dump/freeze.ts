@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { PTRACE_O } from '../inject/constants.js';
 import { seccompModeOf } from './seccomp.js';
-import { errnoError, detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
-import { isSystemError } from '../errors.js';
+import { detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
+import { isSystemError, Errno, sysError } from '../errors.js';
 import { listChildren, listTasks } from './proc.js';
 import { isStopSignal, isZombie, reapZombieInParent } from './taskstate.js';
 
@@ -77,7 +77,7 @@ export class FrozenTree {
       try {
         tids = listTasks(pid);
       } catch {
-        throw errnoError(3, `open /proc/${pid}/task`, `pid ${pid}: no such process`);
+        throw sysError(Errno.ESRCH, `open /proc/${pid}/task`, `pid ${pid}: no such process`);
       }
       const fresh = tids.filter((t) => !this.seized.has(t));
       if (fresh.length === 0) break;
