@@ -2,7 +2,8 @@
 // protobufjs per entry: pagemaps hold millions of entries), and the effective
 // flags / page count of a stored entry.
 import { ImageError } from '../errors.js';
-import { PE_LAZY, PE_PARENT, PE_PRESENT, type PagemapEntry, type PagemapHead } from './types.js';
+import { PE_LAZY, PE_PARENT, PE_PRESENT } from './memory.js';
+import type { PagemapEntry, PagemapHead } from './types.js';
 
 /** Effective flags of a stored entry. */
 export function entryFlags(e: PagemapEntry): number {

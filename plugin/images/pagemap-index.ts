@@ -1,8 +1,7 @@
 // Compact in-memory index of a pagemap for random lookups (address → entry).
-import { PAGE_SIZE } from './magic.js';
+import { PAGE } from './memory.js';
 import type { PagemapReader } from './pagemap-reader.js';
 
-const PAGE = BigInt(PAGE_SIZE);
 
 /** Compact sorted table of a pagemap's entries (typed arrays, ~25 bytes per entry). */
 export class PagemapIndex {

@@ -3,11 +3,10 @@
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { headerBytes } from './framing.js';
-import { KIND, PAGE_SIZE, imageFileName } from './magic.js';
+import { KIND, imageFileName } from './magic.js';
 import { encodePagemapEntry, encodePagemapHead } from './pagemap-codec.js';
-import { PE_PARENT, PE_PRESENT } from './types.js';
+import { PAGE, PAGE_SIZE, PE_PARENT, PE_PRESENT } from './memory.js';
 
-const PAGE = BigInt(PAGE_SIZE);
 
 /** Appends to a file through a staging buffer; big writes go straight through. */
 class BufferedFile {
