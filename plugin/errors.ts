@@ -1,7 +1,10 @@
 // Error classes shared by the library and the CLI. A UserError is something
 // the user can fix (bad image, missing pid, permission): the CLI prints its
 // message on one line and exits with its exitCode, without a stack trace.
-// Anything else is a bug and is printed with its stack.
+// Anything else is a bug and is printed with its stack. System errors
+// detected in TypeScript are built with sysError(), so they look exactly like
+// the addon's (native/common/errors.h): code, errno, syscall.
+import { constants } from 'node:os';
 
 /** Exit codes of the CLI, documented in the README. */
 export const ExitCode = {
@@ -18,6 +21,36 @@ export interface SystemError extends Error {
   code: string;
   errno: number;
   syscall: string;
+}
+
+/** errno numbers by name (Errno.ESRCH), as this platform defines them. */
+export const Errno = constants.errno;
+
+// Where two names share a number, the one glibc's strerrorname_np gives (as
+// the addon's errors carry): EAGAIN, EOPNOTSUPP.
+const ERRNO_NAMES = new Map<number, string>([[Errno.EOPNOTSUPP, 'EOPNOTSUPP']]);
+for (const [name, no] of Object.entries(Errno)) if (!ERRNO_NAMES.has(no)) ERRNO_NAMES.set(no, name);
+
+/** Symbolic name of an errno value ("EPERM"), or "E<n>". */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
+}
+
+/**
+ * A system error for a failure detected in TypeScript (an injected syscall
+ * that returned -errno, a short transfer, a protocol violation), shaped like
+ * the addon's and node's own: message "CODE: syscall detail" unless `message`
+ * is given, and code/errno/syscall set. `err` is the errno or its code name.
+ */
+export function sysError(err: number | string, syscall: string, detail?: string, message?: string): SystemError {
+  // A code name (from an event that carries only the name) is looked up.
+  const errno = typeof err === 'number' ? err : ((Errno as Record<string, number | undefined>)[err] ?? 0);
+  const code = typeof err === 'number' ? errnoName(err) : err;
+  const e = new Error(message ?? `${code}: ${syscall}${detail ? ` ${detail}` : ''}`) as SystemError;
+  e.code = code;
+  e.errno = errno;
+  e.syscall = syscall;
+  return e;
 }
 
 export function isSystemError(e: unknown): e is SystemError {

@@ -5,7 +5,7 @@ import { decodeMessage } from '../../plugin/images/codec.js';
 import { crc32c } from '../../plugin/images/checksums.js';
 import { splitEntries } from '../../plugin/images/framing.js';
 import { ImageDir } from '../../plugin/images/imagedir.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/images/types.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import { median, type BenchFigure, type BenchSuite } from '../types.js';
 
 export const suite: BenchSuite = {

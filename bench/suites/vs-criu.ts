@@ -17,6 +17,10 @@
 // raised here for the run and put back. Physical baselines (no CRIU needed):
 // raw process_vm_readv + write, raw read + process_vm_writev, loopback TCP.
 // --quick: 16 MiB (first response 64 MiB), one run each, no post-copy at 2 GiB.
+// For a run on a shared machine: VS_CRIU_SIZES=16,512,2048 (sizes of the
+// dump/eager/lazy rows and the physical baselines), VS_CRIU_REPS=N (runs per
+// tool and row), VS_CRIU_ROWS=dump,eager,lazy,first,postcopy,physical (which
+// groups run; dump is needed by eager and lazy at the same size).
 import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -311,17 +315,23 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
         figs.push({ name, value: v, unit, notes });
       }
     };
-    const sizes = ctx.quick ? [16] : [16, 512, 2048];
-    const reps = (mib: number): number => (ctx.quick ? 1 : mib >= 2048 ? 3 : 5);
+    const envList = (name: string): string[] | undefined => process.env[name]?.split(',').map((x) => x.trim()).filter(Boolean);
+    const sizes = ctx.quick ? [16] : (envList('VS_CRIU_SIZES')?.map(Number) ?? [16, 512, 2048]);
+    const envReps = Number(process.env.VS_CRIU_REPS ?? 0);
+    const reps = (mib: number): number => (ctx.quick ? 1 : envReps > 0 ? envReps : mib >= 2048 ? 3 : 5);
+    const rows = new Set(envList('VS_CRIU_ROWS') ?? ['dump', 'eager', 'lazy', 'first', 'postcopy', 'physical']);
     const ctrl = join(ctx.tmpDir, 'ctrl');
     const img = (t: Tool, tag: string): string => join(ctx.tmpDir, `${t.name}-${tag}`);
 
-    for (const mib of sizes) {
+    for (const mib of rows.has('dump') ? sizes : []) {
       // dump (whole command); leaves each tool's images for the restores.
       const dumps = await alternate(tools, reps(mib), (t) => timeDump(t, ctrl, img(t, `${mib}`), mib));
       row(`dump, ${mib} MiB`, dumps, 1.0);
-      const eager = await alternate(tools, reps(mib), (t) => timeEager(t, ctrl, img(t, `${mib}`)));
-      row(`eager restore -d -> verified answer, ${mib} MiB`, eager, 1.0);
+      if (rows.has('eager')) {
+        const eager = await alternate(tools, reps(mib), (t) => timeEager(t, ctrl, img(t, `${mib}`)));
+        row(`eager restore -d -> verified answer, ${mib} MiB`, eager, 1.0);
+      }
+      if (rows.has('lazy')) {
       // Two commands (both tools), then lazy-restore's one command (restore --lazy-pages -d
       // starts its own detached daemon; CRIU has no such flow: its two-command figure is the baseline).
       const both = await alternate(tools, reps(mib), async (t) => ({
@@ -333,11 +343,12 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
       const one = new Map<Tool['name'], number[]>([['lazy-restore', both.get('lazy-restore')!.map((x) => x.one)]]);
       if (lazy.has('criu')) one.set('criu', lazy.get('criu')!);
       row(`lazy restore, one command (restore --lazy-pages -d, detached daemon) -> verified answer, ${mib} MiB`, one, 0.8);
+      }
       for (const t of tools) rmSync(img(t, `${mib}`), { recursive: true, force: true });
     }
 
     // First response: a 1 GiB service touching 1% of its memory.
-    {
+    if (rows.has('first')) {
       const mib = ctx.quick ? 64 : 1024;
       const n = ctx.quick ? 1 : 5;
       for (const t of tools) await timeDump(t, ctrl, img(t, 'first'), mib, 1);
@@ -352,7 +363,7 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     }
 
     // Post-copy on one host.
-    {
+    if (rows.has('postcopy')) {
       const mib = ctx.quick ? 16 : 2048;
       const before = pipeMaxSize();
       const raise = criu !== undefined && before < 4 << 20;
@@ -369,10 +380,10 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     }
 
     // Physical baselines (what the machine allows, no image format).
-    for (const mib of ctx.quick ? [16] : [16, 512, 2048]) {
+    for (const mib of rows.has('physical') ? sizes : []) {
       const f = join(ctx.tmpDir, 'raw.img');
       const d: number[] = [], r: number[] = [], tcp: number[] = [];
-      for (let i = 0; i < (ctx.quick ? 1 : 3); i++) {
+      for (let i = 0; i < (ctx.quick ? 1 : Math.max(3, envReps)); i++) {
         d.push(physical(['dump', String(mib), f]));
         r.push(physical(['restore', f]));
         tcp.push(physical(['tcp', String(mib)]));

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <system_error>
 
+#include "common/fault_injection.h"
 #include "engine/internal.h"
 
 namespace lr::engine {
@@ -29,7 +30,8 @@ Engine::Engine(const Options& o, std::function<void()> notify) : opt_(o), notify
   // The guard page is the source of the no-op probe copy that tells whether
   // an event is pending (PendingEvents): without it the mremap/ENOENT race
   // handling would silently turn off, so its failure fails the engine.
-  guard_ = mmap(nullptr, kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  guard_ = FaultInjected("engine-guard-mmap") ? (errno = ENOMEM, MAP_FAILED)
+                                             : mmap(nullptr, kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (guard_ == MAP_FAILED) {
     guard_ = nullptr;
     throw std::system_error(errno, std::generic_category(), "mmap(guard page)");
@@ -144,6 +146,7 @@ int Engine::AddProc(std::shared_ptr<Proc> p) {
   struct epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagUffd;
+  if (FaultInjected("engine-add-proc")) return -ENOSPC;  // as epoll_ctl at max_user_watches
   if (epoll_ctl(w->ep, EPOLL_CTL_ADD, p->uffd, &ev) < 0) return -errno;
   if (p->pidfd >= 0) {
     ev.data.u64 = (static_cast<uint64_t>(p->handle) << 2) | kTagPidfd;

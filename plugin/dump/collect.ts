@@ -3,14 +3,14 @@
 // stopped task (rt_sigaction, sigaltstack, prctl, brk, getitimer,
 // timer_gettime/timer_getoverrun for the POSIX timers of /proc/PID/timers). Produces
 // CRIU image entries (core, mm without file ids).
+import { Errno, sysError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import {
   March, UserX86RegsMode, type CoreEntry, type CredsEntry, type ItimerEntry, type PosixTimerEntry, type SaEntry, type ThreadCoreEntry,
   type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
 } from '../images/index.js';
 import {
-  PR, SYS, errnoError, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall,
-  peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
+  PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
 } from '../inject/index.js';
 import { parseLimits, readStat, readStatus, readTimers } from './proc.js';
 
@@ -26,7 +26,7 @@ function withScratch<T>(pid: number, tid: number, size: number, fn: (addr: bigin
 }
 
 function check(r: bigint, what: string, tid: number): bigint {
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `${what} (injected)`, `tid ${tid}`);
+  if (r < 0n && r >= -4095n) throw sysError(Number(-r), `${what} (injected)`, `tid ${tid}`);
   return r;
 }
 
@@ -132,7 +132,7 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions): Th
   const status = readStatus(pid, tid);
   const stat = readStat(pid, tid);
   const seccomp = Number(status.get('Seccomp') ?? '0');
-  if (seccomp !== 0) throw errnoError(95 /* EOPNOTSUPP */, 'seccomp', `pid ${pid} tid ${tid}: seccomp mode ${seccomp} is not supported`);
+  if (seccomp !== 0) throw sysError(Errno.EOPNOTSUPP, 'seccomp', `pid ${pid} tid ${tid}: seccomp mode ${seccomp} is not supported`);
 
   const { tidAddr, sas, pdeath } = withScratch(pid, tid, 64, (a) => {
     check(injectSyscall(tid, SYS.prctl, [PR.GET_TID_ADDRESS, a, 0, 0, 0], opts), 'prctl(PR_GET_TID_ADDRESS)', tid);

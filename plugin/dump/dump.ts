@@ -8,7 +8,8 @@ import { PendingWrites } from './pending-writes.js';
 import { FileLockTable, fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
-  ChecksumAlgorithm, ImageDir, KIND, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
+  ChecksumAlgorithm, ImageDir, KIND, PAGE, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry,
+  joinEntries,
   type CoreEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
   type TaskKobjIdsEntry, type VmaEntry, type DumpStatsEntry,
 } from '../images/index.js';
@@ -18,6 +19,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
@@ -27,7 +29,6 @@ import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
-const PE_LAZY_FLAG = 2;
 
 export interface DumpOptions {
   /** Root of the tree to dump. */
@@ -46,6 +47,8 @@ export interface DumpOptions {
   tcpEstablished?: boolean;
   /** CRIU's --skip-in-flight: connections waiting in a listening socket's accept queue are left out (the peers see them reset). */
   skipInFlight?: boolean;
+  /** CRIU's --ghost-limit (bytes, default 1 MiB): largest deleted-but-open file whose contents the dump carries. */
+  ghostLimit?: bigint;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
@@ -249,7 +252,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
-      const p = planVma(pid, v);
+      const p = planVma(pid, v, fdOpts.ghostLimit);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
@@ -330,7 +333,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const hooks = opts.hooks ?? {};
   await hooks.preDump?.();
 
-  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true };
+  const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
+    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
@@ -555,6 +559,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
+      if (v.file.ghost) return { ...v.entry, shmid: BigInt(files.ghostPathFile(v.file.path, v.file.fdflags, v.file.ghost.st, v.file.ghost.source)) };
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
       return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
     });
@@ -597,7 +602,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const regionPlan: PlannedVma[] = [];
     for (const v of p.vmas) {
       if (v.mode === undefined) continue;
-      regions.push({ start: v.entry.start, nPages: Number((v.entry.end - v.entry.start) / 4096n), mode: v.mode });
+      regions.push({ start: v.entry.start, nPages: Number((v.entry.end - v.entry.start) / PAGE), mode: v.mode });
       regionPlan.push(v);
     }
     const mem = new ProcMem(pid);
@@ -611,8 +616,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       if (lazyRanges) {
         // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
         // only need which pages hold data); the page server reads them later.
-        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY_FLAG));
-        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY_FLAG) !== 0);
+        const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY));
+        const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY) !== 0);
         const r = dumpPages(mem, pm, pagesFd, 0n, eager.map((x) => x.g));
         const nullFd = openSync('/dev/null', 'w');
         let l;
@@ -629,22 +634,22 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
         for (const x of runs) if (x.lazyOnly) lazyRanges.push({ pid: imagePid, vaddr: x.vaddr, nrPages: BigInt(x.nPages), ...(imagePid !== pid ? { hostPid: pid } : {}) });
         stats.pagesScanned += r.scanned + l.scanned;
         stats.pagesZero += r.zero + l.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       } else if (inc) {
         const mp = await inc.planMemory(pid, regions, opts);
-        const r = copyDirty(pid, pagesFd, mp, (g, off) => dumpPages(mem, pm, pagesFd, off, g), (addr, into) => { mem.read(addr, 4096, into); });
+        const r = copyDirty(pid, pagesFd, mp, (g, off) => dumpPages(mem, pm, pagesFd, off, g), (addr, into) => { mem.read(addr, PAGE_SIZE, into); });
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         parentEntries = mp.parent;
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       } else {
         const r = dumpPages(mem, pm, pagesFd, 0n, regions, CHECKSUM_CHUNK);
         if (r.checksums) sums = { checksums: r.checksums, bytes: r.bytes };
         runs = r.runs.map((x) => ({ ...x, lazyOnly: false }));
         stats.pagesScanned += r.scanned;
         stats.pagesZero += r.zero;
-        stats.pagesWritten += r.bytes / 4096;
+        stats.pagesWritten += r.bytes / PAGE_SIZE;
       }
     } finally {
       closeSync(pagesFd);
@@ -655,8 +660,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     stats.pagePipes += 1;
     stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
-      const flags = r.lazyOnly ? PE_LAZY_FLAG : regionPlan[r.region]!.peFlags;
-      if (flags & 2) stats.pagesLazy += r.nPages;
+      const flags = r.lazyOnly ? PE_LAZY : regionPlan[r.region]!.peFlags;
+      if (flags & PE_LAZY) stats.pagesLazy += r.nPages;
       return { vaddr: r.vaddr, compat_nr_pages: r.nPages, flags, nr_pages: BigInt(r.nPages) };
     });
     // lr-checksums-<id>.img: CRC32C per 64 KiB chunk, checked at restore (plugin/integrity);
@@ -698,7 +703,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir));
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {

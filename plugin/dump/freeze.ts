@@ -4,8 +4,8 @@
 // siblings are being stopped). release() detaches everything untouched;
 // kill() SIGKILLs the tree and reaps what we traced.
 import { readFileSync } from 'node:fs';
-import { errnoError, detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
-import { isSystemError } from '../errors.js';
+import { detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
+import { isSystemError, Errno, sysError } from '../errors.js';
 import { listChildren, listTasks } from './proc.js';
 import { isStopSignal, isZombie, reapZombieInParent } from './taskstate.js';
 
@@ -75,7 +75,7 @@ export class FrozenTree {
       try {
         tids = listTasks(pid);
       } catch {
-        throw errnoError(3, `open /proc/${pid}/task`, `pid ${pid}: no such process`);
+        throw sysError(Errno.ESRCH, `open /proc/${pid}/task`, `pid ${pid}: no such process`);
       }
       const fresh = tids.filter((t) => !this.seized.has(t));
       if (fresh.length === 0) break;

@@ -15,17 +15,16 @@
 //   warning, never an incremental one built on stale dirty bits.
 import { closeSync, existsSync, openSync, readFileSync, symlinkSync, rmSync, writevSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
-import { ImageDir, PE_PARENT, PE_PRESENT, type PagemapEntry } from '../images/index.js';
-import { CollectMode, SYS, errnoError, injectSyscall, type DumpRegion } from '../inject/index.js';
+import { ImageDir, PAGE, PAGE_SIZE, PE_PARENT, PE_PRESENT, type PagemapEntry } from '../images/index.js';
+import { CollectMode, SYS, injectSyscall, type DumpRegion } from '../inject/index.js';
 import { addon } from '../native/addon.js';
 import { RegisterMode, UffdFeature, WriteprotectMode, uffdApi, uffdRegister, uffdWriteprotect } from '../uffd/index.js';
-import { UserError } from '../errors.js';
+import { UserError, sysError } from '../errors.js';
 import {
   procStartTime, readTrackerRecord, removeTrackerRecord, retireTracker, startTracker, takeTrackedUffd, trackerProblem,
   writeTrackerRecord, type TrackerRecord,
 } from './tracker.js';
 
-const PAGE = 4096n;
 const PM_SCAN_WP_MATCHING = 1n << 0n;
 const PM_SCAN_CHECK_WPASYNC = 1n << 1n;
 const PAGE_IS_WRITTEN = 1n << 1n;
@@ -303,7 +302,7 @@ function createTrackingUffd(pid: number, inject: { gadget: bigint; timeoutMs: nu
   // write tracking (WP_ASYNC) is resolved by the kernel before that matters.
   let r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK], opts);
   if (r === -1n /* EPERM */) r = injectSyscall(pid, SYS.userfaultfd, [O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY], opts);
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), 'userfaultfd (injected)', `tid ${pid}`);
+  if (r < 0n && r >= -4095n) throw sysError(Number(-r), 'userfaultfd (injected)', `tid ${pid}`);
   const remote = Number(r);
   let fd: number;
   try {
@@ -350,8 +349,8 @@ export function copyDirty(
     if (last && last.region === region && last.vaddr + BigInt(last.nPages) * PAGE === vaddr) last.nPages += nPages;
     else out.push({ vaddr, nPages, region });
   };
-  const buf = Buffer.allocUnsafe(BATCH_PAGES * 4096);
-  const zeroPage = Buffer.alloc(4096);
+  const buf = Buffer.allocUnsafe(BATCH_PAGES * PAGE_SIZE);
+  const zeroPage = Buffer.alloc(PAGE_SIZE);
   let i = 0;
   const items = plan.dirty;
   while (i < items.length) {
@@ -376,7 +375,7 @@ export function copyDirty(
       if (take === it.g.nPages) i++;
       else items[i] = { ...it, g: { ...it.g, start: it.g.start + BigInt(take) * PAGE, nPages: it.g.nPages - take } };
     }
-    const total = pages.length * 4096;
+    const total = pages.length * PAGE_SIZE;
     let got = 0;
     try {
       got = addon.processVmReadv(pid, buf.subarray(0, total), BigUint64Array.from(pairs));
@@ -384,11 +383,11 @@ export function copyDirty(
       if ((e as { code?: string }).code !== 'EFAULT') throw e;
     }
     // Pages process_vm_readv cannot reach (PROT_NONE...): /proc/PID/mem.
-    for (got -= got % 4096; got < total; got += 4096) readPage(pages[got / 4096]!.addr, buf.subarray(got, got + 4096));
+    for (got -= got % PAGE_SIZE; got < total; got += PAGE_SIZE) readPage(pages[got / PAGE_SIZE]!.addr, buf.subarray(got, got + PAGE_SIZE));
     const spans: Buffer[] = [];
     let spanStart = -1;
     for (let k = 0; k <= pages.length; k++) {
-      const isData = k < pages.length && !buf.subarray(k * 4096, (k + 1) * 4096).equals(zeroPage);
+      const isData = k < pages.length && !buf.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE).equals(zeroPage);
       if (k < pages.length) {
         scanned++;
         if (isData) push(pages[k]!.addr, 1, pages[k]!.region);
@@ -396,7 +395,7 @@ export function copyDirty(
       }
       if (isData && spanStart < 0) spanStart = k;
       if (!isData && spanStart >= 0) {
-        spans.push(buf.subarray(spanStart * 4096, k * 4096));
+        spans.push(buf.subarray(spanStart * PAGE_SIZE, k * PAGE_SIZE));
         spanStart = -1;
       }
     }

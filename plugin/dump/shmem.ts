@@ -10,7 +10,7 @@
 // holes and stay out).
 import { closeSync, fstatSync, lstatSync, openSync, readSync, statSync } from 'node:fs';
 import {
-  FdType, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PE_PRESENT, VMA_AREA_MEMFD,
+  FdType, PAGE, PAGE_SIZE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PE_PRESENT, VMA_AREA_MEMFD,
   VMA_AREA_REGULAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED, type FileEntry, type FownEntry, type MemfdInodeEntry, type VmaEntry,
 } from '../images/index.js';
 import type { ImageDir } from '../images/index.js';
@@ -25,7 +25,6 @@ const F_SEAL_SEAL = 1;
 const ZERO_FOWN: FownEntry = { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
 /** How much of an object is read and written at a time. */
 const CHUNK = 1 << 20;
-const PAGE = 4096n;
 
 /** A shared memory object as one VMA (or fd) sees it. */
 export interface ShmemRef {
@@ -202,8 +201,8 @@ export class ShmemTable {
               // read anywhere else is an error, never zeros.
               if (got !== len && off + BigInt(got) < st.size) throw new Error(`${o.ref.link}: short read at ${off} (${got} of ${len} bytes)`);
               buf.fill(0, got, len);
-              await w.add(off, len / 4096, PE_PRESENT, buf.subarray(0, len));
-              stats.written += len / 4096;
+              await w.add(off, len / PAGE_SIZE, PE_PRESENT, buf.subarray(0, len));
+              stats.written += len / PAGE_SIZE;
               off += BigInt(len);
             }
           }

@@ -1,13 +1,14 @@
 // Turns /proc/PID/smaps VMAs into CRIU vma_entry values and decides which
 // pages of each are dumped (IMAGE-FORMAT §3.9, §4.2, §4.3). Anything we
 // cannot restore faithfully is reported as a problem naming the VMA.
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, statSync, type BigIntStats } from 'node:fs';
 import {
   MAP_ANONYMOUS, MAP_DROPPABLE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PRESENT,
   PROT_EXEC, PROT_READ, PROT_WRITE, VMA_ANON_PRIVATE, VMA_AREA_HEAP, VMA_AREA_REGULAR, VMA_AREA_VDSO,
   VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED, type VmaEntry,
 } from '../images/index.js';
 import { CollectMode } from '../inject/index.js';
+import { DEFAULT_GHOST_LIMIT, deletedPath, ghostProblem } from './ghost.js';
 import type { SmapsVma } from './proc.js';
 import { isShmemVma, planShmemVma, type ShmemRef } from './shmem.js';
 
@@ -26,9 +27,20 @@ export interface PlannedVma {
   /** PE_* flags of the dumped pages. */
   peFlags: number;
   /** Mapped file (absolute path), for file VMAs. */
-  file?: { path: string; dev: number; ino: number; size: bigint; mode: number; fdflags: number };
+  file?: VmaFile;
   /** Shared memory object (shared anonymous memory, memfd) for VMA_AREA_MEMFD VMAs (plugin/dump/shmem.ts). */
   shmem?: ShmemRef;
+}
+
+export interface VmaFile {
+  path: string;
+  dev: number;
+  ino: number;
+  size: bigint;
+  mode: number;
+  fdflags: number;
+  /** A deleted file (nlink 0): where its contents can be read, and its stat. */
+  ghost?: { source: string; st: BigIntStats };
 }
 
 export function vmaName(pid: number, v: SmapsVma): string {
@@ -36,7 +48,7 @@ export function vmaName(pid: number, v: SmapsVma): string {
 }
 
 /** Returns the plan for a VMA, or a problem string explaining why it cannot be dumped. */
-export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
+export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_GHOST_LIMIT): PlannedVma | string {
   const name = vmaName(pid, v);
   const shared = v.perms[3] === 's';
   const prot = (v.perms[0] === 'r' ? PROT_READ : 0) | (v.perms[1] === 'w' ? PROT_WRITE : 0) | (v.perms[2] === 'x' ? PROT_EXEC : 0);
@@ -83,16 +95,14 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
   }
   if (v.path.startsWith('[')) return `${name}: special mapping is not supported`;
   if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
-  if (v.path.endsWith(' (deleted)')) {
-    return shared && v.path.startsWith('/dev/zero')
-      ? `${name}: shared anonymous memory is not supported`
-      : `${name}: mapped file was deleted (not supported)`;
-  }
+  const deleted = deletedPath(v.path);
+  if (deleted !== undefined && shared && v.path.startsWith('/dev/zero')) return `${name}: shared anonymous memory is not supported`;
   if (!v.path.startsWith('/')) return `${name}: unsupported mapping`;
   if (v.vmFlags.has('io') || v.vmFlags.has('pf')) return `${name}: device mapping is not supported`;
 
   // The mapped inode must still be reachable under its path, unchanged, or
-  // the restore would map something else.
+  // the restore would map something else; a deleted one (nlink 0) is a
+  // ghost file, carried with its contents (plugin/dump/ghost.ts).
   const mf = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
   let st;
   let fdflags = 0;
@@ -103,14 +113,20 @@ export function planVma(pid: number, v: SmapsVma): PlannedVma | string {
     return `${name}: cannot stat the mapped file (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
   }
   if (!st.isFile()) return `${name}: mapping of a non-regular file is not supported`;
-  try {
-    // As the process sees it (its mount namespace and root).
-    const now = statSync(`/proc/${pid}/root${v.path}`, { bigint: true });
-    if (now.ino !== st.ino || now.dev !== st.dev) return `${name}: the path now names a different file`;
-  } catch (e) {
-    return `${name}: mapped file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+  if (deleted !== undefined) {
+    const problem = ghostProblem(name, deleted, st, ghostLimit);
+    if (problem) return problem;
+  } else {
+    try {
+      // As the process sees it (its mount namespace and root).
+      const now = statSync(`/proc/${pid}/root${v.path}`, { bigint: true });
+      if (now.ino !== st.ino || now.dev !== st.dev) return `${name}: the path now names a different file`;
+    } catch (e) {
+      return `${name}: mapped file is not reachable by its path (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+    }
   }
-  const file = { path: v.path, dev: Number(st.dev), ino: Number(st.ino), size: st.size, mode: Number(st.mode), fdflags };
+  const file: VmaFile = { path: deleted ?? v.path, dev: Number(st.dev), ino: Number(st.ino), size: st.size, mode: Number(st.mode), fdflags };
+  if (deleted !== undefined) file.ghost = { source: mf, st };
   if (shared) {
     return { entry: { ...entry(VMA_AREA_REGULAR | VMA_FILE_SHARED, flags, v.pgoff), fdflags }, peFlags: 0, file };
   }

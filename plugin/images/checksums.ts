@@ -4,7 +4,7 @@
 import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { ImageError } from '../errors.js';
-import { PAGE_SIZE } from './magic.js';
+import { PAGE_SIZE } from './memory.js';
 import { ChecksumAlgorithm, type PageChecksumsEntry } from './types.js';
 
 const TABLES: Uint32Array[] = (() => {

@@ -6,16 +6,14 @@ import { join, resolve } from 'node:path';
 import { ImageError, UserError } from '../errors.js';
 import { computePageChecksums, verifyPageChecksums } from './checksums.js';
 import { readImageFile, writeImageFile, type DecodedImage } from './image.js';
-import { KIND, PAGE_SIZE, imageFileName, parseFileName, type ImageKind } from './magic.js';
+import { PAGE, PAGE_SIZE } from './memory.js';
+import { KIND, imageFileName, parseFileName, type ImageKind } from './magic.js';
 import { PagemapIndex, PagemapReader, PagemapWriter, type PagemapReaderOptions } from './pagemap.js';
 import {
-  PE_PARENT, PE_PRESENT,
-  type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MemfdInodeEntry, type MmEntry,
-  type PageChecksumsEntry, type PstreeEntry, type SeccompEntry, type TaskKobjIdsEntry, type TimensEntry,
-  type TtyInfoEntry, type WorkingSetHead, type WorkingSetRange,
+  type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MemfdInodeEntry, type MmEntry, type PageChecksumsEntry, type PstreeEntry, type SeccompEntry, type TaskKobjIdsEntry, type TimensEntry, type TtyInfoEntry, type WorkingSetHead, type WorkingSetRange,
 } from './types.js';
+import { PE_PARENT, PE_PRESENT } from './memory.js';
 
-const PAGE = BigInt(PAGE_SIZE);
 /** Deepest parent chain we follow (guards against symlink loops). */
 const MAX_PARENT_DEPTH = 64;
 

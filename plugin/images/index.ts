@@ -2,6 +2,7 @@
 // image framing, protobuf codec, typed messages, streaming pagemaps, the
 // image directory and crit-compatible JSON.
 export * from './types.js';
+export * from './memory.js';
 export * from './magic.js';
 export { PROTO_DIR, decodeMessage, encodeMessage, messagePlan, type FieldPlan, type MessagePlan, type PlainMessage, type Where } from './codec.js';
 export { ChunkedReader, headerBytes, joinEntries, parseHeader, scanVarintFields, splitEntries, type ImageHeader, type RawEntry } from './framing.js';

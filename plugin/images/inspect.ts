@@ -4,16 +4,17 @@
 // and our own working-set and checksum images.
 import { ImageError } from '../errors.js';
 import { ImageDir } from './imagedir.js';
-import { KIND, PAGE_SIZE } from './magic.js';
+import { KIND } from './magic.js';
 import { checkImageSet, type ImageProblem } from './validate.js';
 import {
-  FdType, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PARENT, PE_PRESENT,
-  TASK_ALIVE, TASK_DEAD, TASK_STOPPED,
-  VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_HEAP, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET,
-  VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_ANON_PRIVATE, VMA_ANON_SHARED,
-  VMA_FILE_PRIVATE, VMA_FILE_SHARED,
-  type FileEntry, type VmaEntry,
+  FdType, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, type FileEntry, type VmaEntry,
 } from './types.js';
+import {
+  PAGE_SIZE, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PE_LAZY, PE_PARENT, PE_PRESENT,
+  VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_HEAP, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET,
+  VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_ANON_PRIVATE,
+  VMA_ANON_SHARED, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+} from './memory.js';
 
 /** Byte counts of one VMA or process. */
 export interface MemoryCounts {

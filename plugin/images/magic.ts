@@ -8,8 +8,6 @@ export const IMG_COMMON = 0x54564319;
 export const IMG_SERVICE = 0x55105940;
 /** inventory.img_version that every current image set carries. */
 export const IMG_VERSION_V1_1 = 2;
-/** Page size of x86-64; every page count and offset in pagemaps is in these units. */
-export const PAGE_SIZE = 4096;
 
 export type HeaderKind = 'inventory' | 'common' | 'service' | 'raw';
 
@@ -237,4 +235,6 @@ export const KIND = {
   stats: requireKind('STATS'),
   workingSet: requireKind('LR_WORKINGSET'),
   checksums: requireKind('LR_CHECKSUMS'),
+  remapFpath: requireKind('REMAP_FPATH'),
+  ghostFile: requireKind('GHOST_FILE'),
 } as const;

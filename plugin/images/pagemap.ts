@@ -7,10 +7,10 @@ import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { ChunkedReader, headerBytes, parseHeader } from './framing.js';
-import { KIND, PAGE_SIZE, imageFileName } from './magic.js';
-import { PE_LAZY, PE_PARENT, PE_PRESENT, type PagemapEntry, type PagemapHead } from './types.js';
+import { KIND, imageFileName } from './magic.js';
+import { PAGE, PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT } from './memory.js';
+import type { PagemapEntry, PagemapHead } from './types.js';
 
-const PAGE = BigInt(PAGE_SIZE);
 const U64_MAX = (1n << 64n) - 1n;
 /** Largest page count whose byte size is still an exact Number. */
 const MAX_PAGES = BigInt(Number.MAX_SAFE_INTEGER) / PAGE;

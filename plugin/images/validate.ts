@@ -3,12 +3,15 @@
 // Every problem names the file it is about; nothing here stops at the first.
 import { ImageError } from '../errors.js';
 import { ImageDir } from './imagedir.js';
-import { KIND, PAGE_SIZE, imageFileName } from './magic.js';
+import { KIND, imageFileName } from './magic.js';
+import { PAGE } from './memory.js';
 import {
-  FdType, PE_PRESENT, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_MEMFD,
-  VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_ANON_PRIVATE, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
-  type CoreEntry, type FileEntry, type MmEntry, type PstreeEntry, type VmaEntry,
+  FdType, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, type CoreEntry, type FileEntry, type MmEntry, type PstreeEntry, type VmaEntry,
 } from './types.js';
+import {
+  PE_PRESENT, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_ANON_PRIVATE,
+  VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+} from './memory.js';
 
 export interface ImageProblem {
   /** File name inside the image directory. */
@@ -16,7 +19,6 @@ export interface ImageProblem {
   message: string;
 }
 
-const PAGE = BigInt(PAGE_SIZE);
 /** x86-64 TASK_SIZE: private VMAs for page data lie below it. */
 const TASK_SIZE = 0x7ffffffff000n;
 

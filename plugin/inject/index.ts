@@ -23,7 +23,6 @@
 // sets orig_rax=-1 (no restart fix-up on our rip) and blocks all signals but
 // SIGTRAP while the syscall runs; it returns raw rax as a signed bigint.
 export * from './constants.js';
-export * from './errors.js';
 export * from './ptrace.js';
 export * from './memory.js';
 export * from './scratch.js';

@@ -1,11 +1,11 @@
 // Remote memory of another process: process_vm_readv/writev (batched
 // iovecs), /proc/PID/mem (reaches pages without read/write permission, as
 // the tracer), /proc/PID/pagemap ranges, and pidfd_open/pidfd_getfd.
+import { Errno, sysError } from '../errors.js';
 import { closeSync, openSync } from 'node:fs';
+import { PAGE_SIZE } from '../images/memory.js';
 import { addon } from '../native/addon.js';
 import type { NativeCollectedPages } from '../native/types.js';
-const PAGE_SIZE = 4096;
-import { errnoError } from './errors.js';
 
 /** A remote range. */
 export interface RemoteRange {
@@ -26,7 +26,7 @@ function pairs(ranges: readonly RemoteRange[]): BigUint64Array {
 export function readMemory(pid: number, addr: bigint, len: number): Buffer {
   const buf = Buffer.allocUnsafe(len);
   const got = addon.processVmReadv(pid, buf, new BigUint64Array([addr, BigInt(len)]));
-  if (got !== len) throw errnoError(14 /* EFAULT */, 'process_vm_readv', `pid ${pid}: read ${got} of ${len} bytes at 0x${addr.toString(16)}`);
+  if (got !== len) throw sysError(Errno.EFAULT, 'process_vm_readv', `pid ${pid}: read ${got} of ${len} bytes at 0x${addr.toString(16)}`);
   return buf;
 }
 
@@ -44,7 +44,7 @@ export function readMemoryv(pid: number, ranges: readonly RemoteRange[], into?: 
 /** Writes `data` at `addr` with process_vm_writev (EFAULT on non-writable pages: use ProcMem). */
 export function writeMemory(pid: number, addr: bigint, data: Buffer): void {
   const n = addon.processVmWritev(pid, data, new BigUint64Array([addr, BigInt(data.length)]));
-  if (n !== data.length) throw errnoError(14 /* EFAULT */, 'process_vm_writev', `pid ${pid}: wrote ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
+  if (n !== data.length) throw sysError(Errno.EFAULT, 'process_vm_writev', `pid ${pid}: wrote ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
 }
 
 /** Writes consecutive slices of `data` to many ranges; returns bytes written. */
@@ -64,12 +64,12 @@ export class ProcMem {
   }
   read(addr: bigint, len: number, into: Buffer = Buffer.allocUnsafe(len)): Buffer {
     const n = addon.preadAt(this.fd, into, addr, len);
-    if (n !== len) throw errnoError(5 /* EIO */, 'pread', `/proc/${this.pid}/mem: ${n} of ${len} bytes at 0x${addr.toString(16)}`);
+    if (n !== len) throw sysError(Errno.EIO, 'pread', `/proc/${this.pid}/mem: ${n} of ${len} bytes at 0x${addr.toString(16)}`);
     return into;
   }
   write(addr: bigint, data: Buffer): void {
     const n = addon.pwriteAt(this.fd, data, addr);
-    if (n !== data.length) throw errnoError(5 /* EIO */, 'pwrite', `/proc/${this.pid}/mem: ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
+    if (n !== data.length) throw sysError(Errno.EIO, 'pwrite', `/proc/${this.pid}/mem: ${n} of ${data.length} bytes at 0x${addr.toString(16)}`);
   }
   close(): void {
     closeSync(this.fd);

@@ -3,11 +3,11 @@
 // Synchronous by design: a ptrace stop must be consumed (waited for) in the
 // same tick it is caused, or libuv's SIGCHLD handler could reap the stop of
 // a child that node spawned.
+import { Errno, sysError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import { addon } from '../native/addon.js';
 import type { NativeRseqConfiguration, NativeWaitStatus, UserRegsStruct } from '../native/types.js';
 import { NT, PTRACE_EVENT } from './constants.js';
-import { errnoError } from './errors.js';
 
 export type UserRegs = UserRegsStruct;
 export type WaitStatus = NativeWaitStatus;
@@ -53,9 +53,9 @@ export function waitPid(pid: number, timeoutMs: number, flags = 0): WaitStatus |
  */
 export function waitStop(tid: number, timeoutMs = DEFAULT_TIMEOUT_MS): WaitStatus {
   const st = addon.waitPid(tid, timeoutMs);
-  if (st === null) throw errnoError(110 /* ETIMEDOUT */, 'waitpid', `tid ${tid}: no ptrace stop within ${timeoutMs} ms`);
+  if (st === null) throw sysError(Errno.ETIMEDOUT, 'waitpid', `tid ${tid}: no ptrace stop within ${timeoutMs} ms`);
   if (st.kind !== 'stopped') {
-    throw errnoError(3 /* ESRCH */, 'waitpid', `tid ${tid} ${st.kind}${st.kind === 'exited' ? ` with ${st.exitCode}` : ` by signal ${st.signal}`}`);
+    throw sysError(Errno.ESRCH, 'waitpid', `tid ${tid} ${st.kind}${st.kind === 'exited' ? ` with ${st.exitCode}` : ` by signal ${st.signal}`}`);
   }
   return st;
 }
@@ -177,7 +177,7 @@ export function injectSyscallFork(tid: number, nr: number, args: readonly (bigin
 /** injectSyscall that throws a system error (code/errno/syscall) on -errno. */
 export function injectSyscallChecked(tid: number, nr: number, args: readonly (bigint | number)[], opts: InjectOptions, name = `syscall ${nr}`): bigint {
   const r = injectSyscall(tid, nr, args, opts);
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `${name} (injected)`, `tid ${tid}`);
+  if (r < 0n && r >= -4095n) throw sysError(Number(-r), `${name} (injected)`, `tid ${tid}`);
   return r;
 }
 
@@ -216,10 +216,10 @@ export function readMaps(pid: number): MapsLine[] {
  */
 export function findVdsoGadget(pid: number, maps: MapsLine[] = readMaps(pid)): bigint {
   const vdso = maps.find((m) => m.path === '[vdso]');
-  if (!vdso) throw errnoError(2 /* ENOENT */, 'findVdsoGadget', `pid ${pid} has no [vdso]`);
+  if (!vdso) throw sysError(Errno.ENOENT, 'findVdsoGadget', `pid ${pid} has no [vdso]`);
   const len = Number(vdso.end - vdso.start);
   const buf = Buffer.alloc(len);
   const got = addon.processVmReadv(pid, buf, new BigUint64Array([vdso.start, BigInt(len)]));
   for (let i = 0; i + 1 < got; i++) if (buf[i] === 0x0f && buf[i + 1] === 0x05) return vdso.start + BigInt(i);
-  throw errnoError(2 /* ENOENT */, 'findVdsoGadget', `pid ${pid}: no syscall instruction in [vdso]`);
+  throw sysError(Errno.ENOENT, 'findVdsoGadget', `pid ${pid}: no syscall instruction in [vdso]`);
 }

@@ -2,35 +2,21 @@
 // lazy-pages server drives. Kept as an interface so the server's policy
 // (lifecycle, push, failure handling) is unit-tested with a fake; the real
 // FaultEngine satisfies it structurally (engine-adapter.ts).
-import type { EngineEvent } from '../uffd/engine.js';
+import type { EngineEvent, FaultLogEntry, ProcStats } from '../uffd/engine.js';
 import type { PlannedRange } from './types.js';
 
 /** The engine's events, as plugin/uffd defines them (one definition). */
 export type EngineEventLike = EngineEvent;
 
-/** Per-process counters as the engine reports them (cumulative). */
-export interface EngineProcStatsLike {
-  proc: number;
-  faults: number;
-  zeroPages: number;
-  copiedPages: number;
-  pushedPages: number;
-  /** Pages faults fetched on native page-server links (absent in engines without them). */
-  remotePages?: number;
-  bytes: bigint;
-  /** Bucket i counts fault service times in [2^i, 2^(i+1)) ns. */
-  latencyLog2Ns: number[];
-}
+/**
+ * The per-process counters the server reads (cumulative), as plugin/uffd
+ * defines them; remotePages is optional (engines without native links).
+ */
+export type EngineProcStatsLike = Pick<ProcStats, 'proc' | 'faults' | 'zeroPages' | 'copiedPages' | 'pushedPages' | 'bytes' | 'latencyLog2Ns'>
+  & Partial<Pick<ProcStats, 'remotePages'>>;
 
 /** plugin/uffd's FaultLogEntry. */
-export interface FaultLogEntryLike {
-  tNs: bigint;
-  proc: number;
-  start: bigint;
-  pages: number;
-  kind: 'fault' | 'zero' | 'push';
-  fault: bigint;
-}
+export type FaultLogEntryLike = FaultLogEntry;
 
 export interface FaultEngineLike {
   /** checksums: CRC32C per chunkSize bytes, verified natively on first use of a chunk. */

@@ -3,35 +3,13 @@
 // logic over a stream of pagemap runs, so it is unit-tested without images;
 // memory is proportional to the number of runs, never to the image size.
 import { ImageError, UserError } from '../errors.js';
+import {
+  MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PAGE, PE_LAZY, PE_PARENT, PE_PRESENT, VMA_ANON_PRIVATE,
+  VMA_ANON_SHARED, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET,
+  VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE,
+  VMA_FILE_SHARED,
+} from '../images/memory.js';
 import type { PageSource, PlannedRange } from './types.js';
-
-export const PAGE_SIZE = 4096n;
-export const PE_PARENT = 1;
-export const PE_LAZY = 2;
-export const PE_PRESENT = 4;
-
-// VMA status bits and MAP_* flags (IMAGE-FORMAT.md §3.9).
-const VMA_AREA_REGULAR = 0x1;
-const VMA_AREA_VSYSCALL = 0x4;
-const VMA_AREA_VDSO = 0x8;
-const VMA_ANON_SHARED = 0x100;
-const VMA_ANON_PRIVATE = 0x200;
-const VMA_FILE_PRIVATE = 0x40;
-const VMA_FILE_SHARED = 0x80;
-const VMA_AREA_SYSVIPC = 0x400;
-const VMA_AREA_SOCKET = 0x800;
-const VMA_AREA_VVAR = 0x1000;
-const VMA_AREA_AIORING = 0x2000;
-const VMA_AREA_MEMFD = 0x4000;
-const VMA_AREA_SHSTK = 0x8000;
-const VMA_AREA_GUARD = 0x10000;
-const VMA_AREA_UPROBES = 0x20000;
-const VMA_EXT_PLUGIN = 0x08000000;
-const MAP_SHARED = 0x1;
-const MAP_PRIVATE = 0x2;
-const MAP_ANONYMOUS = 0x20;
-const MAP_LOCKED = 0x2000;
-const MAP_HUGETLB = 0x40000;
 
 const NOT_LAZY_STATUS = VMA_AREA_VSYSCALL | VMA_AREA_VDSO | VMA_ANON_SHARED | VMA_FILE_PRIVATE | VMA_FILE_SHARED
   | VMA_AREA_SYSVIPC | VMA_AREA_SOCKET | VMA_AREA_VVAR | VMA_AREA_AIORING | VMA_AREA_MEMFD | VMA_AREA_SHSTK
@@ -111,9 +89,9 @@ export async function planRanges(vmas: readonly VmaInfo[], runs: AsyncIterable<P
 
   for await (const run of runs) {
     const a = run.vaddr;
-    const len = run.nrPages * PAGE_SIZE;
+    const len = run.nrPages * PAGE;
     const b = a + len;
-    if (a % PAGE_SIZE !== 0n) throw new ImageError(ctx.pagemapFile, undefined, `pid ${ctx.pid}: entry at 0x${a.toString(16)} is not page-aligned`);
+    if (a % PAGE !== 0n) throw new ImageError(ctx.pagemapFile, undefined, `pid ${ctx.pid}: entry at 0x${a.toString(16)} is not page-aligned`);
     if (a < prevEnd) throw new ImageError(ctx.pagemapFile, undefined, `pid ${ctx.pid}: entries not ascending at 0x${a.toString(16)}`);
     prevEnd = b;
     const present = (run.flags & PE_PRESENT) !== 0;
@@ -219,7 +197,7 @@ export class ParentPagemap {
   ) {}
 
   add(run: PagemapRun, pagesSize: bigint, pagesFile: string): void {
-    const len = run.nrPages * PAGE_SIZE;
+    const len = run.nrPages * PAGE;
     if ((run.flags & PE_PRESENT) !== 0 && run.offset + len > pagesSize) {
       throw new ImageError(pagesFile, Number(run.offset), `parent entry 0x${run.vaddr.toString(16)} points past the end of the pages file (${pagesSize} bytes)`);
     }

@@ -5,7 +5,9 @@
 // process whose page cannot be served is SIGKILLed, never left on zeros.
 import { closeSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { UserError, isSystemError } from '../errors.js';
+import { UserError, isSystemError, sysError } from '../errors.js';
+import { PAGE, PAGE_SIZE } from '../images/memory.js';
+import { histPercentile } from '../uffd/latency.js';
 import { loadPageChecksums, noteUnverified } from '../integrity/checksums.js';
 import { Watchdog } from '../integrity/watchdog.js';
 import { log } from '../log.js';
@@ -363,7 +365,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     const ws = await replay;
     if (ws && ws.length > 0 && plan.ranges.length > 0) {
       // Queued before the process resumes: the engine copies these first, in fault order.
-      p.wsPages = ws.reduce((n, r) => n + Number((r.end - r.start) / 4096n), 0);
+      p.wsPages = ws.reduce((n, r) => n + Number((r.end - r.start) / PAGE), 0);
       try {
         this.engine.prefetchFirst!(handle, ws);
         // The restorer resumes the process once adopt() returns: let the
@@ -573,7 +575,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   private socketError(message: string, code: string, killed = false): void {
-    const error = Object.assign(new Error(message), { code });
+    const error = sysError(code, 'lazy-pages socket', undefined, message);
     this.emit('error', { proc: undefined, killed, message, error });
   }
 
@@ -765,7 +767,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         p.pushedBytes += ev.copied;
         p.passCopied += ev.copied;
         if (ev.copied > 0n) p.pushedChunks++;
-        this.pushedPages += Number(ev.copied / 4096n);
+        this.pushedPages += Number(ev.copied / PAGE);
         if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
         break;
       }
@@ -786,7 +788,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         }
         break;
       case 'error':
-        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, Object.assign(new Error(ev.message), { code: ev.code, errno: ev.errno, syscall: ev.syscall }));
+        this.failProcess(p, `${ev.syscall}: ${ev.code} (${ev.message})`, sysError(ev.errno, ev.syscall, undefined, ev.message));
         break;
     }
   }
@@ -915,7 +917,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (p.state !== 'serving') return;
       const supplied = this.engine.supply(p.engineProc, imageAddr, data);
       this.bytesSupplied += supplied;
-      this.remoteFaultPages += Number(supplied / 4096n);
+      this.remoteFaultPages += Number(supplied / PAGE);
     } catch (e) {
       this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
     }
@@ -1119,7 +1121,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       p.pushedBytes += copied;
       p.passCopied += copied;
       if (copied > 0n) p.pushedChunks++;
-      this.pushedPages += Number(copied / 4096n);
+      this.pushedPages += Number(copied / PAGE);
     } catch (e) {
       this.failProcess(p, `remote page source: ${errText(e)}`, e instanceof Error ? e : new Error(String(e)));
     } finally {
@@ -1304,7 +1306,7 @@ function validateOptions(o: LazyPagesServerOptions): void {
   if (typeof o.imagesDir !== 'string' || o.imagesDir === '') throw new TypeError('imagesDir must be a non-empty string');
   if (o.bandwidthBytesPerSec !== undefined && !(o.bandwidthBytesPerSec > 0)) throw new RangeError('bandwidthBytesPerSec must be > 0');
   if (o.engineThreads !== undefined && !(Number.isInteger(o.engineThreads) && o.engineThreads >= 1)) throw new RangeError('engineThreads must be an integer >= 1');
-  if (o.pushChunkBytes !== undefined && !(Number.isInteger(o.pushChunkBytes) && o.pushChunkBytes >= 4096 && o.pushChunkBytes % 4096 === 0)) {
+  if (o.pushChunkBytes !== undefined && !(Number.isInteger(o.pushChunkBytes) && o.pushChunkBytes >= PAGE_SIZE && o.pushChunkBytes % PAGE_SIZE === 0)) {
     throw new RangeError('pushChunkBytes must be a multiple of 4096');
   }
   if (o.faultAroundPages !== undefined && !(Number.isInteger(o.faultAroundPages) && o.faultAroundPages >= 1 && o.faultAroundPages <= 512)) throw new RangeError('faultAroundPages must be 1..512');
@@ -1313,17 +1315,10 @@ function validateOptions(o: LazyPagesServerOptions): void {
   if (o.pushInFlight !== undefined && !(Number.isInteger(o.pushInFlight) && o.pushInFlight >= 1)) throw new RangeError('pushInFlight must be an integer >= 1');
 }
 
-/** Upper bound (us) of the log2-ns bucket holding the p-th percentile. */
+/** Upper bound (us) of the log2-ns bucket holding the p-th percentile; undefined when empty. */
 function histPercentileUs(hist: readonly (number | undefined)[], p: number): number | undefined {
-  const total = hist.reduce<number>((a, b) => a + (b ?? 0), 0);
-  if (total === 0) return undefined;
-  const rank = Math.max(1, Math.ceil((p / 100) * total));
-  let cum = 0;
-  for (let i = 0; i < hist.length; i++) {
-    cum += hist[i] ?? 0;
-    if (cum >= rank) return 2 ** (i + 1) / 1000;
-  }
-  return 2 ** hist.length / 1000;
+  const ns = histPercentile(hist, p);
+  return ns === 0 ? undefined : ns / 1000;
 }
 
 type KillOutcome = 'killed' | 'gone' | string;

@@ -7,9 +7,9 @@
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { ImageDir } from '../images/imagedir.js';
+import { PAGE, PAGE_SIZE } from '../images/memory.js';
 import type { WorkingSetRange } from '../images/types.js';
 
-const PAGE = 4096n;
 
 /** Pages one process faulted, first touch only, in fault order. */
 export class WorkingSetRecorder {
@@ -49,7 +49,7 @@ export function workingSetPath(dir: string, pid: number): string {
 /** Writes lr-workingset-<pid>.img; returns its path. */
 export async function writeWorkingSet(dir: string, pid: number, startedWallNs: bigint, rec: WorkingSetRecorder): Promise<string> {
   const img = await ImageDir.open(dir);
-  await img.writeWorkingSet({ pid, started_ns: startedWallNs, page_size: 4096 }, rec.ranges());
+  await img.writeWorkingSet({ pid, started_ns: startedWallNs, page_size: PAGE_SIZE }, rec.ranges());
   return workingSetPath(dir, pid);
 }
 
@@ -64,7 +64,7 @@ export async function loadWorkingSet(dir: string, pid: number): Promise<{ start:
   if (!ws) return undefined;
   const file = workingSetPath(dir, pid);
   if (ws.head.pid !== pid) throw new ImageError(file, undefined, `working set is for pid ${ws.head.pid}, not ${pid}`);
-  if (ws.head.page_size !== undefined && ws.head.page_size !== 4096) throw new ImageError(file, undefined, `page size ${ws.head.page_size} is not 4096`);
+  if (ws.head.page_size !== undefined && ws.head.page_size !== PAGE_SIZE) throw new ImageError(file, undefined, `page size ${ws.head.page_size} is not ${PAGE_SIZE}`);
   const out: { start: bigint; end: bigint }[] = [];
   for (const r of ws.ranges) {
     if (r.vaddr % PAGE !== 0n || r.nr_pages <= 0n || r.vaddr + r.nr_pages * PAGE > 1n << 64n) {

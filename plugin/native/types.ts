@@ -47,16 +47,29 @@ export interface UffdNative {
 // native/engine: the fault-serving engine (owner: uffd/engine work)
 // ---------------------------------------------------------------------------
 //
-/** Event as delivered by the native engine (plugin/uffd/engine.ts re-types it). */
+/**
+ * Event as delivered by the native engine (native/engine/init.cc Deliver);
+ * the one definition (plugin/uffd exports it as EngineEvent).
+ */
 export type RawEngineEvent =
+  /** The child got its own uffd and a copy of the parent's lazy map (incl. pages in flight). */
   | { type: 'fork'; proc: number; child: number }
   | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
   | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
+  /** Remote pages [addr, addr+len) (run-time) are wanted; they were dumped at imageAddr. */
   | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
   | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
+  /** complete: nothing lazy left. exit: the mm is gone (ESRCH/ENOSPC from the kernel, pidfd readable, or liveness probe). */
   | { type: 'complete' | 'exit'; proc: number }
+  /** The working-set queue given to prefetchFirst() is done; `copied` bytes (all calls so far). */
   | { type: 'warmed'; proc: number; copied: bigint }
+  /** The process is no longer served (uffd kept open so it blocks rather than reading zeros): kill it. */
   | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string }
+  /**
+   * The native page-server link of worker `slot` failed (closed, reset,
+   * stalled or a malformed reply) and was closed; its `lost` unanswered GETs
+   * were turned into 'need' events. Attach a fresh socket to resume.
+   */
   | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
 
 export interface RawLinkStats {

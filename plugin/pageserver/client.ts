@@ -468,7 +468,7 @@ export class PageServerClient extends EventEmitter {
     const sock = lane.sock;
     if (sock === undefined) return;
     lane.stallTimer = setTimeout(() => {
-      this.lost(lane, sock, Object.assign(new Error(`no reply for ${this.stallMs} ms`), { code: 'ETIMEDOUT' }));
+      this.lost(lane, sock, Object.assign(new Error(`no reply for ${this.stallMs} ms`), { code: 'ETIMEDOUT' }) /* a stall, not a failed syscall: no errno/syscall, so messages say just ETIMEDOUT */);
     }, this.stallMs);
   }
 

@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import { cpSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExitCode, UserError } from '../errors.js';
+import { PAGE } from '../images/memory.js';
 import { PageServerPageSource } from './remote-source.js';
 import { loadTls, type TlsMaterial, type TlsPaths } from './transport.js';
 
@@ -104,8 +105,8 @@ export async function migrateReceive(opts: MigrateReceiveOptions): Promise<Migra
       lastBytes = bytes;
       lastT = now;
       return {
-        pagesTotal: Number(s.lazyBytes / 4096n),
-        pagesTransferred: Number((s.lazyBytes - s.lazyBytesLeft) / 4096n),
+        pagesTotal: Number(s.lazyBytes / PAGE),
+        pagesTransferred: Number((s.lazyBytes - s.lazyBytesLeft) / PAGE),
         rate, faults: s.faults, elapsedMs: now - t0,
       };
     };

@@ -4,7 +4,7 @@
 // Pure codec: no I/O. Everything is little-endian because the format is
 // host order and we only target x86-64.
 
-import { PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
+import { PAGE, PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/memory.js';
 
 // Same bindings as plugin/images: page size and the pagemap flags.
 export { PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT };
@@ -124,8 +124,8 @@ export function decodeDstId(dst: bigint): DstId {
 
 /** Bytes of page data that follow this header on the wire (0 if none). */
 export function payloadBytes(h: PsHeader): bigint {
-  if (h.cmd === PS_IOV_ADD) return h.nrPages * BigInt(PAGE_SIZE);
-  if (h.cmd === PS_IOV_ADD_F && (h.flags & PE_PRESENT) !== 0) return h.nrPages * BigInt(PAGE_SIZE);
+  if (h.cmd === PS_IOV_ADD) return h.nrPages * PAGE;
+  if (h.cmd === PS_IOV_ADD_F && (h.flags & PE_PRESENT) !== 0) return h.nrPages * PAGE;
   return 0n;
 }
 

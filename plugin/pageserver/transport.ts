@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import tls from 'node:tls';
-import { UserError } from '../errors.js';
+import { Errno, UserError, sysError } from '../errors.js';
 
 /** Certificate material for mutual TLS (PEM contents). */
 export interface TlsMaterial {
@@ -99,7 +99,7 @@ export function connectSocket(opts: ConnectOptions): Promise<AnySocket> {
       sock.destroy();
       reject(e);
     };
-    const timer = setTimeout(() => fail(Object.assign(new Error(`connect to ${opts.address}:${opts.port} timed out`), { code: 'ETIMEDOUT', syscall: 'connect' })), opts.timeoutMs ?? 10_000);
+    const timer = setTimeout(() => fail(sysError(Errno.ETIMEDOUT, 'connect', undefined, `connect to ${opts.address}:${opts.port} timed out`)), opts.timeoutMs ?? 10_000);
     const ok = (): void => {
       clearTimeout(timer);
       sock.removeListener('error', fail);

@@ -9,11 +9,14 @@
 // file mapping). CRIU restores children the same way (forked from the
 // restored parent, pages compared). Lazily restored VMAs are not kept: their
 // pages are not in the parent when the child is cloned.
+import {
+  MAP_HUGETLB, MAP_LOCKED, MAP_SHARED, PAGE, VMA_ANON_PRIVATE, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_SYSVIPC, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE,
+} from '../images/memory.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { ImageError } from '../errors.js';
 import type { PageVerifier } from '../integrity/checksums.js';
 import { addon } from '../native/addon.js';
-import { MAP, PAGE, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
+import { type ProcessPlan, type VmaPlan } from './plan.js';
 import type { RemoteTask } from './task.js';
 
 const NR_MADVISE = 28;
@@ -23,9 +26,9 @@ const CHUNK = 1n << 20n;
 
 function keepable(v: VmaPlan, lazy: boolean): boolean {
   const s = v.vma.status;
-  if ((s & VMA.REGULAR) === 0 || (s & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) === 0) return false;
-  if (s & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.MEMFD | VMA.ANON_SHARED | VMA.SYSVIPC)) return false;
-  if (v.shmem || v.vma.flags & (MAP.SHARED | MAP.LOCKED | MAP.HUGETLB)) return false;
+  if ((s & VMA_AREA_REGULAR) === 0 || (s & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE)) === 0) return false;
+  if (s & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL | VMA_AREA_MEMFD | VMA_ANON_SHARED | VMA_AREA_SYSVIPC)) return false;
+  if (v.shmem || v.vma.flags & (MAP_SHARED | MAP_LOCKED | MAP_HUGETLB)) return false;
   if ((v.vma.prot & PROT_READ) === 0) return false; // compared through process_vm_readv
   return !(lazy && v.lazyEligible);
 }

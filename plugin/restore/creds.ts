@@ -7,14 +7,14 @@
 // no_new_privs), and what a change of creds resets in the kernel: the
 // dumpable flag and the parent-death signal.
 import { readFileSync } from 'node:fs';
-import { ImageError, UserError } from '../errors.js';
+import { ImageError, UserError, errnoName } from '../errors.js';
 import type { CoreEntry, CredsEntry, RlimitEntry, SiginfoEntry } from '../images/index.js';
 import { parseLimits } from '../dump/proc.js';
 import { addon } from '../native/addon.js';
 import type { ProcessPlan, RestorePlan } from './plan.js';
 import { PR, SYS } from '../inject/constants.js';
 import { restoreSched } from './sched.js';
-import { errnoName, NR, type RemoteTask } from './task.js';
+import { NR, type RemoteTask } from './task.js';
 
 const PR_CAP_AMBIENT_RAISE = 2;
 

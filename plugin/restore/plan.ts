@@ -2,12 +2,16 @@
 // per process, checked before any process is created (unsupported VMAs or
 // fds, missing or changed files, inconsistent pagemaps), so that a bad image
 // fails without leaving anything behind.
+import {
+  PAGE, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, VMA_ANON_PRIVATE, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+} from '../images/memory.js';
 import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import type {
   CoreEntry,
   FdinfoEntry,
   FileEntry,
+  InventoryEntry,
   MmEntry,
   PstreeEntry,
   RegFileEntry,
@@ -15,41 +19,9 @@ import type {
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
+import { GhostFiles } from './ghost.js';
 import { FileLockRestorer } from './locks.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
-
-export const PAGE = 4096n;
-
-// vma_entry.status bits (image ABI)
-export const VMA = {
-  REGULAR: 0x1,
-  VSYSCALL: 0x4,
-  VDSO: 0x8,
-  HEAP: 0x20,
-  FILE_PRIVATE: 0x40,
-  FILE_SHARED: 0x80,
-  ANON_SHARED: 0x100,
-  ANON_PRIVATE: 0x200,
-  SYSVIPC: 0x400,
-  SOCKET: 0x800,
-  VVAR: 0x1000,
-  AIORING: 0x2000,
-  MEMFD: 0x4000,
-  SHSTK: 0x8000,
-  GUARD: 0x10000,
-  UPROBES: 0x20000,
-  EXT_PLUGIN: 0x08000000,
-} as const;
-
-export const MAP = {
-  SHARED: 0x1,
-  PRIVATE: 0x2,
-  ANONYMOUS: 0x20,
-  GROWSDOWN: 0x100,
-  LOCKED: 0x2000,
-  NORESERVE: 0x4000,
-  HUGETLB: 0x40000,
-} as const;
 
 const FD_REG = 1;
 const FD_MEMFD = 18;
@@ -103,6 +75,8 @@ export interface RestorePlan {
   fds: FdRestorer;
   /** Shared memory objects, each created once for the whole tree. */
   shmem: ShmemObjectPlan[];
+  /** Deleted files recreated on disk until every process has opened them (plugin/restore/ghost.ts). */
+  ghosts: GhostFiles;
   /** File locks taken again in their processes after the fds (filelocks.img, --file-locks). */
   locks: FileLockRestorer;
 }
@@ -132,20 +106,20 @@ function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
 }
 
 export function isLazyEligible(v: VmaEntry): boolean {
-  if ((v.status & VMA.REGULAR) === 0) return false;
-  if ((v.status & VMA.ANON_PRIVATE) === 0) return false;
-  if (v.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.FILE_PRIVATE | VMA.FILE_SHARED)) return false;
-  if (v.flags & (MAP.LOCKED | MAP.HUGETLB | 0x08 /* MAP_DROPPABLE: the kernel may drop its pages */)) return false;
+  if ((v.status & VMA_AREA_REGULAR) === 0) return false;
+  if ((v.status & VMA_ANON_PRIVATE) === 0) return false;
+  if (v.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL | VMA_FILE_PRIVATE | VMA_FILE_SHARED)) return false;
+  if (v.flags & (MAP_LOCKED | MAP_HUGETLB | MAP_DROPPABLE /* the kernel may drop its pages */)) return false;
   return true;
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA.SYSVIPC, 'SysV shared memory'],
-  [VMA.SOCKET, 'a packet socket ring'],
-  [VMA.AIORING, 'an AIO ring'],
-  [VMA.SHSTK, 'a shadow stack'],
-  [VMA.EXT_PLUGIN, 'a plugin-handled device mapping'],
-  [VMA.UPROBES, 'uprobes'],
+  [VMA_AREA_SYSVIPC, 'SysV shared memory'],
+  [VMA_AREA_SOCKET, 'a packet socket ring'],
+  [VMA_AREA_AIORING, 'an AIO ring'],
+  [VMA_AREA_SHSTK, 'a shadow stack'],
+  [VMA_EXT_PLUGIN, 'a plugin-handled device mapping'],
+  [VMA_AREA_UPROBES, 'uprobes'],
 ];
 
 /**
@@ -172,6 +146,21 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   if (pstree.length === 0) throw new ImageError(`${imagesDir}/pstree.img`, undefined, 'no processes in the image');
   const files = new Map<number, FileEntry>();
   for (const f of await dir.files()) files.set(f.id, f);
+  // Ghost files exist from here (their entries renamed); removed again if planning fails.
+  const ghosts = await GhostFiles.create(dir, files);
+  try {
+    return await planTree(imagesDir, opts, dir, inv, pstree, files, ghosts, checkFile);
+  } catch (e) {
+    ghosts.remove();
+    throw e;
+  }
+}
+
+async function planTree(
+  imagesDir: string, opts: Parameters<typeof loadPlan>[1],
+  dir: ImageDir, inv: InventoryEntry, pstree: PstreeEntry[], files: Map<number, FileEntry>, ghosts: GhostFiles,
+  checkFile: (reg: RegFileEntry, what: string, pid: number) => void,
+): Promise<RestorePlan> {
 
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
@@ -213,16 +202,16 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
 
     const vmas: VmaPlan[] = [];
     for (const v of mm.vmas) {
-      if (v.status === VMA.GUARD) continue;
+      if (v.status === VMA_AREA_GUARD) continue;
       for (const [bit, what] of UNSUPPORTED_STATUS) {
         if (v.status & bit) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is ${what}, which restore does not support`);
       }
-      if (v.flags & MAP.HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
+      if (v.flags & MAP_HUGETLB) throw new UserError(`pid ${e.pid}: VMA 0x${v.start.toString(16)} is a hugetlb mapping, which restore does not support`);
       if (v.start % PAGE !== 0n || v.end % PAGE !== 0n || v.end <= v.start) throw new ImageError(mmImage, undefined, `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} is not page aligned`);
       const plan: VmaPlan = { vma: v, lazyEligible: isLazyEligible(v) };
       if (isShmemVma(v)) {
         plan.shmem = await shmem.vma(e.pid, v, mmImage);
-      } else if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+      } else if (v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED)) {
         const reg = regFile(files, Number(v.shmid), `VMA 0x${v.start.toString(16)}`, mmImage);
         checkFile(reg, 'mapped file', e.pid);
         plan.path = reg.name;
@@ -252,7 +241,7 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
           while (vi < vmas.length && vmas[vi]!.vma.end <= a) vi++;
           const v = vmas[vi];
           if (!v || v.vma.start > a) throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is outside every VMA`);
-          if (!(v.vma.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) || (v.vma.status & VMA.REGULAR) === 0) {
+          if (!(v.vma.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE)) || (v.vma.status & VMA_AREA_REGULAR) === 0) {
             throw new ImageError(pmImage, ent.imageOffset, `page 0x${a.toString(16)} is in a non-private VMA`);
           }
           a = v.vma.end < end ? v.vma.end : end;
@@ -322,5 +311,5 @@ export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remoteP
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
   const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks };
+  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks, ghosts };
 }

@@ -3,6 +3,9 @@
 // at its exact address with MAP_FIXED_NOREPLACE, write pages, PR_SET_MM_MAP),
 // then sigactions, files, cwd/root, threads and per-thread kernel state, and
 // finally registers (with the syscall-restart fix-up) and the detach.
+import {
+  PE_LAZY, MAP_ANONYMOUS, MAP_SHARED, PAGE, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+} from '../images/memory.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
@@ -10,7 +13,7 @@ import { waitStop } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
 import type { FdRestorer } from './fds/index.js';
 import type { FileLockRestorer } from './locks.js';
-import { MAP, PAGE, type PageRun, type ProcessPlan, type VmaPlan, VMA } from './plan.js';
+import { type PageRun, type ProcessPlan, type VmaPlan } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
@@ -108,7 +111,7 @@ function outside(r: PageRun, ranges: Interval[]): PageRun[] {
 }
 
 function isSpecial(v: VmaPlan): boolean {
-  return (v.vma.status & (VMA.VDSO | VMA.VVAR | VMA.VSYSCALL)) !== 0 || (v.vma.status & VMA.REGULAR) === 0;
+  return (v.vma.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL)) !== 0 || (v.vma.status & VMA_AREA_REGULAR) === 0;
 }
 
 export interface VdsoMove {
@@ -224,9 +227,9 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   // 2. Move [vvar], [vvar_vclock], [vdso] to their dumped addresses, through a
   //    hole first: MREMAP_FIXED silently replaces whatever is at the target.
   const curSpecial = cur.filter((m) => SPECIAL.includes(m.name));
-  const dumpedVdso = p.vmas.find((v) => v.vma.status & VMA.VDSO);
+  const dumpedVdso = p.vmas.find((v) => v.vma.status & VMA_AREA_VDSO);
   if (dumpedVdso) {
-    const pairs = vdsoMoves(p.pid, curSpecial, p.vmas.filter((v) => v.vma.status & VMA.VVAR).map((v) => v.vma), dumpedVdso.vma);
+    const pairs = vdsoMoves(p.pid, curSpecial, p.vmas.filter((v) => v.vma.status & VMA_AREA_VVAR).map((v) => v.vma), dumpedVdso.vma);
     const lo = curSpecial.reduce((a, m) => (m.start < a ? m.start : a), curSpecial[0]!.start);
     const hi = curSpecial.reduce((a, m) => (m.end > a ? m.end : a), 0n);
     const busy: Interval[] = [...p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })), ...curSpecial, { start: t.scratch, end: t.scratch + t.scratchSize }];
@@ -254,7 +257,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       let fd = -1;
       let off = 0n;
       if (v.path !== undefined) {
-        const shared = (vma.flags & MAP.SHARED) !== 0;
+        const shared = (vma.flags & MAP_SHARED) !== 0;
         // A shared mapping keeps the file's access mode (fdflags, from
         // map_files): mapped read-only from a writable file, the program may
         // mprotect it writable later.
@@ -269,7 +272,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
         fd = f;
         off = vma.pgoff;
       } else {
-        flags |= MAP.ANONYMOUS;
+        flags |= MAP_ANONYMOUS;
       }
       const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
       if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
@@ -294,7 +297,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   const written = new Set<bigint>();
   for (const r of runs) {
     if (r.file === undefined || r.offset === undefined) continue;
-    if (lazy && r.flags & 2 /* PE_LAZY */) {
+    if (lazy && r.flags & PE_LAZY) {
       for (const pg of touched) {
         if (pg >= r.vaddr && pg < r.vaddr + r.bytes) {
           add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
@@ -525,4 +528,3 @@ export function finalizeThread(tid: number, core: CoreEntry, leaderMask: bigint,
   addon.restoreDetach(tid, stopSig);
 }
 
-export { PAGE };

@@ -7,7 +7,7 @@
 // before the release kills and reaps everything created so far.
 import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { isSystemError, UserError } from '../errors.js';
-import { ImageDir, KIND } from '../images/index.js';
+import { ImageDir, KIND, PAGE } from '../images/index.js';
 import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
@@ -221,18 +221,22 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
-  validateKernelState(plan);
   const root = plan.processes[0]!;
-  if (!opts.shellJob && root.entry.sid !== root.pid) {
-    throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
-  }
-  if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
-  await hooks.preRestore?.();
-
   let handoff: LazyHandoff | undefined;
-  if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
+  try {
+    validateKernelState(plan);
+    if (!opts.shellJob && root.entry.sid !== root.pid) {
+      throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
+    }
+    if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+    await hooks.preRestore?.();
+    if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
+  } catch (e) {
+    plan.ghosts.remove(); // deleted files recreated for the restore (plugin/restore/ghost.ts)
+    throw e;
+  }
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -364,6 +368,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     // Every mapping exists: seal the memfds, and the restorer's copies can go.
     shmem.seal();
     shmem.close();
+    // Every fd and mapping of a deleted file is open: unlink the recreated ghosts.
+    plan.ghosts.remove();
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
@@ -444,6 +450,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   } catch (e) {
     plan.fds.close();
     shmem?.close();
+    plan.ghosts.remove();
     if (!released) {
       for (const u of uffds) addon.restoreCloseFd(u.fd);
       addon.restoreKillTree(created.map((c) => c.tids));
@@ -467,7 +474,7 @@ async function writeRestoreStats(imagesDir: string, t: { forkMs: number; resumeM
   try {
     const dir = await ImageDir.open(imagesDir);
     await dir.writeImage(KIND.stats, 'restore', [{
-      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / 4096n },
+      restore: { pages_compared: 0n, pages_skipped_cow: 0n, forking_time: us(t.forkMs), restore_time: us(t.resumeMs), pages_restored: t.eagerBytes / PAGE },
     }]);
   } catch (e) {
     log(`stats-restore not written: ${e instanceof Error ? e.message : String(e)}`);

@@ -1,9 +1,9 @@
 // Scheduling state of a restored thread (thread_core sched_nice /
 // sched_policy / sched_prio), injected in that thread before the creds
 // drop the privilege a lower nice value or a real-time policy needs.
-import { UserError } from '../errors.js';
+import { UserError, errnoName } from '../errors.js';
 import type { ThreadCoreEntry } from '../images/index.js';
-import { errnoName, type RemoteTask } from './task.js';
+import { type RemoteTask } from './task.js';
 
 const NR_SETPRIORITY = 141;
 const NR_SCHED_SETSCHEDULER = 144;

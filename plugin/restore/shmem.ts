@@ -12,14 +12,13 @@
 import { closeSync, fchmodSync, fchownSync, ftruncateSync, openSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import {
-  FdType, ImageDir, PE_PRESENT, type FileEntry, type MemfdInodeEntry, type VmaEntry,
+  FdType, ImageDir, PAGE, PE_PRESENT, type FileEntry, type MemfdInodeEntry, type VmaEntry,
 } from '../images/index.js';
 import type { PageVerifier } from '../integrity/checksums.js';
 import { addon } from '../native/addon.js';
 
 const F_SEAL_SEAL = 1;
 const MFD_ALLOW_SEALING = 2;
-const PAGE = 4096n;
 const CHUNK = 1 << 20;
 // vma_entry.status bits (image ABI)
 const VMA_ANON_SHARED = 0x100;

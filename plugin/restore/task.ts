@@ -3,7 +3,7 @@
 // moves with the vDSO), a scratch page for syscall arguments, and typed
 // wrappers for the handful of calls the restorer makes.
 import { readFileSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { errnoName } from '../errors.js';
 import { SYS } from '../inject/constants.js';
 import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
@@ -35,16 +35,6 @@ export class InjectedSyscallError extends Error {
     this.errno = errno;
     this.code = code;
   }
-}
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 5: 'EIO', 9: 'EBADF', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES',
-  14: 'EFAULT', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 20: 'ENOTDIR', 21: 'EISDIR', 22: 'EINVAL', 24: 'EMFILE',
-  26: 'ETXTBSY', 28: 'ENOSPC', 36: 'ENAMETOOLONG', 38: 'ENOSYS', 40: 'ELOOP', 95: 'EOPNOTSUPP',
-};
-const OS_ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-export function errnoName(e: number): string {
-  return ERRNO_NAMES[e] ?? OS_ERRNO_NAMES.get(e) ?? `E${e}`;
 }
 
 export interface MapsLine {

@@ -9,11 +9,10 @@
 // take the id from *timerid. Without it, ids are handed out in increasing
 // order from the process's counter, so timers are created in id order and an
 // id that does not come out as dumped is a clear error.
-import { UserError } from '../errors.js';
+import { UserError, errnoName } from '../errors.js';
 import { PR, SYS } from '../inject/constants.js';
 import type { ItimerEntry, PosixTimerEntry, TaskTimersEntry } from '../images/index.js';
 import type { RemoteTask } from './task.js';
-import { errnoName } from './task.js';
 
 const RESTORE_IDS_OFF = 0;
 const RESTORE_IDS_ON = 1;

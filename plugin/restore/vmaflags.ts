@@ -4,15 +4,12 @@
 // itself, and every madvise advice it keeps in vma_entry.madv (SEQUENTIAL,
 // RANDOM, DONTFORK, DONTDUMP, MERGEABLE, HUGEPAGE, NOHUGEPAGE, WIPEONFORK)
 // is applied to the whole VMA right after it is mapped.
+import { MAP_DROPPABLE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED } from '../images/memory.js';
 import type { VmaEntry } from '../images/index.js';
-import { MAP } from './plan.js';
 import { NR, type RemoteTask } from './task.js';
 
-/** MAP_DROPPABLE (Linux 6.11): a mapping type of its own, not MAP_PRIVATE. */
-export const MAP_DROPPABLE = 0x08;
-
 /** The vma_entry.flags bits passed to mmap (the rest are ours to add: FIXED_NOREPLACE, ANONYMOUS). */
-const KEPT = MAP.SHARED | MAP.PRIVATE | MAP_DROPPABLE | MAP.GROWSDOWN | MAP.NORESERVE | MAP.LOCKED;
+const KEPT = MAP_SHARED | MAP_PRIVATE | MAP_DROPPABLE | MAP_GROWSDOWN | MAP_NORESERVE | MAP_LOCKED;
 
 export function mmapFlags(vma: VmaEntry): number {
   return vma.flags & KEPT;

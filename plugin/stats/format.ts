@@ -1,6 +1,7 @@
 // The statistics file written by `--stats-file` (lazy-pages daemon and
 // restore --lazy-pages) and read by `lazy-restore stats`. JSON, versioned.
 // Addresses are hex strings (JSON has no 64-bit integers).
+import { bucketUpperNs, histPercentile } from '../uffd/latency.js';
 
 export interface LatencySummary {
   p50Us: number;
@@ -75,24 +76,15 @@ export interface StatsFile {
 export function latencySummary(log2Ns: readonly number[]): LatencySummary | undefined {
   const total = log2Ns.reduce((a, b) => a + b, 0);
   if (total === 0) return undefined;
-  const pct = (p: number): number => {
-    const rank = Math.max(1, Math.ceil((p / 100) * total));
-    let cum = 0;
-    for (let i = 0; i < log2Ns.length; i++) {
-      cum += log2Ns[i]!;
-      if (cum >= rank) return 2 ** (i + 1) / 1000;
-    }
-    return 2 ** log2Ns.length / 1000;
-  };
   let max = 0;
   const histogram: { leUs: number; count: number }[] = [];
   log2Ns.forEach((count, i) => {
     if (count > 0) {
-      histogram.push({ leUs: 2 ** (i + 1) / 1000, count });
-      max = 2 ** (i + 1) / 1000;
+      histogram.push({ leUs: bucketUpperNs(i) / 1000, count });
+      max = bucketUpperNs(i) / 1000;
     }
   });
-  return { p50Us: pct(50), p99Us: pct(99), maxUs: max, histogram };
+  return { p50Us: histPercentile(log2Ns, 50) / 1000, p99Us: histPercentile(log2Ns, 99) / 1000, maxUs: max, histogram };
 }
 
 export function isStatsFile(x: unknown): x is StatsFile {

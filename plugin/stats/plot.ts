@@ -3,13 +3,13 @@
 // compressed: touched addresses are grouped into bands (gaps larger than
 // a threshold are cut out), each band gets height in proportion to its span
 // (with a minimum), so a heap at 0x55… and libraries at 0x7f… both show.
+import { PAGE } from '../images/memory.js';
 import type { StatsFile, TimelineEvent } from './format.js';
 
 const W = 960;
 const H = 600;
 const M = { left: 150, right: 20, top: 40, bottom: 50 };
 const GAP = 64n << 20n; // split bands at gaps larger than 64 MiB
-const PAGE = 4096n;
 const colours = { f: '#d62728', p: '#1f77b4', z: '#7f7f7f' } as const;
 
 interface Band { start: bigint; end: bigint; y0: number; y1: number }

@@ -4,9 +4,8 @@
 // with code/errno/syscall (and `progress` for partially done operations).
 // Constants mirror the kernel's uapi/linux/userfaultfd.h (6.18).
 import { closeSync } from 'node:fs';
+import { PAGE } from '../images/memory.js';
 import { addon } from '../native/addon.js';
-
-export const PAGE_SIZE = 4096n;
 
 /** userfaultfd(2) flags. */
 export const O_CLOEXEC = 0o2000000;
@@ -98,8 +97,8 @@ function checkU64(v: bigint, name: string): void {
 export function checkRange(start: bigint, len: bigint, what = 'range'): void {
   checkU64(start, `${what} start`);
   checkU64(len, `${what} length`);
-  if (start % PAGE_SIZE !== 0n) throw new RangeError(`${what} start 0x${start.toString(16)} is not page aligned`);
-  if (len === 0n || len % PAGE_SIZE !== 0n) throw new RangeError(`${what} length 0x${len.toString(16)} must be a non-zero multiple of the page size`);
+  if (start % PAGE !== 0n) throw new RangeError(`${what} start 0x${start.toString(16)} is not page aligned`);
+  if (len === 0n || len % PAGE !== 0n) throw new RangeError(`${what} length 0x${len.toString(16)} must be a non-zero multiple of the page size`);
   if (start + len > U64_MAX) throw new RangeError(`${what} wraps around`);
 }
 

@@ -8,9 +8,12 @@
 // sends the GET and copies the reply itself; 'need' is then only the
 // fallback (no link, or the link failed: 'link-error').
 import { statSync } from 'node:fs';
+import { Errno, sysError } from '../errors.js';
 import { addon } from '../native/addon.js';
-import type { NativeFaultEngineHandle, RawEngineEvent, RawProcStats } from '../native/types.js';
-import { PAGE_SIZE, checkFd, checkRange } from './abi.js';
+import type { NativeFaultEngineHandle, RawEngineEvent, RawLinkStats, RawProcStats } from '../native/types.js';
+import { PAGE, PAGE_SIZE } from '../images/memory.js';
+import { checkFd, checkRange } from './abi.js';
+import { histPercentile } from './latency.js';
 
 export type RangeSource =
   | { kind: 'file'; source: number; offset: bigint } // bytes of the range start in a source added by addSource
@@ -24,44 +27,14 @@ export interface LazyRange {
   src: RangeSource;
 }
 
-export type EngineEvent =
-  /** The child got its own uffd and a copy of the parent's lazy map (incl. pages in flight). */
-  | { type: 'fork'; proc: number; child: number }
-  | { type: 'remap'; proc: number; from: bigint; to: bigint; len: bigint }
-  | { type: 'remove' | 'unmap'; proc: number; start: bigint; end: bigint }
-  /** Remote pages [addr, addr+len) (run-time) are wanted; they were dumped at imageAddr. */
-  | { type: 'need'; proc: number; addr: bigint; imageAddr: bigint; len: bigint }
-  | { type: 'prefetched'; proc: number; start: bigint; len: bigint; copied: bigint }
-  /** Nothing lazy left. */
-  | { type: 'complete'; proc: number }
-  /** The working-set queue given to prefetchFirst() is done; `copied` bytes (all calls so far). */
-  | { type: 'warmed'; proc: number; copied: bigint }
-  /** The mm is gone (ESRCH/ENOSPC from the kernel, pidfd readable, or liveness probe). */
-  | { type: 'exit'; proc: number }
-  /** The process is no longer served (uffd kept open so it blocks rather than reading zeros): kill it. */
-  | { type: 'error'; proc: number; code: string; errno: number; syscall: string; message: string }
-  /**
-   * The native page-server link of worker `slot` failed (closed, reset,
-   * stalled or a malformed reply) and was closed; its `lost` unanswered GETs
-   * were turned into 'need' events. Attach a fresh socket to resume.
-   */
-  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
+/** The engine's events and link counters, declared once in plugin/native/types.ts. */
+export type { RawEngineEvent as EngineEvent, RawLinkStats as LinkStats } from '../native/types.js';
 
 export interface LinkOptions {
   /** A link with unanswered GETs and nothing received this long fails with ETIMEDOUT (default 2000). */
   stallMs?: number;
   /** Busy-poll for a reply this long after sending a GET before sleeping (default 300). */
   spinMicros?: number;
-}
-
-export interface LinkStats {
-  attached: boolean;
-  outstanding: number;
-  gets: number;
-  pages: number;
-  shortReplies: number;
-  failures: number;
-  attaches: number;
 }
 
 export interface FaultEngineOptions {
@@ -73,7 +46,7 @@ export interface FaultEngineOptions {
   spinMicros?: number;
   /** Pin worker i to cpus[i % cpus.length] (e.g. away from the restored processes). */
   cpus?: number[];
-  onEvents: (events: EngineEvent[]) => void;
+  onEvents: (events: RawEngineEvent[]) => void;
 }
 
 export interface SourceOptions {
@@ -135,18 +108,7 @@ export interface EngineStats {
   threadCpuNs: bigint[];
 }
 
-/** Upper bound (ns) of the log2 bucket holding the p-th percentile (0..100). */
-export function histPercentile(hist: readonly number[], p: number): number {
-  const total = hist.reduce((a, b) => a + b, 0);
-  if (total === 0) return 0;
-  const rank = Math.max(1, Math.ceil((p / 100) * total));
-  let cum = 0;
-  for (let i = 0; i < hist.length; i++) {
-    cum += hist[i]!;
-    if (cum >= rank) return 2 ** (i + 1);
-  }
-  return 2 ** hist.length;
-}
+export { histPercentile } from './latency.js';
 
 const KIND = { file: 0n, zero: 1n, remote: 2n } as const;
 
@@ -176,7 +138,7 @@ export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMa
       case 'file': {
         const size = sourceSizes.get(src.source);
         if (size === undefined) throw new RangeError(`${name}: unknown source ${String(src.source)}`);
-        if (typeof src.offset !== 'bigint' || src.offset < 0n || src.offset % PAGE_SIZE !== 0n) {
+        if (typeof src.offset !== 'bigint' || src.offset < 0n || src.offset % PAGE !== 0n) {
           throw new RangeError(`${name}: source offset must be a page-aligned bigint`);
         }
         if (src.offset + (r.end - r.start) > size) {
@@ -189,7 +151,7 @@ export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMa
       case 'zero':
         break;
       case 'remote':
-        if (typeof src.imageAddr !== 'bigint' || src.imageAddr < 0n || src.imageAddr % PAGE_SIZE !== 0n) {
+        if (typeof src.imageAddr !== 'bigint' || src.imageAddr < 0n || src.imageAddr % PAGE !== 0n) {
           throw new RangeError(`${name}: imageAddr must be a page-aligned bigint`);
         }
         off = src.imageAddr;
@@ -230,14 +192,14 @@ export class FaultEngine {
     let engine: FaultEngine | undefined;
     const native = new addon.NativeFaultEngine(threads, BigInt(fa), BigInt(spin), (events: RawEngineEvent[]) => {
       if (engine?.native === undefined) return;
-      onEvents(events as EngineEvent[]);
+      onEvents(events);
     }, opts.cpus);
     engine = new FaultEngine(native, threads);
     return engine;
   }
 
   private get n(): NativeFaultEngineHandle {
-    if (this.native === undefined) throw Object.assign(new Error('EBADF: fault engine is closed'), { code: 'EBADF', errno: 9, syscall: 'FaultEngine' });
+    if (this.native === undefined) throw sysError(Errno.EBADF, 'FaultEngine', undefined, 'EBADF: fault engine is closed');
     return this.native;
   }
 
@@ -250,7 +212,7 @@ export class FaultEngine {
     let sums: Uint32Array | undefined;
     if (opts.checksums !== undefined) {
       const chunk = opts.chunkSize;
-      if (!Number.isInteger(chunk) || chunk! <= 0 || chunk! % Number(PAGE_SIZE)) throw new RangeError(`chunkSize must be a positive multiple of ${PAGE_SIZE}`);
+      if (!Number.isInteger(chunk) || chunk! <= 0 || chunk! % PAGE_SIZE) throw new RangeError(`chunkSize must be a positive multiple of ${PAGE_SIZE}`);
       sums = opts.checksums instanceof Uint32Array ? opts.checksums : Uint32Array.from(opts.checksums);
       const want = Math.ceil(statSync(path).size / chunk!);
       if (sums.length !== want) throw new RangeError(`${path}: ${sums.length} checksums for ${want} chunks of ${chunk} bytes`);
@@ -299,7 +261,7 @@ export class FaultEngine {
   }
 
   /** Per-slot link state and counters. */
-  links(): LinkStats[] {
+  links(): RawLinkStats[] {
     return this.n.links();
   }
 
@@ -441,5 +403,5 @@ function procStats(r: RawProcStats): ProcStats {
 /** Size of a file as the engine will map it (rounded up to pages). */
 export function mappedSize(path: string): bigint {
   const s = BigInt(statSync(path).size);
-  return ((s + PAGE_SIZE - 1n) / PAGE_SIZE) * PAGE_SIZE;
+  return ((s + PAGE - 1n) / PAGE) * PAGE;
 }

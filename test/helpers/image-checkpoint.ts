@@ -2,7 +2,7 @@
 // a zombie; a two-thread leader) from the image samples, with a pagemap
 // whose memory figures are known.
 import { ImageDir } from '../../plugin/images/imagedir.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/images/types.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import * as S from './image-samples.js';
 
 const PAGE = 4096;

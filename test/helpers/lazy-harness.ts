@@ -5,7 +5,7 @@
 // the images of a harness, and the case's clean-up.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import type { LazyPagesServer } from '../../plugin/lazy/server.js';
 import { PAGE, writeLazyImages, type TestProcess } from './lazy-images.js';
 import { startHarness, type Harness } from './uffd.js';

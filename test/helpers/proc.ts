@@ -101,3 +101,30 @@ export async function holdOriginal(pid: number): Promise<{ stillThere: () => str
     },
   };
 }
+
+/** Every descendant of `pid` (children first found through /proc/PID/task/TID/children). */
+export function descendantsOf(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number): void => {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const tid of tids) {
+      let kids: number[] = [];
+      try {
+        kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        continue;
+      }
+      for (const k of kids) {
+        out.push(k);
+        walk(k);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}

@@ -8,11 +8,13 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { messagePlan } from '../../plugin/images/codec.js';
-import { imageToCrit, imageToCritJson, messageToCrit, parseJson, stringifyJson, type JsonValue } from '../../plugin/images/critjson.js';
+import {
+  imageToCrit, imageToCritJson, messageToCrit, parseJson, stringifyJson, type JsonValue,
+} from '../../plugin/images/critjson.js';
 import { encodeImage, readImageFile, type EntryToWrite } from '../../plugin/images/image.js';
 import { ImageDir } from '../../plugin/images/imagedir.js';
 import { KIND, requireKind, type ImageKind } from '../../plugin/images/magic.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/images/types.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import { crit, critBatch, requireCrit } from '../helpers/crit.js';
 import { tempDir } from '../helpers/env.js';
 import * as S from '../helpers/image-samples.js';

@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { restore, type RestoredTree } from '../../plugin/restore/index.js';
-import { VMA } from '../../plugin/restore/plan.js';
+import { VMA_AREA_VVAR } from '../../plugin/images/memory.js';
 import { decodeImage, encodeImage } from '../../plugin/images/image.js';
 import { KIND } from '../../plugin/images/magic.js';
 import { UserError } from '../../plugin/errors.js';
@@ -136,7 +136,7 @@ test('the fixtures are CRIU 4.2\'s: one 6-page VMA_AREA_VVAR, timens/seccomp ima
     const dir = join(FIXTURES, name, 'images');
     const mmFile = readdirSync(dir).find((f) => f.startsWith('mm-'))!;
     const mm = decodeImage(readFileSync(join(dir, mmFile)), mmFile).entries[0]!.message as unknown as MmEntry;
-    const vvar = mm.vmas.filter((v) => v.status & VMA.VVAR);
+    const vvar = mm.vmas.filter((v) => v.status & VMA_AREA_VVAR);
     assert.deepEqual(vvar.map((v) => (v.end - v.start) / 4096n), [6n], `${name}: [vvar]+[vvar_vclock] as one VMA`);
     const fdinfo = decodeImage(readFileSync(join(dir, 'fdinfo-2.img')), 'fdinfo-2.img').entries.map((e) => (e.message as unknown as { fd: number }).fd);
     assert.deepEqual(fdinfo.slice(0, 3), [0, 1, 2], `${name}: stdio in fdinfo`);
@@ -210,7 +210,7 @@ test('a CRIU 4.2 image edited to another vDSO layout is refused at once, with an
         const path = join(s.images, root);
         const img = decodeImage(readFileSync(path), path);
         const mm = img.entries[0]!.message as unknown as MmEntry;
-        const vvar = mm.vmas.find((v) => v.status & VMA.VVAR)!;
+        const vvar = mm.vmas.find((v) => v.status & VMA_AREA_VVAR)!;
         vvar.start += 4096n;
         writeFileSync(path, encodeImage(KIND.mm, [{ message: mm }]));
         const attempt = withTimeout(restore({ imagesDir: s.images, detached: true, pidns, lazy: true }), 30_000, `restore (pidns ${pidns}) gives up`);

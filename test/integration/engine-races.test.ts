@@ -10,7 +10,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startHarness, type Harness } from '../helpers/uffd.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PRESENT } from '../../plugin/images/memory.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath, runCli } from '../helpers/cli.js';
 import { pattern, startHandover } from '../helpers/lazy.js';

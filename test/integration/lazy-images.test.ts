@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { openImageProvider } from '../../plugin/lazy/images.js';
-import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/images/memory.js';
 import { UserError } from '../../plugin/errors.js';
 import { tempDir } from '../helpers/env.js';
 import { PAGE, writeLazyImages } from '../helpers/lazy-images.js';

@@ -7,20 +7,12 @@
 // but stays correct.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
-import { isRoot, leakedFds, openFds } from '../helpers/env.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { isRoot } from '../helpers/env.js';
+import { restoreAndCheck, withDumped } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
 
-/** A restored tree left running by a failed assertion: SIGKILL its processes (ours: still running the workload) by pid. */
-function killRestored(pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/workload-')) process.kill(pid, 'SIGKILL');
-    } catch { /* gone */ }
-  }
-}
 const PAGES = 32;
 
 /** Page frame numbers (0 when not present) of `n` pages at `addr`. */
@@ -38,16 +30,11 @@ function frames(pid: number, addr: bigint, n: number): bigint[] {
   }
 }
 
-test('cow: pages a parent and child still shared at the dump are shared again after an eager restore', { skip }, async () => {
-  const fds = openFds();
-  const d = await startAndDump('workload-cow');
-  let leftover: number[] = [];
-  try {
-    const parent = d.wl.pid;
-    const child = Number(d.wl.report.child);
-    const region = BigInt(d.wl.report.region!);
-    const tree = await restoreTree(d.images.path);
-    leftover = [d.wl.pid, Number(d.wl.report.child)];
+test('cow: pages a parent and child still shared at the dump are shared again after an eager restore', { skip }, () => withDumped('workload-cow', [], async (d) => {
+  const parent = d.wl.pid;
+  const child = Number(d.wl.report.child);
+  const region = BigInt(d.wl.report.region!);
+  await restoreAndCheck(d, {}, () => {
     const a = frames(parent, region, PAGES);
     const b = frames(child, region, PAGES);
     for (let i = 0; i < PAGES; i++) {
@@ -56,29 +43,8 @@ test('cow: pages a parent and child still shared at the dump are shared again af
       if (own) assert.notEqual(a[i], b[i], `page ${i} was written after the fork: one copy each`);
       else assert.equal(a[i], b[i], `page ${i} is shared copy on write again`);
     }
-    await goAndCheck(d, tree);
-    leftover = [];
-  } finally {
-    killRestored(leftover);
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
-});
+  });
+}));
 
-test('cow: a lazy restore of the same tree is correct (sharing not kept for lazy memory)', { skip }, async () => {
-  const fds = openFds();
-  const d = await startAndDump('workload-cow');
-  let leftover: number[] = [];
-  try {
-    const tree = await restoreTree(d.images.path, { lazy: true });
-    leftover = [d.wl.pid, Number(d.wl.report.child)];
-    await goAndCheck(d, tree);
-    leftover = [];
-  } finally {
-    killRestored(leftover);
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
-});
+test('cow: a lazy restore of the same tree is correct (sharing not kept for lazy memory)', { skip }, () =>
+  withDumped('workload-cow', [], (d) => restoreAndCheck(d, { lazy: true })));

@@ -15,7 +15,7 @@ import { ImageDir } from '../../plugin/images/index.js';
 import { runCliWithoutCap } from '../helpers/cli.js';
 import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { goAndCheck, pidExists, restoreTree, startAndDump, type Dumped } from '../helpers/restore.js';
+import { type Dumped, pidExists, restoreAndCheck, restoreTree, withDumped } from '../helpers/restore.js';
 import { startWorkload } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
@@ -31,13 +31,10 @@ function statusOf(pid: number, tid = pid): Map<string, string> {
 }
 
 async function roundTrip(lazy: boolean): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump('workload-creds');
-  try {
+  await withDumped('workload-creds', [], async (d) => {
     assert.equal(d.wl.report.early_fail, undefined, 'the workload set up its state');
     await checkImages(d);
-    const tree = await restoreTree(d.images.path, { lazy });
-    try {
+    await restoreAndCheck(d, { lazy }, (tree) => {
       const tid = Number(d.wl.report.tid_thread);
       for (const t of [tree.pid, tid]) {
         const st = statusOf(tree.pid, t);
@@ -46,19 +43,8 @@ async function roundTrip(lazy: boolean): Promise<void> {
         assert.equal(st.get('Groups'), '27 1020 1021');
         assert.equal(st.get('CapEff'), '0000000000000420');
       }
-    } catch (e) {
-      // Nothing restored outlives a failed check.
-      process.kill(tree.pid, 'SIGKILL');
-      await withTimeout(tree.wait(), 10000, 'restored tree exit');
-      await tree.close();
-      throw e;
-    }
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+    });
+  });
 }
 
 /** What the dump wrote, through our reader and through crit. */
@@ -123,9 +109,7 @@ test('a hard limit above the restorer\'s, a capability it lacks: one-line errors
   // The restorer runs as a child that dropped CAP_SYS_RESOURCE (24) from its
   // bounding set before exec (so root keeps every other capability but not
   // this one): both errors hold on any root, whatever capabilities it has.
-  const fds = openFds();
-  const d = await startAndDump('workload-creds');
-  try {
+  await withDumped('workload-creds', [], async (d) => {
     const dir = await ImageDir.open(d.images.path);
     const core = await dir.core(d.wl.pid);
     const own = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!;
@@ -154,9 +138,5 @@ test('a hard limit above the restorer\'s, a capability it lacks: one-line errors
     core.thread_core!.creds!.cap_prm = [core.thread_core!.creds!.cap_prm[0]! | (1 << 24), core.thread_core!.creds!.cap_prm[1] ?? 0];
     await w.writeCore(d.wl.pid, core);
     assert.match(await restoreWithoutSysResource(), new RegExp(`^lazy-restore: pid ${d.wl.pid}: cannot restore capabilities cap_sys_resource\\(24\\): the restorer does not hold them \\(EPERM\\)$`));
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });

@@ -9,23 +9,17 @@ import { join } from 'node:path';
 import { holdOriginal } from '../helpers/proc.js';
 import { dump } from '../../plugin/dump/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import { type Dumped, goAndCheck, restoreAndCheck, restoreTree, startAndDump, withDumped } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
 
-async function roundTrip(name: string, args: string[] = [], check?: (pid: number, d: Awaited<ReturnType<typeof startAndDump>>) => void): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump(name, args);
-  try {
-    const tree = await restoreTree(d.images.path);
-    assert.equal(tree.pid, d.wl.pid, 'the root keeps its pid');
-    check?.(tree.pid, d);
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+async function roundTrip(name: string, args: string[] = [], check?: (pid: number, d: Dumped) => void): Promise<void> {
+  await withDumped(name, args, async (d) => {
+    await restoreAndCheck(d, {}, (tree) => {
+      assert.equal(tree.pid, d.wl.pid, 'the root keeps its pid');
+      check?.(tree.pid, d);
+    });
+  });
 }
 
 test('eager: mixed memory (anon, scattered, never-touched, heap, read-only, PROT_NONE, file COW, stack)', { skip }, async () => {

@@ -15,22 +15,15 @@ import { holdOriginal } from '../helpers/proc.js';
 import { dump } from '../../plugin/dump/index.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { cliPath } from '../helpers/cli.js';
-import { goAndCheck, pidExists, restoreTree, startAndDump } from '../helpers/restore.js';
+import { goAndCheck, pidExists, restoreAndCheck, restoreTree, startAndDump, withDumped } from '../helpers/restore.js';
 import { startWorkload, waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
 
 async function lazyRoundTrip(name: string, args: string[] = []): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump(name, args);
-  try {
-    const tree = await restoreTree(d.images.path, { lazy: true });
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  await withDumped(name, args, async (d) => {
+    await restoreAndCheck(d, { lazy: true });
+  });
 }
 
 test('lazy: mixed memory served on demand and by the background push', { skip }, async () => {
@@ -144,9 +137,7 @@ test('lazy + --pidns: a tree with a grandchild keeps its pids in a new pid names
 });
 
 test('lazy + --pidns: fork, mremap, DONTNEED and munmap right after the restore, inside the namespace', { skip }, async () => {
-  const fds = openFds();
-  const d = await startAndDump('workload-restore-post', ['16']);
-  try {
+  await withDumped('workload-restore-post', ['16'], async (d) => {
     const tree = await restoreTree(d.images.path, { lazy: true, pidns: true });
     // The forked child's userfaultfd (UFFD_EVENT_FORK) belongs to a process the daemon only sees by its outer pid.
     const root = Number(readFileSync(`/proc/${tree.pid}/task/${tree.pid}/children`, 'utf8').trim());
@@ -156,9 +147,5 @@ test('lazy + --pidns: fork, mremap, DONTNEED and munmap right after the restore,
     await withTimeout(tree.lazyDone(), 30000, 'lazy pages served');
     await tree.close();
     assert.ok(!existsSync(`/proc/${root}`), 'restored root reaped');
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });

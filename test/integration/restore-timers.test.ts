@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { ImageDir } from '../../plugin/images/index.js';
 import { critCheckDir, critDecode } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds } from '../helpers/env.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import { isRoot } from '../helpers/env.js';
+import { restoreAndCheck, withDumped } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
 const MS = 1_000_000n;
@@ -22,9 +22,7 @@ const SIGEV_SIGNAL = 0;
 const SIGEV_THREAD_ID = 4;
 
 async function roundTrip(lazy: boolean): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump('workload-timers');
-  try {
+  await withDumped('workload-timers', [], async (d) => {
     const r = d.wl.report;
     const [idA, idB, idC, sigA] = [Number(r.id_a), Number(r.id_b), Number(r.id_c), Number(r.sig_a)];
     assert.deepEqual([idA, idB, idC], [1, 3, 4], 'the workload leaves gaps in its timer ids');
@@ -60,14 +58,8 @@ async function roundTrip(lazy: boolean): Promise<void> {
       assert.deepEqual(entry.tc.timers.posix.map((p) => p.it_id), [idA, idB, idC], 'crit shows the same timers');
     }
 
-    const tree = await restoreTree(d.images.path, { lazy });
-    assert.equal(tree.pid, d.wl.pid);
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+    await restoreAndCheck(d, { lazy }, (tree) => assert.equal(tree.pid, d.wl.pid));
+  });
 }
 
 test('timers: itimers and POSIX timers (exact ids, signal, value, interval) survive an eager restore', { skip }, async () => {

@@ -5,14 +5,18 @@
 // and hostname; a checkpoint with an option we do not support fails by name
 // and leaves the container running, never frozen or killed; lazy restore
 // with our lazy-pages daemon; pre-dump then checkpoint --parent-path.
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync, constants, cpSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
-import { type Bundle, makeBundle, RUNC, runcUnavailable, waitForCount } from '../helpers/runc.js';
+import { type Bundle, makeBundle, RUNC, run, runcUnavailable, waitForCount } from '../helpers/runc.js';
+import { cliPath } from '../helpers/cli.js';
+import { makeNetnsHost, netnsAvailable } from '../helpers/netns.js';
+import { until } from '../helpers/proc.js';
 
 const skip = !isRoot ? 'needs root' : (runcUnavailable() ?? false);
 
@@ -264,4 +268,90 @@ test('a container whose stdout is a pipe: after restore it writes to the pipe ru
     await b.destroy();
     t.dispose();
   }
+});
+
+// Post-copy container migration (issue 16 item 3): the source's runc
+// checkpoints with --lazy-pages and our swrk serves the frozen container's
+// memory on a page server; the images and the bundle are copied; in a
+// second network namespace standing in for the destination host, our
+// lazy-pages daemon fetches from that page server and runc (another --root)
+// restores the container, which runs while its memory follows.
+describe('post-copy container migration', () => {
+  const skipNs = skip || (!netnsAvailable() ? 'needs ip netns' : false);
+  test('runc checkpoint --lazy-pages --page-server, then lazy-pages --page-server + runc restore --lazy-pages in another network namespace', { skip: skipNs }, async () => {
+    const { b, t } = await started('pc');
+    const host = makeNetnsHost();
+    const root2 = join(t.path, 'root2');
+    const id2 = `${b.id}-dst`;
+    const inNs = (cmd: string, args: string[]): string[] => [`--net=/run/netns/${host.ns}`, cmd, ...args];
+    const procs: ChildProcess[] = [];
+    try {
+      const src = join(t.path, 'src');
+      const dst = join(t.path, 'dst');
+      const port = 20000 + (process.pid % 20000);
+      mkdirSync(src);
+      const tail = (f: string): string => (existsSync(f) ? readFileSync(f, 'utf8').slice(-1500) : `(no ${f})`);
+      // runc wants a status fd it can write (node's stdio pipes are sockets): a FIFO.
+      const fifo = join(t.path, 'status.fifo');
+      execFileSync('mkfifo', [fifo]);
+      const statusRead = new Socket({ fd: openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
+      const statusWrite = openSync(fifo, constants.O_WRONLY);
+      const cp = spawn(RUNC, ['--log', join(t.path, 'runc-cp.log'), '--criu', b.criu, 'checkpoint', '--lazy-pages', '--page-server', `${host.hostIp}:${port}`,
+        '--status-fd', '3', '--image-path', src, '--work-path', src, b.id], { stdio: ['ignore', 'ignore', 'ignore', statusWrite] });
+      closeSync(statusWrite);
+      procs.push(cp);
+      const cpExit = new Promise<number | null>((r) => cp.once('exit', r));
+      await withTimeout(new Promise<void>((resolve, reject) => {
+        statusRead.once('data', () => {
+          statusRead.destroy();
+          resolve();
+        });
+        cp.once('exit', (c) => reject(new Error(`runc checkpoint exited (${c}) before status-ready: ${tail(join(t.path, 'runc-cp.log'))}\n${tail(join(src, 'dump.log'))}`)));
+      }), 60_000, 'checkpoint status-ready');
+      const atFreeze = b.count();
+      cpSync(src, dst, { recursive: true });
+      const bundle2 = join(t.path, 'bundle2');
+      cpSync(b.dir, bundle2, { recursive: true, verbatimSymlinks: true });
+      const countFile2 = join(bundle2, 'rootfs', 'tmp', 'count');
+      const daemon = spawn('nsenter', inNs(process.execPath, [cliPath, 'lazy-pages', '-D', dst, '--page-server', '--address', host.hostIp, '--port', String(port), '--insecure', '--status-fd', '3']),
+        { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+      procs.push(daemon);
+      let derr = '';
+      daemon.stderr!.on('data', (c: Buffer) => { derr += c.toString(); });
+      const dExit = new Promise<number | null>((r) => daemon.once('exit', r));
+      await withTimeout(new Promise<void>((resolve, reject) => {
+        (daemon.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
+        daemon.once('exit', (c) => reject(new Error(`lazy-pages exited (${c}) before it was ready: ${derr}`)));
+      }), 30_000, 'lazy-pages ready');
+      const rs = await run('nsenter', inNs(RUNC, ['--root', root2, '--criu', b.criu, 'restore', '-d', '--lazy-pages', '--image-path', dst, '--work-path', dst, '--bundle', bundle2, id2]), 60_000);
+      assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${tail(join(dst, 'restore.log'))}`);
+      // The container answers on the destination, counting on from its dumped memory.
+      // (The shell rewrites the file each round: a read may find it empty; bounded retries.)
+      let answer = '';
+      for (let i = 0; i < 20 && answer === ''; i++) {
+        const ex = await run('nsenter', inNs(RUNC, ['--root', root2, 'exec', id2, 'cat', '/tmp/count']), 30_000);
+        assert.equal(ex.code, 0, ex.stderr);
+        answer = ex.stdout.trim();
+      }
+      assert.ok(Number(answer) >= atFreeze, `destination count ${answer} >= ${atFreeze}`);
+      assert.equal(await withTimeout(dExit, 60_000, 'lazy-pages served everything and exits'), 0, derr);
+      assert.equal(await withTimeout(cpExit, 30_000, 'runc checkpoint returns once the destination closed'), 0);
+      assert.equal(await b.status(), 'gone', 'the source container is gone');
+      const readCount = (): number => {
+        try {
+          return Number(readFileSync(countFile2, 'utf8').trim()) || 0;
+        } catch {
+          return 0;
+        }
+      };
+      const now = readCount();
+      await until(() => readCount() >= now + 3, 30_000, () => `the destination container to count past ${now + 3} (at ${readCount()})`);
+      assert.equal(b.count(), atFreeze, 'the source never counted again after the freeze');
+    } finally {
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      await run('nsenter', inNs(RUNC, ['--root', root2, 'delete', '-f', id2]));
+      host.dispose();
+      await cleanup(b, t);
+    }
+  });
 });

@@ -7,10 +7,11 @@ import { readFile, stat, symlink, mkdir, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError } from '../../plugin/errors.js';
 import { ImageDir } from '../../plugin/images/imagedir.js';
-import { KIND, PAGE_SIZE } from '../../plugin/images/magic.js';
+import { KIND } from '../../plugin/images/magic.js';
+import { PAGE_SIZE } from '../../plugin/images/memory.js';
 import { encodeImage } from '../../plugin/images/image.js';
 import { PagemapReader } from '../../plugin/images/pagemap.js';
-import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/images/types.js';
+import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/images/memory.js';
 import { leakedFds, openFds, tempDir } from '../helpers/env.js';
 
 const page = (fill: number, n = 1): Buffer => Buffer.alloc(n * PAGE_SIZE, fill);

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkImageSet } from '../../plugin/images/validate.js';
-import { PE_PRESENT } from '../../plugin/images/types.js';
+import { PE_PRESENT } from '../../plugin/images/memory.js';
 import { tempDir } from '../helpers/env.js';
 import { writeSampleCheckpoint } from '../helpers/image-checkpoint.js';
 import * as S from '../helpers/image-samples.js';

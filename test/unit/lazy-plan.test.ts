@@ -2,7 +2,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ImageError, UserError } from '../../plugin/errors.js';
-import { isLazyVma, ParentPagemap, planRanges, PE_LAZY, PE_PARENT, PE_PRESENT, type PagemapRun, type PlanContext, type VmaInfo } from '../../plugin/lazy/plan.js';
+import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/images/memory.js';
+import { isLazyVma, ParentPagemap, planRanges, type PagemapRun, type PlanContext, type VmaInfo } from '../../plugin/lazy/plan.js';
 
 const P = 4096n;
 const ANON = { flags: 0x22, status: 0x201 }; // MAP_PRIVATE|MAP_ANONYMOUS, REGULAR|ANON_PRIVATE

@@ -47,7 +47,7 @@ function plan(leader: Partial<CoreEntry['thread_core']> & object, second?: Parti
   const threads = [{ tid: 10, core: core(leader, true) }];
   if (second) threads.push({ tid: 11, core: core(second, false) });
   const p = { pid: 10, state: 1, threads } as unknown as ProcessPlan;
-  return { dir: '/img', processes: [p], byPid: new Map([[10, p]]), shmem: [], fds: undefined as unknown as RestorePlan['fds'], locks: undefined as unknown as RestorePlan['locks'] };
+  return { dir: '/img', processes: [p], byPid: new Map([[10, p]]), shmem: [], fds: undefined as unknown as RestorePlan['fds'], locks: undefined as unknown as RestorePlan['locks'], ghosts: undefined as unknown as RestorePlan['ghosts'] };
 }
 
 test('validation: creds on every thread if the leader has them; siginfo size and number; rlimit order', () => {

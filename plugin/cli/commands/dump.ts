@@ -85,7 +85,7 @@ export function register(program: Command): void {
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
-        tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight,
+        tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit,
         log: await progressLog(verbose),
       });
       const s = r.stats;

@@ -1,8 +1,11 @@
 // Regular files, directories and "mem" character devices (/dev/null,
-// /dev/zero, ...): reopened by path at restore (reg_file_entry).
+// /dev/zero, ...): reopened by path at restore (reg_file_entry). A regular
+// file deleted while open (nlink 0) is a ghost file: its contents are dumped
+// (plugin/dump/ghost.ts) and the entry keeps the path it had.
 import { statSync, type BigIntStats } from 'node:fs';
 import { FdType, type RegFileEntry } from '../../images/index.js';
 import { O_ACCMODE, O_APPEND, O_WRONLY, ZERO_FOWN, isMemDevice } from './common.js';
+import { deletedPath, ghostProblem } from '../ghost.js';
 import type { DumpFdKind } from './types.js';
 
 /** reg_file_entry as CRIU writes it: size checked at restore (not for appenders or directories), mode. */
@@ -16,12 +19,19 @@ export function regEntry(id: number, name: string, flags: number, pos: bigint, s
   return r;
 }
 
-export function regKind(): DumpFdKind<{ st: BigIntStats }> {
+export function regKind(): DumpFdKind<{ st: BigIntStats; ghost?: string }> {
   return {
     name: 'regular file',
     claim(f) {
       if (!f.target.startsWith('/')) return undefined;
-      if (f.target.endsWith(' (deleted)')) return `${f.where}: deleted files are not supported`;
+      const deleted = deletedPath(f.target);
+      if (deleted !== undefined) {
+        // Deleted but open: a ghost file (plugin/dump/ghost.ts), carried with its contents.
+        if (!f.st) return `${f.where}: cannot stat (${f.statError ?? 'error'})`;
+        if (!(f.st.isFile() || f.st.isDirectory() || f.st.isCharacterDevice())) return undefined;
+        const problem = ghostProblem(f.where, deleted, f.st, f.ghostLimit);
+        return problem ?? { data: { st: f.st, ghost: deleted } };
+      }
       const st = f.st;
       if (!st) return `${f.where}: cannot stat (${f.statError ?? 'error'})`;
       if (!(st.isFile() || st.isDirectory() || (st.isCharacterDevice() && isMemDevice(st)))) return undefined;
@@ -34,7 +44,11 @@ export function regKind(): DumpFdKind<{ st: BigIntStats }> {
       }
       return { data: { st } };
     },
-    describe(_ctx, id, p) {
+    describe(ctx, id, p) {
+      if (p.data.ghost !== undefined) {
+        ctx.ghostFile(id, `/proc/${p.pid}/fd/${p.fd}`, p.data.st);
+        return { type: FdType.REG, id, reg: regEntry(id, p.data.ghost, p.flags, p.pos, p.data.st) };
+      }
       return { type: FdType.REG, id, reg: regEntry(id, p.target, p.flags, p.pos, p.data.st) };
     },
   };

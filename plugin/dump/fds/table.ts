@@ -6,6 +6,7 @@ import { FdType, type FdinfoEntry, type FileEntry, type FownEntry, type TtyInfoE
 import { KCMP, kcmpSame } from '../../inject/index.js';
 import { addon } from '../../native/addon.js';
 import { FD_CLOEXEC, O_LARGEFILE, ZERO_FOWN } from './common.js';
+import { GhostFiles } from '../ghost.js';
 import { regEntry } from './reg.js';
 import type { DumpFdContext, DumpFdKind, DumpFdOptions, PlannedFd } from './types.js';
 
@@ -36,6 +37,8 @@ export class FileTable {
   /** Descriptions already described: one representative fd each. */
   private readonly seen: { pid: number; fd: number; id: number; type: number; target: string }[] = [];
   private readonly ctx: DumpFdContext;
+  /** Deleted files that are still open or mapped (ghost images). */
+  readonly ghosts: GhostFiles;
   /** Describes an open memfd (set by the dump to its ShmemTable). */
   memfdEntry?: (ref: import('../shmem.js').ShmemRef, id: number, flags: number, pos: bigint) => FileEntry;
 
@@ -46,8 +49,10 @@ export class FileTable {
     options: DumpFdOptions,
     log: (line: string) => void,
   ) {
+    this.ghosts = new GhostFiles(options.ghostLimit);
     this.ctx = {
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
+      ghostFile: (id, source, st) => this.ghosts.add(id, source, st),
       newId: () => this.nextId++,
       addEntry: (e) => { this.files.push(e); },
       memfdEntry: (ref, id, flags, pos) => {
@@ -76,6 +81,27 @@ export class FileTable {
     if (have !== undefined) return have;
     const id = this.nextId++;
     this.byPath.set(key, id);
+    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st) });
+    return id;
+  }
+
+  /**
+   * A mapped file that was deleted (nlink 0), readable through `source`
+   * (/proc/PID/map_files/...): one entry per inode + flags under the path it
+   * had, its contents in a ghost image.
+   */
+  ghostPathFile(path: string, flags: number, st: BigIntStats, source: string): number {
+    const key = `ghost\0${st.dev}:${st.ino}\0${flags}`;
+    const have = this.byPath.get(key);
+    if (have !== undefined) return have;
+    const id = this.pathFileFresh(path, flags, st);
+    this.byPath.set(key, id);
+    this.ghosts.add(id, source, st);
+    return id;
+  }
+
+  private pathFileFresh(path: string, flags: number, st: BigIntStats): number {
+    const id = this.nextId++;
     this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st) });
     return id;
   }

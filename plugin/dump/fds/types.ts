@@ -38,6 +38,8 @@ export interface FdFacts {
   tcpEstablished: boolean;
   /** --skip-in-flight was given. */
   skipInFlight: boolean;
+  /** --ghost-limit: largest deleted file (bytes on disk) dumped with its contents. */
+  ghostLimit: bigint;
   /** Session and process group of the process (ttys need them). */
   sid: number;
   pgid: number;
@@ -57,6 +59,11 @@ export interface PlannedFd<T = unknown> extends FdFacts {
 export interface DumpFdContext {
   /** A file referenced by path only (a tty's regf, a socket's bound file): one id per path + flags. */
   pathFile(path: string, flags: number, st?: BigIntStats): number;
+  /**
+   * Entry `id` names a deleted file (nlink 0) readable through `source`
+   * (/proc/PID/fd/N): its contents go into a ghost image (plugin/dump/ghost.ts).
+   */
+  ghostFile(id: number, source: string, st: BigIntStats): void;
   /** A fresh files.img id for an entry that no fd uses directly. */
   newId(): number;
   /** Adds such an entry to files.img (e.g. a tty's reg_file_entry). */
@@ -82,6 +89,8 @@ export interface DumpFdOptions {
   tcpEstablished: boolean;
   /** CRIU's --skip-in-flight: a listening socket's not yet accepted connections are left out. */
   skipInFlight: boolean;
+  /** CRIU's --ghost-limit (default 1 MiB): largest deleted-but-open file carried in the images. */
+  ghostLimit: bigint;
 }
 
 export interface DumpFdKind<T = unknown> {

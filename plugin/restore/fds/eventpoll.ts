@@ -3,9 +3,9 @@
 // (the kernel keys a watch by file and fd number), in the owner (the
 // process the dump read them from). Epoll instances watching other epoll
 // instances work in any order: every fd is in place by then.
-import { UserError } from '../../errors.js';
+import { UserError, errnoName } from '../../errors.js';
 import { FdType, type EventpollFileEntry, type FileEntry } from '../../images/index.js';
-import { errnoName, NR } from '../task.js';
+import { NR } from '../task.js';
 import { SCR_EVENT_ARGS } from './eventfd.js';
 import type { RestoreFdKind } from './types.js';
 

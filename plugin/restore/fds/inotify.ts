@@ -4,9 +4,9 @@
 // the watch is added and removed until the kernel's cyclic counter hands out
 // that number (what CRIU does), and the IN_IGNORED events those removals
 // queue are read away.
-import { UserError } from '../../errors.js';
+import { UserError, errnoName } from '../../errors.js';
 import { FdType, type FileEntry, type InotifyFileEntry } from '../../images/index.js';
-import { errnoName, NR } from '../task.js';
+import { NR } from '../task.js';
 import { SCR_EVENT_ARGS } from './eventfd.js';
 import type { RestoreFdKind } from './types.js';
 

@@ -14,7 +14,7 @@ function reg(f: FileEntry): RegFileEntry {
   return f.reg!;
 }
 
-/** The file a reg_file_entry names must still be there (mode too, where recorded). */
+/** The file a reg_file_entry names must still be there (size and mode too, where recorded). */
 export function checkRegFile(r: RegFileEntry, what: string, pid: number): void {
   let st;
   try {
@@ -22,6 +22,10 @@ export function checkRegFile(r: RegFileEntry, what: string, pid: number): void {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
     throw new UserError(`pid ${pid}: ${what} ${r.name} cannot be opened: ${code}`, { cause: e });
+  }
+  // A regular file replaced or truncated since the dump (CRIU checks the size too).
+  if (r.size !== undefined && r.size !== null && st.isFile() && BigInt(st.size) !== BigInt(r.size)) {
+    throw new UserError(`pid ${pid}: ${what} ${r.name} has size ${st.size}, the image recorded ${r.size}: the file changed since the dump`);
   }
   if (r.mode !== undefined && r.mode !== null && r.mode !== 0 && (st.mode & 0o170777) !== (r.mode & 0o170777)) {
     throw new UserError(`pid ${pid}: ${what} ${r.name} has mode 0${st.mode.toString(8)}, the image recorded 0${r.mode.toString(8)}`);
