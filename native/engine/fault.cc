@@ -161,6 +161,16 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
     switch (-r) {
       case EEXIST:
         p->st.eexist++;
+        // A page whose data only the page server holds can be present only
+        // if something populated it before it was served (a kernel write or
+        // a remote read before the uffd was registered): the process would
+        // run on those bytes instead of its own. Restore never writes such
+        // pages itself (file pages it may write eagerly: those are fine).
+        if (kind == kRemote) {
+          Fail(p, EEXIST, "ioctl(UFFDIO_COPY)",
+               "page " + Hex(cur) + " was populated before its data arrived from the page server: it would hold wrong data");
+          return kFillDead;
+        }
         p->lazy.Remove(cur, cur + kPage);
         p->inflight.Remove(cur, cur + kPage);
         UffdWake(p->uffd, cur, kPage);

@@ -326,9 +326,14 @@ describe('post-copy container migration', () => {
       const rs = await run('nsenter', inNs(RUNC, ['--root', root2, '--criu', b.criu, 'restore', '-d', '--lazy-pages', '--image-path', dst, '--work-path', dst, '--bundle', bundle2, id2]), 60_000);
       assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${tail(join(dst, 'restore.log'))}`);
       // The container answers on the destination, counting on from its dumped memory.
-      const ex = await run('nsenter', inNs(RUNC, ['--root', root2, 'exec', id2, 'cat', '/tmp/count']), 30_000);
-      assert.equal(ex.code, 0, ex.stderr);
-      assert.ok(Number(ex.stdout.trim()) >= atFreeze, `destination count ${ex.stdout.trim()} >= ${atFreeze}`);
+      // (The shell rewrites the file each round: a read may find it empty; bounded retries.)
+      let answer = '';
+      for (let i = 0; i < 20 && answer === ''; i++) {
+        const ex = await run('nsenter', inNs(RUNC, ['--root', root2, 'exec', id2, 'cat', '/tmp/count']), 30_000);
+        assert.equal(ex.code, 0, ex.stderr);
+        answer = ex.stdout.trim();
+      }
+      assert.ok(Number(answer) >= atFreeze, `destination count ${answer} >= ${atFreeze}`);
       assert.equal(await withTimeout(dExit, 60_000, 'lazy-pages served everything and exits'), 0, derr);
       assert.equal(await withTimeout(cpExit, 30_000, 'runc checkpoint returns once the destination closed'), 0);
       assert.equal(await b.status(), 'gone', 'the source container is gone');
