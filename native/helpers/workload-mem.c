@@ -3,7 +3,7 @@
 //   workload-mem CTRL_DIR [ANON_MIB=24] [shared|sysv|socket]
 // ("shared" adds a MAP_SHARED|MAP_ANONYMOUS page, "sysv" an attached SysV
 // shared memory segment (already IPC_RMID'd, so it goes with the process),
-// "socket" a UNIX socket pair (fds reported as sock=N): things a dump must refuse.)
+// "socket" two netlink sockets (the first reported as sock=N): things a dump must refuse.)
 // Regions (reported in CTRL_DIR/ready as name=0xSTART:LEN):
 //   anon     ANON_MIB of patterned anonymous memory; every 16th page never
 //            touched (must read back as zeros), every 16th+1 page written
@@ -23,6 +23,7 @@
 #include <sys/shm.h>
 
 #include <sys/mman.h>
+#include <linux/netlink.h>
 #include <sys/socket.h>
 
 #define PAGE 4096UL
@@ -149,9 +150,10 @@ int main(int argc, char** argv) {
   }
 
   if (argc > 3 && strcmp(argv[3], "socket") == 0) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) wl_die("socketpair");
-    wl_report("sock=%d", sv[0]);
+    int s0 = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    int s1 = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    if (s0 < 0 || s1 < 0) wl_die("socket(AF_NETLINK)");
+    wl_report("sock=%d", s0);
   }
 
   uint64_t stack_arr[8192];

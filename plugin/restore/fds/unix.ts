@@ -250,8 +250,11 @@ export function unixKind(): RestoreFdKind {
       const msgs = queues.get(file.id) ?? [];
       const semiClosed = e.type !== SOCK_DGRAM && e.state === ESTABLISHED && !e.peer;
       let fd: number;
-      if (e.type !== SOCK_DGRAM && (msgs.length || semiClosed)) {
-        // A connection whose peer is gone: its queue comes from a temporary peer, closed again.
+      // An unnamed datagram socket with a queue and no peer was connected to a socket that is gone.
+      const orphanDgram = e.type === SOCK_DGRAM && !e.name.length && !e.peer;
+      if ((e.type !== SOCK_DGRAM || orphanDgram) && (msgs.length || semiClosed)) {
+        // A connection whose peer is gone: its queue comes from a temporary peer, closed again
+        // (as the original's peer was: a later send fails as it would have).
         const [x, t] = socketpair(owner, e.type);
         try {
           const ht = ctx.pull(owner, t);
@@ -272,7 +275,7 @@ export function unixKind(): RestoreFdKind {
       }
       try {
         bindName(owner, fd, e, what);
-        if (e.type === SOCK_DGRAM && msgs.length) {
+        if (e.type === SOCK_DGRAM && msgs.length && !orphanDgram) {
           // Datagrams are queued again by a temporary socket that sends to the name, before
           // the socket connects to its own peer (which would refuse other senders).
           if (!e.name.length) throw new UserError(`${what}: ${msgs.length} queued datagram(s) on a socket with neither a name nor a peer in the tree cannot be queued again`);
@@ -293,7 +296,9 @@ export function unixKind(): RestoreFdKind {
         if (e.state === LISTEN) owner.call(`listen(${unixNameText(e.name)})`, NR.listen, fd, e.backlog);
         if (e.peer) {
           const p = byIno.get(e.peer)!;
-          if (!(usk(p).uflags & USK_EXTERN)) ctx.ensure(p.id); // bound (and listening) before we connect
+          if (!(usk(p).uflags & USK_EXTERN)) {
+            if (p.id !== file.id) ctx.ensure(p.id); // bound (and listening) before we connect; a socket may be its own peer
+          }
           else ctx.log(`${what}: connecting to the external socket ${unixNameText(usk(p).name)} (--ext-unix-sk)`);
           connectTo(owner, fd, usk(p), what);
         }
