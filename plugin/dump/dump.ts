@@ -19,6 +19,7 @@ import {
   KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { SeccompCollector } from './seccomp.js';
 import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
@@ -242,7 +243,6 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
         if (s === 'Z' || s === 'X') problems.push(`pid ${pid}: thread ${t} is a zombie (not supported)`);
       } catch { /* exited meanwhile */ }
     }
-    if (Number(status.get('Seccomp') ?? '0') !== 0) problems.push(`pid ${pid}: seccomp is not supported`);
     for (const n of NAMESPACES) {
       if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
     }
@@ -495,7 +495,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
@@ -534,6 +534,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
 
   const pstree: PstreeEntry[] = [];
   const writes = new PendingWrites();
+  const seccomp = new SeccompCollector();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -550,6 +551,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
+    seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     stats.threads += threads.length;
     const ps = collectProcess(pid, opts);
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
@@ -703,7 +705,8 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir), seccomp.write(dir));
+  if (seccomp.filtered) log(`${seccomp.filtered} threads in seccomp mode, ${seccomp.entry().seccomp_filters.length} filters in seccomp.img`);
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {
