@@ -338,10 +338,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
-  // a zombie or gone for a moment: start over, a few times, before refusing.
+  // a zombie or gone for a moment (its exe and cwd links unreadable while it
+  // exits): start over, a few times, before refusing.
   const container = isContainer(root);
   const transient = (problems: string[]): boolean => problems.length > 0
-    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie/.test(p));
+    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie|(executable|working directory) \? is not reachable/.test(p));
   let tree: FrozenTree;
   let post: ReturnType<typeof plan>;
   for (let attempt = 1; ; attempt++) {
