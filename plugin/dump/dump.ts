@@ -23,6 +23,7 @@ import { SeccompCollector } from './seccomp.js';
 import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { FileTable, checkTreeFds, dumpFdKinds, finishFdKinds, planFds, writeFdImages, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
+import { CgroupFreezer } from './cgroup-freezer.js';
 import { listChildren, listTasks, nsId, readAuxv, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { planVma, type PlannedVma } from './vmas.js';
 import { isZombieState, zombieCore, zombieProblem } from './taskstate.js';
@@ -52,6 +53,12 @@ export interface DumpOptions {
   ghostLimit?: bigint;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
+  /**
+   * CRIU's --freeze-cgroup (runc's freeze_cgroup): a freezer cgroup holding
+   * the tree; it is frozen while every thread in it is seized, so nothing
+   * forks or exits meanwhile (plugin/dump/cgroup-freezer.ts).
+   */
+  freezeCgroup?: string;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
@@ -212,7 +219,8 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
   const root = pids[0]!;
   const inTree = new Set(pids);
   const rootNs = new Map(NAMESPACES.map((n) => [n, nsId(root, n)]));
-  for (const pid of pids) {
+  // One process; `return` moves on to the next.
+  const planOne = (pid: number): void => {
     let stat: ProcStat;
     let status: Map<string, string>;
     try {
@@ -220,7 +228,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
       status = readStatus(pid);
     } catch {
       problems.push(`pid ${pid}: no such process (ESRCH)`);
-      continue;
+      return;
     }
     if (pid !== root) {
       if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
@@ -231,10 +239,10 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
       if (z) problems.push(z);
       else if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
       else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
-      continue;
+      return;
     }
     const tracer = Number(status.get('TracerPid') ?? '0');
-    if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
+    if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); return; }
     if (stat.state === 't' && !frozen) problems.push(`pid ${pid}: in a tracing stop (not supported)`);
     const tids = listTasks(pid);
     for (const t of tids) {
@@ -265,6 +273,22 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     if (!cwd.startsWith('/') || cwd.endsWith(' (deleted)')) problems.push(`pid ${pid}: working directory ${cwd || '?'} is not reachable (deleted?)`);
     if (rootDir !== '/') problems.push(`pid ${pid}: chroot (${rootDir}) is not supported`);
     plans.push({ pid, stat, tids, vmas, fds: f.fds, exe, cwd, root: rootDir });
+  };
+  for (const pid of pids) {
+    // Before the freeze, a child that exits while we look (a shell loop's
+    // short-lived command) is no problem of the tree: forget what we saw
+    // of it; the look at the frozen tree decides.
+    const mark = problems.length;
+    const nPlans = plans.length;
+    try {
+      planOne(pid);
+    } catch (e) {
+      if (frozen || pid === root || !vanished(pid)) throw e;
+    }
+    if (!frozen && pid !== root && problems.length > mark && vanished(pid)) {
+      problems.length = mark;
+      plans.length = nPlans;
+    }
   }
   problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
@@ -283,6 +307,15 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     }
   }
   return { plans, problems };
+}
+
+/** Gone, or a zombie, now. */
+function vanished(pid: number): boolean {
+  try {
+    return isZombieState(readStat(pid).state);
+  } catch {
+    return true;
+  }
 }
 
 /** A path as process `pid` sees it, reached from here (its mount namespace and root). */
@@ -336,6 +369,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
     ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
   const kinds = dumpFdKinds();
+  const freezer = opts.freezeCgroup !== undefined ? new CgroupFreezer(opts.freezeCgroup) : undefined;
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
   // a zombie or gone for a moment (its exe and cwd links unreadable while it
@@ -360,7 +394,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (again && transient(pre.problems)) { await pause(attempt); continue; }
       throw refuse(pre.problems);
     }
-    tree = new FrozenTree(root, timeoutMs);
+    tree = new FrozenTree(root, timeoutMs, freezer);
     try {
       tree.freeze();
     } catch (e) {
@@ -370,8 +404,14 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }
       throw systemUserError(`pid ${root}`, e);
     }
-    post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
-    for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
+    try {
+      post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
+      for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, opts.fileLocks === true));
+    } catch (e) {
+      tree.release();
+      if (e instanceof UserError) throw e;
+      throw systemUserError(`pid ${root}: looking at the frozen tree`, e);
+    }
     if (container) post.problems.push(...containerProblems(root, opts.container ?? {}));
     if (post.problems.length) {
       tree.release();
@@ -381,7 +421,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     break;
   }
   const tFrozen = nowMs();
-  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
+  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms${freezer ? ` (seized in freezer cgroup ${freezer.dir})` : ''}`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
