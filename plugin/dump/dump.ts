@@ -5,6 +5,7 @@
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched.
 import { PendingWrites } from './pending-writes.js';
+import { mark } from '../phases.js';
 import { FileLockTable, fileLockProblems } from './locks.js';
 import { closeSync, existsSync, openSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import {
@@ -308,6 +309,7 @@ function lsmType(): number {
 
 /** Checkpoints the tree rooted at opts.pid into opts.imagesDir. */
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  mark('dump start');
   const t0 = nowMs();
   const log = opts.log ?? ((): void => {});
   const timeoutMs = opts.timeoutMs ?? 5000;
@@ -354,7 +356,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
       throw new UserError(`pid ${root}: no such process (ESRCH)`);
     }
+    mark('discovered');
     const pre = plan(pids, kinds, fdOpts);
+    mark('planned');
     if (container) pre.problems.push(...containerProblems(root, opts.container ?? {}));
     if (pre.problems.length) {
       if (again && transient(pre.problems)) { await pause(attempt); continue; }
@@ -363,6 +367,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tree = new FrozenTree(root, timeoutMs);
     try {
       tree.freeze();
+      mark('frozen');
     } catch (e) {
       if (isSystemError(e) && e.code === 'ESRCH') {
         if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
@@ -380,6 +385,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     }
     break;
   }
+  mark('planned frozen');
   const tFrozen = nowMs();
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
@@ -411,6 +417,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
+    mark('stale images cleared');
     stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
     if (inc) await inc.commit();
     if (opts.pageServer) {
@@ -428,6 +435,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     throw systemUserError(`pid ${root}`, e);
   }
   const tDone = nowMs();
+  mark('images written');
 
   // 4b. --lazy-pages: serve the lazy memory from the frozen tree until the
   // destination has all of it (plugin/pageserver), then let it go as usual.
@@ -465,6 +473,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tree.kill();
     finishFdKinds(kinds, false);
   }
+  mark('tree killed/released');
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;
@@ -551,10 +560,13 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
+    mark(`pid ${pid}: collect`);
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     stats.threads += threads.length;
+    mark('threads collected');
     const ps = collectProcess(pid, opts);
+    mark('process collected');
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
     const status = readStatus(pid);
 
@@ -599,6 +611,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     };
 
     // Memory, streamed straight into pages-<id>.img.
+    mark('files, mm, core planned');
     pagesId++;
     const tm = nowMs();
     const regions: DumpRegion[] = [];
@@ -660,6 +673,7 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
       mem.close();
     }
     stats.memdumpMs += nowMs() - tm;
+    mark('memory copied');
     stats.pagePipes += 1;
     stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
@@ -714,7 +728,9 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     writes.push(locks.write(dir));
     if (locks.entries.length) log(`${locks.entries.length} file locks`);
   }
+  mark('image writes issued');
   await writes.all();
+  mark('image writes done');
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }
