@@ -22,6 +22,12 @@
 #include "inject/init.h"
 #include "inject/ptrace_util.h"
 
+#ifndef PTRACE_SECCOMP_GET_FILTER
+#define PTRACE_SECCOMP_GET_FILTER 0x420c
+#endif
+#ifndef PTRACE_SECCOMP_GET_METADATA
+#define PTRACE_SECCOMP_GET_METADATA 0x420d
+#endif
 #ifndef PTRACE_GET_RSEQ_CONFIGURATION
 #define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
 #endif
@@ -332,6 +338,42 @@ Napi::Value InjectSyscallFork(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// One seccomp filter of a stopped tracee (index 0 = the oldest, as the
+// kernel counts), as its struct sock_filter array; null once the index is
+// past the last filter (ENOENT).
+Napi::Value SeccompGetFilter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t tid = ArgTid(info, 0);
+  uint32_t index = static_cast<uint32_t>(ArgI32(info, 1, "index"));
+  // BPF_MAXINSNS instructions of 8 bytes each.
+  std::vector<uint8_t> buf(4096 * 8);
+  long n = ptrace(static_cast<enum __ptrace_request>(PTRACE_SECCOMP_GET_FILTER), tid,
+                  reinterpret_cast<void*>(static_cast<uintptr_t>(index)), buf.data());
+  if (n < 0) {
+    if (errno == ENOENT) return env.Null();
+    ThrowErrno(env, errno, "ptrace(PTRACE_SECCOMP_GET_FILTER)", TidDetail(tid) + " filter " + std::to_string(index));
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, buf.data(), static_cast<size_t>(n) * 8);
+}
+
+// The flags a filter was installed with (SECCOMP_GET_METADATA: LOG etc.);
+// -1 when the kernel has no metadata support (EIO).
+Napi::Value SeccompGetFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t tid = ArgTid(info, 0);
+  uint32_t index = static_cast<uint32_t>(ArgI32(info, 1, "index"));
+  struct {
+    uint64_t filter_off;
+    uint64_t flags;
+  } meta = {index, 0};
+  if (ptrace(static_cast<enum __ptrace_request>(PTRACE_SECCOMP_GET_METADATA), tid,
+             reinterpret_cast<void*>(sizeof(meta)), &meta) < 0) {
+    if (errno == EIO) return Napi::Number::New(env, -1);
+    ThrowErrno(env, errno, "ptrace(PTRACE_SECCOMP_GET_METADATA)", TidDetail(tid) + " filter " + std::to_string(index));
+  }
+  return Napi::Number::New(env, static_cast<double>(meta.flags));
+}
+
 }  // namespace
 
 void InitInjectPtrace(Napi::Env env, Napi::Object exports) {
@@ -353,6 +395,8 @@ void InitInjectPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("ptraceGetRseqConfiguration",
               Napi::Function::New(env, GetRseqConfiguration, "ptraceGetRseqConfiguration"));
   exports.Set("ptracePeekSiginfo", Napi::Function::New(env, PeekSiginfo, "ptracePeekSiginfo"));
+  exports.Set("ptraceSeccompGetFilter", Napi::Function::New(env, SeccompGetFilter, "ptraceSeccompGetFilter"));
+  exports.Set("ptraceSeccompGetFlags", Napi::Function::New(env, SeccompGetFlags, "ptraceSeccompGetFlags"));
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList, "getRobustList"));
   exports.Set("injectSyscall", Napi::Function::New(env, InjectSyscall, "injectSyscall"));
   exports.Set("injectSyscallFork", Napi::Function::New(env, InjectSyscallFork, "injectSyscallFork"));

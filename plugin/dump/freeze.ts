@@ -4,6 +4,8 @@
 // siblings are being stopped). release() detaches everything untouched;
 // kill() SIGKILLs the tree and reaps what we traced.
 import { readFileSync } from 'node:fs';
+import { PTRACE_O } from '../inject/constants.js';
+import { seccompModeOf } from './seccomp.js';
 import { detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
 import { isSystemError, Errno, sysError } from '../errors.js';
 import { listChildren, listTasks } from './proc.js';
@@ -82,7 +84,9 @@ export class FrozenTree {
       const stopping: number[] = [];
       for (const t of fresh) {
         try {
-          seize(t, 0);
+          // A thread under seccomp: our injected system calls must not meet
+          // its filters while it is ours (CRIU's PTRACE_O_SUSPEND_SECCOMP).
+          seize(t, seccompModeOf(pid, t) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0);
         } catch (e) {
           if (t !== pid && isSystemError(e) && e.code === 'ESRCH') continue; // thread exited
           throw e;

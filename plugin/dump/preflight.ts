@@ -109,7 +109,6 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
         if (s === 'Z' || s === 'X') problems.push(`pid ${pid}: thread ${t} is a zombie (not supported)`);
       } catch { /* exited meanwhile */ }
     }
-    if (Number(status.get('Seccomp') ?? '0') !== 0) problems.push(`pid ${pid}: seccomp is not supported`);
     for (const n of NAMESPACES) {
       if (nsId(pid, n) !== rootNs.get(n)) problems.push(`pid ${pid}: ${n} namespace differs from the root's (not supported)`);
     }

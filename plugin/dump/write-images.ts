@@ -16,6 +16,7 @@ import { uptimeMicros, type Incremental } from './incremental.js';
 import { FileLockTable } from './locks.js';
 import { copyMemory, type MemoryStrategy } from './memory.js';
 import { PendingWrites } from './pending-writes.js';
+import { SeccompCollector } from './seccomp.js';
 import type { ProcPlan } from './preflight.js';
 import { nsId, readAuxv, readStatus } from './proc.js';
 import { ShmemTable } from './shmem.js';
@@ -80,7 +81,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
@@ -119,6 +120,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
 
   const pstree: PstreeEntry[] = [];
   const writes = new PendingWrites();
+  const seccomp = new SeccompCollector();
   let pagesId = 0;
   for (const p of plans) {
     const pid = p.pid;
@@ -135,6 +137,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
+    seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     stats.threads += threads.length;
     const ps = collectProcess(pid, opts);
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
@@ -242,7 +245,8 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
   };
-  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir));
+  writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir), seccomp.write(dir));
+  if (seccomp.filtered) log(`${seccomp.filtered} threads in seccomp mode, ${seccomp.entry().seccomp_filters.length} filters in seccomp.img`);
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {

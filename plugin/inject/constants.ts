@@ -23,6 +23,8 @@ export const SYS = {
   epoll_ctl: 233, inotify_add_watch: 254, timerfd_create: 283, timerfd_settime: 286, signalfd4: 289, eventfd2: 290,
   epoll_create1: 291, inotify_init1: 294, clock_gettime: 228,
   sched_getscheduler: 145,
+  // seccomp filters (plugin/restore/seccomp.ts)
+  seccomp: 317,
 } as const;
 
 /** prctl options used by dump/restore. */

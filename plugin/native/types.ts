@@ -221,6 +221,10 @@ export interface InjectNative {
   /** Pending siginfos (128 bytes each), per-thread or shared queue. */
   ptracePeekSiginfo(tid: number, shared: boolean): Buffer[];
   getRobustList(tid: number): { head: bigint; len: number };
+  /** Seccomp filter `index` (0 = oldest) of a stopped tracee as struct sock_filter[]; null past the last one. */
+  ptraceSeccompGetFilter(tid: number, index: number): Buffer | null;
+  /** The flags filter `index` was installed with (PTRACE_SECCOMP_GET_METADATA); -1 without kernel support. */
+  ptraceSeccompGetFlags(tid: number, index: number): number;
   /** Signed raw rax after the syscall. */
   injectSyscall(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
     useTrap: boolean, timeoutMs: number): bigint;

@@ -15,12 +15,14 @@ import type {
   MmEntry,
   PstreeEntry,
   RegFileEntry,
+  SeccompEntry,
   VmaEntry,
 } from '../images/index.js';
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { GhostFiles } from './ghost.js';
 import { FileLockRestorer } from './locks.js';
+import { seccompModeOfCore, threadSeccomp, type ThreadSeccomp } from './seccomp.js';
 import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 
 const FD_REG = 1;
@@ -49,6 +51,8 @@ export interface VmaPlan {
 export interface ThreadPlan {
   tid: number;
   core: CoreEntry;
+  /** Its seccomp mode and filters (plugin/restore/seccomp.ts), when it had any. */
+  seccomp?: ThreadSeccomp;
 }
 
 export interface ProcessPlan {
@@ -122,20 +126,6 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA_AREA_UPROBES, 'uprobes'],
 ];
 
-/**
- * CRIU writes seccomp.img for every dump (empty when no thread has filters).
- * A thread in seccomp mode would run unconfined after a restore that does not
- * rebuild its filters: refused, naming the thread.
- */
-function refuseSeccomp(imagesDir: string, cores: readonly ThreadPlan[]): void {
-  for (const t of cores) {
-    const mode = t.core.thread_core?.seccomp_mode ?? (t === cores[0] ? t.core.tc?.old_seccomp_mode : undefined) ?? 0;
-    if (mode !== 0) {
-      throw new UserError(`pid ${cores[0]!.tid} tid ${t.tid}: ${imagesDir}/core-${t.tid}.img: seccomp mode ${mode === 1 ? 'strict' : 'filter'} (filters in seccomp.img) is not restored: the thread would run unconfined`);
-    }
-  }
-}
-
 export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; fileLocks?: boolean; log?: (line: string) => void; warn?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
   const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
@@ -164,6 +154,7 @@ async function planTree(
 
   const processes: ProcessPlan[] = [];
   const byPid = new Map<number, ProcessPlan>();
+  let seccompImg: { entry: SeccompEntry | undefined } | undefined;
   const fdinfoCache = new Map<number, FdinfoEntry[]>();
   const perProcessFds: { pid: number; fdinfo: FdinfoEntry[]; fdinfoImage: string }[] = [];
   const memfdRefs = new Map<number, ShmemVmaRef>();
@@ -194,7 +185,13 @@ async function planTree(
       if (!t.core.thread_info) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no x86 thread_info');
       if (!t.core.thread_core) throw new ImageError(`${imagesDir}/core-${t.tid}.img`, undefined, 'no thread_core');
     }
-    refuseSeccomp(imagesDir, cores);
+    // CRIU writes seccomp.img for every dump (empty when no thread has filters).
+    for (const [k, t] of cores.entries()) {
+      if (seccompModeOfCore(t.core, k === 0).mode === 0) continue;
+      seccompImg ??= { entry: await dir.seccomp() };
+      const sc = threadSeccomp(imagesDir, t.core, t.tid, k === 0, seccompImg.entry);
+      if (sc) t.seccomp = sc;
+    }
     const mmImage = `${imagesDir}/mm-${e.pid}.img`;
     const mm = await dir.mm(e.pid);
     const exe = regFile(files, mm.exe_file_id, 'exe_file_id', mmImage);

@@ -12,6 +12,7 @@ import { PageVerifier } from '../integrity/checksums.js';
 import { addon, helperPath } from '../native/addon.js';
 import type { RestoreExitInfo } from '../native/types.js';
 import { restoreKernelState, validateKernelState } from './creds.js';
+import { installSeccomp } from './seccomp.js';
 import { type ExternalLazyServer, type LazyHandoff, openLazyHandoff } from './handoff.js';
 import { loadPlan, type ProcessPlan } from './plan.js';
 import {
@@ -374,6 +375,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) {
       if (l.plan.state === 2) continue;
       restoreTimers(l.task, l.plan.threads[0]!.core.tc!.timers);
+      // Seccomp filters last of all that is injected (plugin/restore/seccomp.ts).
+      installSeccomp(l.plan.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: l.plan.threads[i]!.seccomp })), log);
       l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
     }
 

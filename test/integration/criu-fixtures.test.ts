@@ -26,7 +26,7 @@ import { waitForFile } from '../helpers/workload.js';
 const FIXTURES = join(projectRoot, 'test', 'fixtures', 'criu-4.2');
 const BASE = '/tmp/lr-criu-4.2-fixtures';
 const LOCK = `${BASE}.lock`;
-const NAMES = ['threads', 'tree', 'files'];
+const NAMES = ['threads', 'tree', 'files', 'seccomp'];
 const skip = !isRoot && 'needs root';
 
 /** Serialises users of BASE across processes: a lock directory holding the owner's pid; a dead owner's lock is taken over. */

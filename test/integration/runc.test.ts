@@ -12,7 +12,7 @@ import { closeSync, constants, cpSync, existsSync, mkdirSync, openSync, readFile
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
 import { type Bundle, makeBundle, RUNC, run, runcUnavailable, waitForCount } from '../helpers/runc.js';
 import { cliPath } from '../helpers/cli.js';
 import { makeNetnsHost, netnsAvailable } from '../helpers/netns.js';
@@ -264,6 +264,42 @@ test('a container whose stdout is a pipe: after restore it writes to the pipe ru
     for (const l of second.lines) assert.match(l, /^\d+$/, `only counts on the new pipe: ${JSON.stringify(second.lines)}`);
     assert.ok(Number(second.lines[0]) > at, `first count after restore ${second.lines[0]} follows ${at}`);
     assert.match(readlinkSync(`/proc/${await b.pid()}/fd/1`), /^pipe:\[\d+\]$/);
+  } finally {
+    await b.destroy();
+    t.dispose();
+  }
+});
+
+test('a container with a seccomp profile: checkpointed and restored with its filter (seccomp mode 2, as many filters as before)', { skip }, async () => {
+  const t = tempDir('lr-runc-sc-');
+  const b = await makeBundle(join(t.path, 'bundle'), `lr-runc-sc-${process.pid}`, {
+    edit: (cfg) => {
+      (cfg['linux'] as Record<string, unknown>)['seccomp'] = {
+        defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_X86_64'],
+        syscalls: [{ names: ['uname'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
+      };
+    },
+  });
+  const field = (pid: number, key: string): string | undefined => new RegExp(`^${key}:\\s*(\\S+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  try {
+    const r = await b.quiet(['run', '-d', '--bundle', b.dir, b.id]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitForCount(b, 3, 30_000);
+    const pid = await b.pid();
+    assert.equal(field(pid, 'Seccomp'), '2', 'runc installed the profile');
+    const nFilters = field(pid, 'Seccomp_filters');
+    const images = join(t.path, 'img');
+    const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, b.id]);
+    assert.equal(cp.code, 0, `${cp.stderr}\n${existsSync(join(images, 'dump.log')) ? readFileSync(join(images, 'dump.log'), 'utf8').slice(-1500) : ''}`);
+    assert.ok(critDecode(join(images, 'seccomp.img')).entries.length === 1);
+    const at = b.count();
+    const rs = await b.quiet(['restore', '-d', '--image-path', images, '--bundle', b.dir, b.id], { criu: true });
+    assert.equal(rs.code, 0, `${rs.stderr}\n${readFileSync(join(images, 'restore.log'), 'utf8').slice(-1500)}`);
+    await waitForCount(b, at + 3, 30_000);
+    const rpid = await b.pid();
+    assert.equal(field(rpid, 'Seccomp'), '2', 'the restored init is in seccomp filter mode');
+    assert.equal(field(rpid, 'Seccomp_filters'), nFilters, 'with as many filters as before');
+    assert.match(readFileSync(join(images, 'restore.log'), 'utf8'), /seccomp filters restored/);
   } finally {
     await b.destroy();
     t.dispose();
