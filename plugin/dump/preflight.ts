@@ -200,9 +200,10 @@ export interface FreezeOptions {
  */
 export async function freezeChecked(root: number, kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, how: FreezeOptions): Promise<{ tree: FrozenTree; post: TreePlan }> {
   // A child that exits meanwhile (a shell loop's short-lived commands) is
-  // a zombie or gone for a moment: start over, a few times, before refusing.
+  // a zombie or gone for a moment (its exe and cwd links unreadable while it
+  // exits): start over, a few times, before refusing.
   const transient = (problems: string[]): boolean => problems.length > 0
-    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie/.test(p));
+    && problems.every((p) => !p.startsWith(`pid ${root}:`) && /no such process|zombie|(executable|working directory) \? is not reachable/.test(p));
   let tree: FrozenTree;
   let post: TreePlan;
   for (let attempt = 1; ; attempt++) {

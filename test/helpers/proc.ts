@@ -1,6 +1,7 @@
 // /proc observations for tests that watch processes they do not own the
 // events of (the watchdog, a blocked fault): state, parent, fds, wait channel.
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { listChildren } from '../../plugin/dump/proc.js';
 
 /** Polls `cond` (a /proc observation: no event exists for it) until true, bounded. */
 export async function until(cond: () => boolean, ms: number, what: string | (() => string)): Promise<void> {
@@ -102,29 +103,13 @@ export async function holdOriginal(pid: number): Promise<{ stillThere: () => str
   };
 }
 
-/** Every descendant of `pid` (children first found through /proc/PID/task/TID/children). */
+/** Every descendant of `pid`, each child before its own children (a process gone meanwhile has none). */
 export function descendantsOf(pid: number): number[] {
-  const out: number[] = [];
-  const walk = (p: number): void => {
-    let tids: string[];
-    try {
-      tids = readdirSync(`/proc/${p}/task`);
-    } catch {
-      return;
-    }
-    for (const tid of tids) {
-      let kids: number[] = [];
-      try {
-        kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-      } catch {
-        continue;
-      }
-      for (const k of kids) {
-        out.push(k);
-        walk(k);
-      }
-    }
-  };
-  walk(pid);
-  return out;
+  let kids: number[];
+  try {
+    kids = listChildren(pid);
+  } catch {
+    return [];
+  }
+  return kids.flatMap((k) => [k, ...descendantsOf(k)]);
 }

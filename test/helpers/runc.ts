@@ -131,14 +131,16 @@ export async function makeBundle(dir: string, id: string, opts: BundleOptions = 
   return b;
 }
 
-/** Resolves once the counter reaches at least `min` (inotify on /tmp, bounded). */
-export function waitForCount(b: Bundle, min: number, timeoutMs: number): Promise<number> {
+/** Resolves once the counter reaches at least `min` (inotify on /tmp,
+ *  bounded); every non-zero count read on the way is pushed to `seen`. */
+export function waitForCount(b: Bundle, min: number, timeoutMs: number, seen?: number[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const dir = join(b.countFile, '..');
     let done = false;
     const check = (): void => {
       if (done) return;
       const c = b.count();
+      if (c > 0) seen?.push(c);
       if (c >= min) {
         done = true;
         clearTimeout(timer);

@@ -42,15 +42,27 @@ function dialer(path: string): { connected: Promise<void>; answer: Promise<strin
 async function dialGoAndCheck(d: Dumped, tree: RestoredTree, socks: string): Promise<void> {
   const a = dialer(join(socks, 'listen.sock'));
   const b = dialer(`\0${join(socks, 'abstract')}`);
+  let checked = false;
   try {
     await withTimeout(Promise.all([a.connected, b.connected]), 10000, 'connect to the restored listeners');
     const answers = Promise.all([a.answer, b.answer]);
     await goAndCheck(d, tree);
+    checked = true;
     assert.deepEqual(await withTimeout(answers, 10000, 'answers'), ['hello', 'hello']);
   } finally {
+    if (!checked) await killRestored(tree, Number(d.wl.report.child));
     a.sock.destroy();
     b.sock.destroy();
   }
+}
+
+/** A failed check must not leave the restored parent and child running: both are ours (same pids as dumped). */
+async function killRestored(tree: RestoredTree, child: number): Promise<void> {
+  for (const pid of [child, tree.pid]) {
+    if (pid > 0 && alive(pid)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  await withTimeout(tree.wait(), 10000, 'restored root reaped').catch(() => undefined);
+  await tree.close();
 }
 
 function unixFiles(files: readonly FileEntry[]): FileEntry[] {
