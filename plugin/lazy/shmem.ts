@@ -15,11 +15,10 @@
 //  - not a hugetlb memfd, not SysV shm,
 //  - all its image pages present in the images (pagemap-shmem-<shmid>.img).
 // Facts behind this: test/integration/uffd-shmem-facts.test.ts.
-import { FdType, type FileEntry, type ImageDir, type VmaEntry } from '../images/index.js';
+import { FdType, KIND, type FileEntry, type ImageDir, type MmEntry, type TaskKobjIdsEntry, type VmaEntry } from '../images/index.js';
 import { MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, MAP_SHARED, PAGE, PE_PRESENT, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC } from '../images/memory.js';
 
 const F_SEAL_SEAL = 1;
-const TASK_DEAD = 2;
 
 /** One image run of an object: object bytes [offset, offset + bytes) are at `pagesOffset` of `file`. */
 export interface LazyShmemRun {
@@ -95,9 +94,9 @@ export async function planLazyShmem(dir: ImageDir): Promise<LazyShmemTable> {
   const uses: { pid: number; v: VmaEntry; key: string }[] = [];
   const fdTables = new Set<number>();
   for (const e of pstree) {
-    const core = await dir.core(e.pid);
-    if (core.tc?.task_state === TASK_DEAD) continue;
-    const mm = await dir.mm(e.pid);
+    // A zombie has no mm image (nor does a minimal image set without shared memory).
+    const mm = (await dir.readEntries<MmEntry>(KIND.mm, e.pid))[0];
+    if (!mm) continue;
     for (const v of mm.vmas) {
       if (!objectVma(v)) continue;
       let c: Candidate | undefined;
@@ -127,10 +126,13 @@ export async function planLazyShmem(dir: ImageDir): Promise<LazyShmemTable> {
       if ((v.flags & MAP_SHARED) === 0 || (v.flags & MAP_PRIVATE) !== 0 || (v.flags & (MAP_LOCKED | MAP_HUGETLB)) !== 0) c.ok = false;
       uses.push({ pid: e.pid, v, key: c.key });
     }
-    fdTables.add((await dir.ids(e.pid)).files_id);
   }
   if (candidates.size === 0) return { objects: new Map(), vmas: new Map() };
-  // A memfd any process holds as an fd stays eager.
+  // A memfd any process holds as an fd stays eager (zombies hold none).
+  for (const e of pstree) {
+    const ids = (await dir.readEntries<TaskKobjIdsEntry>(KIND.ids, e.pid))[0];
+    if (ids) fdTables.add(ids.files_id);
+  }
   for (const filesId of fdTables) {
     for (const fi of await dir.fdinfo(filesId)) {
       const ino = await memfdInode(fi.id);
