@@ -28,6 +28,8 @@ import { planVma, type PlannedVma } from './vmas.js';
 import { isZombieState, zombieCore, zombieProblem } from './taskstate.js';
 import { ShmemTable } from './shmem.js';
 import { Incremental, copyDirty, uptimeMicros } from './incremental.js';
+import { LinkRemaps } from './link-remap.js';
+import type { FileValidation } from '../images/build-id.js';
 import { containerProblems, isContainer, openContainer, vtid, type Container, type ContainerOptions } from './container.js';
 
 
@@ -50,6 +52,18 @@ export interface DumpOptions {
   skipInFlight?: boolean;
   /** CRIU's --ghost-limit (bytes, default 1 MiB): largest deleted-but-open file whose contents the dump carries. */
   ghostLimit?: bigint;
+  /**
+   * CRIU's --link-remap: a file opened or mapped under a deleted name but
+   * still linked elsewhere gets a link-remap name next to it for the restore
+   * (plugin/dump/link-remap.ts); without it such a file is refused.
+   */
+  linkRemap?: boolean;
+  /**
+   * CRIU's --file-validation: how a restore can tell a file changed since
+   * the dump. 'buildid' (default, as CRIU): size and, for ELF files, the
+   * build-id; 'filesize': the size only.
+   */
+  fileValidation?: FileValidation;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
@@ -252,7 +266,7 @@ function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOpts: Dum
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
-      const p = planVma(pid, v, fdOpts.ghostLimit);
+      const p = planVma(pid, v, fdOpts.ghostLimit, fdOpts.linkRemaps !== undefined);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
@@ -334,7 +348,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   await hooks.preDump?.();
 
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
-    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
+    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT, ...(opts.linkRemap ? { linkRemaps: new LinkRemaps() } : {}),
+    buildIds: opts.fileValidation !== 'filesize' };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   // A child that exits meanwhile (a shell loop's short-lived commands) is
@@ -421,6 +436,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await hooks.postDump?.();
   } catch (e) {
     inc?.close();
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
@@ -458,12 +474,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // Repaired connections: repair off for a tree that runs on; a killed
   // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    // A tree that goes on running keeps its files; the link-remap names go (as CRIU's delete_link_remaps).
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
   } else {
     tree.kill();
     finishFdKinds(kinds, false);
+    fdOpts.linkRemaps?.keep();
   }
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
@@ -562,11 +581,12 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
+      if (v.file.linked) return { ...v.entry, shmid: BigInt(files.linkedPathFile(v.file.linked.where, v.file.path, v.file.fdflags, v.file.linked.st, v.file.linked.source)) };
       if (v.file.ghost) return { ...v.entry, shmid: BigInt(files.ghostPathFile(v.file.path, v.file.fdflags, v.file.ghost.st, v.file.ghost.source)) };
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
-      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
+      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st, inRoot(pid, v.file.path))) };
     });
-    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
+    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }), inRoot(pid, p.exe));
     const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
