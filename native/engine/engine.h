@@ -12,6 +12,7 @@
 //   prefetch.cc     background copies: the working set first, then prefetch ranges
 //   supply.cc       remote pages handed in (supply() from JS, native link replies)
 //   remote_link.cc  native page-server links (remote_link.h)
+//   pull.cc         native bulk pulls of remote pages (pull.h)
 //   fault_log.cc    the fault log ring (fault_log.h)
 #pragma once
 
@@ -29,6 +30,7 @@
 
 #include "engine/fault_log.h"
 #include "engine/intervals.h"
+#include "engine/pull.h"
 #include "engine/remote_link.h"
 
 struct uffd_msg;
@@ -48,7 +50,7 @@ struct Source {
   std::unique_ptr<std::atomic<uint64_t>[]> verified;
 };
 
-enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError };
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError, kEvPullEnd };
 
 struct Event {
   EventType type;
@@ -114,6 +116,17 @@ struct Proc {
   std::deque<PrefetchReq> first;
   uint64_t firstCopied = 0;
   std::atomic<bool> hasWork{false};  // pending faults, working set or prefetch (read without mu)
+  uint64_t lastRemoteFault = 0;  // end of the last remote fault window (a bulk pull jumps there)
+  uint64_t remaps = 0;           // mremap events applied (a pull's addresses may have moved)
+  // Shared by the bulk pulls of this process (pull.cc): one cursor, so
+  // several streams ask for different ranges.
+  struct PullPass {
+    uint64_t cursor = 0;       // next run-time address a pull looks at
+    uint64_t seenFault = 0;    // lastRemoteFault last jumped to
+    bool wrapped = false;      // a pass started over from the lowest address
+    uint64_t pagesAtWrap = 0;  // `pages` when it did
+    uint64_t pages = 0;        // pages placed by every pull of this process
+  } pull;
   bool completeSent = false;
   ProcStats st;
 
@@ -178,6 +191,17 @@ class Engine {
   int DetachLink(unsigned slot);
   std::vector<LinkStats> Links();
   unsigned threads() const { return static_cast<unsigned>(workers_.size()); }
+  // Bulk pull of a process's remote pages (pull.cc) on its own thread over
+  // `fd` (a connected page-server stream; the engine keeps a duplicate):
+  // GETs of getPages, at most windowPages outstanding, in address order
+  // from the latest remote fault on; ends with a 'pull-end' event (every
+  // remote page placed, the process gone, an error, or stopped).
+  int StartPull(uint32_t handle, int fd, uint64_t getPages, uint64_t windowPages, uint64_t stallMs, uint32_t* id,
+                const char** what);
+  // Stops and joins the pull (no event); idempotent.
+  int StopPull(uint32_t id);
+  // {pages copied, GETs sent} of a running or ended pull; false if unknown.
+  bool PullStats(uint32_t id, uint64_t* pages, uint64_t* gets);
   int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
   // Queues [start, end) pairs ahead of every prefetch, kept in this order.
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
@@ -243,6 +267,12 @@ class Engine {
   void NeedAgain(RemoteLink& L);
   void ReadLink(Worker* w);
   void CheckLinkStall(Worker* w, uint64_t now);
+  // pull.cc
+  void RunPull(Pull* pl);
+  int PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, const char** syscall);
+  bool PullNext(Pull* pl, Pull::Get* g);
+  void PullSupply(Pull* pl, const Pull::Get& g, const uint8_t* data, uint64_t len);
+  void StopAllPulls();
 
   Options opt_;
   std::function<void()> notify_;
@@ -258,6 +288,9 @@ class Engine {
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
   FaultLog log_;
+  std::mutex pullMu_;
+  std::map<uint32_t, std::unique_ptr<Pull>> pulls_;
+  uint32_t nextPull_ = 1;
 };
 
 }  // namespace lr::engine

@@ -16,7 +16,7 @@ import {
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
 import {
-  KCMP, Pagemap, ProcMem, dumpPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
+  KCMP, Pagemap, ProcMem, dumpPages, scanPages, findVdsoGadget, getSigmask, kcmpSame, peekSiginfo, type DumpRegion,
 } from '../inject/index.js';
 import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
 import { SeccompCollector } from './seccomp.js';
@@ -617,18 +617,14 @@ async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly
     let sums: { checksums: Uint32Array; bytes: number } | undefined;
     try {
       if (lazyRanges) {
-        // --lazy-pages: lazy-eligible regions are scanned into /dev/null (we
-        // only need which pages hold data); the page server reads them later.
+        // --lazy-pages: lazy-eligible regions are only looked up in the
+        // pagemap (which pages hold data); the page server reads them later
+        // from the frozen tree, so the time before it listens does not grow
+        // with the memory (as CRIU: its lazy pages are not read at dump time).
         const eager = regions.map((g, i) => ({ g, i })).filter(({ i }) => !(regionPlan[i]!.peFlags & PE_LAZY));
         const lazy = regions.map((g, i) => ({ g, i })).filter(({ i }) => (regionPlan[i]!.peFlags & PE_LAZY) !== 0);
         const r = dumpPages(mem, pm, pagesFd, 0n, eager.map((x) => x.g));
-        const nullFd = openSync('/dev/null', 'w');
-        let l;
-        try {
-          l = dumpPages(mem, pm, nullFd, 0n, lazy.map((x) => x.g));
-        } finally {
-          closeSync(nullFd);
-        }
+        const l = scanPages(pid, pm, lazy.map((x) => x.g));
         runs = [
           ...r.runs.map((x) => ({ ...x, region: eager[x.region]!.i, lazyOnly: false })),
           ...l.runs.map((x) => ({ ...x, region: lazy[x.region]!.i, lazyOnly: true })),

@@ -24,6 +24,8 @@ import { loadWorkingSet, WorkingSetRecorder, writeWorkingSet } from './workingse
 import { latencySummary, type ProcessStats, type StatsFile, type TimelineEvent } from '../stats/format.js';
 
 const DEFAULT_CHUNK = 2n * 1024n * 1024n;
+/** Connections per process of a native bulk pull (post-copy background transfer). */
+const PULL_STREAMS = Math.min(8, Math.max(1, Number(process.env.LR_PULL_STREAMS ?? 2) || 2));
 const DEFAULT_THREADS = 2;
 const DEFAULT_FAULT_AROUND = 8;
 /** Engine statistics poll and liveness check period. */
@@ -92,6 +94,11 @@ class Proc {
   remoteRanges: Span[] = [];
   remoteIndex = 0;
   remoteCursor = 0n;
+  /**
+   * The engine's native bulk pull of the remote ranges (one push slot while
+   * it runs): 'failed' / 'done' once it ended (failed: fetch() takes over).
+   */
+  pull: { state: 'starting' | 'running' | 'failed' | 'done'; ids: number[]; pending: number; failed: string | undefined } | undefined;
   /** Fault log of this process for the stats file: [tMs, addr, pages, kind]. */
   timeline: TimelineEvent[] = [];
   timelineDropped = 0;
@@ -703,6 +710,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         for (const l of this.linkErrorListeners) l(ev.slot, ev.message);
         continue;
       }
+      if (ev.type === 'pull-end') {
+        this.onPullEnd(ev);
+        continue;
+      }
       try {
         this.onEngineEvent(ev);
       } catch (e) {
@@ -1063,6 +1074,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       for (const p of this.procs.values()) {
         if (this.pushInFlight >= this.maxInFlight) break;
         if (p.state !== 'serving' || p.pushInFlight > 0 || p.pushPaused || p.completePending) continue;
+        if (this.startPull(p)) {
+          progress = true;
+          continue;
+        }
         if (!this.takeTokens(Number(this.chunk))) return;
         const remote = this.nextRemoteChunk(p);
         if (remote) {
@@ -1094,6 +1109,69 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   }
 
   // ---- remote background push (plugin/pageserver) ---------------------------
+
+  /**
+   * Starts the engine's native bulk pull of p's remote ranges when the
+   * engine and the source can (plain TCP, no bandwidth cap): large GETs on
+   * connections of their own (PULL_STREAMS streams sharing one cursor),
+   * replies copied natively. It holds one push slot until every stream's
+   * 'pull-end'; if a stream fails, fetch() pushes what is left after them.
+   */
+  private startPull(p: Proc): boolean {
+    const remote = this.options.remote;
+    const eng = this.engine;
+    if (p.pull !== undefined || p.remoteRanges.length === 0 || p.remoteIndex > 0 || p.remoteCursor > 0n) return false;
+    if (!remote?.openPullSocket || !eng.startPull || !eng.stopPull || this.options.bandwidthBytesPerSec) return false;
+    const pull: NonNullable<Proc['pull']> = { state: 'starting', ids: [], pending: PULL_STREAMS, failed: undefined };
+    p.pull = pull;
+    p.pushInFlight++;
+    this.pushInFlight++;
+    for (let i = 0; i < PULL_STREAMS; i++) {
+      void remote.openPullSocket().then((sock) => {
+        if (!sock) return this.pullStreamEnded(p, pull, '');
+        try {
+          if (p.state !== 'serving' || this.closed) return this.pullStreamEnded(p, pull, '');
+          const id = eng.startPull!(p.engineProc, sock.fd, { stallMs: sock.stallMs });
+          pull.ids.push(id);
+          pull.state = 'running';
+          this.pulls.set(id, p);
+        } catch (e) {
+          this.pullStreamEnded(p, pull, `could not start (${errText(e)})`);
+        } finally {
+          sock.close();
+        }
+      }, (e: unknown) => this.pullStreamEnded(p, pull, `has no connection (${errText(e)})`));
+    }
+    return true;
+  }
+
+  /** Bulk pull streams running, by id. */
+  private pulls = new Map<number, Proc>();
+
+  private onPullEnd(ev: Extract<EngineEventLike, { type: 'pull-end' }>): void {
+    this.engine.stopPull?.(ev.pull);
+    const p = this.pulls.get(ev.pull);
+    this.pulls.delete(ev.pull);
+    if (!p?.pull || !p.pull.ids.includes(ev.pull)) return;
+    this.pushedPages += ev.pages;
+    p.pushedBytes += BigInt(ev.pages) * PAGE;
+    this.pullStreamEnded(p, p.pull, ev.code === undefined ? undefined : `stopped (${ev.message ?? ev.code})`);
+  }
+
+  /** One stream of p's pull ended (why: undefined = done; '' = not started, nothing to say). */
+  private pullStreamEnded(p: Proc, pull: NonNullable<Proc['pull']>, why: string | undefined): void {
+    if (why !== undefined) pull.failed ??= why;
+    if (--pull.pending > 0) return;
+    pull.state = pull.failed === undefined ? 'done' : 'failed';
+    if (pull.state === 'done') p.remoteIndex = p.remoteRanges.length;
+    else if (pull.failed && p.state === 'serving') log.warn(`lazy-pages: pid ${p.imagePid}: native bulk transfer ${pull.failed}; pushing the rest through the page-server client`);
+    if (p.pushInFlight > 0) {
+      p.pushInFlight--;
+      this.pushInFlight--;
+    }
+    if (p.completePending && p.pushInFlight === 0) this.finish(p, 'complete');
+    this.pump();
+  }
 
   /** Next chunk of p's remote ranges (dump-time addresses), or undefined when all were fetched. */
   private nextRemoteChunk(p: Proc): { start: bigint; len: bigint } | undefined {
