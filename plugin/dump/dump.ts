@@ -5,6 +5,7 @@
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched. The checks and the freeze are in preflight.ts, the
 // images (and memory, memory.ts) in write-images.ts; this module orders them.
+import { mark } from '../phases.js';
 import { ImageDir, KIND } from '../images/index.js';
 import { UserError, systemUserError } from '../errors.js';
 import { isContainer, openContainer, type ContainerOptions } from './container.js';
@@ -113,6 +114,7 @@ export interface DumpResult {
 
 /** Checkpoints the tree rooted at opts.pid into opts.imagesDir. */
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  mark('dump start');
   const t0 = nowMs();
   const log = opts.log ?? ((): void => {});
   const timeoutMs = opts.timeoutMs ?? 5000;
@@ -130,6 +132,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   const container = isContainer(root);
   const { tree, post } = await freezeChecked(root, kinds, fdOpts, { timeoutMs, container, ...(opts.container ? { containerOpts: opts.container } : {}), fileLocks: opts.fileLocks === true });
+  mark('frozen, planned');
   const tFrozen = nowMs();
   log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
 
@@ -161,6 +164,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
+    mark('stale images cleared');
     stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
     if (inc) await inc.commit();
     if (opts.pageServer) {
@@ -178,6 +182,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     throw systemUserError(`pid ${root}`, e);
   }
   const tDone = nowMs();
+  mark('images written');
 
   // 4b. --lazy-pages: serve the lazy memory from the frozen tree until the
   // destination has all of it (plugin/pageserver), then let it go as usual.
@@ -215,6 +220,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     tree.kill();
     finishFdKinds(kinds, false);
   }
+  mark('tree killed/released');
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;

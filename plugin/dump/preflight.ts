@@ -2,6 +2,7 @@
 // decisions, before anything is collected. Looking is from /proc only; every
 // problem found names pid, fd or VMA, and the tree is refused (released
 // untouched) when there is one.
+import { mark } from '../phases.js';
 import { existsSync, readlinkSync } from 'node:fs';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
@@ -215,7 +216,9 @@ export async function freezeChecked(root: number, kinds: readonly DumpFdKind[], 
       if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
       throw new UserError(`pid ${root}: no such process (ESRCH)`);
     }
+    mark('discovered');
     const pre = plan(pids, kinds, fdOpts);
+    mark('planned');
     if (how.container) pre.problems.push(...containerProblems(root, how.containerOpts ?? {}));
     if (pre.problems.length) {
       if (again && transient(pre.problems)) { await pause(attempt); continue; }
@@ -224,6 +227,7 @@ export async function freezeChecked(root: number, kinds: readonly DumpFdKind[], 
     tree = new FrozenTree(root, how.timeoutMs);
     try {
       tree.freeze();
+      mark('frozen');
     } catch (e) {
       if (isSystemError(e) && e.code === 'ESRCH') {
         if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }

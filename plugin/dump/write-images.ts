@@ -1,6 +1,7 @@
 // Writing a frozen tree's images: per process its core, ids, mm, fs,
 // fdinfo, pagemap and pages (memory through plugin/dump/memory.ts), then the
 // tree-wide images (inventory, pstree, files, shared memory, locks).
+import { mark } from '../phases.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readdir, rm, writeFile } from 'node:fs/promises';
 import {
@@ -136,10 +137,13 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
+    mark(`pid ${pid}: collect`);
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     stats.threads += threads.length;
+    mark('threads collected');
     const ps = collectProcess(pid, opts);
+    mark('process collected');
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
     const status = readStatus(pid);
 
@@ -185,6 +189,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
 
     // Memory, streamed straight into pages-<id>.img.
     pagesId++;
+    mark('files, mm, core planned');
     const tm = nowMs();
     const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
     const copied = await copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
@@ -197,6 +202,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     stats.pagesZero += copied.zero;
     stats.pagesWritten += copied.bytes / PAGE_SIZE;
     stats.memdumpMs += nowMs() - tm;
+    mark('memory copied');
     stats.pagePipes += 1;
     stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
@@ -253,7 +259,9 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     writes.push(locks.write(dir));
     if (locks.entries.length) log(`${locks.entries.length} file locks`);
   }
+  mark('image writes issued');
   await writes.all();
+  mark('image writes done');
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }
