@@ -21,6 +21,7 @@
 // dump/eager/lazy rows and the physical baselines), VS_CRIU_REPS=N (runs per
 // tool and row), VS_CRIU_ROWS=dump,eager,lazy,first,postcopy,physical (which
 // groups run; dump is needed by eager and lazy at the same size).
+// NODE_EXTRA_CA_CERTS is cleared for the commands (see commandEnv).
 import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -56,8 +57,21 @@ interface Run {
   pid: number;
 }
 
+/**
+ * The commands' environment: ours, without NODE_EXTRA_CA_CERTS unless
+ * VS_CRIU_KEEP_CA_CERTS=1. A sandbox that sets it for every process (this
+ * one does) makes node parse that certificate bundle at every start-up,
+ * before any of our code runs (~40 ms CPU per command; no command here uses
+ * the default TLS trust store), which a normal install does not pay.
+ */
+const commandEnv: NodeJS.ProcessEnv = (() => {
+  const env = { ...process.env };
+  if (process.env.VS_CRIU_KEEP_CA_CERTS !== '1') delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+})();
+
 function run(tool: Tool, args: string[]): Run {
-  const child = spawn(helperPath('bench-reaper'), ['4', ...tool.argv, ...args], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true });
+  const child = spawn(helperPath('bench-reaper'), ['4', ...tool.argv, ...args], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: commandEnv });
   live.add(child.pid!);
   child.on('close', () => live.delete(child.pid!));
   let err = '';
@@ -299,6 +313,7 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     const criu: Tool | undefined = criuPath && existsSync(criuPath) ? { name: 'criu', argv: [criuPath] } : undefined;
     if (!criu) ctx.log(`CRIU=${criuPath ?? ''} ${criuPath ? 'does not exist' : 'is not set'}: the CRIU side of every row is skipped (set CRIU=/path/to/criu 4.2)`);
     const tools = criu ? [criu, ours] : [ours];
+    if (process.env.NODE_EXTRA_CA_CERTS && process.env.VS_CRIU_KEEP_CA_CERTS !== '1') ctx.log('NODE_EXTRA_CA_CERTS is cleared for the commands (node would parse it at every start-up; VS_CRIU_KEEP_CA_CERTS=1 keeps it)');
     const figs: BenchFigure[] = [];
     const load = (): string => `load ${loadavg().map((x) => x.toFixed(1)).join('/')}`;
     const fmtRuns = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(', ');

@@ -7,6 +7,9 @@ import { ExitCode, UserError } from '../errors.js';
 import { registerCommands } from './commands.js';
 import { extractGlobalOptions, globalOptions, resolveLogFile } from './global.js';
 import { configureLog, log, logFileConfigured } from '../log.js';
+import { mark } from '../phases.js';
+
+mark('cli loaded');
 
 export async function main(argv: string[]): Promise<number> {
   const version = await packageVersion();
@@ -37,6 +40,7 @@ export async function main(argv: string[]): Promise<number> {
     const g = globalOptions();
     if (g.verbosity !== undefined) configureLog({ level: g.verbosity });
     await program.parseAsync(rest, { from: 'user' });
+    mark('command done');
     return ExitCode.ok;
   } catch (e) {
     if (e instanceof CommanderError) {
