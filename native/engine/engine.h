@@ -11,6 +11,7 @@
 //   fault.cc        serving a fault: lookup, UFFDIO_COPY/ZEROPAGE (Fill), errno rules
 //   prefetch.cc     background copies: the working set first, then prefetch ranges
 //   supply.cc       remote pages handed in (supply() from JS, native link replies)
+//   shared.cc       lazily served shared memory objects (kShared spans)
 //   remote_link.cc  native page-server links (remote_link.h)
 //   fault_log.cc    the fault log ring (fault_log.h)
 #pragma once
@@ -46,6 +47,33 @@ struct Source {
   std::vector<uint32_t> sums;
   uint64_t chunk = 0;
   std::unique_ptr<std::atomic<uint64_t>[]> verified;
+};
+
+// Counters of one shared memory object (pages).
+struct SharedStats {
+  uint64_t copiedPages = 0;    // image data placed with UFFDIO_COPY (each page at most once)
+  uint64_t zeroPages = 0;      // holes placed with UFFDIO_ZEROPAGE
+  uint64_t refilledPages = 0;  // served pages the program punched out, faulted again: zero page
+  uint64_t presentPages = 0;   // found present (EEXIST) when first placed: counted served
+  uint64_t poisonedPages = 0;  // discarded before they were served (their processes killed)
+  uint64_t servedPages = 0;    // pages whose served bit is set
+};
+
+// A shared memory object (MAP_SHARED anonymous memory or a memfd) whose
+// pages the restorer left out: every process mapping it has those VMAs
+// registered MISSING, and UFFDIO_COPY through any of them fills the one
+// page cache for all. `mu` orders every placement of its pages (taken under
+// a Proc::mu, never the other way round).
+struct SharedObject {
+  std::string name;
+  uint64_t size = 0;   // bytes, page-rounded
+  IntervalMap data;    // object offset -> kFile span; holes are absent (zero)
+  std::mutex mu;
+  std::vector<uint64_t> served;    // one bit per page: placed (or found present) once
+  std::vector<uint64_t> poisoned;  // one bit per page: discarded before it was served
+  SharedStats st;
+  static bool Bit(const std::vector<uint64_t>& b, uint64_t i) { return (b[i / 64] >> (i % 64)) & 1; }
+  static void Set(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ull << (i % 64); }
 };
 
 enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError };
@@ -167,6 +195,11 @@ class Engine {
   // are fetched on its worker's native link when one is attached.
   int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
             int32_t remotePid = 0);
+  // A shared memory object of `size` bytes; `data` are its image runs keyed
+  // by object offset (kFile spans of added sources), sorted, disjoint.
+  int AddSharedObject(const std::string& name, uint64_t size, std::vector<Piece>&& data, uint32_t* id,
+                      const char** what);
+  std::vector<std::pair<std::string, SharedStats>> SharedSnapshot();
   std::shared_ptr<Proc> Find(uint32_t handle);
   int Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied);
   // Native page-server links, one slot per worker thread. Attach dups `fd`
@@ -221,8 +254,9 @@ class Engine {
   bool HandleUffd(Proc* p);
   bool ServePending(Proc* p);
   ServeResult ServeFault(Proc* p, const Fault& f);
+  // `present` (optional) collects the ranges placed or found there (EEXIST).
   FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, CopyPath path,
-                  uint64_t* copied);
+                  uint64_t* copied, std::vector<std::pair<uint64_t, uint64_t>>* present = nullptr);
   MmState PendingEvents(Proc* p);
   bool SourceBytes(Proc* p, uint64_t start, const Span& sp, uint64_t at, uint64_t len, const uint8_t** src);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
@@ -233,6 +267,14 @@ class Engine {
   bool DoPrefetch(Worker* w);
   bool DoFirst(Proc* p);
   FillResult CopyPiece(Proc* p, const Piece& pc, uint64_t end, uint64_t* copied);
+  // shared.cc
+  SharedObject* GetShared(uint32_t id);
+  // Places the kShared range [start, end) (sp.off = object offset of start);
+  // faultPage: the page a thread waits on (0 for background copies).
+  FillResult FillShared(Proc* p, uint64_t start, uint64_t end, const Span& sp, CopyPath path, uint64_t faultPage,
+                        uint64_t* copied);
+  // UFFD_EVENT_REMOVE took this kShared piece out of p's map.
+  void SharedRemoved(Proc* p, const Piece& pc);
   // supply.cc
   int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, CopyPath path,
                    uint64_t* copied);
@@ -251,6 +293,7 @@ class Engine {
   bool stopped_ = false;
   std::mutex srcMu_;
   std::vector<std::unique_ptr<Source>> sources_;
+  std::vector<std::unique_ptr<SharedObject>> shared_;  // guarded by srcMu_ (the vector, not the objects)
   std::mutex procMu_;
   std::map<uint32_t, std::shared_ptr<Proc>> procs_;
   uint32_t nextHandle_ = 1;

@@ -25,6 +25,8 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     return DefineClass(env, "NativeFaultEngine",
                        {InstanceMethod("addSource", &NativeFaultEngine::AddSource),
                         InstanceMethod("adopt", &NativeFaultEngine::Adopt),
+                        InstanceMethod("addSharedObject", &NativeFaultEngine::AddSharedObject),
+                        InstanceMethod("sharedStats", &NativeFaultEngine::SharedStats),
                         InstanceMethod("supply", &NativeFaultEngine::Supply),
                         InstanceMethod("prefetch", &NativeFaultEngine::Prefetch),
                         InstanceMethod("prefetchFirst", &NativeFaultEngine::PrefetchFirst),
@@ -231,7 +233,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       engine::Piece p;
       p.start = arr[i];
       p.span.end = arr[i + 1];
-      if (arr[i + 2] > engine::kRemote) throw Napi::RangeError::New(env, "bad range kind");
+      if (arr[i + 2] > engine::kShared) throw Napi::RangeError::New(env, "bad range kind");
       p.span.kind = static_cast<engine::Kind>(arr[i + 2]);
       p.span.source = static_cast<uint32_t>(arr[i + 3]);
       p.span.off = arr[i + 4];
@@ -242,6 +244,55 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     int r = eng.Adopt(uffd, pidfd, std::move(ranges), &h, &what, remotePid);
     if (r < 0) ThrowErrno(env, -r, what, "(uffd " + std::to_string(uffd) + ")");
     return Napi::Number::New(env, h);
+  }
+
+  // addSharedObject(name, size, data: BigUint64Array [objOff, objEnd, source, fileOff]*) -> id
+  Napi::Value AddSharedObject(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
+    std::string name = info[0].As<Napi::String>();
+    uint64_t size = ArgU64(info, 1, "size");
+    if (info.Length() < 3 || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "data must be a BigUint64Array");
+    auto arr = info[2].As<Napi::TypedArrayOf<uint64_t>>();
+    if (arr.ElementLength() % 4 != 0) throw Napi::RangeError::New(env, "data length must be a multiple of 4");
+    std::vector<engine::Piece> data;
+    for (size_t i = 0; i < arr.ElementLength(); i += 4) {
+      engine::Piece p;
+      p.start = arr[i];
+      p.span.end = arr[i + 1];
+      p.span.kind = engine::kFile;
+      p.span.source = static_cast<uint32_t>(arr[i + 2]);
+      p.span.off = arr[i + 3];
+      data.push_back(p);
+    }
+    uint32_t id = 0;
+    const char* what = "addSharedObject";
+    int r = eng.AddSharedObject(name, size, std::move(data), &id, &what);
+    if (r < 0) ThrowErrno(env, -r, what, name);
+    return Napi::Number::New(env, id);
+  }
+
+  // sharedStats() -> [{ name, copiedPages, zeroPages, refilledPages, presentPages, poisonedPages, servedPages }]
+  Napi::Value SharedStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto v = Eng(env).SharedSnapshot();
+    Napi::Array out = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+      const engine::SharedStats& st = v[i].second;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", v[i].first);
+      o.Set("copiedPages", Napi::Number::New(env, static_cast<double>(st.copiedPages)));
+      o.Set("zeroPages", Napi::Number::New(env, static_cast<double>(st.zeroPages)));
+      o.Set("refilledPages", Napi::Number::New(env, static_cast<double>(st.refilledPages)));
+      o.Set("presentPages", Napi::Number::New(env, static_cast<double>(st.presentPages)));
+      o.Set("poisonedPages", Napi::Number::New(env, static_cast<double>(st.poisonedPages)));
+      o.Set("servedPages", Napi::Number::New(env, static_cast<double>(st.servedPages)));
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
   }
 
   // supply(proc, imageAddr, data) -> bytes copied

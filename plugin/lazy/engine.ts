@@ -2,7 +2,7 @@
 // lazy-pages server drives. Kept as an interface so the server's policy
 // (lifecycle, push, failure handling) is unit-tested with a fake; the real
 // FaultEngine satisfies it structurally (engine-adapter.ts).
-import type { EngineEvent, FaultLogEntry, ProcStats } from '../uffd/engine.js';
+import type { EngineEvent, FaultLogEntry, ProcStats, SharedObjectStats } from '../uffd/engine.js';
 import type { PlannedRange } from './types.js';
 
 /** The engine's events, as plugin/uffd defines them (one definition). */
@@ -35,6 +35,9 @@ export interface FaultEngineLike {
   setFaultLog?(capacity: number): void;
   drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };
   release(proc: number): void;
+  /** Shared memory objects served lazily (optional: fakes and old engines have none; their processes are then refused). */
+  addSharedObject?(name: string, size: bigint, data: readonly { offset: bigint; len: bigint; source: number; fileOffset: bigint }[]): number;
+  sharedStats?(): SharedObjectStats[];
   /** Native page-server links (optional: fakes and old engines have none). */
   readonly threads?: number;
   attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;

@@ -18,7 +18,7 @@ import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLi
 import { TypedEmitter } from './emitter.js';
 import { FaultLogDrain } from './fault-log.js';
 import { closeQuietly, errText, toError } from './helpers.js';
-import type { LazyImageProvider } from './images.js';
+import type { AddSharedObject, LazyImageProvider } from './images.js';
 import { killPid, type KillOutcome } from './kill.js';
 import {
   DEFAULT_CHUNK, DEFAULT_FAULT_AROUND, DEFAULT_PUSH_IN_FLIGHT, DEFAULT_RECORD_SECONDS, DEFAULT_THREADS, DEFAULT_WS_HOLD_MS, validateOptions,
@@ -28,7 +28,9 @@ import { Proc } from './proc.js';
 import { identify, isAlive } from './procfs.js';
 import { PushScheduler } from './push-scheduler.js';
 import type { LazySocket } from './socket.js';
+import { addSharedObjectTo } from './shmem.js';
 import { SocketSessions } from './socket-sessions.js';
+import type { SharedObjectStats } from '../uffd/engine.js';
 import { writeStatsFile } from './stats-file.js';
 import type {
   AdoptOptions, EngineLinks, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
@@ -239,7 +241,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       : Promise.resolve(undefined);
     let plan: Plan;
     try {
-      [plan] = await Promise.all([this.images.plan(pid, (path) => this.addSource(path)), replay]);
+      [plan] = await Promise.all([this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()), replay]);
     } catch (e) {
       this.pendingAdopts--;
       // Kill before closing the uffd: once the last copy is closed the kernel
@@ -425,6 +427,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (p.state === 'serving') this.failProcess(p, 'the lazy-pages server was closed while it still had pages to serve', new Error('server closed'));
     }
     await this.stopRecording();
+    this.sharedStats(); // kept for the stats file and callers once the engine is gone
     this.closed = true;
     clearInterval(this.poller);
     this.push.close();
@@ -439,6 +442,21 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       log.warn(`lazy-pages: closing the watchdog: ${errText(e)}`);
     }
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Page counters of the lazily served shared memory objects (native/engine/shared.cc), in the order they were registered. */
+  sharedStats(): SharedObjectStats[] {
+    if (!this.closed && this.engine.sharedStats) this.lastShared = this.engine.sharedStats();
+    return this.lastShared;
+  }
+
+  private lastShared: SharedObjectStats[] = [];
+
+  /** Registers a lazily served shared memory object (plugin/lazy/shmem.ts), if the engine can serve one. */
+  private sharedAdder(): AddSharedObject | undefined {
+    const engine = this.engine;
+    if (!engine.addSharedObject) return undefined;
+    return (o, addSource) => addSharedObjectTo({ addSharedObject: (...a) => engine.addSharedObject!(...a) }, o, addSource);
   }
 
   /** Registers a pages file with the engine, with its checksums unless verification is off. */
@@ -716,7 +734,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.drainLog();
     writeStatsFile(f, {
       startedAt: this.startedAt, totals: this.stats(), procs: this.procs.values(),
-      snapshotOf: (p) => this.snapshotOf(p), logDropped: this.faultLog.dropped,
+      snapshotOf: (p) => this.snapshotOf(p), logDropped: this.faultLog.dropped, sharedObjects: this.sharedStats(),
     });
   }
 }

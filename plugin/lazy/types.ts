@@ -5,7 +5,9 @@
 export type PageSource =
   | { kind: 'file'; source: number; offset: bigint }
   | { kind: 'zero' }
-  | { kind: 'remote'; imageAddr: bigint };
+  | { kind: 'remote'; imageAddr: bigint }
+  /** A shared memory object registered with the engine (plugin/lazy/shmem.ts); `offset`: object offset of the range start. */
+  | { kind: 'shared'; object: number; offset: bigint };
 
 /** A run of pages [start, end) with one source; `start`/`end` page-aligned, run-time addresses. */
 export interface PlannedRange {

@@ -94,11 +94,30 @@ export interface RawProcStats {
   latencyLog2Ns: number[];
 }
 
+/** Page counters of one lazily served shared memory object (native/engine/shared.cc). */
+export interface RawSharedStats {
+  name: string;
+  /** Image pages placed with UFFDIO_COPY: each at most once. */
+  copiedPages: number;
+  /** Holes placed with UFFDIO_ZEROPAGE. */
+  zeroPages: number;
+  /** Served pages the program punched out and faulted on again (zero page). */
+  refilledPages: number;
+  /** Pages found present (EEXIST) when first placed. */
+  presentPages: number;
+  /** Pages discarded before they were served (their processes killed). */
+  poisonedPages: number;
+  servedPages: number;
+}
+
 export interface NativeFaultEngineHandle {
   /** checksums: CRC32C per chunkSize bytes of the file (verified on first use of a chunk). */
   addSource(path: string, checksums?: Uint32Array, chunkSize?: number): { id: number; size: bigint };
-  /** ranges: [start, end, kind (0 file, 1 zero, 2 remote), source, offset|imageAddr] per range. */
+  /** ranges: [start, end, kind (0 file, 1 zero, 2 remote, 3 shared), source|object, offset|imageAddr|objectOffset] per range. */
   adopt(uffd: number, ranges: BigUint64Array, pidfd: number, remotePid?: number): number;
+  /** A shared memory object of `size` bytes; data: [objOffset, objEnd, source, fileOffset] per image run. */
+  addSharedObject(name: string, size: bigint, data: BigUint64Array): number;
+  sharedStats(): RawSharedStats[];
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */

@@ -23,7 +23,8 @@ import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { GhostFiles } from './ghost.js';
 import { FileLockRestorer } from './locks.js';
 import { seccompModeOfCore, threadSeccomp, type ThreadSeccomp } from './seccomp.js';
-import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
+import { isShmemVma, markLazyShmem, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
+import { planLazyShmem } from '../lazy/shmem.js';
 
 const FD_REG = 1;
 const FD_MEMFD = 18;
@@ -46,6 +47,8 @@ export interface VmaPlan {
   lazyEligible: boolean;
   /** Shared memory object mapped here (memfd or shared anonymous memory, plugin/restore/shmem.ts). */
   shmem?: ShmemVmaRef;
+  /** Lazy restore: its object is served by the lazy-pages daemon (plugin/lazy/shmem.ts), so it is registered with userfaultfd. */
+  lazyShared?: boolean;
 }
 
 export interface ThreadPlan {
@@ -308,5 +311,9 @@ async function planTree(
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
   const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks, ghosts };
+  const shmemPlans = await shmem.finish();
+  // Lazy restore: the objects plugin/lazy/shmem.ts picks are created empty
+  // and served by the daemon, which evaluates the same function.
+  if (opts.lazy) markLazyShmem(processes, shmemPlans, await planLazyShmem(dir));
+  return { dir: imagesDir, processes, byPid, fds, shmem: shmemPlans, locks, ghosts };
 }

@@ -33,7 +33,7 @@ import { restoreTimers } from './timers.js';
 import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
-import { ShmemObjects } from './shmem.js';
+import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { mark } from '../phases.js';
 
 export interface RestoreOptions {
@@ -237,6 +237,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
     await hooks.preRestore?.();
     if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
+    if (handoff && !handoff.servesSharedMemory) {
+      const n = keepShmemEager(plan.processes, plan.shmem);
+      if (n) log(`${n} shared memory objects restored eagerly: the lazy-pages daemon is not ours`);
+    }
   } catch (e) {
     plan.ghosts.remove(); // deleted files recreated for the restore (plugin/restore/ghost.ts)
     throw e;
