@@ -95,6 +95,7 @@ Engine::ServeResult Engine::ServeFault(Proc* p, const Fault& f) {
         std::vector<Piece> moved;
         p->lazy.Remove(ws, we, &moved);
         for (const Piece& m : moved) p->inflight.Insert(m.start, m.span);
+        p->lastRemoteFault = we;
         Log(p, ws, (we - ws) / kPage, kLogFault, page);
         RemoteGet g{p->handle, p->remotePid, ws, sp.off + (ws - s), (we - ws) / kPage, f.t0};
         if (p->remotePid > 0 && SendGet(p->worker, g)) {

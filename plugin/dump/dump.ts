@@ -12,6 +12,8 @@ import { isContainer, openContainer, type ContainerOptions } from './container.j
 import { dumpFdKinds, finishFdKinds, type DumpFdOptions } from './fds/index.js';
 import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { Incremental } from './incremental.js';
+import { LinkRemaps } from './link-remap.js';
+import type { FileValidation } from '../images/build-id.js';
 import { checkDumpOptions, freezeChecked } from './preflight.js';
 import { nsId } from './proc.js';
 import { clearStaleImages, collectAndWrite, dumpStatsEntry, nowMs, type DumpStats } from './write-images.js';
@@ -37,6 +39,18 @@ export interface DumpOptions {
   skipInFlight?: boolean;
   /** CRIU's --ghost-limit (bytes, default 1 MiB): largest deleted-but-open file whose contents the dump carries. */
   ghostLimit?: bigint;
+  /**
+   * CRIU's --link-remap: a file opened or mapped under a deleted name but
+   * still linked elsewhere gets a link-remap name next to it for the restore
+   * (plugin/dump/link-remap.ts); without it such a file is refused.
+   */
+  linkRemap?: boolean;
+  /**
+   * CRIU's --file-validation: how a restore can tell a file changed since
+   * the dump. 'buildid' (default, as CRIU): size and, for ELF files, the
+   * build-id; 'filesize': the size only.
+   */
+  fileValidation?: FileValidation;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
@@ -127,7 +141,8 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   await hooks.preDump?.();
 
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
-    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
+    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT, ...(opts.linkRemap ? { linkRemaps: new LinkRemaps() } : {}),
+    buildIds: opts.fileValidation !== 'filesize' };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   const container = isContainer(root);
@@ -175,6 +190,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await hooks.postDump?.();
   } catch (e) {
     inc?.close();
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
@@ -213,12 +229,15 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // Repaired connections: repair off for a tree that runs on; a killed
   // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    // A tree that goes on running keeps its files; the link-remap names go (as CRIU's delete_link_remaps).
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
   } else {
     tree.kill();
     finishFdKinds(kinds, false);
+    fdOpts.linkRemaps?.keep();
   }
   mark('tree killed/released');
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);

@@ -119,7 +119,7 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
-      const p = planVma(pid, v, fdOpts.ghostLimit);
+      const p = planVma(pid, v, fdOpts.ghostLimit, fdOpts.linkRemaps !== undefined);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }

@@ -308,7 +308,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       await dump({
         ...base,
         leaveRunning: o.leave_running === true,
-        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true,
+        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true, linkRemap: o.link_remap === true,
         ...(typeof o.ghost_limit === 'number' ? { ghostLimit: BigInt(o.ghost_limit) } : {}),
         ...(lazy && target ? { lazyPages: { ...target, onListening: signalReady } } : {}),
         ...(!lazy && target ? { pageServer: target } : {}),
