@@ -15,6 +15,7 @@ import { Incremental } from './incremental.js';
 import { LinkRemaps } from './link-remap.js';
 import type { FileValidation } from '../images/build-id.js';
 import { checkDumpOptions, freezeChecked } from './preflight.js';
+import { CgroupFreezer } from './cgroup-freezer.js';
 import { nsId } from './proc.js';
 import { clearStaleImages, collectAndWrite, dumpStatsEntry, nowMs, type DumpStats } from './write-images.js';
 
@@ -53,6 +54,12 @@ export interface DumpOptions {
   fileValidation?: FileValidation;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
+  /**
+   * CRIU's --freeze-cgroup (runc's freeze_cgroup): a freezer cgroup holding
+   * the tree; it is frozen while every thread in it is seized, so nothing
+   * forks or exits meanwhile (plugin/dump/cgroup-freezer.ts).
+   */
+  freezeCgroup?: string;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
@@ -146,10 +153,11 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   const container = isContainer(root);
-  const { tree, post } = await freezeChecked(root, kinds, fdOpts, { timeoutMs, container, ...(opts.container ? { containerOpts: opts.container } : {}), fileLocks: opts.fileLocks === true });
+  const freezer = opts.freezeCgroup !== undefined ? new CgroupFreezer(opts.freezeCgroup) : undefined;
+  const { tree, post } = await freezeChecked(root, kinds, fdOpts, { timeoutMs, container, ...(freezer ? { freezer } : {}), ...(opts.container ? { containerOpts: opts.container } : {}), fileLocks: opts.fileLocks === true });
   mark('frozen, planned');
   const tFrozen = nowMs();
-  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
+  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms${freezer ? ` (seized in freezer cgroup ${freezer.dir})` : ''}`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;

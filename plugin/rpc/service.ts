@@ -285,6 +285,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
         ...(ext.net ? { externalNet: ext.net } : {}),
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
+      ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
