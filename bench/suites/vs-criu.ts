@@ -20,7 +20,8 @@
 // For a run on a shared machine: VS_CRIU_SIZES=16,512,2048 (sizes of the
 // dump/eager/lazy rows and the physical baselines), VS_CRIU_REPS=N (runs per
 // tool and row), VS_CRIU_ROWS=dump,eager,lazy,first,postcopy,physical (which
-// groups run; dump is needed by eager and lazy at the same size).
+// groups run; dump is needed by eager and lazy at the same size),
+// VS_CRIU_POSTCOPY_SIZES=16,512,2048 (post-copy sizes; default 2048).
 // NODE_EXTRA_CA_CERTS is cleared for the commands (see commandEnv).
 import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
@@ -29,6 +30,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helperPath } from '../../plugin/native/addon.js';
+import { logTail } from '../log-tail.js';
 import { median, type BenchContext, type BenchFigure, type BenchSuite } from '../types.js';
 
 const cliMain = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'lazy-restore.js');
@@ -229,16 +231,15 @@ async function timeLazyOneCommand(tool: Tool, ctrl: string, images: string): Pro
     return at - t0;
   } catch (e) {
     killAll();
-    throw new Error(`${(e as Error).message}; lazy-pages.log: ${tail(join(images, 'lazy-pages.log'))}; restore.log: ${tail(join(images, 'restore.log'))}`);
+    throw new Error(`${(e as Error).message}; lazy-pages.log: ${logTail(join(images, 'lazy-pages.log'), { chars: 600 })}; restore.log: ${logTail(join(images, 'restore.log'), { chars: 600 })}`);
   }
 }
 
-function tail(f: string): string {
-  try { return readFileSync(f, 'utf8').trim().slice(-600); } catch { return '(none)'; }
-}
-
-/** Post-copy on one host: ms from the dump's start to the verified answer, and to restore returned. */
-async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number): Promise<{ total: number; downtime: number }> {
+/**
+ * Post-copy on one host: ms from the dump's start to the verified answer, and to restore returned;
+ * phases (ms from the dump's start): the source page server listens, the destination daemon listens.
+ */
+async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number): Promise<{ total: number; downtime: number; listen: number; daemon: number }> {
   const svc = await startService(ctrl, mib, 100, true);
   const src = freshDir(join(dir, 'src'));
   const dst = join(dir, 'dst');
@@ -249,9 +250,11 @@ async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number):
   let lp: Run | undefined;
   try {
     await bounded(dump.status, `${tool.name} dump --lazy-pages to listen`);
+    const listen = nowMs() - t0;
     cpSync(src, dst, { recursive: true, filter: (s) => !s.endsWith('.log') });
     lp = run(tool, ['lazy-pages', '-D', dst, '-o', 'lazy-pages.log', '--page-server', '--address', '127.0.0.1', '--port', String(port), '--status-fd', '3']);
     await bounded(lp.status, `${tool.name} lazy-pages --page-server to listen`);
+    const daemon = nowMs() - t0;
     // A dump of a pid namespace's init is restored into a new one by both tools.
     const r = run(tool, ['restore', '-D', dst, '--lazy-pages', '-d', '-o', 'restore.log', '--pidfile', 'r.pid']);
     const back = await ok(r, `${tool.name} restore --lazy-pages -d`);
@@ -261,7 +264,7 @@ async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number):
     await bounded(lp.all, 'lazy-pages to exit');
     await bounded(dump.all, 'the source dump to end');
     await bounded(svc.exited, 'the source workload to be killed');
-    return { total: at - t0, downtime: back - t0 };
+    return { total: at - t0, downtime: back - t0, listen, daemon };
   } catch (e) {
     killAll();
     try { process.kill(svc.pid, 'SIGKILL'); } catch { /* gone */ }
@@ -378,14 +381,17 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     }
 
     // Post-copy on one host.
-    if (rows.has('postcopy')) {
-      const mib = ctx.quick ? 16 : 2048;
+    for (const mib of rows.has('postcopy') ? (ctx.quick ? [16] : (envList('VS_CRIU_POSTCOPY_SIZES')?.map(Number) ?? [2048])) : []) {
       const before = pipeMaxSize();
       const raise = criu !== undefined && before < 4 << 20;
       if (raise) writeFileSync('/proc/sys/fs/pipe-max-size', String(4 << 20));
       try {
-        const pc = await alternate(tools, ctx.quick ? 1 : 3, (t) => timePostCopy(t, ctrl, img(t, 'postcopy'), mib));
-        const pick = (k: 'total' | 'downtime'): Map<Tool['name'], number[]> => new Map([...pc].map(([n, xs]) => [n, xs.map((x) => x[k])]));
+        const pc = await alternate(tools, ctx.quick ? 1 : envReps > 0 ? envReps : 3, (t) => timePostCopy(t, ctrl, img(t, 'postcopy'), mib));
+        const pick = (k: 'total' | 'downtime' | 'listen' | 'daemon'): Map<Tool['name'], number[]> => new Map([...pc].map(([n, xs]) => [n, xs.map((x) => x[k])]));
+        for (const [n, xs] of pc) {
+          ctx.log(`post-copy ${mib} MiB, ${n}: source listens at ${fmtRuns(xs.map((x) => x.listen))} ms, destination daemon at ${fmtRuns(xs.map((x) => x.daemon))} ms`);
+        }
+        row(`post-copy ${mib} MiB: dump start -> source page server listens`, pick('listen'), undefined);
         row(`post-copy ${mib} MiB: dump start -> verified answer`, pick('total'), 0.4);
         row(`post-copy ${mib} MiB: downtime (dump start -> restore returned)`, pick('downtime'), 1.0);
       } finally {

@@ -13,6 +13,7 @@
 //   supply.cc       remote pages handed in (supply() from JS, native link replies)
 //   shared.cc       lazily served shared memory objects (kShared spans)
 //   remote_link.cc  native page-server links (remote_link.h)
+//   pull.cc         native bulk pulls of remote pages (pull.h)
 //   fault_log.cc    the fault log ring (fault_log.h)
 #pragma once
 
@@ -30,6 +31,7 @@
 
 #include "engine/fault_log.h"
 #include "engine/intervals.h"
+#include "engine/pull.h"
 #include "engine/remote_link.h"
 
 struct uffd_msg;
@@ -76,7 +78,7 @@ struct SharedObject {
   static void Set(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ull << (i % 64); }
 };
 
-enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError };
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError, kEvPullEnd };
 
 struct Event {
   EventType type;
@@ -142,6 +144,17 @@ struct Proc {
   std::deque<PrefetchReq> first;
   uint64_t firstCopied = 0;
   std::atomic<bool> hasWork{false};  // pending faults, working set or prefetch (read without mu)
+  uint64_t lastRemoteFault = 0;  // end of the last remote fault window (a bulk pull jumps there)
+  uint64_t remaps = 0;           // mremap events applied (a pull's addresses may have moved)
+  // Shared by the bulk pulls of this process (pull.cc): one cursor, so
+  // several streams ask for different ranges.
+  struct PullPass {
+    uint64_t cursor = 0;       // next run-time address a pull looks at
+    uint64_t seenFault = 0;    // lastRemoteFault last jumped to
+    bool wrapped = false;      // a pass started over from the lowest address
+    uint64_t pagesAtWrap = 0;  // `pages` when it did
+    uint64_t pages = 0;        // pages placed by every pull of this process
+  } pull;
   bool completeSent = false;
   ProcStats st;
 
@@ -211,6 +224,17 @@ class Engine {
   int DetachLink(unsigned slot);
   std::vector<LinkStats> Links();
   unsigned threads() const { return static_cast<unsigned>(workers_.size()); }
+  // Bulk pull of a process's remote pages (pull.cc) on its own thread over
+  // `fd` (a connected page-server stream; the engine keeps a duplicate):
+  // GETs of getPages, at most windowPages outstanding, in address order
+  // from the latest remote fault on; ends with a 'pull-end' event (every
+  // remote page placed, the process gone, an error, or stopped).
+  int StartPull(uint32_t handle, int fd, uint64_t getPages, uint64_t windowPages, uint64_t stallMs, uint32_t* id,
+                const char** what);
+  // Stops and joins the pull (no event); idempotent.
+  int StopPull(uint32_t id);
+  // {pages copied, GETs sent} of a running or ended pull; false if unknown.
+  bool PullStats(uint32_t id, uint64_t* pages, uint64_t* gets);
   int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
   // Queues [start, end) pairs ahead of every prefetch, kept in this order.
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
@@ -285,6 +309,12 @@ class Engine {
   void NeedAgain(RemoteLink& L);
   void ReadLink(Worker* w);
   void CheckLinkStall(Worker* w, uint64_t now);
+  // pull.cc
+  void RunPull(Pull* pl);
+  int PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, const char** syscall);
+  bool PullNext(Pull* pl, Pull::Get* g);
+  void PullSupply(Pull* pl, const Pull::Get& g, const uint8_t* data, uint64_t len);
+  void StopAllPulls();
 
   Options opt_;
   std::function<void()> notify_;
@@ -301,6 +331,9 @@ class Engine {
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
   FaultLog log_;
+  std::mutex pullMu_;
+  std::map<uint32_t, std::unique_ptr<Pull>> pulls_;
+  uint32_t nextPull_ = 1;
 };
 
 }  // namespace lr::engine

@@ -133,6 +133,7 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
     case UFFD_EVENT_REMAP: {
       p->lazy.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
       p->inflight.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+      p->remaps++;
       Event e{kEvRemap, p->handle};
       e.a = m.arg.remap.from;
       e.b = m.arg.remap.to;

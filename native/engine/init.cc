@@ -39,6 +39,9 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("attachLink", &NativeFaultEngine::AttachLink),
                         InstanceMethod("detachLink", &NativeFaultEngine::DetachLink),
                         InstanceMethod("links", &NativeFaultEngine::Links),
+                        InstanceMethod("startPull", &NativeFaultEngine::StartPull),
+                        InstanceMethod("stopPull", &NativeFaultEngine::StopPull),
+                        InstanceMethod("pullStats", &NativeFaultEngine::PullStats),
                         InstanceMethod("dupUffd", &NativeFaultEngine::DupUffd),
                         InstanceMethod("stats", &NativeFaultEngine::Stats),
                         InstanceMethod("close", &NativeFaultEngine::Close)});
@@ -159,6 +162,12 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
           o.Set("slot", Napi::Number::New(env, static_cast<double>(e.a)));
           o.Set("lost", Napi::Number::New(env, static_cast<double>(e.b)));
           SetErrno(env, o, e);
+          break;
+        case engine::kEvPullEnd:
+          o.Set("type", "pull-end");
+          o.Set("pull", Napi::Number::New(env, static_cast<double>(e.a)));
+          o.Set("pages", Napi::Number::New(env, static_cast<double>(e.b)));
+          if (e.err) SetErrno(env, o, e);
           break;
         case engine::kEvError:
           o.Set("type", "error");
@@ -461,6 +470,42 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       out.Set(static_cast<uint32_t>(i), o);
     }
     return out;
+  }
+
+  // startPull(proc, fd, getPages, windowPages, stallMs) -> pull id; the engine keeps a duplicate of fd.
+  Napi::Value StartPull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t h = Handle(info, 0);
+    int fd = ArgFd(info, 1, "fd");
+    uint64_t get = ArgU64(info, 2, "getPages"), window = ArgU64(info, 3, "windowPages"), stallMs = ArgU64(info, 4, "stallMs");
+    if (get < 1 || get > 4096) throw Napi::RangeError::New(env, "getPages must be 1..4096");
+    if (window < get || window > 65536) throw Napi::RangeError::New(env, "windowPages must be getPages..65536");
+    if (stallMs < 1 || stallMs > 3600000) throw Napi::RangeError::New(env, "stallMs must be 1..3600000");
+    uint32_t id = 0;
+    const char* what = "startPull";
+    int r = eng.StartPull(h, fd, get, window, stallMs, &id, &what);
+    if (r < 0) ThrowProc(env, -r, what, h);
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value StopPull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t id = ArgI32(info, 0, "pull");
+    if (!closed_ && id > 0) engine_->StopPull(static_cast<uint32_t>(id));
+    return env.Undefined();
+  }
+
+  // pullStats(id) -> { pages, gets } or undefined once stopped
+  Napi::Value PullStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t id = ArgI32(info, 0, "pull");
+    uint64_t pages = 0, gets = 0;
+    if (closed_ || id <= 0 || !engine_->PullStats(static_cast<uint32_t>(id), &pages, &gets)) return env.Undefined();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("pages", Napi::Number::New(env, static_cast<double>(pages)));
+    o.Set("gets", Napi::Number::New(env, static_cast<double>(gets)));
+    return o;
   }
 
   Napi::Value DupUffd(const Napi::CallbackInfo& info) {

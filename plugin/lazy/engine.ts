@@ -43,6 +43,9 @@ export interface FaultEngineLike {
   attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;
   detachLink?(slot: number): void;
   links?(): { gets: number; pages: number }[];
+  /** Native bulk pull of a process's remote pages over `fd` (optional, as above): its id; ends with 'pull-end'. */
+  startPull?(proc: number, fd: number, opts?: { getPages?: number; windowPages?: number; stallMs?: number }): number;
+  stopPull?(pull: number): void;
   /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
   dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };

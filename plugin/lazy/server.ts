@@ -521,6 +521,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         for (const l of this.linkErrorListeners) l(ev.slot, ev.message);
         continue;
       }
+      if (ev.type === 'pull-end') {
+        this.push.onPullEnd(ev);
+        continue;
+      }
       try {
         this.onEngineEvent(ev);
       } catch (e) {

@@ -70,7 +70,14 @@ export type RawEngineEvent =
    * stalled or a malformed reply) and was closed; its `lost` unanswered GETs
    * were turned into 'need' events. Attach a fresh socket to resume.
    */
-  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
+  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string }
+  /**
+   * A bulk pull (startPull) ended: every remote page of the process placed,
+   * the process gone or failed (no code), or the stream failed (code, errno,
+   * syscall, message: what is left is for the caller's own path). `pages`
+   * copied by the pull. Call stopPull(pull) to free it.
+   */
+  | { type: 'pull-end'; proc: number; pull: number; pages: number; code?: string; errno?: number; syscall?: string; message?: string };
 
 export interface RawLinkStats {
   attached: boolean;
@@ -134,6 +141,11 @@ export interface NativeFaultEngineHandle {
   attachLink(slot: number, fd: number, stallMs: bigint, spinMicros: bigint): void;
   detachLink(slot: number): void;
   links(): RawLinkStats[];
+  /** Bulk pull of the process's remote pages over `fd` on a thread of its own (the engine keeps a duplicate): its id. */
+  startPull(proc: number, fd: number, getPages: bigint, windowPages: bigint, stallMs: bigint): number;
+  /** Stops and joins a pull (no event); no-op when unknown. */
+  stopPull(pull: number): void;
+  pullStats(pull: number): { pages: number; gets: number } | undefined;
   /** A new fd (close-on-exec) duplicating the process's uffd; ESRCH once it is closed. */
   dupUffd(proc: number): number;
   stats(): { procs: RawProcStats[]; threadCpuNs: bigint[] };
@@ -273,6 +285,12 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /**
+   * The pages dumpPages would select, from the pagemap alone (nothing read
+   * from the process; pages mapping the kernel's zero page left out):
+   * (vaddr, nPages, regionIndex) triples.
+   */
+  scanPages(pid: number, pagemapFd: number, regions: BigUint64Array): { runs: BigUint64Array; scanned: number; zero: number };
   /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
@@ -471,6 +489,8 @@ export interface FdsNative {
   /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
   pipePeek(fd: number): { size: number; data: Buffer };
   fdFcntl(fd: number, cmd: number, arg: number): number;
+  /** linkat(from, to, AT_SYMLINK_FOLLOW): a new name for the file a /proc magic link points at. */
+  linkFollow(from: string, to: string): void;
   /** send(MSG_DONTWAIT | MSG_NOSIGNAL); returns bytes sent. */
   sendNoWait(fd: number, data: Buffer): number;
   getsockoptInt(fd: number, level: number, name: number): number;
@@ -505,8 +525,50 @@ export interface UnixNative {
 // handles (events.cc)
 // ---------------------------------------------------------------------------
 //
+/**
+ * The socket options inetSockDump reads when the kernel has them and
+ * inetSockRestore applies when set (sk_opts_entry and the ip/ipv6/tcp ones).
+ */
+export interface InetSockOptions {
+  v6only?: boolean;
+  boundDev?: string;
+  bufLock?: number;
+  priority?: number;
+  rcvlowat?: number;
+  mark?: number;
+  passcred?: boolean;
+  passsec?: boolean;
+  dontroute?: boolean;
+  noCheck?: boolean;
+  broadcast?: boolean;
+  keepalive?: boolean;
+  oobinline?: boolean;
+  linger?: number;
+  freebind?: boolean;
+  pktinfo?: boolean;
+  tos?: number;
+  ttl?: number;
+  nodelay?: boolean;
+  cork?: boolean;
+  keepcnt?: number;
+  keepidle?: number;
+  keepintvl?: number;
+}
+
+/** The socket options inetSockRestore always applies (read from every inet socket). */
+export interface InetSockBaseOptions {
+  sndbuf: number;
+  rcvbuf: number;
+  sndTmoSec: number;
+  sndTmoUsec: number;
+  rcvTmoSec: number;
+  rcvTmoUsec: number;
+  reuseaddr: boolean;
+  reuseport: boolean;
+}
+
 /** What inetSockDump reads from a socket (a duplicate of the process's). */
-export interface InetSockState {
+export interface InetSockState extends InetSockOptions, Partial<InetSockBaseOptions> {
   family: number;
   type: number;
   proto: number;
@@ -522,39 +584,8 @@ export interface InetSockState {
   acceptQueue?: number;
   inq?: number;
   outq?: number;
-  nodelay?: boolean;
-  cork?: boolean;
-  keepcnt?: number;
-  keepidle?: number;
-  keepintvl?: number;
   udpCork?: boolean;
-  sndbuf?: number;
-  rcvbuf?: number;
-  bufLock?: number;
-  sndTmoSec?: number;
-  sndTmoUsec?: number;
-  rcvTmoSec?: number;
-  rcvTmoUsec?: number;
-  reuseaddr?: boolean;
-  reuseport?: boolean;
-  priority?: number;
-  rcvlowat?: number;
-  mark?: number;
-  passcred?: boolean;
-  passsec?: boolean;
-  dontroute?: boolean;
-  noCheck?: boolean;
-  broadcast?: boolean;
-  keepalive?: boolean;
-  oobinline?: boolean;
-  linger?: number;
-  boundDev?: string;
   filterLen?: number;
-  v6only?: boolean;
-  freebind?: boolean;
-  tos?: number;
-  ttl?: number;
-  pktinfo?: boolean;
 }
 
 /** An established TCP connection read in repair mode (soccr's libsoccr_sk_data + queues). */
@@ -576,7 +607,7 @@ export interface TcpRepairState {
 }
 
 /** What inetSockRestore applies to a fresh socket. */
-export interface InetSockSpec {
+export interface InetSockSpec extends InetSockOptions, InetSockBaseOptions {
   family: number;
   proto: number;
   state: number;
@@ -585,37 +616,6 @@ export interface InetSockSpec {
   dst: Buffer;
   dstPort: number;
   backlog: number;
-  v6only?: boolean;
-  boundDev?: string;
-  sndbuf: number;
-  rcvbuf: number;
-  bufLock?: number;
-  sndTmoSec: number;
-  sndTmoUsec: number;
-  rcvTmoSec: number;
-  rcvTmoUsec: number;
-  reuseaddr: boolean;
-  reuseport: boolean;
-  priority?: number;
-  rcvlowat?: number;
-  mark?: number;
-  passcred?: boolean;
-  passsec?: boolean;
-  dontroute?: boolean;
-  noCheck?: boolean;
-  broadcast?: boolean;
-  keepalive?: boolean;
-  oobinline?: boolean;
-  linger?: number;
-  freebind?: boolean;
-  pktinfo?: boolean;
-  tos?: number;
-  ttl?: number;
-  nodelay?: boolean;
-  cork?: boolean;
-  keepcnt?: number;
-  keepidle?: number;
-  keepintvl?: number;
   /** An established connection: restored with TCP_REPAIR. */
   stream?: {
     inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; unsqLen: number;

@@ -46,6 +46,15 @@ export interface LinkOptions {
   spinMicros?: number;
 }
 
+export interface PullOptions {
+  /** Pages per GET (default 256 = 1 MiB). */
+  getPages?: number;
+  /** Pages asked for and not received, at most (default 2048 = 8 MiB). */
+  windowPages?: number;
+  /** GETs out and nothing received this long: the pull fails with ETIMEDOUT (default 2000). */
+  stallMs?: number;
+}
+
 export interface FaultEngineOptions {
   /** Worker threads; each process is served by one of them (default 1). */
   threads?: number;
@@ -312,6 +321,30 @@ export class FaultEngine {
     if (this.native === undefined) return;
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.threads) throw new RangeError(`slot must be 0..${this.threads - 1}`);
     this.native.detachLink(slot);
+  }
+
+  /**
+   * Bulk pull (post-copy background transfer): a native thread streams GETs
+   * of `getPages` (default 256) over `fd`, a connected page-server socket
+   * that carries nothing else (the engine keeps a duplicate; the caller
+   * closes its own), at most `windowPages` (default 2048) outstanding, and
+   * copies each reply into the process; ends with a 'pull-end' event.
+   */
+  startPull(proc: number, fd: number, opts: PullOptions = {}): number {
+    checkFd(fd, 'fd');
+    const get = opts.getPages ?? 256;
+    const win = opts.windowPages ?? 2048;
+    const stall = opts.stallMs ?? 2000;
+    if (!Number.isInteger(get) || get < 1 || get > 4096) throw new RangeError('getPages must be 1..4096');
+    if (!Number.isInteger(win) || win < get || win > 65536) throw new RangeError('windowPages must be getPages..65536');
+    if (!Number.isInteger(stall) || stall < 1 || stall > 3_600_000) throw new RangeError('stallMs must be 1..3600000');
+    return this.n.startPull(proc, fd, BigInt(get), BigInt(win), BigInt(stall));
+  }
+
+  /** Stops and joins a pull (after its 'pull-end', or to cancel it: then no event); no-op once closed. */
+  stopPull(pull: number): void {
+    if (this.native === undefined) return;
+    this.native.stopPull(pull);
   }
 
   /** Per-slot link state and counters. */

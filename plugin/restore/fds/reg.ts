@@ -1,47 +1,32 @@
 // Regular files, directories, mem devices: reopened by path inside the
 // owner, at the dumped offset. The file must still exist with its mode.
-import { statSync } from 'node:fs';
 import { UserError } from '../../errors.js';
+import { checkRegFile } from '../filecheck.js';
 import { FdType, type FileEntry, type RegFileEntry } from '../../images/index.js';
 import { NR } from '../task.js';
+import { ownEntry } from './own-entry.js';
 import type { RestoreFdKind } from './types.js';
 
 const O_CLOEXEC = 0o2000000;
 const O_PATH = 0o10000000;
 const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 
-function reg(f: FileEntry): RegFileEntry {
-  return f.reg!;
-}
+const regEntry = ownEntry('reg', 'a regular file', 'reg');
+const reg = (f: FileEntry): RegFileEntry => regEntry.of(f);
 
-/** The file a reg_file_entry names must still be there (size and mode too, where recorded). */
-export function checkRegFile(r: RegFileEntry, what: string, pid: number): void {
-  let st;
-  try {
-    st = statSync(r.name);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`pid ${pid}: ${what} ${r.name} cannot be opened: ${code}`, { cause: e });
-  }
-  // A regular file replaced or truncated since the dump (CRIU checks the size too).
-  if (r.size !== undefined && r.size !== null && st.isFile() && BigInt(st.size) !== BigInt(r.size)) {
-    throw new UserError(`pid ${pid}: ${what} ${r.name} has size ${st.size}, the image recorded ${r.size}: the file changed since the dump`);
-  }
-  if (r.mode !== undefined && r.mode !== null && r.mode !== 0 && (st.mode & 0o170777) !== (r.mode & 0o170777)) {
-    throw new UserError(`pid ${pid}: ${what} ${r.name} has mode 0${st.mode.toString(8)}, the image recorded 0${r.mode.toString(8)}`);
-  }
-}
+/** The file a reg_file_entry names must still be there (size, build-id and mode, where recorded): plugin/restore/filecheck.ts. */
+export { checkRegFile };
 
 export const regKind: RestoreFdKind = {
   type: FdType.REG,
   name: 'regular file',
   setsFlags: false,
   check(ctx, file, use) {
-    if (!file.reg) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a regular file without reg data`);
-    if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid);
+    regEntry.require(file, use);
+    if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid, ctx.options.fileValidation);
   },
-  flags: (f) => reg(f).flags,
-  fown: (f) => reg(f).fown,
+  flags: regEntry.flags,
+  fown: regEntry.fown,
   create(_ctx, file, owner) {
     const r = reg(file);
     const fd = owner.openat(r.name, (r.flags & ~OPEN_STRIP) | O_CLOEXEC);
