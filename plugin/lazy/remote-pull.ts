@@ -16,6 +16,8 @@ import type { RemotePageSource } from './types.js';
 
 /** Connections per process (LR_PULL_STREAMS overrides, 1..8). */
 export const PULL_STREAMS = Math.min(8, Math.max(1, Number(process.env.LR_PULL_STREAMS ?? 2) || 2));
+/** Pages per GET (LR_PULL_GET_PAGES overrides, 16..4096) and the window of each stream (8 GETs). */
+const GET_PAGES = Math.min(4096, Math.max(16, Number(process.env.LR_PULL_GET_PAGES ?? 256) || 256));
 
 type PullEnd = Extract<EngineEventLike, { type: 'pull-end' }>;
 
@@ -54,7 +56,7 @@ export class RemotePulls {
         if (!sock) return this.streamEnded(st, '', 0);
         try {
           if (p.state !== 'serving' || this.host.isClosed()) return this.streamEnded(st, '', 0);
-          const id = engine.startPull!(p.engineProc, sock.fd, { stallMs: sock.stallMs });
+          const id = engine.startPull!(p.engineProc, sock.fd, { getPages: GET_PAGES, windowPages: Math.min(65536, GET_PAGES * 8), stallMs: sock.stallMs });
           st.ids.push(id);
           this.byId.set(id, st);
         } catch (e) {
