@@ -151,11 +151,12 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
+      if (v.file.linked) return { ...v.entry, shmid: BigInt(files.linkedPathFile(v.file.linked.where, v.file.path, v.file.fdflags, v.file.linked.st, v.file.linked.source)) };
       if (v.file.ghost) return { ...v.entry, shmid: BigInt(files.ghostPathFile(v.file.path, v.file.fdflags, v.file.ghost.st, v.file.ghost.source)) };
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
-      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
+      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st, inRoot(pid, v.file.path))) };
     });
-    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
+    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }), inRoot(pid, p.exe));
     const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));

@@ -489,6 +489,8 @@ export interface FdsNative {
   /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
   pipePeek(fd: number): { size: number; data: Buffer };
   fdFcntl(fd: number, cmd: number, arg: number): number;
+  /** linkat(from, to, AT_SYMLINK_FOLLOW): a new name for the file a /proc magic link points at. */
+  linkFollow(from: string, to: string): void;
   /** send(MSG_DONTWAIT | MSG_NOSIGNAL); returns bytes sent. */
   sendNoWait(fd: number, data: Buffer): number;
   getsockoptInt(fd: number, level: number, name: number): number;

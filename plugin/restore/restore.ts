@@ -70,6 +70,8 @@ export interface RestoreOptions {
   tcpEstablished?: boolean;
   /** CRIU's --file-locks: take the locks of filelocks.img again (without it they are left out, with a warning, as CRIU). */
   fileLocks?: boolean;
+  /** CRIU's --file-validation: 'buildid' (default) compares the ELF build-ids the image recorded; 'filesize' only sizes. */
+  fileValidation?: import('../images/build-id.js').FileValidation;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -222,6 +224,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
+    ...(opts.fileValidation ? { fileValidation: opts.fileValidation } : {}),
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
   mark('plan loaded');
@@ -384,8 +387,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('kernel state');
     shmem.seal();
     shmem.close();
-    // Every fd and mapping of a deleted file is open: unlink the recreated ghosts.
-    plan.ghosts.remove();
+    // Every fd and mapping of a deleted file is open: unlink the recreated ghosts and link remaps.
+    plan.ghosts.remove(true);
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
