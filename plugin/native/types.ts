@@ -497,6 +497,10 @@ export interface FdsNative {
   getsockoptTimeval(fd: number, name: number): [number, number];
   /** Every queued message (MSG_PEEK + SO_PEEK_OFF, the queue is kept); EBADMSG if one carries fds. */
   sockPeek(fd: number, maxBytes: number): Buffer[];
+  /** The same, keeping SCM_RIGHTS: each message with the fds the peek installed here (close-on-exec; the caller closes them). */
+  sockPeek(fd: number, maxBytes: number, rights: true): { data: Buffer; fds: number[] }[];
+  /** One sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of data with fds attached (SCM_RIGHTS); bytes sent. */
+  sendFdsNoWait(fd: number, data: Buffer, fds: number[]): number;
   unixDiag(): UnixDiagEntry[];
 }
 
