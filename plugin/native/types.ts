@@ -365,7 +365,8 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
