@@ -7,6 +7,10 @@ import { ExitCode, UserError } from '../errors.js';
 import { registerCommands } from './commands.js';
 import { extractGlobalOptions, globalOptions, resolveLogFile } from './global.js';
 import { configureLog, log, logFileConfigured } from '../log.js';
+import { trace, tracing } from '../trace.js';
+
+trace('cli main module loaded');
+if (tracing) process.on('exit', () => trace('exit event'));
 
 export async function main(argv: string[]): Promise<number> {
   const version = await packageVersion();
@@ -37,6 +41,7 @@ export async function main(argv: string[]): Promise<number> {
     const g = globalOptions();
     if (g.verbosity !== undefined) configureLog({ level: g.verbosity });
     await program.parseAsync(rest, { from: 'user' });
+    trace('command done');
     return ExitCode.ok;
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -34,6 +34,7 @@ import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { ShmemObjects } from './shmem.js';
+import { trace } from '../trace.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -207,6 +208,7 @@ interface Live {
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const t0 = performance.now();
+  trace('restore() start');
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
@@ -222,6 +224,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
+  trace('plan loaded');
   const root = plan.processes[0]!;
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
@@ -238,6 +241,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     plan.ghosts.remove(); // deleted files recreated for the restore (plugin/restore/ghost.ts)
     throw e;
   }
+  trace('handoff opened');
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -341,6 +345,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
 
     const forkMs = performance.now() - t0;
+    trace('tree of stubs + fds');
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
     for (const l of live) {
@@ -364,6 +369,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       }
       // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
+      trace(`pid ${p.pid} restored`);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
     // Every mapping exists: seal the memfds, and the restorer's copies can go.
@@ -392,9 +398,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       for (const u of uffds.splice(0)) adopting.push(handoff.adopt(u.pid, u.fd, u.host));
       for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
       adopted = Promise.all(adopting);
+      trace('handed over (sent)');
       log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
+      trace('adopted');
     }
 
     // rseq areas in pages the daemon serves: each page is taken through the
@@ -434,6 +442,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
     plan.fds.close();
     const resumeMs = performance.now() - t0;
+    trace('released');
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
@@ -443,6 +452,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
     await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
+    trace('finished + stats');
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
       tree.exit = await tree.wait();
