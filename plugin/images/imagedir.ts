@@ -5,6 +5,7 @@ import { mkdir, readdir, readlink, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ImageError, UserError } from '../errors.js';
 import { computePageChecksums, verifyPageChecksums } from './checksums.js';
+import { checkImageDir } from './dir-check.js';
 import { readImageFile, writeImageFile, type DecodedImage } from './image.js';
 import { PAGE, PAGE_SIZE } from './memory.js';
 import { KIND, imageFileName, parseFileName, type ImageKind } from './magic.js';
@@ -45,13 +46,7 @@ export class ImageDir {
 
   /** Opens an existing image directory. */
   static async open(dir: string): Promise<ImageDir> {
-    let st;
-    try {
-      st = await stat(dir);
-    } catch (e) {
-      throw new UserError(`${dir}: cannot open image directory: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
-    }
-    if (!st.isDirectory()) throw new UserError(`${dir}: not a directory (ENOTDIR)`);
+    await checkImageDir(dir);
     return new ImageDir(resolve(dir));
   }
 
