@@ -13,4 +13,4 @@ npx --no-install tsc -p tsconfig.json
 bash scripts/bundle.sh
 # The parsed .proto schemas as JSON (build/proto-schema.json): every command
 # loads that instead of parsing proto/ at start-up (plugin/images/codec.ts).
-node --input-type=module -e "import('./dist/plugin/images/codec.js').then((m) => m.protoRoot())"
+node --input-type=module -e "import('./dist/plugin/images/codec.js').then((m) => m.protoSchema())"

@@ -13,8 +13,10 @@
 #   ZDTM_JOBS     runs at a time (default 2; each tool has its own copy of test/)
 #   ZDTM_TIMEOUT  seconds per run (default 240)
 #   ZDTM_OUT      the table (default docs/ZDTM.md); ZDTM_RUN_DIR keeps logs (default: a temp dir, kept)
-#   ZDTM_REUSE    an earlier run directory: results of tools not run now are taken from it
-#                 (e.g. ZDTM_TOOLS=ours ZDTM_REUSE=/tmp/zdtm-run.X keeps that run's CRIU column)
+#   ZDTM_REUSE    an earlier run directory: every result not run now (tool, mode, test) is taken
+#                 from it, and the table then covers all tests of the list that have a result
+#                 (e.g. ZDTM_TOOLS=ours ZDTM_REUSE=/tmp/zdtm-run.X keeps that run's CRIU column;
+#                 ZDTM_TESTS="a b" ZDTM_REUSE=... reruns a and b and keeps the rest)
 #
 # The CRIU tree is only read: its test/ directory is copied (one copy per
 # tool, so the same test can run for both at once) and the other top-level
@@ -65,11 +67,15 @@ tmo="${ZDTM_TIMEOUT:-240}"
 out="${ZDTM_OUT:-$here/docs/ZDTM.md}"
 run="${ZDTM_RUN_DIR:-$(mktemp -d /tmp/zdtm-run.XXXXXX)}"
 mkdir -p "$run/logs"
+# The table's rows: the tests run now, or with ZDTM_REUSE every test of the list
+# (and any run now that it lacks) that has a result.
+table_tests=("${tests[@]}")
+table_modes=("${modes[@]}")
 if [[ -n "${ZDTM_REUSE:-}" ]]; then
-  for t in ours criu; do
-    [[ " ${tools[*]} " == *" $t "* ]] && continue
-    cp "$ZDTM_REUSE"/logs/"$t".*.res "$ZDTM_REUSE"/logs/"$t".*.log "$run/logs/" 2>/dev/null || true
-  done
+  # Results run now overwrite these as they finish.
+  cp "$ZDTM_REUSE"/logs/*.res "$ZDTM_REUSE"/logs/*.log "$run/logs/" 2>/dev/null || true
+  mapfile -t table_tests < <( { grep -v '^\s*\(#\|$\)' "$here/scripts/zdtm-tests.txt" | awk '{print $1}'; printf '%s\n' "${tests[@]}"; } | awk '!seen[$0]++')
+  table_modes=(plain lazy remote-lazy pre2)
 fi
 echo "zdtm: ${#tests[@]} tests x ${#modes[@]} modes x ${#tools[@]} tools; logs in $run" >&2
 
@@ -153,13 +159,16 @@ done | xargs -P "$jobs" -L 1 bash -c 'one "$@"' one
 cat "$run"/logs/*.res >"$run/results.tsv" 2>/dev/null
 
 # The table.
-/usr/bin/python3 - "$run/results.tsv" "$out" "$src" "${modes[*]}" "${tools[*]}" "${tests[*]}" <<'EOF'
+/usr/bin/python3 - "$run/results.tsv" "$out" "$src" "${table_modes[*]}" "${tools[*]}" "${table_tests[*]}" <<'EOF'
 import sys, datetime, collections
 res_path, out, src, modes, tools, tests = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5].split(), sys.argv[6].split()
 r = {}
 for line in open(res_path):
     tool, mode, test, result, stage, secs = line.rstrip('\n').split('\t')
     r[(tool, mode, test)] = (result, stage)
+# Only tests with a result (a reused run may predate some of the list).
+tests = [x for x in tests if any(k[2] == x for k in r)]
+modes = [m for m in modes if any(k[1] == m for k in r)]
 # Tools whose results are here (run now or reused), ours first.
 tools = [t for t in ('ours', 'criu') if any(k[0] == t for k in r)]
 mark = {'pass': 'pass', 'fail': 'FAIL', 'timeout': 'TIMEOUT', 'skip': 'skip'}

@@ -20,7 +20,9 @@
 // For a run on a shared machine: VS_CRIU_SIZES=16,512,2048 (sizes of the
 // dump/eager/lazy rows and the physical baselines), VS_CRIU_REPS=N (runs per
 // tool and row), VS_CRIU_ROWS=dump,eager,lazy,first,postcopy,physical (which
-// groups run; dump is needed by eager and lazy at the same size).
+// groups run; dump is needed by eager and lazy at the same size),
+// VS_CRIU_POSTCOPY_SIZES=16,512,2048 (post-copy sizes; default 2048).
+// NODE_EXTRA_CA_CERTS is cleared for the commands (see commandEnv).
 import { spawn, execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -56,8 +58,21 @@ interface Run {
   pid: number;
 }
 
+/**
+ * The commands' environment: ours, without NODE_EXTRA_CA_CERTS unless
+ * VS_CRIU_KEEP_CA_CERTS=1. A sandbox that sets it for every process (this
+ * one does) makes node parse that certificate bundle at every start-up,
+ * before any of our code runs (~40 ms CPU per command; no command here uses
+ * the default TLS trust store), which a normal install does not pay.
+ */
+const commandEnv: NodeJS.ProcessEnv = (() => {
+  const env = { ...process.env };
+  if (process.env.VS_CRIU_KEEP_CA_CERTS !== '1') delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+})();
+
 function run(tool: Tool, args: string[]): Run {
-  const child = spawn(helperPath('bench-reaper'), ['4', ...tool.argv, ...args], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true });
+  const child = spawn(helperPath('bench-reaper'), ['4', ...tool.argv, ...args], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: commandEnv });
   live.add(child.pid!);
   child.on('close', () => live.delete(child.pid!));
   let err = '';
@@ -223,8 +238,11 @@ function tail(f: string): string {
   try { return readFileSync(f, 'utf8').trim().slice(-600); } catch { return '(none)'; }
 }
 
-/** Post-copy on one host: ms from the dump's start to the verified answer, and to restore returned. */
-async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number): Promise<{ total: number; downtime: number }> {
+/**
+ * Post-copy on one host: ms from the dump's start to the verified answer, and to restore returned;
+ * phases (ms from the dump's start): the source page server listens, the destination daemon listens.
+ */
+async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number): Promise<{ total: number; downtime: number; listen: number; daemon: number }> {
   const svc = await startService(ctrl, mib, 100, true);
   const src = freshDir(join(dir, 'src'));
   const dst = join(dir, 'dst');
@@ -235,9 +253,11 @@ async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number):
   let lp: Run | undefined;
   try {
     await bounded(dump.status, `${tool.name} dump --lazy-pages to listen`);
+    const listen = nowMs() - t0;
     cpSync(src, dst, { recursive: true, filter: (s) => !s.endsWith('.log') });
     lp = run(tool, ['lazy-pages', '-D', dst, '-o', 'lazy-pages.log', '--page-server', '--address', '127.0.0.1', '--port', String(port), '--status-fd', '3']);
     await bounded(lp.status, `${tool.name} lazy-pages --page-server to listen`);
+    const daemon = nowMs() - t0;
     // A dump of a pid namespace's init is restored into a new one by both tools.
     const r = run(tool, ['restore', '-D', dst, '--lazy-pages', '-d', '-o', 'restore.log', '--pidfile', 'r.pid']);
     const back = await ok(r, `${tool.name} restore --lazy-pages -d`);
@@ -247,7 +267,7 @@ async function timePostCopy(tool: Tool, ctrl: string, dir: string, mib: number):
     await bounded(lp.all, 'lazy-pages to exit');
     await bounded(dump.all, 'the source dump to end');
     await bounded(svc.exited, 'the source workload to be killed');
-    return { total: at - t0, downtime: back - t0 };
+    return { total: at - t0, downtime: back - t0, listen, daemon };
   } catch (e) {
     killAll();
     try { process.kill(svc.pid, 'SIGKILL'); } catch { /* gone */ }
@@ -299,6 +319,7 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     const criu: Tool | undefined = criuPath && existsSync(criuPath) ? { name: 'criu', argv: [criuPath] } : undefined;
     if (!criu) ctx.log(`CRIU=${criuPath ?? ''} ${criuPath ? 'does not exist' : 'is not set'}: the CRIU side of every row is skipped (set CRIU=/path/to/criu 4.2)`);
     const tools = criu ? [criu, ours] : [ours];
+    if (process.env.NODE_EXTRA_CA_CERTS && process.env.VS_CRIU_KEEP_CA_CERTS !== '1') ctx.log('NODE_EXTRA_CA_CERTS is cleared for the commands (node would parse it at every start-up; VS_CRIU_KEEP_CA_CERTS=1 keeps it)');
     const figs: BenchFigure[] = [];
     const load = (): string => `load ${loadavg().map((x) => x.toFixed(1)).join('/')}`;
     const fmtRuns = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join(', ');
@@ -363,14 +384,17 @@ async function runSuite(ctx: BenchContext): Promise<BenchFigure[]> {
     }
 
     // Post-copy on one host.
-    if (rows.has('postcopy')) {
-      const mib = ctx.quick ? 16 : 2048;
+    for (const mib of rows.has('postcopy') ? (ctx.quick ? [16] : (envList('VS_CRIU_POSTCOPY_SIZES')?.map(Number) ?? [2048])) : []) {
       const before = pipeMaxSize();
       const raise = criu !== undefined && before < 4 << 20;
       if (raise) writeFileSync('/proc/sys/fs/pipe-max-size', String(4 << 20));
       try {
-        const pc = await alternate(tools, ctx.quick ? 1 : 3, (t) => timePostCopy(t, ctrl, img(t, 'postcopy'), mib));
-        const pick = (k: 'total' | 'downtime'): Map<Tool['name'], number[]> => new Map([...pc].map(([n, xs]) => [n, xs.map((x) => x[k])]));
+        const pc = await alternate(tools, ctx.quick ? 1 : envReps > 0 ? envReps : 3, (t) => timePostCopy(t, ctrl, img(t, 'postcopy'), mib));
+        const pick = (k: 'total' | 'downtime' | 'listen' | 'daemon'): Map<Tool['name'], number[]> => new Map([...pc].map(([n, xs]) => [n, xs.map((x) => x[k])]));
+        for (const [n, xs] of pc) {
+          ctx.log(`post-copy ${mib} MiB, ${n}: source listens at ${fmtRuns(xs.map((x) => x.listen))} ms, destination daemon at ${fmtRuns(xs.map((x) => x.daemon))} ms`);
+        }
+        row(`post-copy ${mib} MiB: dump start -> source page server listens`, pick('listen'), undefined);
         row(`post-copy ${mib} MiB: dump start -> verified answer`, pick('total'), 0.4);
         row(`post-copy ${mib} MiB: downtime (dump start -> restore returned)`, pick('downtime'), 1.0);
       } finally {

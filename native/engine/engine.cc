@@ -81,6 +81,7 @@ Engine::~Engine() { Stop(); }
 void Engine::Stop() {
   if (stopped_) return;
   stop_ = true;
+  StopAllPulls();  // before any uffd closes: a pull may be copying
   for (auto& w : workers_) Poke(w.get());
   for (auto& w : workers_)
     if (w->th.joinable()) w->th.join();

@@ -11,7 +11,9 @@
 //   fault.cc        serving a fault: lookup, UFFDIO_COPY/ZEROPAGE (Fill), errno rules
 //   prefetch.cc     background copies: the working set first, then prefetch ranges
 //   supply.cc       remote pages handed in (supply() from JS, native link replies)
+//   shared.cc       lazily served shared memory objects (kShared spans)
 //   remote_link.cc  native page-server links (remote_link.h)
+//   pull.cc         native bulk pulls of remote pages (pull.h)
 //   fault_log.cc    the fault log ring (fault_log.h)
 #pragma once
 
@@ -29,6 +31,7 @@
 
 #include "engine/fault_log.h"
 #include "engine/intervals.h"
+#include "engine/pull.h"
 #include "engine/remote_link.h"
 
 struct uffd_msg;
@@ -48,7 +51,34 @@ struct Source {
   std::unique_ptr<std::atomic<uint64_t>[]> verified;
 };
 
-enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError };
+// Counters of one shared memory object (pages).
+struct SharedStats {
+  uint64_t copiedPages = 0;    // image data placed with UFFDIO_COPY (each page at most once)
+  uint64_t zeroPages = 0;      // holes placed with UFFDIO_ZEROPAGE
+  uint64_t refilledPages = 0;  // served pages the program punched out, faulted again: zero page
+  uint64_t presentPages = 0;   // found present (EEXIST) when first placed: counted served
+  uint64_t poisonedPages = 0;  // discarded before they were served (their processes killed)
+  uint64_t servedPages = 0;    // pages whose served bit is set
+};
+
+// A shared memory object (MAP_SHARED anonymous memory or a memfd) whose
+// pages the restorer left out: every process mapping it has those VMAs
+// registered MISSING, and UFFDIO_COPY through any of them fills the one
+// page cache for all. `mu` orders every placement of its pages (taken under
+// a Proc::mu, never the other way round).
+struct SharedObject {
+  std::string name;
+  uint64_t size = 0;   // bytes, page-rounded
+  IntervalMap data;    // object offset -> kFile span; holes are absent (zero)
+  std::mutex mu;
+  std::vector<uint64_t> served;    // one bit per page: placed (or found present) once
+  std::vector<uint64_t> poisoned;  // one bit per page: discarded before it was served
+  SharedStats st;
+  static bool Bit(const std::vector<uint64_t>& b, uint64_t i) { return (b[i / 64] >> (i % 64)) & 1; }
+  static void Set(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ull << (i % 64); }
+};
+
+enum EventType : uint8_t { kEvFork, kEvRemap, kEvRemove, kEvUnmap, kEvNeed, kEvPrefetched, kEvComplete, kEvExit, kEvError, kEvWarmed, kEvLinkError, kEvPullEnd };
 
 struct Event {
   EventType type;
@@ -114,6 +144,17 @@ struct Proc {
   std::deque<PrefetchReq> first;
   uint64_t firstCopied = 0;
   std::atomic<bool> hasWork{false};  // pending faults, working set or prefetch (read without mu)
+  uint64_t lastRemoteFault = 0;  // end of the last remote fault window (a bulk pull jumps there)
+  uint64_t remaps = 0;           // mremap events applied (a pull's addresses may have moved)
+  // Shared by the bulk pulls of this process (pull.cc): one cursor, so
+  // several streams ask for different ranges.
+  struct PullPass {
+    uint64_t cursor = 0;       // next run-time address a pull looks at
+    uint64_t seenFault = 0;    // lastRemoteFault last jumped to
+    bool wrapped = false;      // a pass started over from the lowest address
+    uint64_t pagesAtWrap = 0;  // `pages` when it did
+    uint64_t pages = 0;        // pages placed by every pull of this process
+  } pull;
   bool completeSent = false;
   ProcStats st;
 
@@ -167,6 +208,11 @@ class Engine {
   // are fetched on its worker's native link when one is attached.
   int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
             int32_t remotePid = 0);
+  // A shared memory object of `size` bytes; `data` are its image runs keyed
+  // by object offset (kFile spans of added sources), sorted, disjoint.
+  int AddSharedObject(const std::string& name, uint64_t size, std::vector<Piece>&& data, uint32_t* id,
+                      const char** what);
+  std::vector<std::pair<std::string, SharedStats>> SharedSnapshot();
   std::shared_ptr<Proc> Find(uint32_t handle);
   int Supply(uint32_t handle, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t* copied);
   // Native page-server links, one slot per worker thread. Attach dups `fd`
@@ -178,6 +224,17 @@ class Engine {
   int DetachLink(unsigned slot);
   std::vector<LinkStats> Links();
   unsigned threads() const { return static_cast<unsigned>(workers_.size()); }
+  // Bulk pull of a process's remote pages (pull.cc) on its own thread over
+  // `fd` (a connected page-server stream; the engine keeps a duplicate):
+  // GETs of getPages, at most windowPages outstanding, in address order
+  // from the latest remote fault on; ends with a 'pull-end' event (every
+  // remote page placed, the process gone, an error, or stopped).
+  int StartPull(uint32_t handle, int fd, uint64_t getPages, uint64_t windowPages, uint64_t stallMs, uint32_t* id,
+                const char** what);
+  // Stops and joins the pull (no event); idempotent.
+  int StopPull(uint32_t id);
+  // {pages copied, GETs sent} of a running or ended pull; false if unknown.
+  bool PullStats(uint32_t id, uint64_t* pages, uint64_t* gets);
   int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
   // Queues [start, end) pairs ahead of every prefetch, kept in this order.
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
@@ -221,8 +278,9 @@ class Engine {
   bool HandleUffd(Proc* p);
   bool ServePending(Proc* p);
   ServeResult ServeFault(Proc* p, const Fault& f);
+  // `present` (optional) collects the ranges placed or found there (EEXIST).
   FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, CopyPath path,
-                  uint64_t* copied);
+                  uint64_t* copied, std::vector<std::pair<uint64_t, uint64_t>>* present = nullptr);
   MmState PendingEvents(Proc* p);
   bool SourceBytes(Proc* p, uint64_t start, const Span& sp, uint64_t at, uint64_t len, const uint8_t** src);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
@@ -235,6 +293,14 @@ class Engine {
   bool DoPrefetch(Worker* w, bool* waited);
   bool DoFirst(Proc* p);
   FillResult CopyPiece(Proc* p, const Piece& pc, uint64_t end, uint64_t* copied);
+  // shared.cc
+  SharedObject* GetShared(uint32_t id);
+  // Places the kShared range [start, end) (sp.off = object offset of start);
+  // faultPage: the page a thread waits on (0 for background copies).
+  FillResult FillShared(Proc* p, uint64_t start, uint64_t end, const Span& sp, CopyPath path, uint64_t faultPage,
+                        uint64_t* copied);
+  // UFFD_EVENT_REMOVE took this kShared piece out of p's map.
+  void SharedRemoved(Proc* p, const Piece& pc);
   // supply.cc
   int SupplyLocked(Proc* p, uint64_t imageAddr, const uint8_t* data, uint64_t len, uint64_t hint, CopyPath path,
                    uint64_t* copied);
@@ -245,6 +311,12 @@ class Engine {
   void NeedAgain(RemoteLink& L);
   void ReadLink(Worker* w);
   void CheckLinkStall(Worker* w, uint64_t now);
+  // pull.cc
+  void RunPull(Pull* pl);
+  int PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, const char** syscall);
+  bool PullNext(Pull* pl, Pull::Get* g);
+  void PullSupply(Pull* pl, const Pull::Get& g, const uint8_t* data, uint64_t len);
+  void StopAllPulls();
 
   Options opt_;
   std::function<void()> notify_;
@@ -256,6 +328,7 @@ class Engine {
   bool stopped_ = false;
   std::mutex srcMu_;
   std::vector<std::unique_ptr<Source>> sources_;
+  std::vector<std::unique_ptr<SharedObject>> shared_;  // guarded by srcMu_ (the vector, not the objects)
   std::mutex procMu_;
   std::map<uint32_t, std::shared_ptr<Proc>> procs_;
   uint32_t nextHandle_ = 1;
@@ -263,6 +336,9 @@ class Engine {
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
   FaultLog log_;
+  std::mutex pullMu_;
+  std::map<uint32_t, std::unique_ptr<Pull>> pulls_;
+  uint32_t nextPull_ = 1;
 };
 
 }  // namespace lr::engine

@@ -133,6 +133,7 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
     case UFFD_EVENT_REMAP: {
       p->lazy.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
       p->inflight.Shift(m.arg.remap.from, m.arg.remap.to, m.arg.remap.len);
+      p->remaps++;
       Event e{kEvRemap, p->handle};
       e.a = m.arg.remap.from;
       e.b = m.arg.remap.to;
@@ -143,12 +144,18 @@ void Engine::ApplyEvent(Proc* p, const struct uffd_msg& m) {
     case UFFD_EVENT_REMOVE:
     case UFFD_EVENT_UNMAP: {
       uint64_t s = m.arg.remove.start, e = m.arg.remove.end;
-      p->lazy.Remove(s, e);
+      std::vector<Piece> removed;
+      p->lazy.Remove(s, e, &removed);
       p->inflight.Remove(s, e);
       Event ev{m.event == UFFD_EVENT_REMOVE ? kEvRemove : kEvUnmap, p->handle};
       ev.a = s;
       ev.b = e;
       Emit(std::move(ev));
+      // Shared memory discarded before it was served: MADV_DONTNEED (keep
+      // the data) and MADV_REMOVE (zero it) look the same here (shared.cc).
+      if (m.event == UFFD_EVENT_REMOVE)
+        for (const Piece& pc : removed)
+          if (pc.span.kind == kShared) SharedRemoved(p, pc);
       // Discarded memory must read back as zero. The range stays registered:
       // a later fault there is not lazy any more and gets a zero page. (An
       // UNREGISTER here would split the program's VMA, so a later mremap of

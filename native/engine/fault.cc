@@ -1,7 +1,8 @@
 // Serving a page fault: the uffd is readable -> read every message (events
 // first, events.cc) -> for each queued fault, look the page up (in flight:
 // ignore; remote: GET on the native link or a 'need' event; file: source
-// bytes checked, sources.cc; zero or not lazy: zero page) -> UFFDIO_COPY or
+// bytes checked, sources.cc; shared object: decided per page under the
+// object's lock, shared.cc; zero or not lazy: zero page) -> UFFDIO_COPY or
 // UFFDIO_ZEROPAGE of the fault-around window, which also wakes the thread.
 //
 // Error rules (CRIU's, tightened): EAGAIN = non-cooperative events pending,
@@ -82,6 +83,7 @@ Engine::ServeResult Engine::ServeFault(Proc* p, const Fault& f) {
         std::vector<Piece> moved;
         p->lazy.Remove(ws, we, &moved);
         for (const Piece& m : moved) p->inflight.Insert(m.start, m.span);
+        p->lastRemoteFault = we;
         Log(p, ws, (we - ws) / kPage, kLogFault, page);
         RemoteGet g{p->handle, p->remotePid, ws, sp.off + (ws - s), (we - ws) / kPage, f.t0};
         if (p->remotePid > 0 && SendGet(p->worker, g)) {
@@ -97,9 +99,15 @@ Engine::ServeResult Engine::ServeFault(Proc* p, const Fault& f) {
         return ServeResult::kServed;
       }
       logKind = sp.kind == kZero ? kLogZero : kLogFault;
-      const uint8_t* src = nullptr;
-      if (!SourceBytes(p, s, sp, ws, we - ws, &src)) return ServeResult::kGone;
-      r = Fill(p, ws, we, sp.kind, src, CopyPath::kFault, &copied);
+      if (sp.kind == kShared) {
+        Span at = sp;
+        at.off += ws - s;
+        r = FillShared(p, ws, we, at, CopyPath::kFault, page, &copied);
+      } else {
+        const uint8_t* src = nullptr;
+        if (!SourceBytes(p, s, sp, ws, we - ws, &src)) return ServeResult::kGone;
+        r = Fill(p, ws, we, sp.kind, src, CopyPath::kFault, &copied);
+      }
     }
     if (copied > 0) Log(p, ws, copied / kPage, logKind, page);
     if (r == kFillDead) return ServeResult::kGone;
@@ -127,7 +135,7 @@ Engine::MmState Engine::PendingEvents(Proc* p) {
 
 // Copies (or zero-fills) [start, end) and drops what it placed from the maps.
 Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, CopyPath path,
-                                uint64_t* copied) {
+                                uint64_t* copied, std::vector<std::pair<uint64_t, uint64_t>>* present) {
   uint64_t cur = start;
   *copied = 0;
   bool onePage = false;  // after ENOENT on a range: it may span two VMAs (an mprotect split it)
@@ -151,6 +159,7 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
           case CopyPath::kLink: p->st.remotePages += pages; break;
         }
       }
+      if (present) present->emplace_back(cur, cur + done);
       *copied += done;
       cur += done;
     }
@@ -174,6 +183,7 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
         p->lazy.Remove(cur, cur + kPage);
         p->inflight.Remove(cur, cur + kPage);
         UffdWake(p->uffd, cur, kPage);
+        if (present) present->emplace_back(cur, cur + kPage);
         cur += kPage;
         onePage = false;
         continue;

@@ -25,6 +25,8 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     return DefineClass(env, "NativeFaultEngine",
                        {InstanceMethod("addSource", &NativeFaultEngine::AddSource),
                         InstanceMethod("adopt", &NativeFaultEngine::Adopt),
+                        InstanceMethod("addSharedObject", &NativeFaultEngine::AddSharedObject),
+                        InstanceMethod("sharedStats", &NativeFaultEngine::SharedStats),
                         InstanceMethod("supply", &NativeFaultEngine::Supply),
                         InstanceMethod("prefetch", &NativeFaultEngine::Prefetch),
                         InstanceMethod("prefetchFirst", &NativeFaultEngine::PrefetchFirst),
@@ -37,6 +39,9 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("attachLink", &NativeFaultEngine::AttachLink),
                         InstanceMethod("detachLink", &NativeFaultEngine::DetachLink),
                         InstanceMethod("links", &NativeFaultEngine::Links),
+                        InstanceMethod("startPull", &NativeFaultEngine::StartPull),
+                        InstanceMethod("stopPull", &NativeFaultEngine::StopPull),
+                        InstanceMethod("pullStats", &NativeFaultEngine::PullStats),
                         InstanceMethod("dupUffd", &NativeFaultEngine::DupUffd),
                         InstanceMethod("stats", &NativeFaultEngine::Stats),
                         InstanceMethod("close", &NativeFaultEngine::Close)});
@@ -158,6 +163,12 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
           o.Set("lost", Napi::Number::New(env, static_cast<double>(e.b)));
           SetErrno(env, o, e);
           break;
+        case engine::kEvPullEnd:
+          o.Set("type", "pull-end");
+          o.Set("pull", Napi::Number::New(env, static_cast<double>(e.a)));
+          o.Set("pages", Napi::Number::New(env, static_cast<double>(e.b)));
+          if (e.err) SetErrno(env, o, e);
+          break;
         case engine::kEvError:
           o.Set("type", "error");
           SetErrno(env, o, e);
@@ -231,7 +242,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       engine::Piece p;
       p.start = arr[i];
       p.span.end = arr[i + 1];
-      if (arr[i + 2] > engine::kRemote) throw Napi::RangeError::New(env, "bad range kind");
+      if (arr[i + 2] > engine::kShared) throw Napi::RangeError::New(env, "bad range kind");
       p.span.kind = static_cast<engine::Kind>(arr[i + 2]);
       p.span.source = static_cast<uint32_t>(arr[i + 3]);
       p.span.off = arr[i + 4];
@@ -242,6 +253,55 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     int r = eng.Adopt(uffd, pidfd, std::move(ranges), &h, &what, remotePid);
     if (r < 0) ThrowErrno(env, -r, what, "(uffd " + std::to_string(uffd) + ")");
     return Napi::Number::New(env, h);
+  }
+
+  // addSharedObject(name, size, data: BigUint64Array [objOff, objEnd, source, fileOff]*) -> id
+  Napi::Value AddSharedObject(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
+    std::string name = info[0].As<Napi::String>();
+    uint64_t size = ArgU64(info, 1, "size");
+    if (info.Length() < 3 || !info[2].IsTypedArray() ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "data must be a BigUint64Array");
+    auto arr = info[2].As<Napi::TypedArrayOf<uint64_t>>();
+    if (arr.ElementLength() % 4 != 0) throw Napi::RangeError::New(env, "data length must be a multiple of 4");
+    std::vector<engine::Piece> data;
+    for (size_t i = 0; i < arr.ElementLength(); i += 4) {
+      engine::Piece p;
+      p.start = arr[i];
+      p.span.end = arr[i + 1];
+      p.span.kind = engine::kFile;
+      p.span.source = static_cast<uint32_t>(arr[i + 2]);
+      p.span.off = arr[i + 3];
+      data.push_back(p);
+    }
+    uint32_t id = 0;
+    const char* what = "addSharedObject";
+    int r = eng.AddSharedObject(name, size, std::move(data), &id, &what);
+    if (r < 0) ThrowErrno(env, -r, what, name);
+    return Napi::Number::New(env, id);
+  }
+
+  // sharedStats() -> [{ name, copiedPages, zeroPages, refilledPages, presentPages, poisonedPages, servedPages }]
+  Napi::Value SharedStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto v = Eng(env).SharedSnapshot();
+    Napi::Array out = Napi::Array::New(env, v.size());
+    for (size_t i = 0; i < v.size(); i++) {
+      const engine::SharedStats& st = v[i].second;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", v[i].first);
+      o.Set("copiedPages", Napi::Number::New(env, static_cast<double>(st.copiedPages)));
+      o.Set("zeroPages", Napi::Number::New(env, static_cast<double>(st.zeroPages)));
+      o.Set("refilledPages", Napi::Number::New(env, static_cast<double>(st.refilledPages)));
+      o.Set("presentPages", Napi::Number::New(env, static_cast<double>(st.presentPages)));
+      o.Set("poisonedPages", Napi::Number::New(env, static_cast<double>(st.poisonedPages)));
+      o.Set("servedPages", Napi::Number::New(env, static_cast<double>(st.servedPages)));
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
   }
 
   // supply(proc, imageAddr, data) -> bytes copied
@@ -410,6 +470,42 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
       out.Set(static_cast<uint32_t>(i), o);
     }
     return out;
+  }
+
+  // startPull(proc, fd, getPages, windowPages, stallMs) -> pull id; the engine keeps a duplicate of fd.
+  Napi::Value StartPull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t h = Handle(info, 0);
+    int fd = ArgFd(info, 1, "fd");
+    uint64_t get = ArgU64(info, 2, "getPages"), window = ArgU64(info, 3, "windowPages"), stallMs = ArgU64(info, 4, "stallMs");
+    if (get < 1 || get > 4096) throw Napi::RangeError::New(env, "getPages must be 1..4096");
+    if (window < get || window > 65536) throw Napi::RangeError::New(env, "windowPages must be getPages..65536");
+    if (stallMs < 1 || stallMs > 3600000) throw Napi::RangeError::New(env, "stallMs must be 1..3600000");
+    uint32_t id = 0;
+    const char* what = "startPull";
+    int r = eng.StartPull(h, fd, get, window, stallMs, &id, &what);
+    if (r < 0) ThrowProc(env, -r, what, h);
+    return Napi::Number::New(env, id);
+  }
+
+  Napi::Value StopPull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t id = ArgI32(info, 0, "pull");
+    if (!closed_ && id > 0) engine_->StopPull(static_cast<uint32_t>(id));
+    return env.Undefined();
+  }
+
+  // pullStats(id) -> { pages, gets } or undefined once stopped
+  Napi::Value PullStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int32_t id = ArgI32(info, 0, "pull");
+    uint64_t pages = 0, gets = 0;
+    if (closed_ || id <= 0 || !engine_->PullStats(static_cast<uint32_t>(id), &pages, &gets)) return env.Undefined();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("pages", Napi::Number::New(env, static_cast<double>(pages)));
+    o.Set("gets", Napi::Number::New(env, static_cast<double>(gets)));
+    return o;
   }
 
   Napi::Value DupUffd(const Napi::CallbackInfo& info) {

@@ -1,5 +1,6 @@
 // Interval map of a process's not-yet-served pages: run-time address ranges
-// -> where their bytes come from. Memory is proportional to the number of
+// -> where their bytes come from (also used keyed by object offset for a
+// shared object's data runs). Memory is proportional to the number of
 // ranges, not pages. Splitting a range keeps `off` consistent: `off` is the
 // source position of the range's first byte (file offset, or dump-time
 // address for remote sources), so a sub-range [a, b) of [s, e) has
@@ -13,7 +14,10 @@
 
 namespace lr::engine {
 
-enum Kind : uint8_t { kFile = 0, kZero = 1, kRemote = 2 };
+// kShared: a page of a shared memory object (engine.h SharedObject): `source`
+// is the object id and `off` the object offset, so fork copies and mremap
+// shifts keep it right; what to place is decided per page by the object.
+enum Kind : uint8_t { kFile = 0, kZero = 1, kRemote = 2, kShared = 3 };
 
 struct Span {
   uint64_t end;

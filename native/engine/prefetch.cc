@@ -44,6 +44,7 @@ int Engine::PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t,
 // source or a mismatch fails the process (kFillDead, nothing copied).
 Engine::FillResult Engine::CopyPiece(Proc* p, const Piece& pc, uint64_t end, uint64_t* copied) {
   *copied = 0;
+  if (pc.span.kind == kShared) return FillShared(p, pc.start, end, pc.span, CopyPath::kPrefetch, 0, copied);
   const uint8_t* src = nullptr;
   if (!SourceBytes(p, pc.start, pc.span, pc.start, end - pc.start, &src)) return kFillDead;
   return Fill(p, pc.start, end, pc.span.kind, src, CopyPath::kPrefetch, copied);

@@ -32,6 +32,12 @@ int Engine::Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* ha
   for (const Piece& r : ranges) {
     if ((r.start | r.span.end) & (kPage - 1) || r.span.end <= r.start || r.start < prevEnd) return -EINVAL;
     prevEnd = r.span.end;
+    if (r.span.kind == kShared) {
+      SharedObject* o = GetShared(r.span.source);
+      if (o == nullptr || r.span.off & (kPage - 1) || r.span.off + (r.span.end - r.start) > o->size ||
+          r.span.off + (r.span.end - r.start) < r.span.off)
+        return -EINVAL;
+    }
     if (r.span.kind == kFile) {
       const Source* s = GetSource(r.span.source);
       if (s == nullptr || r.span.off & (kPage - 1) || r.span.off + (r.span.end - r.start) > s->size ||

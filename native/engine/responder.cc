@@ -17,6 +17,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -60,7 +62,43 @@ struct Run {
   // be mapped (pages files): replies are sent straight from it, no pread.
   const uint8_t* base = nullptr;
   uint64_t size = 0;
+  // The process whose memory the fd is (/proc/PID/mem, offset = address):
+  // replies are read with process_vm_readv, one copy straight from the
+  // frozen tree (a /proc/PID/mem read copies each page twice).
+  pid_t pid = 0;
 };
+
+// PID when fd is /proc/PID/mem, else 0.
+pid_t ProcMemPid(int fd) {
+  char link[64], target[128];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n <= 0) return 0;
+  target[n] = 0;
+  int pid = 0, end = 0;
+  if (sscanf(target, "/proc/%d/mem%n", &pid, &end) == 1 && target[end] == 0 && pid > 0) return pid;
+  return 0;
+}
+
+// Exactly n bytes of pid's memory at addr (process_vm_readv, then /proc/PID/mem
+// for what it cannot reach, e.g. PROT_NONE pages): false on failure.
+bool ReadProcessMemory(pid_t pid, int memFd, uint8_t* buf, size_t n, uint64_t addr) {
+  size_t done = 0;
+  while (done < n) {
+    struct iovec l{buf + done, n - done}, r{reinterpret_cast<void*>(addr + done), n - done};
+    ssize_t k = process_vm_readv(pid, &l, 1, &r, 1, 0);
+    if (k < 0 && errno == EINTR) continue;
+    if (k > 0) {
+      done += static_cast<size_t>(k);
+      continue;
+    }
+    // Not readable this way: one page through /proc/PID/mem (FOLL_FORCE).
+    size_t one = std::min<size_t>(4096 - (addr + done) % 4096, n - done);
+    if (!PreadFull(memFd, buf + done, one, addr + done)) return false;
+    done += one;
+  }
+  return true;
+}
 
 struct Handback {
   uint32_t conn;
@@ -110,6 +148,11 @@ class Responder {
       }
       r.base = it->second.first;
       r.size = it->second.second;
+      if (!r.base) {
+        auto pit = pids_.find(r.fd);
+        if (pit == pids_.end()) pit = pids_.emplace(r.fd, ProcMemPid(r.fd)).first;
+        r.pid = pit->second;
+      }
     }
     runs_[pid] = std::move(runs);
   }
@@ -251,7 +294,8 @@ class Responder {
         if (buf.size() < want) buf.resize(want);
         // Nothing of this reply was sent yet: the JS path reads again and
         // reports the short or failed read with the file's name.
-        if (!PreadFull(run.fd, buf.data(), want, pos)) return HandBack(c, "command", 0, hdr, kHdr);
+        if (run.pid ? !ReadProcessMemory(run.pid, run.fd, buf.data(), want, pos) : !PreadFull(run.fd, buf.data(), want, pos))
+          return HandBack(c, "command", 0, hdr, kHdr);
         data = buf.data();
       }
       // Header and pages in one sendmsg (one segment for a small reply).
@@ -292,6 +336,7 @@ class Responder {
   std::mutex runsMu_;
   std::map<int32_t, std::vector<Run>> runs_;
   std::map<int, std::pair<const uint8_t*, uint64_t>> maps_;  // fd -> mapping (nullptr: pread)
+  std::map<int, pid_t> pids_;  // fd -> pid when the fd is /proc/PID/mem
   std::mutex connMu_;
   std::map<uint32_t, std::shared_ptr<Conn>> conns_;
   uint32_t nextId_ = 1;

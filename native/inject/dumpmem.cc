@@ -7,6 +7,7 @@
 // finish through the queue, joined, before returning (also on errors).
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -415,6 +416,88 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The kernel's shared zero page as pagemap reports it (its PFN), or 0 when
+// PFNs are hidden from us: a page that reads as zero without being written
+// maps it, and such a page holds nothing worth sending.
+uint64_t ZeroPagePfn() {
+  static const uint64_t pfn = [] {
+    uint64_t out = 0;
+    void* m = mmap(nullptr, kPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return out;
+    (void)*static_cast<volatile const char*>(m);
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    uint64_t e = 0;
+    if (fd >= 0 && PreadFull(fd, &e, 8, reinterpret_cast<uint64_t>(m) / kPage * 8) && (e & kPmPresent))
+      out = e & ((1ULL << 55) - 1);
+    if (fd >= 0) close(fd);
+    munmap(m, kPage);
+    return out;
+  }();
+  return pfn;
+}
+
+// scanPages(pid, pagemapFd, regions) -> { runs, scanned, zero }: the pages
+// dumpPages would select (same region triples and modes), from the pagemap
+// alone: nothing is read from the process. For `dump --lazy-pages`, whose
+// lazy memory is served later from the frozen tree: the tree's downtime
+// before the page server listens then does not grow with its memory (reading
+// the pagemap costs 8 bytes per page). Pages that map the kernel's zero page
+// are left out (zero); other all-zero pages are kept (they are sent).
+Napi::Value ScanPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t pid = ArgI32(info, 0, "pid");
+  int pm_fd = ArgFd(info, 1, "pagemapFd");
+  if (info.Length() < 3 || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "regions must be a BigUint64Array of (start, nPages, mode) triples");
+  Napi::TypedArrayOf<uint64_t> reg = info[2].As<Napi::TypedArrayOf<uint64_t>>();
+  if (reg.ElementLength() % 3) throw Napi::RangeError::New(env, "regions must hold triples");
+  std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
+  for (size_t r = 0; r < regions.size(); r += 3)
+    if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+  const uint64_t zpfn = ZeroPagePfn();
+  constexpr uint64_t kScanPages = 8192;  // 64 KiB of pagemap per pread
+  std::vector<uint64_t> pm(kScanPages), runs;
+  uint64_t scanned = 0, zero = 0;
+  for (size_t r = 0; r < regions.size(); r += 3) {
+    const uint64_t start = regions[r], npages = regions[r + 1];
+    const int mode = static_cast<int>(regions[r + 2]);
+    for (uint64_t first = 0; first < npages; first += kScanPages) {
+      const uint64_t n = std::min(kScanPages, npages - first);
+      const uint64_t base = start + first * kPage;
+      if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8))
+        ThrowErrno(env, errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+      for (uint64_t i = 0; i < n; i++) {
+        const uint64_t e = pm[i];
+        const bool take = mode == kModeAll ||
+                          ((e & (kPmPresent | kPmSwapped)) && !(mode == kModeFile && (e & kPmFile)));
+        if (!take) continue;
+        scanned++;
+        if (mode != kModeAll && zpfn && (e & kPmPresent) && (e & ((1ULL << 55) - 1)) == zpfn) {
+          zero++;
+          continue;
+        }
+        const uint64_t va = base + i * kPage;
+        size_t m = runs.size();
+        if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
+          runs[m - 2]++;
+        else {
+          runs.push_back(va);
+          runs.push_back(1);
+          runs.push_back(r / 3);
+        }
+      }
+    }
+  }
+  Napi::BigUint64Array ra = Napi::BigUint64Array::New(env, runs.size());
+  if (!runs.empty()) memcpy(ra.Data(), runs.data(), runs.size() * 8);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("runs", ra);
+  o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned)));
+  o.Set("zero", Napi::Number::New(env, static_cast<double>(zero)));
+  return o;
+}
+
 // checksumFile(path, chunkSize) -> Uint32Array: CRC32C of each chunkSize
 // bytes of the file (the last chunk may be short), for lr-checksums images.
 // Hardware CRC32C, three chunks at a time, reading 3 MiB-ish blocks.
@@ -470,6 +553,7 @@ Napi::Value ChecksumFile(const Napi::CallbackInfo& info) {
 
 void InitInjectDumpMem(Napi::Env env, Napi::Object exports) {
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages, "dumpPages"));
+  exports.Set("scanPages", Napi::Function::New(env, ScanPages, "scanPages"));
   exports.Set("checksumFile", Napi::Function::New(env, ChecksumFile, "checksumFile"));
 }
 

@@ -104,6 +104,19 @@ Napi::Value FdFcntl(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, r);
 }
 
+// linkFollow(from, to): a new name `to` for the file `from` names, following
+// a magic link (/proc/PID/fd/N, /proc/PID/map_files/...): linkat with
+// AT_SYMLINK_FOLLOW. CRIU's link remap of a deleted file that is still
+// linked elsewhere (the kernel refuses a file with no links left: ENOENT).
+Napi::Value LinkFollow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "from and to must be strings");
+  std::string from = info[0].As<Napi::String>().Utf8Value();
+  std::string to = info[1].As<Napi::String>().Utf8Value();
+  if (linkat(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), AT_SYMLINK_FOLLOW) != 0) ThrowErrno(env, errno, "linkat", "(" + from + " -> " + to + ")");
+  return env.Undefined();
+}
+
 // sendNoWait(fd, data) -> bytes sent (MSG_DONTWAIT | MSG_NOSIGNAL); a short
 // or failed send is the caller's decision (EAGAIN is thrown like any errno).
 Napi::Value SendNoWait(const Napi::CallbackInfo& info) {
@@ -307,6 +320,7 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("fdsSend", Napi::Function::New(env, FdsSend, "fdsSend"));
   exports.Set("pipePeek", Napi::Function::New(env, PipePeek, "pipePeek"));
   exports.Set("fdFcntl", Napi::Function::New(env, FdFcntl, "fdFcntl"));
+  exports.Set("linkFollow", Napi::Function::New(env, LinkFollow, "linkFollow"));
   exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait, "sendNoWait"));
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt, "getsockoptInt"));
   exports.Set("getsockoptTimeval", Napi::Function::New(env, GetsockoptTimeval, "getsockoptTimeval"));

@@ -19,7 +19,7 @@ export interface CriuCompatOptions {
   skipInFlight: boolean;
   /** --file-locks: file locks held by the tree may be dumped. */
   fileLocks: boolean;
-  /** --link-remap: CRIU may link an unlinked file back into the file system; we never need to (no-op). */
+  /** --link-remap: a file open or mapped under a deleted name but still linked elsewhere is dumped with a link-remap name (plugin/dump/link-remap.ts). */
   linkRemap: boolean;
   /** --evasive-devices: another path to a device file may be used; we always use the recorded one (no-op). */
   evasiveDevices: boolean;
@@ -29,6 +29,8 @@ export interface CriuCompatOptions {
   ghostLimit: bigint;
   /** --manage-cgroups[=MODE]: none, props, soft (default), full, strict or ignore. */
   manageCgroups: string | undefined;
+  /** --file-validation filesize|buildid: what tells a restore that a file changed since the dump (CRIU's default: buildid). */
+  fileValidation: 'filesize' | 'buildid';
   /** --pre-dump-mode splice|read: how CRIU copies memory at pre-dump; ours always reads it with process_vm_readv (no-op). */
   preDumpMode: 'splice' | 'read' | undefined;
   /** --cpu-cap[=CAPS]: which CPU features CRIU compares with the image (no-op: we restore on the machine type we dumped on). */
@@ -45,7 +47,7 @@ function defaults(): CriuCompatOptions {
   return {
     tcpEstablished: false, extUnixSk: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
     evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined,
-    preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [],
+    preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [], fileValidation: 'buildid',
   };
 }
 
@@ -101,6 +103,13 @@ const table: Record<string, CompatOption> = {
       const mode = v ?? 'soft';
       if (!CGROUP_MODES.has(mode)) throw usage(`--manage-cgroups: unknown cgroups mode "${mode}" (none, props, soft, full, strict, ignore)`);
       o.manageCgroups = mode;
+    },
+  },
+  '--file-validation': {
+    arg: 'required',
+    apply: (o, v) => {
+      if (v !== 'filesize' && v !== 'buildid') throw usage(`--file-validation: "${v}" is neither filesize nor buildid`);
+      o.fileValidation = v;
     },
   },
   '--pre-dump-mode': {

@@ -5,13 +5,17 @@
 // images → kill the tree or let it run. Any failure before the end releases
 // the tree untouched. The checks and the freeze are in preflight.ts, the
 // images (and memory, memory.ts) in write-images.ts; this module orders them.
+import { mark } from '../phases.js';
 import { ImageDir, KIND } from '../images/index.js';
 import { UserError, systemUserError } from '../errors.js';
 import { isContainer, openContainer, type ContainerOptions } from './container.js';
 import { dumpFdKinds, finishFdKinds, type DumpFdOptions } from './fds/index.js';
 import { DEFAULT_GHOST_LIMIT } from './ghost.js';
 import { Incremental } from './incremental.js';
+import { LinkRemaps } from './link-remap.js';
+import type { FileValidation } from '../images/build-id.js';
 import { checkDumpOptions, freezeChecked } from './preflight.js';
+import { CgroupFreezer } from './cgroup-freezer.js';
 import { nsId } from './proc.js';
 import { clearStaleImages, collectAndWrite, dumpStatsEntry, nowMs, type DumpStats } from './write-images.js';
 
@@ -36,8 +40,26 @@ export interface DumpOptions {
   skipInFlight?: boolean;
   /** CRIU's --ghost-limit (bytes, default 1 MiB): largest deleted-but-open file whose contents the dump carries. */
   ghostLimit?: bigint;
+  /**
+   * CRIU's --link-remap: a file opened or mapped under a deleted name but
+   * still linked elsewhere gets a link-remap name next to it for the restore
+   * (plugin/dump/link-remap.ts); without it such a file is refused.
+   */
+  linkRemap?: boolean;
+  /**
+   * CRIU's --file-validation: how a restore can tell a file changed since
+   * the dump. 'buildid' (default, as CRIU): size and, for ELF files, the
+   * build-id; 'filesize': the size only.
+   */
+  fileValidation?: FileValidation;
   /** Bound for every ptrace wait (ms). */
   timeoutMs?: number;
+  /**
+   * CRIU's --freeze-cgroup (runc's freeze_cgroup): a freezer cgroup holding
+   * the tree; it is frozen while every thread in it is seized, so nothing
+   * forks or exits meanwhile (plugin/dump/cgroup-freezer.ts).
+   */
+  freezeCgroup?: string;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
@@ -113,6 +135,7 @@ export interface DumpResult {
 
 /** Checkpoints the tree rooted at opts.pid into opts.imagesDir. */
 export async function dump(opts: DumpOptions): Promise<DumpResult> {
+  mark('dump start');
   const t0 = nowMs();
   const log = opts.log ?? ((): void => {});
   const timeoutMs = opts.timeoutMs ?? 5000;
@@ -125,13 +148,16 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   await hooks.preDump?.();
 
   const fdOpts: DumpFdOptions = { shellJob, extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true, skipInFlight: opts.skipInFlight === true,
-    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT };
+    ghostLimit: opts.ghostLimit ?? DEFAULT_GHOST_LIMIT, ...(opts.linkRemap ? { linkRemaps: new LinkRemaps() } : {}),
+    buildIds: opts.fileValidation !== 'filesize' };
   const kinds = dumpFdKinds();
   // 1. Look without touching, 2. freeze, 3. look again at the frozen tree.
   const container = isContainer(root);
-  const { tree, post } = await freezeChecked(root, kinds, fdOpts, { timeoutMs, container, ...(opts.container ? { containerOpts: opts.container } : {}), fileLocks: opts.fileLocks === true });
+  const freezer = opts.freezeCgroup !== undefined ? new CgroupFreezer(opts.freezeCgroup) : undefined;
+  const { tree, post } = await freezeChecked(root, kinds, fdOpts, { timeoutMs, container, ...(freezer ? { freezer } : {}), ...(opts.container ? { containerOpts: opts.container } : {}), fileLocks: opts.fileLocks === true });
+  mark('frozen, planned');
   const tFrozen = nowMs();
-  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms`);
+  log(`froze ${tree.processes.length} processes, ${tree.tids.length} threads in ${(tFrozen - t0).toFixed(1)} ms${freezer ? ` (seized in freezer cgroup ${freezer.dir})` : ''}`);
 
   let stats: DumpStats;
   let inc: Incremental | undefined;
@@ -161,6 +187,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
         warn: opts.warn ?? ((l) => process.stderr.write(`${l}\n`)),
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
+    mark('stale images cleared');
     stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
     if (inc) await inc.commit();
     if (opts.pageServer) {
@@ -171,6 +198,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     await hooks.postDump?.();
   } catch (e) {
     inc?.close();
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
@@ -178,6 +206,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
     throw systemUserError(`pid ${root}`, e);
   }
   const tDone = nowMs();
+  mark('images written');
 
   // 4b. --lazy-pages: serve the lazy memory from the frozen tree until the
   // destination has all of it (plugin/pageserver), then let it go as usual.
@@ -208,13 +237,17 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // Repaired connections: repair off for a tree that runs on; a killed
   // tree's connections close silently (repair mode sends no FIN/RST).
   if (opts.leaveRunning || opts.preDump || (lazyError !== undefined && opts.lazyPages?.releaseOnFailure)) {
+    // A tree that goes on running keeps its files; the link-remap names go (as CRIU's delete_link_remaps).
+    fdOpts.linkRemaps?.rollback();
     finishFdKinds(kinds, true);
     tree.release();
     if (netLocked) await hooks.networkUnlock?.().catch(() => {});
   } else {
     tree.kill();
     finishFdKinds(kinds, false);
+    fdOpts.linkRemaps?.keep();
   }
+  mark('tree killed/released');
   if (lazyError !== undefined) throw lazyError instanceof UserError ? lazyError : systemUserError(`pid ${root}: lazy page server`, lazyError);
   stats.freezeMs = tFrozen - t0;
   stats.frozenMs = tDone - tFrozen;

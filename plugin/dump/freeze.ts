@@ -3,12 +3,18 @@
 // until no new thread appears (a running thread may create one while its
 // siblings are being stopped). release() detaches everything untouched;
 // kill() SIGKILLs the tree and reaps what we traced.
-import { readFileSync } from 'node:fs';
+// With a freezer cgroup (a container's, named by its runtime) the cgroup is
+// frozen first and every thread in it seized and interrupted while nothing
+// in it can fork or exit, then thawed: the walk below then only waits for
+// stops (CRIU's freeze_processes). Threads of the cgroup outside the tree
+// are held stopped too and let go at the end.
+import { existsSync, readFileSync } from 'node:fs';
 import { PTRACE_O } from '../inject/constants.js';
 import { seccompModeOf } from './seccomp.js';
-import { detach, interrupt, isEventStop, seize, waitExit, waitStop, cont } from '../inject/index.js';
+import { detach, interrupt, isEventStop, seize, waitExit, waitPid, waitStop, cont } from '../inject/index.js';
 import { isSystemError, Errno, sysError } from '../errors.js';
 import { listChildren, listTasks } from './proc.js';
+import type { CgroupFreezer } from './cgroup-freezer.js';
 import { isStopSignal, isZombie, reapZombieInParent } from './taskstate.js';
 
 export interface FrozenProcess {
@@ -27,10 +33,14 @@ export class FrozenTree {
   /** Parents before children (depth-first from the root). */
   readonly processes: FrozenProcess[] = [];
   private readonly seized = new Set<number>();
+  /** Seized threads whose interrupt stop has been consumed. */
+  private readonly stopped = new Set<number>();
+  /** Threads of the freezer cgroup that are not in the tree (held until the end). */
+  private readonly others: number[] = [];
   /** Stop signal of each thread found in a group stop when it was seized. */
   private readonly groupStopped = new Map<number, number>();
 
-  constructor(readonly root: number, private readonly timeoutMs: number) {}
+  constructor(readonly root: number, private readonly timeoutMs: number, private readonly cgroup?: CgroupFreezer) {}
 
   get tids(): number[] {
     return [...this.seized];
@@ -39,14 +49,74 @@ export class FrozenTree {
   /** Freezes the whole tree. On failure everything seized so far is released and the error rethrown. */
   freeze(): void {
     try {
+      if (this.cgroup) this.seizeCgroup(this.cgroup);
       this.freezeSubtree(this.root);
+      this.holdOthers();
     } catch (e) {
       this.release();
       throw e;
     }
   }
 
+  /**
+   * Freezes the cgroup, seizes and interrupts each thread in it, thaws it.
+   * A thread that cannot be seized while frozen is exiting (or a zombie):
+   * try again a little later, bounded (CRIU's -EAGAIN loop).
+   */
+  private seizeCgroup(cg: CgroupFreezer): void {
+    const deadline = Date.now() + this.timeoutMs;
+    cg.freeze(this.timeoutMs);
+    try {
+      for (;;) {
+        let exiting: number | undefined;
+        for (const t of cg.threads()) {
+          if (this.seized.has(t)) continue;
+          try {
+            seize(t, seccompModeOf(t, t) !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0);
+          } catch (e) {
+            if (isSystemError(e) && (e.code === 'ESRCH' || e.code === 'EPERM')) {
+              if (e.code === 'EPERM' && existsSync(`/proc/${t}`)) {
+                const tracer = tracerOf(t);
+                if (tracer !== 0 && tracer !== process.pid) throw sysError(Errno.EPERM, 'ptrace', `tid ${t} in freeze cgroup ${cg.dir}: already traced by pid ${tracer}`);
+                exiting = t; // a zombie or exiting: look again
+              }
+              continue;
+            }
+            throw e;
+          }
+          this.seized.add(t);
+          interrupt(t);
+        }
+        if (exiting === undefined) return;
+        if (Date.now() >= deadline) {
+          throw sysError(Errno.EAGAIN, 'ptrace', `tid ${exiting} in freeze cgroup ${cg.dir} is exiting and cannot be seized`);
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
+    } finally {
+      cg.thaw();
+    }
+  }
+
+  /** Waits for the stop of every cgroup thread the walk did not reach. */
+  private holdOthers(): void {
+    for (const t of [...this.seized]) {
+      if (this.stopped.has(t)) continue;
+      this.waitInterrupted(t, -1); // (-1: an exit is no error here)
+      if (this.seized.has(t)) {
+        this.stopped.add(t);
+        this.others.push(t);
+      }
+    }
+  }
+
   private freezeSubtree(pid: number): void {
+    // Seized while its cgroup was frozen, but exiting: take the exit report
+    // we get as its tracer, so its parent sees the zombie.
+    if (this.seized.has(pid) && !this.stopped.has(pid) && isZombie(pid)) {
+      waitPid(pid, this.timeoutMs);
+      this.seized.delete(pid);
+    }
     // A child that exited is a zombie its frozen parent can no longer reap.
     if (pid !== this.root && isZombie(pid)) {
       this.processes.push({ pid, ppid: ppidOf(pid), tids: [pid], children: [], zombie: true });
@@ -79,10 +149,15 @@ export class FrozenTree {
       } catch {
         throw sysError(Errno.ESRCH, `open /proc/${pid}/task`, `pid ${pid}: no such process`);
       }
-      const fresh = tids.filter((t) => !this.seized.has(t));
+      const fresh = tids.filter((t) => !this.stopped.has(t));
       if (fresh.length === 0) break;
       const stopping: number[] = [];
       for (const t of fresh) {
+        if (this.seized.has(t)) { // seized and interrupted with the cgroup
+          mine.push(t);
+          stopping.push(t);
+          continue;
+        }
         try {
           // A thread under seccomp: our injected system calls must not meet
           // its filters while it is ours (CRIU's PTRACE_O_SUSPEND_SECCOMP).
@@ -96,7 +171,10 @@ export class FrozenTree {
         interrupt(t);
         stopping.push(t);
       }
-      for (const t of stopping) this.waitInterrupted(t, pid);
+      for (const t of stopping) {
+        this.waitInterrupted(t, pid);
+        if (this.seized.has(t)) this.stopped.add(t);
+      }
     }
     // Keep the leader first.
     return [pid, ...mine.filter((t) => t !== pid && this.seized.has(t)).sort((a, b) => a - b)];
@@ -148,6 +226,8 @@ export class FrozenTree {
       }
     }
     this.seized.clear();
+    this.stopped.clear();
+    this.cgroup?.restore();
     // A process that was stopped re-enters its group stop on its own after
     // the detach (the kernel re-arms it); wait, bounded, until it has, so
     // the caller gets the tree back in the state it was in.
@@ -188,7 +268,15 @@ export class FrozenTree {
         waitExit(t, this.timeoutMs);
       }
     }
+    for (const t of this.others) {
+      try {
+        detach(t, 0);
+      } catch {
+        /* gone */
+      }
+    }
     this.seized.clear();
+    this.stopped.clear();
   }
 }
 
@@ -199,6 +287,14 @@ function stateOf(pid: number): string {
     return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
   } catch {
     return '';
+  }
+}
+
+function tracerOf(tid: number): number {
+  try {
+    return Number(/^TracerPid:\s+(\d+)/m.exec(readFileSync(`/proc/${tid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
   }
 }
 

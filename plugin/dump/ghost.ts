@@ -32,11 +32,17 @@ export function deletedPath(target: string): string | undefined {
 
 /**
  * Why a deleted file cannot be dumped as a ghost (undefined: it can).
- * `where` prefixes the message ("pid P: fd N (path)").
+ * `where` prefixes the message ("pid P: fd N (path)"). A regular file still
+ * linked elsewhere (nlink > 0) is dumped with a link remap instead when
+ * `linkRemap` (--link-remap) allows it (plugin/dump/link-remap.ts; see
+ * isLinkRemap).
  */
-export function ghostProblem(where: string, path: string, st: BigIntStats, limit: bigint): string | undefined {
+export function ghostProblem(where: string, path: string, st: BigIntStats, limit: bigint, linkRemap = false): string | undefined {
   if (st.nlink !== 0n) {
-    return `${where}: the file was deleted but is still linked elsewhere (${st.nlink} links); CRIU's link remap (--link-remap) is not supported`;
+    if (!st.isFile()) return `${where}: a deleted ${kindOf(st)} still linked elsewhere is not supported`;
+    if (linkRemap) return undefined;
+    // CRIU: "Can't create link remap for %s. Use --link-remap option."
+    return `${where}: can't create link remap for ${path} (deleted, still linked elsewhere: nlink ${st.nlink}): use the --link-remap option`;
   }
   // Regular files, and mem device nodes (/dev/null's kind, zdtm deleted_dev: recreated with mknod).
   if (st.isCharacterDevice() && isMemDevice(st)) return undefined;
@@ -47,6 +53,11 @@ export function ghostProblem(where: string, path: string, st: BigIntStats, limit
     return `${where}: can't dump ghost file ${path} of ${onDisk} size, increase limit (--ghost-limit, now ${limit})`;
   }
   return undefined;
+}
+
+/** A deleted file that the dump keeps by a link remap (still linked elsewhere). */
+export function isLinkRemap(st: BigIntStats): boolean {
+  return st.nlink !== 0n && st.isFile();
 }
 
 function kindOf(st: BigIntStats): string {
@@ -87,6 +98,11 @@ export class GhostFiles {
       this.byInode.set(key, g);
     }
     this.remaps.push({ orig_id: origId, remap_id: g.id, remap_type: RemapType.GHOST });
+  }
+
+  /** Files.img entry `origId` is reopened through entry `remapId`, a link-remap name (plugin/dump/link-remap.ts). */
+  addLinked(origId: number, remapId: number): void {
+    this.remaps.push({ orig_id: origId, remap_id: remapId, remap_type: RemapType.LINKED });
   }
 
   get count(): number {

@@ -3,14 +3,19 @@
 // copy passes over the process's regions.
 import { closeSync, openSync } from 'node:fs';
 import { PAGE, PAGE_SIZE, PE_LAZY, type PagemapEntry } from '../images/index.js';
-import { Pagemap, ProcMem, dumpPages, type DumpRegion } from '../inject/index.js';
+import { Pagemap, ProcMem, dumpPages, scanPages, type DumpRegion } from '../inject/index.js';
 import { copyDirty, type Incremental } from './incremental.js';
 import type { PlannedVma } from './vmas.js';
 
 export type MemoryStrategy =
   /** Every page with data is written; the copier computes the pages file's checksums per `checksumChunk` bytes. */
   | { kind: 'full'; checksumChunk: number }
-  /** --lazy-pages: lazy-eligible regions are only scanned (into /dev/null, to learn which pages hold data); the page server reads them later. */
+  /**
+   * --lazy-pages: lazy-eligible regions are only looked up in the pagemap
+   * (which pages hold data; nothing is read, so the time before the page
+   * server listens does not grow with the memory, as CRIU's); the page
+   * server reads them later from the frozen tree.
+   */
   | { kind: 'lazy' }
   /** Incremental: only pages written since the parent dump; the others become PE_PARENT entries. */
   | { kind: 'incremental'; inc: Incremental };
@@ -83,17 +88,7 @@ export async function copyMemory(pid: number, pagesPath: string, vmas: readonly 
     } else {
       const lazy = (i: number): boolean => (regionPlan[i]!.peFlags & PE_LAZY) !== 0;
       passes.push({ regions: all.filter((i) => !lazy(i)), lazyOnly: false, copy: (g) => dumpPages(mem, pm, pagesFd, 0n, g) });
-      passes.push({
-        regions: all.filter(lazy), lazyOnly: true,
-        copy: (g) => {
-          const nullFd = openSync('/dev/null', 'w');
-          try {
-            return dumpPages(mem, pm, nullFd, 0n, g);
-          } finally {
-            closeSync(nullFd);
-          }
-        },
-      });
+      passes.push({ regions: all.filter(lazy), lazyOnly: true, copy: (g) => ({ ...scanPages(pid, pm, g), bytes: 0 }) });
     }
     for (const pass of passes) {
       const r = pass.copy(pass.regions.map((i) => regions[i]!));

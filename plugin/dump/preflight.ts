@@ -2,6 +2,7 @@
 // decisions, before anything is collected. Looking is from /proc only; every
 // problem found names pid, fd or VMA, and the tree is refused (released
 // untouched) when there is one.
+import { mark } from '../phases.js';
 import { existsSync, readlinkSync } from 'node:fs';
 import { UserError, isSystemError, systemUserError } from '../errors.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
@@ -9,6 +10,7 @@ import { containerProblems, type ContainerOptions } from './container.js';
 import type { DumpOptions } from './dump.js';
 import { checkTreeFds, planFds, type DumpFdKind, type DumpFdOptions, type PlannedFd } from './fds/index.js';
 import { FrozenTree } from './freeze.js';
+import type { CgroupFreezer } from './cgroup-freezer.js';
 import { fileLockProblems } from './locks.js';
 import { listChildren, listTasks, nsId, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { isZombieState, zombieProblem } from './taskstate.js';
@@ -61,6 +63,15 @@ function foreignGroup(pgid: number, inTree: ReadonlySet<number>, shellJob: boole
   return existsSync(`/proc/${pgid}`);
 }
 
+/** Gone, or a zombie, now. */
+function vanished(pid: number): boolean {
+  try {
+    return isZombieState(readStat(pid).state);
+  } catch {
+    return true;
+  }
+}
+
 /** Per-process plans and the problems found (each names pid, fd or VMA). */
 export interface TreePlan {
   plans: ProcPlan[];
@@ -78,7 +89,8 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
   const root = pids[0]!;
   const inTree = new Set(pids);
   const rootNs = new Map(NAMESPACES.map((n) => [n, nsId(root, n)]));
-  for (const pid of pids) {
+  // One process; `return` moves on to the next.
+  const planOne = (pid: number): void => {
     let stat: ProcStat;
     let status: Map<string, string>;
     try {
@@ -86,7 +98,7 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
       status = readStatus(pid);
     } catch {
       problems.push(`pid ${pid}: no such process (ESRCH)`);
-      continue;
+      return;
     }
     if (pid !== root) {
       if (!inTree.has(stat.sid) && !(shellJob && stat.sid === readStat(root).sid)) problems.push(`pid ${pid}: session ${stat.sid} is outside the tree`);
@@ -97,10 +109,10 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
       if (z) problems.push(z);
       else if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
       else plans.push({ pid, stat, zombie: true, tids: [pid], vmas: [], fds: [], exe: '', cwd: '', root: '' });
-      continue;
+      return;
     }
     const tracer = Number(status.get('TracerPid') ?? '0');
-    if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); continue; }
+    if (tracer !== 0 && !(frozen && tracer === process.pid)) { problems.push(`pid ${pid}: already traced by pid ${tracer} (EPERM)`); return; }
     if (stat.state === 't' && !frozen) problems.push(`pid ${pid}: in a tracing stop (not supported)`);
     const tids = listTasks(pid);
     for (const t of tids) {
@@ -118,7 +130,7 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
     for (const v of readSmaps(pid)) {
-      const p = planVma(pid, v, fdOpts.ghostLimit);
+      const p = planVma(pid, v, fdOpts.ghostLimit, fdOpts.linkRemaps !== undefined);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);
     }
@@ -131,6 +143,22 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
     if (!cwd.startsWith('/') || cwd.endsWith(' (deleted)')) problems.push(`pid ${pid}: working directory ${cwd || '?'} is not reachable (deleted?)`);
     if (rootDir !== '/') problems.push(`pid ${pid}: chroot (${rootDir}) is not supported`);
     plans.push({ pid, stat, tids, vmas, fds: f.fds, exe, cwd, root: rootDir });
+  };
+  for (const pid of pids) {
+    // Before the freeze, a child that exits while we look (a shell loop's
+    // short-lived command) is no problem of the tree: forget what we saw
+    // of it; the look at the frozen tree decides.
+    const nProblems = problems.length;
+    const nPlans = plans.length;
+    try {
+      planOne(pid);
+    } catch (e) {
+      if (frozen || pid === root || !vanished(pid)) throw e;
+    }
+    if (!frozen && pid !== root && problems.length > nProblems && vanished(pid)) {
+      problems.length = nProblems;
+      plans.length = nPlans;
+    }
   }
   problems.push(...checkTreeFds(kinds, plans.flatMap((p) => p.fds), plans.map((p) => p.pid), fdOpts));
   // Resources shared between processes (not threads) we cannot recreate.
@@ -189,6 +217,8 @@ export interface FreezeOptions {
   containerOpts?: ContainerOptions;
   /** --file-locks: held locks are dumped rather than refused. */
   fileLocks: boolean;
+  /** The freezer cgroup holding the tree (runc's freeze_cgroup): frozen while its threads are seized. */
+  freezer?: CgroupFreezer;
 }
 
 /**
@@ -215,15 +245,18 @@ export async function freezeChecked(root: number, kinds: readonly DumpFdKind[], 
       if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
       throw new UserError(`pid ${root}: no such process (ESRCH)`);
     }
+    mark('discovered');
     const pre = plan(pids, kinds, fdOpts);
+    mark('planned');
     if (how.container) pre.problems.push(...containerProblems(root, how.containerOpts ?? {}));
     if (pre.problems.length) {
       if (again && transient(pre.problems)) { await pause(attempt); continue; }
       throw refuse(pre.problems);
     }
-    tree = new FrozenTree(root, how.timeoutMs);
+    tree = new FrozenTree(root, how.timeoutMs, how.freezer);
     try {
       tree.freeze();
+      mark('frozen');
     } catch (e) {
       if (isSystemError(e) && e.code === 'ESRCH') {
         if (again && existsSync(`/proc/${root}`)) { await pause(attempt); continue; }
@@ -231,8 +264,14 @@ export async function freezeChecked(root: number, kinds: readonly DumpFdKind[], 
       }
       throw systemUserError(`pid ${root}`, e);
     }
-    post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
-    for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, how.fileLocks));
+    try {
+      post = plan(tree.processes.map((p) => p.pid), kinds, fdOpts, true);
+      for (const p of tree.processes) post.problems.push(...fileLockProblems(p.pid, how.fileLocks));
+    } catch (e) {
+      tree.release();
+      if (e instanceof UserError) throw e;
+      throw systemUserError(`pid ${root}: looking at the frozen tree`, e);
+    }
     if (how.container) post.problems.push(...containerProblems(root, how.containerOpts ?? {}));
     if (post.problems.length) {
       tree.release();

@@ -8,7 +8,7 @@ import {
   VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED, type VmaEntry,
 } from '../images/index.js';
 import { CollectMode } from '../inject/index.js';
-import { DEFAULT_GHOST_LIMIT, deletedPath, ghostProblem } from './ghost.js';
+import { DEFAULT_GHOST_LIMIT, deletedPath, ghostProblem, isLinkRemap } from './ghost.js';
 import type { SmapsVma } from './proc.js';
 import { isShmemVma, planShmemVma, type ShmemRef } from './shmem.js';
 
@@ -41,6 +41,8 @@ export interface VmaFile {
   fdflags: number;
   /** A deleted file (nlink 0): where its contents can be read, and its stat. */
   ghost?: { source: string; st: BigIntStats };
+  /** A deleted file still linked elsewhere (--link-remap): where it can be linked from, and the VMA's name for messages. */
+  linked?: { source: string; st: BigIntStats; where: string };
 }
 
 export function vmaName(pid: number, v: SmapsVma): string {
@@ -48,7 +50,7 @@ export function vmaName(pid: number, v: SmapsVma): string {
 }
 
 /** Returns the plan for a VMA, or a problem string explaining why it cannot be dumped. */
-export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_GHOST_LIMIT): PlannedVma | string {
+export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_GHOST_LIMIT, linkRemap = false): PlannedVma | string {
   const name = vmaName(pid, v);
   const shared = v.perms[3] === 's';
   const prot = (v.perms[0] === 'r' ? PROT_READ : 0) | (v.perms[1] === 'w' ? PROT_WRITE : 0) | (v.perms[2] === 'x' ? PROT_EXEC : 0);
@@ -102,7 +104,8 @@ export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_G
 
   // The mapped inode must still be reachable under its path, unchanged, or
   // the restore would map something else; a deleted one (nlink 0) is a
-  // ghost file, carried with its contents (plugin/dump/ghost.ts).
+  // ghost file, carried with its contents (plugin/dump/ghost.ts); one still
+  // linked elsewhere gets a link remap (--link-remap, plugin/dump/link-remap.ts).
   const mf = `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
   let st;
   let fdflags = 0;
@@ -114,7 +117,7 @@ export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_G
   }
   if (!st.isFile()) return `${name}: mapping of a non-regular file is not supported`;
   if (deleted !== undefined) {
-    const problem = ghostProblem(name, deleted, st, ghostLimit);
+    const problem = ghostProblem(name, deleted, st, ghostLimit, linkRemap);
     if (problem) return problem;
   } else {
     try {
@@ -126,7 +129,10 @@ export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_G
     }
   }
   const file: VmaFile = { path: deleted ?? v.path, dev: Number(st.dev), ino: Number(st.ino), size: st.size, mode: Number(st.mode), fdflags };
-  if (deleted !== undefined) file.ghost = { source: mf, st };
+  if (deleted !== undefined) {
+    if (isLinkRemap(st)) file.linked = { source: mf, st, where: name };
+    else file.ghost = { source: mf, st };
+  }
   if (shared) {
     return { entry: { ...entry(VMA_AREA_REGULAR | VMA_FILE_SHARED, flags, v.pgoff), fdflags }, peFlags: 0, file };
   }

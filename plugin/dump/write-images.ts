@@ -1,8 +1,8 @@
 // Writing a frozen tree's images: per process its core, ids, mm, fs,
 // fdinfo, pagemap and pages (memory through plugin/dump/memory.ts), then the
 // tree-wide images (inventory, pstree, files, shared memory, locks).
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { mark } from '../phases.js';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import {
   ChecksumAlgorithm, ImageDir, KIND, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type DumpStatsEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
@@ -84,7 +84,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
-  for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
+  for (const name of readdirSync(dir.dir)) if (OWN_IMAGES.test(name)) rmSync(dir.path(name), { force: true });
 }
 
 export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
@@ -136,10 +136,13 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
+    mark(`pid ${pid}: collect`);
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     stats.threads += threads.length;
+    mark('threads collected');
     const ps = collectProcess(pid, opts);
+    mark('process collected');
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
     const status = readStatus(pid);
 
@@ -147,11 +150,12 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const vmas: VmaEntry[] = p.vmas.map((v) => {
       if (v.shmem) return { ...v.entry, shmid: BigInt(shmem.mappingFile(v.shmem)) };
       if (!v.file) return v.entry;
+      if (v.file.linked) return { ...v.entry, shmid: BigInt(files.linkedPathFile(v.file.linked.where, v.file.path, v.file.fdflags, v.file.linked.st, v.file.linked.source)) };
       if (v.file.ghost) return { ...v.entry, shmid: BigInt(files.ghostPathFile(v.file.path, v.file.fdflags, v.file.ghost.st, v.file.ghost.source)) };
       const st = statSync(inRoot(pid, v.file.path), { bigint: true });
-      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st)) };
+      return { ...v.entry, shmid: BigInt(files.pathFile(v.file.path, v.file.fdflags, st, inRoot(pid, v.file.path))) };
     });
-    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }));
+    const exeId = files.pathFile(p.exe, 0, statSync(inRoot(pid, p.exe), { bigint: true }), inRoot(pid, p.exe));
     const cwdId = files.pathFile(p.cwd, 0, statSync(inRoot(pid, p.cwd), { bigint: true }));
     const rootId = files.pathFile(p.root, 0, statSync(inRoot(pid, p.root), { bigint: true }));
     const fdinfo: FdinfoEntry[] = files.addFds(pid, p.fds, Number((status.get('Uid') ?? '0').split(/\s+/)[0]));
@@ -185,6 +189,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
 
     // Memory, streamed straight into pages-<id>.img.
     pagesId++;
+    mark('files, mm, core planned');
     const tm = nowMs();
     const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
     const copied = await copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
@@ -197,6 +202,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     stats.pagesZero += copied.zero;
     stats.pagesWritten += copied.bytes / PAGE_SIZE;
     stats.memdumpMs += nowMs() - tm;
+    mark('memory copied');
     stats.pagePipes += 1;
     stats.pagePipeBufs += runs.filter((r) => !r.lazyOnly).length;
     const entries: PagemapEntry[] = runs.map((r) => {
@@ -225,7 +231,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const vp = vpid(pid);
     pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
     writes.push(
-      writeFile(dir.pathOf(KIND.pagemap, vp), pagemap),
+      Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)),
       dir.writeCore(vp, leaderCore),
       ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
       dir.writeIds(vp, ids),
@@ -253,7 +259,9 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     writes.push(locks.write(dir));
     if (locks.entries.length) log(`${locks.entries.length} file locks`);
   }
+  mark('image writes issued');
   await writes.all();
+  mark('image writes done');
   if (inc) stats.pagesSkippedParent = inc.pagesSkippedParent;
   return stats;
 }

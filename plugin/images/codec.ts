@@ -1,14 +1,18 @@
-// Protobuf codec for image entries: loads the schemas in proto/ with
-// protobufjs at run time (keepCase, so keys are CRIU's snake_case names) and
-// converts between protobufjs messages and our plain objects: 64-bit integers
-// as bigint, bytes as Buffer, enums as numbers, repeated fields always arrays,
-// absent optional fields absent. Encoding is canonical (field-number order,
-// unpacked repeated scalars, minimal varints), i.e. what protobuf-c and
-// `crit encode` produce.
+// Protobuf codec for image entries, schema-driven, no generated code: the
+// schemas in proto/ (CRIU's field names, keepCase) are parsed once into
+// build/proto-schema.json (by the build; with protobufjs, re-made when
+// proto/ changes) and read from there; each message type gets a plan (its
+// fields in field-number order) on first use, and encode/decode walk the
+// plan. Plain objects on our side: 64-bit integers as bigint, bytes as
+// Buffer, enums as numbers, repeated fields always arrays, absent optional
+// fields absent. Encoding is canonical (field-number order, unpacked
+// repeated scalars, minimal varints), i.e. what protobuf-c and `crit encode`
+// produce. (protobufjs itself generated code per type at run time and
+// built a reflection tree: ~40 ms CPU of every command's start-up.)
 import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import protobuf from 'protobufjs';
 import { ImageError } from '../errors.js';
 
 /** Where the .proto files live: <root>/proto, from dist/plugin/images/. */
@@ -38,7 +42,6 @@ export interface MessagePlan {
   readonly name: string;
   /** Fields in field-number order. */
   readonly fields: readonly FieldPlan[];
-  readonly type: protobuf.Type;
 }
 
 /** Plain object form of any message (the typed interfaces in types.ts are its specialisations). */
@@ -57,14 +60,18 @@ const SCALARS: Record<string, ScalarKind> = {
   double: 'float', float: 'float',
 };
 
-let rootCache: protobuf.Root | undefined;
+/** The schema JSON as protobufjs writes it (Root.toJSON): nested namespaces, message fields, enum values. */
+interface SchemaField { type: string; id: number; rule?: string }
+interface SchemaNode { nested?: Record<string, SchemaNode>; fields?: Record<string, SchemaField>; values?: Record<string, number> }
+
+let schemaCache: SchemaNode | undefined;
 const plans = new Map<string, MessagePlan>();
 
 /**
  * Parsed schemas cached as protobufjs JSON (build/proto-schema.json, written
- * on first use and by the build): parsing the .proto files costs every
- * command ~50 ms at start-up, loading the JSON a fraction of it. The cache is
- * keyed by the names, sizes and mtimes of the .proto files.
+ * by the build and on first use): parsing the .proto files costs a command
+ * ~50 ms, reading the JSON ~1 ms. The cache is keyed by the names, sizes and
+ * mtimes of the .proto files.
  */
 const SCHEMA_CACHE: string = join(PROTO_DIR, '..', 'build', 'proto-schema.json');
 
@@ -75,134 +82,94 @@ function protoFingerprint(files: string[]): string {
   }).join('|');
 }
 
-/** The protobufjs root with every schema in proto/ (loaded once). */
-export function protoRoot(): protobuf.Root {
-  if (!rootCache) {
+/** Every schema in proto/ (loaded once): from the cache, else parsed with protobufjs and cached. */
+export function protoSchema(): SchemaNode {
+  if (!schemaCache) {
     const files = readdirSync(PROTO_DIR).filter((f) => f.endsWith('.proto')).sort().map((f) => join(PROTO_DIR, f));
     const fp = protoFingerprint(files);
-    let root: protobuf.Root | undefined;
+    let root: SchemaNode | undefined;
     try {
-      const cached = JSON.parse(readFileSync(SCHEMA_CACHE, 'utf8')) as { fingerprint?: string; root?: protobuf.INamespace };
-      if (cached.fingerprint === fp && cached.root) root = protobuf.Root.fromJSON(cached.root);
+      const cached = JSON.parse(readFileSync(SCHEMA_CACHE, 'utf8')) as { fingerprint?: string; root?: SchemaNode };
+      if (cached.fingerprint === fp && cached.root) root = cached.root;
     } catch { /* no cache yet, or unreadable: parse */ }
     if (!root) {
-      root = new protobuf.Root();
-      root.loadSync(files, { keepCase: true });
+      // protobufjs (CommonJS) only here, never on a command's start-up path once built.
+      const protobuf = createRequire(import.meta.url)('protobufjs') as typeof import('protobufjs');
+      const r = new protobuf.Root();
+      r.loadSync(files, { keepCase: true });
+      r.resolveAll();
+      root = r.toJSON({ keepComments: false }) as SchemaNode;
       try {
         const tmp = `${SCHEMA_CACHE}.${process.pid}.tmp`;
-        writeFileSync(tmp, JSON.stringify({ fingerprint: fp, root: root.toJSON({ keepComments: false }) }));
+        writeFileSync(tmp, JSON.stringify({ fingerprint: fp, root }));
         renameSync(tmp, SCHEMA_CACHE);
       } catch { /* read-only install: parse every time */ }
     }
-    root.resolveAll();
-    rootCache = root;
+    schemaCache = root;
   }
-  return rootCache;
+  return schemaCache;
 }
 
-const leanTypes = new WeakSet<protobuf.Type>();
+/** Names of every message type in proto/ (nested ones as "outer.inner"). */
+export function messageTypeNames(): string[] {
+  const out: string[] = [];
+  const walk = (ns: SchemaNode, prefix: string): void => {
+    for (const [name, node] of Object.entries(ns.nested ?? {})) {
+      if (node.fields) out.push(`${prefix}${name}`);
+      walk(node, `${prefix}${name}.`);
+    }
+  };
+  walk(protoSchema(), '');
+  return out;
+}
 
-/**
- * Gives `type` (and, when first used, the message types of its fields) only
- * the two functions this codec calls, generated on first use: protobufjs's
- * own setup generates five per type (encode, decode, verify, fromObject,
- * toObject) plus a constructor, a large part of a command's start-up. The
- * decoder's messages are plain objects (fromPb reads own properties only).
- */
-function leanType(type: protobuf.Type): void {
-  if (leanTypes.has(type)) return;
-  leanTypes.add(type);
-  type.ctor = function LeanMessage(): void {} as unknown as protobuf.Constructor<object>;
-  const fieldTypes = (): (protobuf.Type | protobuf.Enum | null)[] => type.fieldsArray.map((f) => {
-    const rt = f.resolve().resolvedType;
-    if (rt instanceof protobuf.Type) leanType(rt);
-    return rt;
-  });
-  const t = type as unknown as { encode: unknown; decode: unknown };
-  t.encode = function encodeFirst(message: unknown, writer?: protobuf.Writer): protobuf.Writer {
-    const f = (protobuf.encoder(type) as unknown as (scope: object) => (m: unknown, w?: protobuf.Writer) => protobuf.Writer)({ Writer: protobuf.Writer, types: fieldTypes(), util: protobuf.util });
-    t.encode = f;
-    return f.call(type, message, writer);
-  };
-  t.decode = function decodeFirst(reader: protobuf.Reader | Uint8Array, length?: number): protobuf.Message {
-    const f = (protobuf.decoder(type) as unknown as (scope: object) => (r: protobuf.Reader | Uint8Array, l?: number) => protobuf.Message)({ Reader: protobuf.Reader, types: fieldTypes(), util: protobuf.util });
-    t.decode = f;
-    return f.call(type, reader, length);
-  };
+/** The node at a dotted path from the root, if any. */
+function nodeAt(path: readonly string[]): SchemaNode | undefined {
+  let n: SchemaNode | undefined = protoSchema();
+  for (const part of path) n = n?.nested?.[part];
+  return n;
+}
+
+/** Resolves a type reference as protobuf scoping does: innermost enclosing namespace first, then outwards. */
+function resolveType(scope: readonly string[], ref: string): { path: string[]; node: SchemaNode } | undefined {
+  const parts = ref.replace(/^\./, '').split('.');
+  for (let i = ref.startsWith('.') ? 0 : scope.length; i >= 0; i--) {
+    const path = [...scope.slice(0, i), ...parts];
+    const node = nodeAt(path);
+    if (node && (node.fields || node.values)) return { path, node };
+    if (ref.startsWith('.')) break;
+  }
+  return undefined;
 }
 
 /** Conversion plan of a message type; throws TypeError for unknown names (a programming error). */
 export function messagePlan(typeName: string): MessagePlan {
   const cached = plans.get(typeName);
   if (cached) return cached;
-  let type: protobuf.Type;
-  try {
-    type = protoRoot().lookupType(typeName);
-  } catch {
-    throw new TypeError(`no protobuf message named ${typeName}`);
-  }
-  leanType(type);
-  const fields: FieldPlan[] = type.fieldsArray.slice().sort((a, b) => a.id - b.id).map((f) => {
-    const wire = f.resolvedType instanceof protobuf.Type ? 2 : WIRE[f.type] ?? 0;
-    const base = { name: f.name, id: f.id, repeated: f.repeated, required: f.required, protoType: f.type, wire };
-    const rt = f.resolvedType;
-    if (rt instanceof protobuf.Enum) {
+  const path = typeName.split('.');
+  const node = nodeAt(path);
+  if (!node?.fields) throw new TypeError(`no protobuf message named ${typeName}`);
+  const fields: FieldPlan[] = Object.entries(node.fields).map(([name, f]) => ({ name, ...f })).sort((a, b) => a.id - b.id).map((f) => {
+    const base = { name: f.name, id: f.id, repeated: f.rule === 'repeated', required: f.rule === 'required', protoType: f.type };
+    const kind = SCALARS[f.type];
+    if (kind) return { ...base, kind, wire: WIRE[f.type] ?? 0 };
+    const rt = resolveType(path, f.type);
+    if (!rt) throw new TypeError(`${typeName}.${f.name}: unknown proto type ${f.type}`);
+    if (rt.node.values) {
       const names = new Map<number, string>();
       const values = new Map<string, number>();
-      for (const [n, v] of Object.entries(rt.values)) {
+      for (const [n, v] of Object.entries(rt.node.values)) {
         values.set(n, v);
         if (!names.has(v)) names.set(v, n);
       }
-      return { ...base, kind: 'enum' as const, enumNames: names, enumValues: values };
+      return { ...base, kind: 'enum' as const, wire: 0, enumNames: names, enumValues: values };
     }
-    if (rt instanceof protobuf.Type) {
-      const sub = rt.fullName.replace(/^\./, '');
-      return { ...base, kind: 'message' as const, message: () => messagePlan(sub) };
-    }
-    const kind = SCALARS[f.type];
-    if (!kind) throw new TypeError(`${typeName}.${f.name}: unsupported proto type ${f.type}`);
-    return { ...base, kind };
+    const sub = rt.path.join('.');
+    return { ...base, kind: 'message' as const, wire: 2, message: () => messagePlan(sub) };
   });
-  const plan: MessagePlan = { name: typeName, fields, type };
+  const plan: MessagePlan = { name: typeName, fields };
   plans.set(typeName, plan);
   return plan;
-}
-
-interface LongLike { low: number; high: number; unsigned?: boolean }
-
-function longToBigInt(v: unknown, signed: boolean): bigint {
-  if (typeof v === 'number') return BigInt(v);
-  if (typeof v === 'bigint') return v;
-  const l = v as LongLike;
-  const u = (BigInt(l.high >>> 0) << 32n) | BigInt(l.low >>> 0);
-  return signed ? BigInt.asIntN(64, u) : u;
-}
-
-function fromPbValue(f: FieldPlan, v: unknown): unknown {
-  switch (f.kind) {
-    case 'u64': return longToBigInt(v, false);
-    case 's64': return longToBigInt(v, true);
-    case 'u32': return (v as number) >>> 0;
-    case 'bytes': {
-      const b = v as Uint8Array;
-      return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-    }
-    case 'message': return fromPb(f.message!(), v as Record<string, unknown>);
-    default: return v;
-  }
-}
-
-function fromPb(plan: MessagePlan, msg: Record<string, unknown>): PlainMessage {
-  const out: PlainMessage = {};
-  for (const f of plan.fields) {
-    if (f.repeated) {
-      const arr = (msg[f.name] as unknown[] | undefined) ?? [];
-      out[f.name] = arr.map((x) => fromPbValue(f, x));
-    } else if (Object.prototype.hasOwnProperty.call(msg, f.name) && msg[f.name] != null) {
-      out[f.name] = fromPbValue(f, msg[f.name]);
-    }
-  }
-  return out;
 }
 
 /** Where an entry came from, for error messages. */
@@ -274,16 +241,123 @@ function wireIndex(plan: MessagePlan): Map<number, FieldPlan> {
 /** Decodes one serialized message into its plain form; malformed input → ImageError. */
 export function decodeMessage<T = PlainMessage>(typeName: string, buf: Uint8Array, where: Where): T {
   const plan = messagePlan(typeName);
-  let msg: protobuf.Message;
   try {
     checkWire(plan, buf, 0, buf.length, 0);
-    msg = plan.type.decode(buf);
+    const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    return decodeFrom(plan, b, 0, b.length) as T;
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e);
     throw new ImageError(where.file, where.offset, `cannot decode ${typeName}: ${why}`, { cause: e });
   }
-  return fromPb(plan, msg as unknown as Record<string, unknown>) as T;
 }
+
+// ---- decoding (the wire structure is checked by checkWire first) -----------------
+
+/** Read position in the buffer being decoded (one per decodeMessage call). */
+interface Cursor { p: number }
+
+/** A varint's low 32 bits (as protobuf reads 32-bit values: longer varints are truncated). */
+function readVarint32(b: Buffer, c: Cursor): number {
+  let v = 0;
+  let shift = 0;
+  for (let i = 0; i < 10; i++) {
+    const x = b[c.p++]!;
+    if (shift < 32) v |= (x & 0x7f) << shift;
+    shift += 7;
+    if (x < 0x80) return v >>> 0;
+  }
+  throw new WireError('varint longer than 10 bytes');
+}
+
+/** A varint's 64 bits, unsigned. */
+function readVarint64(b: Buffer, c: Cursor): bigint {
+  let lo = 0;
+  let hi = 0;
+  for (let i = 0; i < 10; i++) {
+    const x = b[c.p++]!;
+    const bits = x & 0x7f;
+    if (i < 4) lo |= bits << (7 * i);
+    else if (i === 4) { lo |= bits << 28; hi |= bits >>> 4; }
+    else hi |= bits << (7 * i - 32);
+    if (x < 0x80) return hi === 0 ? BigInt(lo >>> 0) : (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+  }
+  throw new WireError('varint longer than 10 bytes');
+}
+
+function readFixed64(b: Buffer, c: Cursor): bigint {
+  const v = b.readBigUInt64LE(c.p);
+  c.p += 8;
+  return v;
+}
+
+function readValue(f: FieldPlan, b: Buffer, c: Cursor): unknown {
+  switch (f.protoType) {
+    case 'uint64': return readVarint64(b, c);
+    case 'int64': return BigInt.asIntN(64, readVarint64(b, c));
+    case 'sint64': { const u = readVarint64(b, c); return (u >> 1n) ^ -(u & 1n); }
+    case 'fixed64': return readFixed64(b, c);
+    case 'sfixed64': return BigInt.asIntN(64, readFixed64(b, c));
+    case 'uint32': return readVarint32(b, c);
+    case 'int32': return readVarint32(b, c) | 0;
+    case 'sint32': { const u = readVarint32(b, c); return (u >>> 1) ^ -(u & 1); }
+    case 'fixed32': { const v = b.readUInt32LE(c.p); c.p += 4; return v; }
+    case 'sfixed32': { const v = b.readInt32LE(c.p); c.p += 4; return v; }
+    case 'bool': return readVarint32(b, c) !== 0;
+    case 'double': { const v = b.readDoubleLE(c.p); c.p += 8; return v; }
+    case 'float': { const v = b.readFloatLE(c.p); c.p += 4; return v; }
+    default: break;
+  }
+  if (f.kind === 'enum') return readVarint32(b, c) | 0;
+  const len = readVarint32(b, c);
+  const at = c.p;
+  c.p += len;
+  if (f.kind === 'string') return b.toString('utf8', at, at + len);
+  if (f.kind === 'bytes') return b.subarray(at, at + len);
+  return decodeFrom(f.message!(), b, at, at + len);
+}
+
+function skip(wt: number, b: Buffer, c: Cursor): void {
+  switch (wt) {
+    case 0: readVarint32(b, c); break;
+    case 1: c.p += 8; break;
+    case 5: c.p += 4; break;
+    case 2: { const len = readVarint32(b, c); c.p += len; break; }
+    default: throw new WireError(`unsupported wire type ${wt}`);
+  }
+}
+
+/** Decodes b[start, end) as `plan`: known fields by number (last one wins, packed repeated scalars accepted), unknown ones skipped. */
+function decodeFrom(plan: MessagePlan, b: Buffer, start: number, end: number): PlainMessage {
+  const byId = wireIndex(plan);
+  const vals = new Map<FieldPlan, unknown>();
+  const c: Cursor = { p: start };
+  while (c.p < end) {
+    const key = readVarint32(b, c);
+    const wt = key & 7;
+    const f = byId.get(key >>> 3);
+    if (!f) { skip(wt, b, c); continue; }
+    if (!f.repeated) { vals.set(f, readValue(f, b, c)); continue; }
+    let arr = vals.get(f) as unknown[] | undefined;
+    if (!arr) vals.set(f, (arr = []));
+    if (wt === 2 && f.wire !== 2) {
+      const len = readVarint32(b, c);
+      const stop = c.p + len;
+      while (c.p < stop) arr.push(readValue(f, b, c));
+    } else {
+      arr.push(readValue(f, b, c));
+    }
+  }
+  const out: PlainMessage = {};
+  for (const f of plan.fields) {
+    const v = vals.get(f);
+    if (v !== undefined) out[f.name] = v;
+    else if (f.repeated) out[f.name] = [];
+    else if (f.required) throw new WireError(`missing required '${f.name}'`);
+  }
+  return out;
+}
+
+// ---- encoding ----------------------------------------------------------------------
 
 const U64_MAX = (1n << 64n) - 1n;
 const S64_MIN = -(1n << 63n);
@@ -293,69 +367,164 @@ function bad(path: string, what: string): never {
   throw new TypeError(`${path}: ${what}`);
 }
 
-function toLongBits(v: unknown, signed: boolean, path: string): LongLike {
+/** A growing output buffer. */
+class Out {
+  buf = Buffer.allocUnsafe(256);
+  n = 0;
+
+  need(k: number): void {
+    if (this.n + k <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.n + k) size *= 2;
+    const b = Buffer.allocUnsafe(size);
+    this.buf.copy(b, 0, 0, this.n);
+    this.buf = b;
+  }
+
+  varint32(v: number): void {
+    this.need(5);
+    v >>>= 0;
+    while (v > 0x7f) {
+      this.buf[this.n++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    this.buf[this.n++] = v;
+  }
+
+  /** 64 bits, unsigned (a negative int32/int64 is passed sign-extended: ten bytes). */
+  varint64(u: bigint): void {
+    if (u <= 0xffffffffn) { this.varint32(Number(u)); return; }
+    this.need(10);
+    let lo = Number(u & 0xffffffffn);
+    let hi = Number(u >> 32n);
+    while (hi > 0 || lo > 0x7f) {
+      this.buf[this.n++] = (lo & 0x7f) | 0x80;
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+      hi >>>= 7;
+    }
+    this.buf[this.n++] = lo;
+  }
+
+  fixed64(u: bigint): void {
+    this.need(8);
+    this.buf.writeBigUInt64LE(u, this.n);
+    this.n += 8;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.varint32(b.length);
+    this.need(b.length);
+    this.buf.set(b, this.n);
+    this.n += b.length;
+  }
+
+  /** Writes a length-delimited body produced by `body`: one length byte is reserved, more are made room for when needed. */
+  delimited(body: () => void): void {
+    this.need(1);
+    const at = this.n++;
+    body();
+    const len = this.n - at - 1;
+    if (len < 0x80) { this.buf[at] = len; return; }
+    let extra = 0;
+    for (let v = len >>> 7; v > 0; v >>>= 7) extra++;
+    this.need(extra);
+    this.buf.copyWithin(at + 1 + extra, at + 1, this.n);
+    this.n += extra;
+    let v = len;
+    let p = at;
+    while (v > 0x7f) {
+      this.buf[p++] = (v & 0x7f) | 0x80;
+      v >>>= 7;
+    }
+    this.buf[p] = v;
+  }
+}
+
+function bits64(v: unknown, signed: boolean, path: () => string): bigint {
   let b: bigint;
   if (typeof v === 'bigint') b = v;
   else if (typeof v === 'number' && Number.isSafeInteger(v)) b = BigInt(v);
-  else bad(path, `expected a 64-bit integer (bigint), got ${typeof v}`);
-  if (signed ? b < S64_MIN || b > S64_MAX : b < 0n || b > U64_MAX) bad(path, `${b} out of range`);
-  const u = BigInt.asUintN(64, b);
-  return { low: Number(u & 0xffffffffn) | 0, high: Number(u >> 32n) | 0 };
+  else bad(path(), `expected a 64-bit integer (bigint), got ${typeof v}`);
+  if (signed ? b < S64_MIN || b > S64_MAX : b < 0n || b > U64_MAX) bad(path(), `${b} out of range`);
+  return b;
 }
 
-function toPbValue(f: FieldPlan, v: unknown, path: string): unknown {
+function int32Of(v: unknown, path: () => string, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) bad(path(), `expected ${what}, got ${String(v)}`);
+  return v;
+}
+
+/** Checks one value of field `f` and writes its key and value. */
+function writeValue(out: Out, f: FieldPlan, v: unknown, path: () => string): void {
+  out.varint32((f.id << 3) | f.wire);
   switch (f.kind) {
-    case 'u64': return toLongBits(v, false, path);
-    case 's64': return toLongBits(v, true, path);
+    case 'u64':
+    case 's64': {
+      const b = bits64(v, f.kind === 's64', path);
+      switch (f.protoType) {
+        case 'sint64': out.varint64(BigInt.asUintN(64, (b << 1n) ^ (b >> 63n))); break;
+        case 'fixed64': case 'sfixed64': out.fixed64(BigInt.asUintN(64, b)); break;
+        default: out.varint64(BigInt.asUintN(64, b));
+      }
+      return;
+    }
     case 'u32':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) bad(path, `expected a uint32, got ${String(v)}`);
-      return v;
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) bad(path(), `expected a uint32, got ${String(v)}`);
+      if (f.protoType === 'fixed32') { out.need(4); out.buf.writeUInt32LE(v, out.n); out.n += 4; } else out.varint32(v);
+      return;
     case 's32':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) bad(path, `expected an int32, got ${String(v)}`);
-      return v;
-    case 'enum':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) bad(path, `expected an enum number, got ${String(v)}`);
-      return v;
+    case 'enum': {
+      const x = int32Of(v, path, f.kind === 'enum' ? 'an enum number' : 'an int32');
+      if (f.protoType === 'sint32') out.varint32(((x << 1) ^ (x >> 31)) >>> 0);
+      else if (f.protoType === 'sfixed32') { out.need(4); out.buf.writeInt32LE(x, out.n); out.n += 4; }
+      else if (x < 0) out.varint64(BigInt.asUintN(64, BigInt(x)));
+      else out.varint32(x);
+      return;
+    }
     case 'bool':
-      if (typeof v !== 'boolean') bad(path, `expected a boolean, got ${typeof v}`);
-      return v;
+      if (typeof v !== 'boolean') bad(path(), `expected a boolean, got ${typeof v}`);
+      out.varint32(v ? 1 : 0);
+      return;
     case 'string':
-      if (typeof v !== 'string') bad(path, `expected a string, got ${typeof v}`);
-      return v;
+      if (typeof v !== 'string') bad(path(), `expected a string, got ${typeof v}`);
+      out.bytes(Buffer.from(v, 'utf8'));
+      return;
     case 'bytes':
-      if (!(v instanceof Uint8Array)) bad(path, `expected a Buffer, got ${typeof v}`);
-      return v;
+      if (!(v instanceof Uint8Array)) bad(path(), `expected a Buffer, got ${typeof v}`);
+      out.bytes(v);
+      return;
     case 'float':
-      if (typeof v !== 'number') bad(path, `expected a number, got ${typeof v}`);
-      return v;
+      if (typeof v !== 'number') bad(path(), `expected a number, got ${typeof v}`);
+      if (f.protoType === 'double') { out.need(8); out.buf.writeDoubleLE(v, out.n); out.n += 8; } else { out.need(4); out.buf.writeFloatLE(v, out.n); out.n += 4; }
+      return;
     case 'message':
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'expected an object');
-      return toPb(f.message!(), v as PlainMessage, path);
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path(), 'expected an object');
+      out.delimited(() => writeMessage(out, f.message!(), v as PlainMessage, path));
+      return;
   }
 }
 
-function toPb(plan: MessagePlan, obj: PlainMessage, path: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+function writeMessage(out: Out, plan: MessagePlan, obj: PlainMessage, path: () => string): void {
   for (const f of plan.fields) {
     const v = obj[f.name];
-    const p = `${path}.${f.name}`;
+    const p = (): string => `${path()}.${f.name}`;
     if (v === undefined || v === null) {
-      if (f.required) bad(p, 'missing required field');
+      if (f.required) bad(p(), 'missing required field');
       continue;
     }
     if (f.repeated) {
-      if (!Array.isArray(v)) bad(p, 'expected an array');
-      if (v.length) out[f.name] = v.map((x, i) => toPbValue(f, x, `${p}[${i}]`));
+      if (!Array.isArray(v)) bad(p(), 'expected an array');
+      for (let i = 0; i < v.length; i++) writeValue(out, f, v[i], () => `${p()}[${i}]`);
     } else {
-      out[f.name] = toPbValue(f, v, p);
+      writeValue(out, f, v, p);
     }
   }
-  return out;
 }
 
 /** Serializes a plain message; invalid or missing required values → TypeError naming the field. */
 export function encodeMessage(typeName: string, obj: object): Buffer {
   const plan = messagePlan(typeName);
-  const bytes = plan.type.encode(toPb(plan, obj as PlainMessage, typeName)).finish();
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Out();
+  writeMessage(out, plan, obj as PlainMessage, () => typeName);
+  return out.buf.subarray(0, out.n);
 }

@@ -167,6 +167,23 @@ export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pages
   return { runs, bytes: out.bytes, scanned: out.scanned, zero: out.zero, ...(out.checksums ? { checksums: out.checksums } : {}) };
 }
 
+/**
+ * The pages dumpPages would take from `regions`, found from the pagemap only
+ * (for memory served later from the frozen process: `dump --lazy-pages`).
+ */
+export function scanPages(pid: number, pagemap: Pagemap, regions: readonly DumpRegion[]): { runs: DumpedRun[]; scanned: number; zero: number } {
+  const r = new BigUint64Array(regions.length * 3);
+  regions.forEach((g, i) => {
+    r[3 * i] = g.start;
+    r[3 * i + 1] = BigInt(g.nPages);
+    r[3 * i + 2] = BigInt(g.mode);
+  });
+  const out = addon.scanPages(pid, pagemap.fd, r);
+  const runs: DumpedRun[] = [];
+  for (let i = 0; i < out.runs.length; i += 3) runs.push({ vaddr: out.runs[i]!, nPages: Number(out.runs[i + 1]!), region: Number(out.runs[i + 2]!) });
+  return { runs, scanned: out.scanned, zero: out.zero };
+}
+
 export const KCMP = { FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6, EPOLL_TFD: 7 } as const;
 
 /** kcmp(2): true when both refer to the same kernel object. */

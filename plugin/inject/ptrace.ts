@@ -6,6 +6,7 @@
 import { Errno, sysError } from '../errors.js';
 import { readFileSync } from 'node:fs';
 import { addon } from '../native/addon.js';
+import { count, phasesOn } from '../phases.js';
 import type { NativeRseqConfiguration, NativeWaitStatus, UserRegsStruct } from '../native/types.js';
 import { NT, PTRACE_EVENT } from './constants.js';
 
@@ -160,7 +161,12 @@ export interface InjectOptions {
  * nanosleep/futex resumes its own syscall correctly later).
  */
 export function injectSyscall(tid: number, nr: number, args: readonly (bigint | number)[], opts: InjectOptions): bigint {
-  return addon.injectSyscall(tid, nr, [...args], opts.gadget, opts.trap === true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  if (!phasesOn) return addon.injectSyscall(tid, nr, [...args], opts.gadget, opts.trap === true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const t = performance.now();
+  const r = addon.injectSyscall(tid, nr, [...args], opts.gadget, opts.trap === true, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  count('injected syscalls', performance.now() - t);
+  count(`injected syscall ${nr}`, performance.now() - t);
+  return r;
 }
 
 /**

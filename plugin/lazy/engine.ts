@@ -2,7 +2,7 @@
 // lazy-pages server drives. Kept as an interface so the server's policy
 // (lifecycle, push, failure handling) is unit-tested with a fake; the real
 // FaultEngine satisfies it structurally (engine-adapter.ts).
-import type { EngineEvent, FaultLogEntry, ProcStats } from '../uffd/engine.js';
+import type { EngineEvent, FaultLogEntry, ProcStats, SharedObjectStats } from '../uffd/engine.js';
 import type { PlannedRange } from './types.js';
 
 /** The engine's events, as plugin/uffd defines them (one definition). */
@@ -35,11 +35,17 @@ export interface FaultEngineLike {
   setFaultLog?(capacity: number): void;
   drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };
   release(proc: number): void;
+  /** Shared memory objects served lazily (optional: fakes and old engines have none; their processes are then refused). */
+  addSharedObject?(name: string, size: bigint, data: readonly { offset: bigint; len: bigint; source: number; fileOffset: bigint }[]): number;
+  sharedStats?(): SharedObjectStats[];
   /** Native page-server links (optional: fakes and old engines have none). */
   readonly threads?: number;
   attachLink?(slot: number, fd: number, opts?: { stallMs?: number }): void;
   detachLink?(slot: number): void;
   links?(): { gets: number; pages: number }[];
+  /** Native bulk pull of a process's remote pages over `fd` (optional, as above): its id; ends with 'pull-end'. */
+  startPull?(proc: number, fd: number, opts?: { getPages?: number; windowPages?: number; stallMs?: number }): number;
+  stopPull?(pull: number): void;
   /** A duplicate of the process's uffd owned by the caller (optional: fakes need not have it). */
   dupUffd?(proc: number): number;
   stats(): { procs: EngineProcStatsLike[] };

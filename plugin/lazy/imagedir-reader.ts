@@ -4,6 +4,7 @@
 import { ImageDir } from '../images/imagedir.js';
 import type { RawImageReader } from './images.js';
 import type { PagemapRun, VmaInfo } from './plan.js';
+import { planLazyShmem, type LazyShmemTable } from './shmem.js';
 
 class ImageDirReader implements RawImageReader {
   private pidList: Promise<number[]> | undefined;
@@ -34,6 +35,10 @@ class ImageDirReader implements RawImageReader {
       }
     }
     return { pagemapFile: reader.file, pagesFile: reader.pagesPath, runs: runs(), close: () => reader.close() };
+  }
+
+  lazyShmem(): Promise<LazyShmemTable> {
+    return planLazyShmem(this.images);
   }
 
   async parent(): Promise<RawImageReader | undefined> {

@@ -4,7 +4,8 @@
 // imagedir-reader.ts implements over plugin/images' ImageDir.
 import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
-import { ParentPagemap, planRanges, type PagemapRun, type Plan, type VmaInfo } from './plan.js';
+import { ParentPagemap, planRanges, withSharedSpans, type PagemapRun, type Plan, type VmaInfo } from './plan.js';
+import { EMPTY_LAZY_SHMEM, type LazyShmemObject, type LazyShmemTable } from './shmem.js';
 import type { PlannedRange } from './types.js';
 
 /** The raw reads (one image directory level). */
@@ -21,14 +22,24 @@ export interface RawImageReader {
   pagemap(pid: number): Promise<{ pagemapFile: string; pagesFile: string; runs: AsyncIterable<PagemapRun>; close(): Promise<void> } | undefined>;
   /** The reader of `parent/` when it exists. */
   parent(): Promise<RawImageReader | undefined>;
+  /** The shared memory objects served lazily (plugin/lazy/shmem.ts); absent: none. */
+  lazyShmem?(): Promise<LazyShmemTable>;
 }
+
+/** Registers a shared memory object with the engine; returns its object id. */
+export type AddSharedObject = (o: LazyShmemObject, addSource: (path: string) => number) => number;
 
 /** What the server asks of the images. */
 export interface LazyImageProvider {
   readonly dir: string;
   pids(): Promise<number[]>;
-  /** Builds the lazy plan of `pid`; `addSource` registers a pages file with the engine. */
-  plan(pid: number, addSource: (path: string) => number): Promise<Plan>;
+  /**
+   * Builds the lazy plan of `pid`; `addSource` registers a pages file with
+   * the engine, `addShared` a shared memory object (once per object for the
+   * provider's lifetime). Without `addShared`, a process with lazily served
+   * shared memory is refused (its VMAs would otherwise read zeros).
+   */
+  plan(pid: number, addSource: (path: string) => number, addShared?: AddSharedObject): Promise<Plan>;
 }
 
 export class ImagePlanner implements LazyImageProvider {
@@ -45,9 +56,34 @@ export class ImagePlanner implements LazyImageProvider {
     return this.reader.pids();
   }
 
-  async plan(pid: number, addSource: (path: string) => number): Promise<Plan> {
+  private shmem: Promise<LazyShmemTable> | undefined;
+  private readonly sharedIds = new Map<string, number>();
+
+  /** Spans of `pid`'s lazily served shared memory, registering their objects on first use. */
+  private async sharedSpans(pid: number, addSource: (path: string) => number, addShared: AddSharedObject | undefined): Promise<PlannedRange[]> {
+    this.shmem ??= this.reader.lazyShmem?.() ?? Promise.resolve(EMPTY_LAZY_SHMEM);
+    const table = await this.shmem;
+    const vmas = table.vmas.get(pid) ?? [];
+    if (vmas.length === 0) return [];
+    if (!addShared) throw new UserError(`pid ${pid}: its shared memory is left to the lazy-pages daemon, which cannot serve shared memory here`);
+    return vmas.map((v) => {
+      let id = this.sharedIds.get(v.key);
+      if (id === undefined) {
+        id = addShared(table.objects.get(v.key)!, addSource);
+        this.sharedIds.set(v.key, id);
+      }
+      return { start: v.start, end: v.end, src: { kind: 'shared', object: id, offset: v.offset } };
+    });
+  }
+
+  async plan(pid: number, addSource: (path: string) => number, addShared?: AddSharedObject): Promise<Plan> {
     const known = await this.reader.pids();
     if (!known.includes(pid)) throw new UserError(`${this.reader.dir}: pid ${pid} is not in pstree.img`);
+    const shared = await this.sharedSpans(pid, addSource, addShared);
+    return withSharedSpans(await this.privatePlan(pid, addSource), shared);
+  }
+
+  private async privatePlan(pid: number, addSource: (path: string) => number): Promise<Plan> {
     const vmas = await this.reader.vmas(pid);
     const pm = await this.reader.pagemap(pid);
     const sources = new Map<string, number>();

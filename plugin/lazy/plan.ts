@@ -67,6 +67,9 @@ export interface Plan {
   zeroBytes: bigint;
   remoteBytes: bigint;
   lazyVmas: number;
+  /** Bytes of shared memory VMAs served from their objects (withSharedSpans). */
+  sharedBytes?: bigint;
+  sharedVmas?: number;
 }
 
 /** Builds the range table; ranges never cross a VMA boundary. */
@@ -154,7 +157,7 @@ class RangeSink {
     const len = r.end - r.start;
     if (r.src.kind === 'file') this.fileBytes += len;
     else if (r.src.kind === 'zero') this.zeroBytes += len;
-    else this.remoteBytes += len;
+    else if (r.src.kind === 'remote') this.remoteBytes += len;
     const last = this.ranges[this.ranges.length - 1];
     if (last && this.lastVma === vma && last.end === r.start && continues(last, r)) {
       last.end = r.end;
@@ -170,7 +173,24 @@ function continues(prev: PlannedRange, next: PlannedRange): boolean {
   const n: PageSource = next.src;
   if (p.kind === 'zero') return n.kind === 'zero';
   if (p.kind === 'file') return n.kind === 'file' && n.source === p.source && n.offset === p.offset + (prev.end - prev.start);
+  if (p.kind === 'shared') return n.kind === 'shared' && n.object === p.object && n.offset === p.offset + (prev.end - prev.start);
   return n.kind === 'remote' && n.imageAddr === p.imageAddr + (prev.end - prev.start);
+}
+
+/**
+ * Adds the spans of shared memory VMAs (object offsets, plugin/lazy/shmem.ts)
+ * to a plan's private ranges: sorted, and refused if any overlaps (the
+ * images would be inconsistent).
+ */
+export function withSharedSpans(plan: Plan, spans: readonly PlannedRange[]): Plan {
+  if (spans.length === 0) return plan;
+  const ranges = [...plan.ranges, ...spans].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i]!.start < ranges[i - 1]!.end) throw new UserError(`pid ${plan.pid}: shared memory VMA at 0x${ranges[i]!.start.toString(16)} overlaps another lazy range in the mm image`);
+  }
+  let sharedBytes = 0n;
+  for (const s of spans) sharedBytes += s.end - s.start;
+  return { ...plan, ranges, sharedBytes, sharedVmas: spans.length };
 }
 
 /** Sum of bytes that must be copied (file + remote), i.e. what is "lazy" for completion. */

@@ -5,11 +5,12 @@
 // before push windows.
 import { isSystemError } from '../errors.js';
 import { PAGE } from '../images/memory.js';
-import type { FaultEngineLike } from './engine.js';
+import type { EngineEventLike, FaultEngineLike } from './engine.js';
 import { errText, toError } from './helpers.js';
 import type { Proc } from './proc.js';
 import { isAlive } from './procfs.js';
 import type { Span } from './span.js';
+import { RemotePulls } from './remote-pull.js';
 import { TokenBucket } from './token-bucket.js';
 import type { LazyProcessState, RemotePageSource } from './types.js';
 
@@ -33,6 +34,8 @@ export class PushScheduler {
   /** Pages the push copied, all processes. */
   pushedPages = 0;
   private readonly bucket: TokenBucket;
+  /** Native bulk pulls of remote ranges (no bandwidth cap only). */
+  private readonly pulls: RemotePulls | undefined;
 
   constructor(
     private readonly host: PushHost,
@@ -41,6 +44,28 @@ export class PushScheduler {
     bandwidthBytesPerSec: number | undefined,
   ) {
     this.bucket = new TokenBucket(bandwidthBytesPerSec, () => this.pump());
+    if (!bandwidthBytesPerSec) {
+      this.pulls = new RemotePulls({
+        engine: host.engine,
+        remote: host.remote,
+        isClosed: () => !host.pushAllowed(),
+        ended: (p, pages, last) => {
+          this.count(p, BigInt(pages) * PAGE);
+          if (!last) return;
+          if (p.pushInFlight > 0) {
+            p.pushInFlight--;
+            this.inFlight--;
+          }
+          if (p.completePending && p.pushInFlight === 0) this.host.finish(p, 'complete');
+          this.pump();
+        },
+      });
+    }
+  }
+
+  /** The engine's 'pull-end' of a bulk pull stream. */
+  onPullEnd(ev: Extract<EngineEventLike, { type: 'pull-end' }>): void {
+    this.pulls?.onPullEnd(ev);
   }
 
   /** Issues background chunks while there is room; the engine serves faults before them. */
@@ -52,6 +77,12 @@ export class PushScheduler {
       for (const p of this.host.procs()) {
         if (this.inFlight >= this.maxInFlight) break;
         if (p.state !== 'serving' || p.pushInFlight > 0 || p.push.paused || p.completePending) continue;
+        if (this.host.remote && this.pulls?.start(p)) {
+          p.pushInFlight++;
+          this.inFlight++;
+          progress = true;
+          continue;
+        }
         if (!this.bucket.take(Number(this.chunk))) return;
         const remote = this.nextRemoteChunk(p);
         if (remote) {

@@ -11,6 +11,16 @@ export class RemoteCursor {
   /** `ranges` may be shared with forked children (each has its own cursor). */
   constructor(readonly ranges: Span[] = []) {}
 
+  /** Nothing handed out yet (a native bulk pull may take the whole push). */
+  get fresh(): boolean {
+    return this.index === 0 && this.cursor === 0n;
+  }
+
+  /** Everything was pushed another way (a native bulk pull): nothing more to hand out. */
+  finishAll(): void {
+    this.index = this.ranges.length;
+  }
+
   /** Next chunk of at most `chunk` bytes, or undefined when all were handed out. */
   next(chunk: bigint): { start: bigint; len: bigint } | undefined {
     while (this.index < this.ranges.length) {

@@ -6,7 +6,7 @@
 // background push), socket-sessions.ts (the lazy-pages socket),
 // child-tracker.ts (forked children's pids and watchdog guard),
 // fault-log.ts and stats-file.ts (the --stats-file), options.ts.
-import { trace } from '../trace.js';
+import { mark } from '../phases.js';
 import { join } from 'node:path';
 import { UserError, sysError } from '../errors.js';
 import { PAGE } from '../images/memory.js';
@@ -19,7 +19,7 @@ import type { EngineEventLike, EngineFactory, EngineProcStatsLike, FaultEngineLi
 import { TypedEmitter } from './emitter.js';
 import { FaultLogDrain } from './fault-log.js';
 import { closeQuietly, errText, toError } from './helpers.js';
-import type { LazyImageProvider } from './images.js';
+import type { AddSharedObject, LazyImageProvider } from './images.js';
 import { killPid, type KillOutcome } from './kill.js';
 import {
   DEFAULT_CHUNK, DEFAULT_FAULT_AROUND, DEFAULT_PUSH_IN_FLIGHT, DEFAULT_RECORD_SECONDS, DEFAULT_THREADS, DEFAULT_WS_HOLD_MS, validateOptions,
@@ -29,7 +29,9 @@ import { Proc } from './proc.js';
 import { identify, isAlive } from './procfs.js';
 import { PushScheduler } from './push-scheduler.js';
 import type { LazySocket, LazySocketHandlers } from './socket.js';
+import { addSharedObjectTo } from './shmem.js';
 import { SocketSessions } from './socket-sessions.js';
+import type { SharedObjectStats } from '../uffd/engine.js';
 import { writeStatsFile } from './stats-file.js';
 import type {
   AdoptOptions, EngineLinks, LazyEventMap, LazyPagesServerOptions, LazyProcessState, LazyProcessStats, LazyServerStats,
@@ -137,7 +139,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   /** Opens the images and starts the engine (and the socket, if asked). */
   static async open(options: LazyPagesServerOptions, deps: LazyPagesServerDeps = {}): Promise<LazyPagesServer> {
     validateOptions(options);
-    trace('server open');
+    mark('server open');
     const images = deps.images ?? (await (await import('./images.js')).openImageProvider(options.imagesDir, options.remote !== undefined));
     // Engine events reach the server through this indirection, wired once the server exists.
     let sink: ((evs: EngineEventLike[]) => void) | undefined;
@@ -150,7 +152,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
-    trace('images + engine');
+    mark('images + engine');
     let watchdog = deps.watchdog;
     if (!watchdog && (options.watchdog ?? !deps.engineFactory)) {
       try {
@@ -160,7 +162,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw new UserError(`lazy-pages: cannot start the daemon-death watchdog: ${errText(e)} (--no-watchdog to run without it)`, { cause: e });
       }
     }
-    trace('watchdog started');
+    mark('watchdog started');
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
     // A page source lost for good (page server unreachable past its timeout,
@@ -193,7 +195,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw e;
       }
     }
-    trace('server listening');
+    mark('server listening');
     server.planAhead();
     return server;
   }
@@ -218,12 +220,12 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
           ws.catch(() => {}); // reported when the pid is adopted
           this.plannedWs.set(pid, ws);
         }
-        const p = prev.then(() => this.images.plan(pid, (path) => this.addSource(path)));
+        const p = prev.then(() => this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()));
         p.catch(() => {}); // reported when the pid is adopted
         this.planned.set(pid, p);
         prev = p.catch(() => {});
       }
-      return prev.then(() => trace('planned ahead'));
+      return prev.then(() => mark('planned ahead'));
     }).catch(() => { /* pstree unreadable: each adoption says so */ });
   }
 
@@ -292,10 +294,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       : Promise.resolve(undefined);
     let plan: Plan;
     try {
-      trace(`pid ${pid} adopt: planning`);
+      mark(`pid ${pid} adopt: planning`);
       const ahead = this.planned.get(pid);
       this.planned.delete(pid);
-      [plan] = await Promise.all([ahead ?? this.images.plan(pid, (path) => this.addSource(path)), replay]);
+      [plan] = await Promise.all([ahead ?? this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()), replay]);
     } catch (e) {
       this.pendingAdopts--;
       // Kill before closing the uffd: once the last copy is closed the kernel
@@ -304,7 +306,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       closeQuietly(uffd);
       throw err;
     }
-    trace(`pid ${pid} planned`);
+    mark(`pid ${pid} planned`);
     if (this.watchdog) {
       // The watchdog holds its own copy of the uffd before the process may
       // run: if this daemon dies, the process blocks and is killed instead
@@ -318,7 +320,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw err;
       }
     }
-    trace(`pid ${pid} watchdog adopted`);
+    mark(`pid ${pid} watchdog adopted`);
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
@@ -334,7 +336,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (pidfd !== undefined) closeQuietly(pidfd);
       throw err;
     }
-    trace(`pid ${pid} engine adopted`);
+    mark(`pid ${pid} engine adopted`);
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
     p.hostPid = hostPid;
@@ -488,6 +490,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (p.state === 'serving') this.failProcess(p, 'the lazy-pages server was closed while it still had pages to serve', new Error('server closed'));
     }
     await this.stopRecording();
+    this.sharedStats(); // kept for the stats file and callers once the engine is gone
     this.closed = true;
     clearInterval(this.poller);
     this.push.close();
@@ -502,6 +505,21 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       log.warn(`lazy-pages: closing the watchdog: ${errText(e)}`);
     }
     for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /** Page counters of the lazily served shared memory objects (native/engine/shared.cc), in the order they were registered. */
+  sharedStats(): SharedObjectStats[] {
+    if (!this.closed && this.engine.sharedStats) this.lastShared = this.engine.sharedStats();
+    return this.lastShared;
+  }
+
+  private lastShared: SharedObjectStats[] = [];
+
+  /** Registers a lazily served shared memory object (plugin/lazy/shmem.ts), if the engine can serve one. */
+  private sharedAdder(): AddSharedObject | undefined {
+    const engine = this.engine;
+    if (!engine.addSharedObject) return undefined;
+    return (o, addSource) => addSharedObjectTo({ addSharedObject: (...a) => engine.addSharedObject!(...a) }, o, addSource);
   }
 
   /** Registers a pages file with the engine, with its checksums unless verification is off. */
@@ -564,6 +582,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (ev.type === 'link-error') {
         // The engine already closed the link and re-routed its GETs to 'need'.
         for (const l of this.linkErrorListeners) l(ev.slot, ev.message);
+        continue;
+      }
+      if (ev.type === 'pull-end') {
+        this.push.onPullEnd(ev);
         continue;
       }
       try {
@@ -779,7 +801,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     this.drainLog();
     writeStatsFile(f, {
       startedAt: this.startedAt, totals: this.stats(), procs: this.procs.values(),
-      snapshotOf: (p) => this.snapshotOf(p), logDropped: this.faultLog.dropped,
+      snapshotOf: (p) => this.snapshotOf(p), logDropped: this.faultLog.dropped, sharedObjects: this.sharedStats(),
     });
   }
 }

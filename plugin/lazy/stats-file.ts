@@ -3,6 +3,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { latencySummary, type ProcessStats, type StatsFile } from '../stats/format.js';
 import type { Proc } from './proc.js';
+import type { SharedObjectStats } from '../uffd/engine.js';
 import type { LazyProcessStats, LazyServerStats } from './types.js';
 
 export interface StatsFileInput {
@@ -12,6 +13,8 @@ export interface StatsFileInput {
   snapshotOf(p: Proc): LazyProcessStats;
   /** Fault-log entries the engine dropped (added to every process's timelineDropped). */
   logDropped: number;
+  /** Lazily served shared memory objects (omitted from the file when none). */
+  sharedObjects?: readonly SharedObjectStats[];
 }
 
 export function writeStatsFile(path: string, input: StatsFileInput): void {
@@ -44,6 +47,7 @@ export function writeStatsFile(path: string, input: StatsFileInput): void {
     ...totals,
     bytesCopied: totals.bytesCopied.toString(), lazyBytes: totals.lazyBytes.toString(), lazyBytesLeft: totals.lazyBytesLeft.toString(),
     processes: procs, memory: selfMemory(),
+    ...(input.sharedObjects?.length ? { sharedObjects: [...input.sharedObjects] } : {}),
   } as StatsFile;
   writeFileSync(path, `${JSON.stringify(body, (_, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
 }

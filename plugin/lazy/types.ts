@@ -5,7 +5,9 @@
 export type PageSource =
   | { kind: 'file'; source: number; offset: bigint }
   | { kind: 'zero' }
-  | { kind: 'remote'; imageAddr: bigint };
+  | { kind: 'remote'; imageAddr: bigint }
+  /** A shared memory object registered with the engine (plugin/lazy/shmem.ts); `offset`: object offset of the range start. */
+  | { kind: 'shared'; object: number; offset: bigint };
 
 /** A run of pages [start, end) with one source; `start`/`end` page-aligned, run-time addresses. */
 export interface PlannedRange {
@@ -30,6 +32,14 @@ export interface RemotePageSource {
    * links are attached (or given up); `unbind` stops it (daemon closing).
    */
   bindEngine?(links: EngineLinks): { ready: Promise<void>; unbind(): void };
+  /**
+   * Optional native bulk transfer: a fresh plain TCP connection to the page
+   * server that carries nothing else, for the engine's bulk pull of one
+   * process (undefined when the source cannot give one: TLS, a server that
+   * takes one connection). The engine keeps a duplicate of `fd`; the caller
+   * calls close() once it was handed over.
+   */
+  openPullSocket?(): Promise<{ fd: number; stallMs: number; close(): void } | undefined>;
 }
 
 /** What a remote page source may do with the engine's native page-server links (one per engine thread). */

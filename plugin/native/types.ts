@@ -70,7 +70,14 @@ export type RawEngineEvent =
    * stalled or a malformed reply) and was closed; its `lost` unanswered GETs
    * were turned into 'need' events. Attach a fresh socket to resume.
    */
-  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string };
+  | { type: 'link-error'; proc: 0; slot: number; lost: number; code: string; errno: number; syscall: string; message: string }
+  /**
+   * A bulk pull (startPull) ended: every remote page of the process placed,
+   * the process gone or failed (no code), or the stream failed (code, errno,
+   * syscall, message: what is left is for the caller's own path). `pages`
+   * copied by the pull. Call stopPull(pull) to free it.
+   */
+  | { type: 'pull-end'; proc: number; pull: number; pages: number; code?: string; errno?: number; syscall?: string; message?: string };
 
 export interface RawLinkStats {
   attached: boolean;
@@ -94,11 +101,30 @@ export interface RawProcStats {
   latencyLog2Ns: number[];
 }
 
+/** Page counters of one lazily served shared memory object (native/engine/shared.cc). */
+export interface RawSharedStats {
+  name: string;
+  /** Image pages placed with UFFDIO_COPY: each at most once. */
+  copiedPages: number;
+  /** Holes placed with UFFDIO_ZEROPAGE. */
+  zeroPages: number;
+  /** Served pages the program punched out and faulted on again (zero page). */
+  refilledPages: number;
+  /** Pages found present (EEXIST) when first placed. */
+  presentPages: number;
+  /** Pages discarded before they were served (their processes killed). */
+  poisonedPages: number;
+  servedPages: number;
+}
+
 export interface NativeFaultEngineHandle {
   /** checksums: CRC32C per chunkSize bytes of the file (verified on first use of a chunk). */
   addSource(path: string, checksums?: Uint32Array, chunkSize?: number): { id: number; size: bigint };
-  /** ranges: [start, end, kind (0 file, 1 zero, 2 remote), source, offset|imageAddr] per range. */
+  /** ranges: [start, end, kind (0 file, 1 zero, 2 remote, 3 shared), source|object, offset|imageAddr|objectOffset] per range. */
   adopt(uffd: number, ranges: BigUint64Array, pidfd: number, remotePid?: number): number;
+  /** A shared memory object of `size` bytes; data: [objOffset, objEnd, source, fileOffset] per image run. */
+  addSharedObject(name: string, size: bigint, data: BigUint64Array): number;
+  sharedStats(): RawSharedStats[];
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
@@ -115,6 +141,11 @@ export interface NativeFaultEngineHandle {
   attachLink(slot: number, fd: number, stallMs: bigint, spinMicros: bigint): void;
   detachLink(slot: number): void;
   links(): RawLinkStats[];
+  /** Bulk pull of the process's remote pages over `fd` on a thread of its own (the engine keeps a duplicate): its id. */
+  startPull(proc: number, fd: number, getPages: bigint, windowPages: bigint, stallMs: bigint): number;
+  /** Stops and joins a pull (no event); no-op when unknown. */
+  stopPull(pull: number): void;
+  pullStats(pull: number): { pages: number; gets: number } | undefined;
   /** A new fd (close-on-exec) duplicating the process's uffd; ESRCH once it is closed. */
   dupUffd(proc: number): number;
   stats(): { procs: RawProcStats[]; threadCpuNs: bigint[] };
@@ -254,6 +285,12 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /**
+   * The pages dumpPages would select, from the pagemap alone (nothing read
+   * from the process; pages mapping the kernel's zero page left out):
+   * (vaddr, nPages, regionIndex) triples.
+   */
+  scanPages(pid: number, pagemapFd: number, regions: BigUint64Array): { runs: BigUint64Array; scanned: number; zero: number };
   /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;
@@ -452,6 +489,8 @@ export interface FdsNative {
   /** A pipe's buffer size and queued bytes (tee: the pipe keeps them). */
   pipePeek(fd: number): { size: number; data: Buffer };
   fdFcntl(fd: number, cmd: number, arg: number): number;
+  /** linkat(from, to, AT_SYMLINK_FOLLOW): a new name for the file a /proc magic link points at. */
+  linkFollow(from: string, to: string): void;
   /** send(MSG_DONTWAIT | MSG_NOSIGNAL); returns bytes sent. */
   sendNoWait(fd: number, data: Buffer): number;
   getsockoptInt(fd: number, level: number, name: number): number;

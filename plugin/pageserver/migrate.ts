@@ -59,9 +59,33 @@ export interface MigrateReceiveOptions {
   prefetch?: boolean;
   pidns?: boolean;
   shellJob?: boolean;
+  /** CRIU's restore options that must match the dump's (see MigrateSocketOptions). */
+  sockets?: MigrateSocketOptions;
   progressIntervalMs?: number;
   onProgress?: (p: MigrateProgress) => void;
   log?: (line: string) => void;
+}
+
+/**
+ * CRIU's options that both halves need (given to the dump and to the
+ * restore): --tcp-established (a client keeps its connection when the
+ * destination has the server's address: the dump locks the connection in
+ * the source's network namespace, the restore recreates it in the
+ * destination's), --ext-unix-sk, --file-locks.
+ */
+export interface MigrateSocketOptions {
+  tcpEstablished?: boolean;
+  extUnixSk?: boolean;
+  fileLocks?: boolean;
+}
+
+/** The same options as migrate-receive arguments. */
+export function socketOptionArgs(o: MigrateSocketOptions | undefined): string[] {
+  return [
+    ...(o?.tcpEstablished ? ['--tcp-established'] : []),
+    ...(o?.extUnixSk ? ['--ext-unix-sk'] : []),
+    ...(o?.fileLocks ? ['--file-locks'] : []),
+  ];
 }
 
 /** Destination half: daemon + restore + wait for every page; the restored tree keeps running. */
@@ -92,6 +116,8 @@ export async function migrateReceive(opts: MigrateReceiveOptions): Promise<Migra
     const tree = await restore({
       imagesDir: opts.imagesDir, lazySocket: socketPath, detached: true,
       pidns: opts.pidns !== false, shellJob: opts.shellJob === true,
+      tcpEstablished: opts.sockets?.tcpEstablished === true, extUnixSk: opts.sockets?.extUnixSk === true,
+      fileLocks: opts.sockets?.fileLocks === true,
     });
     const runningAfterMs = performance.now() - t0;
     log(`migrate: tree running as pid ${tree.pid} after ${runningAfterMs.toFixed(0)} ms; pages follow`);
@@ -174,6 +200,8 @@ export interface MigrateOptions {
   pidns?: boolean;
   timeoutSec?: number;
   shellJob?: boolean;
+  /** Passed to the dump and to the destination's restore. */
+  sockets?: MigrateSocketOptions;
   /** Receives the destination's progress lines and messages (default: our stderr). */
   onDestLine?: (line: string) => void;
   log?: (line: string) => void;
@@ -189,6 +217,8 @@ export async function migrate(opts: MigrateOptions): Promise<MigrateReport> {
   const abort = new AbortController();
   const dumped = dump({
     pid: opts.pid, imagesDir: opts.sourceDir, shellJob: opts.shellJob === true,
+    tcpEstablished: opts.sockets?.tcpEstablished === true, extUnixSk: opts.sockets?.extUnixSk === true,
+    fileLocks: opts.sockets?.fileLocks === true,
     lazyPages: {
       address: opts.address, port: opts.port ?? 0, insecure: opts.insecure === true,
       reconnectTimeoutMs: ((opts.timeoutSec ?? 30) + 30) * 1000,
@@ -216,6 +246,7 @@ export async function migrate(opts: MigrateOptions): Promise<MigrateReport> {
     ...(opts.pidns === false ? ['--no-pidns'] : []),
     ...(opts.insecure ? ['--insecure'] : []),
     ...(opts.shellJob ? ['--shell-job'] : []),
+    ...socketOptionArgs(opts.sockets),
     ...(dt ? ['--tls', ...(dt.cacert ? ['--tls-cacert', dt.cacert] : []), ...(dt.cert ? ['--tls-cert', dt.cert] : []), ...(dt.key ? ['--tls-key', dt.key] : [])] : []),
   ];
   const argv = opts.destNetns ? ['ip', 'netns', 'exec', opts.destNetns, process.execPath, ...args] : [process.execPath, ...args];

@@ -137,6 +137,23 @@ export class PageServerPageSource {
     };
   }
 
+  /** A raw connection for the engine's bulk pull (plain TCP, multi-connection servers only). */
+  async openPullSocket(): Promise<{ fd: number; stallMs: number; close(): void } | undefined> {
+    if (!this.client.plainTcp || this.client.singleConnection || this.fatal) return undefined;
+    const sock = await this.client.connectRaw();
+    const fd = socketFd(sock);
+    if (fd === undefined) {
+      sock.destroy();
+      return undefined;
+    }
+    this.pullSockets++;
+    // Node never reads from it: the engine holds its own duplicate.
+    return { fd, stallMs: this.client.stallTimeoutMs, close: () => sock.destroy() };
+  }
+
+  /** Connections handed out for bulk pulls. */
+  pullSockets = 0;
+
   /** Exactly `len` bytes of `pid` at dump-time `imageAddr` (whole pages). */
   async fetch(pid: number, imageAddr: bigint, len: number, opts: RemoteFetchOptions = { urgent: true }): Promise<Buffer> {
     if (len <= 0 || len % PAGE_SIZE !== 0) throw new RangeError(`remote fetch of ${len} bytes is not a whole number of pages`);

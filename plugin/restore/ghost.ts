@@ -7,12 +7,19 @@
 // file (a mem device node is made with mknod). Once every process of the tree holds what it needs the ghosts are
 // unlinked (remove()), leaving the restored processes an unlinked file, as
 // before the dump. A failed restore removes them too.
+// Files the dump kept by a link-remap name (--link-remap, REMAP_TYPE LINKED,
+// plugin/dump/link-remap.ts) are linked back under their old name, opened
+// by it and unlinked again; the link-remap name is unlinked once the restore
+// has every file open (kept if the restore fails, as CRIU).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, utimesSync, closeSync, ftruncateSync, fchmodSync, fchownSync, futimesSync, openSync, unlinkSync, writeSync, constants } from 'node:fs';
+import { chmodSync, chownSync, utimesSync, closeSync, linkSync, lstatSync, ftruncateSync, fchmodSync, fchownSync, futimesSync, openSync, unlinkSync, writeSync, constants } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import { KIND, RemapType, type FileEntry, type GhostChunkEntry, type GhostFileEntry, type ImageDir, type RemapFilePathEntry } from '../images/index.js';
 
 export class GhostFiles {
+  /** Link-remap names from the dump (CRIU's --link-remap): unlinked once the restore is done, kept if it fails. */
+  private readonly linkNames: string[] = [];
+
   private constructor(private readonly paths: string[]) {}
 
   static none(): GhostFiles {
@@ -33,8 +40,12 @@ export class GhostFiles {
         const type = r.remap_type ?? RemapType.LINKED;
         const f = files.get(r.orig_id);
         if (!f?.reg) throw new ImageError(remapImage, undefined, `remap of files.img id ${r.orig_id}, which is not a regular file`);
+        if (type === RemapType.LINKED) {
+          files.set(r.orig_id, { ...f, reg: { ...f.reg, name: made.linked(remapImage, f.reg.name, r.remap_id, files) } });
+          continue;
+        }
         if (type !== RemapType.GHOST) {
-          throw new UserError(`${remapImage}: ${f.reg.name} (files.img id ${r.orig_id}) is a ${type === RemapType.LINKED ? 'link remap (CRIU --link-remap)' : `remap of type ${type}`}, which restore does not support`);
+          throw new UserError(`${remapImage}: ${f.reg.name} (files.img id ${r.orig_id}) is a remap of type ${type}, which restore does not support`);
         }
         let path = byId.get(r.remap_id);
         if (path === undefined) {
@@ -54,6 +65,35 @@ export class GhostFiles {
   /** Paths of the ghosts on disk (until remove()). */
   get created(): readonly string[] {
     return this.paths;
+  }
+
+  /**
+   * A file the dump kept by a link-remap name (REMAP_TYPE LINKED: files.img
+   * entry `remapId` names it). As CRIU, it is linked back under the name it
+   * had (`path`), so the restored fd shows that name once unlinked; where
+   * that name is taken or its directory is gone it is opened through the
+   * link-remap name itself. Returns the name to open.
+   */
+  private linked(remapImage: string, path: string, remapId: number, files: Map<number, FileEntry>): string {
+    const rf = files.get(remapId);
+    if (!rf?.reg) throw new ImageError(remapImage, undefined, `link remap of ${path} names files.img id ${remapId}, which is not a regular file`);
+    const name = rf.reg.name;
+    try {
+      lstatSync(name);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? String(e);
+      throw new UserError(`${remapImage}: the link remap ${name} of the deleted file ${path} cannot be opened: ${code} (it exists only between a dump that kills the tree and the first successful restore)`, { cause: e });
+    }
+    if (!this.linkNames.includes(name)) this.linkNames.push(name);
+    try {
+      linkSync(name, path);
+    } catch {
+      // Linked back already for another entry of the same file (an fd and a mapping of it)?
+      if (this.paths.includes(path) && sameFile(path, name)) return path;
+      return name; // the name is taken (EEXIST) or its directory is gone (ENOENT)
+    }
+    this.paths.push(path);
+    return path;
   }
 
   private async make(dir: ImageDir, id: number, path: string): Promise<void> {
@@ -122,13 +162,29 @@ export class GhostFiles {
     }
   }
 
-  /** Unlinks every ghost created (idempotent; never throws). */
-  remove(): void {
-    for (const p of this.paths.splice(0)) {
+  /**
+   * Unlinks every ghost and every name linked back for a link remap
+   * (idempotent; never throws). `done`: the restore has every file open, so
+   * the dump's link-remap names go too (a failed restore keeps them, so it
+   * can be tried again, as CRIU).
+   */
+  remove(done = false): void {
+    const names = done ? [...this.paths.splice(0), ...this.linkNames.splice(0)] : this.paths.splice(0);
+    for (const p of names) {
       try {
         unlinkSync(p);
       } catch { /* already gone */ }
     }
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = lstatSync(a);
+    const y = lstatSync(b);
+    return x.ino === y.ino && x.dev === y.dev;
+  } catch {
+    return false;
   }
 }
 

@@ -5,7 +5,7 @@
 // has no acknowledgement, so before dropping its own copy of a uffd the
 // restorer checks (kcmp) that the daemon really holds it: a uffd lost in
 // flight would otherwise leave its process reading zero pages.
-import { readdirSync } from 'node:fs';
+import { readdirSync, realpathSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
 import { addon } from '../native/addon.js';
@@ -16,6 +16,12 @@ const TAKE_TIMEOUT_MS = 10_000;
 export interface LazyHandoff {
   /** True when adoption may still be in progress while the tree already runs (in-process daemon). */
   readonly overlapsRelease: boolean;
+  /**
+   * True when the daemon is ours and serves shared memory lazily
+   * (plugin/lazy/shmem.ts). CRIU's lazy-pages daemon would not know those
+   * ranges: with it, shared memory is restored eagerly, as CRIU does.
+   */
+  readonly servesSharedMemory: boolean;
   /** Hands `uffd` over (ownership passes); `pid` is the image pid, `hostPid` the pid here. */
   adopt(pid: number, uffd: number, hostPid: number): Promise<void>;
   zombie(pid: number): Promise<void>;
@@ -36,6 +42,7 @@ interface LazyServerLike {
 
 class InProcessHandoff implements LazyHandoff {
   readonly overlapsRelease = true;
+  readonly servesSharedMemory = true;
   /** `owned`: the server was opened here and is closed here; a caller's server is left open. */
   constructor(private readonly server: LazyServerLike, private readonly owned = true) {}
   async adopt(pid: number, uffd: number, hostPid: number): Promise<void> {
@@ -61,6 +68,15 @@ class SocketHandoff implements LazyHandoff {
   /** `ready`: a daemon still starting (restore -d's detached daemon); connect once it listens. */
   constructor(readonly path: string, private readonly ready?: Promise<void>) {
     if (ready === undefined) this.connect();
+  }
+  /** A daemon still starting is restore -d's own; a listening one is ours if it runs our program (same executable). */
+  get servesSharedMemory(): boolean {
+    if (this.ready !== undefined) return true;
+    try {
+      return realpathSync(`/proc/${this.daemonPid}/exe`) === realpathSync(process.execPath);
+    } catch {
+      return false;
+    }
   }
   private connect(): void {
     try {

@@ -5,7 +5,6 @@
 import {
   PAGE, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, VMA_ANON_PRIVATE, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 } from '../images/memory.js';
-import { statSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import type {
   CoreEntry,
@@ -21,9 +20,12 @@ import type {
 import { ImageDir, PE_LAZY, PE_PARENT, PE_PRESENT } from '../images/index.js';
 import { FdRestorer, type RestoreFdOptions } from './fds/index.js';
 import { GhostFiles } from './ghost.js';
+import { checkRegFile } from './filecheck.js';
+import type { FileValidation } from '../images/build-id.js';
 import { FileLockRestorer } from './locks.js';
 import { seccompModeOfCore, threadSeccomp, type ThreadSeccomp } from './seccomp.js';
-import { isShmemVma, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
+import { isShmemVma, markLazyShmem, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
+import { planLazyShmem } from '../lazy/shmem.js';
 
 const FD_REG = 1;
 const FD_MEMFD = 18;
@@ -46,6 +48,8 @@ export interface VmaPlan {
   lazyEligible: boolean;
   /** Shared memory object mapped here (memfd or shared anonymous memory, plugin/restore/shmem.ts). */
   shmem?: ShmemVmaRef;
+  /** Lazy restore: its object is served by the lazy-pages daemon (plugin/lazy/shmem.ts), so it is registered with userfaultfd. */
+  lazyShared?: boolean;
 }
 
 export interface ThreadPlan {
@@ -92,23 +96,6 @@ function regFile(files: Map<number, FileEntry>, id: number, what: string, image:
   return f.reg;
 }
 
-/** Checks a file recorded in the image still matches (exists, size and mode where recorded). */
-function checkFileNow(reg: RegFileEntry, what: string, pid: number): void {
-  let st;
-  try {
-    st = statSync(reg.name);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`pid ${pid}: ${what} ${reg.name} cannot be opened: ${code}`, { cause: e });
-  }
-  if (reg.size !== undefined && reg.size !== null && BigInt(st.size) !== BigInt(reg.size)) {
-    throw new UserError(`pid ${pid}: ${what} ${reg.name} has size ${st.size}, the image recorded ${reg.size}: the file changed since the dump`);
-  }
-  if (reg.mode !== undefined && reg.mode !== null && reg.mode !== 0 && (st.mode & 0o170777) !== (reg.mode & 0o170777)) {
-    throw new UserError(`pid ${pid}: ${what} ${reg.name} has mode 0${st.mode.toString(8)}, the image recorded 0${reg.mode.toString(8)}`);
-  }
-}
-
 export function isLazyEligible(v: VmaEntry): boolean {
   if ((v.status & VMA_AREA_REGULAR) === 0) return false;
   if ((v.status & VMA_ANON_PRIVATE) === 0) return false;
@@ -126,9 +113,9 @@ const UNSUPPORTED_STATUS: [number, string][] = [
   [VMA_AREA_UPROBES, 'uprobes'],
 ];
 
-export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fds?: Partial<RestoreFdOptions>; fileLocks?: boolean; log?: (line: string) => void; warn?: (line: string) => void }): Promise<RestorePlan> {
+export async function loadPlan(imagesDir: string, opts: { lazy: boolean; remotePages?: boolean; checkFiles?: boolean; fileValidation?: FileValidation; fds?: Partial<RestoreFdOptions>; fileLocks?: boolean; log?: (line: string) => void; warn?: (line: string) => void }): Promise<RestorePlan> {
   // A container's files are checked by the in-task opens once its mounts exist.
-  const checkFile = opts.checkFiles === false ? (): void => {} : checkFileNow;
+  const checkFile = opts.checkFiles === false ? (): void => {} : (reg: RegFileEntry, what: string, pid: number): void => checkRegFile(reg, what, pid, opts.fileValidation);
   const dir = await ImageDir.open(imagesDir);
   const inv = await dir.inventory();
   if (!inv) throw new ImageError(`${imagesDir}/inventory.img`, undefined, 'missing inventory');
@@ -303,10 +290,14 @@ async function planTree(
   const fdOptions: RestoreFdOptions = {
     shellJob: opts.fds?.shellJob === true, detached: opts.fds?.detached === true,
     inheritFds: opts.fds?.inheritFds ?? new Map(), extUnixSk: opts.fds?.extUnixSk === true, tcpEstablished: opts.fds?.tcpEstablished === true,
-    memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false,
+    memfds: { refs: memfdRefs }, checkFiles: opts.checkFiles !== false, ...(opts.fileValidation ? { fileValidation: opts.fileValidation } : {}),
   };
   const fds = await FdRestorer.load(dir, files, perProcessFds, fdOptions, opts.log);
   const fdNumbers = new Map(perProcessFds.map((p) => [p.pid, p.fdinfo.map((f) => f.fd)]));
   const locks = await FileLockRestorer.load(dir, opts.fileLocks === true, (pid) => fdNumbers.get(pid), opts.warn);
-  return { dir: imagesDir, processes, byPid, fds, shmem: await shmem.finish(), locks, ghosts };
+  const shmemPlans = await shmem.finish();
+  // Lazy restore: the objects plugin/lazy/shmem.ts picks are created empty
+  // and served by the daemon, which evaluates the same function.
+  if (opts.lazy) markLazyShmem(processes, shmemPlans, await planLazyShmem(dir));
+  return { dir: imagesDir, processes, byPid, fds, shmem: shmemPlans, locks, ghosts };
 }

@@ -277,7 +277,7 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
       if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
       applyMadvise(t, vma);
-      if (lazy && v.lazyEligible) lazyVmas.push({ start: vma.start, end: vma.end });
+      if (lazy && (v.lazyEligible || v.lazyShared)) lazyVmas.push({ start: vma.start, end: vma.end });
     }
   } finally {
     for (const f of fds.values()) t.raw(NR.close, f);

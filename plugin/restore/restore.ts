@@ -33,8 +33,8 @@ import { restoreTimers } from './timers.js';
 import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
-import { ShmemObjects } from './shmem.js';
-import { trace } from '../trace.js';
+import { keepShmemEager, ShmemObjects } from './shmem.js';
+import { mark } from '../phases.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -70,6 +70,8 @@ export interface RestoreOptions {
   tcpEstablished?: boolean;
   /** CRIU's --file-locks: take the locks of filelocks.img again (without it they are left out, with a warning, as CRIU). */
   fileLocks?: boolean;
+  /** CRIU's --file-validation: 'buildid' (default) compares the ELF build-ids the image recorded; 'filesize' only sizes. */
+  fileValidation?: import('../images/build-id.js').FileValidation;
   /** --pidfile: write the root's pid here (CRIU's format: no newline; an existing file is an error). */
   pidfile?: string;
   /**
@@ -207,8 +209,8 @@ interface Live {
 }
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
+  mark('restore start');
   const t0 = performance.now();
-  trace('restore() start');
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
@@ -222,9 +224,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   if (opts.pidfile && existsSync(opts.pidfile)) throw new UserError(`--pidfile ${opts.pidfile}: file exists (EEXIST)`);
   const plan = await loadPlan(opts.imagesDir, {
     lazy, remotePages: opts.lazySocket !== undefined, checkFiles: ct === undefined, log, fileLocks: opts.fileLocks === true,
+    ...(opts.fileValidation ? { fileValidation: opts.fileValidation } : {}),
     fds: { shellJob: opts.shellJob === true, detached: opts.detached === true, inheritFds: opts.inheritFds ?? new Map(), extUnixSk: opts.extUnixSk === true, tcpEstablished: opts.tcpEstablished === true },
   });
-  trace('plan loaded');
+  mark('plan loaded');
   const root = plan.processes[0]!;
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
@@ -237,11 +240,15 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
     await hooks.preRestore?.();
     if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
+    if (handoff && !handoff.servesSharedMemory) {
+      const n = keepShmemEager(plan.processes, plan.shmem);
+      if (n) log(`${n} shared memory objects restored eagerly: the lazy-pages daemon is not ours`);
+    }
   } catch (e) {
     plan.ghosts.remove(); // deleted files recreated for the restore (plugin/restore/ghost.ts)
     throw e;
   }
-  trace('handoff opened');
+  mark('pids checked');
   const verifier = opts.verify === false ? undefined : new PageVerifier();
 
   // Cleanup order: parents first (see restoreKillTree).
@@ -286,6 +293,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
           outer = spawn(stub, p.pid, false, opts.sibling === true);
         }
         created.push({ outer, tids: [outer] });
+        mark('root stub spawned');
         task = new RemoteTask(outer);
         task.findGadget();
         if (!pidns) {
@@ -342,10 +350,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
 
     // Every open file description of the tree, each created once inside its
     // first owner while all stubs still have our credentials (plugin/restore/fds).
+    mark('tree of stubs');
     plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
 
     const forkMs = performance.now() - t0;
-    trace('tree of stubs + fds');
+    mark('fds created');
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
     for (const l of live) {
@@ -353,8 +362,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (p.state === 2) continue;
       const mm = l.mm ?? restoreAddressSpace(l.task, p, lazy, verifier, l.inherit);
       l.mm = mm;
+      mark(`pid ${p.pid}: address space`);
       eagerBytes += mm.bytesWritten;
       restoreProcessState(l.task, p, plan.fds, plan.locks, log);
+      mark('process state');
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
@@ -368,15 +379,16 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         uffds.push({ pid: p.pid, host: l.task.pid, fd });
       }
       // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
+      mark('threads');
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
-      trace(`pid ${p.pid} restored`);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
     // Every mapping exists: seal the memfds, and the restorer's copies can go.
+    mark('kernel state');
     shmem.seal();
     shmem.close();
-    // Every fd and mapping of a deleted file is open: unlink the recreated ghosts.
-    plan.ghosts.remove();
+    // Every fd and mapping of a deleted file is open: unlink the recreated ghosts and link remaps.
+    plan.ghosts.remove(true);
     // Timers last, so restoring the rest of the tree does not eat their time.
     for (const l of live) {
       if (l.plan.state === 2) continue;
@@ -386,6 +398,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
     }
 
+    mark('timers, seccomp, scratch unmapped');
     // --- 3. lazy hand-over ----------------------------------------------------
     // The daemon owns the uffds from here. Its planning (reading the pagemap)
     // may overlap the release: a fault meanwhile just waits in the kernel
@@ -398,11 +411,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       for (const u of uffds.splice(0)) adopting.push(handoff.adopt(u.pid, u.fd, u.host));
       for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
       adopted = Promise.all(adopting);
-      trace('handed over (sent)');
+      mark('uffds sent to the lazy-pages daemon');
       log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
-      trace('adopted');
+      mark('uffds handed over');
     }
 
     // rseq areas in pages the daemon serves: each page is taken through the
@@ -439,10 +452,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       addon.restoreDetach(init.pid, 0);
     }
     released = true;
+    mark('released');
     for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
     plan.fds.close();
     const resumeMs = performance.now() - t0;
-    trace('released');
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
@@ -452,7 +465,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
     await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
-    trace('finished + stats');
+    mark('pidfile, stats written');
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
       tree.exit = await tree.wait();

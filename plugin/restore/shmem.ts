@@ -7,8 +7,11 @@
 // one copy. Seals are added after all mappings exist (F_SEAL_WRITE and
 // F_SEAL_FUTURE_WRITE would refuse the writable ones), like CRIU.
 //
-// Lazy restore: shared memory is restored eagerly (its pages are never left
-// to the lazy-pages daemon), as CRIU does.
+// Lazy restore: the objects plugin/lazy/shmem.ts picks (no private
+// mapping, no fd, no seals to add...) are created and sized but not filled;
+// every VMA of them is registered with userfaultfd in each process and the
+// lazy-pages daemon serves them (native/engine/shared.cc). The others are
+// filled here, as CRIU restores all shared memory.
 import { closeSync, fchmodSync, fchownSync, ftruncateSync, openSync } from 'node:fs';
 import { ImageError, UserError } from '../errors.js';
 import {
@@ -16,6 +19,7 @@ import {
 } from '../images/index.js';
 import type { PageVerifier } from '../integrity/checksums.js';
 import { addon } from '../native/addon.js';
+import type { LazyShmemTable } from '../lazy/shmem.js';
 
 const F_SEAL_SEAL = 1;
 const MFD_ALLOW_SEALING = 2;
@@ -48,11 +52,29 @@ export interface ShmemObjectPlan {
   runs: ShmemRun[];
   /** First process mapping it (named in errors). */
   pid: number;
+  /** Left empty here: the lazy-pages daemon serves its pages. */
+  lazy?: boolean;
 }
 
 /** A VMA's use of an object. */
 export interface ShmemVmaRef {
   key: string;
+}
+
+/** Marks the objects (and their VMAs) that `table` serves lazily. */
+export function markLazyShmem(processes: readonly { pid: number; vmas: { vma: VmaEntry; shmem?: ShmemVmaRef; lazyShared?: boolean }[] }[], objects: ShmemObjectPlan[], table: LazyShmemTable): void {
+  for (const o of objects) if (table.objects.has(o.key)) o.lazy = true;
+  for (const p of processes) {
+    for (const v of p.vmas) if (v.shmem && table.objects.has(v.shmem.key)) v.lazyShared = true;
+  }
+}
+
+/** Undoes markLazyShmem: every object filled by the restorer (a daemon that does not serve shared memory). */
+export function keepShmemEager(processes: readonly { vmas: { lazyShared?: boolean }[] }[], objects: ShmemObjectPlan[]): number {
+  let n = 0;
+  for (const o of objects) if (o.lazy) { o.lazy = false; n++; }
+  for (const p of processes) for (const v of p.vmas) v.lazyShared = false;
+  return n;
 }
 
 export function isShmemVma(v: VmaEntry): boolean {
@@ -148,7 +170,8 @@ export class ShmemObjects {
       s.close();
       throw e;
     }
-    if (plans.length) log(`${plans.length} shared memory objects created`);
+    const lazy = plans.filter((o) => o.lazy).length;
+    if (plans.length) log(`${plans.length} shared memory objects created${lazy ? ` (${lazy} left to the lazy-pages daemon)` : ''}`);
     return s;
   }
 
@@ -156,7 +179,7 @@ export class ShmemObjects {
     const fd = addon.memfdCreate(o.name, o.seals === F_SEAL_SEAL ? 0 : MFD_ALLOW_SEALING);
     try {
       ftruncateSync(fd, Number(o.size));
-      if (o.runs.length) {
+      if (o.runs.length && !o.lazy) {
         const byFile = new Map<string, ShmemRun[]>();
         for (const r of o.runs) {
           let a = byFile.get(r.file);

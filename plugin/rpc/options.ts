@@ -46,9 +46,9 @@ const HANDLED: Record<string, Check> = {
   file_locks: ok,
   // Our pre-dump tracks writes with userfaultfd write-protect either way.
   pre_dump_mode: ok,
-  // No TCP connections are dumped, so there is nothing to lock.
+  // Dumped connections are always locked with nftables (plugin/dump/fds/netlock.ts).
   network_lock: ok,
-  // We freeze with ptrace; a cgroup freezer path is not needed.
+  // The container's freezer cgroup: frozen while its threads are seized (plugin/dump/cgroup-freezer.ts).
   freeze_cgroup: ok,
   // Cgroups are not dumped; on restore the tree joins the restorer's
   // cgroups (runc moves `criu swrk` into the container's cgroups first).

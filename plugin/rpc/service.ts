@@ -285,6 +285,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
         ...(ext.net ? { externalNet: ext.net } : {}),
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
+      ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
@@ -308,7 +309,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       await dump({
         ...base,
         leaveRunning: o.leave_running === true,
-        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true,
+        tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, skipInFlight: o.tcp_skip_in_flight === true, fileLocks: o.file_locks === true, linkRemap: o.link_remap === true,
         ...(typeof o.ghost_limit === 'number' ? { ghostLimit: BigInt(o.ghost_limit) } : {}),
         ...(lazy && target ? { lazyPages: { ...target, onListening: signalReady } } : {}),
         ...(!lazy && target ? { pageServer: target } : {}),

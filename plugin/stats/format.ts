@@ -68,6 +68,8 @@ export interface StatsFile {
   faultLatencyP99Us?: number;
   elapsedMs?: number;
   zombies?: number;
+  /** Lazily served shared memory objects: page counters per object (native/engine/shared.cc). */
+  sharedObjects?: { name: string; copiedPages: number; zeroPages: number; refilledPages: number; presentPages: number; poisonedPages: number; servedPages: number }[];
   /** The daemon's own memory when it wrote the file. */
   memory?: { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; hwmBytes: number };
 }

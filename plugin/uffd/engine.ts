@@ -10,7 +10,7 @@
 import { statSync } from 'node:fs';
 import { Errno, sysError } from '../errors.js';
 import { addon } from '../native/addon.js';
-import type { NativeFaultEngineHandle, RawEngineEvent, RawLinkStats, RawProcStats } from '../native/types.js';
+import type { NativeFaultEngineHandle, RawEngineEvent, RawLinkStats, RawProcStats, RawSharedStats as SharedObjectStatsT } from '../native/types.js';
 import { PAGE, PAGE_SIZE } from '../images/memory.js';
 import { checkFd, checkRange } from './abi.js';
 import { histPercentile } from './latency.js';
@@ -18,7 +18,16 @@ import { histPercentile } from './latency.js';
 export type RangeSource =
   | { kind: 'file'; source: number; offset: bigint } // bytes of the range start in a source added by addSource
   | { kind: 'zero' } // never populated at checkpoint: UFFDIO_ZEROPAGE
-  | { kind: 'remote'; imageAddr: bigint }; // fault raises a 'need' event; answer with supply()
+  | { kind: 'remote'; imageAddr: bigint } // fault raises a 'need' event; answer with supply()
+  | { kind: 'shared'; object: number; offset: bigint }; // object offset of the range start in an object added by addSharedObject
+
+/** One image run of a shared memory object: object bytes [offset, offset+len) are at `fileOffset` of source `source`. */
+export interface SharedDataRun {
+  offset: bigint;
+  len: bigint;
+  source: number;
+  fileOffset: bigint;
+}
 
 /** Run-time addresses, page aligned, end exclusive. */
 export interface LazyRange {
@@ -28,13 +37,22 @@ export interface LazyRange {
 }
 
 /** The engine's events and link counters, declared once in plugin/native/types.ts. */
-export type { RawEngineEvent as EngineEvent, RawLinkStats as LinkStats } from '../native/types.js';
+export type { RawEngineEvent as EngineEvent, RawLinkStats as LinkStats, RawSharedStats as SharedObjectStats } from '../native/types.js';
 
 export interface LinkOptions {
   /** A link with unanswered GETs and nothing received this long fails with ETIMEDOUT (default 2000). */
   stallMs?: number;
   /** Busy-poll for a reply this long after sending a GET before sleeping (default 300). */
   spinMicros?: number;
+}
+
+export interface PullOptions {
+  /** Pages per GET (default 256 = 1 MiB). */
+  getPages?: number;
+  /** Pages asked for and not received, at most (default 2048 = 8 MiB). */
+  windowPages?: number;
+  /** GETs out and nothing received this long: the pull fails with ETIMEDOUT (default 2000). */
+  stallMs?: number;
 }
 
 export interface FaultEngineOptions {
@@ -110,14 +128,14 @@ export interface EngineStats {
 
 export { histPercentile } from './latency.js';
 
-const KIND = { file: 0n, zero: 1n, remote: 2n } as const;
+const KIND = { file: 0n, zero: 1n, remote: 2n, shared: 3n } as const;
 
 /**
  * Checks ranges against the known source sizes and returns them sorted and
  * packed as the native engine wants them: [start, end, kind, source, off]*.
  * Throws RangeError/TypeError naming the offending range.
  */
-export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMap<number, bigint>): BigUint64Array {
+export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMap<number, bigint>, objectSizes: ReadonlyMap<number, bigint> = new Map()): BigUint64Array {
   if (!Array.isArray(ranges)) throw new TypeError('ranges must be an array');
   const sorted = [...ranges].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   const out = new BigUint64Array(sorted.length * 5);
@@ -156,8 +174,21 @@ export function packRanges(ranges: readonly LazyRange[], sourceSizes: ReadonlyMa
         }
         off = src.imageAddr;
         break;
+      case 'shared': {
+        const size = objectSizes.get(src.object);
+        if (size === undefined) throw new RangeError(`${name}: unknown shared object ${String(src.object)}`);
+        if (typeof src.offset !== 'bigint' || src.offset < 0n || src.offset % PAGE !== 0n) {
+          throw new RangeError(`${name}: object offset must be a page-aligned bigint`);
+        }
+        if (src.offset + (r.end - r.start) > size) {
+          throw new RangeError(`${name}: needs shared object ${src.object} bytes up to 0x${(src.offset + r.end - r.start).toString(16)}, the object has 0x${size.toString(16)}`);
+        }
+        source = BigInt(src.object);
+        off = src.offset;
+        break;
+      }
       default:
-        throw new TypeError(`${name}: src.kind must be 'file', 'zero' or 'remote'`);
+        throw new TypeError(`${name}: src.kind must be 'file', 'zero', 'remote' or 'shared'`);
     }
     out.set([r.start, r.end, KIND[kind as keyof typeof KIND], source, off], i * 5);
   });
@@ -171,6 +202,7 @@ function n(v: bigint): number {
 export class FaultEngine {
   private native: NativeFaultEngineHandle | undefined;
   private readonly sourceSizes = new Map<number, bigint>();
+  private readonly objectSizes = new Map<number, bigint>();
   private closing: Promise<void> | undefined;
 
   private constructor(native: NativeFaultEngineHandle, readonly threads: number) {
@@ -223,6 +255,37 @@ export class FaultEngine {
   }
 
   /**
+   * A shared memory object (MAP_SHARED anonymous memory or a memfd) served
+   * lazily: `size` bytes (page-rounded), its image data in `data` (sorted,
+   * disjoint, inside added sources); the rest of it is zero. Returns the
+   * object id used in 'shared' ranges. `name` appears in error messages.
+   */
+  addSharedObject(name: string, size: bigint, data: readonly SharedDataRun[]): number {
+    if (typeof name !== 'string') throw new TypeError('name must be a string');
+    if (typeof size !== 'bigint' || size <= 0n || size % PAGE !== 0n) throw new RangeError(`shared object ${name}: size must be a positive multiple of ${PAGE_SIZE}`);
+    const packed = new BigUint64Array(data.length * 4);
+    let prev = 0n;
+    data.forEach((r, i) => {
+      const what = `shared object ${name}: run at 0x${r.offset.toString(16)}`;
+      if (r.offset % PAGE !== 0n || r.len % PAGE !== 0n || r.fileOffset % PAGE !== 0n || r.len <= 0n) throw new RangeError(`${what} is not page aligned`);
+      if (r.offset < prev || r.offset + r.len > size) throw new RangeError(`${what} overlaps the previous run or lies past the object's end`);
+      const srcSize = this.sourceSizes.get(r.source);
+      if (srcSize === undefined) throw new RangeError(`${what}: unknown source ${r.source}`);
+      if (r.fileOffset + r.len > srcSize) throw new RangeError(`${what}: needs source ${r.source} bytes up to 0x${(r.fileOffset + r.len).toString(16)}, the file has 0x${srcSize.toString(16)}`);
+      prev = r.offset + r.len;
+      packed.set([r.offset, r.offset + r.len, BigInt(r.source), r.fileOffset], i * 4);
+    });
+    const id = this.n.addSharedObject(name, size, packed);
+    this.objectSizes.set(id, size);
+    return id;
+  }
+
+  /** Page counters of every shared object, in the order they were added. */
+  sharedStats(): SharedObjectStatsT[] {
+    return this.n.sharedStats();
+  }
+
+  /**
    * Takes ownership of `uffd` (and `pidfd`, if given: its readability reports
    * the exit) once this returns; on a throw the caller still owns them.
    * Returns the process handle.
@@ -233,7 +296,7 @@ export class FaultEngine {
     if (opts.remotePid !== undefined && !(Number.isInteger(opts.remotePid) && opts.remotePid > 0 && opts.remotePid <= 0x7fffffff)) {
       throw new RangeError(`remotePid must be a positive pid (got ${String(opts.remotePid)})`);
     }
-    const packed = packRanges(ranges, this.sourceSizes);
+    const packed = packRanges(ranges, this.sourceSizes, this.objectSizes);
     return this.n.adopt(uffd, packed, opts.pidfd ?? -1, opts.remotePid ?? 0);
   }
 
@@ -258,6 +321,30 @@ export class FaultEngine {
     if (this.native === undefined) return;
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.threads) throw new RangeError(`slot must be 0..${this.threads - 1}`);
     this.native.detachLink(slot);
+  }
+
+  /**
+   * Bulk pull (post-copy background transfer): a native thread streams GETs
+   * of `getPages` (default 256) over `fd`, a connected page-server socket
+   * that carries nothing else (the engine keeps a duplicate; the caller
+   * closes its own), at most `windowPages` (default 2048) outstanding, and
+   * copies each reply into the process; ends with a 'pull-end' event.
+   */
+  startPull(proc: number, fd: number, opts: PullOptions = {}): number {
+    checkFd(fd, 'fd');
+    const get = opts.getPages ?? 256;
+    const win = opts.windowPages ?? 2048;
+    const stall = opts.stallMs ?? 2000;
+    if (!Number.isInteger(get) || get < 1 || get > 4096) throw new RangeError('getPages must be 1..4096');
+    if (!Number.isInteger(win) || win < get || win > 65536) throw new RangeError('windowPages must be getPages..65536');
+    if (!Number.isInteger(stall) || stall < 1 || stall > 3_600_000) throw new RangeError('stallMs must be 1..3600000');
+    return this.n.startPull(proc, fd, BigInt(get), BigInt(win), BigInt(stall));
+  }
+
+  /** Stops and joins a pull (after its 'pull-end', or to cancel it: then no event); no-op once closed. */
+  stopPull(pull: number): void {
+    if (this.native === undefined) return;
+    this.native.stopPull(pull);
   }
 
   /** Per-slot link state and counters. */

@@ -78,3 +78,41 @@ export function makeNetnsHost(): NetnsHost {
     },
   };
 }
+
+/**
+ * One service address S present in several namespaces at once (each
+ * host's namespace side gets S/32, as CRIU's tests use one address in two
+ * namespaces), reached from the test's namespace through one of them at a
+ * time: a host route S/32 via that namespace's link. `client` is the
+ * address to connect from (the first host's link address), routed back
+ * from every namespace. `moveTo` re-points the route: packets to S now go
+ * to that namespace (the address "moved" there).
+ */
+export interface MovableAddress {
+  ip: string;
+  client: string;
+  moveTo(h: NetnsHost): void;
+  dispose(): void;
+}
+
+export function movableAddress(hosts: NetnsHost[], at: NetnsHost): MovableAddress {
+  const ipAddr = `10.${randomInt(100, 250)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
+  const client = at.hostIp;
+  for (const h of hosts) {
+    ip('-n', h.ns, 'addr', 'add', `${ipAddr}/32`, 'dev', h.nsIf);
+    if (h !== at) ip('-n', h.ns, 'route', 'add', `${client}/32`, 'via', h.hostIp, 'dev', h.nsIf);
+  }
+  ip('route', 'add', `${ipAddr}/32`, 'via', at.nsIp, 'dev', at.hostIf);
+  return {
+    ip: ipAddr,
+    client,
+    moveTo: (h) => ip('route', 'replace', `${ipAddr}/32`, 'via', h.nsIp, 'dev', h.hostIf),
+    dispose: () => {
+      try {
+        ip('route', 'del', `${ipAddr}/32`);
+      } catch {
+        /* its link is gone already */
+      }
+    },
+  };
+}

@@ -61,6 +61,10 @@ export interface Workload {
 }
 
 export interface WorkloadOptions {
+  /** The program to run instead of build/bin/<name> (e.g. a copy of it). */
+  binary?: string;
+  /** Its environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
   cwd?: string;
   stdio?: StdioOptions;
   detached?: boolean;
@@ -76,8 +80,9 @@ export async function startWorkload(name: string, args: string[] = [], opts: Wor
   const log = openSync(join(ctrl.path, 'stderr.log'), 'a');
   let child: ChildProcess;
   try {
-    child = spawn(helperPath(name), [ctrl.path, ...args], {
+    child = spawn(opts.binary ?? helperPath(name), [ctrl.path, ...args], {
       cwd: opts.cwd ?? ctrl.path,
+      ...(opts.env ? { env: opts.env } : {}),
       stdio: opts.stdio ?? ['ignore', 'ignore', log],
       detached: opts.detached ?? true,
     });

@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect, type Socket } from 'node:net';
 import { addon } from '../../plugin/native/addon.js';
 import { type CriuOpts, type CriuReq, type CriuResp, ReqType, decodeResp, encodeReq } from '../../plugin/rpc/messages.js';
 import { cliPath } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { statOf } from '../helpers/proc.js';
+import { alive, statOf, until } from '../helpers/proc.js';
+import { startServer } from '../helpers/servers.js';
 import { killRestoredWorkloads, reapChild, verdictOk } from '../helpers/restored.js';
 import { startWorkload, waitInSigsuspend, type Workload } from '../helpers/workload.js';
 import { critCheckDir } from '../helpers/critcheck.js';
@@ -432,4 +434,89 @@ rpcWorkloadTest('PAGE_SERVER_CHLD with keep_open, a DUMP pushed to it from anoth
     assert.deepEqual([bad.type, bad.success, bad.cr_errno], [ReqType.WAIT_PID, false, 10 /* ECHILD */]);
     assert.equal((await finish(o)).code, 1);
   });
+});
+
+// A server holding an established TCP connection, dumped and restored over
+// RPC as `runc checkpoint/restore --tcp-established` asks (criu_opts
+// tcp_established): without it the DUMP is refused with CRIU's message and
+// the server keeps running; with it the client keeps its connection, the
+// line waiting in the server's receive queue and the one sent while the
+// server was gone (network lock: retransmitted) are answered.
+const TCP_LINE_SERVER = `
+import signal, socket
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+ls = socket.socket()
+ls.bind(('127.0.0.1', 0))
+ls.listen(1)
+print('port', ls.getsockname()[1], flush=True)
+c, _ = ls.accept()
+ls.close()
+print('accepted', flush=True)
+signal.sigwait([signal.SIGUSR1])
+f = c.makefile('rb')
+a = f.readline()
+b = f.readline()
+c.sendall(b'got:' + a + b'got:' + b)
+c.close()
+`;
+
+test('DUMP and RESTORE with tcp_established: a client keeps its TCP connection (runc checkpoint --tcp-established)', { skip }, async () => {
+  const before = openFds();
+  const t = tempDir('sockets-rpc-tcp-');
+  const srv = await startServer('/usr/bin/python3', ['-u', '-c', TCP_LINE_SERVER], /^port \d+$/m);
+  let client: Socket | undefined;
+  let restored: number | undefined;
+  let dirFd: number | undefined;
+  try {
+    const port = Number(/^port (\d+)$/m.exec(srv.log())![1]);
+    const received: Buffer[] = [];
+    let ended = false;
+    let clientError: Error | undefined;
+    client = connect(port, '127.0.0.1');
+    client.on('data', (b: Buffer) => received.push(b));
+    client.on('end', () => { ended = true; });
+    client.on('error', (e) => { clientError = e; });
+    await withTimeout(new Promise<void>((r) => client!.once('connect', () => r())), 5000, 'connect');
+    await until(() => /^accepted$/m.test(srv.log()), 10_000, 'the server accepted');
+    client.write('before the dump\n');
+    mkdirSync(join(t.path, 'img'));
+    dirFd = openSync(join(t.path, 'img'), 'r');
+    const fd = dirFd;
+    await withSwrk(async (s) => {
+      s.send({ type: ReqType.DUMP, opts: { images_dir_fd: fd, pid: srv.pid, log_file: 'dump.log' } });
+      const r = await s.recv();
+      assert.deepEqual([r.type, r.success], [ReqType.DUMP, false]);
+      assert.match(r.cr_errmsg ?? '', /Connected TCP socket, consider using --tcp-established option\./);
+      await finish(s);
+    });
+    assert.ok(alive(srv.pid), 'the refused dump left the server running');
+    await withSwrk(async (s) => {
+      s.send({ type: ReqType.DUMP, opts: { images_dir_fd: fd, pid: srv.pid, log_file: 'dump.log', tcp_established: true } });
+      const r = await s.recv();
+      assert.deepEqual([r.type, r.success], [ReqType.DUMP, true], r.cr_errmsg);
+      assert.equal((await finish(s)).code, 0);
+    });
+    await withTimeout(srv.exited, 10_000, 'the dumped server is killed');
+    assert.ok(readdirSync(join(t.path, 'img')).some((f) => /^tcp-stream-[0-9a-f]+\.img$/.test(f)), 'tcp-stream image written');
+    client.write('while it was gone\n');
+    await withSwrk(async (s) => {
+      s.send({ type: ReqType.RESTORE, opts: { images_dir_fd: fd, log_file: 'restore.log', tcp_established: true } });
+      const r = await s.recv();
+      assert.deepEqual([r.type, r.success], [ReqType.RESTORE, true], r.cr_errmsg);
+      restored = r.restore?.pid;
+      assert.equal(restored, srv.pid);
+      assert.equal((await finish(s)).code, 0);
+    });
+    process.kill(restored!, 'SIGUSR1');
+    await until(() => ended || clientError !== undefined, 20_000, () => `the answer (${Buffer.concat(received).toString()})`);
+    assert.equal(clientError, undefined);
+    assert.equal(Buffer.concat(received).toString(), 'got:before the dump\ngot:while it was gone\n');
+  } finally {
+    client?.destroy();
+    if (dirFd !== undefined) closeSync(dirFd);
+    killRestoredWorkloads([restored]);
+    await srv.dispose();
+    t.dispose();
+  }
+  assert.deepEqual(leakedFds(before), []);
 });

@@ -118,6 +118,37 @@ test('runc checkpoint with an option we do not support: refused by name, the con
   }
 });
 
+test('a container whose shell forks and reaps children all the time: every checkpoint freezes it through its freezer cgroup', { skip }, async () => {
+  // Children come and go while the tree is seized (the CI flake: "criu
+  // failed: type NOTIFY errno 2"); runc names the container's freezer
+  // cgroup, which the dump freezes while it seizes every thread in it.
+  const t = tempDir('lr-runc-churn-');
+  let made: Bundle | undefined;
+  try {
+    const b = made = await makeBundle(join(t.path, 'bundle'), `lr-runc-churn-${process.pid}`, {
+      edit: (cfg) => {
+        (cfg.process as { args: string[] }).args = ['/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0 & sleep 0; wait; done'];
+      },
+    });
+    const r = await b.quiet(['run', '-d', '--bundle', b.dir, b.id]);
+    assert.equal(r.code, 0, `runc run: ${r.stderr}`);
+    await waitForCount(b, 10, 30_000);
+    const work = join(t.path, 'work');
+    for (let i = 0; i < 8; i++) {
+      const images = join(t.path, `img${i}`);
+      const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--leave-running', '--image-path', images, '--work-path', work, b.id]);
+      const dumpLog = readFileSync(join(work, 'dump.log'), 'utf8');
+      assert.equal(cp.code, 0, `checkpoint ${i}: ${cp.stderr}\n${dumpLog.slice(-2000)}`);
+      assert.match(dumpLog, /froze \d+ processes, \d+ threads in [\d.]+ ms \(seized in freezer cgroup \/sys\/fs\/cgroup\/\S+\)/, 'frozen through the freezer cgroup');
+      assert.equal(await b.status(), 'running', 'left running');
+    }
+    const c = b.count();
+    await waitForCount(b, c + 5, 30_000); // still counting (not left frozen)
+  } finally {
+    await cleanup(made, t);
+  }
+});
+
 test('runc restore --lazy-pages with our lazy-pages daemon in the work dir', { skip }, async () => {
   const { b, t } = await started('lazy');
   let daemon: ReturnType<typeof spawn> | undefined;

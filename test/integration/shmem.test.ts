@@ -82,7 +82,7 @@ test('shmem: images of a tree sharing anonymous memory and memfds, then an eager
   });
 }));
 
-test('shmem: lazy restore (shared memory eager, private memory lazy), writes seen both ways, fork after restore', { skip }, () =>
+test('shmem: lazy restore (the shared anonymous region served lazily; the sealed, fd-held and privately mapped memfds eager), writes seen both ways, fork after restore', { skip }, () =>
   withDumped('workload-shmem', [], (d) => restoreAndCheck(d, { lazy: true })));
 
 test('shmem: a missing memfd.img or a shmem pagemap past its object is a clear error, nothing left running', { skip }, () => withDumped('workload-shmem', [], async (d) => {

@@ -84,3 +84,14 @@ test('streams async pagemap runs', async () => {
   assert.equal(plan.ranges.length, 200);
   assert.equal(plan.fileBytes, 100n * P);
 });
+
+test('shared memory spans join a plan sorted; an overlap with a private range is refused', async () => {
+  const { withSharedSpans } = await import('../../plugin/lazy/plan.js');
+  const plan = await planRanges([vma(10, 20), vma(40, 50)], [run(12, 2, PE_PRESENT, 0)], ctx());
+  const shared = { start: 30n * P, end: 34n * P, src: { kind: 'shared' as const, object: 0, offset: 8n * P } };
+  const out = withSharedSpans(plan, [shared]);
+  assert.deepEqual(out.ranges.map((r) => `${r.start / P}-${r.end / P}:${r.src.kind}`), ['10-12:zero', '12-14:file', '14-20:zero', '30-34:shared', '40-50:zero']);
+  assert.equal(out.sharedBytes, 4n * P);
+  assert.equal(withSharedSpans(plan, []), plan);
+  assert.throws(() => withSharedSpans(plan, [{ ...shared, start: 18n * P, end: 22n * P }]), (e: Error) => e instanceof UserError && /pid 7: shared memory VMA at 0x12000 overlaps/.test(e.message));
+});

@@ -72,3 +72,12 @@ test('histPercentile returns the upper bound of the bucket holding the rank', ()
   assert.equal(histPercentile(h, 98), 2048);
   assert.equal(histPercentile(h, 99), 32768);
 });
+
+test('packRanges packs shared object spans as kind 3 and checks them against the object size', () => {
+  const objects = new Map([[2, 16n * 4096n]]);
+  const r = (start: bigint, end: bigint, offset: bigint, object = 2): LazyRange => ({ start, end, src: { kind: 'shared', object, offset } });
+  assert.deepEqual([...packRanges([r(0x10000n, 0x12000n, 0x3000n)], new Map(), objects)], [0x10000n, 0x12000n, 3n, 2n, 0x3000n]);
+  assert.throws(() => packRanges([r(0x10000n, 0x12000n, 0x3000n, 5)], new Map(), objects), /unknown shared object 5/);
+  assert.throws(() => packRanges([r(0x10000n, 0x12000n, 0xf000n)], new Map(), objects), /the object has 0x10000/);
+  assert.throws(() => packRanges([r(0x10000n, 0x12000n, 0x100n)], new Map(), objects), /object offset must be a page-aligned bigint/);
+});

@@ -85,7 +85,7 @@ export function register(program: Command): void {
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
-        tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit,
+        tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap, fileValidation: criuOptions().fileValidation,
         log: await progressLog(verbose),
       });
       const s = r.stats;
@@ -117,6 +117,8 @@ export function register(program: Command): void {
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
         pid, imagesDir: o.imagesDir, shellJob: o.shellJob === true, trackTimeoutS: o.trackTimeout ?? 3600,
+        // The pre-dump plans the tree's files as the dump will (its link-remap names are removed again: the tree runs on).
+        ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap,
         log: await progressLog(verbose),
       });
       const s = r.stats;

@@ -66,7 +66,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   (await import('../global.js')).refuseDaemon(opts, 'lazy-pages');
   const { join } = await import('node:path');
   const { signalReady, workDirFor, resolveInWorkDir, writePidfile } = await import('../global.js');
-  const { trace } = await import('../../trace.js');
+  const { mark } = await import('../../phases.js');
   const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
   let threads: number | undefined;
   if (opts.engineThreads !== undefined) {
@@ -106,7 +106,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   }
   // --status-fd (a CRIU global option): one NUL byte once listening.
   signalReady();
-  trace('lazy-pages ready signalled');
+  mark('lazy-pages ready signalled');
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
   const server = await LazyPagesServer.open({
@@ -145,7 +145,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   if (record !== undefined) process.on('SIGUSR2', onUsr2);
   server.on('recorded', (ev) => process.stderr.write(`lazy-pages: working set of pid ${ev.pid}: ${ev.pages} pages in ${ev.ranges} runs -> ${ev.path}\n`));
   const stats = await server.done();
-  trace('all served');
+  mark('all served');
   const procs = server.processes();
   await server.close();
   if (remote) {

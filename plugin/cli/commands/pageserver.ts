@@ -3,6 +3,14 @@
 // `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../../errors.js';
+import type { MigrateSocketOptions } from '../../pageserver/migrate.js';
+import { criuOptions } from '../criu-options.js';
+
+/** CRIU's --tcp-established, --ext-unix-sk, --file-locks (accepted anywhere on the line): both halves of a migration get them. */
+function migrateSocketOptions(): MigrateSocketOptions {
+  const c = criuOptions();
+  return { tcpEstablished: c.tcpEstablished, extUnixSk: c.extUnixSk, fileLocks: c.fileLocks };
+}
 
 export interface TlsCliOptions {
   tls?: boolean;
@@ -162,7 +170,7 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
     const { migrate, formatReport } = await import('../../pageserver/migrate.js');
     const report = await migrate({
       pid, sourceDir: o.imagesDir, destDir: o.to, address: o.address, port: o.port, insecure: o.insecure === true,
-      prefetch: o.prefetch, pidns: o.pidns, shellJob: o.shellJob === true, timeoutSec: o.timeout,
+      prefetch: o.prefetch, pidns: o.pidns, shellJob: o.shellJob === true, timeoutSec: o.timeout, sockets: migrateSocketOptions(),
       ...(o.destNetns ? { destNetns: o.destNetns } : {}),
       ...(o.tls ? { tls: { cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey } } : {}),
       log: (l) => process.stderr.write(`${l}\n`),
@@ -187,6 +195,7 @@ transfer) and survives a dropped connection until --reconnect-timeout.`)
     const report = await migrateReceive({
       imagesDir: o.imagesDir, address: o.address, port: o.port, insecure: o.insecure === true,
       timeoutMs: (o.remoteTimeout ?? 30) * 1000, prefetch: o.prefetch, pidns: o.pidns, shellJob: o.shellJob === true,
+      sockets: migrateSocketOptions(),
       ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
       onProgress: (p) => process.stderr.write(tty ? `\r${formatProgress(p)}\x1b[K` : `migrate: ${formatProgress(p)}\n`),
       log: (l) => process.stderr.write(`${tty ? '\n' : ''}${l}\n`),

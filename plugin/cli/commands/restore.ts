@@ -112,7 +112,7 @@ export function register(program: Command): void {
           shellJob: o.shellJob === true,
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
-          fileLocks: criuOptions().fileLocks,
+          fileLocks: criuOptions().fileLocks, fileValidation: criuOptions().fileValidation,
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),

@@ -41,7 +41,7 @@ function facts(pid: number, fd: number, target: string, opts: DumpFdOptions, pro
   const info = parseFdinfo(text);
   const f: FdFacts = {
     pid, fd, target, flags: info.flags & ~O_CLOEXEC, cloexec: (info.flags & O_CLOEXEC) !== 0, pos: info.pos,
-    fdinfo: text, stdio: fd <= 2, shellJob: opts.shellJob, tcpEstablished: opts.tcpEstablished, skipInFlight: opts.skipInFlight, ghostLimit: opts.ghostLimit, sid: proc.sid, pgid: proc.pgid, where: `pid ${pid}: fd ${fd} (${target})`,
+    fdinfo: text, stdio: fd <= 2, shellJob: opts.shellJob, tcpEstablished: opts.tcpEstablished, skipInFlight: opts.skipInFlight, ghostLimit: opts.ghostLimit, linkRemap: opts.linkRemaps !== undefined, sid: proc.sid, pgid: proc.pgid, where: `pid ${pid}: fd ${fd} (${target})`,
   };
   try {
     f.st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });

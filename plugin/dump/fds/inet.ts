@@ -187,7 +187,7 @@ function socketIno(target: string): number {
 export function inetKind(): DumpFdKind<{ ino: number }> {
   const hold = new TcpRepairHold();
   const streams: { ino: number; entry: TcpStreamEntry; extra: Buffer }[] = [];
-  const locked: number[] = [];
+  const locked: { ino: number; nsPid: number }[] = [];
   return {
     name: 'inet socket',
     claim(f) {
@@ -216,9 +216,9 @@ export function inetKind(): DumpFdKind<{ ino: number }> {
         if (netLockAvailable()) {
           lockConnection({
             ino: p.data.ino, family: state.family, local: addrText(state.family, state.src!), localPort: state.srcPort!,
-            peer: addrText(state.family, state.dst!), peerPort: state.dstPort!,
+            peer: addrText(state.family, state.dst!), peerPort: state.dstPort!, nsPid: p.pid,
           });
-          locked.push(p.data.ino);
+          locked.push({ ino: p.data.ino, nsPid: p.pid });
         } else {
           ctx.log(`${p.where}: nft not found, the network is not locked: the peer's packets until the restore get a RST`);
         }
@@ -244,7 +244,7 @@ export function inetKind(): DumpFdKind<{ ino: number }> {
         hold.release(keepRunning);
       } finally {
         // A tree that runs on needs its network back; a killed one's stays locked for the restore.
-        if (keepRunning) for (const ino of locked.splice(0)) unlockConnection(ino);
+        if (keepRunning) for (const l of locked.splice(0)) unlockConnection(l.ino, l.nsPid);
       }
     },
   };

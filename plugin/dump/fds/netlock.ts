@@ -7,8 +7,11 @@
 // accepted. One input chain per connection (named after the socket's
 // inode) in the table `inet lazy_restore_lock`, so the restore removes
 // exactly its own; inventory.img's network_lock_method says NFTABLES.
+// The rules live in the network namespace of the socket (the dumped
+// process's, the restored process's), which need not be ours: nft then
+// runs there through nsenter.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 
 const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((p) => existsSync(p));
 export const LOCK_TABLE = 'lazy_restore_lock';
@@ -23,10 +26,33 @@ export interface LockedConnection {
   localPort: number;
   peer: string;
   peerPort: number;
+  /** A process in the socket's network namespace (default: ours). */
+  nsPid?: number;
 }
 
-function nft(script: string): void {
-  execFileSync(NFT!, ['-f', '-'], { input: script, stdio: ['pipe', 'ignore', 'pipe'], timeout: 10000 });
+const NSENTER = ['/usr/bin/nsenter', '/bin/nsenter'].find((p) => existsSync(p));
+
+/** The command that runs nft in the network namespace of `nsPid` (ours when it is the same or not given). */
+function nftArgv(nsPid: number | undefined, args: string[]): [string, string[]] {
+  if (nsPid !== undefined) {
+    const theirs = `/proc/${nsPid}/ns/net`;
+    let other: boolean;
+    try {
+      other = statSync(theirs).ino !== statSync('/proc/self/ns/net').ino;
+    } catch {
+      other = false; // the process is gone: nothing of its namespace to reach
+    }
+    if (other) {
+      if (!NSENTER) throw new Error(`nsenter not found: cannot reach the network namespace of pid ${nsPid}`);
+      return [NSENTER, [`--net=${theirs}`, NFT!, ...args]];
+    }
+  }
+  return [NFT!, args];
+}
+
+function nft(script: string, nsPid?: number): void {
+  const [cmd, args] = nftArgv(nsPid, ['-f', '-']);
+  execFileSync(cmd, args, { input: script, stdio: ['pipe', 'ignore', 'pipe'], timeout: 10000 });
 }
 
 export function netLockAvailable(): boolean {
@@ -45,21 +71,25 @@ export function lockConnection(c: LockedConnection): void {
     `add chain inet ${LOCK_TABLE} ${chain(c.ino)} { type filter hook input priority -300; policy accept; }`,
     `add rule inet ${LOCK_TABLE} ${chain(c.ino)} ${ip} saddr ${c.peer} ${ip} daddr ${c.local} tcp sport ${c.peerPort} tcp dport ${c.localPort} drop`,
     '',
-  ].join('\n'));
+  ].join('\n'), c.nsPid);
 }
 
-/** Removes the lock of one connection (if any); never throws. */
-export function unlockConnection(ino: number): boolean {
+/**
+ * Removes the lock of one connection (if any) in the network namespace of
+ * `nsPid` (default: ours); never throws.
+ */
+export function unlockConnection(ino: number, nsPid?: number): boolean {
   if (!NFT) return false;
   try {
-    nft(`flush chain inet ${LOCK_TABLE} ${chain(ino)}\ndelete chain inet ${LOCK_TABLE} ${chain(ino)}\n`);
+    nft(`flush chain inet ${LOCK_TABLE} ${chain(ino)}\ndelete chain inet ${LOCK_TABLE} ${chain(ino)}\n`, nsPid);
   } catch {
     return false; // not locked (another dump's image, or already unlocked)
   }
   try {
     // The last lock gone: no empty table left behind.
-    const rest = execFileSync(NFT, ['list', 'table', 'inet', LOCK_TABLE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
-    if (!/\bchain\b/.test(rest)) nft(`delete table inet ${LOCK_TABLE}\n`);
+    const [cmd, args] = nftArgv(nsPid, ['list', 'table', 'inet', LOCK_TABLE]);
+    const rest = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10000 });
+    if (!/\bchain\b/.test(rest)) nft(`delete table inet ${LOCK_TABLE}\n`, nsPid);
   } catch {
     /* another dump or restore changed it meanwhile */
   }

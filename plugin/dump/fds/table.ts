@@ -53,6 +53,7 @@ export class FileTable {
     this.ctx = {
       pathFile: (path, flags, st) => this.pathFile(path, flags, st),
       ghostFile: (id, source, st) => this.ghosts.add(id, source, st),
+      linkedFile: (id, where, source, path) => this.linkedFile(id, where, source, path),
       newId: () => this.nextId++,
       addEntry: (e) => { this.files.push(e); },
       memfdEntry: (ref, id, flags, pos) => {
@@ -74,14 +75,14 @@ export class FileTable {
     return id;
   }
 
-  /** A file referenced by path only (VMA, exe, cwd, root): one id per path + flags. */
-  pathFile(path: string, flags: number, st?: BigIntStats): number {
+  /** A file referenced by path only (VMA, exe, cwd, root): one id per path + flags; `source` reads it (e.g. through /proc/PID/root). */
+  pathFile(path: string, flags: number, st?: BigIntStats, source?: string): number {
     const key = `${path}\0${flags}`;
     const have = this.byPath.get(key);
     if (have !== undefined) return have;
     const id = this.nextId++;
     this.byPath.set(key, id);
-    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st) });
+    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st, { buildId: this.ctx.options.buildIds === true, ...(source !== undefined ? { source } : {}) }) });
     return id;
   }
 
@@ -94,15 +95,40 @@ export class FileTable {
     const key = `ghost\0${st.dev}:${st.ino}\0${flags}`;
     const have = this.byPath.get(key);
     if (have !== undefined) return have;
-    const id = this.pathFileFresh(path, flags, st);
+    const id = this.pathFileFresh(path, flags, st, source);
     this.byPath.set(key, id);
     this.ghosts.add(id, source, st);
     return id;
   }
 
-  private pathFileFresh(path: string, flags: number, st: BigIntStats): number {
+  /**
+   * A mapped file deleted but still linked elsewhere, readable through
+   * `source`: one entry per inode + flags under the path it had, reopened
+   * through a link-remap name.
+   */
+  linkedPathFile(where: string, path: string, flags: number, st: BigIntStats, source: string): number {
+    const key = `linked\0${st.dev}:${st.ino}\0${flags}`;
+    const have = this.byPath.get(key);
+    if (have !== undefined) return have;
+    const id = this.pathFileFresh(path, flags, st, source);
+    this.byPath.set(key, id);
+    this.linkedFile(id, where, source, path);
+    return id;
+  }
+
+  /** Entry `id` is reopened through a new link-remap name (CRIU's files.img entry: flags 0, pos 0, no size). */
+  private linkedFile(id: number, where: string, source: string, path: string): void {
+    const links = this.ctx.options.linkRemaps;
+    if (!links) throw new Error(`${where}: a link remap without --link-remap`);
+    const rid = this.nextId++;
+    const name = links.link(where, source, path, rid);
+    this.files.push({ type: FdType.REG, id: rid, reg: { id: rid, flags: 0, pos: 0n, fown: ZERO_FOWN, name, build_id: [] } });
+    this.ghosts.addLinked(id, rid);
+  }
+
+  private pathFileFresh(path: string, flags: number, st: BigIntStats, source: string): number {
     const id = this.nextId++;
-    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st) });
+    this.files.push({ type: FdType.REG, id, reg: regEntry(id, path, flags | O_LARGEFILE, 0n, st, { buildId: this.ctx.options.buildIds === true, source }) });
     return id;
   }
 

@@ -12,6 +12,7 @@
 //     freshly allocated files.img id. describe() returns the file_entry and
 //     may stash data for its own images (pipes-data.img ...).
 //  3. write: each kind's writeImages() writes its own images.
+import type { LinkRemaps } from '../link-remap.js';
 import type { BigIntStats } from 'node:fs';
 import type { FileEntry, FownEntry, ImageDir, TtyInfoEntry } from '../../images/index.js';
 
@@ -40,6 +41,8 @@ export interface FdFacts {
   skipInFlight: boolean;
   /** --ghost-limit: largest deleted file (bytes on disk) dumped with its contents. */
   ghostLimit: bigint;
+  /** --link-remap: a deleted file still linked elsewhere may be dumped (a link remap). */
+  linkRemap: boolean;
   /** Session and process group of the process (ttys need them). */
   sid: number;
   pgid: number;
@@ -64,6 +67,12 @@ export interface DumpFdContext {
    * (/proc/PID/fd/N): its contents go into a ghost image (plugin/dump/ghost.ts).
    */
   ghostFile(id: number, source: string, st: BigIntStats): void;
+  /**
+   * Entry `id` names a deleted file still linked elsewhere (nlink > 0),
+   * readable through `source`: it gets a link-remap name next to `path` and
+   * a LINKED remap (plugin/dump/link-remap.ts; needs --link-remap).
+   */
+  linkedFile(id: number, where: string, source: string, path: string): void;
   /** A fresh files.img id for an entry that no fd uses directly. */
   newId(): number;
   /** Adds such an entry to files.img (e.g. a tty's reg_file_entry). */
@@ -91,6 +100,10 @@ export interface DumpFdOptions {
   skipInFlight: boolean;
   /** CRIU's --ghost-limit (default 1 MiB): largest deleted-but-open file carried in the images. */
   ghostLimit: bigint;
+  /** CRIU's --link-remap: the link-remap names this dump makes (undefined: not allowed). */
+  linkRemaps?: LinkRemaps;
+  /** Record the ELF build-id of regular files (CRIU's --file-validation buildid, its default). */
+  buildIds?: boolean;
 }
 
 export interface DumpFdKind<T = unknown> {

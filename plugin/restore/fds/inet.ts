@@ -114,8 +114,9 @@ export function inetKind(): RestoreFdKind {
       } finally {
         addon.restoreCloseFd(dup);
       }
-      // The connection exists again: let the peer's (retransmitted) packets in.
-      if (isTcpConnection(e)) unlockConnection(e.ino);
+      // The connection exists again: let the peer's (retransmitted) packets
+      // in, in the namespace the socket lives in (the owner's).
+      if (isTcpConnection(e)) unlockConnection(e.ino, owner.pid);
       return { taskFd: fd };
     },
   };

@@ -1,7 +1,7 @@
 // Regular files, directories, mem devices: reopened by path inside the
 // owner, at the dumped offset. The file must still exist with its mode.
-import { statSync } from 'node:fs';
 import { UserError } from '../../errors.js';
+import { checkRegFile } from '../filecheck.js';
 import { FdType, type FileEntry, type RegFileEntry } from '../../images/index.js';
 import { NR } from '../task.js';
 import type { RestoreFdKind } from './types.js';
@@ -14,23 +14,8 @@ function reg(f: FileEntry): RegFileEntry {
   return f.reg!;
 }
 
-/** The file a reg_file_entry names must still be there (size and mode too, where recorded). */
-export function checkRegFile(r: RegFileEntry, what: string, pid: number): void {
-  let st;
-  try {
-    st = statSync(r.name);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`pid ${pid}: ${what} ${r.name} cannot be opened: ${code}`, { cause: e });
-  }
-  // A regular file replaced or truncated since the dump (CRIU checks the size too).
-  if (r.size !== undefined && r.size !== null && st.isFile() && BigInt(st.size) !== BigInt(r.size)) {
-    throw new UserError(`pid ${pid}: ${what} ${r.name} has size ${st.size}, the image recorded ${r.size}: the file changed since the dump`);
-  }
-  if (r.mode !== undefined && r.mode !== null && r.mode !== 0 && (st.mode & 0o170777) !== (r.mode & 0o170777)) {
-    throw new UserError(`pid ${pid}: ${what} ${r.name} has mode 0${st.mode.toString(8)}, the image recorded 0${r.mode.toString(8)}`);
-  }
-}
+/** The file a reg_file_entry names must still be there (size, build-id and mode, where recorded): plugin/restore/filecheck.ts. */
+export { checkRegFile };
 
 export const regKind: RestoreFdKind = {
   type: FdType.REG,
@@ -38,7 +23,7 @@ export const regKind: RestoreFdKind = {
   setsFlags: false,
   check(ctx, file, use) {
     if (!file.reg) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a regular file without reg data`);
-    if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid);
+    if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid, ctx.options.fileValidation);
   },
   flags: (f) => reg(f).flags,
   fown: (f) => reg(f).fown,

@@ -44,6 +44,8 @@ export interface RestoreFdOptions {
   tcpEstablished: boolean;
   /** Check files by path from the restorer at plan time (false for a container: its mounts do not exist yet). */
   checkFiles?: boolean;
+  /** CRIU's --file-validation at restore: 'buildid' (default) also compares recorded build-ids. */
+  fileValidation?: import('../../images/build-id.js').FileValidation;
   /**
    * Open memfds (plugin/restore/shmem.ts plans their objects): the object key
    * of each memfd file id, and, once restore.ts has created the objects, the

@@ -1,0 +1,88 @@
+// The native bulk pull of a process's remote ranges (post-copy background
+// transfer): the engine streams large GETs on page-server connections of its
+// own (PULL_STREAMS per process, one shared cursor) and copies every reply
+// itself (native/engine/pull.cc), with no JavaScript per chunk. Used when the
+// engine and the source can (plain TCP to a server that takes several
+// connections) and no bandwidth cap applies; while it runs it holds one push
+// slot of the process. If a stream fails, the remote cursor's fetch() path
+// pushes what is left afterwards (it skips what is already in), and a page
+// server lost for good still kills the process through the source's fatal
+// path; faults never wait for a pull.
+import { log } from '../log.js';
+import type { EngineEventLike, FaultEngineLike } from './engine.js';
+import { errText } from './helpers.js';
+import type { Proc } from './proc.js';
+import type { RemotePageSource } from './types.js';
+
+/** Connections per process (LR_PULL_STREAMS overrides, 1..8). */
+export const PULL_STREAMS = Math.min(8, Math.max(1, Number(process.env.LR_PULL_STREAMS ?? 2) || 2));
+
+type PullEnd = Extract<EngineEventLike, { type: 'pull-end' }>;
+
+interface PullState {
+  proc: Proc;
+  ids: number[];
+  /** Streams not ended yet (started or still connecting). */
+  pending: number;
+  /** Why a stream failed ('' = could not start, nothing to report). */
+  failed: string | undefined;
+}
+
+export interface PullHost {
+  readonly engine: FaultEngineLike;
+  readonly remote: RemotePageSource | undefined;
+  /** A stream of p's pull ended having copied `pages`; `last`: every stream ended, p's push slot is free. */
+  ended(p: Proc, pages: number, last: boolean): void;
+  isClosed(): boolean;
+}
+
+export class RemotePulls {
+  private readonly byProc = new Map<Proc, PullState>();
+  private readonly byId = new Map<number, PullState>();
+
+  constructor(private readonly host: PullHost) {}
+
+  /** Starts p's pull if it can run and never ran; true = p's push slot is taken until ended(). */
+  start(p: Proc): boolean {
+    const { engine, remote } = this.host;
+    if (this.byProc.has(p) || !p.remote.fresh || p.remote.ranges.length === 0) return false;
+    if (!remote?.openPullSocket || !engine.startPull || !engine.stopPull) return false;
+    const st: PullState = { proc: p, ids: [], pending: PULL_STREAMS, failed: undefined };
+    this.byProc.set(p, st);
+    for (let i = 0; i < PULL_STREAMS; i++) {
+      void remote.openPullSocket().then((sock) => {
+        if (!sock) return this.streamEnded(st, '', 0);
+        try {
+          if (p.state !== 'serving' || this.host.isClosed()) return this.streamEnded(st, '', 0);
+          const id = engine.startPull!(p.engineProc, sock.fd, { stallMs: sock.stallMs });
+          st.ids.push(id);
+          this.byId.set(id, st);
+        } catch (e) {
+          this.streamEnded(st, `could not start (${errText(e)})`, 0);
+        } finally {
+          sock.close();
+        }
+      }, (e: unknown) => this.streamEnded(st, `has no connection (${errText(e)})`, 0));
+    }
+    return true;
+  }
+
+  /** The engine's 'pull-end' of one stream. */
+  onPullEnd(ev: PullEnd): void {
+    this.host.engine.stopPull?.(ev.pull);
+    const st = this.byId.get(ev.pull);
+    this.byId.delete(ev.pull);
+    if (st) this.streamEnded(st, ev.code === undefined ? undefined : `stopped (${ev.message ?? ev.code})`, ev.pages);
+  }
+
+  private streamEnded(st: PullState, why: string | undefined, pages: number): void {
+    if (why !== undefined) st.failed ??= why;
+    st.pending--;
+    const p = st.proc;
+    if (st.pending === 0) {
+      if (st.failed === undefined) p.remote.finishAll();
+      else if (st.failed && p.state === 'serving') log.warn(`lazy-pages: ${p.describe()}: native bulk transfer ${st.failed}; pushing the rest through the page-server client`);
+    }
+    this.host.ended(p, pages, st.pending === 0);
+  }
+}

@@ -1,0 +1,55 @@
+// Phase timings of one command, for performance work: with LR_PHASES=1 in
+// the environment every mark() records the wall time since the process
+// started and the CPU time used so far, printed to stderr at exit. Off (one
+// boolean test per mark) otherwise.
+// With LR_TRACE=FILE, every mark() of every process of a command (restorer,
+// lazy-pages daemon) is also appended to FILE as "EPOCH_MS PID NAME" (one
+// append per line, so processes may share it): the timeline across processes.
+import { appendFileSync } from 'node:fs';
+
+const on = process.env.LR_PHASES === '1';
+const traceFile = process.env.LR_TRACE || undefined;
+
+function traceLine(epochMs: number, name: string): void {
+  try {
+    appendFileSync(traceFile!, `${epochMs.toFixed(1)} ${process.pid} ${name}\n`);
+  } catch { /* measuring only */ }
+}
+if (traceFile) traceLine(performance.timeOrigin, `node start (${process.argv.slice(2, 3).join(' ')})`);
+const marks: { name: string; wallMs: number; cpuMs: number }[] = [];
+const counts = new Map<string, { n: number; ms: number }>();
+
+/** Records that `name` was reached. */
+export function mark(name: string): void {
+  if (traceFile) traceLine(performance.timeOrigin + performance.now(), name);
+  if (!on) return;
+  const c = process.cpuUsage();
+  marks.push({ name, wallMs: performance.now(), cpuMs: (c.user + c.system) / 1000 });
+}
+
+/** Whether phase timing is on (to skip measuring a hot call). */
+export const phasesOn = on;
+
+/** Counts one occurrence of `name` taking `ms` (e.g. one injected syscall). */
+export function count(name: string, ms: number): void {
+  const c = counts.get(name) ?? { n: 0, ms: 0 };
+  c.n++;
+  c.ms += ms;
+  counts.set(name, c);
+}
+
+if (on) {
+  process.on('exit', () => {
+    mark('exit');
+    let prevW = 0;
+    let prevC = 0;
+    const lines = marks.map((m) => {
+      const l = `${m.wallMs.toFixed(1).padStart(8)} ms wall (+${(m.wallMs - prevW).toFixed(1).padStart(6)})  ${m.cpuMs.toFixed(1).padStart(7)} ms cpu (+${(m.cpuMs - prevC).toFixed(1).padStart(6)})  ${m.name}`;
+      prevW = m.wallMs;
+      prevC = m.cpuMs;
+      return l;
+    });
+    for (const [k, v] of counts) lines.push(`${k}: ${v.n} calls, ${v.ms.toFixed(1)} ms`);
+    process.stderr.write(`phases (pid ${process.pid}):\n${lines.join('\n')}\n`);
+  });
+}
