@@ -14,8 +14,10 @@ import { errText } from './helpers.js';
 import type { Proc } from './proc.js';
 import type { RemotePageSource } from './types.js';
 
-/** Connections per process (LR_PULL_STREAMS overrides, 1..8). */
-export const PULL_STREAMS = Math.min(8, Math.max(1, Number(process.env.LR_PULL_STREAMS ?? 2) || 2));
+/** Connections per process (LR_PULL_STREAMS overrides, 1..8; 0 = no pull, for comparisons). */
+export const PULL_STREAMS = ((n: number) => (Number.isFinite(n) ? Math.min(8, Math.max(0, Math.floor(n))) : 2))(Number(process.env.LR_PULL_STREAMS ?? 2));
+/** Pages per GET (LR_PULL_GET_PAGES overrides, 16..4096) and the window of each stream (8 GETs). */
+const GET_PAGES = Math.min(4096, Math.max(16, Number(process.env.LR_PULL_GET_PAGES ?? 256) || 256));
 
 type PullEnd = Extract<EngineEventLike, { type: 'pull-end' }>;
 
@@ -45,7 +47,7 @@ export class RemotePulls {
   /** Starts p's pull if it can run and never ran; true = p's push slot is taken until ended(). */
   start(p: Proc): boolean {
     const { engine, remote } = this.host;
-    if (this.byProc.has(p) || !p.remote.fresh || p.remote.ranges.length === 0) return false;
+    if (PULL_STREAMS === 0 || this.byProc.has(p) || !p.remote.fresh || p.remote.ranges.length === 0) return false;
     if (!remote?.openPullSocket || !engine.startPull || !engine.stopPull) return false;
     const st: PullState = { proc: p, ids: [], pending: PULL_STREAMS, failed: undefined };
     this.byProc.set(p, st);
@@ -54,7 +56,7 @@ export class RemotePulls {
         if (!sock) return this.streamEnded(st, '', 0);
         try {
           if (p.state !== 'serving' || this.host.isClosed()) return this.streamEnded(st, '', 0);
-          const id = engine.startPull!(p.engineProc, sock.fd, { stallMs: sock.stallMs });
+          const id = engine.startPull!(p.engineProc, sock.fd, { getPages: GET_PAGES, windowPages: Math.min(65536, GET_PAGES * 8), stallMs: sock.stallMs });
           st.ids.push(id);
           this.byId.set(id, st);
         } catch (e) {
