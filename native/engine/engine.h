@@ -152,7 +152,7 @@ struct Proc {
     uint64_t cursor = 0;       // next run-time address a pull looks at
     uint64_t seenFault = 0;    // lastRemoteFault last jumped to
     bool wrapped = false;      // a pass started over from the lowest address
-    uint64_t pagesAtWrap = 0;  // `pages` when it did
+    uint64_t lazyAtWrap = 0;   // lazy.bytes() when it did (anything placed since, by anyone, is progress)
     uint64_t pages = 0;        // pages placed by every pull of this process
   } pull;
   bool completeSent = false;
