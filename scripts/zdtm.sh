@@ -17,6 +17,7 @@
 #                 from it, and the table then covers all tests of the list that have a result
 #                 (e.g. ZDTM_TOOLS=ours ZDTM_REUSE=/tmp/zdtm-run.X keeps that run's CRIU column;
 #                 ZDTM_TESTS="a b" ZDTM_REUSE=... reruns a and b and keeps the rest)
+#   ZDTM_TABLE_ONLY=1  run nothing: write the table from ZDTM_REUSE's results
 #
 # The CRIU tree is only read: its test/ directory is copied (one copy per
 # tool, so the same test can run for both at once) and the other top-level
@@ -81,6 +82,7 @@ echo "zdtm: ${#tests[@]} tests x ${#modes[@]} modes x ${#tools[@]} tools; logs i
 
 # The tree each tool runs in: test/ copied, the rest symlinked.
 for tool in "${tools[@]}"; do
+  [[ -n "${ZDTM_TABLE_ONLY:-}" ]] && break
   t="$run/tree-$tool"
   if [[ ! -d "$t/test" ]]; then
     mkdir -p "$t"
@@ -148,6 +150,7 @@ export -f one mode_args
 export run src tmo
 
 # Runs: mode by mode, both tools interleaved, $jobs at a time.
+[[ -n "${ZDTM_TABLE_ONLY:-}" ]] && modes=()
 for mode in "${modes[@]}"; do
   for test in "${tests[@]}"; do
     for tool in "${tools[@]}"; do

@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { logTail } from '../log-tail.js';
 import { median, type BenchFigure, type BenchSuite } from '../types.js';
 
 const RUNC = '/usr/sbin/runc';
@@ -82,10 +83,10 @@ export const suite: BenchSuite = {
             // so). The failure is shown with the tail of its dump.log and the
             // step is tried once more: this is a benchmark, runc.test.ts is
             // where a failing checkpoint fails.
-            ctx.log(`${name}: runc checkpoint failed, trying once more: ${cp.err.trim()}\n${logTail(join(img, 'dump.log'))}`);
+            ctx.log(`${name}: runc checkpoint failed, trying once more: ${cp.err.trim()}\n${logTail(join(img, 'dump.log'), { lines: 8 })}`);
             img = `${img}-again`;
             cp = await runc(['--criu', bin, 'checkpoint', '--image-path', img, id]);
-            if (cp.code !== 0) throw new Error(`${name}: runc checkpoint failed: ${cp.err}\n${logTail(join(img, 'dump.log'))}`);
+            if (cp.code !== 0) throw new Error(`${name}: runc checkpoint failed: ${cp.err}\n${logTail(join(img, 'dump.log'), { lines: 8 })}`);
           }
           const at = count(file);
           const rs = await runc(['--criu', bin, 'restore', '-d', '--image-path', img, '--bundle', bundle, id], true);
@@ -112,12 +113,3 @@ export const suite: BenchSuite = {
     return [fig('checkpoint', ours.cp, base?.cp), fig('restore -d', ours.rs, base?.rs)];
   },
 };
-
-/** The last lines of a log file, or why it cannot be read. */
-function logTail(path: string, lines = 8): string {
-  try {
-    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch (e) {
-    return `(${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)})`;
-  }
-}

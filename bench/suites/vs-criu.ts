@@ -30,6 +30,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helperPath } from '../../plugin/native/addon.js';
+import { logTail } from '../log-tail.js';
 import { median, type BenchContext, type BenchFigure, type BenchSuite } from '../types.js';
 
 const cliMain = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'lazy-restore.js');
@@ -230,12 +231,8 @@ async function timeLazyOneCommand(tool: Tool, ctrl: string, images: string): Pro
     return at - t0;
   } catch (e) {
     killAll();
-    throw new Error(`${(e as Error).message}; lazy-pages.log: ${tail(join(images, 'lazy-pages.log'))}; restore.log: ${tail(join(images, 'restore.log'))}`);
+    throw new Error(`${(e as Error).message}; lazy-pages.log: ${logTail(join(images, 'lazy-pages.log'), { chars: 600 })}; restore.log: ${logTail(join(images, 'restore.log'), { chars: 600 })}`);
   }
-}
-
-function tail(f: string): string {
-  try { return readFileSync(f, 'utf8').trim().slice(-600); } catch { return '(none)'; }
 }
 
 /**

@@ -28,6 +28,18 @@
 
 namespace lr::engine {
 
+namespace {
+
+// A page that will not be copied (EEXIST: it is already there; ENOENT: its
+// VMA is gone) leaves the maps, and a thread waiting on it is woken.
+void DropPage(Proc* p, uint64_t addr) {
+  p->lazy.Remove(addr, addr + kPage);
+  p->inflight.Remove(addr, addr + kPage);
+  UffdWake(p->uffd, addr, kPage);
+}
+
+}  // namespace
+
 bool Engine::HandleUffd(Proc* p) {
   std::lock_guard<std::mutex> g(p->mu);
   if (p->state != Proc::kLive) return false;
@@ -180,9 +192,7 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
                "page " + Hex(cur) + " was populated before its data arrived from the page server: it would hold wrong data");
           return kFillDead;
         }
-        p->lazy.Remove(cur, cur + kPage);
-        p->inflight.Remove(cur, cur + kPage);
-        UffdWake(p->uffd, cur, kPage);
+        DropPage(p, cur);
         if (present) present->emplace_back(cur, cur + kPage);
         cur += kPage;
         onePage = false;
@@ -209,11 +219,9 @@ Engine::FillResult Engine::Fill(Proc* p, uint64_t start, uint64_t end, Kind kind
           case MmState::kSettled:
             break;
         }
-        p->lazy.Remove(cur, cur + kPage);
-        p->inflight.Remove(cur, cur + kPage);
-        // A thread may be waiting there (its VMA went away under it): let
-        // it retry its access.
-        UffdWake(p->uffd, cur, kPage);
+        // A thread may be waiting there (its VMA went away under it): the
+        // wake lets it retry its access.
+        DropPage(p, cur);
         cur += kPage;
         onePage = false;
         continue;

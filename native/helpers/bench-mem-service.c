@@ -1,6 +1,6 @@
 // Benchmark workload shared by lazy-restore and CRIU 4.2 (bench/suites/vs-criu.ts):
-//   bench-mem-service CTRL_DIR MIB [TOUCH_PERCENT=100]
-// Holds MIB MiB of patterned anonymous memory. Writes CTRL_DIR/ready once
+//   bench-mem-service CTRL_DIR MIB [TOUCH_PERCENT=100] [shared]
+// Holds MIB MiB of patterned anonymous memory (MAP_SHARED with `shared`). Writes CTRL_DIR/ready once
 // filled, then sleeps in sigsuspend until SIGUSR1 ("go"); then reads and
 // checks TOUCH_PERCENT of its pages (100: every page; 1: one page in a
 // hundred, spread over the whole mapping, like a service's hot lookups),
@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
   sigaddset(&block, SIGUSR1);
   sigprocmask(SIG_BLOCK, &block, &old);
 
-  uint64_t* mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const int shared = argc > 4 && strcmp(argv[4], "shared") == 0;
+  uint64_t* mem = mmap(NULL, len, PROT_READ | PROT_WRITE, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return 2;
   for (size_t i = 0; i < len / 8; i++) mem[i] = pat(i);
   char text[128];

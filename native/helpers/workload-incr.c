@@ -8,6 +8,10 @@
 // After a round it writes CTRL_DIR/round-k ("written=", "populated=", "buf=",
 // "pages="). SIGUSR1 (workload-common.h) verifies every page against the
 // generation table, writes CTRL_DIR/result and exits.
+// Also a 2-page MAP_PRIVATE writable mapping of CTRL_DIR/pf.dat: page 0
+// written (a private copy), page 1 never touched. At the end page 0 must keep
+// its private bytes and page 1 must still be the file's: a write to the file
+// through an fd shows in it (a pre-dump must not copy it as a private page).
 #include <sys/mman.h>
 
 #include "workload-common.h"
@@ -68,6 +72,13 @@ int main(int argc, char** argv) {
     if (gen[p] != UNPOP) fill(buf, p, 1);
   }
   char* extra = NULL;
+  char pfpath[4200];
+  snprintf(pfpath, sizeof pfpath, "%s/pf.dat", wl_ctrl_dir);
+  int pf = open(pfpath, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (pf < 0 || ftruncate(pf, 2 * PAGE) < 0 || pwrite(pf, "file", 4, PAGE) != 4) wl_die("pf.dat");
+  char* pfmap = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, pf, 0);
+  if (pfmap == MAP_FAILED) wl_die("mmap pf.dat");
+  memcpy(pfmap, "private", 7);
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -127,6 +138,10 @@ int main(int argc, char** argv) {
     }
   }
   if (bad) wl_fail("%zu pages differ, first page %zu (gen %u)", bad, first, gen[first]);
+  if (memcmp(pfmap, "private", 7) != 0) wl_fail("pf.dat page 0 lost its private bytes");
+  if (pwrite(pf, "FILE", 4, PAGE) != 4) wl_fail("pwrite pf.dat: %s", strerror(errno));
+  if (memcmp(pfmap + PAGE, "FILE", 4) != 0)
+    wl_fail("pf.dat page 1 is not the file's page any more (reads \"%.4s\"): it was copied as a private page", pfmap + PAGE);
   if (extra) {
     for (size_t p = 0; p < EXTRA_PAGES; p++)
       if (!check_id(extra, p, p + 1000000, 7)) wl_fail("extra page %zu differs", p);

@@ -30,6 +30,7 @@
 #include "engine/crc32c.h"
 #include "inject/init.h"
 #include "inject/iovec.h"
+#include "inject/pagemap_entry.h"
 
 #ifndef LR_CHUNK_PAGES
 #define LR_CHUNK_PAGES 128
@@ -46,10 +47,6 @@ constexpr uint64_t kChunkPages = LR_CHUNK_PAGES;
 constexpr size_t kBuffers = LR_BUFFERS;
 constexpr size_t kIovMax = 1024;
 
-constexpr uint64_t kPmPresent = 1ULL << 63;
-constexpr uint64_t kPmSwapped = 1ULL << 62;
-constexpr uint64_t kPmFile = 1ULL << 61;
-constexpr int kModeAnon = 0, kModeFile = 1, kModeAll = 2;
 
 bool PageIsZero(const char* p) {
   const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
@@ -310,8 +307,7 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
         remote.clear();
         for (uint64_t i = 0; i < n; i++) {
           uint64_t e = pm[i];
-          bool take = mode == kModeAll ||
-                      ((e & (kPmPresent | kPmSwapped)) && !(mode == kModeFile && (e & kPmFile)));
+          bool take = PageTaken(e, mode);
           if (!take) continue;
           char* a = reinterpret_cast<char*>(base + i * kPage);
           if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
@@ -469,8 +465,7 @@ Napi::Value ScanPages(const Napi::CallbackInfo& info) {
         ThrowErrno(env, errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
       for (uint64_t i = 0; i < n; i++) {
         const uint64_t e = pm[i];
-        const bool take = mode == kModeAll ||
-                          ((e & (kPmPresent | kPmSwapped)) && !(mode == kModeFile && (e & kPmFile)));
+        const bool take = PageTaken(e, mode);
         if (!take) continue;
         scanned++;
         if (mode != kModeAll && zpfn && (e & kPmPresent) && (e & ((1ULL << 55) - 1)) == zpfn) {

@@ -18,6 +18,7 @@
 #include "common/hex.h"
 #include "inject/init.h"
 #include "inject/iovec.h"
+#include "inject/pagemap_entry.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -141,15 +142,6 @@ bool PageIsZero(const char* p) {
   return true;
 }
 
-constexpr uint64_t kPmPresent = 1ULL << 63;
-constexpr uint64_t kPmSwapped = 1ULL << 62;
-constexpr uint64_t kPmFile = 1ULL << 61;
-
-// Selection modes of collectPages.
-constexpr int kModeAnon = 0;  // present or swapped
-constexpr int kModeFile = 1;  // (present or swapped) and not a page-cache page (COW copies)
-constexpr int kModeAll = 2;   // every page (vDSO), zero pages kept
-
 // collectPages(pid, memFd, pagemapFd, start, nPages, mode, out) ->
 //   { runs: BigUint64Array [vaddr, count]*, bytes, scanned, zero }
 // Reads the pagemap of [start, start + nPages*4K), reads the selected pages
@@ -176,7 +168,7 @@ Napi::Value CollectPages(const Napi::CallbackInfo& info) {
   std::vector<iovec> remote;
   for (uint64_t i = 0; i < n; i++) {
     uint64_t e = pm[i];
-    bool take = mode == kModeAll || ((e & (kPmPresent | kPmSwapped)) && !(mode == kModeFile && (e & kPmFile)));
+    bool take = PageTaken(e, mode);
     if (!take) continue;
     char* addr = reinterpret_cast<char*>(start + i * kPage);
     if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == addr)

@@ -35,6 +35,7 @@
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "net/sockopt.h"
 
 #ifndef SIOCOUTQNSD
 #define SIOCOUTQNSD 0x894B
@@ -85,18 +86,6 @@ const char* OptName(int level, int opt) {
   return "setsockopt";
 }
 
-int GetInt(Napi::Env env, int fd, int level, int opt, const char* what) {
-  int v = 0;
-  socklen_t l = sizeof(v);
-  if (getsockopt(fd, level, opt, &v, &l) < 0) ThrowErrno(env, errno, "getsockopt", what);
-  return v;
-}
-
-bool TryGetInt(int fd, int level, int opt, int* v) {
-  socklen_t l = sizeof(*v);
-  return getsockopt(fd, level, opt, v, &l) == 0;
-}
-
 void SetInt(Napi::Env env, int fd, int level, int opt, int v, const char* what) {
   if (setsockopt(fd, level, opt, &v, sizeof(v)) < 0) ThrowErrno(env, errno, OptName(level, opt), what);
 }
@@ -120,9 +109,9 @@ Napi::Value InetSockDump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
   Napi::Object o = Napi::Object::New(env);
-  int family = GetInt(env, fd, SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
-  int type = GetInt(env, fd, SOL_SOCKET, SO_TYPE, "SO_TYPE");
-  int proto = GetInt(env, fd, SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL");
+  int family = GetSockInt(env, fd, SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
+  int type = GetSockInt(env, fd, SOL_SOCKET, SO_TYPE, "SO_TYPE");
+  int proto = GetSockInt(env, fd, SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL");
   o.Set("family", family);
   o.Set("type", type);
   o.Set("proto", proto);
@@ -155,13 +144,13 @@ Napi::Value InetSockDump(const Napi::CallbackInfo& info) {
       backlog = ti.tcpi_sacked;
       o.Set("acceptQueue", static_cast<double>(ti.tcpi_unacked));
     }
-    o.Set("nodelay", GetInt(env, fd, SOL_TCP, TCP_NODELAY, "TCP_NODELAY") != 0);
-    o.Set("cork", GetInt(env, fd, SOL_TCP, TCP_CORK, "TCP_CORK") != 0);
-    o.Set("keepcnt", GetInt(env, fd, SOL_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"));
-    o.Set("keepidle", GetInt(env, fd, SOL_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"));
-    o.Set("keepintvl", GetInt(env, fd, SOL_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"));
+    o.Set("nodelay", GetSockInt(env, fd, SOL_TCP, TCP_NODELAY, "TCP_NODELAY") != 0);
+    o.Set("cork", GetSockInt(env, fd, SOL_TCP, TCP_CORK, "TCP_CORK") != 0);
+    o.Set("keepcnt", GetSockInt(env, fd, SOL_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"));
+    o.Set("keepidle", GetSockInt(env, fd, SOL_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"));
+    o.Set("keepintvl", GetSockInt(env, fd, SOL_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"));
   } else if (proto == IPPROTO_UDP) {
-    o.Set("udpCork", GetInt(env, fd, SOL_UDP, UDP_CORK, "UDP_CORK") != 0);
+    o.Set("udpCork", GetSockInt(env, fd, SOL_UDP, UDP_CORK, "UDP_CORK") != 0);
   }
   o.Set("state", state);
   o.Set("backlog", backlog);
@@ -169,31 +158,23 @@ Napi::Value InetSockDump(const Napi::CallbackInfo& info) {
   if (state != TCP_LISTEN && ioctl(fd, SIOCINQ, &q) == 0) o.Set("inq", q);
   if (state != TCP_LISTEN && ioctl(fd, SIOCOUTQ, &q) == 0) o.Set("outq", q);
 
-  o.Set("sndbuf", GetInt(env, fd, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"));
-  o.Set("rcvbuf", GetInt(env, fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"));
+  o.Set("sndbuf", GetSockInt(env, fd, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"));
+  o.Set("rcvbuf", GetSockInt(env, fd, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"));
   int v = 0;
-  if (TryGetInt(fd, SOL_SOCKET, SO_BUF_LOCK, &v)) o.Set("bufLock", v);
-  timeval tv{};
-  socklen_t tvl = sizeof(tv);
-  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tvl) < 0) ThrowErrno(env, errno, "getsockopt", "SO_SNDTIMEO");
-  o.Set("sndTmoSec", static_cast<double>(tv.tv_sec));
-  o.Set("sndTmoUsec", static_cast<double>(tv.tv_usec));
-  tvl = sizeof(tv);
-  if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tvl) < 0) ThrowErrno(env, errno, "getsockopt", "SO_RCVTIMEO");
-  o.Set("rcvTmoSec", static_cast<double>(tv.tv_sec));
-  o.Set("rcvTmoUsec", static_cast<double>(tv.tv_usec));
-  o.Set("reuseaddr", GetInt(env, fd, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR") != 0);
-  o.Set("reuseport", GetInt(env, fd, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT") != 0);
-  o.Set("priority", GetInt(env, fd, SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY"));
-  o.Set("rcvlowat", GetInt(env, fd, SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT"));
-  o.Set("mark", GetInt(env, fd, SOL_SOCKET, SO_MARK, "SO_MARK"));
-  if (TryGetInt(fd, SOL_SOCKET, SO_PASSCRED, &v)) o.Set("passcred", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
-  if (TryGetInt(fd, SOL_SOCKET, SO_PASSSEC, &v)) o.Set("passsec", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
-  if (TryGetInt(fd, SOL_SOCKET, SO_DONTROUTE, &v)) o.Set("dontroute", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
-  if (TryGetInt(fd, SOL_SOCKET, SO_NO_CHECK, &v)) o.Set("noCheck", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
-  o.Set("broadcast", GetInt(env, fd, SOL_SOCKET, SO_BROADCAST, "SO_BROADCAST") != 0);
-  o.Set("keepalive", GetInt(env, fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE") != 0);
-  o.Set("oobinline", GetInt(env, fd, SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE") != 0);
+  if (TryGetSockInt(fd, SOL_SOCKET, SO_BUF_LOCK, &v)) o.Set("bufLock", v);
+  GetSockTimeouts(env, fd, o);
+  o.Set("reuseaddr", GetSockInt(env, fd, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR") != 0);
+  o.Set("reuseport", GetSockInt(env, fd, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT") != 0);
+  o.Set("priority", GetSockInt(env, fd, SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY"));
+  o.Set("rcvlowat", GetSockInt(env, fd, SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT"));
+  o.Set("mark", GetSockInt(env, fd, SOL_SOCKET, SO_MARK, "SO_MARK"));
+  if (TryGetSockInt(fd, SOL_SOCKET, SO_PASSCRED, &v)) o.Set("passcred", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetSockInt(fd, SOL_SOCKET, SO_PASSSEC, &v)) o.Set("passsec", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetSockInt(fd, SOL_SOCKET, SO_DONTROUTE, &v)) o.Set("dontroute", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  if (TryGetSockInt(fd, SOL_SOCKET, SO_NO_CHECK, &v)) o.Set("noCheck", v != 0);  // EOPNOTSUPP on inet sockets in newer kernels
+  o.Set("broadcast", GetSockInt(env, fd, SOL_SOCKET, SO_BROADCAST, "SO_BROADCAST") != 0);
+  o.Set("keepalive", GetSockInt(env, fd, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE") != 0);
+  o.Set("oobinline", GetSockInt(env, fd, SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE") != 0);
   linger lg{};
   socklen_t ll = sizeof(lg);
   if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &ll) < 0) ThrowErrno(env, errno, "getsockopt", "SO_LINGER");
@@ -206,14 +187,14 @@ Napi::Value InetSockDump(const Napi::CallbackInfo& info) {
   socklen_t fll = 0;
   if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, nullptr, &fll) == 0) flen = static_cast<int>(fll);
   o.Set("filterLen", flen);
-  if (family == AF_INET6) o.Set("v6only", GetInt(env, fd, SOL_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY") != 0);
+  if (family == AF_INET6) o.Set("v6only", GetSockInt(env, fd, SOL_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY") != 0);
   if (family == AF_INET) {
-    o.Set("freebind", GetInt(env, fd, SOL_IP, IP_FREEBIND, "IP_FREEBIND") != 0);
-    o.Set("tos", GetInt(env, fd, SOL_IP, IP_TOS, "IP_TOS"));
-    o.Set("ttl", GetInt(env, fd, SOL_IP, IP_TTL, "IP_TTL"));
-    o.Set("pktinfo", GetInt(env, fd, SOL_IP, IP_PKTINFO, "IP_PKTINFO") != 0);
+    o.Set("freebind", GetSockInt(env, fd, SOL_IP, IP_FREEBIND, "IP_FREEBIND") != 0);
+    o.Set("tos", GetSockInt(env, fd, SOL_IP, IP_TOS, "IP_TOS"));
+    o.Set("ttl", GetSockInt(env, fd, SOL_IP, IP_TTL, "IP_TTL"));
+    o.Set("pktinfo", GetSockInt(env, fd, SOL_IP, IP_PKTINFO, "IP_PKTINFO") != 0);
   } else {
-    o.Set("freebind", GetInt(env, fd, SOL_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND") != 0);
+    o.Set("freebind", GetSockInt(env, fd, SOL_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND") != 0);
   }
   return o;
 }
@@ -252,7 +233,7 @@ Napi::Value TcpRepairDump(const Napi::CallbackInfo& info) {
     o.Set("outqLen", outq);
     o.Set("unsqLen", unsq);
     o.Set("inqLen", inq);
-    int mss = GetInt(env, fd, SOL_TCP, TCP_MAXSEG, "TCP_MAXSEG");
+    int mss = GetSockInt(env, fd, SOL_TCP, TCP_MAXSEG, "TCP_MAXSEG");
     o.Set("mssClamp", mss);
     o.Set("optMask", ti.tcpi_options);
     if (ti.tcpi_options & TCPI_OPT_WSCALE) {
@@ -263,7 +244,7 @@ Napi::Value TcpRepairDump(const Napi::CallbackInfo& info) {
       o.Set("rcvWscale", 0);
     }
     if (ti.tcpi_options & TCPI_OPT_TIMESTAMPS) {
-      uint32_t ts = static_cast<uint32_t>(GetInt(env, fd, SOL_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP"));
+      uint32_t ts = static_cast<uint32_t>(GetSockInt(env, fd, SOL_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP"));
       o.Set("timestamp", static_cast<double>(ts));
     }
     RepairWindow w{};
@@ -455,7 +436,7 @@ void RestoreOpts(Napi::Env env, int fd, int family, int proto, const Napi::Objec
     if (Has(spec, "tos") && U32(spec, "tos")) SetInt(env, fd, SOL_IP, IP_TOS, static_cast<int>(U32(spec, "tos")), "IP_TOS");
     if (Has(spec, "ttl")) {
       int cur = 0;
-      if (TryGetInt(fd, SOL_IP, IP_TTL, &cur) && cur != static_cast<int>(U32(spec, "ttl")))
+      if (TryGetSockInt(fd, SOL_IP, IP_TTL, &cur) && cur != static_cast<int>(U32(spec, "ttl")))
         SetInt(env, fd, SOL_IP, IP_TTL, static_cast<int>(U32(spec, "ttl")), "IP_TTL");
     }
   } else if (U32(spec, "freebind")) {

@@ -20,6 +20,7 @@
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "net/sockopt.h"
 
 #ifndef SIOCUNIXFILE
 #define SIOCUNIXFILE (SIOCPROTOPRIVATE + 0)
@@ -28,12 +29,7 @@
 namespace lr {
 namespace {
 
-int Get(Napi::Env env, int fd, int opt, const char* what) {
-  int v = 0;
-  socklen_t l = sizeof(v);
-  if (getsockopt(fd, SOL_SOCKET, opt, &v, &l) < 0) ThrowErrno(env, errno, "getsockopt", what);
-  return v;
-}
+int Get(Napi::Env env, int fd, int opt, const char* what) { return GetSockInt(env, fd, SOL_SOCKET, opt, what); }
 
 void Set(Napi::Env env, int fd, int opt, int v, const char* what) {
   if (setsockopt(fd, SOL_SOCKET, opt, &v, sizeof(v)) < 0) ThrowErrno(env, errno, "setsockopt", what);
@@ -66,15 +62,7 @@ Napi::Value UnixSockDump(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("sndbuf", Get(env, fd, SO_SNDBUF, "SO_SNDBUF"));
   o.Set("rcvbuf", Get(env, fd, SO_RCVBUF, "SO_RCVBUF"));
-  timeval tv{};
-  socklen_t tl = sizeof(tv);
-  if (getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) < 0) ThrowErrno(env, errno, "getsockopt", "SO_SNDTIMEO");
-  o.Set("sndTmoSec", static_cast<double>(tv.tv_sec));
-  o.Set("sndTmoUsec", static_cast<double>(tv.tv_usec));
-  tl = sizeof(tv);
-  if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) < 0) ThrowErrno(env, errno, "getsockopt", "SO_RCVTIMEO");
-  o.Set("rcvTmoSec", static_cast<double>(tv.tv_sec));
-  o.Set("rcvTmoUsec", static_cast<double>(tv.tv_usec));
+  GetSockTimeouts(env, fd, o);
   o.Set("passcred", Get(env, fd, SO_PASSCRED, "SO_PASSCRED") != 0);
   o.Set("passsec", Get(env, fd, SO_PASSSEC, "SO_PASSSEC") != 0);
   o.Set("priority", Get(env, fd, SO_PRIORITY, "SO_PRIORITY"));

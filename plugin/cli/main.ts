@@ -60,24 +60,26 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function packageVersion(): Promise<string> {
-  const { readFile } = await import('node:fs/promises');
+  const { readFileSync } = await import('node:fs');
   const { projectRoot } = await import('./paths.js');
-  const pkg = JSON.parse(await readFile(`${projectRoot}/package.json`, 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(`${projectRoot}/package.json`, 'utf8')) as { version: string };
   return pkg.version;
 }
 
 /** How long a failed command may take to wind down before it is made to exit. */
 const FAILURE_EXIT_MS = 5000;
 
-const code = await main(process.argv.slice(2));
-process.exitCode = code;
-if (code !== ExitCode.ok) {
-  // Every command releases what it started before its error reaches here; if
-  // anything still holds the event loop (a native thread, a socket), exit
-  // anyway, bounded: a failed command never stays running after its error.
-  setTimeout(() => {
-    // A bug in some command's cleanup: say so (a second line the tests catch), then go.
-    process.stderr.write(`lazy-restore: internal: still running ${FAILURE_EXIT_MS / 1000} s after the error (held by ${process.getActiveResourcesInfo().join(', ') || 'native threads'}); exiting\n`);
-    process.exit(code);
-  }, FAILURE_EXIT_MS).unref();
-}
+// No top-level await: the bundle is a CommonJS script (scripts/bundle.sh).
+void main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+  if (code !== ExitCode.ok) {
+    // Every command releases what it started before its error reaches here; if
+    // anything still holds the event loop (a native thread, a socket), exit
+    // anyway, bounded: a failed command never stays running after its error.
+    setTimeout(() => {
+      // A bug in some command's cleanup: say so (a second line the tests catch), then go.
+      process.stderr.write(`lazy-restore: internal: still running ${FAILURE_EXIT_MS / 1000} s after the error (held by ${process.getActiveResourcesInfo().join(', ') || 'native threads'}); exiting\n`);
+      process.exit(code);
+    }, FAILURE_EXIT_MS).unref();
+  }
+});

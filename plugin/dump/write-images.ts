@@ -2,8 +2,7 @@
 // fdinfo, pagemap and pages (memory through plugin/dump/memory.ts), then the
 // tree-wide images (inventory, pstree, files, shared memory, locks).
 import { mark } from '../phases.js';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { readdir, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import {
   ChecksumAlgorithm, ImageDir, KIND, PAGE_SIZE, PE_LAZY, TASK_ALIVE, TASK_STOPPED, encodeMessage, encodePagemapEntry, joinEntries,
   type CoreEntry, type DumpStatsEntry, type FdinfoEntry, type InventoryEntry, type MmEntry, type PagemapEntry, type PstreeEntry,
@@ -85,7 +84,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
-  for (const name of await readdir(dir.dir)) if (OWN_IMAGES.test(name)) await rm(dir.path(name), { force: true });
+  for (const name of readdirSync(dir.dir)) if (OWN_IMAGES.test(name)) rmSync(dir.path(name), { force: true });
 }
 
 export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
@@ -232,7 +231,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     const vp = vpid(pid);
     pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
     writes.push(
-      writeFile(dir.pathOf(KIND.pagemap, vp), pagemap),
+      Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)),
       dir.writeCore(vp, leaderCore),
       ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
       dir.writeIds(vp, ids),

@@ -2,7 +2,7 @@
 // prefixes, and the raw EXTRA payloads some images carry after an entry
 // (IMAGE-FORMAT §1). Knows nothing about message contents beyond the few
 // fields that size an EXTRA, which it reads schema-free.
-import { open, type FileHandle } from 'node:fs/promises';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { ImageError } from '../errors.js';
 import { IMG_COMMON, IMG_SERVICE, kindByMagic, type ImageKind } from './magic.js';
 
@@ -192,7 +192,9 @@ export function joinEntries(kind: ImageKind, entries: readonly { payload: Buffer
 /**
  * Sequential reader over a file in large chunks, for images too big to load
  * at once (pagemaps, working sets). Returned buffers are views valid until
- * the next call.
+ * the next call. Its I/O is synchronous (1 MiB reads of a local file): an
+ * asynchronous call is a round trip through libuv's thread pool, which on
+ * a loaded machine costs more than the read.
  */
 export class ChunkedReader {
   private buf: Buffer = Buffer.alloc(0);
@@ -202,18 +204,18 @@ export class ChunkedReader {
 
   private constructor(
     readonly file: string,
-    private fh: FileHandle | undefined,
+    private fd: number | undefined,
     /** File size at open; reads never ask for more (a garbage size prefix must not allocate gigabytes). */
     readonly size: number,
     private readonly chunkSize: number,
   ) {}
 
   static async open(file: string, chunkSize = 1 << 20): Promise<ChunkedReader> {
-    const fh = await open(file, 'r');
+    const fd = openSync(file, 'r');
     try {
-      return new ChunkedReader(file, fh, (await fh.stat()).size, chunkSize);
+      return new ChunkedReader(file, fd, fstatSync(fd).size, chunkSize);
     } catch (e) {
-      await fh.close();
+      closeSync(fd);
       throw e;
     }
   }
@@ -224,14 +226,14 @@ export class ChunkedReader {
   }
 
   /** Fills the buffer so that at least `n` bytes are available (fewer only at EOF). */
-  private async fill(n: number): Promise<void> {
+  private fill(n: number): void {
     n = Math.min(n, this.size - this.offset);
     while (this.buf.length - this.pos < n && !this.eof) {
-      if (!this.fh) throw new Error(`${this.file}: reader is closed`);
+      if (this.fd === undefined) throw new Error(`${this.file}: reader is closed`);
       const keep = this.buf.subarray(this.pos);
       const next = Buffer.allocUnsafe(Math.max(this.chunkSize, n) + keep.length);
       keep.copy(next, 0);
-      const { bytesRead } = await this.fh.read(next, keep.length, next.length - keep.length, this.offset + keep.length);
+      const bytesRead = readSync(this.fd, next, keep.length, next.length - keep.length, this.offset + keep.length);
       if (bytesRead === 0) this.eof = true;
       this.fileOffset += this.pos;
       this.pos = 0;
@@ -256,7 +258,7 @@ export class ChunkedReader {
 
   /** Ensures `n` bytes are buffered; returns how many are (fewer only at EOF). */
   async ensure(n: number): Promise<number> {
-    if (this.buf.length - this.pos < n) await this.fill(n);
+    if (this.buf.length - this.pos < n) this.fill(n);
     return this.buf.length - this.pos;
   }
 
@@ -274,8 +276,8 @@ export class ChunkedReader {
   }
 
   async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) closeSync(fd);
   }
 }

@@ -1,6 +1,6 @@
 // Streaming pagemap reader (IMAGE-FORMAT §3.10, §4): validates entries and
 // computes each entry's byte offset in pages-<id>.img.
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { ChunkedReader, parseHeader } from './framing.js';
@@ -81,7 +81,7 @@ export class PagemapReader {
       const pagesPath = join(opts.pagesDir ?? dirname(file), imageFileName(KIND.pages, head.pages_id));
       let pagesSize: number | undefined;
       try {
-        pagesSize = (await stat(pagesPath)).size;
+        pagesSize = statSync(pagesPath).size;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       }

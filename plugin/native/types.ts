@@ -365,7 +365,8 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
@@ -529,8 +530,50 @@ export interface UnixNative {
 // handles (events.cc)
 // ---------------------------------------------------------------------------
 //
+/**
+ * The socket options inetSockDump reads when the kernel has them and
+ * inetSockRestore applies when set (sk_opts_entry and the ip/ipv6/tcp ones).
+ */
+export interface InetSockOptions {
+  v6only?: boolean;
+  boundDev?: string;
+  bufLock?: number;
+  priority?: number;
+  rcvlowat?: number;
+  mark?: number;
+  passcred?: boolean;
+  passsec?: boolean;
+  dontroute?: boolean;
+  noCheck?: boolean;
+  broadcast?: boolean;
+  keepalive?: boolean;
+  oobinline?: boolean;
+  linger?: number;
+  freebind?: boolean;
+  pktinfo?: boolean;
+  tos?: number;
+  ttl?: number;
+  nodelay?: boolean;
+  cork?: boolean;
+  keepcnt?: number;
+  keepidle?: number;
+  keepintvl?: number;
+}
+
+/** The socket options inetSockRestore always applies (read from every inet socket). */
+export interface InetSockBaseOptions {
+  sndbuf: number;
+  rcvbuf: number;
+  sndTmoSec: number;
+  sndTmoUsec: number;
+  rcvTmoSec: number;
+  rcvTmoUsec: number;
+  reuseaddr: boolean;
+  reuseport: boolean;
+}
+
 /** What inetSockDump reads from a socket (a duplicate of the process's). */
-export interface InetSockState {
+export interface InetSockState extends InetSockOptions, Partial<InetSockBaseOptions> {
   family: number;
   type: number;
   proto: number;
@@ -546,39 +589,8 @@ export interface InetSockState {
   acceptQueue?: number;
   inq?: number;
   outq?: number;
-  nodelay?: boolean;
-  cork?: boolean;
-  keepcnt?: number;
-  keepidle?: number;
-  keepintvl?: number;
   udpCork?: boolean;
-  sndbuf?: number;
-  rcvbuf?: number;
-  bufLock?: number;
-  sndTmoSec?: number;
-  sndTmoUsec?: number;
-  rcvTmoSec?: number;
-  rcvTmoUsec?: number;
-  reuseaddr?: boolean;
-  reuseport?: boolean;
-  priority?: number;
-  rcvlowat?: number;
-  mark?: number;
-  passcred?: boolean;
-  passsec?: boolean;
-  dontroute?: boolean;
-  noCheck?: boolean;
-  broadcast?: boolean;
-  keepalive?: boolean;
-  oobinline?: boolean;
-  linger?: number;
-  boundDev?: string;
   filterLen?: number;
-  v6only?: boolean;
-  freebind?: boolean;
-  tos?: number;
-  ttl?: number;
-  pktinfo?: boolean;
 }
 
 /** An established TCP connection read in repair mode (soccr's libsoccr_sk_data + queues). */
@@ -600,7 +612,7 @@ export interface TcpRepairState {
 }
 
 /** What inetSockRestore applies to a fresh socket. */
-export interface InetSockSpec {
+export interface InetSockSpec extends InetSockOptions, InetSockBaseOptions {
   family: number;
   proto: number;
   state: number;
@@ -609,37 +621,6 @@ export interface InetSockSpec {
   dst: Buffer;
   dstPort: number;
   backlog: number;
-  v6only?: boolean;
-  boundDev?: string;
-  sndbuf: number;
-  rcvbuf: number;
-  bufLock?: number;
-  sndTmoSec: number;
-  sndTmoUsec: number;
-  rcvTmoSec: number;
-  rcvTmoUsec: number;
-  reuseaddr: boolean;
-  reuseport: boolean;
-  priority?: number;
-  rcvlowat?: number;
-  mark?: number;
-  passcred?: boolean;
-  passsec?: boolean;
-  dontroute?: boolean;
-  noCheck?: boolean;
-  broadcast?: boolean;
-  keepalive?: boolean;
-  oobinline?: boolean;
-  linger?: number;
-  freebind?: boolean;
-  pktinfo?: boolean;
-  tos?: number;
-  ttl?: number;
-  nodelay?: boolean;
-  cork?: boolean;
-  keepcnt?: number;
-  keepidle?: number;
-  keepintvl?: number;
   /** An established connection: restored with TCP_REPAIR. */
   stream?: {
     inqLen: number; inqSeq: number; outqLen: number; outqSeq: number; unsqLen: number;

@@ -7,13 +7,6 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-/**
- * Always true: crit is required (scripts/setup.sh installs it). Kept for call
- * sites written as `if (haveCrit) …`, whose checks therefore always run and
- * fail where crit is missing. New code calls critCheckDir/critDecode directly.
- */
-export const haveCrit = true as const;
-
 function requireCritSync(): void {
   if (!existsSync('/usr/bin/crit') || !existsSync('/usr/bin/python3')) throw new Error('crit is required for this check (/usr/bin/crit, /usr/bin/python3; scripts/setup.sh installs them)');
 }

@@ -17,7 +17,7 @@ import { dump } from '../../plugin/dump/index.js';
 import { FdType, ImageDir, KIND } from '../../plugin/images/index.js';
 import { restore, type RestoredTree } from '../../plugin/restore/index.js';
 import { runCli } from '../helpers/cli.js';
-import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { alive, until } from '../helpers/proc.js';
 import { httpGet, idle, killPid, startServer, type Server } from '../helpers/servers.js';
@@ -67,11 +67,9 @@ async function httpServerRoundTrip(lazy: boolean): Promise<void> {
     assert.deepEqual(isk.src_addr, [0x0100007f], '127.0.0.1 as CRIU stores it');
     assert.equal(isk.opts.reuseaddr, true, 'http.server sets SO_REUSEADDR');
     assert.ok(isk.backlog > 0);
-    if (haveCrit) {
-      critCheckDir(images.path);
-      const e = critDecode(join(images.path, 'files.img')).entries.find((x) => x['type'] === 'INETSK') as { isk: { src_port: number; state: number } };
-      assert.deepEqual([e.isk.src_port, e.isk.state], [port, 10], 'crit shows the socket');
-    }
+    critCheckDir(images.path);
+    const e = critDecode(join(images.path, 'files.img')).entries.find((x) => x['type'] === 'INETSK') as { isk: { src_port: number; state: number } };
+    assert.deepEqual([e.isk.src_port, e.isk.state], [port, 10], 'crit shows the socket');
     await assert.rejects(httpGet(port, '/hello.txt', '127.0.0.1', 2000), 'nothing listens between dump and restore');
     tree = await restored(images.path, { lazy });
     assert.equal(tree.pid, s.pid);
@@ -137,7 +135,7 @@ test('inet: a bound IPv6 UDP socket (v6only) answers after a restore', { skip },
     const isk = (await (await ImageDir.open(images.path)).files()).find((f) => f.type === FdType.INETSK)!.isk!;
     assert.deepEqual([isk.family, isk.type, isk.proto, isk.state, isk.v6only], [10, 2, 17, 7, true]);
     assert.deepEqual(isk.src_addr, [0, 0, 0, 0x01000000], '::1');
-    if (haveCrit) critCheckDir(images.path);
+    critCheckDir(images.path);
     tree = await restored(images.path, { lazy: true });
     assert.equal(await udpAsk(port, 'two'), 'echo 2 two', 'the counter went on: same process state');
   } finally {
@@ -242,7 +240,7 @@ test('inet: a client keeps its TCP connection across the checkpoint with --tcp-e
     assert.equal(img.entries[0]!.extra!.subarray(0, 12).toString(), 'queued line\n');
     assert.ok(st.outq_len > 0, 'data the client has not taken is in the image');
     assert.ok(st.mss_clamp > 0);
-    if (haveCrit) critCheckDir(images.path);
+    critCheckDir(images.path);
     assert.equal(clientError, undefined, 'the kill of the dumped server sent no RST');
     assert.equal(ended, false, 'nor a FIN');
     // Between dump and restore the connection is locked (nftables): what the

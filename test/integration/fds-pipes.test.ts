@@ -14,7 +14,7 @@ import { FdType, ImageDir } from '../../plugin/images/index.js';
 import { helperPath } from '../../plugin/native/addon.js';
 import { restore } from '../../plugin/restore/index.js';
 import { cliPath } from '../helpers/cli.js';
-import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { statOf, until } from '../helpers/proc.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { parseReport, waitForFile } from '../helpers/workload.js';
@@ -53,13 +53,11 @@ for (const mode of ['eager', 'lazy'] as const) {
       const pipes = files.filter((f) => f.type === FdType.PIPE);
       const inTree = pipes.filter((f) => pipes.some((g) => g !== f && g.pipe!.pipe_id === f.pipe!.pipe_id));
       assert.equal(inTree.length, 2, 'both ends of the pipeline pipe');
-      if (haveCrit) {
-        const counts = critCheckDir(img.path);
-        assert.equal(counts.get('pipes-data.img'), 1);
-        const data = critDecode(join(img.path, 'pipes-data.img')).entries[0]!;
-        assert.equal(data.pipe_id, inTree[0]!.pipe!.pipe_id);
-        assert.ok(Number(data.bytes) > 0, 'the full pipe had queued bytes');
-      }
+      const counts = critCheckDir(img.path);
+      assert.equal(counts.get('pipes-data.img'), 1);
+      const data = critDecode(join(img.path, 'pipes-data.img')).entries[0]!;
+      assert.equal(data.pipe_id, inTree[0]!.pipe!.pipe_id);
+      assert.ok(Number(data.bytes) > 0, 'the full pipe had queued bytes');
 
       const tree = await withTimeout(restore({ imagesDir: img.path, detached: true, lazy: mode === 'lazy' }), 30000, 'restore');
       process.kill(p.consumer, 'SIGUSR1');

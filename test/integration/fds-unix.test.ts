@@ -15,7 +15,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { FdType, ImageDir, KIND, USK_EXTERN, type FileEntry } from '../../plugin/images/index.js';
 import { runCli } from '../helpers/cli.js';
-import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { alive } from '../helpers/proc.js';
 import { goAndCheck, restoreTree, startAndDump, type Dumped } from '../helpers/restore.js';
@@ -99,13 +99,11 @@ async function roundTrip(lazy: boolean): Promise<void> {
     }
     const serverId = unixFiles(files).find((f) => f.usk!.ino === server.ino)!.id;
     assert.deepEqual(byId.get(serverId)?.map((b) => b.toString()), ['dgram-1', 'dgram-22', 'dgram-333'], 'datagrams kept whole, in order');
-    if (haveCrit) {
-      critCheckDir(d.images.path);
-      const crit = critDecode(join(d.images.path, 'files.img')).entries as { type: string; usk?: { state: number } }[];
-      assert.equal(crit.filter((e) => e.type === 'UNIXSK').length, 17, 'crit decodes the unix sockets');
-      const cq = critDecode(join(d.images.path, 'sk-queues.img')).entries;
-      assert.equal(cq.length, q.entries.length, 'crit decodes sk-queues.img');
-    }
+    critCheckDir(d.images.path);
+    const crit = critDecode(join(d.images.path, 'files.img')).entries as { type: string; usk?: { state: number } }[];
+    assert.equal(crit.filter((e) => e.type === 'UNIXSK').length, 17, 'crit decodes the unix sockets');
+    const cq = critDecode(join(d.images.path, 'sk-queues.img')).entries;
+    assert.equal(cq.length, q.entries.length, 'crit decodes sk-queues.img');
 
     const tree = await restoreTree(d.images.path, { lazy });
     assert.equal(tree.pid, d.wl.pid);
@@ -157,7 +155,7 @@ test('unix: a peer outside the tree is refused without --ext-unix-sk (workload l
     const ext = unixFiles(await dir.files()).map((f) => f.usk!).filter((u) => u.uflags & USK_EXTERN);
     assert.equal(ext.length, 1, 'one external entry');
     assert.equal(ext[0]!.name.toString(), `\0${extName}`);
-    if (haveCrit) critCheckDir(images.path);
+    critCheckDir(images.path);
 
     const without = await runCli(['restore', '-D', images.path, '-d']);
     assert.equal(without.code, 1);

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dump } from '../../plugin/dump/index.js';
 import { restore, type RestoredTree } from '../../plugin/restore/index.js';
-import { critCheckDir, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { httpGet, idle, killPid, startServer, type Server } from '../helpers/servers.js';
 
@@ -24,7 +24,7 @@ async function dumpAndRestore(s: Server, lazy: boolean): Promise<{ tree: Restore
   try {
     await dump({ pid: s.pid, imagesDir: images.path });
     await withTimeout(s.exited, 10000, 'server killed by the dump');
-    if (haveCrit) critCheckDir(images.path);
+    critCheckDir(images.path);
     const tree = await withTimeout(restore({ imagesDir: images.path, detached: true, lazy }), 30000, 'restore');
     assert.equal(tree.pid, s.pid);
     return { tree, images };

@@ -12,7 +12,7 @@ import { closeSync, constants, cpSync, existsSync, mkdirSync, openSync, readFile
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
-import { critCheckDir, critDecode, haveCrit } from '../helpers/critcheck.js';
+import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { type Bundle, makeBundle, RUNC, run, runcUnavailable, waitForCount } from '../helpers/runc.js';
 import { cliPath } from '../helpers/cli.js';
 import { makeNetnsHost, netnsAvailable } from '../helpers/netns.js';
@@ -60,7 +60,7 @@ test('runc checkpoint, then restore -d: the container keeps counting from where 
     for (const re of [/^mountpoints-\d+\.img$/, /^utsns-\d+\.img$/, /^tmpfs-dev-\d+\.tar\.gz\.img$/, /^core-1\.img$/, /^pstree\.img$/]) {
       assert.ok(names.some((n) => re.test(n)), `${re} in the images (${names.join(' ')})`);
     }
-    if (haveCrit) critCheckDir(images);
+    critCheckDir(images);
 
     const rs = await b.quiet(['restore', '-d', '--image-path', images, '--work-path', work, '--bundle', b.dir, b.id], { criu: true });
     assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${readFileSync(join(work, 'restore.log'), 'utf8').slice(-2000)}`);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { decodeImage } from '../../plugin/images/image.js';
 import { projectRoot } from '../helpers/cli.js';
-import { crit, critUnavailable } from '../helpers/crit.js';
+import { crit, requireCrit } from '../helpers/crit.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
 import { goAndCheck, restoreTree, type Dumped } from '../helpers/restore.js';
 import { startWorkload } from '../helpers/workload.js';
@@ -20,7 +20,7 @@ const DUMP_FIELDS = ['freezing_time', 'frozen_time', 'memdump_time', 'memwrite_t
   'irmap_resolve', 'pages_lazy', 'page_pipes', 'page_pipe_bufs', 'shpages_scanned', 'shpages_skipped_parent', 'shpages_written'];
 const RESTORE_FIELDS = ['pages_compared', 'pages_skipped_cow', 'forking_time', 'restore_time', 'pages_restored'];
 
-const skip = (!isRoot && 'needs root') || (await critUnavailable());
+const skip = !isRoot && 'needs root';
 
 test('CRIU 4.2\'s own stats-dump has exactly the fields ours writes', () => {
   const f = join(projectRoot, 'test', 'fixtures', 'criu-4.2', 'tree', 'images', 'stats-dump');
@@ -29,6 +29,7 @@ test('CRIU 4.2\'s own stats-dump has exactly the fields ours writes', () => {
 });
 
 test('stats-dump and stats-restore: every CRIU field, decoded by crit, counts matching the images', { skip }, async () => {
+  await requireCrit(); // installed by scripts/setup.sh: fail, never skip
   const wl = await startWorkload('workload-tree');
   const images = tempDir('lr-stats-');
   const d: Dumped = { wl, images };

@@ -5,9 +5,10 @@
 // that number (what CRIU does), and the IN_IGNORED events those removals
 // queue are read away.
 import { UserError, errnoName } from '../../errors.js';
-import { FdType, type FileEntry, type InotifyFileEntry } from '../../images/index.js';
+import { FdType } from '../../images/index.js';
 import { NR } from '../task.js';
 import { SCR_EVENT_ARGS } from './eventfd.js';
+import { ownEntry } from './own-entry.js';
 import type { RestoreFdKind } from './types.js';
 
 const O_NONBLOCK = 0o4000;
@@ -20,27 +21,25 @@ const IN_WATCH_FLAGS = 0x01000000 | 0x02000000 | 0x04000000 | 0x80000000; // ONL
 const MAX_TRIES = 1 << 16;
 const DRAIN_BYTES = 2048;
 
-function ify(f: FileEntry): InotifyFileEntry {
-  return f.ify!;
-}
+const ify = ownEntry('ify', 'an inotify instance', 'inotify');
 
 export const inotifyKind: RestoreFdKind = {
   type: FdType.INOTIFY,
   name: 'inotify instance',
   check(_ctx, file, use) {
-    if (!file.ify) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is an inotify instance without inotify data`);
-    for (const w of file.ify.wd) {
+    ify.require(file, use);
+    for (const w of ify.of(file).wd) {
       if (!w.f_handle.path) throw new UserError(`pid ${use.pid}: fd ${use.fd} (inotify): watch ${w.wd} has no path in the image`);
     }
   },
-  flags: (f) => ify(f).flags,
-  fown: (f) => ify(f).fown,
+  flags: ify.flags,
+  fown: ify.fown,
   create(_ctx, file, owner) {
     const where = `pid ${owner.pid}: inotify (files.img id ${file.id})`;
     // Non-blocking while restoring (the drain below must not block); the registry sets the dumped flags after.
     const fd = Number(owner.call('inotify_init1', NR.inotify_init1, O_NONBLOCK));
     let removed = false;
-    for (const w of [...ify(file).wd].sort((a, b) => a.wd - b.wd)) {
+    for (const w of [...ify.of(file).wd].sort((a, b) => a.wd - b.wd)) {
       const path = w.f_handle.path!;
       const mask = w.mask & (IN_ALL_EVENTS | IN_WATCH_FLAGS);
       const setNext = owner.raw(NR.ioctl, fd, INOTIFY_IOC_SETNEXTWD, w.wd) === 0n;

@@ -12,6 +12,7 @@ import { UserError } from '../../errors.js';
 import { FdType, requireKind, type FileEntry, type PipeEntry } from '../../images/index.js';
 import { NR } from '../task.js';
 import { PipeData } from './pipe-data.js';
+import { ownEntry } from './own-entry.js';
 import type { LoadContext, RestoreFdKind } from './types.js';
 
 const O_WRONLY = 1;
@@ -20,9 +21,8 @@ const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const SCR_PIPE = 0x1000n;
 
-function pe(f: FileEntry): PipeEntry {
-  return f.pipe!;
-}
+const pipeEntry = ownEntry('pipe', 'a pipe', 'pipe');
+const pe = (f: FileEntry): PipeEntry => pipeEntry.of(f);
 
 /** The pipe entries of one pipe, readers and writers in files.img order (only those some fd uses or a queued message carries). */
 function group(ctx: LoadContext, pipeId: number): { readers: number[]; writers: number[] } {
@@ -57,7 +57,7 @@ export function pipeKind(): RestoreFdKind {
     data = await PipeData.load(ctx.dir, requireKind('PIPES_DATA'));
   },
   check(_ctx, file, use) {
-    if (!file.pipe) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a pipe without pipe data`);
+    pipeEntry.require(file, use);
   },
   inherits(ctx, file, use) {
     const id = pe(file).pipe_id;
@@ -66,8 +66,8 @@ export function pipeKind(): RestoreFdKind {
     const oneEnded = !g.readers.length || !g.writers.length;
     return oneEnded && use.fd <= 2 && ctx.options.shellJob;
   },
-  flags: (f) => pe(f).flags,
-  fown: (f) => pe(f).fown,
+  flags: pipeEntry.flags,
+  fown: pipeEntry.fown,
   create(ctx, file, owner) {
     const p = pe(file);
     const what = `pid ${owner.pid}: pipe:[${p.pipe_id}]`;

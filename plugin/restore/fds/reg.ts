@@ -4,15 +4,15 @@ import { UserError } from '../../errors.js';
 import { checkRegFile } from '../filecheck.js';
 import { FdType, type FileEntry, type RegFileEntry } from '../../images/index.js';
 import { NR } from '../task.js';
+import { ownEntry } from './own-entry.js';
 import type { RestoreFdKind } from './types.js';
 
 const O_CLOEXEC = 0o2000000;
 const O_PATH = 0o10000000;
 const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 
-function reg(f: FileEntry): RegFileEntry {
-  return f.reg!;
-}
+const regEntry = ownEntry('reg', 'a regular file', 'reg');
+const reg = (f: FileEntry): RegFileEntry => regEntry.of(f);
 
 /** The file a reg_file_entry names must still be there (size, build-id and mode, where recorded): plugin/restore/filecheck.ts. */
 export { checkRegFile };
@@ -22,11 +22,11 @@ export const regKind: RestoreFdKind = {
   name: 'regular file',
   setsFlags: false,
   check(ctx, file, use) {
-    if (!file.reg) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a regular file without reg data`);
+    regEntry.require(file, use);
     if (ctx.options.checkFiles !== false) checkRegFile(reg(file), `fd ${use.fd}:`, use.pid, ctx.options.fileValidation);
   },
-  flags: (f) => reg(f).flags,
-  fown: (f) => reg(f).fown,
+  flags: regEntry.flags,
+  fown: regEntry.fown,
   create(_ctx, file, owner) {
     const r = reg(file);
     const fd = owner.openat(r.name, (r.flags & ~OPEN_STRIP) | O_CLOEXEC);

@@ -3,19 +3,17 @@
 // remaining time and interval (for TFD_TIMER_ABSTIME the clock's current
 // time is added back, as CRIU does), then the unread expirations put back
 // with TFD_IOC_SET_TICKS.
-import { UserError } from '../../errors.js';
-import { FdType, type FileEntry, type TimerfdEntry } from '../../images/index.js';
+import { FdType, type TimerfdEntry } from '../../images/index.js';
 import { NR, type RemoteTask } from '../task.js';
 import { SCR_EVENT_ARGS } from './eventfd.js';
+import { isFirstUse, ownEntry } from './own-entry.js';
 import type { RestoreFdKind } from './types.js';
 
 const TFD_TIMER_ABSTIME = 1;
 const TFD_IOC_SET_TICKS = 0x40085400; // _IOW('T', 0, u64)
 const NSEC = 1000000000n;
 
-function tfd(f: FileEntry): TimerfdEntry {
-  return f.tfd!;
-}
+const tfd = ownEntry('tfd', 'a timerfd', 'timerfd');
 
 /** Arms timerfd `fd` of `t` as the image describes. */
 export function armTimerfd(t: RemoteTask, fd: number, e: TimerfdEntry): void {
@@ -53,18 +51,15 @@ export function armTimerfd(t: RemoteTask, fd: number, e: TimerfdEntry): void {
 export const timerfdKind: RestoreFdKind = {
   type: FdType.TIMERFD,
   name: 'timerfd',
-  check(_ctx, file, use) {
-    if (!file.tfd) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is a timerfd without timerfd data`);
-  },
-  flags: (f) => tfd(f).flags,
-  fown: (f) => tfd(f).fown,
+  ...tfd.kind,
   create(_ctx, file, owner) {
-    return { taskFd: Number(owner.call(`timerfd_create(${tfd(file).clockid})`, NR.timerfd_create, tfd(file).clockid, 0)) };
+    const clockid = tfd.of(file).clockid;
+    return { taskFd: Number(owner.call(`timerfd_create(${clockid})`, NR.timerfd_create, clockid, 0)) };
   },
   installed(ctx, task, pid, uses) {
     for (const { use, file } of uses) {
-      if (ctx.uses(file.id)[0]?.pid !== pid || ctx.uses(file.id)[0]?.fd !== use.fd) continue; // once per timer, by its first owner
-      armTimerfd(task, use.fd, tfd(file));
+      if (!isFirstUse(ctx, file.id, pid, use.fd)) continue; // once per timer, by its first owner
+      armTimerfd(task, use.fd, tfd.of(file));
     }
   },
 };
