@@ -2,12 +2,26 @@
 // the environment every mark() records the wall time since the process
 // started and the CPU time used so far, printed to stderr at exit. Off (one
 // boolean test per mark) otherwise.
+// With LR_TRACE=FILE, every mark() of every process of a command (restorer,
+// lazy-pages daemon) is also appended to FILE as "EPOCH_MS PID NAME" (one
+// append per line, so processes may share it): the timeline across processes.
+import { appendFileSync } from 'node:fs';
+
 const on = process.env.LR_PHASES === '1';
+const traceFile = process.env.LR_TRACE || undefined;
+
+function traceLine(epochMs: number, name: string): void {
+  try {
+    appendFileSync(traceFile!, `${epochMs.toFixed(1)} ${process.pid} ${name}\n`);
+  } catch { /* measuring only */ }
+}
+if (traceFile) traceLine(performance.timeOrigin, `node start (${process.argv.slice(2, 3).join(' ')})`);
 const marks: { name: string; wallMs: number; cpuMs: number }[] = [];
 const counts = new Map<string, { n: number; ms: number }>();
 
 /** Records that `name` was reached. */
 export function mark(name: string): void {
+  if (traceFile) traceLine(performance.timeOrigin + performance.now(), name);
   if (!on) return;
   const c = process.cpuUsage();
   marks.push({ name, wallMs: performance.now(), cpuMs: (c.user + c.system) / 1000 });

@@ -36,6 +36,11 @@ Engine::Engine(const Options& o, std::function<void()> notify) : opt_(o), notify
     guard_ = nullptr;
     throw std::system_error(errno, std::generic_category(), "mmap(guard page)");
   }
+  // Push copies compete with the restored program for the CPU: with two
+  // CPUs or fewer, one worker pushes at a time (faults are served by all).
+  cpu_set_t online;
+  unsigned ncpu = sched_getaffinity(0, sizeof(online), &online) == 0 ? static_cast<unsigned>(CPU_COUNT(&online)) : 2;
+  maxPushers_ = std::max(1u, ncpu / 2);
   for (unsigned i = 0; i < opt_.threads; i++) {
     auto w = std::make_unique<Worker>();
     w->index = i;
@@ -184,6 +189,7 @@ void Engine::Probe(Worker* w) {
 void Engine::Run(Worker* w) {
   const uint64_t spinNs = opt_.spinMicros * 1000;
   uint64_t spinUntil = 0, lastProbe = NowNs();
+  bool pushWaits = false;  // another worker held the push: look again in kPushWaitMs
   struct epoll_event evs[64];
   std::vector<std::shared_ptr<Proc>> procs;
   while (!stop_) {
@@ -194,7 +200,7 @@ void Engine::Run(Worker* w) {
         if (p->hasWork) { work = true; break; }
     }
     uint64_t now = NowNs();
-    int timeout = work || now < spinUntil ? 0 : kProbeMs;
+    int timeout = now < spinUntil ? 0 : work ? (pushWaits ? kPushWaitMs : 0) : kProbeMs;
     {
       // A GET is out: busy-poll for its reply for a while (a sleeping
       // worker costs a cross-CPU wake-up), then sleep no longer than its
@@ -256,7 +262,8 @@ void Engine::Run(Worker* w) {
     // just woke is often placed on this CPU and would otherwise wait for us.
     if (n == 0 && !work && timeout == 0) sched_yield();
     if (served) spinUntil = now + spinNs;
-    else if (n == 0 && work) DoPrefetch(w);
+    pushWaits = false;
+    if (!served && n == 0 && work) DoPrefetch(w, &pushWaits);
     if (n == 0 && timeout > 0 && now - lastProbe > kProbeMs * 1000000ull) {
       Probe(w);
       lastProbe = now;

@@ -152,7 +152,7 @@ struct Proc {
     uint64_t cursor = 0;       // next run-time address a pull looks at
     uint64_t seenFault = 0;    // lastRemoteFault last jumped to
     bool wrapped = false;      // a pass started over from the lowest address
-    uint64_t pagesAtWrap = 0;  // `pages` when it did
+    uint64_t lazyAtWrap = 0;   // lazy.bytes() when it did (anything placed since, by anyone, is progress)
     uint64_t pages = 0;        // pages placed by every pull of this process
   } pull;
   bool completeSent = false;
@@ -288,7 +288,9 @@ class Engine {
     log_.Add(p->handle, start, pages, kind, fault);
   }
   // prefetch.cc
-  bool DoPrefetch(Worker* w);
+  // True if it copied (or finished) something; *waited: a push piece was left for later because
+  // maxPushers_ workers were pushing already.
+  bool DoPrefetch(Worker* w, bool* waited);
   bool DoFirst(Proc* p);
   FillResult CopyPiece(Proc* p, const Piece& pc, uint64_t end, uint64_t* copied);
   // shared.cc
@@ -320,6 +322,9 @@ class Engine {
   std::function<void()> notify_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_{false};
+  // Workers copying a push piece right now, and how many may (half the CPUs, at least one).
+  std::atomic<unsigned> pushers_{0};
+  unsigned maxPushers_ = 1;
   bool stopped_ = false;
   std::mutex srcMu_;
   std::vector<std::unique_ptr<Source>> sources_;

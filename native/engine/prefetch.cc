@@ -50,7 +50,8 @@ Engine::FillResult Engine::CopyPiece(Proc* p, const Piece& pc, uint64_t end, uin
   return Fill(p, pc.start, end, pc.span.kind, src, CopyPath::kPrefetch, copied);
 }
 
-bool Engine::DoPrefetch(Worker* w) {
+bool Engine::DoPrefetch(Worker* w, bool* waited) {
+  *waited = false;
   std::vector<std::shared_ptr<Proc>> procs;
   {
     std::lock_guard<std::mutex> g(w->mu);
@@ -81,9 +82,16 @@ bool Engine::DoPrefetch(Worker* w) {
       CheckComplete(p);
       return true;
     }
-    uint64_t end = std::min(pc.span.end, pc.start + kPrefetchChunk);
+    // One pusher at a time on a small machine: the other CPU is the program's.
+    if (pushers_.fetch_add(1) >= maxPushers_) {
+      pushers_.fetch_sub(1);
+      *waited = true;
+      continue;
+    }
+    uint64_t end = std::min(pc.span.end, pc.start + kPushPiece);
     uint64_t copied = 0;
     FillResult r = CopyPiece(p, pc, end, &copied);
+    pushers_.fetch_sub(1);
     if (copied > 0) Log(p, pc.start, copied / kPage, kLogPush, 0);
     if (p->state == Proc::kLive && !p->prefetch.empty()) {
       p->prefetch.front().copied += copied;

@@ -146,12 +146,14 @@ bool Engine::PullNext(Pull* pl, Pull::Get* g) {
     // another stream's replies at most make the next pass ask twice).
     if (!pl->out.empty()) return false;
     if (ps.cursor == 0) return false;  // nothing lazy from the lowest address on: done
-    if (ps.wrapped && ps.pages == ps.pagesAtWrap) {
+    // A whole pass while nothing was placed (by a pull, a fault or JS) and
+    // remote pages stay lazy: no progress (TypeScript's path takes over).
+    if (ps.wrapped && p->lazy.bytes() >= ps.lazyAtWrap) {
       pl->stuck = true;
       return false;
     }
     ps.wrapped = true;
-    ps.pagesAtWrap = ps.pages;
+    ps.lazyAtWrap = p->lazy.bytes();
     ps.cursor = 0;
   }
   return false;

@@ -36,7 +36,7 @@ struct Pull {
   // Thread-only state.
   std::deque<Get> out;
   uint64_t outPages = 0;
-  bool stuck = false;        // a whole pass placed nothing (Proc::pull is the pass state)
+  bool stuck = false;        // a whole pass saw nothing placed (Proc::pull is the pass state)
   std::atomic<uint64_t> pages{0}, gets{0};  // pages copied, GETs sent
 };
 

@@ -17,7 +17,13 @@
 //     waitpid(WUNTRACED) to report each stopped by its signal, sends SIGCONT,
 //     and each child verifies its memory, that its SIGCONT handler ran once,
 //     and exits 0.
+//   workload-taskstate CTRL_DIR leader-exit
+//     The main thread starts a thread that sleeps in pause(), writes the
+//     ready report and calls pthread_exit: a zombie thread-group leader with
+//     a live thread (zdtm pthread02), which a dump refuses. Killed by the test.
 #include "workload-common.h"
+
+#include <pthread.h>
 
 #include <sched.h>
 #include <sys/mman.h>
@@ -193,10 +199,25 @@ static int stopped(void) {
   return wl_finish();
 }
 
+static void* idle_thread(void* arg) {
+  (void)arg;
+  for (;;) pause();
+  return NULL;
+}
+
+static int leader_exit(void) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, idle_thread, NULL) != 0) wl_die("pthread_create");
+  wl_report("pid=%d", (int)getpid());
+  wl_write_file("ready", wl_ready_buf, wl_ready_len);
+  pthread_exit(NULL);
+}
+
 int main(int argc, char** argv) {
   wl_init(argc, argv);
+  if (argc > 2 && strcmp(argv[2], "leader-exit") == 0) return leader_exit();
   if (argc > 2 && strcmp(argv[2], "zombie") == 0) return zombies();
   if (argc > 2 && strcmp(argv[2], "stopped") == 0) return stopped();
-  fprintf(stderr, "usage: %s CTRL_DIR zombie|stopped\n", argv[0]);
+  fprintf(stderr, "usage: %s CTRL_DIR zombie|stopped|leader-exit\n", argv[0]);
   return 2;
 }

@@ -195,6 +195,13 @@ export async function checkDumpOptions(opts: DumpOptions): Promise<void> {
   if (!Number.isSafeInteger(root) || root <= 0) throw new UserError(`invalid pid ${String(root)}`);
   if (root === process.pid) throw new UserError(`pid ${root}: cannot dump the dumping process itself`);
   if (!existsSync(`/proc/${root}`)) throw new UserError(`pid ${root}: no such process (ESRCH)`);
+  // A zombie root, or a root whose thread-group leader exited while other
+  // threads run (its /proc/PID/ns links are gone): refused by name up front.
+  let st: ProcStat | undefined;
+  try {
+    st = readStat(root);
+  } catch { /* gone meanwhile: the freeze says ESRCH */ }
+  if (st && isZombieState(st.state)) throw new UserError(zombieProblem(root, st, false) ?? zombieProblem(root, st, true)!);
   const incremental = opts.preDump === true || opts.prevImagesDir !== undefined;
   if (incremental && opts.lazyPages) throw new UserError('--lazy-pages cannot be combined with pre-dump or --prev-images-dir');
   if (opts.lazyPages) {

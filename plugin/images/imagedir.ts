@@ -7,6 +7,7 @@ import { readlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { ImageError, UserError } from '../errors.js';
 import { computePageChecksums, verifyPageChecksums } from './checksums.js';
+import { checkImageDir } from './dir-check.js';
 import { readImageFile, writeImageFile, type DecodedImage } from './image.js';
 import { PAGE, PAGE_SIZE } from './memory.js';
 import { KIND, imageFileName, parseFileName, type ImageKind } from './magic.js';
@@ -47,13 +48,7 @@ export class ImageDir {
 
   /** Opens an existing image directory. */
   static async open(dir: string): Promise<ImageDir> {
-    let st;
-    try {
-      st = statSync(dir);
-    } catch (e) {
-      throw new UserError(`${dir}: cannot open image directory: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
-    }
-    if (!st.isDirectory()) throw new UserError(`${dir}: not a directory (ENOTDIR)`);
+    checkImageDir(dir);
     return new ImageDir(resolve(dir));
   }
 

@@ -24,7 +24,7 @@ class ImageDirReader implements RawImageReader {
     return mm.vmas.map((v) => ({ start: v.start, end: v.end, flags: v.flags, status: v.status }));
   }
 
-  async pagemap(pid: number): Promise<{ pagemapFile: string; pagesFile: string; runs: AsyncIterable<PagemapRun> } | undefined> {
+  async pagemap(pid: number): Promise<{ pagemapFile: string; pagesFile: string; runs: AsyncIterable<PagemapRun>; close(): Promise<void> } | undefined> {
     if (!(await this.images.hasPagemap(pid))) return undefined;
     const reader = await this.images.pagemap(pid);
     async function* runs(): AsyncGenerator<PagemapRun> {
@@ -34,7 +34,7 @@ class ImageDirReader implements RawImageReader {
         }
       }
     }
-    return { pagemapFile: reader.file, pagesFile: reader.pagesPath, runs: runs() };
+    return { pagemapFile: reader.file, pagesFile: reader.pagesPath, runs: runs(), close: () => reader.close() };
   }
 
   lazyShmem(): Promise<LazyShmemTable> {

@@ -14,8 +14,12 @@ export interface RawImageReader {
   /** Virtual pids of every process in pstree.img. */
   pids(): Promise<number[]>;
   vmas(pid: number): Promise<VmaInfo[]>;
-  /** The process's pagemap with normalised runs; undefined when it has no pagemap image. */
-  pagemap(pid: number): Promise<{ pagemapFile: string; pagesFile: string; runs: AsyncIterable<PagemapRun> } | undefined>;
+  /**
+   * The process's pagemap with normalised runs; undefined when it has no
+   * pagemap image. Iterating `runs` to the end closes the file; `close()`
+   * closes it whenever (idempotent: also when the runs were never read).
+   */
+  pagemap(pid: number): Promise<{ pagemapFile: string; pagesFile: string; runs: AsyncIterable<PagemapRun>; close(): Promise<void> } | undefined>;
   /** The reader of `parent/` when it exists. */
   parent(): Promise<RawImageReader | undefined>;
   /** The shared memory objects served lazily (plugin/lazy/shmem.ts); absent: none. */
@@ -92,18 +96,24 @@ export class ImagePlanner implements LazyImageProvider {
       return s;
     };
     if (!pm) return planRanges(vmas, [], { pid, pagemapFile: `${this.reader.dir}/pagemap-${pid}.img`, pagesFile: '', pagesSize: 0n, fileSource: -1, allowRemote: this.allowRemote });
-    const pagesSize = sizeOf(pm.pagesFile, pid);
-    const parent = await this.reader.parent();
-    const resolveParent = parent ? await parentResolver(parent, pid, source) : undefined;
-    return planRanges(vmas, pm.runs, {
-      pid,
-      pagemapFile: pm.pagemapFile,
-      pagesFile: pm.pagesFile,
-      pagesSize,
-      fileSource: pagesSize > 0n ? source(pm.pagesFile) : -1,
-      allowRemote: this.allowRemote,
-      ...(resolveParent ? { resolveParent } : {}),
-    });
+    // A failure before or while the runs are read (a pages file whose
+    // checksums do not fit, a bad parent) must not leave the pagemap open.
+    try {
+      const pagesSize = sizeOf(pm.pagesFile, pid);
+      const parent = await this.reader.parent();
+      const resolveParent = parent ? await parentResolver(parent, pid, source) : undefined;
+      return await planRanges(vmas, pm.runs, {
+        pid,
+        pagemapFile: pm.pagemapFile,
+        pagesFile: pm.pagesFile,
+        pagesSize,
+        fileSource: pagesSize > 0n ? source(pm.pagesFile) : -1,
+        allowRemote: this.allowRemote,
+        ...(resolveParent ? { resolveParent } : {}),
+      });
+    } finally {
+      await pm.close();
+    }
   }
 }
 
@@ -125,12 +135,16 @@ async function parentResolver(reader: RawImageReader, pid: number, source: (path
     if (!loaded) {
       const pm = await reader.pagemap(pid);
       if (!pm) throw new ImageError(`${reader.dir}/pagemap-${pid}.img`, undefined, `pid ${pid}: parent image has no pagemap for this pid`);
-      const size = sizeOf(pm.pagesFile, pid);
-      const grand = await reader.parent();
-      const grandResolve = grand ? await parentResolver(grand, pid, source) : undefined;
-      const table = new ParentPagemap(pm.pagemapFile, size > 0n ? source(pm.pagesFile) : -1, grandResolve);
-      for await (const run of pm.runs) table.add(run, size, pm.pagesFile);
-      loaded = table;
+      try {
+        const size = sizeOf(pm.pagesFile, pid);
+        const grand = await reader.parent();
+        const grandResolve = grand ? await parentResolver(grand, pid, source) : undefined;
+        const table = new ParentPagemap(pm.pagemapFile, size > 0n ? source(pm.pagesFile) : -1, grandResolve);
+        for await (const run of pm.runs) table.add(run, size, pm.pagesFile);
+        loaded = table;
+      } finally {
+        await pm.close();
+      }
     }
     return loaded.resolve(start, end);
   };

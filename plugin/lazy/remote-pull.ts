@@ -4,10 +4,11 @@
 // itself (native/engine/pull.cc), with no JavaScript per chunk. Used when the
 // engine and the source can (plain TCP to a server that takes several
 // connections) and no bandwidth cap applies; while it runs it holds one push
-// slot of the process. If a stream fails, the remote cursor's fetch() path
-// pushes what is left afterwards (it skips what is already in), and a page
-// server lost for good still kills the process through the source's fatal
-// path; faults never wait for a pull.
+// slot of the process. If a stream fails, a new pull carries on from what is
+// still lazy once the others ended (twice at most); after that the remote
+// cursor's fetch() path pushes from the start (the engine copies only what is
+// still missing). A page server lost for good still kills the process through
+// the source's fatal path; faults never wait for a pull.
 import { log } from '../log.js';
 import type { EngineEventLike, FaultEngineLike } from './engine.js';
 import { errText } from './helpers.js';
@@ -19,6 +20,9 @@ export const PULL_STREAMS = ((n: number) => (Number.isFinite(n) ? Math.min(8, Ma
 /** Pages per GET (LR_PULL_GET_PAGES overrides, 16..4096) and the window of each stream (8 GETs). */
 const GET_PAGES = Math.min(4096, Math.max(16, Number(process.env.LR_PULL_GET_PAGES ?? 256) || 256));
 
+/** New pulls after a failed one (each continues from what is still lazy). */
+const RETRIES = 2;
+
 type PullEnd = Extract<EngineEventLike, { type: 'pull-end' }>;
 
 interface PullState {
@@ -28,6 +32,7 @@ interface PullState {
   pending: number;
   /** Why a stream failed ('' = could not start, nothing to report). */
   failed: string | undefined;
+  retries: number;
 }
 
 export interface PullHost {
@@ -49,10 +54,21 @@ export class RemotePulls {
     const { engine, remote } = this.host;
     if (PULL_STREAMS === 0 || this.byProc.has(p) || !p.remote.fresh || p.remote.ranges.length === 0) return false;
     if (!remote?.openPullSocket || !engine.startPull || !engine.stopPull) return false;
-    const st: PullState = { proc: p, ids: [], pending: PULL_STREAMS, failed: undefined };
+    const st: PullState = { proc: p, ids: [], pending: 0, failed: undefined, retries: 0 };
     this.byProc.set(p, st);
+    this.open(st);
+    return true;
+  }
+
+  /** Opens every stream of st's pull. */
+  private open(st: PullState): void {
+    const { engine, remote } = this.host;
+    const p = st.proc;
+    st.ids = [];
+    st.failed = undefined;
+    st.pending = PULL_STREAMS;
     for (let i = 0; i < PULL_STREAMS; i++) {
-      void remote.openPullSocket().then((sock) => {
+      void remote!.openPullSocket!().then((sock) => {
         if (!sock) return this.streamEnded(st, '', 0);
         try {
           if (p.state !== 'serving' || this.host.isClosed()) return this.streamEnded(st, '', 0);
@@ -66,7 +82,6 @@ export class RemotePulls {
         }
       }, (e: unknown) => this.streamEnded(st, `has no connection (${errText(e)})`, 0));
     }
-    return true;
   }
 
   /** The engine's 'pull-end' of one stream. */
@@ -83,7 +98,13 @@ export class RemotePulls {
     const p = st.proc;
     if (st.pending === 0) {
       if (st.failed === undefined) p.remote.finishAll();
-      else if (st.failed && p.state === 'serving') log.warn(`lazy-pages: ${p.describe()}: native bulk transfer ${st.failed}; pushing the rest through the page-server client`);
+      else if (st.failed && p.state === 'serving' && !this.host.isClosed() && st.retries < RETRIES) {
+        st.retries++;
+        log.warn(`lazy-pages: ${p.describe()}: native bulk transfer ${st.failed}; starting it again from what is still missing`);
+        this.host.ended(p, pages, false);
+        this.open(st);
+        return;
+      } else if (st.failed && p.state === 'serving') log.warn(`lazy-pages: ${p.describe()}: native bulk transfer ${st.failed}; pushing the rest through the page-server client`);
     }
     this.host.ended(p, pages, st.pending === 0);
   }

@@ -6,6 +6,7 @@
 // background push), socket-sessions.ts (the lazy-pages socket),
 // child-tracker.ts (forked children's pids and watchdog guard),
 // fault-log.ts and stats-file.ts (the --stats-file), options.ts.
+import { mark } from '../phases.js';
 import { join } from 'node:path';
 import { UserError, sysError } from '../errors.js';
 import { PAGE } from '../images/memory.js';
@@ -27,7 +28,7 @@ import type { Plan } from './plan.js';
 import { Proc } from './proc.js';
 import { identify, isAlive } from './procfs.js';
 import { PushScheduler } from './push-scheduler.js';
-import type { LazySocket } from './socket.js';
+import type { LazySocket, LazySocketHandlers } from './socket.js';
 import { addSharedObjectTo } from './shmem.js';
 import { SocketSessions } from './socket-sessions.js';
 import type { SharedObjectStats } from '../uffd/engine.js';
@@ -56,6 +57,16 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   private readonly procs = new Map<number, Proc>(); // by engine handle
   private nextId = 1;
   private pendingAdopts = 0;
+  /**
+   * Plans made ahead, by image pid, each taken by the first adoption of its
+   * pid: the daemon plans every process of pstree.img while the restorer is
+   * still starting and rebuilding the tree, so an adoption (and the first
+   * fault it lets through) does not wait for the images to be read.
+   */
+  private readonly planned = new Map<number, Promise<Plan>>();
+  private planning: Promise<unknown> = Promise.resolve();
+  /** Recorded working sets read ahead, by image pid, likewise. */
+  private readonly plannedWs = new Map<number, ReturnType<typeof loadWorkingSet>>();
   private restoreFinished = false;
   private closed = false;
   private firstAdoptMs: number | undefined;
@@ -128,6 +139,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   /** Opens the images and starts the engine (and the socket, if asked). */
   static async open(options: LazyPagesServerOptions, deps: LazyPagesServerDeps = {}): Promise<LazyPagesServer> {
     validateOptions(options);
+    mark('server open');
     const images = deps.images ?? (await (await import('./images.js')).openImageProvider(options.imagesDir, options.remote !== undefined));
     // Engine events reach the server through this indirection, wired once the server exists.
     let sink: ((evs: EngineEventLike[]) => void) | undefined;
@@ -140,6 +152,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
       onEvents: (evs) => sink?.(evs),
     });
+    mark('images + engine');
     let watchdog = deps.watchdog;
     if (!watchdog && (options.watchdog ?? !deps.engineFactory)) {
       try {
@@ -149,6 +162,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw new UserError(`lazy-pages: cannot start the daemon-death watchdog: ${errText(e)} (--no-watchdog to run without it)`, { cause: e });
       }
     }
+    mark('watchdog started');
     const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
     sink = (evs) => server.onEngineEvents(evs);
     // A page source lost for good (page server unreachable past its timeout,
@@ -159,15 +173,21 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       for (const p of server.procs.values()) if (p.remote.ranges.length > 0) server.failProcess(p, `remote page source: ${e.message}`, e);
     });
     await server.bindRemoteLinks();
-    if (options.socketPath) {
-      const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath;
+    if (options.socket || options.socketPath) {
       try {
-        const { LazySocket } = await import('./socket.js');
-        server.socket = new LazySocket(path, {
+        const handlers: LazySocketHandlers = {
           onAnnounce: (pid, from) => server.sessions.lookUpAnnounced(pid, from),
           onTask: (pid, fd, from) => void server.sessions.adoptFromSocket(pid, fd, from),
           onEvent: (ev) => server.sessions.onSocketEvent(ev),
-        });
+        };
+        if (options.socket) {
+          server.socket = options.socket;
+          options.socket.attach(handlers);
+        } else {
+          const path = options.socketPath === true ? join(options.imagesDir, 'lazy-pages.socket') : options.socketPath as string;
+          const { LazySocket } = await import('./socket.js');
+          server.socket = new LazySocket(path, handlers);
+        }
       } catch (e) {
         clearInterval(server.poller);
         await engine.close();
@@ -175,7 +195,38 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw e;
       }
     }
+    mark('server listening');
+    server.planAhead();
     return server;
+  }
+
+  /** Recorded working sets are copied first (not while recording new ones). */
+  private replaysWorkingSets(): boolean {
+    return this.options.workingSet !== false && !this.recording && this.engine.prefetchFirst !== undefined;
+  }
+
+  /**
+   * Starts planning every process of the images (see `planned`). A failure
+   * is kept for that pid's adoption, which reports it as before.
+   */
+  private planAhead(): void {
+    this.planning = this.images.pids().then((pids) => {
+      // One process after the other (in pstree order, as the restorer hands them over).
+      let prev: Promise<unknown> = Promise.resolve();
+      for (const pid of pids) {
+        if (this.planned.has(pid)) continue;
+        if (this.replaysWorkingSets()) {
+          const ws = loadWorkingSet(this.images.dir, pid);
+          ws.catch(() => {}); // reported when the pid is adopted
+          this.plannedWs.set(pid, ws);
+        }
+        const p = prev.then(() => this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()));
+        p.catch(() => {}); // reported when the pid is adopted
+        this.planned.set(pid, p);
+        prev = p.catch(() => {});
+      }
+      return prev.then(() => mark('planned ahead'));
+    }).catch(() => { /* pstree unreadable: each adoption says so */ });
   }
 
   /** Lets the remote page source give the engine native links (remote faults then skip JS). */
@@ -232,8 +283,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
     if (this.recording && !this.recordTimer) {
       this.recordTimer = setTimeout(() => void this.stopRecording(), this.recordMs);
     }
-    const replay = this.options.workingSet !== false && !this.recording && this.engine.prefetchFirst !== undefined
-      ? loadWorkingSet(this.images.dir, pid).catch((e: unknown) => {
+    const aheadWs = this.plannedWs.get(pid);
+    this.plannedWs.delete(pid);
+    const replay = this.replaysWorkingSets()
+      ? (aheadWs ?? loadWorkingSet(this.images.dir, pid)).catch((e: unknown) => {
         const message = `pid ${pid}: recorded working set ignored: ${errText(e)}`;
         this.emit('error', { proc: undefined, killed: false, message, error: e instanceof Error ? e : new Error(message) });
         return undefined;
@@ -241,7 +294,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       : Promise.resolve(undefined);
     let plan: Plan;
     try {
-      [plan] = await Promise.all([this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()), replay]);
+      mark(`pid ${pid} adopt: planning`);
+      const ahead = this.planned.get(pid);
+      this.planned.delete(pid);
+      [plan] = await Promise.all([ahead ?? this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()), replay]);
     } catch (e) {
       this.pendingAdopts--;
       // Kill before closing the uffd: once the last copy is closed the kernel
@@ -250,6 +306,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       closeQuietly(uffd);
       throw err;
     }
+    mark(`pid ${pid} planned`);
     if (this.watchdog) {
       // The watchdog holds its own copy of the uffd before the process may
       // run: if this daemon dies, the process blocks and is killed instead
@@ -263,6 +320,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         throw err;
       }
     }
+    mark(`pid ${pid} watchdog adopted`);
     const pidfd = this.pidfdOpen?.(hostPid);
     let handle: number;
     try {
@@ -278,6 +336,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       if (pidfd !== undefined) closeQuietly(pidfd);
       throw err;
     }
+    mark(`pid ${pid} engine adopted`);
     this.pendingAdopts--;
     const p = new Proc(this.nextId++, handle, pid, undefined);
     p.hostPid = hostPid;
@@ -422,6 +481,10 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
    */
   async close(): Promise<void> {
     if (this.closed) return;
+    // Plans still being made register pages files with the engine: let them end first.
+    await this.planning;
+    this.planned.clear();
+    this.plannedWs.clear();
     this.refreshEngineStats();
     for (const p of this.procs.values()) {
       if (p.state === 'serving') this.failProcess(p, 'the lazy-pages server was closed while it still had pages to serve', new Error('server closed'));

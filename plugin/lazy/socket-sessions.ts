@@ -2,6 +2,7 @@
 // handed which process over, whether a connection is a restorer and has
 // finished (RSTF), and what a bad hand-over costs (the announced process, if
 // it is the peer's own, is killed; never anything outside the peer's tree).
+import { mark } from '../phases.js';
 import { readlinkSync } from 'node:fs';
 import { sysError } from '../errors.js';
 import { closeQuietly, errText } from './helpers.js';
@@ -60,11 +61,13 @@ export class SocketSessions {
 
   /** An announced pid, before its uffd arrives: find it in the peer's tree now. */
   lookUpAnnounced(pid: number, from: From): void {
+    mark(`announced ${pid}`);
     const handed = this.handedBy.get(from.peer) ?? new Set<number>();
     this.announced.set(from.conn, { pid, hostPid: from.peer > 0 ? hostPidInTree(pid, from.peer, handed) : undefined });
   }
 
   async adoptFromSocket(pid: number, fd: number, from: From): Promise<void> {
+    mark(`task ${pid} received`);
     const who = peerName(from);
     // The socket carries the virtual pid: find the process it names in the
     // peer's own tree (in a migration the frozen source still holds that pid,

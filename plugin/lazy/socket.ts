@@ -27,32 +27,62 @@ export interface LazySocketHandlers {
 export class LazySocket {
   private readonly listener: LazySocketListenerHandle;
   private closed = false;
+  private handlers: LazySocketHandlers | undefined;
+  /** Events that arrived before handlers were attached (see `listen`). */
+  private queued: LazySocketEvent[] = [];
 
-  constructor(readonly path: string, handlers: LazySocketHandlers) {
+  /**
+   * Listens on `path`. Without `handlers` the socket listens at once but
+   * holds everything that arrives (each announced pid's userfaultfd is not
+   * even received) until `attach()`: a daemon can say it listens before the
+   * rest of it has started, and no process is handed over to a daemon that
+   * is not ready to serve it.
+   */
+  constructor(readonly path: string, handlers?: LazySocketHandlers) {
     const uid = process.geteuid?.() ?? 0;
+    this.handlers = handlers;
     try {
       this.listener = new addon.LazySocketListener(path, uid, (ev: LazySocketEvent) => {
         if (this.closed) {
           if (ev.type === 'task') closeSync(ev.fd);
           return;
         }
-        if (ev.type === 'announce') {
-          try {
-            handlers.onAnnounce?.(ev.pid, { conn: ev.conn, peer: ev.peer });
-          } finally {
-            this.listener.proceed(ev.conn);
-          }
-        } else if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd, { conn: ev.conn, peer: ev.peer });
-        else handlers.onEvent(ev);
-      }, handlers.onAnnounce !== undefined);
+        if (!this.handlers) this.queued.push(ev);
+        else this.dispatch(ev, this.handlers);
+      }, handlers === undefined || handlers.onAnnounce !== undefined);
     } catch (e) {
       throw systemUserError(`lazy-pages socket ${path}`, e);
     }
+  }
+
+  /** Starts delivering events (first those that arrived meanwhile, in order). */
+  attach(handlers: LazySocketHandlers): void {
+    if (this.handlers) throw new Error('lazy-pages socket: handlers already attached');
+    this.handlers = handlers;
+    for (const ev of this.queued.splice(0)) {
+      if (this.closed) {
+        if (ev.type === 'task') closeSync(ev.fd);
+        continue;
+      }
+      this.dispatch(ev, handlers);
+    }
+  }
+
+  private dispatch(ev: LazySocketEvent, handlers: LazySocketHandlers): void {
+    if (ev.type === 'announce') {
+      try {
+        handlers.onAnnounce?.(ev.pid, { conn: ev.conn, peer: ev.peer });
+      } finally {
+        this.listener.proceed(ev.conn);
+      }
+    } else if (ev.type === 'task') handlers.onTask(ev.pid, ev.fd, { conn: ev.conn, peer: ev.peer });
+    else handlers.onEvent(ev);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.listener.close();
+    for (const ev of this.queued.splice(0)) if (ev.type === 'task') closeSync(ev.fd);
   }
 }

@@ -62,6 +62,13 @@ export interface LazyPagesServerOptions {
    * in imagesDir. Omitted/false = in-process adoption only.
    */
   socketPath?: string | boolean;
+  /**
+   * A lazy-pages socket already listening and holding what arrives (a
+   * LazySocket made without handlers, e.g. before the daemon's modules were
+   * loaded); the server takes it over instead of binding socketPath, and
+   * closes it.
+   */
+  socket?: import('./socket.js').LazySocket;
   /** Background push after restore finished (default true); false = pure on-demand. */
   prefetch?: boolean;
   /** Cap of the background push, bytes per second (faults are never capped). */

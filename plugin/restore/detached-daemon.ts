@@ -12,6 +12,7 @@ import { closeSync, openSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { projectRoot } from '../cli/paths.js';
+import { mark } from '../phases.js';
 
 export interface DetachedDaemonOptions {
   imagesDir: string;
@@ -60,6 +61,7 @@ export function startDetachedDaemon(o: DetachedDaemonOptions): DetachedDaemon {
     throw new UserError(`cannot open the lazy-pages log ${logPath}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
   }
   let child: ChildProcess;
+  mark('spawning detached daemon');
   try {
     child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log, log, 'pipe'] });
   } finally {
@@ -79,6 +81,7 @@ export function startDetachedDaemon(o: DetachedDaemonOptions): DetachedDaemon {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      mark('detached daemon ready');
       res();
     });
     status.on('end', () => fail('closed its status fd without listening'));

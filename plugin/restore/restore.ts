@@ -415,9 +415,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       for (const u of uffds.splice(0)) adopting.push(handoff.adopt(u.pid, u.fd, u.host));
       for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
       adopted = Promise.all(adopting);
+      mark('uffds sent to the lazy-pages daemon');
       log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
+      mark('uffds handed over');
     }
 
     // rseq areas in pages the daemon serves: each page is taken through the

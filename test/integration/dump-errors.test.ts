@@ -4,16 +4,16 @@
 // keeps running unharmed: it still verifies all its memory afterwards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { dump } from '../../plugin/dump/index.js';
 import { UserError } from '../../plugin/errors.js';
 import { detach, seizeAndStop } from '../../plugin/inject/index.js';
-import { projectRoot } from '../../plugin/native/addon.js';
+import { helperPath, projectRoot } from '../../plugin/native/addon.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
-import { startWorkload, type Workload } from '../helpers/workload.js';
+import { startWorkload, waitForFile, type Workload } from '../helpers/workload.js';
 
 const cli = join(projectRoot, 'bin', 'lazy-restore.js');
 
@@ -141,5 +141,32 @@ test('dump errors: a file lease is refused with and without --file-locks (CRIU r
     img.dispose();
     const { rmSync } = await import('node:fs');
     rmSync(lockFile, { force: true });
+  }
+});
+
+test('dump errors: a root whose thread-group leader exited while a thread runs (zdtm pthread02) is refused in one line', { skip: !isRoot && 'needs root' }, async () => {
+  const img = tempDir('lr-dump-err-');
+  const ctrl = tempDir('lr-wl-');
+  const child = spawn(helperPath('workload-taskstate'), [ctrl.path, 'leader-exit'], { stdio: 'ignore', detached: true });
+  const exited = new Promise<unknown>((resolve) => child.once('exit', resolve));
+  const pid = child.pid!;
+  try {
+    await waitForFile(join(ctrl.path, 'ready'), 20000);
+    // The leader is a zombie once pthread_exit ran; the thread sleeps on.
+    const deadline = Date.now() + 10000;
+    while (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z') {
+      assert.ok(Date.now() < deadline, 'the leader never became a zombie');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const r = await promisify(execFile)(process.execPath, [cli, 'dump', '-t', String(pid), '-D', img.path])
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `lazy-restore: pid ${pid}: the thread group leader exited but 1 threads still run (a zombie leader with threads is not supported)\n`);
+    assert.deepEqual(readdirSync(img.path), []);
+  } finally {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    await withTimeout(exited, 10000, 'leader-exit workload killed');
+    ctrl.dispose();
+    img.dispose();
   }
 });

@@ -9,16 +9,13 @@ import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { FdType, ImageDir } from '../../plugin/images/index.js';
 import { critCheckDir } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { startWorkload } from '../helpers/workload.js';
+import { isRoot } from '../helpers/env.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 
 const O_WRONLY = 1, O_RDWR = 2, O_APPEND = 0o2000, O_LARGEFILE = 0o100000, O_DIRECTORY = 0o200000;
 
 test('dump: open files at offsets and cwd', { skip: !isRoot && 'needs root' }, async () => {
-  const fds = openFds();
-  const img = tempDir('lr-dump-files-');
-  const wl = await startWorkload('workload-files');
-  try {
+  await withRunningDump('lr-dump-files-', 'workload-files', [], async (wl, img) => {
     const r = wl.report;
     await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
     assert.ok(critCheckDir(img.path).has('files.img'));
@@ -58,13 +55,5 @@ test('dump: open files at offsets and cwd', { skip: !isRoot && 'needs root' }, a
     const fsImg = await dir.fs(wl.pid);
     assert.equal(files.find((f) => f.id === fsImg.cwd_id)!.reg!.name, r.cwd);
     assert.equal(files.find((f) => f.id === fsImg.root_id)!.reg!.name, '/');
-
-    wl.go();
-    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
-    assert.equal(wl.result(), 'ok');
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });

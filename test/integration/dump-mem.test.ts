@@ -16,7 +16,8 @@ import { ProcMem, readMaps } from '../../plugin/inject/index.js';
 import { computePageChecksums } from '../../plugin/images/checksums.js';
 import { projectRoot } from '../../plugin/native/addon.js';
 import { critCheckDir } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 import { startWorkload } from '../helpers/workload.js';
 
 const PAGE = 4096n;
@@ -27,10 +28,7 @@ function region(report: Record<string, string>, key: string): { start: bigint; l
 }
 
 test('dump: single process with mixed memory', { skip: !isRoot && 'needs root' }, async () => {
-  const fds = openFds();
-  const img = tempDir('lr-dump-mem-');
-  const wl = await startWorkload('workload-mem', ['8']);
-  try {
+  await withRunningDump('lr-dump-mem-', 'workload-mem', ['8'], async (wl, img) => {
     const maps = readMaps(wl.pid);
     const r = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
     assert.deepEqual(r.pids, [wl.pid]);
@@ -153,15 +151,7 @@ test('dump: single process with mixed memory', { skip: !isRoot && 'needs root' }
     assert.equal(core.tc!.blk_sigset & (1n << 9n), 1n << 9n);
     assert.equal(core.thread_core!.creds!.uid, process.getuid!());
     assert.ok(statSync(dir.pagesPath(1)).size > 0);
-
-    wl.go();
-    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
-    assert.equal(wl.result(), 'ok');
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });
 
 test('dump: default mode kills the tree after writing the images', { skip: !isRoot && 'needs root' }, async () => {

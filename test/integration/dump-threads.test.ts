@@ -13,14 +13,12 @@ import { projectRoot } from '../../plugin/native/addon.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { SYS } from '../../plugin/inject/index.js';
 import { critCheckDir } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 import { startWorkload } from '../helpers/workload.js';
 
 test('dump: multi-threaded process, registers of every thread', { skip: !isRoot && 'needs root' }, async () => {
-  const fds = openFds();
-  const img = tempDir('lr-dump-thr-');
-  const wl = await startWorkload('workload-threads');
-  try {
+  await withRunningDump('lr-dump-thr-', 'workload-threads', [], async (wl, img) => {
     const r = wl.report;
     const tids = { futex: Number(r.tid_futex), sleep: Number(r.tid_sleep), regs: Number(r.tid_regs) };
     const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
@@ -63,15 +61,7 @@ test('dump: multi-threaded process, registers of every thread', { skip: !isRoot 
     // SIGUSR2 (bit 11) blocked everywhere but in the sleeper; SIGHUP (bit 0) blocked.
     assert.equal(sleeper.thread_core!.blk_sigset! & (1n << 11n), 0n);
     assert.equal((await dir.core(tids.futex)).thread_core!.blk_sigset! & ((1n << 11n) | 1n), (1n << 11n) | 1n);
-
-    wl.go();
-    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
-    assert.equal(wl.result(), 'ok');
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });
 
 test('dump CLI: kills a multi-threaded tree it is not the parent of', { skip: !isRoot && 'needs root' }, async () => {

@@ -8,14 +8,12 @@ import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { ImageDir, inspectCheckpoint } from '../../plugin/images/index.js';
 import { critCheckDir } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 import { startWorkload } from '../helpers/workload.js';
 
 test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, async () => {
-  const fds = openFds();
-  const img = tempDir('lr-dump-tree-');
-  const wl = await startWorkload('workload-tree');
-  try {
+  await withRunningDump('lr-dump-tree-', 'workload-tree', [], async (wl, img) => {
     const child = Number(wl.report.child);
     const grand = Number(wl.report.grandchild);
     const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
@@ -41,15 +39,7 @@ test('dump: process tree with a grandchild', { skip: !isRoot && 'needs root' }, 
     const sum = await inspectCheckpoint(img.path);
     assert.deepEqual(sum.processes.map((p) => [p.pid, p.depth, p.problems.length]), [[wl.pid, 0, 0], [child, 1, 0], [grand, 2, 0]]);
     assert.ok(sum.processes.every((p) => p.memory.dumped > 1 << 18), 'each process dumped its 1 MiB region (a third of it non-zero)');
-
-    wl.go();
-    assert.equal(await withTimeout(wl.exited, 30000, 'workload exit'), 0);
-    assert.equal(wl.result(), 'ok');
-  } finally {
-    await wl.dispose();
-    img.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+  });
 });
 
 test('dump: a second dump into the same directory leaves no stale images', { skip: !isRoot && 'needs root' }, async () => {

@@ -12,7 +12,7 @@ import { ImageDir } from '../../plugin/images/index.js';
 import { restore } from '../../plugin/restore/index.js';
 import { runCli } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { startAndDump } from '../helpers/restore.js';
+import { withDumped } from '../helpers/restore.js';
 import { startWorkload, waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
@@ -57,8 +57,7 @@ test('a pid held by a live process: clear error naming the pid, the holder untou
 });
 
 test('a missing mapped file: clear error naming the file and ENOENT, nothing left running', { skip }, async () => {
-  const d = await startAndDump('workload-mem', ['4']);
-  try {
+  await withDumped('workload-mem', ['4'], async (d) => {
     rmSync(join(d.wl.ctrlDir, 'mapped.dat'));
     await assert.rejects(restore({ imagesDir: d.images.path, shellJob: true, detached: true }), (e: unknown) => {
       assert.ok(e instanceof UserError);
@@ -67,15 +66,11 @@ test('a missing mapped file: clear error naming the file and ENOENT, nothing lef
     });
     assert.equal(existsSync(`/proc/${d.wl.pid}`), false);
     assert.deepEqual(strayStubs(), []);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
+  });
 });
 
 test('a corrupt image: an error naming the image file, nothing left running', { skip }, async () => {
-  const d = await startAndDump('workload-mem', ['4']);
-  try {
+  await withDumped('workload-mem', ['4'], async (d) => {
     const core = join(d.images.path, `core-${d.wl.pid}.img`);
     truncateSync(core, 20);
     await assert.rejects(restore({ imagesDir: d.images.path, shellJob: true, detached: true }), (e: unknown) => {
@@ -85,17 +80,13 @@ test('a corrupt image: an error naming the image file, nothing left running', { 
     });
     assert.equal(existsSync(`/proc/${d.wl.pid}`), false);
     assert.deepEqual(strayStubs(), []);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
+  });
 });
 
 test('a failure deep in a tree restore kills and reaps every process already created', { skip }, async () => {
-  const d = await startAndDump('workload-tree');
-  const grand = Number(d.wl.report.grandchild);
-  const child = Number(d.wl.report.child);
-  try {
+  await withDumped('workload-tree', [], async (d) => {
+    const grand = Number(d.wl.report.grandchild);
+    const child = Number(d.wl.report.child);
     // An impossible VMA (above the user address space) in the grandchild:
     // it only fails when the grandchild's memory is being mapped.
     const dir = await ImageDir.open(d.images.path);
@@ -110,16 +101,12 @@ test('a failure deep in a tree restore kills and reaps every process already cre
     });
     for (const p of [d.wl.pid, child, grand]) assert.equal(existsSync(`/proc/${p}`), false, `pid ${p} left behind`);
     assert.deepEqual(strayStubs(), []);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
+  });
 });
 
 test('CLI: restore without -d waits for the root and exits with its status; errors are one line', { skip }, async () => {
-  const d = await startAndDump('workload-mem', ['4']);
-  const pidfile = join(d.images.path, 'restored.pid');
-  try {
+  await withDumped('workload-mem', ['4'], async (d) => {
+    const pidfile = join(d.images.path, 'restored.pid');
     const run = runCli(['restore', '-D', d.images.path, '--shell-job', '--pidfile', pidfile], { timeoutMs: 60000 });
     await waitForFile(pidfile, 30000);
     const pid = Number(readFileSync(pidfile, 'utf8'));
@@ -128,10 +115,7 @@ test('CLI: restore without -d waits for the root and exits with its status; erro
     const r = await run;
     assert.equal(r.code, 0, r.stderr);
     assert.equal(d.wl.result(), 'ok', r.stderr);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
+  });
   const bad = await runCli(['restore', '-D', '/nonexistent-lr-images']);
   assert.equal(bad.code, 1, bad.stderr);
   assert.match(bad.stderr, /^lazy-restore: .*\/nonexistent-lr-images/);

@@ -8,9 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ImageDir } from '../../plugin/images/index.js';
 import { critDecode } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
-import type { RestoredTree } from '../../plugin/restore/index.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
+import { isRoot } from '../helpers/env.js';
+import { restoreAndCheck, withDumped } from '../helpers/restore.js';
 
 const skip = !isRoot && 'needs root';
 
@@ -22,10 +21,7 @@ const FLAGS: Record<string, { flags?: number; madv?: number }> = {
 };
 
 async function roundTrip(lazy: boolean): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump('workload-vmaflags');
-  let tree: RestoredTree | undefined;
-  try {
+  await withDumped('workload-vmaflags', [], async (d) => {
     const mm = await (await ImageDir.open(d.images.path)).mm(d.wl.pid);
     let seen = 0;
     for (const [name, want] of Object.entries(FLAGS)) {
@@ -47,22 +43,8 @@ async function roundTrip(lazy: boolean): Promise<void> {
     assert.ok(e.vmas.some((v) => v.flags & 0x100), 'crit shows MAP_GROWSDOWN');
     assert.ok(e.vmas.some((v) => v.flags & 0x2000), 'crit shows MAP_LOCKED');
     assert.ok(e.vmas.some((v) => (v.madv ?? 0) & (1 << 18)), 'crit shows madv (WIPEONFORK)');
-    tree = await restoreTree(d.images.path, { lazy });
-    await goAndCheck(d, tree);
-    tree = undefined;
-  } finally {
-    if (tree) {
-      // A failed check: the restored process is ours to kill and reap.
-      try {
-        process.kill(tree.pid, 'SIGKILL');
-      } catch { /* gone */ }
-      await withTimeout(tree.wait(), 10000, 'killed restored workload').catch(() => {});
-      await tree.close();
-    }
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+    await restoreAndCheck(d, { lazy });
+  });
 }
 
 test('VMA flags: locked, noreserve, growsdown, droppable and madvise advice kept (eager)', { skip }, async () => {

@@ -60,13 +60,20 @@ test('a pull takes the remote push: every stream started on its own socket; done
   assert.equal(r.p.remote.next(4096n), undefined, 'fetch() has nothing left to push');
 });
 
-test('a stream that fails hands the whole remote push back to fetch() once every stream ended', async () => {
+test('a failed stream: a new pull carries on (twice), then fetch() takes the whole remote push; the slot is freed once', async () => {
   const r = rig();
   r.pulls.start(r.p);
+  for (let round = 0; round < 3; round++) {
+    await settle();
+    assert.equal(r.started.length, PULL_STREAMS * (round + 1), `round ${round}: every stream started`);
+    const first = PULL_STREAMS * round + 1;
+    r.pulls.onPullEnd(end(first, 3, 'ETIMEDOUT'));
+    for (let i = first + 1; i < first + PULL_STREAMS; i++) r.pulls.onPullEnd(end(i, 5));
+    assert.equal(r.ended.filter((e) => e.last).length, round < 2 ? 0 : 1, `round ${round}`);
+    assert.equal(r.p.remote.fresh, true);
+  }
   await settle();
-  r.pulls.onPullEnd(end(1, 3, 'ETIMEDOUT'));
-  for (let i = 2; i <= PULL_STREAMS; i++) r.pulls.onPullEnd(end(i, 5));
-  assert.equal(r.ended.filter((e) => e.last).length, 1);
+  assert.equal(r.started.length, PULL_STREAMS * 3, 'no fourth pull');
   assert.equal(r.p.remote.fresh, true, 'fetch() starts from the first range (the engine skips what is in)');
   assert.deepEqual(r.p.remote.next(4096n), { start: 0x1000n, len: 4096n });
   assert.equal(r.pulls.start(r.p), false, 'not tried again');

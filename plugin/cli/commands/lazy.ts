@@ -64,10 +64,9 @@ export function register(program: Command): void {
 
 async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   (await import('../global.js')).refuseDaemon(opts, 'lazy-pages');
-  const { LazyPagesServer } = await import('../../lazy/server.js');
-  const { formatSummary } = await import('../../lazy/summary.js');
   const { join } = await import('node:path');
   const { signalReady, workDirFor, resolveInWorkDir, writePidfile } = await import('../global.js');
+  const { mark } = await import('../../phases.js');
   const bandwidth = opts.bandwidth !== undefined ? parseRate(opts.bandwidth) : undefined;
   let threads: number | undefined;
   if (opts.engineThreads !== undefined) {
@@ -83,10 +82,37 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   const hold = parseHoldMs(opts.workingSetHold);
   // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
   const remote = await openRemoteFromCli(opts);
+  // Listen (and say so) before the rest of the daemon is loaded: a restorer
+  // starting now finds the socket, and what it sends waits in the socket,
+  // unread, until the daemon below can serve it.
+  const socketPath = opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket');
+  let socket: import('../../lazy/socket.js').LazySocket;
+  try {
+    await (await import('../../images/dir-check.js')).checkImageDir(opts.imagesDir);
+    socket = new (await import('../../lazy/socket.js')).LazySocket(socketPath);
+  } catch (e) {
+    remote?.destroy();
+    throw e;
+  }
+  process.stderr.write(`lazy-pages: listening on ${socket.path}\n`);
+  if (opts.pidfile !== undefined) {
+    try {
+      writePidfile(resolveInWorkDir(opts.pidfile, opts.imagesDir), process.pid);
+    } catch (e) {
+      socket.close();
+      remote?.destroy();
+      throw e;
+    }
+  }
+  // --status-fd (a CRIU global option): one NUL byte once listening.
+  signalReady();
+  mark('lazy-pages ready signalled');
+  const { LazyPagesServer } = await import('../../lazy/server.js');
+  const { formatSummary } = await import('../../lazy/summary.js');
   const server = await LazyPagesServer.open({
     ...(remote ? { remote } : {}),
     imagesDir: opts.imagesDir,
-    socketPath: opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket'),
+    socket,
     prefetch: opts.prefetch,
     verify: opts.verify,
     watchdog: opts.watchdog,
@@ -97,6 +123,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     workingSet: opts.workingSet,
     ...(hold !== undefined ? { workingSetHoldMs: hold } : {}),
   }).catch((e: unknown) => {
+    socket.close();
     remote?.destroy();
     throw e;
   });
@@ -108,18 +135,6 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   server.on('socket', (ev) => {
     if (ev.type === 'refused') process.stderr.write(`lazy-pages: refused a connection from pid ${ev.pid} (uid ${ev.uid}): not our uid or root\n`);
   });
-  process.stderr.write(`lazy-pages: listening on ${server.socketPath}\n`);
-  if (opts.pidfile !== undefined) {
-    try {
-      writePidfile(resolveInWorkDir(opts.pidfile, opts.imagesDir), process.pid);
-    } catch (e) {
-      await server.close();
-      remote?.destroy();
-      throw e;
-    }
-  }
-  // --status-fd (a CRIU global option): one NUL byte once listening.
-  signalReady();
   const stop = (): void => {
     process.stderr.write('lazy-pages: interrupted\n');
     void server.close().then(() => process.exit(ExitCode.failure));
@@ -130,6 +145,7 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
   if (record !== undefined) process.on('SIGUSR2', onUsr2);
   server.on('recorded', (ev) => process.stderr.write(`lazy-pages: working set of pid ${ev.pid}: ${ev.pages} pages in ${ev.ranges} runs -> ${ev.path}\n`));
   const stats = await server.done();
+  mark('all served');
   const procs = server.processes();
   await server.close();
   if (remote) {

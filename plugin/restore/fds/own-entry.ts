@@ -4,7 +4,7 @@
 // state (epoll watches, timers) once, from the description's first use.
 import { UserError } from '../../errors.js';
 import type { FileEntry, FownEntry } from '../../images/index.js';
-import type { FdUse, LoadContext } from './types.js';
+import type { FdUse, LoadContext, RestoreFdKind } from './types.js';
 
 /** The files.img fields that hold a kind's own entry with its flags and owner. */
 type OwnEntryKey = { [K in keyof FileEntry]-?: NonNullable<FileEntry[K]> extends { flags: number; fown?: FownEntry | undefined } ? K : never }[keyof FileEntry];
@@ -16,6 +16,8 @@ export interface OwnEntry<E> {
   require(file: FileEntry, use: FdUse): void;
   flags(file: FileEntry): number;
   fown(file: FileEntry): FownEntry | undefined;
+  /** check (refuses an entry without it), flags and fown: for a kind with nothing more to check. */
+  readonly kind: Pick<RestoreFdKind, 'check' | 'flags' | 'fown'>;
 }
 
 /**
@@ -24,14 +26,12 @@ export interface OwnEntry<E> {
  */
 export function ownEntry<K extends OwnEntryKey>(key: K, what: string, data: string): OwnEntry<NonNullable<FileEntry[K]>> {
   const of = (f: FileEntry): NonNullable<FileEntry[K]> => f[key]!;
-  return {
-    of,
-    require(file, use) {
-      if (!file[key]) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is ${what} without ${data} data`);
-    },
-    flags: (f) => of(f).flags,
-    fown: (f) => of(f).fown,
+  const require = (file: FileEntry, use: FdUse): void => {
+    if (!file[key]) throw new UserError(`pid ${use.pid}: fd ${use.fd}: files.img id ${file.id} is ${what} without ${data} data`);
   };
+  const flags = (f: FileEntry): number => of(f).flags;
+  const fown = (f: FileEntry): FownEntry | undefined => of(f).fown;
+  return { of, require, flags, fown, kind: { check: (_ctx, file, use) => require(file, use), flags, fown } };
 }
 
 /** Whether fd `fd` of `pid` is the first use of description `id` (state that belongs to the description is set up there, once). */

@@ -10,11 +10,7 @@ const sg = ownEntry('sgfd', 'a signalfd', 'signalfd');
 export const signalfdKind: RestoreFdKind = {
   type: FdType.SIGNALFD,
   name: 'signalfd',
-  check(_ctx, file, use) {
-    sg.require(file, use);
-  },
-  flags: sg.flags,
-  fown: sg.fown,
+  ...sg.kind,
   create(_ctx, file, owner) {
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(sg.of(file).sigmask);

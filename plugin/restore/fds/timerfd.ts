@@ -51,11 +51,7 @@ export function armTimerfd(t: RemoteTask, fd: number, e: TimerfdEntry): void {
 export const timerfdKind: RestoreFdKind = {
   type: FdType.TIMERFD,
   name: 'timerfd',
-  check(_ctx, file, use) {
-    tfd.require(file, use);
-  },
-  flags: tfd.flags,
-  fown: tfd.fown,
+  ...tfd.kind,
   create(_ctx, file, owner) {
     const clockid = tfd.of(file).clockid;
     return { taskFd: Number(owner.call(`timerfd_create(${clockid})`, NR.timerfd_create, clockid, 0)) };
