@@ -157,22 +157,31 @@ Napi::Value GetsockoptTimeval(const Napi::CallbackInfo& info) {
   return a;
 }
 
-// sockPeek(fd, maxBytes) -> Buffer[]: every message in the receive queue,
-// oldest first, read with MSG_PEEK and an advancing SO_PEEK_OFF so the queue
-// is left as it was (SO_PEEK_OFF is reset to -1, the default, afterwards).
-// A message carrying file descriptors (SCM_RIGHTS) fails with EBADMSG: any
-// fds the peek produced are closed.
+// sockPeek(fd, maxBytes[, rights]) -> Buffer[]: every message in the
+// receive queue, oldest first, read with MSG_PEEK and an advancing
+// SO_PEEK_OFF so the queue is left as it was (SO_PEEK_OFF is reset to -1,
+// the default, afterwards). Without `rights`, a message carrying file
+// descriptors (SCM_RIGHTS) fails with EBADMSG (the fds the peek produced
+// are closed). With `rights` true the result is { data, fds }[]: the fds
+// a peek installs in this process (close-on-exec), the caller's to close.
 Napi::Value SockPeek(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgFd(info, 0, "fd");
   int64_t max = ArgI64(info, 1, "maxBytes");
+  bool keepRights = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
   int off = 0;
   if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)) != 0) ThrowErrno(env, errno, "setsockopt(SO_PEEK_OFF)");
   std::vector<std::vector<char>> msgs;
+  std::vector<std::vector<int>> msgFds;
   std::vector<char> buf(256 * 1024);
   int64_t total = 0;
   int err = 0;
   const char* what = nullptr;
+  auto closeAll = [&msgFds]() {
+    for (auto& v : msgFds)
+      for (int x : v) close(x);
+    msgFds.clear();
+  };
   for (;;) {
     std::vector<int> rights;
     int msgFlags = 0;
@@ -185,33 +194,73 @@ Napi::Value SockPeek(const Napi::CallbackInfo& info) {
       }
       break;
     }
-    for (int got : rights) close(got);
-    if (!rights.empty()) {
+    if (!keepRights && !rights.empty()) {
+      for (int got : rights) close(got);
       err = EBADMSG;
       what = "recvmsg(MSG_PEEK): a queued message carries file descriptors (SCM_RIGHTS)";
       break;
     }
-    if (n == 0 && msgs.size() > 0 && msgs.back().empty()) break;  // guard against a zero-length loop
+    if (msgFlags & MSG_CTRUNC) {
+      for (int got : rights) close(got);
+      err = EMSGSIZE;
+      what = "recvmsg(MSG_PEEK): more file descriptors in one message than can be taken (MSG_CTRUNC)";
+      break;
+    }
+    if (n == 0 && msgs.size() > 0 && msgs.back().empty() && rights.empty()) break;  // guard against a zero-length loop
     if (static_cast<size_t>(n) > buf.size() || (msgFlags & MSG_TRUNC)) {
+      for (int got : rights) close(got);
       err = EMSGSIZE;
       what = "recvmsg(MSG_PEEK)";
       break;
     }
     total += n;
     if (total > max) {
+      for (int got : rights) close(got);
       err = ENOBUFS;
       what = "recvmsg(MSG_PEEK): queue larger than allowed";
       break;
     }
     msgs.emplace_back(buf.data(), buf.data() + n);
-    if (n == 0) break;
+    msgFds.push_back(std::move(rights));
+    if (n == 0 && msgFds.back().empty()) break;
   }
   int reset = -1;
   setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &reset, sizeof(reset));
-  if (what) ThrowErrno(env, err, what, "(fd " + std::to_string(fd) + ")");
+  if (what) {
+    closeAll();
+    ThrowErrno(env, err, what, "(fd " + std::to_string(fd) + ")");
+  }
   Napi::Array out = Napi::Array::New(env, msgs.size());
-  for (size_t i = 0; i < msgs.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Buffer<char>::Copy(env, msgs[i].data(), msgs[i].size()));
+  for (size_t i = 0; i < msgs.size(); i++) {
+    Napi::Buffer<char> data = Napi::Buffer<char>::Copy(env, msgs[i].data(), msgs[i].size());
+    if (!keepRights) {
+      out.Set(static_cast<uint32_t>(i), data);
+      continue;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("data", data);
+    Napi::Array fds = Napi::Array::New(env, msgFds[i].size());
+    for (size_t j = 0; j < msgFds[i].size(); j++) fds.Set(static_cast<uint32_t>(j), Napi::Number::New(env, msgFds[i][j]));
+    o.Set("fds", fds);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
   return out;
+}
+
+// sendFdsNoWait(fd, data, fds) -> bytes sent: one sendmsg(MSG_DONTWAIT) of
+// `data` with `fds` attached (SCM_RIGHTS; none: a plain send).
+Napi::Value SendFdsNoWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgFd(info, 0, "fd");
+  if (!info[1].IsBuffer()) throw Napi::TypeError::New(env, "data must be a Buffer");
+  if (!info[2].IsArray()) throw Napi::TypeError::New(env, "fds must be an array");
+  Napi::Buffer<char> b = info[1].As<Napi::Buffer<char>>();
+  Napi::Array a = info[2].As<Napi::Array>();
+  std::vector<int> fds;
+  for (uint32_t i = 0; i < a.Length(); i++) fds.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+  ssize_t w = SendWithFds(fd, b.Data(), b.Length(), fds.data(), fds.size(), MSG_DONTWAIT);
+  if (w < 0) ThrowErrno(env, errno, "sendmsg", "(fd " + std::to_string(fd) + ", " + std::to_string(fds.size()) + " fds)");
+  return Napi::Number::New(env, static_cast<double>(w));
 }
 
 // unixDiag() -> every unix socket of this network namespace from sock_diag:
@@ -325,6 +374,7 @@ void InitFds(Napi::Env env, Napi::Object exports) {
   exports.Set("getsockoptInt", Napi::Function::New(env, GetsockoptInt, "getsockoptInt"));
   exports.Set("getsockoptTimeval", Napi::Function::New(env, GetsockoptTimeval, "getsockoptTimeval"));
   exports.Set("sockPeek", Napi::Function::New(env, SockPeek, "sockPeek"));
+  exports.Set("sendFdsNoWait", Napi::Function::New(env, SendFdsNoWait, "sendFdsNoWait"));
   exports.Set("unixDiag", Napi::Function::New(env, UnixDiag, "unixDiag"));
 }
 

@@ -18,11 +18,13 @@
 #include "common/errors.h"
 #include "engine/crc32c.h"
 #include "inject/restore.h"
+#include "uffd/uffd_abi.h"
 
 namespace lr {
 namespace {
 
 constexpr size_t kIovBatch = 1024;  // UIO_MAXIOV
+constexpr uint64_t kPage = 4096;
 
 std::string Where(int pid, uint64_t addr) {
   char b[64];
@@ -107,9 +109,15 @@ Napi::Value ReadMem(const Napi::CallbackInfo& info) {
 // before its data is written, in the same pass, while it is in cache; a
 // mismatch throws EBADMSG with `chunk`, `stored` and `computed` set (the
 // data of that chunk is never written).
+// With uffd (a userfaultfd of the process with every target range registered
+// MISSING): the data goes in with UFFDIO_COPY instead, straight into new
+// pages (process_vm_writev first faults in a zeroed page for each, then
+// copies: ~1/3 more CPU per GiB); a page found already present is written
+// the other way.
 Napi::Value WritePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pid = ArgI32(info, 0, "pid");
+  int uffd = info.Length() > 6 && !info[6].IsUndefined() ? ArgI32(info, 6, "uffd") : -1;
   if (!info[1].IsString()) throw Napi::TypeError::New(env, "pagesPath must be a string");
   std::string path = info[1].As<Napi::String>().Utf8Value();
   if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
@@ -168,7 +176,47 @@ Napi::Value WritePages(const Napi::CallbackInfo& info) {
   std::vector<iovec> liov, riov;
   liov.reserve(kIovBatch);
   riov.reserve(kIovBatch);
+  // UFFDIO_COPY of every queued piece (uffd mode).
+  auto copyIn = [&]() {
+    for (size_t k = 0; k < liov.size(); k++) {
+      uint64_t dst = reinterpret_cast<uint64_t>(riov[k].iov_base);
+      uint64_t src = reinterpret_cast<uint64_t>(liov[k].iov_base);
+      uint64_t len = liov[k].iov_len;
+      while (len > 0) {
+        uint64_t done = 0;
+        int r = UffdCopy(uffd, dst, src, len, 0, &done);
+        total += done;
+        dst += done;
+        src += done;
+        len -= done;
+        if (r == 0 || len == 0) break;
+        if (r == -EAGAIN || r == -EINTR) continue;
+        if (r == -EEXIST) {
+          // This page is already populated (by the kernel or an earlier
+          // write): overwrite just it the other way (a present page cannot
+          // fault into the userfaultfd, a missing one would wait on it for
+          // ever), then go on copying.
+          try {
+            WriteRemote(env, pid, dst, reinterpret_cast<const uint8_t*>(src), kPage);
+          } catch (...) {
+            munmap(map, fsize);
+            throw;
+          }
+          total += kPage;
+          dst += kPage;
+          src += kPage;
+          len -= kPage;
+          continue;
+        }
+        munmap(map, fsize);
+        ThrowErrno(env, -r, "ioctl(UFFDIO_COPY)", Where(pid, dst));
+      }
+    }
+    liov.clear();
+    riov.clear();
+  };
   auto flush = [&]() {
+    if (uffd >= 0) return copyIn();
     size_t idx = 0;
     while (idx < liov.size()) {
       size_t cnt = liov.size() - idx;

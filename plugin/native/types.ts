@@ -365,7 +365,8 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array): bigint;
+  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
@@ -497,6 +498,10 @@ export interface FdsNative {
   getsockoptTimeval(fd: number, name: number): [number, number];
   /** Every queued message (MSG_PEEK + SO_PEEK_OFF, the queue is kept); EBADMSG if one carries fds. */
   sockPeek(fd: number, maxBytes: number): Buffer[];
+  /** The same, keeping SCM_RIGHTS: each message with the fds the peek installed here (close-on-exec; the caller closes them). */
+  sockPeek(fd: number, maxBytes: number, rights: true): { data: Buffer; fds: number[] }[];
+  /** One sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of data with fds attached (SCM_RIGHTS); bytes sent. */
+  sendFdsNoWait(fd: number, data: Buffer, fds: number[]): number;
   unixDiag(): UnixDiagEntry[];
 }
 

@@ -285,40 +285,65 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   // 4. Page data. Lazily restored runs are skipped except the few pages the
   //    kernel touches during the restore itself (rseq areas).
   const touched = lazy ? restoreTouchedPages(p) : new Set<bigint>();
-  const byFile = new Map<string, bigint[]>();
+  // Eager restore: private anonymous VMAs get their pages by UFFDIO_COPY
+  // through a userfaultfd made for the purpose (new pages filled straight
+  // from the pages file; process_vm_writev would fault in a zeroed page for
+  // each first), closed again before anything runs. Any other VMA, or no
+  // userfaultfd, takes process_vm_writev (also with LR_EAGER_UFFD=0).
+  const copyRanges = lazy || kept.size || process.env.LR_EAGER_UFFD === '0' ? [] : p.vmas
+    // (Not MADV_HUGEPAGE areas: UFFDIO_COPY fills small pages, faults there may take huge ones.)
+    .filter((v) => !isSpecial(v) && v.path === undefined && (v.vma.flags & MAP_SHARED) === 0 && ((v.vma.madv ?? 0n) & (1n << 14n)) === 0n)
+    .map((v) => ({ start: v.vma.start, end: v.vma.end }));
+  let uffd = -1;
+  if (copyRanges.length) {
+    try {
+      uffd = makeUffd(t, copyRanges);
+    } catch {
+      uffd = -1; // no userfaultfd here (or a VMA it refuses): process_vm_writev for all
+    }
+  }
+  const inCopyRange = (addr: bigint): boolean => uffd >= 0 && copyRanges.some((r) => addr >= r.start && addr < r.end);
+  const byFile = new Map<string, { plain: bigint[]; copied: bigint[] }>();
   const add = (file: string, addr: bigint, off: bigint, len: bigint): void => {
     let a = byFile.get(file);
-    if (!a) byFile.set(file, (a = []));
-    a.push(addr, off, len);
+    if (!a) byFile.set(file, (a = { plain: [], copied: [] }));
+    (inCopyRange(addr) ? a.copied : a.plain).push(addr, off, len);
   };
   let bytesWritten = kept.size ? restoreInheritedPages(t, p, kept, verifier) : 0n;
-  // Runs outside the kept VMAs (those were written above).
-  const runs = kept.size ? p.runs.flatMap((r) => outside(r, keptRanges)) : p.runs;
   const written = new Set<bigint>();
-  for (const r of runs) {
-    if (r.file === undefined || r.offset === undefined) continue;
-    if (lazy && r.flags & PE_LAZY) {
-      for (const pg of touched) {
-        if (pg >= r.vaddr && pg < r.vaddr + r.bytes) {
-          add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
-          written.add(pg);
+  try {
+    // Runs outside the kept VMAs (those were written above).
+    const runs = kept.size ? p.runs.flatMap((r) => outside(r, keptRanges)) : p.runs;
+    for (const r of runs) {
+      if (r.file === undefined || r.offset === undefined) continue;
+      if (lazy && r.flags & PE_LAZY) {
+        for (const pg of touched) {
+          if (pg >= r.vaddr && pg < r.vaddr + r.bytes) {
+            add(r.file, pg, r.offset + (pg - r.vaddr), PAGE);
+            written.add(pg);
+          }
+        }
+        continue;
+      }
+      add(r.file, r.vaddr, r.offset, r.bytes);
+    }
+    for (const [file, { plain, copied }] of byFile) {
+      // Page checksums (plugin/integrity): the native writer checks each chunk
+      // (hardware CRC32C) right before writing it; a mismatch stops the restore.
+      const checks = verifier?.nativeChecks(file);
+      for (const [triples, fd] of [[plain, -1], [copied, uffd]] as const) {
+        if (!triples.length) continue;
+        try {
+          bytesWritten += checks
+            ? addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), checks.sums, checks.chunkSize, checks.verified, fd)
+            : addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), undefined, undefined, undefined, fd);
+        } catch (e) {
+          throw (checks && PageVerifier.mismatchError(p.pid, file, checks, e)) ?? e;
         }
       }
-      continue;
     }
-    add(r.file, r.vaddr, r.offset, r.bytes);
-  }
-  for (const [file, triples] of byFile) {
-    // Page checksums (plugin/integrity): the native writer checks each chunk
-    // (hardware CRC32C) right before writing it; a mismatch stops the restore.
-    const checks = verifier?.nativeChecks(file);
-    try {
-      bytesWritten += checks
-        ? addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), checks.sums, checks.chunkSize, checks.verified)
-        : addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples));
-    } catch (e) {
-      throw (checks && PageVerifier.mismatchError(p.pid, file, checks, e)) ?? e;
-    }
+  } finally {
+    if (uffd >= 0) addon.restoreCloseFd(uffd);
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
   const mm = p.mm;

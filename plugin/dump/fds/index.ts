@@ -3,9 +3,8 @@
 // To add a kind: write plugin/dump/fds/<kind>.ts exporting a factory that
 // returns a DumpFdKind, and list it in dumpFdKinds() below (order matters:
 // the first kind whose claim() answers owns the fd).
-import { readFileSync, statSync } from 'node:fs';
-import { listFds, parseFdinfo } from '../proc.js';
-import { O_CLOEXEC } from './common.js';
+import { listFds } from '../proc.js';
+import { claimFd, facts } from './facts.js';
 import { eventfdKind } from './eventfd.js';
 import { eventpollKind } from './eventpoll.js';
 import { fifoKind } from './fifo.js';
@@ -18,7 +17,7 @@ import { pipeKind } from './pipe.js';
 import { regKind } from './reg.js';
 import { ttyKind } from './tty.js';
 import { unixKind } from './unix.js';
-import type { DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } from './types.js';
+import type { DumpFdKind, DumpFdOptions, PlannedFd } from './types.js';
 
 export { FileTable } from './table.js';
 export type { DumpFdContext, DumpFdKind, DumpFdOptions, FdFacts, PlannedFd } from './types.js';
@@ -31,26 +30,6 @@ export function dumpFdKinds(): DumpFdKind[] {
   ] as DumpFdKind[];
 }
 
-function facts(pid: number, fd: number, target: string, opts: DumpFdOptions, proc: { sid: number; pgid: number }): FdFacts | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-  } catch {
-    return undefined; // closed meanwhile; the post-freeze pass sees the final table
-  }
-  const info = parseFdinfo(text);
-  const f: FdFacts = {
-    pid, fd, target, flags: info.flags & ~O_CLOEXEC, cloexec: (info.flags & O_CLOEXEC) !== 0, pos: info.pos,
-    fdinfo: text, stdio: fd <= 2, shellJob: opts.shellJob, tcpEstablished: opts.tcpEstablished, skipInFlight: opts.skipInFlight, ghostLimit: opts.ghostLimit, linkRemap: opts.linkRemaps !== undefined, sid: proc.sid, pgid: proc.pgid, where: `pid ${pid}: fd ${fd} (${target})`,
-  };
-  try {
-    f.st = statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
-  } catch (e) {
-    f.statError = (e as NodeJS.ErrnoException).code ?? String(e);
-  }
-  return f;
-}
-
 /**
  * Looks at every fd of `pid` without touching the process. Returns the
  * planned fds, or the list of problems (one per unsupported fd).
@@ -61,18 +40,9 @@ export function planFds(kinds: readonly DumpFdKind[], pid: number, opts: DumpFdO
   for (const { fd, target } of listFds(pid)) {
     const f = facts(pid, fd, target, opts, proc);
     if (!f) continue;
-    let claimed = false;
-    for (const kind of kinds) {
-      const r = kind.claim(f);
-      if (r === undefined) continue;
-      claimed = true;
-      if (typeof r === 'string') problems.push(r);
-      else fds.push({ ...f, kind, data: r.data, fown: { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 } });
-      break;
-    }
-    if (!claimed) {
-      problems.push(`${f.where}: ${target.startsWith('socket:') ? 'sockets are' : 'this kind of file is'} not supported`);
-    }
+    const r = claimFd(kinds, f);
+    if (typeof r === 'string') problems.push(r);
+    else fds.push(r);
   }
   return { fds, problems };
 }

@@ -1,12 +1,13 @@
 // FileTable: files.img ids for the whole tree. One file_entry per open file
 // description: fds that share one (dup, fork, SCM_RIGHTS) are found with
 // kcmp(KCMP_FILE) and get the same id; the owning kind describes it once.
-import type { BigIntStats } from 'node:fs';
+import { readlinkSync, type BigIntStats } from 'node:fs';
 import { FdType, type FdinfoEntry, type FileEntry, type FownEntry, type TtyInfoEntry } from '../../images/index.js';
 import { KCMP, kcmpSame } from '../../inject/index.js';
 import { addon } from '../../native/addon.js';
 import { FD_CLOEXEC, O_LARGEFILE, ZERO_FOWN } from './common.js';
 import { GhostFiles } from '../ghost.js';
+import { claimFd, facts } from './facts.js';
 import { regEntry } from './reg.js';
 import type { DumpFdContext, DumpFdKind, DumpFdOptions, PlannedFd } from './types.js';
 
@@ -36,6 +37,10 @@ export class FileTable {
   private readonly byPath = new Map<string, number>();
   /** Descriptions already described: one representative fd each. */
   private readonly seen: { pid: number; fd: number; id: number; type: number; target: string }[] = [];
+  /** Descriptions being described (an SCM_RIGHTS loop would recurse forever). */
+  private readonly describing: { pid: number; fd: number; target: string }[] = [];
+  /** Owner uid for fown entries (of the process being described). */
+  private uid = 0;
   private readonly ctx: DumpFdContext;
   /** Deleted files that are still open or mapped (ghost images). */
   readonly ghosts: GhostFiles;
@@ -55,6 +60,7 @@ export class FileTable {
       ghostFile: (id, source, st) => this.ghosts.add(id, source, st),
       linkedFile: (id, where, source, path) => this.linkedFile(id, where, source, path),
       newId: () => this.nextId++,
+      scmFile: (fd, where) => this.scmFile(fd, where),
       addEntry: (e) => { this.files.push(e); },
       memfdEntry: (ref, id, flags, pos) => {
         if (!this.memfdEntry) throw new Error('FileTable: memfd fds need memfdEntry');
@@ -134,31 +140,69 @@ export class FileTable {
 
   /** Describes one process's planned fds; returns its fdinfo entries. */
   addFds(pid: number, fds: readonly PlannedFd[], uid: number): FdinfoEntry[] {
+    this.uid = uid;
     const out: FdinfoEntry[] = [];
     for (const p of fds) {
-      let found: { id: number; type: number } | undefined;
-      for (const s of this.seen) {
-        if (s.target === p.target && kcmpSame(s.pid, pid, KCMP.FILE, s.fd, p.fd)) {
-          found = s;
-          break;
-        }
-      }
-      if (!found) {
-        const id = this.nextId++;
-        const hostFd = addon.restorePidfdGetfd(pid, p.fd);
-        let entry: FileEntry;
-        try {
-          p.fown = readFown(hostFd, uid);
-          entry = p.kind.describe(this.ctx, id, p, hostFd);
-        } finally {
-          addon.restoreCloseFd(hostFd);
-        }
-        this.files.push(entry);
-        found = { id, type: entry.type };
-        this.seen.push({ pid, fd: p.fd, id, type: entry.type, target: p.target });
-      }
+      const found = this.known(pid, p.fd, p.target) ?? this.describeOne(pid, p);
       out.push({ id: found.id, flags: p.cloexec ? FD_CLOEXEC : 0, type: found.type, fd: p.fd });
     }
     return out;
+  }
+
+  /** The description of `fd` of `pid` if one was described already (kcmp). */
+  private known(pid: number, fd: number, target: string): { id: number; type: number } | undefined {
+    for (const s of this.seen) {
+      if (s.target === target && kcmpSame(s.pid, pid, KCMP.FILE, s.fd, fd)) return s;
+    }
+    return undefined;
+  }
+
+  /** Gives the description behind `p` (an fd of `pid`) its id and entry. */
+  private describeOne(pid: number, p: PlannedFd): { id: number; type: number } {
+    if (this.describing.some((d) => d.target === p.target && kcmpSame(d.pid, pid, KCMP.FILE, d.fd, p.fd))) {
+      throw new Error(`${p.where}: passed in a queued message of a socket that it carries itself (SCM_RIGHTS loop), which is not supported`);
+    }
+    const id = this.nextId++;
+    const hostFd = addon.restorePidfdGetfd(pid, p.fd);
+    let entry: FileEntry;
+    this.describing.push({ pid, fd: p.fd, target: p.target });
+    try {
+      p.fown = readFown(hostFd, this.uid);
+      entry = p.kind.describe(this.ctx, id, p, hostFd);
+    } finally {
+      this.describing.pop();
+      addon.restoreCloseFd(hostFd);
+    }
+    this.files.push(entry);
+    this.seen.push({ pid, fd: p.fd, id, type: entry.type, target: p.target });
+    return { id, type: entry.type };
+  }
+
+  /**
+   * The files.img id of a file passed in a queued message (SCM_RIGHTS),
+   * peeked into the dumper as `fd` (kept open by the caller until the
+   * images are written): the tree's own description when a fd of the tree
+   * has it (kcmp), else a new entry described from `fd` itself (CRIU's
+   * dump_my_file).
+   */
+  scmFile(fd: number, where: string): number {
+    const self = process.pid;
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch (e) {
+      throw new Error(`${where}: a file in a queued message: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
+    const have = this.known(self, fd, target);
+    if (have) return have.id;
+    const mine = this.ctx.allFds.find((p) => p.target === target && kcmpSame(p.pid, self, KCMP.FILE, p.fd, fd));
+    if (mine) return (this.known(mine.pid, mine.fd, mine.target) ?? this.describeOne(mine.pid, mine)).id;
+    const f = facts(self, fd, target, this.ctx.options, { sid: 0, pgid: 0 });
+    if (!f) throw new Error(`${where}: a file in a queued message (${target}) closed while it was read`);
+    f.where = `${where}: a file in a queued message (${target})`;
+    f.stdio = false;
+    const planned = claimFd(this.kinds, f);
+    if (typeof planned === 'string') throw new Error(planned);
+    return this.describeOne(self, planned).id;
   }
 }

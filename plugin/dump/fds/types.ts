@@ -73,6 +73,13 @@ export interface DumpFdContext {
    * a LINKED remap (plugin/dump/link-remap.ts; needs --link-remap).
    */
   linkedFile(id: number, where: string, source: string, path: string): void;
+  /**
+   * The files.img id of a file passed in a unix socket's queued message
+   * (SCM_RIGHTS) and peeked into the dumper as `fd` (keep it open until
+   * writeImages): the tree's description if a fd of the tree has it, else
+   * a new entry of the kind that claims it. Throws when it cannot be dumped.
+   */
+  scmFile(fd: number, where: string): number;
   /** A fresh files.img id for an entry that no fd uses directly. */
   newId(): number;
   /** Adds such an entry to files.img (e.g. a tty's reg_file_entry). */

@@ -5,12 +5,16 @@
 // peeked from a duplicate of the socket (MSG_PEEK with SO_PEEK_OFF: the
 // process keeps its data). As CRIU 4.2: a peer outside the tree refuses the
 // dump unless --ext-unix-sk, and then only a named datagram peer is
-// accepted (recorded as an extra entry with uflags USK_EXTERN); a message
-// carrying file descriptors (SCM_RIGHTS) is refused (not restored here).
+// accepted (recorded as an extra entry with uflags USK_EXTERN). A message
+// carrying file descriptors (SCM_RIGHTS) keeps them as files.img ids in
+// its scm entry (CRIU's dump_my_file): the tree's own description when a
+// fd of the tree has it, else an entry of its own (a pipe end or file
+// only in flight); a unix socket only in flight is refused.
 import { writeFile } from 'node:fs/promises';
 import { encodeImage, FdType, KIND, USK_EXTERN, type SkOptsEntry, type SkPacketEntry, type UnixSkEntry } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import type { UnixDiagEntry, UnixSockState } from '../../native/types.js';
+import { KCMP, kcmpSame } from '../../inject/index.js';
 import { ZERO_FOWN } from './common.js';
 import type { DumpFdKind, PlannedFd } from './types.js';
 
@@ -21,6 +25,7 @@ export const SOCK_SEQPACKET = 5;
 export const UNIX_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
 const SOL_SOCKET = 1;
 const SO_DOMAIN = 39;
+const SCM_RIGHTS = 1;
 /** Largest receive queue dumped (bytes): unix queues are bounded by socket buffers. */
 const MAX_QUEUE = 64 << 20;
 
@@ -53,15 +58,33 @@ function skOpts(s: UnixSockState): SkOptsEntry {
   };
 }
 
+/** A queued message and the fds its SCM_RIGHTS put in the dumper (the caller closes them). */
+interface Peeked {
+  data: Buffer;
+  fds: number[];
+}
+
+function closeAll(msgs: readonly Peeked[]): void {
+  for (const m of msgs) for (const fd of m.fds) addon.restoreCloseFd(fd);
+}
+
 /** Every message queued for `fd` (a duplicate), or the problem that refuses it. */
-function peekQueue(fd: number, type: number): Buffer[] | string {
+function peekQueue(fd: number, type: number): Peeked[] | string {
   try {
-    const msgs = addon.sockPeek(fd, MAX_QUEUE);
-    return type === SOCK_STREAM ? msgs.filter((m) => m.length > 0) : msgs;
+    const msgs = addon.sockPeek(fd, MAX_QUEUE, true);
+    return type === SOCK_STREAM ? msgs.filter((m) => m.data.length > 0 || m.fds.length > 0) : msgs;
   } catch (e) {
     const code = (e as { code?: string }).code;
-    if (code === 'EBADMSG') return 'a queued message carries file descriptors (SCM_RIGHTS), which is not supported';
     return `cannot read the receive queue (${code ?? String(e)})`;
+  }
+}
+
+/** Whether `fd` (ours) is a unix socket. */
+function isUnixSocket(fd: number): boolean {
+  try {
+    return addon.getsockoptInt(fd, SOL_SOCKET, SO_DOMAIN) === AF_UNIX;
+  } catch {
+    return false;
   }
 }
 
@@ -72,6 +95,11 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
   let icons = new Map<number, number>();
   const queues: { message: SkPacketEntry; extra: Buffer }[] = [];
   const externals = new Map<number, number>();
+  /** fds peeked out of queues (SCM_RIGHTS), closed once the images are written. */
+  const inFlight: number[] = [];
+  const closeInFlight = (): void => {
+    for (const fd of inFlight.splice(0)) addon.restoreCloseFd(fd);
+  };
   const refresh = (): void => {
     diag = new Map(addon.unixDiag().map((d) => [d.ino, d]));
     icons = new Map();
@@ -79,7 +107,7 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
   };
 
   /** Why this socket cannot be dumped (a sentence), or undefined. */
-  const problem = (p: PlannedFd<{ ino: number }>, inTree: ReadonlySet<number>, extUnixSk: boolean): string | undefined => {
+  const problem = (p: PlannedFd<{ ino: number }>, inTree: ReadonlySet<number>, extUnixSk: boolean, treeFds: readonly PlannedFd<{ ino: number }>[]): string | undefined => {
     const d = diag.get(p.data.ino);
     if (!d) return 'unix socket not found by sock_diag (a socket of another network namespace is not supported)';
     if (!TYPE_NAMES[d.type]) return `unix sockets of type ${d.type} are not supported`;
@@ -111,6 +139,20 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
       try {
         const q = peekQueue(dup, d.type);
         if (typeof q === 'string') return q;
+        try {
+          // A unix socket passed in a message and closed by its sender (in flight only) is not dumped.
+          for (const m of q) {
+            for (const fd of m.fds) {
+              if (!isUnixSocket(fd)) continue;
+              const self = process.pid;
+              if (!treeFds.some((t) => kcmpSame(t.pid, self, KCMP.FILE, t.fd, fd))) {
+                return 'a queued message carries a unix socket that no process of the tree holds (in-flight socket, SCM_RIGHTS), which is not supported';
+              }
+            }
+          }
+        } finally {
+          closeAll(q);
+        }
       } finally {
         addon.restoreCloseFd(dup);
       }
@@ -146,7 +188,7 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
       for (const f of fds) {
         if (seen.has(f.data.ino)) continue;
         seen.add(f.data.ino);
-        const why = problem(f, inTree, ctx.options.extUnixSk);
+        const why = problem(f, inTree, ctx.options.extUnixSk, fds);
         if (why) problems.push(`${f.where}: ${why}`);
       }
       return problems;
@@ -178,7 +220,12 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
       if (d.rqlen > 0 && d.state !== UNIX_STATE.LISTEN) {
         const q = peekQueue(hostFd, d.type);
         if (typeof q === 'string') throw new Error(`${p.where}: ${q}`);
-        for (const m of q) queues.push({ message: { id_for: id, length: m.length, scm: [] }, extra: m });
+        // Kept open until the images are written: the table compares later fds with them (kcmp).
+        for (const m of q) inFlight.push(...m.fds);
+        for (const m of q) {
+          const scm = m.fds.length ? [{ type: SCM_RIGHTS, rights: m.fds.map((fd) => ctx.scmFile(fd, p.where)) }] : [];
+          queues.push({ message: { id_for: id, length: m.data.length, scm }, extra: m.data });
+        }
       }
       const inTree = new Set(ctx.allFds.filter((f) => f.kind === p.kind).map((f) => (f.data as { ino: number }).ino));
       if (d.peer && !inTree.has(d.peer) && !externals.has(d.peer)) {
@@ -197,8 +244,12 @@ export function unixKind(): DumpFdKind<{ ino: number }> {
       return { type: FdType.UNIXSK, id, usk: ue };
     },
     async writeImages(dir) {
+      closeInFlight();
       if (!queues.length) return;
       await writeFile(dir.pathOf(KIND.skQueues), encodeImage(KIND.skQueues, queues));
+    },
+    finish() {
+      closeInFlight();
     },
   };
 }

@@ -4,7 +4,7 @@
 // To add a kind: write plugin/restore/fds/<kind>.ts exporting a
 // RestoreFdKind and list it in restoreFdKinds() below.
 import { ImageError, UserError } from '../../errors.js';
-import { FdType, type FdinfoEntry, type FileEntry, type ImageDir } from '../../images/index.js';
+import { FdType, KIND, type FdinfoEntry, type FileEntry, type ImageDir } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import { NR, type RemoteTask } from '../task.js';
 import { installFds } from './channel.js';
@@ -61,6 +61,9 @@ export class FdRestorer {
   private readonly usesById = new Map<number, FdUse[]>();
   private readonly host = new Map<number, number>();
   private readonly creating = new Set<number>();
+  /** Pids of the descriptions being created, innermost last (an in-flight file is created in the innermost). */
+  private readonly creators: number[] = [];
+  private readonly inFlight = new Set<number>();
   private tasks = new Map<number, RemoteTask>();
   private readonly kinds = restoreFdKinds();
   private readonly ctx: LoadContext;
@@ -71,7 +74,7 @@ export class FdRestorer {
     readonly options: RestoreFdOptions,
     private readonly log: (line: string) => void,
   ) {
-    this.ctx = { dir, imagesDir: dir.dir, files, uses: (id) => this.usesById.get(id) ?? [], options };
+    this.ctx = { dir, imagesDir: dir.dir, files, uses: (id) => this.usesById.get(id) ?? [], inFlight: this.inFlight, options };
   }
 
   /**
@@ -104,6 +107,18 @@ export class FdRestorer {
     }
     for (const { use, file, kind } of all) {
       if (!kind) throw new UserError(`pid ${use.pid}: fd ${use.fd} is a ${fdTypeName(file.type)} (files.img id ${file.id}, type ${file.type}), which restore does not support`);
+    }
+    for (const k of r.kinds) {
+      for (const id of (await k.inFlight?.(r.ctx)) ?? []) {
+        const f = files.get(id);
+        if (!f) throw new ImageError(dir.pathOf(KIND.skQueues), undefined, `a queued message carries file id ${id}, which files.img does not have`);
+        const kind = kinds.get(f.type);
+        if (!kind) throw new UserError(`a file passed in a queued message (SCM_RIGHTS) is a ${fdTypeName(f.type)} (files.img id ${id}, type ${f.type}), which restore does not support`);
+        r.inFlight.add(id);
+        let l = used.get(kind);
+        if (!l) used.set(kind, (l = []));
+        if (!l.includes(f)) l.push(f);
+      }
     }
     for (const [kind, entries] of used) await kind.load?.(r.ctx, entries);
     for (const { use, file, kind } of all) {
@@ -165,8 +180,10 @@ export class FdRestorer {
 
   private ownerOf(id: number): number {
     const uses = this.usesById.get(id);
-    if (!uses?.length) throw new Error(`file id ${id} has no fd`);
-    return uses[0]!.pid;
+    if (uses?.length) return uses[0]!.pid;
+    const creator = this.creators[this.creators.length - 1];
+    if (this.inFlight.has(id) && creator !== undefined) return creator;
+    throw new Error(`file id ${id} has no fd`);
   }
 
   private task(pid: number): RemoteTask {
@@ -183,8 +200,15 @@ export class FdRestorer {
     this.creating.add(id);
     try {
       const kind = this.kinds.find((k) => k.type === file.type)!;
-      const owner = this.task(ownerPid ?? this.ownerOf(id));
-      const r = kind.create(ctx, file, owner);
+      const ownerImagePid = ownerPid ?? this.ownerOf(id);
+      const owner = this.task(ownerImagePid);
+      this.creators.push(ownerImagePid);
+      let r: { taskFd: number } | { hostFd: number };
+      try {
+        r = kind.create(ctx, file, owner);
+      } finally {
+        this.creators.pop();
+      }
       this.adopt(id, 'taskFd' in r ? { taskFd: r.taskFd, task: owner } : r);
       return this.host.get(id)!;
     } finally {

@@ -24,12 +24,12 @@ const SCR_PIPE = 0x1000n;
 const pipeEntry = ownEntry('pipe', 'a pipe', 'pipe');
 const pe = (f: FileEntry): PipeEntry => pipeEntry.of(f);
 
-/** The pipe entries of one pipe, readers and writers in files.img order (only those some fd uses). */
+/** The pipe entries of one pipe, readers and writers in files.img order (only those some fd uses or a queued message carries). */
 function group(ctx: LoadContext, pipeId: number): { readers: number[]; writers: number[] } {
   const readers: number[] = [];
   const writers: number[] = [];
   for (const f of ctx.files.values()) {
-    if (f.type !== FdType.PIPE || f.pipe?.pipe_id !== pipeId || !ctx.uses(f.id).length) continue;
+    if (f.type !== FdType.PIPE || f.pipe?.pipe_id !== pipeId || (!ctx.uses(f.id).length && !ctx.inFlight.has(f.id))) continue;
     (f.pipe.flags & O_WRONLY ? writers : readers).push(f.id);
   }
   return { readers, writers };
@@ -96,7 +96,7 @@ export function pipeKind(): RestoreFdKind {
       throw e;
     }
     if (firstR === undefined || firstW === undefined) {
-      const use = ctx.uses(file.id)[0]!;
+      const use = ctx.uses(file.id)[0] ?? { pid: owner.pid, fd: -1 };
       ctx.log(`pid ${use.pid}: fd ${use.fd}: pipe:[${p.pipe_id}] has no ${firstR === undefined ? 'reader' : 'writer'} in the images (outside the tree or closed): restored with that end closed; --inherit-fd fd[N]:pipe:[${p.pipe_id}] would connect it`);
     }
     if (file.id === firstR) {

@@ -61,6 +61,8 @@ export interface LoadContext {
   readonly files: ReadonlyMap<number, FileEntry>;
   /** Every use of every id (all processes). */
   uses(id: number): readonly FdUse[];
+  /** Files held by no fd but passed in a queued message (SCM_RIGHTS): created all the same. */
+  readonly inFlight: ReadonlySet<number>;
   readonly options: RestoreFdOptions;
 }
 
@@ -70,7 +72,11 @@ export interface CreateContext extends LoadContext {
   task(pid: number): RemoteTask;
   /** Another description created in the same call (a pipe's other end): a fd in `task` or in the restorer. */
   provide(id: number, fd: { taskFd: number; task: RemoteTask } | { hostFd: number }): void;
-  /** Makes sure description `id` exists (e.g. the listening socket a client connects to) and returns its host fd. */
+  /**
+   * Makes sure description `id` exists (e.g. the listening socket a client
+   * connects to) and returns its host fd. A file no fd holds (in flight) is
+   * created in the task whose description is being created.
+   */
   ensure(id: number): number;
   /** A duplicate of `fd` of `task` in the restorer (pidfd_getfd); the task keeps its fd. */
   pull(task: RemoteTask, fd: number): number;
@@ -82,7 +88,14 @@ export interface RestoreFdKind {
   readonly type: number;
   /** Short name used in messages ("pipe", "unix socket"). */
   readonly name: string;
-  /** Reads the kind's own images (pipes-data.img ...); called once if any fd of this type is in the image. */
+  /**
+   * Files (files.img ids) this kind's images carry in flight: passed in a
+   * queued message (SCM_RIGHTS), held by no fd. Read before any load();
+   * they are created (in the process that needs them) though nothing
+   * installs them.
+   */
+  inFlight?(ctx: LoadContext): Promise<number[]>;
+  /** Reads the kind's own images (pipes-data.img ...); called once if any fd of this type (or a file of it in flight) is in the image. */
   load?(ctx: LoadContext, entries: readonly FileEntry[]): Promise<void>;
   /** Plan-time check of one fd; throw UserError to refuse. */
   check?(ctx: LoadContext, file: FileEntry, use: FdUse): void;

@@ -23,6 +23,13 @@ import { InjectedSyscallError, NR, type RemoteTask } from '../task.js';
 import type { CreateContext, LoadContext, RestoreFdKind } from './types.js';
 
 const AF_UNIX = 1;
+const SCM_RIGHTS = 1;
+
+/** One queued message and the files.img ids of the files it carries (SCM_RIGHTS). */
+interface QueuedMessage {
+  data: Buffer;
+  rights: number[];
+}
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const SOCK_SEQPACKET = 5;
@@ -59,9 +66,13 @@ function optsOf(e: UnixSkEntry): UnixSockOpts {
 }
 
 export function unixKind(): RestoreFdKind {
-  /** Queued messages by the files.img id of the socket that holds them. */
-  const queues = new Map<number, Buffer[]>();
-  const scm = new Set<number>();
+  /** Queued messages by the files.img id of the socket that holds them (with the files their SCM_RIGHTS carry). */
+  const queues = new Map<number, QueuedMessage[]>();
+  let image: Awaited<ReturnType<LoadContext['dir']['readImage']>> | undefined;
+  const readQueues = async (ctx: LoadContext): Promise<NonNullable<typeof image> | null> => {
+    if (image === undefined) image = await ctx.dir.readImage(KIND.skQueues);
+    return image ?? null;
+  };
   let byIno = new Map<number, FileEntry>();
 
   const indexSockets = (ctx: LoadContext): void => {
@@ -134,24 +145,29 @@ export function unixKind(): RestoreFdKind {
     task.call(`unlink(${pathText})`, NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
   };
 
-  /** Writes `msgs` into the socket whose peer is `hostFd` (one send per message). */
-  const fill = (hostFd: number, msgs: readonly Buffer[], type: number, what: string): void => {
+  /**
+   * Writes `msgs` into the socket whose peer is `hostFd` (one send per
+   * message); the files a message carries are created first (ctx.ensure)
+   * and attached to its first send (SCM_RIGHTS).
+   */
+  const fill = (ctx: CreateContext, hostFd: number, msgs: readonly QueuedMessage[], type: number, what: string): void => {
     if (!msgs.length) return;
-    const total = msgs.reduce((n, m) => n + m.length, 0);
+    const total = msgs.reduce((n, m) => n + m.data.length, 0);
     // The sender's buffer bounds what can be queued: make room (its dumped value is set afterwards).
     addon.unixSockOptsRestore(hostFd, { ...NO_OPTS, sndbuf: Math.max(total * 4, 1 << 20) });
     for (const m of msgs) {
+      const fds = m.rights.map((id) => ctx.ensure(id));
       let off = 0;
       do {
         let n: number;
         try {
-          n = addon.sendNoWait(hostFd, m.subarray(off));
+          n = off === 0 && fds.length ? addon.sendFdsNoWait(hostFd, m.data, fds) : addon.sendNoWait(hostFd, m.data.subarray(off));
         } catch (err) {
-          throw new UserError(`${what}: cannot queue ${m.length} bytes again: ${(err as { code?: string }).code ?? String(err)}`, { cause: err });
+          throw new UserError(`${what}: cannot queue ${m.data.length} bytes${fds.length ? ` with ${fds.length} fds` : ''} again: ${(err as { code?: string }).code ?? String(err)}`, { cause: err });
         }
-        if (type !== SOCK_STREAM && n !== m.length) throw new UserError(`${what}: a ${m.length}-byte message was queued as ${n} bytes`);
+        if (type !== SOCK_STREAM && n !== m.data.length) throw new UserError(`${what}: a ${m.data.length}-byte message was queued as ${n} bytes`);
         off += n;
-      } while (off < m.length);
+      } while (off < m.data.length);
     }
   };
 
@@ -174,17 +190,34 @@ export function unixKind(): RestoreFdKind {
   return {
     type: FdType.UNIXSK,
     name: 'unix socket',
+    async inFlight(ctx) {
+      const img = await readQueues(ctx);
+      const ids: number[] = [];
+      for (const x of img?.entries ?? []) {
+        for (const sc of (x.message as unknown as SkPacketEntry).scm ?? []) {
+          for (const id of sc.rights ?? []) if (!ctx.uses(id).length) ids.push(id);
+        }
+      }
+      return ids;
+    },
     async load(ctx) {
       indexSockets(ctx);
-      const img = await ctx.dir.readImage(KIND.skQueues);
+      const img = await readQueues(ctx);
       for (const x of img?.entries ?? []) {
         const m = x.message as unknown as SkPacketEntry;
         const data = x.extra ?? Buffer.alloc(0);
         if (data.length !== m.length) throw new ImageError(img!.file, x.offset, `socket id ${m.id_for}: ${m.length} bytes announced, ${data.length} present`);
-        if (m.scm?.length) scm.add(m.id_for);
+        const rights: number[] = [];
+        for (const sc of m.scm ?? []) {
+          if (sc.type !== SCM_RIGHTS) throw new ImageError(img!.file, x.offset, `socket id ${m.id_for}: control message type ${sc.type} is not supported (only SCM_RIGHTS)`);
+          for (const id of sc.rights ?? []) {
+            if (!ctx.files.has(id)) throw new ImageError(img!.file, x.offset, `socket id ${m.id_for}: a queued message carries file id ${id}, which files.img does not have`);
+            rights.push(id);
+          }
+        }
         let l = queues.get(m.id_for);
         if (!l) queues.set(m.id_for, (l = []));
-        l.push(data);
+        l.push({ data, rights });
       }
     },
     check(ctx, file, use) {
@@ -196,7 +229,6 @@ export function unixKind(): RestoreFdKind {
       if (e.uflags & ~USK_EXTERN) throw new UserError(`${where}: socket flags 0x${e.uflags.toString(16)} (service, callback or inherited sockets) are not supported`);
       if (e.uflags & USK_EXTERN) throw new UserError(`${where}: files.img id ${file.id} describes a socket outside the tree (external), not one of the tree's`);
       if (e.name.length > SUN_PATH_MAX) throw new UserError(`${where}: socket name of ${e.name.length} bytes is too long`);
-      if (scm.has(file.id)) throw new UserError(`${where}: queued messages carrying file descriptors (SCM_RIGHTS) are not supported`);
       if (e.peer && !pairPeer(ctx, e)) {
         const p = byIno.get(e.peer);
         if (!p?.usk) throw new UserError(`${where}: its peer socket (ino ${e.peer}) is not in the image`);
@@ -225,8 +257,8 @@ export function unixKind(): RestoreFdKind {
           const ha = ctx.pull(owner, a);
           const hb = ctx.pull(owner, b);
           try {
-            fill(hb, queues.get(file.id) ?? [], e.type, what);
-            fill(ha, queues.get(peerFile.id) ?? [], e.type, what);
+            fill(ctx, hb, queues.get(file.id) ?? [], e.type, what);
+            fill(ctx, ha, queues.get(peerFile.id) ?? [], e.type, what);
           } finally {
             addon.restoreCloseFd(ha);
             addon.restoreCloseFd(hb);
@@ -259,7 +291,7 @@ export function unixKind(): RestoreFdKind {
         try {
           const ht = ctx.pull(owner, t);
           try {
-            fill(ht, msgs, e.type, what);
+            fill(ctx, ht, msgs, e.type, what);
           } finally {
             addon.restoreCloseFd(ht);
           }
@@ -284,7 +316,7 @@ export function unixKind(): RestoreFdKind {
             connectTo(owner, t, e, what);
             const ht = ctx.pull(owner, t);
             try {
-              fill(ht, msgs, e.type, what);
+              fill(ctx, ht, msgs, e.type, what);
             } finally {
               addon.restoreCloseFd(ht);
             }
