@@ -28,7 +28,7 @@ import {
   restoreThreadState,
   restoreRseq,
 } from './process.js';
-import { NR, readMaps, RemoteTask } from './task.js';
+import { InjectedSyscallError, NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
 import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
@@ -547,6 +547,8 @@ function stubReaperEntry(stub: string): bigint {
 
 function wrapError(e: unknown): unknown {
   if (e instanceof UserError) return e;
+  // (names its pid, call and errno itself; it has no syscall field)
+  if (e instanceof InjectedSyscallError) return new UserError(`restore failed: ${e.message}`, { cause: e });
   if (isSystemError(e)) return new UserError(`restore failed: ${e.syscall}: ${e.code} (${e.message})`, { cause: e });
   if (e instanceof Error && e.name === 'Error' && /^pid \d+:/.test(e.message)) return new UserError(e.message, { cause: e });
   return e;
