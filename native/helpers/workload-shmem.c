@@ -17,66 +17,18 @@
 // and a memfd "lr-fdonly" held only as an fd (never mapped, mode 0642,
 // "hello" at offset 0, offset 3). Ready report: pid, child.
 #include "workload-common.h"
+#include "workload-shmem-common.h"
 
-#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 
-#define PAGE 4096UL
 #define ANON_PAGES 64
 #define MEMFD_PAGES 8
-
-struct handshake {
-  volatile uint32_t child_wrote;
-  volatile uint32_t parent_answered;
-};
 
 static char* anon;
 static char* mfd;
 static char* priv;
-
-static uint64_t pat(int area, size_t page, size_t word, uint64_t gen) {
-  return ((uint64_t)area << 56) ^ (page * 0x9E3779B97F4A7C15ULL) ^ (word * 31) ^ (gen << 40);
-}
-
-static void fill(char* base, int area, size_t page, uint64_t gen) {
-  uint64_t* w = (uint64_t*)(base + page * PAGE);
-  for (size_t i = 0; i < PAGE / 8; i++) w[i] = pat(area, page, i, gen);
-}
-
-static int check(const char* base, int area, size_t page, uint64_t gen) {
-  const uint64_t* w = (const uint64_t*)(base + page * PAGE);
-  for (size_t i = 0; i < PAGE / 8; i++)
-    if (w[i] != pat(area, page, i, gen)) return 0;
-  return 1;
-}
-
-static int zero(const char* base, size_t page) {
-  const uint64_t* w = (const uint64_t*)(base + page * PAGE);
-  for (size_t i = 0; i < PAGE / 8; i++)
-    if (w[i]) return 0;
-  return 1;
-}
-
-// Waits (bounded, 20 s) until *flag becomes `want`; futex on shared memory.
-static int wait_flag(volatile uint32_t* flag, uint32_t want) {
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
-  while (*flag != want) {
-    struct timespec ts = {0, 100 * 1000 * 1000};
-    syscall(SYS_futex, flag, FUTEX_WAIT, *flag, &ts, NULL, 0);
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - start.tv_sec > 20) return 0;
-  }
-  return 1;
-}
-
-static void set_flag(volatile uint32_t* flag, uint32_t v) {
-  *flag = v;
-  syscall(SYS_futex, flag, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
-}
 
 // The state both sides see before the checkpoint: parent's pages (gen 1),
 // child's pages (gen 2), holes zero.
