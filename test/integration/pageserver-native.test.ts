@@ -17,17 +17,16 @@ import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { ImageDir } from '../../plugin/images/index.js';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
 import type { LazyErrorEvent } from '../../plugin/lazy/types.js';
 import { PageServer } from '../../plugin/pageserver/server.js';
 import { PageServerPageSource } from '../../plugin/pageserver/remote-source.js';
-import { HEADER_SIZE, PE_LAZY, PE_PRESENT, getHeader } from '../../plugin/pageserver/protocol.js';
-import { socketFd } from '../../plugin/pageserver/transport.js';
+import { HEADER_SIZE, getHeader } from '../../plugin/pageserver/protocol.js';
 import { FaultEngine, type EngineEvent } from '../../plugin/uffd/engine.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { startRemoteLazyCase } from '../helpers/remote-lazy.js';
-import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
+import { writePattern } from '../helpers/uffd.js';
+import { patternImages as patternImagesAt, remoteRig, supplyFrom, until, withConnectedFd, type NeedEvent, type Rig } from '../helpers/remote-engine.js';
 import { cliPath } from '../helpers/cli.js';
 import { RawPeer } from '../helpers/pageserver.js';
 import { blockedInFault } from '../helpers/proc.js';
@@ -37,76 +36,20 @@ const BASE = 0x7f4400000000n; // dump-time address of pattern page 0
 const PID = 4321;
 const PAGE = 4096n;
 
-/** Waits for a condition driven by other processes/threads, bounded. */
-async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
-  await withTimeout((async () => {
-    while (!pred()) await new Promise((r) => setTimeout(r, 5));
-  })(), ms, what);
-}
-
-/** Images of one task whose lazy pages are the pattern file (served by a page server). */
-async function patternImages(dir: string, bytes: Buffer): Promise<void> {
-  const img = await ImageDir.create(dir);
-  const w = await img.pagemapWriter(PID, 1);
-  await w.add(BASE, bytes.length / 4096, PE_LAZY | PE_PRESENT, bytes);
-  await w.close();
-}
+const patternImages = (dir: string, bytes: Buffer): Promise<void> => patternImagesAt(dir, bytes, BASE, PID);
 
 /** A connected raw socket whose fd is handed to the engine (which keeps a duplicate). */
-async function attach(engine: FaultEngine, port: number, slot = 0): Promise<void> {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  await withTimeout(once(sock, 'connect'), 5000, 'connect');
-  sock.pause();
-  try {
-    engine.attachLink(slot, socketFd(sock)!, { stallMs: 2000 });
-  } finally {
-    sock.destroy();
-  }
-}
-
-interface Rig {
-  engine: FaultEngine;
-  events: EngineEvent[];
-  h: Harness;
-  proc: number;
-  bytes: Buffer;
+function attach(engine: FaultEngine, port: number, slot = 0): Promise<void> {
+  return withConnectedFd(port, (fd) => engine.attachLink(slot, fd, { stallMs: 2000 }));
 }
 
 /** Engine (1 thread) serving a harness whose region is remote (dump-time BASE + offset). */
-async function rig(dir: string, pages: number, actions: string[], faultAround: number, link: (e: FaultEngine) => Promise<void>, onNeed?: (ev: Extract<EngineEvent, { type: 'need' }>, e: FaultEngine) => void): Promise<Rig> {
-  const pat = join(dir, 'pattern.img');
-  const bytes = writePattern(pat, pages);
-  const events: EngineEvent[] = [];
-  let engine!: FaultEngine;
-  engine = FaultEngine.create({
-    threads: 1,
-    faultAroundPages: faultAround,
-    onEvents: (evs) => {
-      for (const ev of evs) {
-        events.push(ev);
-        if (ev.type === 'need') onNeed?.(ev, engine);
-      }
-    },
-  });
-  try {
-    await link(engine);
-    const h = await startHarness({ dir, pattern: pat, regions: [pages], actions });
-    const r = h.regions[0]!;
-    const proc = engine.adopt(h.uffd, [{ start: r.addr, end: r.addr + r.len, src: { kind: 'remote', imageAddr: BASE + r.fileoff } }], { remotePid: PID });
-    return { engine, events, h, proc, bytes };
-  } catch (e) {
-    await engine.close();
-    throw e;
-  }
+function rig(dir: string, pages: number, actions: string[], faultAround: number, link: (e: FaultEngine) => Promise<void>, onNeed?: (ev: NeedEvent, e: FaultEngine) => void): Promise<Rig> {
+  return remoteRig({ dir, pages, actions, faultAround, base: BASE, pid: PID, link, onNeed });
 }
 
 /** Answers a 'need' from the pattern bytes (the JS path, as the daemon would). */
-function supplyFromPattern(bytes: Buffer) {
-  return (ev: Extract<EngineEvent, { type: 'need' }>, e: FaultEngine): void => {
-    const off = Number(ev.imageAddr - BASE);
-    e.supply(ev.proc, ev.imageAddr, bytes.subarray(off, off + Number(ev.len)));
-  };
-}
+const supplyFromPattern = (bytes: Buffer) => supplyFrom(bytes, BASE);
 
 test('native link: remote faults are byte-exact, with no JS hop, answered natively by the page server', { skip }, async () => {
   const fds = openFds();

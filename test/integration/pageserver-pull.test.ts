@@ -12,17 +12,13 @@
 //    stop a running pull at once, with no fd left behind.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { ImageDir } from '../../plugin/images/index.js';
 import { PageServer } from '../../plugin/pageserver/server.js';
-import { PE_LAZY, PE_PRESENT } from '../../plugin/pageserver/protocol.js';
-import { socketFd } from '../../plugin/pageserver/transport.js';
-import { FaultEngine, type EngineEvent } from '../../plugin/uffd/engine.js';
+import type { EngineEvent } from '../../plugin/uffd/engine.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { startHarness, writePattern, type Harness } from '../helpers/uffd.js';
+import { patternImages as patternImagesAt, remoteRig, supplyFrom, until, withConnectedFd, type Rig } from '../helpers/remote-engine.js';
 
 const skip = isRoot ? false : 'needs root (userfaultfd)';
 const BASE = 0x7f4500000000n; // dump-time address of pattern page 0
@@ -30,68 +26,16 @@ const PID = 4322;
 
 type PullEnd = Extract<EngineEvent, { type: 'pull-end' }>;
 
-async function until(pred: () => boolean, ms: number, what: string): Promise<void> {
-  await withTimeout((async () => {
-    while (!pred()) await new Promise((r) => setTimeout(r, 5));
-  })(), ms, what);
-}
-
-/** Images of one task whose lazy pages are the pattern (served by a page server). */
-async function patternImages(dir: string, bytes: Buffer): Promise<void> {
-  const img = await ImageDir.create(dir);
-  const w = await img.pagemapWriter(PID, 1);
-  await w.add(BASE, bytes.length / 4096, PE_LAZY | PE_PRESENT, bytes);
-  await w.close();
-}
-
-interface Rig {
-  engine: FaultEngine;
-  events: EngineEvent[];
-  h: Harness;
-  proc: number;
-  bytes: Buffer;
-}
-
 /** Engine (1 thread) serving a harness whose one region is remote; 'need' answered from the pattern (the JS path). */
-async function rig(dir: string, pages: number, actions: string[]): Promise<Rig> {
-  const pat = join(dir, 'pattern.img');
-  const bytes = writePattern(pat, pages);
-  const events: EngineEvent[] = [];
-  let engine!: FaultEngine;
-  engine = FaultEngine.create({
-    threads: 1,
-    faultAroundPages: 8,
-    onEvents: (evs) => {
-      for (const ev of evs) {
-        events.push(ev);
-        if (ev.type === 'need') {
-          const off = Number(ev.imageAddr - BASE);
-          engine.supply(ev.proc, ev.imageAddr, bytes.subarray(off, off + Number(ev.len)));
-        }
-      }
-    },
-  });
-  try {
-    const h = await startHarness({ dir, pattern: pat, regions: [pages], actions });
-    const r = h.regions[0]!;
-    const proc = engine.adopt(h.uffd, [{ start: r.addr, end: r.addr + r.len, src: { kind: 'remote', imageAddr: BASE + r.fileoff } }], { remotePid: PID });
-    return { engine, events, h, proc, bytes };
-  } catch (e) {
-    await engine.close();
-    throw e;
-  }
+function rig(dir: string, pages: number, actions: string[]): Promise<Rig> {
+  return remoteRig({ dir, pages, actions, faultAround: 8, base: BASE, pid: PID, onNeed: (ev, e, bytes) => supplyFrom(bytes, BASE)(ev, e) });
 }
+
+const patternImages = (dir: string, bytes: Buffer): Promise<void> => patternImagesAt(dir, bytes, BASE, PID);
 
 /** Starts a pull of r.proc over a fresh connection to port (the engine keeps its own duplicate). */
-async function pull(r: Rig, port: number, stallMs = 2000): Promise<number> {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  await withTimeout(once(sock, 'connect'), 5000, 'connect');
-  sock.pause();
-  try {
-    return r.engine.startPull(r.proc, socketFd(sock)!, { getPages: 64, windowPages: 256, stallMs });
-  } finally {
-    sock.destroy();
-  }
+function pull(r: Rig, port: number, stallMs = 2000): Promise<number> {
+  return withConnectedFd(port, (fd) => r.engine.startPull(r.proc, fd, { getPages: 64, windowPages: 256, stallMs }));
 }
 
 const ends = (r: Rig): PullEnd[] => r.events.filter((e): e is PullEnd => e.type === 'pull-end');
