@@ -21,6 +21,7 @@ import { critCheckDir, critDecode } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { alive, until } from '../helpers/proc.js';
 import { httpGet, idle, killPid, startServer, type Server } from '../helpers/servers.js';
+import { pyQueueingPeer } from '../helpers/tcp-peers.js';
 
 const skip = !isRoot && 'needs root';
 const PY = '/usr/bin/python3';
@@ -152,35 +153,7 @@ test('inet: a bound IPv6 UDP socket (v6only) answers after a restore', { skip },
 // client before the dump: it sits in the receive queue; one sent between
 // dump and restore: the network lock made the peer retransmit it) and
 // answers "got:<line>" for each.
-const TCP_PEER = `
-import os, signal, socket, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
-ls = socket.socket()
-ls.bind(('127.0.0.1', 0))
-ls.listen(1)
-print('port', ls.getsockname()[1], flush=True)
-c, _ = ls.accept()
-ls.close()
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-f = c.makefile('rb')
-assert f.readline() == b'hello\\n'
-pattern = bytes(i % 251 for i in range(1 << 16))
-c.setblocking(False)
-sent = 0
-while True:
-    try:
-        off = sent % 251
-        sent += c.send(pattern[off:off + 60000])
-    except BlockingIOError:
-        break
-c.setblocking(True)
-print('sent', sent, flush=True)
-signal.sigwait([signal.SIGUSR1])
-line = f.readline()
-line2 = f.readline()
-c.sendall(b'got:' + line + b'got:' + line2)
-c.close()
-`;
+const TCP_PEER = pyQueueingPeer("'127.0.0.1'", { noDelay: true });
 
 function rxQueue(localPort: number): number {
   const hex = localPort.toString(16).toUpperCase().padStart(4, '0');

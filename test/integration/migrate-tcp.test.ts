@@ -19,6 +19,7 @@ import { leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { until } from '../helpers/proc.js';
 import { killPid, startServer, type Server } from '../helpers/servers.js';
 import { makeNetnsHost, movableAddress, netnsAvailable, type MovableAddress, type NetnsHost } from '../helpers/netns.js';
+import { pyQueueingPeer } from '../helpers/tcp-peers.js';
 
 const skip = !netnsAvailable() ? 'needs root and ip netns' : false;
 const PY = '/usr/bin/python3';
@@ -28,34 +29,7 @@ const PY = '/usr/bin/python3';
 // reports how much it queued, waits for SIGUSR1, then reads two lines (one
 // sent before the dump: in the receive queue; one sent while the source
 // was frozen: retransmitted to the destination) and answers for each.
-const TCP_PEER = `
-import signal, socket, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
-ls = socket.socket()
-ls.bind((sys.argv[1], 0))
-ls.listen(1)
-print('port', ls.getsockname()[1], flush=True)
-c, _ = ls.accept()
-ls.close()
-f = c.makefile('rb')
-assert f.readline() == b'hello\\n'
-pattern = bytes(i % 251 for i in range(1 << 16))
-c.setblocking(False)
-sent = 0
-while True:
-    try:
-        off = sent % 251
-        sent += c.send(pattern[off:off + 60000])
-    except BlockingIOError:
-        break
-c.setblocking(True)
-print('sent', sent, flush=True)
-signal.sigwait([signal.SIGUSR1])
-line = f.readline()
-line2 = f.readline()
-c.sendall(b'got:' + line + b'got:' + line2)
-c.close()
-`;
+const TCP_PEER = pyQueueingPeer('sys.argv[1]');
 
 /** The restored server: the pid namespace's init itself or its one child. */
 function restoredServer(initPid: number): number {

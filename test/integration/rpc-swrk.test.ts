@@ -19,6 +19,7 @@ import { startServer } from '../helpers/servers.js';
 import { killRestoredWorkloads, reapChild, verdictOk } from '../helpers/restored.js';
 import { startWorkload, waitInSigsuspend, type Workload } from '../helpers/workload.js';
 import { critCheckDir } from '../helpers/critcheck.js';
+import { pyAcceptOne } from '../helpers/tcp-peers.js';
 
 const skip = isRoot ? false : 'needs root';
 const EBADRQC = 56;
@@ -506,14 +507,7 @@ rpcWorkloadTest('PAGE_SERVER_CHLD with keep_open, a DUMP pushed to it from anoth
 // server was gone (network lock: retransmitted) are answered.
 const TCP_LINE_SERVER = `
 import signal, socket
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
-ls = socket.socket()
-ls.bind(('127.0.0.1', 0))
-ls.listen(1)
-print('port', ls.getsockname()[1], flush=True)
-c, _ = ls.accept()
-ls.close()
-print('accepted', flush=True)
+${pyAcceptOne("'127.0.0.1'")}print('accepted', flush=True)
 signal.sigwait([signal.SIGUSR1])
 f = c.makefile('rb')
 a = f.readline()
