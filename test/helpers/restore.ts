@@ -58,8 +58,13 @@ export async function goAndCheck(d: Dumped, tree: RestoredTree): Promise<void> {
  * asserts that no fd leaked.
  */
 export async function withDumped(name: string, args: string[], body: (d: Dumped) => Promise<void>): Promise<void> {
+  await withDumpedBy(() => startAndDump(name, args), body);
+}
+
+/** withDumped with a dump of the caller's own (e.g. with dump options of its own). */
+export async function withDumpedBy(dumpIt: () => Promise<Dumped>, body: (d: Dumped) => Promise<void>): Promise<void> {
   const fds = openFds();
-  const d = await startAndDump(name, args);
+  const d = await dumpIt();
   try {
     await body(d);
   } finally {

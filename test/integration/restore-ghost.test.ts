@@ -16,16 +16,14 @@ import { join } from 'node:path';
 import { ImageDir, KIND, RemapType, type GhostFileEntry, type RemapFilePathEntry } from '../../plugin/images/index.js';
 import { runCli } from '../helpers/cli.js';
 import { critCheckDir, critDecode } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { goAndCheck, restoreTree, startAndDump } from '../helpers/restore.js';
-import { startWorkload } from '../helpers/workload.js';
+import { isRoot } from '../helpers/env.js';
+import { restoreAndCheck, startAndDump, withDumped } from '../helpers/restore.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 
 const skip = !isRoot && 'needs root';
 
 async function ghostRoundTrip(lazy: boolean): Promise<void> {
-  const fds = openFds();
-  const d = await startAndDump('workload-ghost');
-  try {
+  await withDumped('workload-ghost', [], async (d) => {
     const dir = await ImageDir.open(d.images.path);
     const remaps = await dir.readEntries<RemapFilePathEntry>(KIND.remapFpath);
     const files = new Map((await dir.files()).map((f) => [f.id, f]));
@@ -57,14 +55,10 @@ async function ghostRoundTrip(lazy: boolean): Promise<void> {
     assert.equal(critBig[0]!.chunks, true);
     assert.equal(critBig[0]!.size, 65536);
 
-    const tree = await restoreTree(d.images.path, { lazy });
-    assert.deepEqual(readdirSync(g), [], 'the recreated files are unlinked once the tree holds them');
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+    await restoreAndCheck(d, { lazy }, () => {
+      assert.deepEqual(readdirSync(g), [], 'the recreated files are unlinked once the tree holds them');
+    });
+  });
 }
 
 test('ghost files: unlinked files held by fds and mappings come back unlinked, same contents, offsets, flags, mode (eager)', { skip }, async () => {
@@ -76,22 +70,14 @@ test('ghost files: the same with a lazy restore', { skip }, async () => {
 });
 
 test('ghost files: a deleted file larger than --ghost-limit is refused (CRIU\'s message) and the tree keeps running', { skip }, async () => {
-  const w = await startWorkload('workload-ghost');
-  const images = tempDir('lr-img-');
-  try {
+  await withRunningDump('lr-img-', 'workload-ghost', [], async (w, images) => {
     const r = await runCli(['dump', '-t', String(w.pid), '-D', images.path, '--ghost-limit', '16K']);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`^lazy-restore: cannot dump: pid ${w.pid}: .*big\\.bin.*: can't dump ghost file .*big\\.bin of \\d+ size, increase limit \\(--ghost-limit, now 16384\\)`));
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     assert.equal(existsSync(join(images.path, 'remap-fpath.img')), false);
-    // Still running and unfrozen: it completes its own checks.
-    w.go();
-    assert.equal(await withTimeout(w.exited, 20000, 'workload exit'), 0);
-    assert.equal(w.result(), 'ok');
-  } finally {
-    await w.dispose();
-    images.dispose();
-  }
+    // Then still running and unfrozen: it completes its own checks.
+  });
 });
 
 test('a regular file truncated between dump and restore is refused naming pid, fd and path; nothing is left running', { skip }, async () => {

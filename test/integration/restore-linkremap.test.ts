@@ -18,8 +18,9 @@ import { dump } from '../../plugin/dump/index.js';
 import { ImageDir, KIND, RemapType, type RemapFilePathEntry } from '../../plugin/images/index.js';
 import { runCli } from '../helpers/cli.js';
 import { critCheckDir, critDecode } from '../helpers/critcheck.js';
-import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
-import { goAndCheck, restoreTree, type Dumped } from '../helpers/restore.js';
+import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
+import { goAndCheck, restoreAndCheck, restoreTree, withDumpedBy, type Dumped } from '../helpers/restore.js';
+import { withRunningDump } from '../helpers/dump-running.js';
 import { startWorkload } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
@@ -41,9 +42,7 @@ async function dumpLinked(): Promise<Dumped> {
 const remapNames = (dir: string): string[] => readdirSync(dir).filter((n) => n.startsWith('link_remap.')).sort();
 
 async function roundTrip(lazy: boolean): Promise<void> {
-  const fds = openFds();
-  const d = await dumpLinked();
-  try {
+  await withDumpedBy(dumpLinked, async (d) => {
     const l = join(d.wl.ctrlDir, 'l');
     const dir = await ImageDir.open(d.images.path);
     const remaps = await dir.readEntries<RemapFilePathEntry>(KIND.remapFpath);
@@ -59,14 +58,10 @@ async function roundTrip(lazy: boolean): Promise<void> {
     const crit = critDecode(join(d.images.path, 'remap-fpath.img')).entries as { remap_type: string }[];
     assert.ok(crit.every((e) => e.remap_type === 'LINKED'), 'crit shows LINKED remaps');
 
-    const tree = await restoreTree(d.images.path, { lazy });
-    assert.deepEqual(readdirSync(l).sort(), ['a.link', 'b.link'], 'link remaps and the linked-back name are gone once the tree holds the files');
-    await goAndCheck(d, tree);
-  } finally {
-    await d.wl.dispose();
-    d.images.dispose();
-  }
-  assert.deepEqual(leakedFds(fds), []);
+    await restoreAndCheck(d, { lazy }, () => {
+      assert.deepEqual(readdirSync(l).sort(), ['a.link', 'b.link'], 'link remaps and the linked-back name are gone once the tree holds the files');
+    });
+  });
 }
 
 test('link remap: deleted files still linked elsewhere come back as the same inodes, offsets, modes, contents (eager)', { skip }, async () => {
@@ -78,39 +73,23 @@ test('link remap: the same with a lazy restore', { skip }, async () => {
 });
 
 test('link remap: without --link-remap the dump is refused by name, nothing is linked, the tree runs on', { skip }, async () => {
-  const w = await startWorkload('workload-linkremap');
-  const images = tempDir('lr-img-');
-  try {
+  await withRunningDump('lr-img-', 'workload-linkremap', [], async (w, images) => {
     const r = await runCli(['dump', '-t', String(w.pid), '-D', images.path]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`^lazy-restore: cannot dump: pid ${w.pid}: .*: can't create link remap for \\S+/a\\.bin \\(deleted, still linked elsewhere: nlink 1\\): use the --link-remap option`));
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
     assert.deepEqual(remapNames(join(w.ctrlDir, 'l')), []);
-    // Still running and unfrozen: it completes its own checks (no link_remap name was left).
-    w.go();
-    assert.equal(await withTimeout(w.exited, 20000, 'workload exit'), 0);
-    assert.equal(w.result(), 'ok');
-  } finally {
-    await w.dispose();
-    images.dispose();
-  }
+    // Then still running and unfrozen: it completes its own checks (no link_remap name was left).
+  });
 });
 
 test('link remap: a --leave-running dump removes its link-remap names (CRIU), the tree runs on', { skip }, async () => {
-  const w = await startWorkload('workload-linkremap');
-  const images = tempDir('lr-img-');
-  try {
+  await withRunningDump('lr-img-', 'workload-linkremap', [], async (w, images) => {
     const r = await runCli(['dump', '-t', String(w.pid), '-D', images.path, '--link-remap', '--leave-running']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(existsSync(join(images.path, 'remap-fpath.img')));
     assert.deepEqual(remapNames(join(w.ctrlDir, 'l')), [], 'no link_remap.* left');
-    w.go();
-    assert.equal(await withTimeout(w.exited, 20000, 'workload exit'), 0);
-    assert.equal(w.result(), 'ok');
-  } finally {
-    await w.dispose();
-    images.dispose();
-  }
+  });
 });
 
 test('link remap: a failed restore keeps the link-remap names and removes the linked-back name; the next restore works', { skip }, async () => {
