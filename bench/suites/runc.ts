@@ -1,17 +1,20 @@
 // runc checkpoint / restore of a busybox container (a shell loop), with our
 // CLI as runc's criu, against CRIU 4.2 built from source as the same-run
 // baseline (LR_BENCH_CRIU, default /work/criu-4.2/criu/criu; without it the
-// figures have no baseline). Wall time of the runc commands, medians of 3
-// (1 with --quick). Needs runc and busybox-static (scripts/setup.sh).
+// figures have no baseline). runc gets build/bin/lr-criu (answers runc's
+// VERSION request natively, runs our CLI for the rest). Wall time of the
+// runc commands, medians of 5 alternating runs, ours then CRIU's, each on a
+// container of its own (1 with --quick). Needs runc and busybox-static
+// (scripts/setup.sh).
 import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { logTail } from '../log-tail.js';
 import { median, type BenchFigure, type BenchSuite } from '../types.js';
 
 const RUNC = '/usr/sbin/runc';
-const cli = join(fileURLToPath(import.meta.url), '..', '..', '..', '..', 'bin', 'lazy-restore.js');
+const lrCriu = join(fileURLToPath(import.meta.url), '..', '..', '..', '..', 'build', 'bin', 'lr-criu');
 
 function runc(args: string[], quiet = false): Promise<{ code: number; ms: number; err: string }> {
   const t = performance.now();
@@ -60,22 +63,31 @@ export const suite: BenchSuite = {
     writeFileSync(join(bundle, 'config.json'), JSON.stringify(cfg));
     const binDir = join(ctx.tmpDir, 'bin');
     mkdirSync(binDir);
-    symlinkSync(cli, join(binDir, 'criu'));
+    symlinkSync(lrCriu, join(binDir, 'criu'));
     const criu42 = process.env['LR_BENCH_CRIU'] ?? '/work/criu-4.2/criu/criu';
     const tools: [string, string][] = [['lazy-restore', join(binDir, 'criu')]];
     // --quick (the CI smoke run) only checks that ours runs.
     if (existsSync(criu42) && !ctx.quick) tools.push(['CRIU 4.2', criu42]);
-    const id = `lr-bench-runc-${process.pid}`;
-    const file = join(rootfs, 'tmp', 'count');
-    const reps = ctx.quick ? 1 : 3;
+    const reps = ctx.quick ? 1 : 5;
     const times = new Map<string, { cp: number[]; rs: number[] }>();
-    // One container per tool: a container CRIU restored lives in a time
-    // namespace of its own, which we do not dump.
-    for (const [name, bin] of tools) {
-      try {
-        if ((await runc(['run', '-d', '--bundle', bundle, id], true)).code !== 0) throw new Error('runc run failed');
-        await counted(file, count(file) + 2);
-        for (let i = 0; i < reps; i++) {
+    // One container per tool (a container CRIU restored lives in a time
+    // namespace of its own, which we do not dump), both running; the tools
+    // take turns so both see the same load. Each bundle is a copy of the
+    // one made above, counting into its own rootfs's /tmp.
+    const containers = tools.map(([name, bin], k) => {
+      const dir = join(ctx.tmpDir, `bundle-${k}`);
+      mkdirSync(join(dir, 'rootfs', 'tmp'), { recursive: true });
+      cpSync(join(rootfs, 'bin'), join(dir, 'rootfs', 'bin'), { recursive: true, verbatimSymlinks: true });
+      copyFileSync(join(bundle, 'config.json'), join(dir, 'config.json'));
+      return { name, bin, dir, id: `lr-bench-runc-${process.pid}-${k}`, file: join(dir, 'rootfs', 'tmp', 'count') };
+    });
+    try {
+      for (const c of containers) {
+        if ((await runc(['run', '-d', '--bundle', c.dir, c.id], true)).code !== 0) throw new Error('runc run failed');
+        await counted(c.file, count(c.file) + 2);
+      }
+      for (let i = 0; i < reps; i++) {
+        for (const { name, bin, dir, id, file: cf } of containers) {
           let img = join(ctx.tmpDir, `img-${name.replace(/\W/g, '')}-${i}`);
           let cp = await runc(['--criu', bin, 'checkpoint', '--image-path', img, id]);
           if (cp.code !== 0) {
@@ -88,10 +100,10 @@ export const suite: BenchSuite = {
             cp = await runc(['--criu', bin, 'checkpoint', '--image-path', img, id]);
             if (cp.code !== 0) throw new Error(`${name}: runc checkpoint failed: ${cp.err}\n${logTail(join(img, 'dump.log'), { lines: 8 })}`);
           }
-          const at = count(file);
-          const rs = await runc(['--criu', bin, 'restore', '-d', '--image-path', img, '--bundle', bundle, id], true);
+          const at = count(cf);
+          const rs = await runc(['--criu', bin, 'restore', '-d', '--image-path', img, '--bundle', dir, id], true);
           if (rs.code !== 0) throw new Error(`${name}: runc restore failed`);
-          await counted(file, at + 2);
+          await counted(cf, at + 2);
           const t = times.get(name) ?? { cp: [], rs: [] };
           t.cp.push(cp.ms);
           t.rs.push(rs.ms);
@@ -99,16 +111,16 @@ export const suite: BenchSuite = {
           ctx.log(`${name}: checkpoint ${cp.ms.toFixed(0)} ms, restore -d ${rs.ms.toFixed(0)} ms`);
           rmSync(img, { recursive: true, force: true });
         }
-      } finally {
-        await runc(['delete', '-f', id]);
       }
+    } finally {
+      for (const c of containers) await runc(['delete', '-f', c.id]);
     }
     const ours = times.get('lazy-restore')!;
     const base = times.get('CRIU 4.2');
     const fig = (what: string, mine: number[], theirs: number[] | undefined): BenchFigure => ({
       name: `runc ${what}, busybox shell loop (lazy-restore as criu)`, value: median(mine), unit: 'ms',
       ...(theirs ? { baseline: { name: `runc ${what} with CRIU 4.2`, value: median(theirs) } } : {}),
-      notes: 'wall time of the runc command; every request starts our CLI (node) anew',
+      notes: 'wall time of the runc command; lr-criu answers VERSION, the request itself starts our CLI (node)',
     });
     return [fig('checkpoint', ours.cp, base?.cp), fig('restore -d', ours.rs, base?.rs)];
   },

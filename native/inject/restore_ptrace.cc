@@ -287,6 +287,16 @@ Napi::Value KillTree(const Napi::CallbackInfo& info) {
     while (WaitTid(leader, &st, 0) == leader && !WIFEXITED(st) && !WIFSIGNALED(st)) {
     }
   }
+  // A task that exited before its parent stub was reaped by us only as its
+  // tracer: its zombie stayed for its real parent, and once that died it
+  // came to us, the subreaper. Reap those too (else they stay as zombies of
+  // this process: nobody else waits for them).
+  for (uint32_t g = 0; g < groups.Length(); g++) {
+    Napi::Array tids = groups.Get(g).As<Napi::Array>();
+    if (tids.Length() == 0) continue;
+    int st;
+    WaitTid(tids.Get(0u).As<Napi::Number>().Int32Value(), &st, WNOHANG);
+  }
   if (!was) prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
   return env.Undefined();
 }

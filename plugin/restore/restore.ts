@@ -28,7 +28,7 @@ import {
   restoreThreadState,
   restoreRseq,
 } from './process.js';
-import { NR, readMaps, RemoteTask } from './task.js';
+import { InjectedSyscallError, NR, readMaps, RemoteTask } from './task.js';
 import { restoreTimers } from './timers.js';
 import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
@@ -378,8 +378,14 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         const fd = makeUffd(l.task, mm.lazyVmas);
         uffds.push({ pid: p.pid, host: l.task.pid, fd });
       }
-      // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
       mark('threads');
+      // Seccomp filters while the process still has our privileges: a filter
+      // needs no_new_privs or CAP_SYS_ADMIN, which the creds below may drop
+      // (a podman container has neither); as CRIU's restorer, before the
+      // creds. Seccomp is suspended for what is injected after it
+      // (plugin/restore/seccomp.ts).
+      installSeccomp(p.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: p.threads[i]!.seccomp })), log);
+      // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
@@ -393,12 +399,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     for (const l of live) {
       if (l.plan.state === 2) continue;
       restoreTimers(l.task, l.plan.threads[0]!.core.tc!.timers);
-      // Seccomp filters last of all that is injected (plugin/restore/seccomp.ts).
-      installSeccomp(l.plan.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: l.plan.threads[i]!.seccomp })), log);
       l.task.call('munmap(scratch)', NR.munmap, l.task.scratch, l.task.scratchSize);
     }
 
-    mark('timers, seccomp, scratch unmapped');
+    mark('timers, scratch unmapped');
     // --- 3. lazy hand-over ----------------------------------------------------
     // The daemon owns the uffds from here. Its planning (reading the pagemap)
     // may overlap the release: a fault meanwhile just waits in the kernel
@@ -543,6 +547,8 @@ function stubReaperEntry(stub: string): bigint {
 
 function wrapError(e: unknown): unknown {
   if (e instanceof UserError) return e;
+  // (names its pid, call and errno itself; it has no syscall field)
+  if (e instanceof InjectedSyscallError) return new UserError(`restore failed: ${e.message}`, { cause: e });
   if (isSystemError(e)) return new UserError(`restore failed: ${e.syscall}: ${e.code} (${e.message})`, { cause: e });
   if (e instanceof Error && e.name === 'Error' && /^pid \d+:/.test(e.message)) return new UserError(e.message, { cause: e });
   return e;

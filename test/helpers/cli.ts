@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 
 export const projectRoot: string = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const cliPath: string = join(projectRoot, 'bin', 'lazy-restore.js');
+/** The `criu` to give container runtimes (native/helpers/lr-criu.c): answers VERSION itself, runs the CLI for the rest. */
+export const lrCriuPath: string = join(projectRoot, 'build', 'bin', 'lr-criu');
 
 export interface CliResult { code: number; stdout: string; stderr: string }
 

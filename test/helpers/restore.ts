@@ -6,8 +6,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dump } from '../../plugin/dump/index.js';
+import { ImageDir } from '../../plugin/images/imagedir.js';
 import { restore, type RestoredTree, type RestoreOptions } from '../../plugin/restore/index.js';
 import { leakedFds, openFds, tempDir, withTimeout } from './env.js';
+import { until } from './proc.js';
 import { killRestoredWorkloads } from './restored.js';
 import { startWorkload, type Workload } from './workload.js';
 
@@ -23,6 +25,10 @@ export async function startAndDump(name: string, args: string[] = []): Promise<D
   try {
     await dump({ pid: wl.pid, imagesDir: images.path, shellJob: true });
     await withTimeout(wl.exited, 10000, `${name} killed by the dump`);
+    // The root is ours to reap; its children went to PID 1, which reaps
+    // slowly here: a restore before their pids are free fails with EEXIST.
+    const pids = (await (await ImageDir.open(images.path)).pstree()).map((e) => e.pid);
+    await until(() => pids.every((p) => !existsSync(`/proc/${p}`)), 30000, () => `the dumped tree's pids ${pids.join(' ')} to be reaped`);
   } catch (e) {
     await wl.dispose();
     images.dispose();

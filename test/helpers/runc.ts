@@ -1,12 +1,13 @@
 // Debian's runc driving our CLI as its criu (a `criu` symlink to
-// bin/lazy-restore.js): a busybox-static container bundle in a temp dir
+// build/bin/lr-criu, which answers VERSION itself and runs bin/lazy-restore.js
+// for every other request): a busybox-static container bundle in a temp dir
 // whose shell loop counts into /tmp/count (on the bundle's rootfs, so the
 // test reads it from outside), runc commands with bounded time, and a
 // bounded wait for the counter.
 import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cliPath } from './cli.js';
+import { lrCriuPath } from './cli.js';
 
 export const RUNC = '/usr/sbin/runc';
 export const BUSYBOX = '/bin/busybox';
@@ -100,7 +101,7 @@ export async function makeBundle(dir: string, id: string, opts: BundleOptions = 
   const binDir = join(dir, '..', 'bin');
   mkdirSync(binDir, { recursive: true });
   const criu = join(binDir, 'criu');
-  if (!existsSync(criu)) symlinkSync(cliPath, criu);
+  if (!existsSync(criu)) symlinkSync(lrCriuPath, criu);
   const countFile = join(rootfs, 'tmp', 'count');
   const b: Bundle = {
     dir, criu, countFile, id,

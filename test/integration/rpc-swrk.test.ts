@@ -7,12 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { addon } from '../../plugin/native/addon.js';
 import { type CriuOpts, type CriuReq, type CriuResp, ReqType, decodeResp, encodeReq } from '../../plugin/rpc/messages.js';
-import { cliPath } from '../helpers/cli.js';
+import { cliPath, lrCriuPath } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { alive, statOf, until } from '../helpers/proc.js';
 import { startServer } from '../helpers/servers.js';
@@ -36,9 +36,12 @@ interface Swrk {
   close(): void;
 }
 
-function startSwrk(): Swrk {
+/** `swrk 3` of the CLI, or of lr-criu (the native front runc gets: VERSION answered without node). */
+function startSwrk(via: 'cli' | 'lr-criu' = 'cli', env: NodeJS.ProcessEnv = process.env): Swrk {
   const [ours, theirs] = addon.seqpacketPair();
-  const child = spawn(process.execPath, [cliPath, 'swrk', '3'], { stdio: ['ignore', 'ignore', 'pipe', theirs] });
+  const child = via === 'cli'
+    ? spawn(process.execPath, [cliPath, 'swrk', '3'], { stdio: ['ignore', 'ignore', 'pipe', theirs], env })
+    : spawn(lrCriuPath, ['swrk', '3'], { stdio: ['ignore', 'ignore', 'pipe', theirs], env });
   addon.restoreCloseFd(theirs);
   let err = '';
   child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
@@ -181,6 +184,65 @@ test('VERSION answers as CRIU 4.2; FEATURE_CHECK and keep_open on one connection
     assert.deepEqual([r.type, r.success], [ReqType.CHECK, true]);
     assert.equal((await finish(c)).code, 0);
   });
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('lr-criu (the criu runc gets): VERSION answered natively with the CLI\'s bytes, anything else handed to the CLI on the same connection', { skip }, async () => {
+  const fds = openFds();
+  const exeOf = (pid: number): string => {
+    try {
+      return readlinkSync(`/proc/${pid}/exe`);
+    } catch {
+      return '';
+    }
+  };
+  // What the CLI itself answers to runc's first request.
+  const expected = await withSwrk(async (s) => {
+    s.send({ type: ReqType.VERSION });
+    const buf = await addon.seqpacketRecv(s.fd, 60_000);
+    assert.ok(buf);
+    assert.equal((await finish(s)).code, 0);
+    return buf;
+  });
+  // lr-criu answers the same bytes, still itself (no node started), and
+  // exits 0 when the client closes (runc's VERSION connection).
+  const a = startSwrk('lr-criu');
+  try {
+    a.send({ type: ReqType.VERSION, keep_open: true });
+    const got = await addon.seqpacketRecv(a.fd, 60_000);
+    assert.ok(got);
+    assert.deepEqual(decodeResp(got), decodeResp(expected));
+    assert.equal(got.toString('hex'), expected.toString('hex'), 'the same criu_resp bytes as the CLI');
+    assert.equal(exeOf(a.child.pid!), realpathSync(lrCriuPath), 'answered without starting node');
+    // A request it does not answer goes to the CLI: it execs it, the
+    // request still queued.
+    a.send({ type: ReqType.FEATURE_CHECK, features: { lazy_pages: true } });
+    const f = await a.recv();
+    assert.deepEqual([f.type, f.success, f.features?.lazy_pages], [ReqType.FEATURE_CHECK, true, true]);
+    assert.equal(exeOf(a.child.pid!), realpathSync(process.execPath), 'the CLI (node) answered FEATURE_CHECK');
+    assert.equal((await finish(a)).code, 0);
+  } finally {
+    a.close();
+  }
+  const b = startSwrk('lr-criu');
+  try {
+    b.send({ type: ReqType.VERSION });
+    assert.equal((await b.recv()).type, ReqType.VERSION);
+    const end = await finish(b);
+    assert.equal(end.code, 0, end.stderr);
+  } finally {
+    b.close();
+  }
+  // Garbage and a bad fd still get the CLI's answers.
+  const g = startSwrk('lr-criu');
+  try {
+    g.sendRaw(Buffer.from([0xff, 0xff, 0xff]));
+    const r = await g.recv();
+    assert.equal(r.success, false);
+    assert.equal((await finish(g)).code, 1);
+  } finally {
+    g.close();
+  }
   assert.deepEqual(leakedFds(fds), []);
 });
 

@@ -49,6 +49,8 @@ test('runc checkpoint, then restore -d: the container keeps counting from where 
     const images = join(t.path, 'img');
     const work = join(t.path, 'work');
     const before = await waitForCount(b, 3, 30_000); // (not a read that lands between truncate and write)
+    const cgroupsBefore = readFileSync(`/proc/${await b.pid()}/cgroup`, 'utf8');
+    assert.match(cgroupsBefore, new RegExp(`:/${b.id}\\n`), 'runc put the container into cgroups of its own');
     const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, '--work-path', work, b.id]);
     assert.equal(cp.code, 0, `checkpoint: ${cp.stderr}\n${readFileSync(join(work, 'dump.log'), 'utf8').slice(-2000)}`);
     assert.equal(await b.status(), 'gone', 'runc removed the checkpointed container');
@@ -75,6 +77,8 @@ test('runc checkpoint, then restore -d: the container keeps counting from where 
     assert.ok(pid > 0);
     const nspid = /NSpid:\s+(.*)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!.trim().split(/\s+/);
     assert.equal(nspid[nspid.length - 1], '1', 'the init is pid 1 of its pid namespace');
+    // runc's cgroups: the restored init is where the dumped one was, in every hierarchy.
+    assert.equal(readFileSync(`/proc/${pid}/cgroup`, 'utf8'), cgroupsBefore, 'the same cgroups after the restore');
     const host = await b.runc(['exec', b.id, 'hostname']);
     assert.equal(host.stdout.trim(), 'lr-runc', 'the UTS namespace came back');
     const mounts = await b.runc(['exec', b.id, 'cat', '/proc/self/mountinfo']);
@@ -306,7 +310,7 @@ test('a container whose stdout is a pipe: after restore it writes to the pipe ru
   }
 });
 
-test('a container with a seccomp profile: checkpointed and restored with its filter (seccomp mode 2, as many filters as before)', { skip }, async () => {
+test('a container with a seccomp profile and without no_new_privs: checkpointed and restored with its filter (seccomp mode 2, as many filters as before)', { skip }, async () => {
   const t = tempDir('lr-runc-sc-');
   const b = await makeBundle(join(t.path, 'bundle'), `lr-runc-sc-${process.pid}`, {
     edit: (cfg) => {
@@ -314,6 +318,10 @@ test('a container with a seccomp profile: checkpointed and restored with its fil
         defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_X86_64'],
         syscalls: [{ names: ['uname'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }],
       };
+      // As podman runs containers: without no_new_privs (and without
+      // CAP_SYS_ADMIN), so a filter can only be installed before the
+      // restored creds drop our privileges.
+      (cfg['process'] as Record<string, unknown>)['noNewPrivileges'] = false;
     },
   });
   const field = (pid: number, key: string): string | undefined => new RegExp(`^${key}:\\s*(\\S+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
@@ -323,6 +331,7 @@ test('a container with a seccomp profile: checkpointed and restored with its fil
     await waitForCount(b, 3, 30_000);
     const pid = await b.pid();
     assert.equal(field(pid, 'Seccomp'), '2', 'runc installed the profile');
+    assert.equal(field(pid, 'NoNewPrivs'), '0', 'no no_new_privs');
     const nFilters = field(pid, 'Seccomp_filters');
     const images = join(t.path, 'img');
     const cp = await b.runc(['--criu', b.criu, 'checkpoint', '--image-path', images, b.id]);
