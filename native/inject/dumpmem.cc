@@ -48,6 +48,21 @@ constexpr size_t kBuffers = LR_BUFFERS;
 constexpr size_t kIovMax = 1024;
 
 
+// Argument i: a BigUint64Array of (start, nPages, mode) triples, each start
+// page-aligned and each mode at most 2 (TypeError/RangeError otherwise).
+std::vector<uint64_t> ArgRegions(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Env env = info.Env();
+  if (info.Length() < i + 1 || !info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+    throw Napi::TypeError::New(env, "regions must be a BigUint64Array of (start, nPages, mode) triples");
+  Napi::TypedArrayOf<uint64_t> reg = info[i].As<Napi::TypedArrayOf<uint64_t>>();
+  if (reg.ElementLength() % 3) throw Napi::RangeError::New(env, "regions must hold triples");
+  std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
+  for (size_t r = 0; r < regions.size(); r += 3)
+    if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+  return regions;
+}
+
 bool PageIsZero(const char* p) {
   const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
   for (size_t i = 0; i < kPage / 8; i += 8) {
@@ -263,14 +278,7 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   int pm_fd = ArgFd(info, 2, "pagemapFd");
   int pages_fd = ArgFd(info, 3, "pagesFd");
   uint64_t pages_off = ArgU64(info, 4, "pagesOffset");
-  if (info.Length() < 6 || !info[5].IsTypedArray() ||
-      info[5].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
-    throw Napi::TypeError::New(env, "regions must be a BigUint64Array of (start, nPages, mode) triples");
-  Napi::TypedArrayOf<uint64_t> reg = info[5].As<Napi::TypedArrayOf<uint64_t>>();
-  if (reg.ElementLength() % 3) throw Napi::RangeError::New(env, "regions must hold triples");
-  std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
-  for (size_t r = 0; r < regions.size(); r += 3)
-    if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+  std::vector<uint64_t> regions = ArgRegions(info, 5);
   uint64_t crc_chunk = 0;
   if (info.Length() > 6 && !info[6].IsUndefined()) {
     int64_t c = ArgI64(info, 6, "checksumChunk");
@@ -443,14 +451,7 @@ Napi::Value ScanPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t pid = ArgI32(info, 0, "pid");
   int pm_fd = ArgFd(info, 1, "pagemapFd");
-  if (info.Length() < 3 || !info[2].IsTypedArray() ||
-      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
-    throw Napi::TypeError::New(env, "regions must be a BigUint64Array of (start, nPages, mode) triples");
-  Napi::TypedArrayOf<uint64_t> reg = info[2].As<Napi::TypedArrayOf<uint64_t>>();
-  if (reg.ElementLength() % 3) throw Napi::RangeError::New(env, "regions must hold triples");
-  std::vector<uint64_t> regions(reg.Data(), reg.Data() + reg.ElementLength());
-  for (size_t r = 0; r < regions.size(); r += 3)
-    if (regions[r] % kPage || regions[r + 2] > 2) throw Napi::RangeError::New(env, "bad region");
+  std::vector<uint64_t> regions = ArgRegions(info, 2);
   const uint64_t zpfn = ZeroPagePfn();
   constexpr uint64_t kScanPages = 8192;  // 64 KiB of pagemap per pread
   std::vector<uint64_t> pm(kScanPages), runs;
