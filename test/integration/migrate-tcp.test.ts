@@ -15,6 +15,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrate } from '../../plugin/pageserver/migrate.js';
 import { FdType, ImageDir } from '../../plugin/images/index.js';
+import { watchDestRunning } from '../helpers/migrate-dest.js';
 import { leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
 import { until } from '../helpers/proc.js';
 import { killPid, startServer, type Server } from '../helpers/servers.js';
@@ -87,9 +88,8 @@ test('migrate --tcp-established: a client keeps its connection to a server moved
     const sourceDir = join(dirs.path, 'src');
     let lockedInSource: string | undefined;
     let lockedHere: string | undefined;
-    let running!: (pid: number) => void;
-    const runningP = new Promise<number>((r) => (running = r));
     const lines: string[] = [];
+    const dest = watchDestRunning(lines);
     const c = client;
     const migrated = migrate({
       pid: s.pid, sourceDir, destDir: join(dirs.path, 'dst'), address: dst.hostIp, destNetns: dst.ns, insecure: true,
@@ -103,14 +103,10 @@ test('migrate --tcp-established: a client keeps its connection to a server moved
         // Sent while the server is frozen: must not be taken by the source.
         c.write('in the gap\n');
       },
-      onDestLine: (l) => {
-        lines.push(l);
-        const m = /tree running as pid (\d+)/.exec(l);
-        if (m) running(Number(m[1]));
-      },
+      onDestLine: dest.onDestLine,
     });
     migrated.catch(() => undefined);
-    init = await withTimeout(runningP, 60_000, 'restored tree running');
+    init = await withTimeout(dest.running, 60_000, 'restored tree running');
     // The connection exists in the destination: S is reached there from now on.
     addr.moveTo(dst);
     const pid = restoredServer(init);

@@ -11,6 +11,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrate, type MigrateOptions } from '../../plugin/pageserver/migrate.js';
 import { UserError } from '../../plugin/errors.js';
+import { watchDestRunning } from '../helpers/migrate-dest.js';
 import { tempDir, withTimeout } from '../helpers/env.js';
 import { startWorkload, waitForFile, type Workload } from '../helpers/workload.js';
 import { makeCerts } from '../helpers/pageserver.js';
@@ -104,19 +105,14 @@ test('pure on-demand migration survives a link cut of a few seconds', { skip }, 
   const s = await setup({ prefetch: false, timeoutSec: 20 });
   let init: number | undefined;
   try {
-    let running!: (pid: number) => void;
-    const runningP = new Promise<number>((r) => (running = r));
     const lines: string[] = [];
+    const dest = watchDestRunning(lines);
     const migrated = migrate({
       ...s.opts,
-      onDestLine: (l) => {
-        lines.push(l);
-        const m = /tree running as pid (\d+)/.exec(l);
-        if (m) running(Number(m[1]));
-      },
+      onDestLine: dest.onDestLine,
     });
     migrated.catch(() => undefined);
-    init = await withTimeout(runningP, 60_000, 'restored tree running');
+    init = await withTimeout(dest.running, 60_000, 'restored tree running');
     const pid = restoredWorkload(init);
     s.host.cut();
     // The workload now touches its memory: every fault waits for the link.
@@ -142,19 +138,14 @@ test('a longer cut kills the restored tree with a clear error; the source runs o
   const s = await setup({ prefetch: false, timeoutSec: 2 });
   let init: number | undefined;
   try {
-    let running!: (pid: number) => void;
-    const runningP = new Promise<number>((r) => (running = r));
     const lines: string[] = [];
+    const dest = watchDestRunning(lines);
     const migrated = migrate({
       ...s.opts,
-      onDestLine: (l) => {
-        lines.push(l);
-        const m = /tree running as pid (\d+)/.exec(l);
-        if (m) running(Number(m[1]));
-      },
+      onDestLine: dest.onDestLine,
     });
     migrated.catch(() => undefined);
-    init = await withTimeout(runningP, 60_000, 'restored tree running');
+    init = await withTimeout(dest.running, 60_000, 'restored tree running');
     const pid = restoredWorkload(init);
     s.host.cut();
     process.kill(pid, 'SIGUSR1');
