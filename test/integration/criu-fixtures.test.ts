@@ -21,6 +21,7 @@ import { UserError } from '../../plugin/errors.js';
 import type { FileEntry, MmEntry } from '../../plugin/images/index.js';
 import { cliPath, projectRoot } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
+import { startLazyPagesDaemon } from '../helpers/lazy-daemon.js';
 import { waitForFile } from '../helpers/workload.js';
 
 const FIXTURES = join(projectRoot, 'test', 'fixtures', 'criu-4.2');
@@ -105,25 +106,6 @@ async function checkRestored(tree: RestoredTree, ctrl: string, what: string): Pr
   await tree.close();
 }
 
-/** Our lazy-pages daemon on IMAGES/lazy-pages.socket; resolves once it listens (--status-fd). */
-async function startDaemon(images: string): Promise<{ exit: Promise<{ code: number | null; stderr: string }> }> {
-  const child = spawn(process.execPath, [cliPath, 'lazy-pages', '-D', images, '--status-fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exit = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stderr })));
-  try {
-    await withTimeout(new Promise<void>((resolve, reject) => {
-      (child.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
-      child.once('close', () => reject(new Error(`lazy-pages exited before listening: ${stderr}`)));
-    }), 20_000, 'lazy-pages listening');
-  } catch (e) {
-    child.kill('SIGKILL');
-    await exit;
-    throw e;
-  }
-  return { exit: withTimeout(exit, 60_000, 'lazy-pages exit') };
-}
-
 test('the fixtures are CRIU 4.2\'s: one 6-page VMA_AREA_VVAR, timens/seccomp images, stdio as fdinfo, pages-N ids, no checksums', () => {
   for (const name of NAMES) {
     const files = readdirSync(join(FIXTURES, name, 'images'));
@@ -150,7 +132,7 @@ for (const name of NAMES) {
       for (const mode of ['eager', 'lazy', 'daemon'] as const) {
         const s = stage(name);
         try {
-          const daemon = mode === 'daemon' ? await startDaemon(s.images) : undefined;
+          const daemon = mode === 'daemon' ? await startLazyPagesDaemon(s.images) : undefined;
           const tree = await withTimeout(restore({
             imagesDir: s.images, detached: true, pidns: true, lazy: mode !== 'eager',
             ...(daemon ? { lazySocket: join(s.images, 'lazy-pages.socket') } : {}),

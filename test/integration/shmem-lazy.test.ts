@@ -11,16 +11,17 @@
 // both processes' copies of the objects.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageDir } from '../../plugin/images/index.js';
 import { LazyPagesServer } from '../../plugin/lazy/index.js';
-import { cliPath, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, withTimeout } from '../helpers/env.js';
 import { alive, until } from '../helpers/proc.js';
 import { goAndCheck, restoreTree, startAndDump, withDumped, type Dumped } from '../helpers/restore.js';
 import { killRestoredWorkloads } from '../helpers/restored.js';
+import { startLazyPagesDaemon } from '../helpers/lazy-daemon.js';
 import { waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root';
@@ -145,25 +146,6 @@ function daemonsOn(dir: string): number[] {
   return out;
 }
 
-/** Our lazy-pages daemon on IMAGES/lazy-pages.socket; resolves once it listens (--status-fd). */
-async function startDaemon(images: string, extra: string[]): Promise<{ exit: Promise<{ code: number | null; stderr: string }> }> {
-  const child = spawn(process.execPath, [cliPath, 'lazy-pages', '-D', images, '--status-fd', '3', ...extra], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const exit = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on('close', (code) => resolve({ code, stderr })));
-  try {
-    await withTimeout(new Promise<void>((resolve, reject) => {
-      (child.stdio[3] as NodeJS.ReadableStream).once('data', () => resolve());
-      child.once('close', () => reject(new Error(`lazy-pages exited before listening: ${stderr}`)));
-    }), 20_000, 'lazy-pages listening');
-  } catch (e) {
-    child.kill('SIGKILL');
-    await exit;
-    throw e;
-  }
-  return { exit: withTimeout(exit, 60_000, 'lazy-pages exit') };
-}
-
 test('lazy shared memory through the lazy-pages daemon + restore --lazy-pages -d, and restore -d\'s detached daemon', { skip }, async () => {
   const fds = openFds();
   const d = await startAndDump('workload-shmem-lazy');
@@ -173,7 +155,7 @@ test('lazy shared memory through the lazy-pages daemon + restore --lazy-pages -d
     const data = await dataPages(dir);
     for (const mode of ['lazy-pages daemon', 'detached daemon'] as const) {
       const stats = join(dir, `${mode.split(' ')[0]}.json`);
-      const daemon = mode === 'lazy-pages daemon' ? await startDaemon(dir, ['--stats-file', stats, '--no-prefetch']) : undefined;
+      const daemon = mode === 'lazy-pages daemon' ? await startLazyPagesDaemon(dir, ['--stats-file', stats, '--no-prefetch']) : undefined;
       // The detached daemon pushes: both processes' pushes cover the same
       // object pages, and each must still be copied once.
       const r = await runCli(['restore', '-D', dir, '--lazy-pages', '-d', '--pidfile', `${mode.split(' ')[0]}.pid`, ...(daemon ? [] : ['--stats-file', stats])], { timeoutMs: 60_000 });
