@@ -19,11 +19,12 @@ import { ImageDir, PAGE, PAGE_SIZE, PE_PARENT, PE_PRESENT, type PagemapEntry } f
 import { CollectMode, SYS, injectSyscall, type DumpRegion } from '../inject/index.js';
 import { addon } from '../native/addon.js';
 import { RegisterMode, UffdFeature, WriteprotectMode, uffdApi, uffdRegister, uffdWriteprotect } from '../uffd/index.js';
-import { UserError, sysError } from '../errors.js';
+import { Errno, UserError, sysError } from '../errors.js';
 import {
   procStartTime, readTrackerRecord, removeTrackerRecord, retireTracker, startTracker, takeTrackedUffd, trackerProblem,
   writeTrackerRecord, type TrackerRecord,
 } from './tracker.js';
+import { O_CLOEXEC } from '../inject/constants.js';
 
 const PM_SCAN_WP_MATCHING = 1n << 0n;
 const PM_SCAN_CHECK_WPASYNC = 1n << 1n;
@@ -34,9 +35,7 @@ const PAGE_IS_SWAPPED = 1n << 4n;
 /** Pages per process_vm_readv batch of the dirty-page copier. */
 const BATCH_PAGES = 1024;
 const USER_HZ = 100n; // /proc/PID/stat start times are in USER_HZ ticks on x86-64
-const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
-const EPERM = 1;
 
 /** Host uptime in µs, as CRIU's inventory.dump_uptime. */
 export function uptimeMicros(): bigint {
@@ -175,7 +174,7 @@ export class Incremental {
               PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE);
           } catch (e) {
             // EPERM: this VMA is not under WP_ASYNC tracking (mapped or moved after arming).
-            if ((e as { errno?: number }).errno !== EPERM) throw e;
+            if ((e as { errno?: number }).errno !== Errno.EPERM) throw e;
           }
         }
         if (written === undefined) {

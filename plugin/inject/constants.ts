@@ -57,3 +57,12 @@ export const SIG = {
 
 /** __WALL, for waitPid flags (already always set by the native wait). */
 export const WALL = 0x40000000;
+
+/** open(2)/socket(2) flags and socket families and types used by dump and restore. */
+export const O_CLOEXEC = 0o2000000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_SEQPACKET = 5;
+export const SOL_SOCKET = 1;

@@ -7,7 +7,7 @@
 // no_new_privs), and what a change of creds resets in the kernel: the
 // dumpable flag and the parent-death signal.
 import { readFileSync } from 'node:fs';
-import { ImageError, UserError, errnoName } from '../errors.js';
+import { Errno, ImageError, UserError, errnoName } from '../errors.js';
 import type { CoreEntry, CredsEntry, RlimitEntry, SiginfoEntry } from '../images/index.js';
 import { parseLimits } from '../dump/proc.js';
 import { addon } from '../native/addon.js';
@@ -23,7 +23,6 @@ const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const SIGINFO_SIZE = 128;
 const RLIM_NLIMITS = 16;
 const RLIM_INFINITY = 0xffffffffffffffffn;
-const EPERM = 1;
 
 // Scratch area used here: after the restorer's own structures (process.ts),
 // before the clone3 arguments at 0x3000.
@@ -225,7 +224,7 @@ function restoreRlimits(leader: ThreadRef, pid: number, want: RlimitEntry[]): vo
     const r = leader.task.raw(SYS.prlimit64, 0, i, leader.task.scratch + SCR_DATA, 0);
     if (isErr(r)) {
       const raising = c !== undefined && w.max > c.max;
-      const hint = Number(-r) === EPERM && raising ? ` (raising the hard limit above the current ${fmtLimit(c.max)} needs CAP_SYS_RESOURCE)` : '';
+      const hint = Number(-r) === Errno.EPERM && raising ? ` (raising the hard limit above the current ${fmtLimit(c.max)} needs CAP_SYS_RESOURCE)` : '';
       failed(pid, pid, `${RLIMIT_NAMES[i]} (soft ${fmtLimit(w.cur)}, hard ${fmtLimit(w.max)}): prlimit64`, r, hint);
     }
   }

@@ -17,13 +17,13 @@ import { type PageRun, type ProcessPlan, type VmaPlan } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
+import { O_CLOEXEC } from '../inject/constants.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
 const MREMAP_FIXED = 2;
 const O_RDONLY = 0;
 const O_RDWR = 2;
-const O_CLOEXEC = 0o2000000;
 const O_NONBLOCK = 0o4000;
 const PR_SET_NAME = 15;
 const PR_SET_MM = 35;

@@ -9,15 +9,13 @@
 // take the id from *timerid. Without it, ids are handed out in increasing
 // order from the process's counter, so timers are created in id order and an
 // id that does not come out as dumped is a clear error.
-import { UserError, errnoName } from '../errors.js';
+import { Errno, UserError, errnoName } from '../errors.js';
 import { PR, SYS } from '../inject/constants.js';
 import type { ItimerEntry, PosixTimerEntry, TaskTimersEntry } from '../images/index.js';
 import type { RemoteTask } from './task.js';
 
 const RESTORE_IDS_OFF = 0;
 const RESTORE_IDS_ON = 1;
-const EINVAL = 22;
-const EBUSY = 16;
 
 // Offsets in the task's scratch area (the struct area of process.ts, free by now).
 const SCR_ITIMERVAL = 0x1000n;
@@ -78,7 +76,7 @@ export function restoreTimers(t: TimerTask, timers: TaskTimersEntry | undefined)
   const posix = [...timers.posix].sort((a, b) => a.it_id - b.it_id);
   if (posix.length === 0) return;
   const on = t.raw(SYS.prctl, PR.TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_ON, 0, 0, 0);
-  if (isErr(on) && on !== BigInt(-EINVAL)) fail(t.pid, 'prctl(PR_TIMER_CREATE_RESTORE_IDS)', on);
+  if (isErr(on) && on !== BigInt(-Errno.EINVAL)) fail(t.pid, 'prctl(PR_TIMER_CREATE_RESTORE_IDS)', on);
   const exact = !isErr(on);
   try {
     for (const pt of posix) createTimer(t, pt, exact);
@@ -103,7 +101,7 @@ function createTimer(t: TimerTask, pt: PosixTimerEntry, exact: boolean): void {
   id.writeInt32LE(pt.it_id, 0);
   t.write(t.scratch + SCR_TIMERID, id);
   const r = t.raw(SYS.timer_create, pt.clock_id | 0, t.scratch + SCR_SIGEVENT, t.scratch + SCR_TIMERID);
-  if (r === BigInt(-EBUSY) && exact) {
+  if (r === BigInt(-Errno.EBUSY) && exact) {
     throw new UserError(`pid ${t.pid}: POSIX timer id ${pt.it_id} is already taken in the restored process (timer_create: EBUSY)`);
   }
   if (isErr(r)) fail(t.pid, `timer_create(id ${pt.it_id}, clock ${pt.clock_id | 0})`, r);

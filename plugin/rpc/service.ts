@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, constants as fsConstants, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
-import { isSystemError, UserError } from '../errors.js';
+import { Errno, isSystemError, UserError } from '../errors.js';
 import { configureLog, logger } from '../log.js';
 import { RpcChannel } from './channel.js';
 import { type CriuFeatures, type CriuOpts, type CriuReq, type CriuResp, ReqType, RpcError, reqTypeName } from './messages.js';
@@ -22,8 +22,6 @@ import { checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type 
 /** The CRIU version we answer VERSION with: runc 1.1.5 needs >= 3.0 and uses newer RPC features from 3.15 on. */
 export const CRIU_COMPAT_VERSION = { major: 4, minor: 2 } as const;
 
-const ENOTSUP = 95;
-const ECHILD = 10;
 
 const log = logger();
 
@@ -186,7 +184,7 @@ async function serveRequest(ch: RpcChannel, req: CriuReq, sopts: ServeOptions, c
       const c = children.get(pid);
       if (!c) {
         // As waitpid() would answer for a process that is not our child.
-        ch.send({ type: ReqType.WAIT_PID, success: false, cr_errno: ECHILD, cr_errmsg: `pid ${pid} is not a child of this service (ECHILD)` });
+        ch.send({ type: ReqType.WAIT_PID, success: false, cr_errno: Errno.ECHILD, cr_errmsg: `pid ${pid} is not a child of this service (ECHILD)` });
         return false;
       }
       const status = await c.exit;
@@ -196,7 +194,7 @@ async function serveRequest(ch: RpcChannel, req: CriuReq, sopts: ServeOptions, c
     }
     case ReqType.CPUINFO_DUMP:
     case ReqType.CPUINFO_CHECK:
-      ch.send({ type: req.type, success: false, cr_errno: ENOTSUP, cr_errmsg: 'cpuinfo images are not written or checked by lazy-restore (ENOTSUP)' });
+      ch.send({ type: req.type, success: false, cr_errno: Errno.ENOTSUP, cr_errmsg: 'cpuinfo images are not written or checked by lazy-restore (ENOTSUP)' });
       return false;
     default:
       return fail(ReqType.EMPTY, new RpcError(`Invalid req: ${reqTypeName(req.type)} is not a request lazy-restore serves`, EBADRQC));

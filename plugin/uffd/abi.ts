@@ -5,10 +5,11 @@
 // Constants mirror the kernel's uapi/linux/userfaultfd.h (6.18).
 import { closeSync } from 'node:fs';
 import { PAGE } from '../images/memory.js';
+import { O_CLOEXEC } from '../inject/constants.js';
 import { addon } from '../native/addon.js';
 
-/** userfaultfd(2) flags. */
-export const O_CLOEXEC = 0o2000000;
+/** userfaultfd(2) flags (O_CLOEXEC is open(2)'s, from inject/constants). */
+export { O_CLOEXEC };
 export const O_NONBLOCK = 0o4000;
 export const UFFD_USER_MODE_ONLY = 1;
 

@@ -7,16 +7,12 @@
 import { UserError } from '../../errors.js';
 import { addon } from '../../native/addon.js';
 import { NR, type RemoteTask } from '../task.js';
+import { AF_UNIX, O_CLOEXEC, SOCK_CLOEXEC, SOCK_DGRAM, SOL_SOCKET } from '../../inject/constants.js';
 
-const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
-const O_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const F_DUPFD_CLOEXEC = 1030;
 const F_SETFD = 2;
-const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 const MAX_PER_MESSAGE = 250;
 

@@ -7,11 +7,11 @@ import { NR } from '../task.js';
 import { PipeData } from './pipe-data.js';
 import { checkRegFile } from './reg.js';
 import type { LoadContext, RestoreFdKind } from './types.js';
+import { O_CLOEXEC } from '../../inject/constants.js';
 
 const O_RDWR = 2;
 const O_ACCMODE = 3;
 const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
 
 function regf(ctx: LoadContext, f: FileEntry): RegFileEntry | undefined {
   const id = f.fifo?.regf_id;

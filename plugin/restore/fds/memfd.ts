@@ -5,8 +5,8 @@ import { UserError } from '../../errors.js';
 import { FdType, type FileEntry } from '../../images/index.js';
 import { NR } from '../task.js';
 import type { RestoreFdKind } from './types.js';
+import { O_CLOEXEC } from '../../inject/constants.js';
 
-const O_CLOEXEC = 0o2000000;
 const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 
 export const memfdKind: RestoreFdKind = {

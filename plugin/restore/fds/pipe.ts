@@ -14,11 +14,11 @@ import { NR } from '../task.js';
 import { PipeData } from './pipe-data.js';
 import { ownEntry } from './own-entry.js';
 import type { LoadContext, RestoreFdKind } from './types.js';
+import { O_CLOEXEC } from '../../inject/constants.js';
 
 const O_WRONLY = 1;
 const O_ACCMODE = 3;
 const O_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
 const SCR_PIPE = 0x1000n;
 
 const pipeEntry = ownEntry('pipe', 'a pipe', 'pipe');

@@ -6,8 +6,8 @@ import { FdType, type FileEntry, type RegFileEntry } from '../../images/index.js
 import { NR } from '../task.js';
 import { ownEntry } from './own-entry.js';
 import type { RestoreFdKind } from './types.js';
+import { O_CLOEXEC } from '../../inject/constants.js';
 
-const O_CLOEXEC = 0o2000000;
 const O_PATH = 0o10000000;
 const OPEN_STRIP = 0o100 | 0o200 | 0o400 | 0o1000 | 0o20000000; // CREAT EXCL NOCTTY TRUNC TMPFILE-bit
 

@@ -14,15 +14,15 @@
 //    end that is closed again (the reader sees the data, then EOF).
 //  - then the socket options, then the shutdown state.
 // A connected stream socket's own name is not restored (CRIU's FIXME too).
-import { ImageError, UserError } from '../../errors.js';
+import { Errno, ImageError, UserError } from '../../errors.js';
 import { FdType, KIND, USK_EXTERN, type FileEntry, type SkPacketEntry, type UnixSkEntry } from '../../images/index.js';
 import { addon } from '../../native/addon.js';
 import type { UnixSockOpts } from '../../native/types.js';
 import { unixNameText } from '../../dump/fds/unix.js';
 import { InjectedSyscallError, NR, type RemoteTask } from '../task.js';
 import type { CreateContext, LoadContext, RestoreFdKind } from './types.js';
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM } from '../../inject/constants.js';
 
-const AF_UNIX = 1;
 const SCM_RIGHTS = 1;
 
 /** One queued message and the files.img ids of the files it carries (SCM_RIGHTS). */
@@ -30,16 +30,11 @@ interface QueuedMessage {
   data: Buffer;
   rights: number[];
 }
-const SOCK_STREAM = 1;
-const SOCK_DGRAM = 2;
-const SOCK_SEQPACKET = 5;
-const SOCK_CLOEXEC = 0o2000000;
 const ESTABLISHED = 1;
 const CLOSE = 7;
 const LISTEN = 10;
 const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;
-const ENOENT = 2;
 const SHUTDOWN_BOTH = 3;
 /** Scratch offsets (the fd kinds own 0x0-0x1fff of the task's scratch page). */
 const SCR_ADDR = 0x1800n;
@@ -119,7 +114,7 @@ export function unixKind(): RestoreFdKind {
     enterDir(task, e);
     if (isPath && !e.deleted) {
       const r = task.raw(NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
-      if (r < 0n && r !== BigInt(-ENOENT)) throw new UserError(`${what}: cannot unlink ${pathText} before binding to it: ${new InjectedSyscallError(task.pid, 'unlink', Number(-r)).code}`);
+      if (r < 0n && r !== BigInt(-Errno.ENOENT)) throw new UserError(`${what}: cannot unlink ${pathText} before binding to it: ${new InjectedSyscallError(task.pid, 'unlink', Number(-r)).code}`);
     }
     const { addr, len } = sockaddr(e.name);
     task.write(task.scratch + SCR_ADDR, addr);
