@@ -7,8 +7,9 @@
 // tmpfs-dev-<mnt id>.tar.gz.img (each tmpfs's contents, as CRIU's tar
 // call makes them) and utsns-<id>.img. Everything is read from outside:
 // /proc/PID/mountinfo, paths through /proc/PID/root, nsenter for the UTS
-// and IPC namespaces. Not supported (refused by name): a user, cgroup or
-// time namespace of its own, SysV IPC objects or POSIX message queues,
+// and IPC namespaces (the IPC namespace's SysV objects: plugin/dump/ipc).
+// Not supported (refused by name): a user, cgroup or
+// time namespace of its own, POSIX message queues,
 // network interfaces other than lo (unless the caller restores the network
 // namespace empty, CRIU's --empty-ns net), mounts of file systems we cannot
 // recreate unless they are external (ext_mnt), a root that is not the
@@ -163,15 +164,7 @@ export function containerProblems(root: number, opts: ContainerOptions): string[
       if (readdirSync(`/proc/${root}/root/dev/mqueue`).length) problems.push(`${where}: POSIX message queues are not supported`);
     } catch { /* no mqueue mount */ }
   }
-  if (nsId(root, 'ipc') !== nsId('self', 'ipc')) {
-    try {
-      for (const k of ['shm', 'sem', 'msg']) {
-        if (inNs(root, '-i', ['cat', `/proc/sysvipc/${k}`]).trim().split('\n').length > 1) problems.push(`${where}: SysV IPC ${k} objects are not supported`);
-      }
-    } catch (e) {
-      problems.push(`${where}: cannot look into its IPC namespace: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
-    }
-  }
+  // Its IPC namespace's SysV objects are dumped with it (plugin/dump/ipc).
   if (opts.externalNet && nsId(root, 'net') !== opts.externalNet.inode) {
     problems.push(`${where}: external network namespace net[${opts.externalNet.inode}] is not the root's (net[${nsId(root, 'net')}])`);
   }

@@ -22,6 +22,8 @@ export const SYS = {
   // fd kinds: inet sockets, event objects
   epoll_ctl: 233, inotify_add_watch: 254, timerfd_create: 283, timerfd_settime: 286, signalfd4: 289, eventfd2: 290,
   epoll_create1: 291, inotify_init1: 294, clock_gettime: 228,
+  // SysV IPC (plugin/restore/sysvipc.ts): the root's IPC namespace, shm attaches
+  unshare: 272, shmat: 30,
   sched_getscheduler: 145,
   // seccomp filters (plugin/restore/seccomp.ts)
   seccomp: 317,

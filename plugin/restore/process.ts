@@ -16,6 +16,7 @@ import type { FileLockRestorer } from './locks.js';
 import { type PageRun, type ProcessPlan, type VmaPlan } from './plan.js';
 import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
+import { attachSysvShm } from './sysvipc.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 import { O_CLOEXEC } from '../inject/constants.js';
 
@@ -252,6 +253,12 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     for (const v of p.vmas) {
       if (isSpecial(v) || kept.has(v)) continue;
       const vma = v.vma;
+      if (v.sysv) {
+        // SysV shared memory: shmat by the process itself (plugin/restore/sysvipc.ts).
+        attachSysvShm(t, p.pid, vma, v.sysv);
+        applyMadvise(t, vma);
+        continue;
+      }
       const len = vma.end - vma.start;
       let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;
