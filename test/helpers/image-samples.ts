@@ -263,6 +263,8 @@ const ALL_TYPES = [
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
   'mnt_entry', 'utsns_entry',
+  // SysV IPC namespace (ipc-desc, ipc-var, ipc-shm, ipc-sem, ipc-msg)
+  'ipc_desc_entry', 'ipc_var_entry', 'ipc_shm_entry', 'ipc_sem_entry', 'ipc_msg_entry', 'ipc_msg',
   // rpc.proto (criu swrk/service, plugin/rpc)
   'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',
