@@ -41,6 +41,7 @@ const SHUTDOWN_BOTH = 3;
 const SCR_ADDR = 0x1800n;
 const SCR_PAIR = 0x1900n;
 const SCR_PATH = 0x1a00n;
+const SCR_PATH2 = 0x1b00n;
 const SUN_PATH_MAX = 108;
 
 /** The external message CRIU prints when --ext-unix-sk is missing at restore. */
@@ -71,7 +72,7 @@ export function unixKind(): RestoreFdKind {
   };
   let byIno = new Map<number, FileEntry>();
   // Sockets bound to names unlinked at dump time (plugin/restore/fds/unix-ghost.ts).
-  const ghosts = new UnixGhosts((task, s) => task.putString(s, SCR_PATH));
+  const ghosts = new UnixGhosts((task, s, slot = 0) => task.putString(s, slot ? SCR_PATH2 : SCR_PATH));
 
   const indexSockets = (ctx: LoadContext): void => {
     byIno = new Map();
@@ -139,13 +140,13 @@ export function unixKind(): RestoreFdKind {
   };
 
   /** A name that was unlinked at dump time is unlinked again once the socket is bound (and its queue is back). */
-  const unlinkIfDeleted = (task: RemoteTask, e: UnixSkEntry, what: string): void => {
+  const unlinkIfDeleted = (task: RemoteTask, e: UnixSkEntry, what: string, cleanup = true): void => {
     if (!e.deleted || !e.name.length || e.name[0] === 0) return;
     if (e.type !== SOCK_DGRAM && e.state === ESTABLISHED) return;
     enterDir(task, e);
     const pathText = e.name.toString('utf8').replace(/\0+$/, '');
     task.call(`unlink(${pathText})`, NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
-    ghosts.cleanup(task, e, what);
+    if (cleanup) ghosts.cleanup(task, e, what);
   };
 
   /**
@@ -270,10 +271,14 @@ export function unixKind(): RestoreFdKind {
             addon.restoreCloseFd(hb);
           }
           if (e.type === SOCK_DGRAM) {
+            // An unlinked name goes right after its bind (both ends may have had the same
+            // one); the directories made for them after both (they may share one).
             bindName(owner, a, e, what);
+            unlinkIfDeleted(owner, e, what, false);
             bindName(owner, b, p, what);
-            unlinkIfDeleted(owner, e, what);
-            unlinkIfDeleted(owner, p, what);
+            unlinkIfDeleted(owner, p, what, false);
+            ghosts.cleanup(owner, p, what);
+            ghosts.cleanup(owner, e, what);
           }
           finishSocket(ctx, owner, a, e);
           finishSocket(ctx, owner, b, p);
