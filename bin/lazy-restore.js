@@ -4,7 +4,8 @@
 // Runs the bundle (dist/plugin/bundle/main.cjs, scripts/bundle.sh: one
 // script instead of ~140 ES modules) when it is at least as new as the
 // compiled modules (a `tsc` run after the build leaves it stale), else the
-// compiled modules. The bundle is compiled with a V8 code cache, one per
+// compiled modules (always with LR_CLI_NO_BUNDLE=1: real file names in stack
+// traces). The bundle is compiled with a V8 code cache, one per
 // command name (dist/plugin/bundle/cache/NAME.v8): a command's first run
 // writes it at exit (or rewrites it when V8 rejects it: another bundle or
 // node), later runs skip compiling what that run compiled (~20 ms CPU of
@@ -19,7 +20,7 @@ const modules = join(dist, 'cli', 'main.js');
 const bundle = join(dist, 'bundle', 'main.cjs');
 let useBundle = false;
 try {
-  useBundle = statSync(bundle).mtimeMs >= statSync(modules).mtimeMs;
+  useBundle = process.env.LR_CLI_NO_BUNDLE !== '1' && statSync(bundle).mtimeMs >= statSync(modules).mtimeMs;
 } catch { /* no bundle */ }
 
 /** The CLI's commands (each gets its own code cache; anything else shares one). */
@@ -36,6 +37,8 @@ if (useBundle) {
     cachedData = readFileSync(cacheFile);
   } catch { /* first run of this command */ }
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, 'utf8')}\n})`, { filename: bundle, cachedData });
+  // Which start-up path ran (LR_PHASES=1 prints it: plugin/phases.ts).
+  globalThis.__lrStartup = cachedData === undefined ? 'bundle, no code cache yet' : script.cachedDataRejected ? 'bundle, code cache rejected' : 'bundle, code cache';
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', () => {
       try {
@@ -49,5 +52,6 @@ if (useBundle) {
   const module = { exports: {} };
   script.runInThisContext()(module.exports, require('node:module').createRequire(bundle), module, bundle, dirname(bundle));
 } else {
+  globalThis.__lrStartup = 'modules';
   import(require('node:url').pathToFileURL(modules).href);
 }

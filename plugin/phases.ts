@@ -52,7 +52,7 @@ if (on) {
     for (const [k, v] of counts) lines.push(`${k}: ${v.n} calls, ${v.ms.toFixed(1)} ms`);
     try {
       // Straight to fd 2: process.stderr would build a stream (ms of CPU) at exit.
-      writeSync(2, `phases (pid ${process.pid}):\n${lines.join('\n')}\n`);
+      writeSync(2, `phases (pid ${process.pid}, start-up: ${(globalThis as { __lrStartup?: string }).__lrStartup ?? 'modules'}):\n${lines.join('\n')}\n`);
     } catch { /* measuring only */ }
   });
 }

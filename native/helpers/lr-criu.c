@@ -6,7 +6,7 @@
 // plugin/rpc/service.ts sends: CRIU 4.2, gitid lazy-restore-<version>,
 // name lazy-restore) and hands everything else to the CLI: it peeks at the
 // next request (MSG_PEEK, the request stays queued) and, when it is not
-// VERSION, execs bin/lazy-restore.js with its own arguments, which reads
+// VERSION, execs node with bin/lazy-restore.js and its own arguments, which reads
 // that request as usual. Any other command line is the CLI's at once.
 // The CLI is found from this program's own path (build/bin/lr-criu ->
 // ../../bin/lazy-restore.js), so a symlink to it anywhere works.
@@ -41,10 +41,20 @@ static int find_paths(void) {
   return 0;
 }
 
-static void exec_cli(char **argv) {
+// Runs the CLI: node itself (found in PATH, as the CLI's `#!/usr/bin/env
+// node` line would find it) with the CLI script, one exec fewer than running
+// the script; the script through its #! line when node cannot be run.
+static void exec_cli(int argc, char **argv) {
   if (cli_path[0] == '\0') {
     fprintf(stderr, "lr-criu: cannot find bin/lazy-restore.js from /proc/self/exe\n");
     exit(1);
+  }
+  char **nargv = calloc((size_t)argc + 2, sizeof(char *));
+  if (nargv) {
+    nargv[0] = "node";
+    nargv[1] = cli_path;
+    for (int i = 1; i < argc; i++) nargv[i + 1] = argv[i];
+    execvp("node", nargv);
   }
   argv[0] = cli_path;
   execv(cli_path, argv);
@@ -135,14 +145,14 @@ int main(int argc, char **argv) {
   if (find_paths() < 0) cli_path[0] = '\0';
   char *end = NULL;
   long fd = argc == 3 && strcmp(argv[1], "swrk") == 0 ? strtol(argv[2], &end, 10) : -1;
-  if (fd < 0 || !end || *end != '\0' || argv[2][0] == '\0' || getenv("LR_CRIU_NO_FAST")) exec_cli(argv);
+  if (fd < 0 || !end || *end != '\0' || argv[2][0] == '\0' || getenv("LR_CRIU_NO_FAST")) exec_cli(argc, argv);
   for (int served = 0;; served++) {
     uint8_t req[64];
     ssize_t n = recv((int)fd, req, sizeof(req), MSG_PEEK | MSG_TRUNC);
     if (n == 0 && served) return 0;  // the client closed its end after a VERSION
     int keep_open;
-    if (n < 0 || (size_t)n > sizeof(req) || !is_version_req(req, (size_t)n, &keep_open)) exec_cli(argv);
-    if (recv((int)fd, req, sizeof(req), 0) != n) exec_cli(argv);
+    if (n < 0 || (size_t)n > sizeof(req) || !is_version_req(req, (size_t)n, &keep_open)) exec_cli(argc, argv);
+    if (recv((int)fd, req, sizeof(req), 0) != n) exec_cli(argc, argv);
     uint8_t resp[320];
     size_t len = version_resp(resp);
     if (send((int)fd, resp, len, MSG_NOSIGNAL) != (ssize_t)len) return 1;
