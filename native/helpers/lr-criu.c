@@ -6,7 +6,7 @@
 // plugin/rpc/service.ts sends: CRIU 4.2, gitid lazy-restore-<version>,
 // name lazy-restore) and hands everything else to the CLI: it peeks at the
 // next request (MSG_PEEK, the request stays queued) and, when it is not
-// VERSION, execs node with bin/lazy-restore.js and its own arguments, which reads
+// VERSION, execs bin/lazy-restore.js with its own arguments, which reads
 // that request as usual. Any other command line is the CLI's at once.
 // The CLI is found from this program's own path (build/bin/lr-criu ->
 // ../../bin/lazy-restore.js), so a symlink to it anywhere works.
@@ -41,20 +41,43 @@ static int find_paths(void) {
   return 0;
 }
 
-// Runs the CLI: node itself (found in PATH, as the CLI's `#!/usr/bin/env
-// node` line would find it) with the CLI script, one exec fewer than running
-// the script; the script through its #! line when node cannot be run.
-static void exec_cli(int argc, char **argv) {
+// node from PATH, as the CLI's "#!/usr/bin/env node" line would find it.
+static int find_node(char *out, size_t size) {
+  const char *path = getenv("PATH");
+  if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+  for (const char *p = path; *p;) {
+    const char *colon = strchr(p, ':');
+    size_t len = colon ? (size_t)(colon - p) : strlen(p);
+    if (len > 0 && (size_t)snprintf(out, size, "%.*s/node", (int)len, p) < size && access(out, X_OK) == 0) return 0;
+    if (!colon) break;
+    p = colon + 1;
+  }
+  return -1;
+}
+
+// Runs the CLI with our arguments. node is started directly (not through
+// the script's env line: one exec less), without NODE_EXTRA_CA_CERTS: node
+// parses that bundle of certificates at start-up (~40 ms of CPU here) and
+// the CLI never uses the default CA store (its TLS takes explicit --tls-*
+// files; RPC page servers are plain TCP).
+static void exec_cli(char **argv) {
   if (cli_path[0] == '\0') {
     fprintf(stderr, "lr-criu: cannot find bin/lazy-restore.js from /proc/self/exe\n");
     exit(1);
   }
-  char **nargv = calloc((size_t)argc + 2, sizeof(char *));
-  if (nargv) {
-    nargv[0] = "node";
-    nargv[1] = cli_path;
-    for (int i = 1; i < argc; i++) nargv[i + 1] = argv[i];
-    execvp("node", nargv);
+  unsetenv("NODE_EXTRA_CA_CERTS");
+  char node[PATH_MAX];
+  if (find_node(node, sizeof(node)) == 0) {
+    int argc = 0;
+    while (argv[argc]) argc++;
+    char **args = calloc((size_t)argc + 2, sizeof(char *));
+    if (args) {
+      args[0] = node;
+      args[1] = cli_path;
+      for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
+      execv(node, args);
+      free(args);
+    }
   }
   argv[0] = cli_path;
   execv(cli_path, argv);
@@ -145,14 +168,14 @@ int main(int argc, char **argv) {
   if (find_paths() < 0) cli_path[0] = '\0';
   char *end = NULL;
   long fd = argc == 3 && strcmp(argv[1], "swrk") == 0 ? strtol(argv[2], &end, 10) : -1;
-  if (fd < 0 || !end || *end != '\0' || argv[2][0] == '\0' || getenv("LR_CRIU_NO_FAST")) exec_cli(argc, argv);
+  if (fd < 0 || !end || *end != '\0' || argv[2][0] == '\0' || getenv("LR_CRIU_NO_FAST")) exec_cli(argv);
   for (int served = 0;; served++) {
     uint8_t req[64];
     ssize_t n = recv((int)fd, req, sizeof(req), MSG_PEEK | MSG_TRUNC);
     if (n == 0 && served) return 0;  // the client closed its end after a VERSION
     int keep_open;
-    if (n < 0 || (size_t)n > sizeof(req) || !is_version_req(req, (size_t)n, &keep_open)) exec_cli(argc, argv);
-    if (recv((int)fd, req, sizeof(req), 0) != n) exec_cli(argc, argv);
+    if (n < 0 || (size_t)n > sizeof(req) || !is_version_req(req, (size_t)n, &keep_open)) exec_cli(argv);
+    if (recv((int)fd, req, sizeof(req), 0) != n) exec_cli(argv);
     uint8_t resp[320];
     size_t len = version_resp(resp);
     if (send((int)fd, resp, len, MSG_NOSIGNAL) != (ssize_t)len) return 1;
