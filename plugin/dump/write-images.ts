@@ -1,6 +1,7 @@
 // Writing a frozen tree's images: per process its core, ids, mm, fs,
 // fdinfo, pagemap and pages (memory through plugin/dump/memory.ts), then the
 // tree-wide images (inventory, pstree, files, shared memory, locks).
+import type { CgroupCollector } from './cgroups.js';
 import { mark } from '../phases.js';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import {
@@ -81,14 +82,14 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|cgroup\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of readdirSync(dir.dir)) if (OWN_IMAGES.test(name)) rmSync(dir.path(name), { force: true });
 }
 
 export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false, cgroups?: CgroupCollector): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -139,6 +140,8 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
     mark(`pid ${pid}: collect`);
     const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
+    // cg_set per thread (CRIU writes it in thread_core, the leader's included): plugin/dump/cgroups.ts.
+    if (cgroups) for (const t of threads) t.core.thread_core!.cg_set = cgroups.threadSet(pid, t.tid);
     stats.threads += threads.length;
     mark('threads collected');
     const ps = collectProcess(pid, opts);
@@ -250,10 +253,12 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
+    ...(cgroups ? { root_cg_set: cgroups.dumperSet } : {}),
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir), seccomp.write(dir));
   if (seccomp.filtered) log(`${seccomp.filtered} threads in seccomp mode, ${seccomp.entry().seccomp_filters.length} filters in seccomp.img`);
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
+  if (cgroups) writes.push(cgroups.write(dir));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {
     writes.push(locks.write(dir));

@@ -401,6 +401,12 @@ export interface RestoreNative {
   restoreLazyPeerPid(sock: number): number;
   /** Lazy socket message C ("RSTF"). */
   restoreLazySendFinish(sock: number): void;
+  /**
+   * One acknowledgement of our lazy-pages daemon ("LRAK", pid, errno; 0 =
+   * adopted), waiting at most `timeoutMs`; undefined when none came. Throws
+   * ECONNRESET at EOF, EPROTO for anything else.
+   */
+  restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
   RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }
@@ -449,6 +455,8 @@ export interface LazySocketListenerHandle {
   close(): void;
   /** After an 'announce': receive that connection's userfaultfd (and go on reading it). */
   proceed(conn: number): void;
+  /** Sends the peer on `conn` "LRAK", pid, errno: `pid` was adopted (0) or refused (errno). */
+  ack(conn: number, pid: number, errno: number): void;
 }
 
 export interface LazySocketNative {
@@ -683,4 +691,16 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative {}
+//
+// ---------------------------------------------------------------------------
+// native/ns: reads in another process's namespace; mknod
+// ---------------------------------------------------------------------------
+//
+export interface NsNative {
+  /** Each file's contents, read by a thread that joined pid's namespace of that kind (setns), e.g. /proc/sys/kernel/hostname for uts. */
+  nsReadFiles(pid: number, kind: 'uts' | 'ipc' | 'net', paths: readonly string[]): string[];
+  /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
+  mknod(path: string, mode: number, major: number, minor: number): void;
+}
+
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative {}
