@@ -13,4 +13,5 @@ void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC so
 void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet sockets, TCP repair
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
+void InitNs(Napi::Env env, Napi::Object exports);      // native/ns: reads in another process's namespace, mknod
 }  // namespace lr

@@ -82,14 +82,43 @@ static void wl_write_file(const char* name, const char* data, size_t len) {
   if (rename(tmp, path) < 0) wl_die("rename ctrl file");
 }
 
-// Publishes the report and sleeps until SIGUSR1 arrives.
-static void wl_ready_and_wait(void) {
-  wl_report("pid=%d", (int)getpid());
-  wl_write_file("ready", wl_ready_buf, wl_ready_len);
+// Sleeps until SIGUSR1 ("go") has arrived.
+static void wl_wait_go(void) {
   sigset_t old;
   sigprocmask(SIG_BLOCK, NULL, &old);
   sigdelset(&old, SIGUSR1);
   while (!wl_go) sigsuspend(&old);
+}
+
+// Publishes the report and sleeps until SIGUSR1 arrives.
+static void wl_ready_and_wait(void) {
+  wl_report("pid=%d", (int)getpid());
+  wl_write_file("ready", wl_ready_buf, wl_ready_len);
+  wl_wait_go();
+}
+
+// Forks a child that runs setup(arg) (its own writes before the dump), tells
+// the parent over a pipe and sleeps until its own SIGUSR1. Returns the
+// child's pid in the parent once the child is set up, and 0 in the child
+// once its SIGUSR1 has arrived.
+static inline pid_t wl_fork_ready(void (*setup)(void* arg), void* arg) {
+  int ready[2];
+  if (pipe2(ready, O_CLOEXEC) < 0) wl_die("pipe");
+  pid_t child = fork();
+  if (child < 0) wl_die("fork");
+  if (child == 0) {
+    close(ready[0]);
+    if (setup) setup(arg);
+    if (write(ready[1], "x", 1) != 1) wl_die("write ready pipe");
+    close(ready[1]);
+    wl_wait_go();
+    return 0;
+  }
+  close(ready[1]);
+  char b;
+  if (read(ready[0], &b, 1) != 1) wl_die("read ready pipe");
+  close(ready[0]);
+  return child;
 }
 
 static char wl_fail_buf[1024];

@@ -33,30 +33,18 @@ static int check_all(const char* base, size_t from, size_t to, uint64_t gen_ther
   return 0;
 }
 
+// The child's own writes before the dump: pages 8-11 of the region.
+static void child_setup(void* arg) {
+  for (size_t p = 8; p < 12; p++) fill(arg, p, 2);
+}
+
 int main(int argc, char** argv) {
   wl_init(argc, argv);
   char* r = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (r == MAP_FAILED) wl_die("mmap");
   for (size_t p = 0; p < PAGES; p++) fill(r, p, 1);
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) wl_die("pipe");
-  pid_t child = fork();
-  if (child < 0) wl_die("fork");
-  if (child == 0) {
-    close(ready[0]);
-    for (size_t p = 8; p < 12; p++) fill(r, p, 2);
-    if (write(ready[1], "x", 1) != 1) wl_die("write");
-    close(ready[1]);
-    sigset_t old;
-    sigprocmask(SIG_BLOCK, NULL, &old);
-    sigdelset(&old, SIGUSR1);
-    while (!wl_go) sigsuspend(&old);
-    _exit(check_all(r, 8, 12, 2) ? 1 : 0);
-  }
-  close(ready[1]);
-  char b;
-  if (read(ready[0], &b, 1) != 1) wl_die("read");
-  close(ready[0]);
+  pid_t child = wl_fork_ready(child_setup, r);
+  if (child == 0) _exit(check_all(r, 8, 12, 2) ? 1 : 0);
   for (size_t p = 16; p < 20; p++) fill(r, p, 3);
   wl_report("child=%d", (int)child);
   wl_report("region=%p", r);

@@ -12,6 +12,7 @@
 // written (a private copy), page 1 never touched. At the end page 0 must keep
 // its private bytes and page 1 must still be the file's: a write to the file
 // through an fd shows in it (a pre-dump must not copy it as a private page).
+#define _GNU_SOURCE
 #include <sys/mman.h>
 
 #include "workload-common.h"

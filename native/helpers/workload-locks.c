@@ -44,10 +44,7 @@ int main(int argc, char** argv) {
   pid_t child = fork();
   if (child < 0) wl_die("fork");
   if (child == 0) {
-    sigset_t old;
-    sigprocmask(SIG_BLOCK, NULL, &old);
-    sigdelset(&old, SIGUSR1);
-    while (!wl_go) sigsuspend(&old);
+    wl_wait_go();
     _exit(0);
   }
   wl_report("child=%d", (int)child);

@@ -70,6 +70,13 @@ static void check_initial(const char* who) {
   }
 }
 
+// The child's own writes before the dump.
+static void child_setup(void* arg) {
+  (void)arg;
+  for (size_t p = 1; p < ANON_PAGES; p += 8) fill(anon, 1, p, 2);
+  for (size_t p = 2; p < MEMFD_PAGES; p += 16) fill(mfd, 2, p, 2);
+}
+
 int main(int argc, char** argv) {
   wl_init(argc, argv);
   const int discard = argc > 2 && strcmp(argv[2], "discard") == 0;
@@ -90,21 +97,8 @@ int main(int argc, char** argv) {
 
   anon_punch = aligned_from(anon, 16);
   mfd_punch = aligned_from(mfd, 8);
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) wl_die("pipe");
-  pid_t child = fork();
-  if (child < 0) wl_die("fork");
+  pid_t child = wl_fork_ready(child_setup, NULL);
   if (child == 0) {
-    close(ready[0]);
-    for (size_t p = 1; p < ANON_PAGES; p += 8) fill(anon, 1, p, 2);
-    for (size_t p = 2; p < MEMFD_PAGES; p += 16) fill(mfd, 2, p, 2);
-    pid_t me = getpid();
-    if (write(ready[1], &me, sizeof me) != sizeof me) wl_die("write");
-    close(ready[1]);
-    sigset_t old;
-    sigprocmask(SIG_BLOCK, NULL, &old);
-    sigdelset(&old, SIGUSR1);
-    while (!wl_go) sigsuspend(&old);
     punched = !discard;
     check_initial("child");
     if (!discard) {
@@ -116,10 +110,6 @@ int main(int argc, char** argv) {
     }
     _exit(wl_fail_buf[0] ? 1 : 0);
   }
-  close(ready[1]);
-  pid_t got;
-  if (read(ready[0], &got, sizeof got) != sizeof got) wl_die("read");
-  close(ready[0]);
   wl_report("child=%d", (int)child);
   wl_report("anon=0x%lx", (unsigned long)anon);
   wl_report("memfd=0x%lx", (unsigned long)mfd);

@@ -62,6 +62,13 @@ static int seals_of(const char* base, size_t len) {
   return s;
 }
 
+// The child's own writes before the dump.
+static void child_setup(void* arg) {
+  (void)arg;
+  for (size_t p = 4; p < ANON_PAGES; p += 3) fill(anon, 1, p, 2);
+  fill(mfd, 2, MEMFD_PAGES - 1, 2);
+}
+
 int main(int argc, char** argv) {
   wl_init(argc, argv);
   anon = mmap(NULL, ANON_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -96,21 +103,8 @@ int main(int argc, char** argv) {
   close(pfd);
   fill(priv, 3, 1, 9);  // copied on write: this process's own page
 
-  int ready[2];
-  if (pipe2(ready, O_CLOEXEC) < 0) wl_die("pipe");
-  pid_t child = fork();
-  if (child < 0) wl_die("fork");
+  pid_t child = wl_fork_ready(child_setup, NULL);
   if (child == 0) {
-    close(ready[0]);
-    for (size_t p = 4; p < ANON_PAGES; p += 3) fill(anon, 1, p, 2);
-    fill(mfd, 2, MEMFD_PAGES - 1, 2);
-    pid_t me = getpid();
-    if (write(ready[1], &me, sizeof me) != sizeof me) wl_die("write");
-    close(ready[1]);
-    sigset_t old;
-    sigprocmask(SIG_BLOCK, NULL, &old);
-    sigdelset(&old, SIGUSR1);
-    while (!wl_go) sigsuspend(&old);
     check_initial("child");
     fill(anon, 1, 2, 5);
     fill(mfd, 2, 0, 5);
@@ -119,10 +113,6 @@ int main(int argc, char** argv) {
     else if (!check(anon, 1, 5, 6)) wl_fail("child: parent's answer not seen in the shared anon page");
     _exit(wl_fail_buf[0] ? 1 : 0);
   }
-  close(ready[1]);
-  pid_t got;
-  if (read(ready[0], &got, sizeof got) != sizeof got) wl_die("read");
-  close(ready[0]);
   wl_report("child=%d", (int)child);
   wl_ready_and_wait();
 

@@ -37,14 +37,6 @@ static int verify(const char* p, uint64_t seed) {
   return 1;
 }
 
-// Sleeps until SIGUSR1 (handler installed by wl_init, inherited over fork).
-static void wait_go(void) {
-  sigset_t old;
-  sigprocmask(SIG_BLOCK, NULL, &old);
-  sigdelset(&old, SIGUSR1);
-  while (!wl_go) sigsuspend(&old);
-}
-
 int main(int argc, char** argv) {
   wl_init(argc, argv);
   if (argc > 2 && strcmp(argv[2], "zombie") == 0) {
@@ -76,13 +68,13 @@ int main(int argc, char** argv) {
       pid_t me = getpid();
       if (write(ready[1], &me, sizeof me) != sizeof me) wl_die("write");
       close(ready[1]);
-      wait_go();
+      wl_wait_go();
       _exit(verify(gm, 3) && verify(mine, 1) ? 0 : 1);
     }
     close(ready[0]);
     if (write(ready[1], &grand, sizeof grand) != sizeof grand) wl_die("write");
     close(ready[1]);
-    wait_go();
+    wl_wait_go();
     kill(grand, SIGUSR1);
     int st = 0;
     if (waitpid(grand, &st, 0) != grand) _exit(3);

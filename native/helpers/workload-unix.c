@@ -215,10 +215,7 @@ int main(int argc, char** argv) {
     if (write(c2p[1], "3", 1) != 1) wl_die("sync 3");
     close(c2p[1]);
     close(p2c[0]);
-    sigset_t old;
-    sigprocmask(SIG_BLOCK, NULL, &old);
-    sigdelset(&old, SIGUSR1);
-    while (!wl_go) sigsuspend(&old);
+    wl_wait_go();
     // After go.
     for (int i = 0; i < 3; i++) expect_msgs(sp[i][1], "p2c", i, "child");
     expect_text(cp, "p-path", "child: path connection");

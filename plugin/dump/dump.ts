@@ -16,6 +16,7 @@ import { LinkRemaps } from './link-remap.js';
 import type { FileValidation } from '../images/build-id.js';
 import { checkDumpOptions, freezeChecked } from './preflight.js';
 import { CgroupFreezer } from './cgroup-freezer.js';
+import { CgroupCollector, type CgroupDumpOptions } from './cgroups.js';
 import { nsId } from './proc.js';
 import { clearStaleImages, collectAndWrite, dumpStatsEntry, nowMs, type DumpStats } from './write-images.js';
 
@@ -60,6 +61,12 @@ export interface DumpOptions {
    * forks or exits meanwhile (plugin/dump/cgroup-freezer.ts).
    */
   freezeCgroup?: string;
+  /**
+   * cgroup.img and each thread's cg_set (plugin/dump/cgroups.ts): CRIU's
+   * --manage-cgroups (ignore: sets only), --cgroup-dump-controller and
+   * --cgroup-root at dump time. Always written; these only shape it.
+   */
+  cgroups?: Omit<CgroupDumpOptions, 'freezerState' | 'log'>;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
@@ -188,7 +195,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
     mark('stale images cleared');
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
+    const cgroups = new CgroupCollector({ ...opts.cgroups, log, ...(freezer ? { freezerState: () => freezer.stateBefore() } : {}) });
+    try {
+      stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true, cgroups);
+    } finally {
+      cgroups.close();
+    }
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');

@@ -670,4 +670,16 @@ export interface RpcNative {
   setCloexec(fd: number, on?: boolean): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative {}
+//
+// ---------------------------------------------------------------------------
+// native/ns: reads in another process's namespace; mknod
+// ---------------------------------------------------------------------------
+//
+export interface NsNative {
+  /** Each file's contents, read by a thread that joined pid's namespace of that kind (setns), e.g. /proc/sys/kernel/hostname for uts. */
+  nsReadFiles(pid: number, kind: 'uts' | 'ipc' | 'net', paths: readonly string[]): string[];
+  /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
+  mknod(path: string, mode: number, major: number, minor: number): void;
+}
+
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative {}

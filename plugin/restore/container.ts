@@ -10,10 +10,13 @@
 // UTS names. The network namespace is created empty (loopback down), as
 // CRIU does with --empty-ns net, which runc asks for.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { ImageDir, KIND, type InventoryEntry, type TaskKobjIdsEntry } from '../images/index.js';
+import { TarUnsupported, unpackTmpfs as unpackTar } from '../images/tmpfs-tar.js';
+import { addon } from '../native/addon.js';
+import { mark } from '../phases.js';
 import type { RemoteTask } from './task.js';
 
 const CLONE = { NEWNS: 0x00020000, NEWCGROUP: 0x02000000, NEWUTS: 0x04000000, NEWIPC: 0x08000000, NEWUSER: 0x10000000, NEWPID: 0x20000000, NEWNET: 0x40000000 } as const;
@@ -197,6 +200,7 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
     [a] = str('/');
     call('chdir(/)', SYS.chdir, a!);
     log(`container: ${done.size} mounts restored under ${root}, pivoted into it`);
+    mark('container: mounts restored');
   }
   if (plan.uts) {
     const [n, d] = str(plan.uts.nodename, plan.uts.domainname);
@@ -205,15 +209,25 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
   }
 }
 
-/** CRIU's tmpfs image: a gzipped tar of the mount, unpacked from here through the stub's /proc root. */
+/**
+ * CRIU's tmpfs image: a gzipped tar, unpacked through the stub's /proc root
+ * (in-process, plugin/images/tmpfs-tar.ts; tar itself for what that does not handle).
+ */
 function unpackTmpfs(dir: ImageDir, m: MntEntry, stubPid: number, target: string): void {
   const img = dir.pathOf(KIND.tmpfsDev, m.mnt_id);
   if (!existsSync(img)) return;
+  const dest = `/proc/${stubPid}/root${target}`;
   try {
-    execFileSync('tar', ['--extract', '--gzip', '--no-unquote', '--no-wildcards', '--numeric-owner', '--preserve-permissions',
-      '--file', img, '--directory', `/proc/${stubPid}/root${target}`], { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      unpackTar(readFileSync(img), dest, (path, mode, major, minor) => addon.mknod(path, mode, major, minor));
+    } catch (e) {
+      if (!(e instanceof TarUnsupported)) throw e;
+      execFileSync('tar', ['--extract', '--gzip', '--no-unquote', '--no-wildcards', '--numeric-owner', '--preserve-permissions',
+        '--file', img, '--directory', dest], { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
+    }
+    mark(`container: tmpfs ${m.mountpoint} unpacked`);
   } catch (e) {
-    const err = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n')[0] ?? String(e);
+    const err = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n')[0] || (e instanceof Error ? e.message : String(e));
     throw new UserError(`${img}: cannot unpack into ${m.mountpoint}: ${err}`);
   }
 }

@@ -17,7 +17,7 @@ import { Errno, isSystemError, UserError } from '../errors.js';
 import { configureLog, logger } from '../log.js';
 import { RpcChannel } from './channel.js';
 import { type CriuFeatures, type CriuOpts, type CriuReq, type CriuResp, ReqType, RpcError, reqTypeName } from './messages.js';
-import { checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
+import { cgroupMode, cgroupRoots, checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
 
 /** The CRIU version we answer VERSION with: runc 1.1.5 needs >= 3.0 and uses newer RPC features from 3.15 on. */
 export const CRIU_COMPAT_VERSION = { major: 4, minor: 2 } as const;
@@ -284,6 +284,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
+      cgroups: { mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o) },
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
@@ -366,6 +367,7 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
       inheritFds,
+      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
         // runc passes the named network namespace as an fd of this process.

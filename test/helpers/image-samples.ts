@@ -263,6 +263,8 @@ const ALL_TYPES = [
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
   'mnt_entry', 'utsns_entry',
+  // cgroup.proto (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts)
+  'cgroup_perms', 'cgroup_prop_entry', 'cgroup_dir_entry', 'cg_controller_entry', 'cg_member_entry', 'cg_set_entry', 'cgroup_entry',
   // rpc.proto (criu swrk/service, plugin/rpc)
   'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',

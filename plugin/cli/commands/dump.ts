@@ -29,6 +29,15 @@ function timeoutMs(o: DumpCliOptions): { timeoutMs?: number } {
   return o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {};
 }
 
+/** CRIU's cgroup options at dump time: --freeze-cgroup, --manage-cgroups, --cgroup-dump-controller, --cgroup-root. */
+function cgroupDumpOptions(): Pick<import('../../dump/dump.js').DumpOptions, 'freezeCgroup' | 'cgroups'> {
+  const c = criuOptions();
+  return {
+    ...(c.freezeCgroup !== undefined ? { freezeCgroup: c.freezeCgroup } : {}),
+    cgroups: { ...(c.manageCgroups ? { mode: c.manageCgroups } : {}), dumpControllers: c.cgroupDumpControllers, roots: c.cgroupRoots },
+  };
+}
+
 export function register(program: Command): void {
   addTlsOptions(program
     .command('dump')
@@ -84,6 +93,7 @@ export function register(program: Command): void {
         ...(pageServer ? { pageServer } : {}),
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
+        ...cgroupDumpOptions(),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
         tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap, fileValidation: criuOptions().fileValidation,
         log: await progressLog(verbose),
@@ -119,6 +129,7 @@ export function register(program: Command): void {
         pid, imagesDir: o.imagesDir, shellJob: o.shellJob === true, trackTimeoutS: o.trackTimeout ?? 3600,
         // The pre-dump plans the tree's files as the dump will (its link-remap names are removed again: the tree runs on).
         ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap,
+        ...(criuOptions().freezeCgroup !== undefined ? { freezeCgroup: criuOptions().freezeCgroup! } : {}),
         log: await progressLog(verbose),
       });
       const s = r.stats;

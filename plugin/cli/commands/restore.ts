@@ -113,6 +113,7 @@ export function register(program: Command): void {
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           fileLocks: criuOptions().fileLocks, fileValidation: criuOptions().fileValidation,
+          cgroups: { ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots },
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),

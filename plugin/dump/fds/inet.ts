@@ -15,13 +15,8 @@ import { addon } from '../../native/addon.js';
 import type { InetSockState, TcpRepairState } from '../../native/types.js';
 import { addrText, lockConnection, netLockAvailable, unlockConnection } from './netlock.js';
 import type { DumpFdKind } from './types.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM } from '../../inject/constants.js';
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
-export const SOCK_STREAM = 1;
-export const SOCK_DGRAM = 2;
-export const IPPROTO_TCP = 6;
-export const IPPROTO_UDP = 17;
 export const TCP = { ESTABLISHED: 1, SYN_SENT: 2, FIN_WAIT1: 4, FIN_WAIT2: 5, CLOSE: 7, CLOSE_WAIT: 8, LAST_ACK: 9, LISTEN: 10, CLOSING: 11 } as const;
 
 /** CRIU's option name and message for a connected TCP socket. */

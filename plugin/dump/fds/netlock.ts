@@ -12,6 +12,7 @@
 // runs there through nsenter.
 import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
+import { AF_INET, AF_INET6 } from '../../inject/constants.js';
 
 const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((p) => existsSync(p));
 export const LOCK_TABLE = 'lazy_restore_lock';
@@ -65,7 +66,7 @@ function chain(ino: number): string {
 
 /** Drops every packet from the peer to the dumped socket. Throws if nft fails. */
 export function lockConnection(c: LockedConnection): void {
-  const ip = c.family === 10 ? 'ip6' : 'ip';
+  const ip = c.family === AF_INET6 ? 'ip6' : 'ip';
   nft([
     `add table inet ${LOCK_TABLE}`,
     `add chain inet ${LOCK_TABLE} ${chain(c.ino)} { type filter hook input priority -300; policy accept; }`,
@@ -98,7 +99,7 @@ export function unlockConnection(ino: number, nsPid?: number): boolean {
 
 /** Address text for nft from the address bytes. */
 export function addrText(family: number, b: Buffer): string {
-  if (family === 2) return [...b.subarray(0, 4)].join('.');
+  if (family === AF_INET) return [...b.subarray(0, 4)].join('.');
   const parts: string[] = [];
   for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
   return parts.join(':');

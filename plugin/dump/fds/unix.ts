@@ -15,15 +15,11 @@ import { encodeImage, FdType, KIND, USK_EXTERN, type SkOptsEntry, type SkPacketE
 import { addon } from '../../native/addon.js';
 import type { UnixDiagEntry, UnixSockState } from '../../native/types.js';
 import { KCMP, kcmpSame } from '../../inject/index.js';
+import { AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET } from '../../inject/constants.js';
 import { ZERO_FOWN } from './common.js';
 import type { DumpFdKind, PlannedFd } from './types.js';
 
-export const AF_UNIX = 1;
-export const SOCK_STREAM = 1;
-export const SOCK_DGRAM = 2;
-export const SOCK_SEQPACKET = 5;
 export const UNIX_STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
-const SOL_SOCKET = 1;
 const SO_DOMAIN = 39;
 const SCM_RIGHTS = 1;
 /** Largest receive queue dumped (bytes): unix queues are bounded by socket buffers. */

@@ -10,6 +10,7 @@ import { addon } from '../../native/addon.js';
 import type { InetSockSpec } from '../../native/types.js';
 import { wordsAddr } from '../../dump/fds/inet.js';
 import { unlockConnection } from '../../dump/fds/netlock.js';
+import { AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM } from '../../inject/constants.js';
 import { NR } from '../task.js';
 import type { RestoreFdKind } from './types.js';
 
@@ -89,8 +90,8 @@ export function inetKind(): RestoreFdKind {
       const where = `pid ${use.pid}: fd ${use.fd} (inet socket)`;
       const e = file.isk;
       if (!e) throw new UserError(`${where}: files.img id ${file.id} has no inet socket data`);
-      if (e.family !== 2 && e.family !== 10) throw new UserError(`${where}: address family ${e.family} is not supported`);
-      if (!((e.type === 1 && e.proto === 6) || (e.type === 2 && e.proto === 17))) {
+      if (e.family !== AF_INET && e.family !== AF_INET6) throw new UserError(`${where}: address family ${e.family} is not supported`);
+      if (!((e.type === SOCK_STREAM && e.proto === IPPROTO_TCP) || (e.type === SOCK_DGRAM && e.proto === IPPROTO_UDP))) {
         throw new UserError(`${where}: socket type ${e.type} protocol ${e.proto} is not supported (only TCP and UDP)`);
       }
       if (isTcpConnection(e)) {
