@@ -389,6 +389,12 @@ export interface RestoreNative {
   restoreLazyPeerPid(sock: number): number;
   /** Lazy socket message C ("RSTF"). */
   restoreLazySendFinish(sock: number): void;
+  /**
+   * One acknowledgement of our lazy-pages daemon ("LRAK", pid, errno; 0 =
+   * adopted), waiting at most `timeoutMs`; undefined when none came. Throws
+   * ECONNRESET at EOF, EPROTO for anything else.
+   */
+  restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
 }
 
@@ -436,6 +442,8 @@ export interface LazySocketListenerHandle {
   close(): void;
   /** After an 'announce': receive that connection's userfaultfd (and go on reading it). */
   proceed(conn: number): void;
+  /** Sends the peer on `conn` "LRAK", pid, errno: `pid` was adopted (0) or refused (errno). */
+  ack(conn: number, pid: number, errno: number): void;
 }
 
 export interface LazySocketNative {
