@@ -129,6 +129,8 @@ export interface NativeFaultEngineHandle {
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */
+  verifyAhead(source: number, spans: BigUint64Array): void;
   /** Fault log ring capacity in entries (0 = off). */
   setFaultLog(capacity: number): void;
   /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
