@@ -394,6 +394,8 @@ export interface RestoreNative {
    * ECONNRESET at EOF, EPROTO for anything else.
    */
   restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
+  /** "LRAQ" (our extension, only to our daemon): acknowledge each pid from now on. */
+  restoreLazyAskAcks(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
 }
 
