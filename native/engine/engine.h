@@ -154,6 +154,7 @@ struct Proc {
     bool wrapped = false;      // a pass started over from the lowest address
     uint64_t lazyAtWrap = 0;   // lazy.bytes() when it did (anything placed since, by anyone, is progress)
     uint64_t pages = 0;        // pages placed by every pull of this process
+    uint64_t outstanding = 0;  // GETs of every stream of this process not answered yet
   } pull;
   bool completeSent = false;
   ProcStats st;
