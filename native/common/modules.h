@@ -14,4 +14,5 @@ void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet socke
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
 void InitSysvIpc(Napi::Env env, Napi::Object exports);  // native/ipc: SysV IPC objects of an IPC namespace
+void InitNs(Napi::Env env, Napi::Object exports);      // native/ns: reads in another process's namespace, mknod
 }  // namespace lr

@@ -7,6 +7,7 @@
 // Options whose meaning we cannot honour are not here: global.ts names them
 // in a usage error.
 import { ExitCode, UserError } from '../errors.js';
+import type { CgroupMode } from '../cgroup/hierarchy.js';
 
 export interface CriuCompatOptions {
   /** --tcp-established: established TCP connections may be dumped (plugin/dump decides whether it can). */
@@ -27,8 +28,14 @@ export interface CriuCompatOptions {
   autoDedup: boolean;
   /** --ghost-limit SIZE (bytes): largest deleted-but-open file a dump carries. CRIU's default is 1 MiB. */
   ghostLimit: bigint;
-  /** --manage-cgroups[=MODE]: none, props, soft (default), full, strict or ignore. */
-  manageCgroups: string | undefined;
+  /** --manage-cgroups[=MODE]: none, props, soft (default), full, strict or ignore (plugin/restore/cgroups.ts). */
+  manageCgroups: CgroupMode | undefined;
+  /** --cgroup-root [CONTROLLER:]/PATH, in order: restore (and walk, at dump) the cgroups under a new root. */
+  cgroupRoots: { ctrl: string | undefined; path: string }[];
+  /** --cgroup-dump-controller NAME: dump only these hierarchies (as /proc/PID/cgroup names them). */
+  cgroupDumpControllers: string[];
+  /** --freeze-cgroup PATH: the freezer cgroup holding the tree (dump: frozen while it is seized). */
+  freezeCgroup: string | undefined;
   /** --file-validation filesize|buildid: what tells a restore that a file changed since the dump (CRIU's default: buildid). */
   fileValidation: 'filesize' | 'buildid';
   /** --pre-dump-mode splice|read: how CRIU copies memory at pre-dump; ours always reads it with process_vm_readv (no-op). */
@@ -46,7 +53,7 @@ export const CRIU_GHOST_LIMIT_DEFAULT = 1n << 20n;
 function defaults(): CriuCompatOptions {
   return {
     tcpEstablished: false, extUnixSk: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
-    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined,
+    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined, cgroupRoots: [], cgroupDumpControllers: [], freezeCgroup: undefined,
     preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [], fileValidation: 'buildid',
   };
 }
@@ -102,9 +109,22 @@ const table: Record<string, CompatOption> = {
       // CRIU: a bare --manage-cgroups means soft.
       const mode = v ?? 'soft';
       if (!CGROUP_MODES.has(mode)) throw usage(`--manage-cgroups: unknown cgroups mode "${mode}" (none, props, soft, full, strict, ignore)`);
-      o.manageCgroups = mode;
+      o.manageCgroups = mode as CgroupMode;
     },
   },
+  '--cgroup-root': {
+    arg: 'required',
+    apply: (o, v) => {
+      // CRIU: everything before the first ':' names the hierarchy ("" = cgroup v2), without one it is for all.
+      const at = v!.indexOf(':');
+      const ctrl = at < 0 ? undefined : v!.slice(0, at);
+      const path = at < 0 ? v! : v!.slice(at + 1);
+      if (!path.startsWith('/')) throw usage(`--cgroup-root: "${v}" is not [CONTROLLER:]/PATH`);
+      o.cgroupRoots.push({ ctrl, path });
+    },
+  },
+  '--cgroup-dump-controller': { arg: 'required', apply: (o, v) => { o.cgroupDumpControllers.push(v!); } },
+  '--freeze-cgroup': { arg: 'required', apply: (o, v) => { o.freezeCgroup = v!; } },
   '--file-validation': {
     arg: 'required',
     apply: (o, v) => {

@@ -101,8 +101,8 @@ export function signalReady(): void {
 
 /** CRIU options that lazy-restore deliberately does not implement. */
 const unsupportedCriuOptions = new Set([
-  '--cgroup-root', '--cgroup-props', '--cgroup-props-file', '--cgroup-dump-controller',
-  '--cgroup-yard', '--external', '--root', '--freeze-cgroup',
+  '--cgroup-props', '--cgroup-props-file',
+  '--cgroup-yard', '--external', '--root',
   '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
   '--enable-external-masters', '--force-irmap', '--irmap-scan-path', '--lsm-profile', '--lsm-mount-context', '--orphan-pts-master',
   '--enable-fs', '--weak-sysctls', '--lazy-migrate', '--remote', '--config', '--display-stats', '--mntns-compat-mode',

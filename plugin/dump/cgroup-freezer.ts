@@ -69,6 +69,11 @@ export class CgroupFreezer {
     }
   }
 
+  /** The state freeze() found (FROZEN for a paused container), as CRIU's freezer.state in cgroup.img. */
+  stateBefore(): 'THAWED' | 'FROZEN' {
+    return this.origin === 'FROZEN' ? 'FROZEN' : 'THAWED';
+  }
+
   thaw(): void {
     this.write('THAWED');
   }

@@ -4,20 +4,24 @@
 // faithfully, gives the pids as the container sees them (the images hold
 // those, as CRIU's do), and writes the namespace images CRIU writes:
 // mountpoints-<id>.img (one mnt_entry per mount, from mountinfo),
-// tmpfs-dev-<mnt id>.tar.gz.img (each tmpfs's contents, as CRIU's tar
-// call makes them) and utsns-<id>.img. Everything is read from outside:
-// /proc/PID/mountinfo, paths through /proc/PID/root, nsenter for the UTS
-// and IPC namespaces (the IPC namespace's SysV objects: plugin/dump/ipc).
+// tmpfs-dev-<mnt id>.tar.gz.img (each tmpfs's contents, the tar CRIU's
+// tar call makes, written in-process by plugin/images/tmpfs-tar.ts) and utsns-<id>.img. Everything is read from outside:
+// /proc/PID/mountinfo, paths through /proc/PID/root, the files of the UTS
+// and IPC namespaces read by a thread that joins them (addon nsReadFiles).
 // Not supported (refused by name): a user, cgroup or
-// time namespace of its own, POSIX message queues,
+// time namespace of its own, POSIX message queues (SysV IPC objects
+// are dumped with the IPC namespace: plugin/dump/ipc),
 // network interfaces other than lo (unless the caller restores the network
 // namespace empty, CRIU's --empty-ns net), mounts of file systems we cannot
 // recreate unless they are external (ext_mnt), a root that is not the
 // namespace's init.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KIND, type ImageDir } from '../images/index.js';
+import { packTmpfs, TarUnsupported } from '../images/tmpfs-tar.js';
+import { addon } from '../native/addon.js';
+import { mark } from '../phases.js';
 import { nsId } from './proc.js';
 
 /** fstype numbers of CRIU's mnt.proto. */
@@ -135,8 +139,9 @@ function statusField(pid: number, tid: number | undefined, name: string): number
   return m ? m[1]!.trim().split(/\s+/).map(Number) : [];
 }
 
-function inNs(pid: number, flag: string, args: string[]): string {
-  return execFileSync('nsenter', ['-t', String(pid), flag, ...args], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Files as pid's UTS or IPC namespace shows them (the reader's namespace decides what /proc/sys/kernel and /proc/sysvipc show). */
+function inNs(pid: number, kind: 'uts' | 'ipc', paths: string[]): string[] {
+  return addon.nsReadFiles(pid, kind, paths);
 }
 
 /** What we cannot dump about a container root (empty: fine). */
@@ -173,6 +178,7 @@ export function containerProblems(root: number, opts: ContainerOptions): string[
     const other = links.filter((l) => l !== 'lo');
     if (other.length) problems.push(`${where}: network interfaces other than lo (${other.join(', ')}) are not supported; restore the network namespace empty (empty_ns)`);
   }
+  mark('container: checked');
   return problems;
 }
 
@@ -211,8 +217,8 @@ export function openContainer(root: number, opts: ContainerOptions): Container {
     },
     write: async (dir, ids) => {
       if (ownUts) {
-        const nodename = inNs(root, '-u', ['cat', '/proc/sys/kernel/hostname']).replace(/\n$/, '');
-        const domainname = inNs(root, '-u', ['cat', '/proc/sys/kernel/domainname']).replace(/\n$/, '');
+        const [nodename, domainname] = inNs(root, 'uts', ['/proc/sys/kernel/hostname', '/proc/sys/kernel/domainname']).map((t) => t.replace(/\n$/, '')) as [string, string];
+        mark('container: uts read');
         await dir.writeImage(KIND.utsns, ids.uts, [{ nodename, domainname }]);
       }
       if (ownMnt) await writeMounts(root, dir, ids.mnt, opts.extMounts ?? new Map());
@@ -249,9 +255,21 @@ async function writeMounts(root: number, dir: ImageDir, mntNs: number, ext: Read
     // A tmpfs carries its files: CRIU's tar of the mount, gzipped.
     if (m.fstype === 'tmpfs' && m.root === '/' && key === undefined && m.mountpoint !== '/') {
       const out = dir.pathOf(KIND.tmpfsDev, m.mntId);
-      execFileSync('tar', ['--create', '--gzip', '--no-unquote', '--no-wildcards', '--one-file-system', '--check-links',
-        '--preserve-permissions', '--sparse', '--numeric-owner', '--file', out, '--directory', join(`/proc/${root}/root`, m.mountpoint), '.'],
-      { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
+      const from = join(`/proc/${root}/root`, m.mountpoint);
+      let packed: Buffer | undefined;
+      try {
+        packed = packTmpfs(from);
+      } catch (e) {
+        if (!(e instanceof TarUnsupported)) throw e;
+      }
+      if (packed) {
+        writeFileSync(out, packed);
+      } else {
+        execFileSync('tar', ['--create', '--gzip', '--no-unquote', '--no-wildcards', '--one-file-system', '--check-links',
+          '--preserve-permissions', '--sparse', '--numeric-owner', '--file', out, '--directory', from, '.'],
+        { timeout: 60_000, stdio: ['ignore', 'ignore', 'pipe'] });
+      }
+      mark(`container: tmpfs ${m.mountpoint} packed`);
     }
   }
   await dir.writeImage(KIND.mnts, mntNs, entries);

@@ -16,6 +16,7 @@ import { LinkRemaps } from './link-remap.js';
 import type { FileValidation } from '../images/build-id.js';
 import { checkDumpOptions, freezeChecked } from './preflight.js';
 import { CgroupFreezer } from './cgroup-freezer.js';
+import { CgroupCollector, type CgroupDumpOptions } from './cgroups.js';
 import { nsId } from './proc.js';
 import { clearStaleImages, collectAndWrite, dumpStatsEntry, nowMs, type DumpStats } from './write-images.js';
 
@@ -25,6 +26,8 @@ export interface DumpOptions {
   /** Root of the tree to dump. */
   pid: number;
   imagesDir: string;
+  /** Where stats-dump goes: CRIU writes it in its work dir (podman exports it from there); default the images dir. */
+  statsDir?: string;
   /** Let the tree run after the dump (default: kill it). */
   leaveRunning?: boolean;
   /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty. */
@@ -60,6 +63,12 @@ export interface DumpOptions {
    * forks or exits meanwhile (plugin/dump/cgroup-freezer.ts).
    */
   freezeCgroup?: string;
+  /**
+   * cgroup.img and each thread's cg_set (plugin/dump/cgroups.ts): CRIU's
+   * --manage-cgroups (ignore: sets only), --cgroup-dump-controller and
+   * --cgroup-root at dump time. Always written; these only shape it.
+   */
+  cgroups?: Omit<CgroupDumpOptions, 'freezerState' | 'log'>;
   /** CRIU's --file-locks: flock, POSIX and OFD locks held by the tree are dumped to filelocks.img (without it a tree holding one is refused). */
   fileLocks?: boolean;
   log?: (line: string) => void;
@@ -142,6 +151,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const shellJob = opts.shellJob === true;
   const root = opts.pid;
   await checkDumpOptions(opts);
+  // --lazy-pages: the page server's modules load while the tree is dumped (it listens right after).
+  const lazySourceModule = opts.lazyPages ? import('../pageserver/lazy-source.js') : undefined;
+  lazySourceModule?.catch(() => {});
   const incremental = opts.preDump === true || opts.prevImagesDir !== undefined;
   const dir = await ImageDir.create(opts.imagesDir);
   const hooks = opts.hooks ?? {};
@@ -188,7 +200,12 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       }, tree.processes.filter((p) => !p.zombie).map((p) => p.pid));
     }
     mark('stale images cleared');
-    stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true);
+    const cgroups = new CgroupCollector({ ...opts.cgroups, log, ...(freezer ? { freezerState: () => freezer.stateBefore() } : {}) });
+    try {
+      stats = await collectAndWrite(dir, post.plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, opts.container?.externalNet !== undefined, opts.fileLocks === true, cgroups);
+    } finally {
+      cgroups.close();
+    }
     if (inc) await inc.commit();
     if (opts.pageServer) {
       const { pushToPageServer } = await import('../pageserver/push.js');
@@ -213,7 +230,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let lazyError: unknown;
   if (opts.lazyPages && lazyRanges) {
     try {
-      const { startLazySource } = await import('../pageserver/lazy-source.js');
+      const { startLazySource } = await lazySourceModule!;
       const l = opts.lazyPages;
       const src = await startLazySource({
         imagesDir: opts.imagesDir, address: l.address, port: l.port, ranges: lazyRanges,
@@ -257,6 +274,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // copied (native reader/writer threads), so that time is in memdump_time;
   // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
+  const statsDir = opts.statsDir !== undefined && opts.statsDir !== opts.imagesDir ? await ImageDir.open(opts.statsDir) : dir;
+  await statsDir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
 }

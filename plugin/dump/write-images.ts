@@ -1,6 +1,7 @@
 // Writing a frozen tree's images: per process its core, ids, mm, fs,
 // fdinfo, pagemap and pages (memory through plugin/dump/memory.ts), then the
 // tree-wide images (inventory, pstree, files, shared memory, locks).
+import type { CgroupCollector } from './cgroups.js';
 import { mark } from '../phases.js';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import {
@@ -9,12 +10,12 @@ import {
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
 import { findVdsoGadget, getSigmask, peekSiginfo } from '../inject/index.js';
-import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { collectProcess, collectThread, mapScratch, readRlimits, unmapScratch, type ProcessState, type ThreadState } from './collect.js';
 import { vtid, type Container } from './container.js';
 import { FileTable, writeFdImages, type DumpFdKind, type DumpFdOptions } from './fds/index.js';
 import { uptimeMicros, type Incremental } from './incremental.js';
 import { FileLockTable } from './locks.js';
-import { copyMemory, type MemoryStrategy } from './memory.js';
+import { copyMemory, type CopiedMemory, type MemoryStrategy } from './memory.js';
 import { PendingWrites } from './pending-writes.js';
 import { SeccompCollector } from './seccomp.js';
 import type { ProcPlan } from './preflight.js';
@@ -82,14 +83,30 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|ipcns-(var|shm|sem|msg)-\d+\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|cgroup\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|ipcns-(var|shm|sem|msg)-\d+\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of readdirSync(dir.dir)) if (OWN_IMAGES.test(name)) rmSync(dir.path(name), { force: true });
 }
 
 export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false,
+  cgroups?: CgroupCollector): Promise<DumpStats> {
+  // Memory copies run on a worker thread while the rest is collected: one
+  // that is still running when something fails is waited for, so the caller
+  // never releases the tree (or closes its files) while it is being read.
+  const copies = new Set<Promise<unknown>>();
+  try {
+    return await collectAndWriteAll(copies, dir, plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, extNet, fileLocks, cgroups);
+  } catch (e) {
+    await Promise.allSettled(copies);
+    throw e;
+  }
+}
+
+async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number,
+  log: (l: string) => void, lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false,
+  fileLocks = false, cgroups?: CgroupCollector): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -138,14 +155,43 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
       continue;
     }
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
+    // Memory, streamed straight into pages-<id>.img. A full copy runs on a
+    // worker thread while this one collects the process's state below: the
+    // injected calls only write into a page of their own (mapScratch), never
+    // into memory being copied.
+    pagesId++;
+    const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
+    const tm = nowMs();
+    const startCopy = (): Promise<CopiedMemory> => copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
+    const copying = strategy.kind === 'full' ? startCopy() : undefined;
+    if (copying) {
+      copies.add(copying);
+      copying.catch(() => undefined); // awaited below; failing meanwhile is no unhandled rejection
+    }
+    mark(`pid ${pid}: collect`);
+    let threads: ThreadState[];
+    let ps: ProcessState;
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
-    mark(`pid ${pid}: collect`);
-    const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
+    const scratch = mapScratch(pid, opts);
+    let collected = false;
+    try {
+      threads = p.tids.map((t) => collectThread(pid, t, opts, scratch));
+      mark('threads collected');
+      ps = collectProcess(pid, opts, scratch);
+      collected = true;
+    } finally {
+      // After a failure the first error is the one reported.
+      try {
+        unmapScratch(pid, scratch, opts);
+      } catch (e) {
+        if (collected) throw e;
+      }
+    }
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
+    // cg_set per thread (CRIU writes it in thread_core, the leader's included): plugin/dump/cgroups.ts.
+    if (cgroups) for (const t of threads) t.core.thread_core!.cg_set = cgroups.threadSet(pid, t.tid);
     stats.threads += threads.length;
-    mark('threads collected');
-    const ps = collectProcess(pid, opts);
     mark('process collected');
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
     const status = readStatus(pid);
@@ -191,12 +237,9 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
       },
     };
 
-    // Memory, streamed straight into pages-<id>.img.
-    pagesId++;
     mark('files, mm, core planned');
-    const tm = nowMs();
-    const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
-    const copied = await copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
+    const copied = await (copying ?? startCopy());
+    if (copying) copies.delete(copying);
     const runs = copied.runs;
     if (lazyRanges) {
       const imagePid = ct ? ct.vpid(pid) : pid;
@@ -260,10 +303,12 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,
+    ...(cgroups ? { root_cg_set: cgroups.dumperSet } : {}),
   };
   writes.push(dir.writeInventory(inventory), dir.writePstree(pstree), dir.writeFiles(files.files), writeFdImages(kinds, dir), files.ghosts.write(dir), seccomp.write(dir));
   if (seccomp.filtered) log(`${seccomp.filtered} threads in seccomp mode, ${seccomp.entry().seccomp_filters.length} filters in seccomp.img`);
   if (ct) writes.push(ct.write(dir, { mnt: nsIds.mnt_ns_id, uts: nsIds.uts_ns_id }));
+  if (cgroups) writes.push(cgroups.write(dir));
   if (files.ttyInfos.length) writes.push(dir.writeImage(KIND.ttyInfo, undefined, files.ttyInfos));
   if (locks) {
     writes.push(locks.write(dir));

@@ -13,7 +13,7 @@ import { PAGE, PAGE_SIZE } from './memory.js';
 import { KIND, imageFileName, parseFileName, type ImageKind } from './magic.js';
 import { PagemapIndex, PagemapReader, PagemapWriter, type PagemapReaderOptions } from './pagemap.js';
 import {
-  type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MemfdInodeEntry, type MmEntry, type PageChecksumsEntry, type PstreeEntry, type SeccompEntry, type TaskKobjIdsEntry, type TimensEntry, type TtyInfoEntry, type WorkingSetHead, type WorkingSetRange,
+  type CgroupEntry, type CoreEntry, type FdinfoEntry, type FileEntry, type FsEntry, type InventoryEntry, type MemfdInodeEntry, type MmEntry, type PageChecksumsEntry, type PstreeEntry, type SeccompEntry, type TaskKobjIdsEntry, type TimensEntry, type TtyInfoEntry, type WorkingSetHead, type WorkingSetRange,
 } from './types.js';
 import { PE_PARENT, PE_PRESENT } from './memory.js';
 
@@ -139,6 +139,8 @@ export class ImageDir {
   fdinfo(filesId: number): Promise<FdinfoEntry[]> { return this.readEntries(KIND.fdinfo, filesId); }
   ttyInfo(): Promise<TtyInfoEntry[]> { return this.readEntries(KIND.ttyInfo); }
   async seccomp(): Promise<SeccompEntry | undefined> { return (await this.readEntries<SeccompEntry>(KIND.seccomp))[0]; }
+  /** cgroup.img's entry (none when the file is missing or empty: every task was in the dumper's cgroups). */
+  async cgroups(): Promise<CgroupEntry | undefined> { return (await this.readEntries<CgroupEntry>(KIND.cgroup))[0]; }
   timens(id: number): Promise<TimensEntry> { return this.readSingle(KIND.timens, id); }
 
   /** Working set recorded for `pid` (undefined when none was recorded). */
@@ -207,6 +209,7 @@ export class ImageDir {
   async writeFiles(entries: readonly FileEntry[]): Promise<void> { await this.writeImage(KIND.files, undefined, entries); }
   async writeFdinfo(filesId: number, entries: readonly FdinfoEntry[]): Promise<void> { await this.writeImage(KIND.fdinfo, filesId, entries); }
   async writeSeccomp(e: SeccompEntry): Promise<void> { await this.writeImage(KIND.seccomp, undefined, [e]); }
+  async writeCgroups(entries: readonly CgroupEntry[]): Promise<void> { await this.writeImage(KIND.cgroup, undefined, entries); }
   async writeTimens(id: number, e: TimensEntry): Promise<void> { await this.writeImage(KIND.timens, id, [e]); }
   async writeMemfdInodes(entries: readonly MemfdInodeEntry[]): Promise<void> { await this.writeImage(KIND.memfdInode, undefined, entries); }
 

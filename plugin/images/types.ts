@@ -519,6 +519,16 @@ export interface GhostChunkEntry { len: bigint; off: bigint }
 export interface SeccompFilter { filter: Buffer; prev?: number; flags?: number }
 export interface SeccompEntry { seccomp_filters: SeccompFilter[] }
 
+// ---- cgroup.img ------------------------------------------------------------
+
+export interface CgroupPerms { mode: number; uid: number; gid: number }
+export interface CgroupPropEntry { name: string; value: string; perms?: CgroupPerms }
+export interface CgroupDirEntry { dir_name: string; children: CgroupDirEntry[]; properties: CgroupPropEntry[]; dir_perms?: CgroupPerms }
+export interface CgControllerEntry { cnames: string[]; dirs: CgroupDirEntry[]; is_threaded?: boolean }
+export interface CgMemberEntry { name: string; path: string; cgns_prefix?: number }
+export interface CgSetEntry { id: number; ctls: CgMemberEntry[] }
+export interface CgroupEntry { sets: CgSetEntry[]; controllers: CgControllerEntry[] }
+
 export interface Timespec { tv_sec: bigint; tv_nsec: bigint }
 export interface TimensEntry { monotonic: Timespec; boottime: Timespec }
 

@@ -129,6 +129,8 @@ export interface NativeFaultEngineHandle {
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */
+  verifyAhead(source: number, spans: BigUint64Array): void;
   /** Fault log ring capacity in entries (0 = off). */
   setFaultLog(capacity: number): void;
   /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
@@ -285,6 +287,9 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /** dumpPages on a worker thread; the fds stay open and the task frozen until it settles. */
+  dumpPagesAsync(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
+    regions: BigUint64Array, checksumChunk?: number): Promise<{ runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }>;
   /**
    * The pages dumpPages would select, from the pagemap alone (nothing read
    * from the process; pages mapping the kernel's zero page left out):
@@ -333,6 +338,18 @@ export interface RestoreChildWaiterHandle {
   close(): void;
 }
 
+/**
+ * A page checksum verification running on a native thread of its own
+ * (RestoreVerifyJob): the chunks of a pages file that (address, offset,
+ * length) triples touch, flagged in `verified` as restoreWritePages does.
+ */
+export interface RestoreVerifyJobHandle {
+  /** Waits for it; throws EBADMSG (chunk/stored/computed set) on a mismatch. */
+  join(): void;
+  /** Stops it early (joined); join() then returns without a verdict. */
+  cancel(): void;
+}
+
 export interface RestoreNative {
   /**
    * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
@@ -365,8 +382,11 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
+  /**
+   * With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev.
+   * threads: workers sharing the fill (default 1), all stopped when it returns or throws.
+   */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number, threads?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
@@ -386,7 +406,16 @@ export interface RestoreNative {
   restoreLazyPeerPid(sock: number): number;
   /** Lazy socket message C ("RSTF"). */
   restoreLazySendFinish(sock: number): void;
+  /**
+   * One acknowledgement of our lazy-pages daemon ("LRAK", pid, errno; 0 =
+   * adopted), waiting at most `timeoutMs`; undefined when none came. Throws
+   * ECONNRESET at EOF, EPROTO for anything else.
+   */
+  restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
+  /** "LRAQ" (our extension, only to our daemon): acknowledge each pid from now on. */
+  restoreLazyAskAcks(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
+  RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }
 
 //
@@ -433,6 +462,8 @@ export interface LazySocketListenerHandle {
   close(): void;
   /** After an 'announce': receive that connection's userfaultfd (and go on reading it). */
   proceed(conn: number): void;
+  /** Sends the peer on `conn` "LRAK", pid, errno: `pid` was adopted (0) or refused (errno). */
+  ack(conn: number, pid: number, errno: number): void;
 }
 
 export interface LazySocketNative {
@@ -719,4 +750,31 @@ export interface SysvIpcNative {
   sysvShmRemove(nsFd: number, ids: number[]): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, SysvIpcNative {}
+// native/ns: reads in another process's namespace; mknod
+// ---------------------------------------------------------------------------
+//
+/** One step of nsRun: mount(a, b, c, flags, d); umount2(a, flags); chdir(a); pivot_root(a, b); sethostname(a); setdomainname(a). */
+export interface NsStep {
+  sys: 'mount' | 'umount2' | 'chdir' | 'pivot_root' | 'sethostname' | 'setdomainname';
+  what: string;
+  a?: string;
+  b?: string;
+  c?: string;
+  d?: string;
+  flags?: number;
+}
+
+export interface NsNative {
+  /** Each file's contents, read by a thread that joined pid's namespace of that kind (setns), e.g. /proc/sys/kernel/hostname for uts. */
+  nsReadFiles(pid: number, kind: 'uts' | 'ipc' | 'net', paths: readonly string[]): string[];
+  /**
+   * Runs the steps in order on a thread that joined pid's namespaces of the
+   * given kinds (its fs struct unshared first, as joining a mount namespace
+   * needs); throws at the first failing step, named by its `what`.
+   */
+  nsRun(pid: number, kinds: readonly ('uts' | 'ipc' | 'net' | 'mnt' | 'cgroup')[], steps: readonly NsStep[]): void;
+  /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
+  mknod(path: string, mode: number, major: number, minor: number): void;
+}
+
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative, SysvIpcNative {}

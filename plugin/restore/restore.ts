@@ -35,11 +35,14 @@ import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
 import { CLONE_NEWIPC, finishSysvIpc, loadSysvIpc, planSysvAttaches, restoreSysvIpc, type SysvIpcPlan } from './sysvipc.js';
 import { keepShmemEager, ShmemObjects } from './shmem.js';
+import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
 import { mark } from '../phases.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
   imagesDir: string;
+  /** Where stats-restore goes: CRIU writes it in its work dir; default the images dir. */
+  statsDir?: string;
   /** --lazy-pages: leave lazy-eligible memory to a lazy-pages daemon. */
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
@@ -103,6 +106,11 @@ export interface RestoreOptions {
    * (plugin/restore/container.ts).
    */
   container?: ContainerOptions;
+  /**
+   * cgroup membership and properties from cgroup.img (plugin/restore/cgroups.ts):
+   * CRIU's --manage-cgroups (default soft) and --cgroup-root.
+   */
+  cgroups?: Omit<CgroupRestoreOptions, 'log'>;
 }
 
 export interface RestoreHooks {
@@ -233,12 +241,15 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   const stub = helperPath('restore-stub');
   const hooks = opts.hooks ?? {};
   let handoff: LazyHandoff | undefined;
+  let cg: CgroupRestorer | undefined;
   try {
     validateKernelState(plan);
     if (!opts.shellJob && root.entry.sid !== root.pid) {
       throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
     }
     if (!pidns && !ct) await checkPids(plan.processes, opts.zombieWaitMs ?? 5000);
+    // The cgroups first, as CRIU's prepare_cgroup: created (by mode) before any task exists.
+    cg = await CgroupRestorer.open(opts.imagesDir, { ...opts.cgroups, log });
     await hooks.preRestore?.();
     if (lazy) handoff = await openLazyHandoff(opts.imagesDir, opts.lazySocket, opts.lazyServer, opts.verify !== false, opts.lazySocketReady);
     if (handoff && !handoff.servesSharedMemory) {
@@ -246,6 +257,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       if (n) log(`${n} shared memory objects restored eagerly: the lazy-pages daemon is not ours`);
     }
   } catch (e) {
+    cg?.close();
     plan.ghosts.remove(); // deleted files recreated for the restore (plugin/restore/ghost.ts)
     throw e;
   }
@@ -312,6 +324,8 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         } else {
           task.scratch = scratchAt;
         }
+        // Into its cgroup set before its children exist: they inherit it.
+        cg?.moveProcess(outer, cgSetOf(p), cg.dumperSet, `pid ${p.pid}`);
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
         if (ipc) restoreSysvIpc(task, p.pid, ipc, ct !== undefined && (ct.nsFlags & CLONE_NEWIPC) !== 0, log);
       } else {
@@ -323,6 +337,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         }
         const outer = injectClone(parent.task, p.pid, false);
         created.push({ outer, tids: [outer] });
+        if (cg) cg.moveProcess(outer, cgSetOf(p), inheritedCgSet(p, byPid, cg.dumperSet), `pid ${p.pid}`);
         task = new RemoteTask(outer);
         task.findGadget();
         task.scratch = scratchAt;
@@ -380,6 +395,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       l.threads = createThreads(l.task, p);
       const group = created.find((c) => c.outer === l.task.pid)!;
       group.tids.push(...l.threads.map((t) => t.tid));
+      if (cg) l.threads.forEach((t, i) => cg!.moveThread(t.tid, p.threads[i + 1]!.core.thread_core?.cg_set, cgSetOf(p), `pid ${p.pid} thread ${p.threads[i + 1]!.tid}`));
       const tc = p.threads[0]!.core.tc!;
       // rseq areas whose pages the daemon serves are registered after the hand-over (below).
       const deferRseq = mm.rseqLazyPages.length > 0;
@@ -447,8 +463,11 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(performance.now() - t0).toFixed(1)} ms`);
 
+    // Every task is in its cgroups: their properties now (CRIU's prepare_cgroup_properties).
+    cg?.restoreProperties();
     await hooks.postRestore?.(init ? init.pid : live[0]!.task.pid);
     await hooks.preResume?.();
+    cg?.restoreFreezerState();
     // --- 4. release: children before parents, the leader last in each process --
     for (const l of [...live].reverse()) {
       const p = l.plan;
@@ -480,7 +499,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
-    await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
+    await writeRestoreStats(opts.statsDir ?? opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
     mark('pidfile, stats written');
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
@@ -499,11 +518,30 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     await handoff?.close();
     throw wrapError(e);
+  } finally {
+    cg?.close();
   }
 }
 
+/** A process's cgroup set (0: none recorded, e.g. a zombie): thread_core's, else task_core's, as CRIU reads it. */
+function cgSetOf(p: ProcessPlan): number {
+  if (p.state === 2) return 0;
+  const core = p.threads[0]!.core;
+  return core.thread_core?.cg_set ?? core.tc?.cg_set ?? 0;
+}
+
+/** The set a child is in when cloned: its nearest ancestor's with one, else the dumper's (CRIU's restore_task_cgroup). */
+function inheritedCgSet(p: ProcessPlan, byPid: Map<number, { plan: ProcessPlan }>, dumperSet: number): number {
+  for (let q = byPid.get(p.ppid); q; q = byPid.get(q.plan.ppid)) {
+    const id = cgSetOf(q.plan);
+    if (id) return id;
+    if (q.plan.ppid === q.plan.pid) break;
+  }
+  return dumperSet;
+}
+
 /**
- * stats-restore in the images dir, as CRIU writes it (times in µs):
+ * stats-restore in the images dir (or the work dir given), as CRIU writes it (times in µs):
  * forking_time is the time until every process of the tree existed,
  * restore_time until the tree was released, pages_restored the pages
  * written into the processes before they ran (lazily served pages come

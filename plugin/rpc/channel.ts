@@ -4,6 +4,7 @@
 // of type NOTIFY with notify_success.
 import { addon } from '../native/addon.js';
 import { isSystemError } from '../errors.js';
+import { mark } from '../phases.js';
 import { type CriuReq, type CriuResp, ReqType, RpcError, decodeReq, encodeResp, reqTypeName } from './messages.js';
 
 const SOCK_SEQPACKET = 5;
@@ -30,11 +31,14 @@ export class RpcChannel {
   async recv(): Promise<CriuReq | null> {
     const buf = await addon.seqpacketRecv(this.fd, -1);
     if (buf === null) return null;
-    return decodeReq(buf);
+    const req = decodeReq(buf);
+    mark(`rpc: ${reqTypeName(req.type)} received`);
+    return req;
   }
 
   send(resp: CriuResp, passFd?: number): void {
     addon.seqpacketSend(this.fd, encodeResp(resp), passFd);
+    mark(`rpc: ${reqTypeName(resp.type)}${resp.notify ? ` ${resp.notify.script}` : ''} sent`);
   }
 
   /**

@@ -52,6 +52,7 @@ export interface CriuOpts {
   empty_ns?: number;
   join_ns: JoinNamespace[];
   veths: VethPair[];
+  cgroup_dump_controller?: string[];
   freeze_cgroup?: string;
   timeout?: number;
   lazy_pages?: boolean;

@@ -6,6 +6,7 @@
 import { existsSync, fstatSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { CgMode, type CriuOpts, RpcError } from './messages.js';
+import type { CgroupMode } from '../cgroup/hierarchy.js';
 
 export const EBADRQC = 56;
 
@@ -16,6 +17,25 @@ const CLONE_NEWNET = 0x40000000;
 
 /** An inherit_fd key we restore from the given fd: CRIU's name of a pipe. */
 export const INHERIT_PIPE = /^pipe:\[\d+\]$/;
+
+/**
+ * --manage-cgroups as CRIU's RPC sets it: manage_cgroups true → soft,
+ * false → ignore; manage_cgroups_mode overrides; neither → soft.
+ */
+export function cgroupMode(o: CriuOpts): CgroupMode {
+  const byMode: Record<number, CgroupMode> = {
+    [CgMode.IGNORE]: 'ignore', [CgMode.CG_NONE]: 'none', [CgMode.PROPS]: 'props', [CgMode.SOFT]: 'soft',
+    [CgMode.FULL]: 'full', [CgMode.STRICT]: 'strict', [CgMode.DEFAULT]: 'soft',
+  };
+  if (o.manage_cgroups_mode !== undefined) return byMode[o.manage_cgroups_mode] ?? 'soft';
+  if (o.manage_cgroups !== undefined) return o.manage_cgroups ? 'soft' : 'ignore';
+  return 'soft';
+}
+
+/** cg_root entries as --cgroup-root's (ctrl unset: every hierarchy). */
+export function cgroupRoots(o: CriuOpts): { ctrl: string | undefined; path: string }[] {
+  return (o.cg_root ?? []).map((r) => ({ ctrl: r.ctrl, path: r.path }));
+}
 
 /** CRIU's defaults for fields that have one: sending the default is never a refusal. */
 const DEFAULTS: Record<string, unknown> = {
@@ -50,12 +70,14 @@ const HANDLED: Record<string, Check> = {
   network_lock: ok,
   // The container's freezer cgroup: frozen while its threads are seized (plugin/dump/cgroup-freezer.ts).
   freeze_cgroup: ok,
-  // Cgroups are not dumped; on restore the tree joins the restorer's
-  // cgroups (runc moves `criu swrk` into the container's cgroups first).
+  // cgroup.img and cg_set (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts):
+  // every CRIU mode, new roots, the hierarchies to dump. Custom property
+  // lists (cgroup_props, cgroup_props_file) and cgroup_yard are refused.
   manage_cgroups: ok,
-  manage_cgroups_mode: (v) => (v === CgMode.IGNORE || v === CgMode.SOFT || v === CgMode.CG_NONE || v === CgMode.DEFAULT ? undefined
-    : 'manage_cgroups_mode other than soft/ignore/none (cgroup properties are not dumped or restored)'),
-  cg_root: ok,
+  manage_cgroups_mode: (v) => (typeof v === 'number' && !Object.values(CgMode).includes(v as never) ? `manage_cgroups_mode ${v} (unknown mode)` : undefined),
+  cg_root: (v) => (Array.isArray(v) && (v as { path?: string }[]).some((r) => typeof r.path !== 'string' || !r.path.startsWith('/'))
+    ? 'cg_root with a path that is not absolute' : undefined),
+  cgroup_dump_controller: ok,
   // Only meaningful with ttys, which we refuse anyway.
   orphan_pts_master: ok,
   // Device files are reopened by path.

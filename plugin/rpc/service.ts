@@ -17,7 +17,7 @@ import { Errno, isSystemError, UserError } from '../errors.js';
 import { configureLog, logger } from '../log.js';
 import { RpcChannel } from './channel.js';
 import { type CriuFeatures, type CriuOpts, type CriuReq, type CriuResp, ReqType, RpcError, reqTypeName } from './messages.js';
-import { checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
+import { cgroupMode, cgroupRoots, checkOptions, EBADRQC, inheritedPipes, resolveDirs, type RpcDirs, type RpcMode } from './options.js';
 
 /** The CRIU version we answer VERSION with: runc 1.1.5 needs >= 3.0 and uses newer RPC features from 3.15 on. */
 export const CRIU_COMPAT_VERSION = { major: 4, minor: 2 } as const;
@@ -277,13 +277,14 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
     const { emptyNetFromMask, parseExternals } = await import('../dump/container.js');
     const ext = parseExternals(o.external ?? []);
     const base = {
-      pid, imagesDir: dirs.imagesDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
+      pid, imagesDir: dirs.imagesDir, statsDir: dirs.workDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
       container: {
         extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns),
         ...(ext.net ? { externalNet: ext.net } : {}),
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
+      cgroups: { mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o) },
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
@@ -361,11 +362,12 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
+      imagesDir: dirs.imagesDir, statsDir: dirs.workDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
       inheritFds,
+      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
         // runc passes the named network namespace as an fd of this process.

@@ -265,6 +265,8 @@ const ALL_TYPES = [
   'mnt_entry', 'utsns_entry',
   // SysV IPC namespace (ipc-desc, ipc-var, ipc-shm, ipc-sem, ipc-msg)
   'ipc_desc_entry', 'ipc_var_entry', 'ipc_shm_entry', 'ipc_sem_entry', 'ipc_msg_entry', 'ipc_msg',
+  // cgroup.proto (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts)
+  'cgroup_perms', 'cgroup_prop_entry', 'cgroup_dir_entry', 'cg_controller_entry', 'cg_member_entry', 'cg_set_entry', 'cgroup_entry',
   // rpc.proto (criu swrk/service, plugin/rpc)
   'criu_page_server_info', 'criu_veth_pair', 'ext_mount_map', 'join_namespace', 'inherit_fd', 'cgroup_root', 'unix_sk',
   'criu_opts', 'criu_dump_resp', 'criu_restore_resp', 'criu_notify', 'criu_features', 'criu_req', 'criu_resp', 'criu_version',

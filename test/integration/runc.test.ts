@@ -63,6 +63,9 @@ test('runc checkpoint, then restore -d: the container keeps counting from where 
       assert.ok(names.some((n) => re.test(n)), `${re} in the images (${names.join(' ')})`);
     }
     critCheckDir(images);
+    // cgroup.img holds the container's cgroup set (its init's cg_set), as CRIU writes it.
+    const cg = critDecode(join(images, 'cgroup.img')).entries[0] as { sets: { ctls: { name: string; path: string }[] }[] } | undefined;
+    assert.ok(cg?.sets.some((x) => x.ctls.some((c) => c.name === 'cpu' && c.path === `/${b.id}`)), `cgroup.img names the container's cgroups: ${JSON.stringify(cg?.sets)}`);
 
     const rs = await b.quiet(['restore', '-d', '--image-path', images, '--work-path', work, '--bundle', b.dir, b.id], { criu: true });
     assert.equal(rs.code, 0, `restore: ${rs.stderr}\n${readFileSync(join(work, 'restore.log'), 'utf8').slice(-2000)}`);

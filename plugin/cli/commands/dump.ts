@@ -5,6 +5,7 @@ import { UserError } from '../../errors.js';
 import { progressLog } from '../global.js';
 import { criuOptions } from '../criu-options.js';
 import { addTlsOptions, parsePort, parseSeconds, type TlsCliOptions } from './pageserver.js';
+import { printOut } from '../output.js';
 
 interface DumpCliOptions extends TlsCliOptions {
   lazyPages?: boolean;
@@ -27,6 +28,15 @@ interface DumpCliOptions extends TlsCliOptions {
 /** CRIU's --timeout (seconds to wait for the tree to freeze) as our bound for each ptrace wait. */
 function timeoutMs(o: DumpCliOptions): { timeoutMs?: number } {
   return o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {};
+}
+
+/** CRIU's cgroup options at dump time: --freeze-cgroup, --manage-cgroups, --cgroup-dump-controller, --cgroup-root. */
+function cgroupDumpOptions(): Pick<import('../../dump/dump.js').DumpOptions, 'freezeCgroup' | 'cgroups'> {
+  const c = criuOptions();
+  return {
+    ...(c.freezeCgroup !== undefined ? { freezeCgroup: c.freezeCgroup } : {}),
+    cgroups: { ...(c.manageCgroups ? { mode: c.manageCgroups } : {}), dumpControllers: c.cgroupDumpControllers, roots: c.cgroupRoots },
+  };
 }
 
 export function register(program: Command): void {
@@ -74,7 +84,7 @@ export function register(program: Command): void {
           ...(o.reconnectTimeout !== undefined ? { reconnectTimeoutMs: o.reconnectTimeout * 1000 } : {}),
           ...(o.idleTimeout !== undefined ? { idleTimeoutMs: o.idleTimeout * 1000 } : {}),
           onListening: (a, p) => {
-            process.stdout.write(`page-server: listening on ${a}:${p}\n`);
+            printOut(`page-server: listening on ${a}:${p}\n`);
             signalReady();
           },
         };
@@ -84,12 +94,13 @@ export function register(program: Command): void {
         ...(pageServer ? { pageServer } : {}),
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
+        ...cgroupDumpOptions(),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
         tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap, fileValidation: criuOptions().fileValidation,
         log: await progressLog(verbose),
       });
       const s = r.stats;
-      process.stdout.write(
+      printOut(
         `dumped ${s.processes} process(es), ${s.threads} thread(s) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
         ` (${s.pagesZero} zero pages skipped${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''})` +
         `${o.pageServer ? ` and sent to the page server ${o.address}:${o.port}` : ''}` +
@@ -119,10 +130,11 @@ export function register(program: Command): void {
         pid, imagesDir: o.imagesDir, shellJob: o.shellJob === true, trackTimeoutS: o.trackTimeout ?? 3600,
         // The pre-dump plans the tree's files as the dump will (its link-remap names are removed again: the tree runs on).
         ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap,
+        ...(criuOptions().freezeCgroup !== undefined ? { freezeCgroup: criuOptions().freezeCgroup! } : {}),
         log: await progressLog(verbose),
       });
       const s = r.stats;
-      process.stdout.write(
+      printOut(
         `pre-dumped ${s.processes} process(es) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
         `${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''}; frozen ${s.frozenMs.toFixed(1)} ms, writes tracked\n`,
       );

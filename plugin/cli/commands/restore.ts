@@ -5,6 +5,7 @@ import { fstatSync } from 'node:fs';
 import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
 import { parseHoldMs } from './lazy.js';
+import { printOut } from '../output.js';
 
 interface RestoreCliOptions {
   imagesDir: string;
@@ -113,6 +114,7 @@ export function register(program: Command): void {
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           fileLocks: criuOptions().fileLocks, fileValidation: criuOptions().fileValidation,
+          cgroups: { ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots },
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
@@ -126,12 +128,12 @@ export function register(program: Command): void {
       }
       if (detachedDaemon) {
         detachedDaemon.release();
-        process.stdout.write(`${tree.pid}\n`);
+        printOut(`${tree.pid}\n`);
         await tree.close();
         return;
       }
       if (o.restoreDetached) {
-        process.stdout.write(`${tree.pid}\n`);
+        printOut(`${tree.pid}\n`);
         // In-process lazy daemon: keep serving until every page is in, then leave the tree running.
         await tree.lazyDone();
         await tree.close();
