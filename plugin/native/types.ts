@@ -287,6 +287,9 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /** dumpPages on a worker thread; the fds stay open and the task frozen until it settles. */
+  dumpPagesAsync(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
+    regions: BigUint64Array, checksumChunk?: number): Promise<{ runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }>;
   /**
    * The pages dumpPages would select, from the pagemap alone (nothing read
    * from the process; pages mapping the kernel's zero page left out):
