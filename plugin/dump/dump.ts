@@ -26,6 +26,8 @@ export interface DumpOptions {
   /** Root of the tree to dump. */
   pid: number;
   imagesDir: string;
+  /** Where stats-dump goes: CRIU writes it in its work dir (podman exports it from there); default the images dir. */
+  statsDir?: string;
   /** Let the tree run after the dump (default: kill it). */
   leaveRunning?: boolean;
   /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty. */
@@ -149,6 +151,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const shellJob = opts.shellJob === true;
   const root = opts.pid;
   await checkDumpOptions(opts);
+  // --lazy-pages: the page server's modules load while the tree is dumped (it listens right after).
+  const lazySourceModule = opts.lazyPages ? import('../pageserver/lazy-source.js') : undefined;
+  lazySourceModule?.catch(() => {});
   const incremental = opts.preDump === true || opts.prevImagesDir !== undefined;
   const dir = await ImageDir.create(opts.imagesDir);
   const hooks = opts.hooks ?? {};
@@ -225,7 +230,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let lazyError: unknown;
   if (opts.lazyPages && lazyRanges) {
     try {
-      const { startLazySource } = await import('../pageserver/lazy-source.js');
+      const { startLazySource } = await lazySourceModule!;
       const l = opts.lazyPages;
       const src = await startLazySource({
         imagesDir: opts.imagesDir, address: l.address, port: l.port, ranges: lazyRanges,
@@ -269,6 +274,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // copied (native reader/writer threads), so that time is in memdump_time;
   // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
+  const statsDir = opts.statsDir !== undefined && opts.statsDir !== opts.imagesDir ? await ImageDir.open(opts.statsDir) : dir;
+  await statsDir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
 }
