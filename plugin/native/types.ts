@@ -129,6 +129,8 @@ export interface NativeFaultEngineHandle {
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */
+  verifyAhead(source: number, spans: BigUint64Array): void;
   /** Fault log ring capacity in entries (0 = off). */
   setFaultLog(capacity: number): void;
   /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
@@ -333,6 +335,18 @@ export interface RestoreChildWaiterHandle {
   close(): void;
 }
 
+/**
+ * A page checksum verification running on a native thread of its own
+ * (RestoreVerifyJob): the chunks of a pages file that (address, offset,
+ * length) triples touch, flagged in `verified` as restoreWritePages does.
+ */
+export interface RestoreVerifyJobHandle {
+  /** Waits for it; throws EBADMSG (chunk/stored/computed set) on a mismatch. */
+  join(): void;
+  /** Stops it early (joined); join() then returns without a verdict. */
+  cancel(): void;
+}
+
 export interface RestoreNative {
   /**
    * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
@@ -365,8 +379,11 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
+  /**
+   * With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev.
+   * threads: workers sharing the fill (default 1), all stopped when it returns or throws.
+   */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number, threads?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
@@ -392,7 +409,10 @@ export interface RestoreNative {
    * ECONNRESET at EOF, EPROTO for anything else.
    */
   restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
+  /** "LRAQ" (our extension, only to our daemon): acknowledge each pid from now on. */
+  restoreLazyAskAcks(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
+  RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }
 
 //
