@@ -280,3 +280,46 @@ test('dump --freeze-cgroup (CLI): the tree is seized through its freezer cgroup,
     await tearDown(s);
   }
 });
+
+test('a thread in a cgroup of its own (cgroup v1 tasks): its cg_set is its own and the restore moves it alone', { skip }, async () => {
+  const fds = openFds();
+  const cg = testCgroups();
+  const wl = await startWorkload('workload-threads');
+  const images = tempDir('lr-img-');
+  try {
+    const tid = Number(wl.report.tid_sleep);
+    assert.ok(tid > 0, 'the workload reports its sleeping thread');
+    const a = cg.mk(HIER.cpu, `${cg.name}/A`);
+    const thr = cg.mk(HIER.cpu, `${cg.name}/A/thr`);
+    moveInto(a, wl.pid);
+    writeFileSync(join(thr, 'tasks'), String(tid));
+    await dump({ pid: wl.pid, imagesDir: images.path, shellJob: true, cgroups: { dumpControllers: ['cpu'] } });
+    await withTimeout(wl.exited, 10_000, 'workload-threads killed by the dump');
+    await until(() => !existsSync(`/proc/${wl.pid}`), 30_000, 'the dumped process to be reaped');
+    const dir = await ImageDir.open(images.path);
+    const leaderSet = (await dir.core(wl.pid)).thread_core!.cg_set;
+    const threadSet = (await dir.core(tid)).thread_core!.cg_set;
+    assert.notEqual(threadSet, leaderSet, 'the thread has a set of its own');
+    const e = await dir.cgroups();
+    assert.equal(e?.controllers.find((c) => c.cnames.join(',') === 'cpu')?.is_threaded, true, 'v1 hierarchies are threaded');
+    const tree = await withTimeout(restore({ imagesDir: images.path, shellJob: true, detached: true }), 30_000, 'restore');
+    try {
+      const cpuOf = (t: number): string | undefined => /^\d+:cpu:(.*)$/m.exec(readFileSync(`/proc/${wl.pid}/task/${t}/cgroup`, 'utf8'))?.[1];
+      assert.equal(cpuOf(wl.pid), `/${cg.name}/A`);
+      assert.equal(cpuOf(tid), `/${cg.name}/A/thr`, 'the thread alone in its own cgroup');
+      for (const k of ['tid_futex', 'tid_regs']) assert.equal(cpuOf(Number(wl.report[k])), `/${cg.name}/A`, `${k} with the process`);
+      wl.go(tree.pid);
+      const exit = await withTimeout(tree.wait(), 30_000, 'restored workload exit');
+      assert.equal(wl.result(), 'ok', `workload verdict (exit ${JSON.stringify(exit)})`);
+    } finally {
+      killRestoredWorkloads([tree.pid]);
+      await withTimeout(tree.wait(), 10_000, 'restored root').catch(() => undefined);
+      await tree.close();
+    }
+  } finally {
+    await wl.dispose();
+    images.dispose();
+    await cg.cleanup();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
