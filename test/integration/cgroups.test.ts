@@ -17,6 +17,8 @@ import { join } from 'node:path';
 import { dump } from '../../plugin/dump/index.js';
 import { ImageDir } from '../../plugin/images/index.js';
 import { restore, type RestoreOptions } from '../../plugin/restore/index.js';
+import { propsTableFrom } from '../../plugin/cgroup/props.js';
+import { spawnSync } from 'node:child_process';
 import { runCli } from '../helpers/cli.js';
 import { critDecode } from '../helpers/critcheck.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
@@ -241,9 +243,9 @@ test('strict refuses an existing cgroup, none a missing one, each by name; CLI c
     assert.equal(r.code, 1);
     assert.match(r.stderr, /already exists \(--manage-cgroups=strict\)/);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-    const y = await runCli(['restore', '-D', s.images.path, '--cgroup-yard', '/tmp'], { timeoutMs: 30_000 });
-    assert.notEqual(y.code, 0);
-    assert.match(y.stderr, /--cgroup-yard is not supported/);
+    const y = await runCli(['dump', '-t', String(process.pid), '-D', s.images.path, '--cgroup-props', '"cpu": bad'], { timeoutMs: 30_000 });
+    assert.equal(y.code, 2);
+    assert.match(y.stderr, /--cgroup-props: cannot parse the controller block at line 1/);
     const bad = await runCli(['restore', '-D', s.images.path, '--cgroup-root', 'cpu:relative'], { timeoutMs: 30_000 });
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /--cgroup-root: "cpu:relative" is not \[CONTROLLER:\]\/PATH/);
@@ -322,4 +324,38 @@ test('a thread in a cgroup of its own (cgroup v1 tasks): its cg_set is its own a
     await cg.cleanup();
   }
   assert.deepEqual(leakedFds(fds), []);
+});
+
+test('--cgroup-yard: a restore mounts the hierarchies it needs there; a dump walks them there, with --cgroup-props lists', { skip }, async () => {
+  const s = await setUp();
+  const yard = tempDir('lr-cgyard-');
+  const mountedIn = (): string[] => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(`${yard.path}/`));
+  try {
+    const tree = await withTimeout(restore({ imagesDir: s.images.path, shellJob: true, detached: true, cgroups: { yard: yard.path } }), 30_000, 'restore');
+    try {
+      assertIn(s, cgroupsOf, `/${s.cg.name}/A`);
+      assert.deepEqual(mountedIn().sort(), ['cpu', 'pids', 'unified'].map((n) => join(yard.path, n)), 'each hierarchy mounted in the yard (and left there, as CRIU)');
+      // Dump the restored tree through the yard, pids.max left out by a custom list.
+      const img2 = tempDir('lr-img-');
+      try {
+        const props = propsTableFrom('"pids":\n - "strategy": "replace"\n - "properties": []\n"cpu":\n - "strategy": "merge"\n - "properties": ["cpu.shares"]\n', undefined);
+        await dump({ pid: tree.pid, imagesDir: img2.path, shellJob: true, cgroups: { dumpControllers: DUMPED, yard: yard.path, props } });
+        const e = await (await ImageDir.open(img2.path)).cgroups();
+        const names = (c: string): string[] => e!.controllers.find((x) => x.cnames.join(',') === c)!.dirs[0]!.properties.map((p) => p.name);
+        assert.ok(!names('pids').includes('pids.max'), 'replaced by an empty list');
+        assert.equal(names('cpu').filter((n) => n === 'cpu.shares').length, 2, 'merged: the built-in list plus the extra name');
+      } finally {
+        img2.dispose();
+      }
+    } finally {
+      killRestoredWorkloads([...tree.pids, tree.pid]);
+      await withTimeout(tree.wait(), 10_000, 'restored root').catch(() => undefined);
+      await tree.close();
+      await until(() => Object.values(s.pids).every((p) => !existsSync(`/proc/${p}`)), 30_000, 'the restored tree to be reaped');
+    }
+  } finally {
+    for (const m of mountedIn()) spawnSync('umount', ['-l', m]);
+    yard.dispose();
+    await tearDown(s);
+  }
 });
