@@ -6,7 +6,7 @@
 // is mounted (the mount in our namespace when one shows the whole
 // hierarchy, else one we mount in a private temporary directory and
 // detach again in close()).
-import { spawnSync } from 'node:child_process';
+import { addon } from '../native/addon.js';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -200,15 +200,18 @@ export class Hierarchies {
   private mountAt(c: Controller, dir: string): void {
     const v2 = c.cnames.length === 1 && c.cnames[0] === '';
     const named = c.cnames.some((n) => n.startsWith(NAME));
-    const opts = v2 ? [] : ['-o', [...(named ? ['none'] : []), ...c.cnames].join(',')];
-    const r = spawnSync('mount', ['-t', v2 ? 'cgroup2' : 'cgroup', ...opts, 'none', dir], { encoding: 'utf8' });
-    if (r.status !== 0) throw new UserError(`cgroup hierarchy ${controllerLabel(c)}: cannot mount it on ${dir} (${(r.stderr || r.error?.message || `mount exited ${r.status}`).trim()})`);
+    const data = v2 ? '' : [...(named ? ['none'] : []), ...c.cnames].join(',');
+    try {
+      addon.mountFs('none', dir, v2 ? 'cgroup2' : 'cgroup', data);
+    } catch (e) {
+      throw new UserError(`cgroup hierarchy ${controllerLabel(c)}: cannot mount it on ${dir} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
   }
 
   /** Detaches and removes the mounts made here. */
   close(): void {
     for (const dir of this.mounted.splice(0)) {
-      spawnSync('umount', ['-l', dir]);
+      try { addon.umountDetach(dir); } catch { /* gone already */ }
       try { rmdirSync(dir); } catch { /* still busy: left for the system */ }
     }
     this.dirs.clear();
