@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bundles the compiled CLI (dist/plugin/cli/main.js) with esbuild into one
 # CommonJS script, dist/plugin/bundle/main.cjs, instead of ~140 ES modules
-# that node resolves and compiles one by one at every command's start-up.
+# that node resolves and compiles one by one at every command's start-up
+# (scripts/bundle.mjs does it: esbuild's API, for what its command line
+# cannot do).
 # bin/lazy-restore.js runs it with a V8 code cache (compiled functions kept
 # between runs; node 20 has no module compile cache) when it is at least as
 # new as the compiled modules, else the modules themselves.
@@ -14,15 +16,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf dist/plugin/bundle
-npx --no-install esbuild dist/plugin/cli/main.js --bundle --format=cjs --platform=node --target=node20 \
-  --outfile=dist/plugin/bundle/main.cjs --minify-whitespace --minify-syntax --log-level=warning \
-  --define:import.meta.url=__lrImportMetaUrl \
-  --banner:js="const __lrImportMetaUrl = require('node:url').pathToFileURL(__filename).href;"
-# esbuild keeps import() of node's built-ins; a script run from a code cache
-# has no dynamic-import callback, so they become require() (already loaded, synchronous).
-sed -i -E 's/import\("(node:[a-z_/]+)"\)/Promise.resolve(require("\1"))/g' dist/plugin/bundle/main.cjs
-if grep -q 'import(' dist/plugin/bundle/main.cjs; then
-  echo "bundle.sh: dist/plugin/bundle/main.cjs still has a dynamic import():" >&2
-  grep -o '.\{60\}import(.\{40\}' dist/plugin/bundle/main.cjs >&2
-  exit 1
-fi
+node scripts/bundle.mjs

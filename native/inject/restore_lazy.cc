@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -140,6 +141,38 @@ Napi::Value LazySendFinish(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// restoreLazyReadAck(sock, timeoutMs) -> { pid, errno } or undefined when
+// nothing came within timeoutMs: reads one 12-byte "LRAK" acknowledgement
+// of our lazy-pages daemon (native/uffd/lazysock.cc). EOF is ECONNRESET, any
+// other message EPROTO.
+Napi::Value LazyReadAck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock = ArgFd(info, 0, "sock");
+  int timeout = ArgI32(info, 1, "timeoutMs");
+  int32_t msg[3];
+  size_t have = 0;
+  while (have < sizeof(msg)) {
+    pollfd p{sock, POLLIN, 0};
+    int n = poll(&p, 1, have == 0 ? timeout : 1000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowErrno(env, errno, "poll", "(lazy-pages socket)");
+    if (n == 0) {
+      if (have == 0) return env.Undefined();
+      ThrowErrno(env, ETIMEDOUT, "recv", "(lazy-pages socket: a cut acknowledgement)");
+    }
+    ssize_t r = recv(sock, reinterpret_cast<uint8_t*>(msg) + have, sizeof(msg) - have, MSG_DONTWAIT);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) ThrowErrno(env, errno, "recv", "(lazy-pages socket)");
+    if (r == 0) ThrowErrno(env, ECONNRESET, "recv", "(lazy-pages socket: the daemon closed it)");
+    have += static_cast<size_t>(r);
+  }
+  if (static_cast<uint32_t>(msg[0]) != 0x4b41524c) ThrowErrno(env, EPROTO, "recv", "(lazy-pages socket: not an acknowledgement)");
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, msg[1]));
+  o.Set("errno", Napi::Number::New(env, msg[2]));
+  return o;
+}
+
 }  // namespace
 
 void InitRestoreLazy(Napi::Env env, Napi::Object exports) {
@@ -150,6 +183,7 @@ void InitRestoreLazy(Napi::Env env, Napi::Object exports) {
   exports.Set("restoreLazySendTask", Napi::Function::New(env, LazySendTask, "restoreLazySendTask"));
   exports.Set("restoreLazyPeerPid", Napi::Function::New(env, LazyPeerPid, "restoreLazyPeerPid"));
   exports.Set("restoreLazySendFinish", Napi::Function::New(env, LazySendFinish, "restoreLazySendFinish"));
+  exports.Set("restoreLazyReadAck", Napi::Function::New(env, LazyReadAck, "restoreLazyReadAck"));
 }
 
 }  // namespace lr

@@ -10,6 +10,13 @@
 // the peer's process tree while the peer, which waits until the daemon holds
 // the uffd, still holds that tree (afterwards it may release it and exit).
 //
+// After a task is adopted (or refused), JS may acknowledge it (ack(conn, pid,
+// errno)): a 12-byte message "LRAK", pid, errno (0 = adopted) back to that
+// peer. CRIU's protocol has no such message; our restorer waits for it (its
+// daemon then holds the uffd, the watchdog holds its copy and a recorded
+// working set is in) before it lets the tree run. A CRIU restorer never
+// reads it: unread bytes on a socket it closes cost nothing.
+//
 // Unlike CRIU's daemon, which accepts exactly one connection, connections are
 // independent and concurrent: a peer that stalls, hangs up mid-message or
 // sends garbage ends in an error for that connection only (closed, reported
@@ -41,6 +48,7 @@ namespace lr {
 namespace {
 
 constexpr uint32_t kRestoreFinished = 0x52535446;  // "RSTF"
+constexpr uint32_t kAdoptedAck = 0x4b41524c;  // "LRAK" (little-endian), our extension
 // Bounds what a crowd of stray peers can hold open.
 constexpr size_t kMaxConns = 64;
 // Room for more fds than a message may carry, so extra ones are seen (and closed).
@@ -81,6 +89,7 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     return DefineClass(env, "LazySocketListener",
                        {InstanceMethod("close", &LazySocketListener::Close),
                         InstanceMethod("proceed", &LazySocketListener::Proceed),
+                        InstanceMethod("ack", &LazySocketListener::Ack),
                         InstanceAccessor("path", &LazySocketListener::Path, nullptr)});
   }
 
@@ -144,6 +153,22 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     {
       std::lock_guard<std::mutex> lock(proceed_mu_);
       proceed_.push_back(id);
+    }
+    uint64_t one = 1;
+    ssize_t w = write(wake_fd_, &one, sizeof(one));
+    (void)w;
+    return info.Env().Undefined();
+  }
+
+  // ack(conn, pid, errno): tell the peer on `conn` that `pid` was adopted (0) or refused (errno).
+  Napi::Value Ack(const Napi::CallbackInfo& info) {
+    uint32_t id = static_cast<uint32_t>(ArgI64(info, 0, "conn"));
+    int32_t pid = ArgI32(info, 1, "pid");
+    int32_t err = ArgI32(info, 2, "errno");
+    if (!running_) return info.Env().Undefined();
+    {
+      std::lock_guard<std::mutex> lock(proceed_mu_);
+      acks_.push_back({id, pid, err});
     }
     uint64_t one = 1;
     ssize_t w = write(wake_fd_, &one, sizeof(one));
@@ -396,13 +421,24 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     ssize_t r = read(wake_fd_, &n, sizeof(n));
     (void)r;
     std::vector<uint32_t> ids;
+    std::vector<AckMsg> acks;
     {
       std::lock_guard<std::mutex> lock(proceed_mu_);
       ids.swap(proceed_);
+      acks.swap(acks_);
     }
     for (uint32_t id : ids)
       for (auto& [fd, c] : conns_)
         if (c.id == id) c.held = false;
+    // 12 bytes fit any socket buffer a restorer keeps reading; a peer that
+    // is gone (or never reads) is not our concern here: its EOF comes by poll.
+    for (const AckMsg& a : acks)
+      for (auto& [fd, c] : conns_) {
+        if (c.id != a.conn) continue;
+        int32_t msg[3] = {static_cast<int32_t>(kAdoptedAck), a.pid, a.err};
+        ssize_t w = send(fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)w;
+      }
   }
 
   void Run() {
@@ -445,6 +481,12 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
   bool hold_ = false;  // announce pids and hold their connection until proceed()
   std::mutex proceed_mu_;
   std::vector<uint32_t> proceed_;
+  struct AckMsg {
+    uint32_t conn;
+    int32_t pid;
+    int32_t err;
+  };
+  std::vector<AckMsg> acks_;
   bool bound_ = false;
   bool running_ = false;
   std::atomic<bool> stop_{false};

@@ -213,7 +213,12 @@ function checkWire(plan: MessagePlan, buf: Uint8Array, start: number, end: numbe
     switch (wt) {
       case 0: [, p] = varintAt(buf, p, end); break;
       case 1: p += 8; break;
-      case 5: p += 4; break;
+      case 5:
+        p += 4;
+        // A run of the same one-byte key (an unpacked repeated fixed32, e.g.
+        // page checksums: tens of thousands): skipped in one tight loop.
+        if (key < 0x80) while (p + 5 <= end && buf[p] === key) p += 5;
+        break;
       case 2: {
         let len: number;
         [len, p] = varintAt(buf, p, end);
@@ -343,6 +348,16 @@ function decodeFrom(plan: MessagePlan, b: Buffer, start: number, end: number): P
       const len = readVarint32(b, c);
       const stop = c.p + len;
       while (c.p < stop) arr.push(readValue(f, b, c));
+    } else if (wt === 5 && key < 0x80 && (f.protoType === 'fixed32' || f.protoType === 'sfixed32')) {
+      // A run of unpacked fixed32 values under the same one-byte key (checkWire
+      // has bounded it): read in one tight loop instead of one field at a time.
+      const signed = f.protoType === 'sfixed32';
+      let p = c.p;
+      do {
+        arr.push(signed ? b.readInt32LE(p) : b.readUInt32LE(p));
+        p += 5;
+      } while (p <= end && b[p - 1] === key);
+      c.p = p - 1;
     } else {
       arr.push(readValue(f, b, c));
     }

@@ -130,6 +130,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       },
       pump: () => this.push.pump(),
       checkIdle: () => this.checkIdle(),
+      ack: (conn, pid, errno) => this.socket?.ack(conn, pid, errno),
     });
     // Never keeps the event loop alive by itself: the engine and the socket do.
     this.poller = setInterval(() => this.poll(), POLL_MS);
@@ -652,6 +653,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       case 'warmed':
         if (p.warm.warmedAtMs === undefined && p.warm.pages !== undefined) {
           p.warm.warmedAtMs = Date.now();
+          mark(`pid ${p.imagePid} working set in`);
           p.warm.release();
           this.emit('warmed', { proc: this.snapshotOf(p) });
         }

@@ -4,7 +4,7 @@
 // it is the peer's own, is killed; never anything outside the peer's tree).
 import { mark } from '../phases.js';
 import { readlinkSync } from 'node:fs';
-import { sysError } from '../errors.js';
+import { Errno, sysError } from '../errors.js';
 import { closeQuietly, errText } from './helpers.js';
 import type { KillOutcome } from './kill.js';
 import { hostPidInTree } from './procfs.js';
@@ -26,6 +26,8 @@ export interface SessionHost {
   /** Push what can be pushed now. */
   pump(): void;
   checkIdle(): void;
+  /** Tells the peer on `conn` that `pid` was adopted (0) or refused (errno). */
+  ack(conn: number, pid: number, errno: number): void;
 }
 
 /** Who sent a socket message, for error lines. */
@@ -77,6 +79,7 @@ export class SocketSessions {
     if (hostPid === undefined || hostPid === process.pid) {
       closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} is not a process of the peer's tree (neither the peer nor one of its descendants): hand-over refused, nothing killed (ESRCH)`, 'ESRCH');
+      this.host.ack(from.conn, pid, Errno.ESRCH);
       this.host.checkIdle();
       return;
     }
@@ -91,6 +94,7 @@ export class SocketSessions {
       const outcome = this.killAnnounced(hostPid);
       closeQuietly(fd);
       this.socketError(`lazy-pages socket: ${who}: pid ${pid} was handed over with ${target} instead of a userfaultfd (EINVAL); ${outcome}`, 'EINVAL', outcome.startsWith('killed'));
+      this.host.ack(from.conn, pid, Errno.EINVAL);
       this.host.checkIdle();
       return;
     }
@@ -99,10 +103,14 @@ export class SocketSessions {
     // A valid hand-over: this connection is a restorer (its EOF before RSTF is an error).
     const session = this.sessions.get(from.conn);
     if (session) session.restorer = true;
+    // The peer (our restorer) lets the tree run once told: the uffd is held
+    // here and by the watchdog, a recorded working set is in.
     try {
       await this.host.adopt(pid, fd, { hostPid });
+      this.host.ack(from.conn, pid, 0);
     } catch {
       /* reported through the 'error' event; the process was killed */
+      this.host.ack(from.conn, pid, Errno.ECANCELED);
     }
   }
 

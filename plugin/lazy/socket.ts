@@ -79,6 +79,15 @@ export class LazySocket {
     else handlers.onEvent(ev);
   }
 
+  /**
+   * Tells the peer on `conn` (our restorer waits for it) that `pid` was
+   * adopted (errno 0: its uffd is held here and by the watchdog, a recorded
+   * working set is in) or refused (an errno number).
+   */
+  ack(conn: number, pid: number, errno: number): void {
+    if (!this.closed) this.listener.ack(conn, pid, errno);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -333,6 +333,18 @@ export interface RestoreChildWaiterHandle {
   close(): void;
 }
 
+/**
+ * A page checksum verification running on a native thread of its own
+ * (RestoreVerifyJob): the chunks of a pages file that (address, offset,
+ * length) triples touch, flagged in `verified` as restoreWritePages does.
+ */
+export interface RestoreVerifyJobHandle {
+  /** Waits for it; throws EBADMSG (chunk/stored/computed set) on a mismatch. */
+  join(): void;
+  /** Stops it early (joined); join() then returns without a verdict. */
+  cancel(): void;
+}
+
 export interface RestoreNative {
   /**
    * clone3 with set_tid = pid (or, with newPidns, as pid 1 of a new pid
@@ -365,8 +377,11 @@ export interface RestoreNative {
    */
   /** CRC32C of each chunkSize bytes of the file (the last chunk may be short), hardware CRC32C. */
   checksumFile(path: string, chunkSize: number): Uint32Array;
-  /** With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev. */
-  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number): bigint;
+  /**
+   * With uffd (a userfaultfd of `pid` with the target ranges registered MISSING): UFFDIO_COPY instead of process_vm_writev.
+   * threads: workers sharing the fill (default 1), all stopped when it returns or throws.
+   */
+  restoreWritePages(pid: number, pagesPath: string, ranges: BigUint64Array, sums?: Uint32Array, chunkSize?: number, verified?: Uint8Array, uffd?: number, threads?: number): bigint;
   /**
    * Reads a byte of each page (process_vm_readv, on a worker thread): in a
    * lazily restored process, resolves once its lazy-pages daemon has served
@@ -386,7 +401,14 @@ export interface RestoreNative {
   restoreLazyPeerPid(sock: number): number;
   /** Lazy socket message C ("RSTF"). */
   restoreLazySendFinish(sock: number): void;
+  /**
+   * One acknowledgement of our lazy-pages daemon ("LRAK", pid, errno; 0 =
+   * adopted), waiting at most `timeoutMs`; undefined when none came. Throws
+   * ECONNRESET at EOF, EPROTO for anything else.
+   */
+  restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
+  RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }
 
 //
@@ -433,6 +455,8 @@ export interface LazySocketListenerHandle {
   close(): void;
   /** After an 'announce': receive that connection's userfaultfd (and go on reading it). */
   proceed(conn: number): void;
+  /** Sends the peer on `conn` "LRAK", pid, errno: `pid` was adopted (0) or refused (errno). */
+  ack(conn: number, pid: number, errno: number): void;
 }
 
 export interface LazySocketNative {

@@ -4,9 +4,14 @@
 // per task; -pid for zombies; "RSTF" once the tree runs). CRIU's protocol
 // has no acknowledgement, so before dropping its own copy of a uffd the
 // restorer checks (kcmp) that the daemon really holds it: a uffd lost in
-// flight would otherwise leave its process reading zero pages.
-import { readdirSync, realpathSync } from 'node:fs';
-import { UserError } from '../errors.js';
+// flight would otherwise leave its process reading zero pages. Our own
+// daemon acknowledges each pid once adopted ("LRAK", pid, errno; see
+// native/uffd/lazysock.cc): its uffd held there and by the daemon-death
+// watchdog, a recorded working set copied in (within the hold). The tree is
+// released only after every acknowledgement, as the in-process daemon's
+// adopt() returns only then.
+import { readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { UserError, errnoName } from '../errors.js';
 import { KCMP, kcmpSame } from '../inject/index.js';
 import { addon } from '../native/addon.js';
 
@@ -65,12 +70,20 @@ class SocketHandoff implements LazyHandoff {
   private sock = -1;
   private daemonPid = -1;
   private connected: Promise<void> | undefined;
+  /** Our daemon: it acknowledges each adopted pid (CRIU's does not: kcmp is the check then). */
+  private acks = false;
+  /** Pids sent and not yet acknowledged. */
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+  private readingAcks = false;
   /** `ready`: a daemon still starting (restore -d's detached daemon); connect once it listens. */
   constructor(readonly path: string, private readonly ready?: Promise<void>) {
     if (ready === undefined) this.connect();
   }
   /** A daemon still starting is restore -d's own; a listening one is ours if it runs our program (same executable). */
   get servesSharedMemory(): boolean {
+    return this.ours();
+  }
+  private ours(): boolean {
     if (this.ready !== undefined) return true;
     try {
       return realpathSync(`/proc/${this.daemonPid}/exe`) === realpathSync(process.execPath);
@@ -91,6 +104,7 @@ class SocketHandoff implements LazyHandoff {
       this.closeSock();
       throw new UserError(`lazy-pages daemon at ${this.path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
     }
+    this.acks = this.daemonPid !== process.pid && (this.ready !== undefined || (this.ours() && runsLazyPages(this.daemonPid)));
   }
   private async ensure(): Promise<void> {
     if (this.sock >= 0 || this.ready === undefined) return;
@@ -101,7 +115,8 @@ class SocketHandoff implements LazyHandoff {
     try {
       await this.ensure();
       addon.restoreLazySendTask(this.sock, pid, uffd);
-      await this.waitTaken(pid, uffd);
+      if (this.acks) await this.waitAck(pid);
+      else await this.waitTaken(pid, uffd);
     } finally {
       // The daemon holds its own copy now (or the send failed): ours must go,
       // or the uffd would outlive the daemon.
@@ -111,6 +126,47 @@ class SocketHandoff implements LazyHandoff {
   async zombie(pid: number): Promise<void> {
     await this.ensure();
     addon.restoreLazySendTask(this.sock, pid, -1);
+  }
+  /** Resolves once our daemon acknowledged `pid` as adopted; rejects when it refused it, went away or stayed silent (bounded). */
+  private waitAck(pid: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(pid, { resolve, reject });
+      if (this.readingAcks) return;
+      this.readingAcks = true;
+      // After this turn's other sends (processes handed over together).
+      setImmediate(() => this.readAcks());
+    });
+  }
+  /**
+   * Reads acknowledgements until every pid sent has one. It blocks this
+   * thread (nothing else is to be done before they come: the tree waits for
+   * them), bounded by TAKE_TIMEOUT_MS.
+   */
+  private readAcks(): void {
+    const deadline = Date.now() + TAKE_TIMEOUT_MS;
+    try {
+      while (this.waiting.size > 0) {
+        const left = deadline - Date.now();
+        const pids = [...this.waiting.keys()].join(', ');
+        if (left <= 0) throw new UserError(`lazy-pages daemon (pid ${this.daemonPid}) did not take the userfaultfd of pid ${pids} within ${TAKE_TIMEOUT_MS / 1000} s: ETIMEDOUT (the restore is abandoned rather than left on zero pages)`);
+        let a: { pid: number; errno: number } | undefined;
+        try {
+          a = addon.restoreLazyReadAck(this.sock, left);
+        } catch (e) {
+          throw new UserError(`lazy-pages daemon (pid ${this.daemonPid}) is gone before it took the userfaultfd of pid ${pids}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
+        }
+        const w = a && this.waiting.get(a.pid);
+        if (!a || !w) continue;
+        this.waiting.delete(a.pid);
+        if (a.errno === 0) w.resolve();
+        else w.reject(new UserError(`lazy-pages daemon (pid ${this.daemonPid}) refused pid ${a.pid}: ${errnoName(a.errno)} (see its log)`));
+      }
+    } catch (e) {
+      for (const w of this.waiting.values()) w.reject(e as Error);
+      this.waiting.clear();
+    } finally {
+      this.readingAcks = false;
+    }
   }
   /** Resolves once the daemon holds a file that is our `uffd` (kcmp), bounded. */
   private async waitTaken(pid: number, uffd: number): Promise<void> {
@@ -148,6 +204,15 @@ class SocketHandoff implements LazyHandoff {
   private closeSock(): void {
     if (this.sock >= 0) addon.restoreCloseFd(this.sock);
     this.sock = -1;
+  }
+}
+
+/** Whether `pid` runs our `lazy-pages` command (its argv has that word after the script). */
+function runsLazyPages(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(1, 4).includes('lazy-pages');
+  } catch {
+    return false;
   }
 }
 

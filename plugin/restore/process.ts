@@ -6,7 +6,7 @@
 import {
   PE_LAZY, MAP_ANONYMOUS, MAP_SHARED, PAGE, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
 } from '../images/memory.js';
-import { PageVerifier } from '../integrity/checksums.js';
+import type { PageVerifier } from '../integrity/checksums.js';
 import { UserError } from '../errors.js';
 import type { CoreEntry, UserX86FpregsEntry, UserX86RegsEntry } from '../images/index.js';
 import { waitStop } from '../inject/ptrace.js';
@@ -18,6 +18,7 @@ import { NR, PROT, readMaps, RemoteTask } from './task.js';
 import { applyMadvise, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 import { O_CLOEXEC } from '../inject/constants.js';
+import { fillHere, fillInTask, splitForTask } from './fill.js';
 
 const MAP_FIXED_NOREPLACE = 0x100000;
 const MREMAP_MAYMOVE = 1;
@@ -288,16 +289,18 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   // Eager restore: private anonymous VMAs get their pages by UFFDIO_COPY
   // through a userfaultfd made for the purpose (new pages filled straight
   // from the pages file; process_vm_writev would fault in a zeroed page for
-  // each first), closed again before anything runs. Any other VMA, or no
+  // each first), closed again before anything runs; large runs are copied
+  // by the process itself (plugin/restore/fill.ts). Any other VMA, or no
   // userfaultfd, takes process_vm_writev (also with LR_EAGER_UFFD=0).
   const copyRanges = lazy || kept.size || process.env.LR_EAGER_UFFD === '0' ? [] : p.vmas
     // (Not MADV_HUGEPAGE areas: UFFDIO_COPY fills small pages, faults there may take huge ones.)
     .filter((v) => !isSpecial(v) && v.path === undefined && (v.vma.flags & MAP_SHARED) === 0 && ((v.vma.madv ?? 0n) & (1n << 14n)) === 0n)
     .map((v) => ({ start: v.vma.start, end: v.vma.end }));
   let uffd = -1;
+  let remoteUffd = -1;
   if (copyRanges.length) {
     try {
-      uffd = makeUffd(t, copyRanges);
+      ({ fd: uffd, remoteFd: remoteUffd } = openUffd(t, copyRanges));
     } catch {
       uffd = -1; // no userfaultfd here (or a VMA it refuses): process_vm_writev for all
     }
@@ -328,22 +331,18 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
       add(r.file, r.vaddr, r.offset, r.bytes);
     }
     for (const [file, { plain, copied }] of byFile) {
-      // Page checksums (plugin/integrity): the native writer checks each chunk
-      // (hardware CRC32C) right before writing it; a mismatch stops the restore.
+      // Page checksums (plugin/integrity): every chunk is checked (hardware
+      // CRC32C) before the process runs; a mismatch stops the restore
+      // (plugin/restore/fill.ts).
       const checks = verifier?.nativeChecks(file);
-      for (const [triples, fd] of [[plain, -1], [copied, uffd]] as const) {
-        if (!triples.length) continue;
-        try {
-          bytesWritten += checks
-            ? addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), checks.sums, checks.chunkSize, checks.verified, fd)
-            : addon.restoreWritePages(t.pid, file, BigUint64Array.from(triples), undefined, undefined, undefined, fd);
-        } catch (e) {
-          throw (checks && PageVerifier.mismatchError(p.pid, file, checks, e)) ?? e;
-        }
-      }
+      const { inTask, here } = splitForTask(copied);
+      if (plain.length) bytesWritten += fillHere(t, p.pid, file, plain, -1, checks);
+      if (here.length) bytesWritten += fillHere(t, p.pid, file, here, uffd, checks);
+      if (inTask.length) bytesWritten += fillInTask(t, p.pid, remoteUffd, file, inTask, checks, t.scratch + SCR_STRUCT);
     }
   } finally {
     if (uffd >= 0) addon.restoreCloseFd(uffd);
+    if (remoteUffd >= 0) t.raw(NR.close, remoteUffd);
   }
   // 5. mm bounds, auxv and the exe link (the stub binary is unmapped by now).
   const mm = p.mm;
@@ -447,12 +446,23 @@ export function createThreads(leader: RemoteTask, p: ProcessPlan): RemoteTask[] 
 
 /** userfaultfd created inside the process (with its credentials), taken out with pidfd_getfd, enabled and registered here. */
 export function makeUffd(t: RemoteTask, ranges: Interval[]): number {
+  const { fd, remoteFd } = openUffd(t, ranges);
+  t.raw(NR.close, remoteFd);
+  return fd;
+}
+
+/**
+ * makeUffd that leaves the process's own descriptor open too (`remoteFd`,
+ * for ioctls the process makes itself); the caller closes both.
+ */
+export function openUffd(t: RemoteTask, ranges: Interval[]): { fd: number; remoteFd: number } {
   const remoteFd = Number(t.call('userfaultfd', NR.userfaultfd, O_CLOEXEC | O_NONBLOCK));
   let fd: number;
   try {
     fd = addon.restorePidfdGetfd(t.pid, remoteFd);
-  } finally {
+  } catch (e) {
     t.raw(NR.close, remoteFd);
+    throw e;
   }
   const FEATURES = (1n << 1n) | (1n << 2n) | (1n << 3n) | (1n << 6n); // EVENT_FORK REMAP REMOVE UNMAP
   const pairs = new BigUint64Array(ranges.length * 2);
@@ -464,9 +474,10 @@ export function makeUffd(t: RemoteTask, ranges: Interval[]): number {
     addon.restoreUffdSetup(fd, FEATURES, pairs);
   } catch (e) {
     addon.restoreCloseFd(fd);
+    t.raw(NR.close, remoteFd);
     throw e;
   }
-  return fd;
+  return { fd, remoteFd };
 }
 
 /** The standard XSAVE image of the dumped FPU state, on top of the kernel's current buffer (for size and layout). */

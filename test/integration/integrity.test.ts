@@ -1,11 +1,12 @@
 // Page checksums end to end with real processes: dump writes
 // lr-checksums-<id>.img; a byte flipped in a pages file is caught by eager
 // restore (nothing runs) and by the lazy daemon (the process is killed the
-// first time it touches the bad chunk, never runs on it); --no-verify shows
+// first time it touches the bad chunk, never runs on it), also when the
+// restorer writes the pages on 2 threads; --no-verify shows
 // the same image would otherwise run on wrong memory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, openSync, closeSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ImageDir } from '../../plugin/images/index.js';
 import { LazyPagesServer } from '../../plugin/lazy/server.js';
@@ -68,6 +69,40 @@ test('eager restore: a flipped byte is caught before anything runs (file, offset
     assert.equal(exit.code, 1);
     assert.match(readFileSync(join(ctl, 'result'), 'utf8'), /^fail 1 wrong words/);
   } finally {
+    d.dispose();
+  }
+  assert.deepEqual(leakedFds(fds), []);
+});
+
+test('eager restore written by the restorer on 2 threads (LR_EAGER_IN_TASK=0): intact images verify, a flipped byte is caught before anything runs', { skip }, async () => {
+  const fds = openFds();
+  const d = tempDir('lr-integ-');
+  const saved = { inTask: process.env.LR_EAGER_IN_TASK, threads: process.env.LR_EAGER_THREADS };
+  process.env.LR_EAGER_IN_TASK = '0';
+  process.env.LR_EAGER_THREADS = '2';
+  try {
+    const { pid, images, ctl } = await dumpDemo(d.path, 4);
+    const tree = await restore({ imagesDir: images, detached: true });
+    writeFileSafe(join(ctl, 'go'));
+    const exit = await withTimeout(tree.wait(), 20_000, 'restored exit');
+    await tree.close();
+    assert.equal(exit.code, 0, readFileSync(join(ctl, 'result'), 'utf8'));
+    rmSync(join(ctl, 'result'), { force: true });
+
+    const { file, offset } = await flipDataByte(images, pid);
+    await assert.rejects(restore({ imagesDir: images, detached: true }), (e: Error) => {
+      assert.equal(e.name, 'ImageError');
+      assert.ok(e.message.includes(`${file} at offset ${chunkOf(offset)}`), e.message);
+      assert.match(e.message, new RegExp(`pid ${pid}: CRC32C mismatch`));
+      return true;
+    });
+    assert.ok(gone(pid), 'no restored process left');
+    assert.equal(existsSync(join(ctl, 'result')), false);
+  } finally {
+    for (const [k, v] of [['LR_EAGER_IN_TASK', saved.inTask], ['LR_EAGER_THREADS', saved.threads]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     d.dispose();
   }
   assert.deepEqual(leakedFds(fds), []);

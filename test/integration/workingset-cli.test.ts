@@ -5,8 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadWorkingSet } from '../../plugin/lazy/workingset.js';
 import { isStatsFile, type StatsFile } from '../../plugin/stats/format.js';
 import { cliPath, runCli } from '../helpers/cli.js';
 import { isRoot, tempDir, withTimeout } from '../helpers/env.js';
@@ -14,6 +15,21 @@ import { checkpointKv, type KvCheckpoint } from '../helpers/kv-service.js';
 import { waitForFile } from '../helpers/workload.js';
 
 const skip = !isRoot && 'needs root (userfaultfd, ptrace)';
+
+/** Pages of [start, end) not present in `pid` (/proc/PID/pagemap bit 63). */
+function absentPages(pid: number, start: bigint, end: bigint): number {
+  const n = Number((end - start) / 4096n);
+  const fd = openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    const b = Buffer.alloc(8 * n);
+    readSync(fd, b, 0, b.length, Number(start / 4096n) * 8);
+    let absent = 0;
+    for (let i = 0; i < n; i++) if ((b.readBigUInt64LE(i * 8) >> 63n) === 0n) absent++;
+    return absent;
+  } finally {
+    closeSync(fd);
+  }
+}
 
 function request(ctl: string, name: string): void {
   writeFileSync(join(ctl, '.req'), '');
@@ -118,7 +134,7 @@ test('lazy-pages daemon: --record-working-set over the socket protocol, SIGUSR2,
     const statsFile = join(work.path, 'daemon-stats.json');
     const { restore } = await import('../../plugin/restore/index.js');
 
-    const daemonRun = async (args: string[], mid?: (daemonPid: number, stderr: () => string) => Promise<void>): Promise<{ code: number | null; stderr: string; sum: string; stats: StatsFile }> => {
+    const daemonRun = async (args: string[], mid?: (daemonPid: number, stderr: () => string) => Promise<void>, released?: (pid: number) => void): Promise<{ code: number | null; stderr: string; sum: string; stats: StatsFile }> => {
       for (const f of ['go-2', 'answer-2', 'go-3', 'stop', 'result']) rmSync(join(cp.ctl, f), { force: true });
       rmSync(statsFile, { force: true });
       const d = spawn(process.execPath, [cliPath, 'lazy-pages', '-D', cp.dir, '--socket', sock, '--stats-file', statsFile, ...args, '--status-fd', '3'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
@@ -134,6 +150,7 @@ test('lazy-pages daemon: --record-working-set over the socket protocol, SIGUSR2,
         const tree = await restore({ imagesDir: cp.dir, lazy: true, lazySocket: sock, detached: true });
         let sum = '';
         try {
+          released?.(tree.pid);
           request(cp.ctl, 'go-2');
           await waitForFile(join(cp.ctl, 'answer-2'), 30_000);
           sum = readFileSync(join(cp.ctl, 'answer-2'), 'utf8').split(' ')[0]!;
@@ -165,7 +182,16 @@ test('lazy-pages daemon: --record-working-set over the socket protocol, SIGUSR2,
     const recorded = rec.stats.processes.find((p) => p.imagePid === cp.pid)!.recordedPages!;
     assert.ok(recorded >= 200, `recorded ${recorded}`);
 
-    const replay = await daemonRun([]);
+    // The restorer lets the tree run only once the daemon says the working
+    // set is in (as the in-process daemon does): every recorded page is
+    // present before the program is asked anything. (A long hold: the bound
+    // must not be what is tested on a loaded machine.)
+    const ws = (await loadWorkingSet(cp.dir, cp.pid))!;
+    let missing = -1;
+    const replay = await daemonRun(['--working-set-hold', '60000'], undefined, (pid) => {
+      missing = ws.reduce((n, r) => n + absentPages(pid, r.start, r.end), 0);
+    });
+    assert.equal(missing, 0, 'working-set pages not present when restore returned');
     assert.equal(replay.code, 0, replay.stderr);
     assert.equal(replay.sum, cp.sum);
     assert.equal(replay.stats.processes.find((p) => p.imagePid === cp.pid)!.workingSetPages, recorded);

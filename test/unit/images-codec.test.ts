@@ -74,6 +74,20 @@ test('repeated scalars are written unpacked and packed input is accepted', () =>
   assert.deepEqual(decodeMessage('pstree_entry', packed, where), { pid: 1, ppid: 0, pgid: 1, sid: 1, threads: [1, 2] });
 });
 
+test('long runs of an unpacked repeated fixed32 decode exactly, split by other fields or not; a cut run is refused', () => {
+  const r = S.rng(7);
+  const sums = Array.from({ length: 5000 }, () => Math.floor(r() * 2 ** 32) >>> 0);
+  const entry = { pages_id: 1, chunk_size: 65536, algorithm: 1, file_size: 5000n * 65536n, checksums: sums };
+  const bytes = encodeMessage('page_checksums_entry', entry);
+  assert.deepEqual(decodeMessage('page_checksums_entry', bytes, where), entry);
+  // The same field in two runs with another field between them: one list, in order.
+  const head = encodeMessage('page_checksums_entry', { ...entry, checksums: sums.slice(0, 7) });
+  const tail = encodeMessage('page_checksums_entry', { pages_id: 1, chunk_size: 65536, algorithm: 1, file_size: 1n, checksums: sums.slice(7) });
+  const both = Buffer.concat([head, tail]);
+  assert.deepEqual(decodeMessage<{ checksums: number[] }>('page_checksums_entry', both, where).checksums, sums);
+  assert.throws(() => decodeMessage('page_checksums_entry', bytes.subarray(0, bytes.length - 2), where), /cannot decode page_checksums_entry/);
+});
+
 test('hand-coded pagemap_entry codec matches the protobuf codec', () => {
   const r = S.rng(7);
   for (let i = 0; i < 2000; i++) {

@@ -5,6 +5,7 @@ import { UserError } from '../../errors.js';
 import { progressLog } from '../global.js';
 import { criuOptions } from '../criu-options.js';
 import { addTlsOptions, parsePort, parseSeconds, type TlsCliOptions } from './pageserver.js';
+import { printOut } from '../output.js';
 
 interface DumpCliOptions extends TlsCliOptions {
   lazyPages?: boolean;
@@ -88,7 +89,7 @@ export function register(program: Command): void {
           ...(o.reconnectTimeout !== undefined ? { reconnectTimeoutMs: o.reconnectTimeout * 1000 } : {}),
           ...(o.idleTimeout !== undefined ? { idleTimeoutMs: o.idleTimeout * 1000 } : {}),
           onListening: (a, p) => {
-            process.stdout.write(`page-server: listening on ${a}:${p}\n`);
+            printOut(`page-server: listening on ${a}:${p}\n`);
             signalReady();
           },
         };
@@ -104,7 +105,7 @@ export function register(program: Command): void {
         log: await progressLog(verbose),
       });
       const s = r.stats;
-      process.stdout.write(
+      printOut(
         `dumped ${s.processes} process(es), ${s.threads} thread(s) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
         ` (${s.pagesZero} zero pages skipped${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''})` +
         `${o.pageServer ? ` and sent to the page server ${o.address}:${o.port}` : ''}` +
@@ -138,7 +139,7 @@ export function register(program: Command): void {
         log: await progressLog(verbose),
       });
       const s = r.stats;
-      process.stdout.write(
+      printOut(
         `pre-dumped ${s.processes} process(es) to ${o.imagesDir}: ${s.pagesWritten} pages written` +
         `${s.pagesSkippedParent ? `, ${s.pagesSkippedParent} unchanged pages left to the parent` : ''}; frozen ${s.frozenMs.toFixed(1)} ms, writes tracked\n`,
       );

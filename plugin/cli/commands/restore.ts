@@ -5,6 +5,7 @@ import { fstatSync } from 'node:fs';
 import { criuOptions } from '../criu-options.js';
 import { ExitCode, UserError } from '../../errors.js';
 import { parseHoldMs } from './lazy.js';
+import { printOut } from '../output.js';
 
 interface RestoreCliOptions {
   imagesDir: string;
@@ -130,12 +131,12 @@ export function register(program: Command): void {
       }
       if (detachedDaemon) {
         detachedDaemon.release();
-        process.stdout.write(`${tree.pid}\n`);
+        printOut(`${tree.pid}\n`);
         await tree.close();
         return;
       }
       if (o.restoreDetached) {
-        process.stdout.write(`${tree.pid}\n`);
+        printOut(`${tree.pid}\n`);
         // In-process lazy daemon: keep serving until every page is in, then leave the tree running.
         await tree.lazyDone();
         await tree.close();
