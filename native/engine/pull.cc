@@ -7,8 +7,10 @@
 // address order, jumping to just after the latest remote fault (so a
 // program reading its memory in order finds the stream ahead of it); pages
 // a fault or an earlier reply placed are not asked for again. A pass that
-// reaches the end starts over from the lowest address once its replies are
-// in, until no remote page is lazy. Faults never wait for the pull: they
+// reaches the end starts over from the lowest address once the replies of
+// every stream of the process are in (a stream with none of its own out
+// ends there; the last one carries on), until no remote page is lazy; so
+// no stream asks again for pages another one's reply is bringing. Faults never wait for the pull: they
 // keep their own GETs (native link or JS); whichever copy comes second
 // finds the pages gone from the maps and is dropped, never copied twice.
 //
@@ -118,8 +120,12 @@ void Engine::StopAllPulls() {
 }
 
 // The next GET of this pass (p->mu held): the first remote range still lazy
-// at or after the cursor. kWait = end of the pass with replies still out;
-// kDone = nothing remote is lazy any more (or the process is not served).
+// at or after the cursor; false at the end of the pass while any stream of
+// the process still has replies out (a stream with none of its own then
+// ends: the others finish the pass, and the last one starts the next, so no
+// page a stream has asked for is asked for again while its reply is on the
+// way), or when nothing remote is lazy any more (or the process is not
+// served).
 bool Engine::PullNext(Pull* pl, Pull::Get* g) {
   Proc* p = pl->proc.get();
   if (p->state != Proc::kLive) return false;
@@ -139,12 +145,12 @@ bool Engine::PullNext(Pull* pl, Pull::Get* g) {
       uint64_t pages = std::min((pc.span.end - pc.start) / kPage, pl->getPages);
       *g = {pc.start, pc.span.off, pages, p->remaps};
       ps.cursor = pc.start + pages * kPage;
+      ps.outstanding++;
       return true;
     }
     // End of the pass: the next starts from the lowest address once every
-    // reply of this stream is in (they may still place what is lazy there;
-    // another stream's replies at most make the next pass ask twice).
-    if (!pl->out.empty()) return false;
+    // reply of every stream is in (they may still place what is lazy there).
+    if (ps.outstanding > 0) return false;
     if (ps.cursor == 0) return false;  // nothing lazy from the lowest address on: done
     // A whole pass while nothing was placed (by a pull, a fault or JS) and
     // remote pages stay lazy: no progress (TypeScript's path takes over).
@@ -278,6 +284,9 @@ int Engine::PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, cons
       more = PullNext(pl, &g);
     }
     if (!more) break;
+    // Counted in Proc::pull.outstanding from here until answered or the stream ends.
+    pl->out.push_back(g);
+    pl->outPages += g.pages;
     uint8_t h[pageserver::kHeaderSize];
     pageserver::EncodeHeader({pageserver::kCmdGet, g.pages, g.imageAddr, static_cast<uint64_t>(p->remotePid)}, h);
     int r = SendAll(pl, h, sizeof(h));
@@ -286,8 +295,6 @@ int Engine::PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, cons
       *why = "sending a GET";
       return r;
     }
-    pl->out.push_back(g);
-    pl->outPages += g.pages;
     pl->gets++;
   }
   if (pl->out.empty()) {
@@ -329,6 +336,7 @@ int Engine::PullStep(Pull* pl, std::vector<uint8_t>& buf, std::string* why, cons
   // A short reply (the server stopped at the end of a stored run): the rest
   // stays lazy and is asked for again by a later pass.
   std::lock_guard<std::mutex> lk(p->mu);
+  p->pull.outstanding--;
   PullSupply(pl, g, buf.data(), len);
   return p->state == Proc::kLive ? 1 : 0;
 }
@@ -340,6 +348,13 @@ void Engine::RunPull(Pull* pl) {
   int r;
   do r = PullStep(pl, buf, &why, &syscall);
   while (r == 1 && !pl->stop && !stop_);
+  {
+    // Its unanswered GETs stay lazy: the other streams' next pass (or a new pull) asks for them.
+    std::lock_guard<std::mutex> lk(pl->proc->mu);
+    pl->proc->pull.outstanding -= std::min<uint64_t>(pl->proc->pull.outstanding, pl->out.size());
+    pl->out.clear();
+    pl->outPages = 0;
+  }
   // The server sees the stream end at once (StopPull only joins).
   close(pl->fd);
   pl->fd = -1;

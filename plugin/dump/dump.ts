@@ -149,6 +149,9 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   const shellJob = opts.shellJob === true;
   const root = opts.pid;
   await checkDumpOptions(opts);
+  // --lazy-pages: the page server's modules load while the tree is dumped (it listens right after).
+  const lazySourceModule = opts.lazyPages ? import('../pageserver/lazy-source.js') : undefined;
+  lazySourceModule?.catch(() => {});
   const incremental = opts.preDump === true || opts.prevImagesDir !== undefined;
   const dir = await ImageDir.create(opts.imagesDir);
   const hooks = opts.hooks ?? {};
@@ -225,7 +228,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   let lazyError: unknown;
   if (opts.lazyPages && lazyRanges) {
     try {
-      const { startLazySource } = await import('../pageserver/lazy-source.js');
+      const { startLazySource } = await lazySourceModule!;
       const l = opts.lazyPages;
       const src = await startLazySource({
         imagesDir: opts.imagesDir, address: l.address, port: l.port, ranges: lazyRanges,

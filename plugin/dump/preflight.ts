@@ -12,7 +12,7 @@ import { checkTreeFds, planFds, type DumpFdKind, type DumpFdOptions, type Planne
 import { FrozenTree } from './freeze.js';
 import type { CgroupFreezer } from './cgroup-freezer.js';
 import { fileLockProblems } from './locks.js';
-import { listChildren, listTasks, nsId, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
+import { listChildren, listTasks, nsId, readMaps, readSmaps, readStat, readStatus, type ProcStat } from './proc.js';
 import { isZombieState, zombieProblem } from './taskstate.js';
 import { planVma, type PlannedVma } from './vmas.js';
 
@@ -129,7 +129,12 @@ export function plan(pids: readonly number[], kinds: readonly DumpFdKind[], fdOp
     }
     if (foreignGroup(stat.pgid, inTree, shellJob, root)) problems.push(`pid ${pid}: process group ${stat.pgid} is outside the tree; use --shell-job`);
     const vmas: PlannedVma[] = [];
-    for (const v of readSmaps(pid)) {
+    // Before the freeze only problems count (the frozen look plans): /proc/PID/maps
+    // is enough there. VmFlags (smaps) cost a page-table walk of the whole
+    // memory, so only the frozen look reads them; what they alone refuse
+    // (hugetlb, shadow stack, I/O mappings) is refused there, as CRIU does
+    // (it reads smaps of the frozen tree only).
+    for (const v of frozen ? readSmaps(pid) : readMaps(pid)) {
       const p = planVma(pid, v, fdOpts.ghostLimit, fdOpts.linkRemaps !== undefined);
       if (typeof p === 'string') problems.push(p);
       else vmas.push(p);

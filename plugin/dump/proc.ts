@@ -121,6 +121,15 @@ export function readSmaps(pid: number): SmapsVma[] {
   return parseSmaps(readFileSync(`/proc/${pid}/smaps`, 'utf8'));
 }
 
+/**
+ * The VMAs from /proc/PID/maps: as readSmaps without VmFlags (empty sets).
+ * Cheap: smaps makes the kernel walk every page table entry for its Rss/Pss
+ * counts (~15 ms CPU per 512 MiB resident), maps does not.
+ */
+export function readMaps(pid: number): SmapsVma[] {
+  return parseSmaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+}
+
 /** /proc/PID/auxv as 64-bit words, up to and including the first AT_NULL pair. */
 export function readAuxv(pid: number): bigint[] {
   const b = readFileSync(`/proc/${pid}/auxv`);

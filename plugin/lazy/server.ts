@@ -24,7 +24,7 @@ import { killPid, type KillOutcome } from './kill.js';
 import {
   DEFAULT_CHUNK, DEFAULT_FAULT_AROUND, DEFAULT_PUSH_IN_FLIGHT, DEFAULT_RECORD_SECONDS, DEFAULT_THREADS, DEFAULT_WS_HOLD_MS, validateOptions,
 } from './options.js';
-import type { Plan } from './plan.js';
+import { fileSpansOf, type Plan } from './plan.js';
 import { Proc } from './proc.js';
 import { identify, isAlive } from './procfs.js';
 import { PushScheduler } from './push-scheduler.js';
@@ -223,11 +223,29 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         }
         const p = prev.then(() => this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()));
         p.catch(() => {}); // reported when the pid is adopted
+        const ws = this.plannedWs.get(pid);
+        if (ws) void Promise.all([p, ws]).then(([plan, set]) => this.verifyAhead(plan, set), () => {});
         this.planned.set(pid, p);
         prev = p.catch(() => {});
       }
       return prev.then(() => mark('planned ahead'));
     }).catch(() => { /* pstree unreadable: each adoption says so */ });
+  }
+
+  /**
+   * A recorded working set is copied before its process may run (the
+   * hold): its chunks are checked now, on an engine thread, while the
+   * restorer is still building the process, so the hold only copies.
+   */
+  private verifyAhead(plan: Plan, ws: readonly { start: bigint; end: bigint }[] | undefined): void {
+    if (!ws || ws.length === 0 || !this.engine.verifyAhead || this.closed) return;
+    for (const [source, spans] of fileSpansOf(plan.ranges, ws)) {
+      try {
+        this.engine.verifyAhead(source, spans);
+      } catch (e) {
+        log.debug(`lazy-pages: pid ${plan.pid}: working set not checked ahead: ${errText(e)}`);
+      }
+    }
   }
 
   /** Lets the remote page source give the engine native links (remote faults then skip JS). */

@@ -129,6 +129,8 @@ export interface NativeFaultEngineHandle {
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */
+  verifyAhead(source: number, spans: BigUint64Array): void;
   /** Fault log ring capacity in entries (0 = off). */
   setFaultLog(capacity: number): void;
   /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
@@ -285,6 +287,9 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /** dumpPages on a worker thread; the fds stay open and the task frozen until it settles. */
+  dumpPagesAsync(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
+    regions: BigUint64Array, checksumChunk?: number): Promise<{ runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }>;
   /**
    * The pages dumpPages would select, from the pagemap alone (nothing read
    * from the process; pages mapping the kernel's zero page left out):
@@ -407,6 +412,8 @@ export interface RestoreNative {
    * ECONNRESET at EOF, EPROTO for anything else.
    */
   restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
+  /** "LRAQ" (our extension, only to our daemon): acknowledge each pid from now on. */
+  restoreLazyAskAcks(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
   RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }

@@ -4,7 +4,9 @@
 // (uffd-harness) against our page server (native responder) and against
 // page servers that misbehave on purpose:
 //  - the whole remote region arrives before the program runs, byte-exact,
-//    with no fault and no JS 'need'; two streams share the work;
+//    with no fault and no JS 'need'; two streams share the work and the
+//    page server serves each page once (no stream asks again for pages
+//    another stream's reply is bringing);
 //  - a bad reply (wrong address, wrong pid, 0 pages, cut off) is never
 //    copied: the pull ends with its errno and the JS path serves the rest
 //    byte-exact;
@@ -69,6 +71,8 @@ for (const streams of [1, 2]) {
       assert.equal(st.pushedPages, pages);
       assert.deepEqual(r.events.filter((e) => e.type === 'need' || e.type === 'error'), []);
       assert.ok(ps.stats.gets >= Math.ceil(pages / 64), `page server answered ${ps.stats.gets} GETs`);
+      // A stream at the end of its pass does not ask again for what another stream's replies bring.
+      assert.equal(ps.stats.pagesServed, BigInt(pages), 'no page was asked for twice');
     } finally {
       r?.h.kill();
       await r?.engine.close();

@@ -3,7 +3,7 @@
 // so `lazy-restore --help` stays fast.
 import type { Command } from 'commander';
 import { ExitCode, UserError } from '../../errors.js';
-import { addRemoteSourceOptions, openRemoteFromCli, type RemoteCliOptions } from './pageserver.js';
+import { addRemoteSourceOptions, checkRemoteOptions, openRemoteFromCli, type RemoteCliOptions } from './pageserver.js';
 
 interface LazyPagesCliOptions extends RemoteCliOptions {
   imagesDir: string;
@@ -80,33 +80,37 @@ async function runLazyPages(opts: LazyPagesCliOptions): Promise<ExitCode> {
     if (!(record > 0)) throw new UserError(`--record-working-set: seconds must be > 0, got "${opts.recordWorkingSet}"`, { exitCode: ExitCode.usage });
   }
   const hold = parseHoldMs(opts.workingSetHold);
-  // --page-server: pages the images do not hold come from a page server (plugin/pageserver).
-  const remote = await openRemoteFromCli(opts);
+  // --page-server: pages the images do not hold come from a page server
+  // (plugin/pageserver). Its options are checked now, the connection is made
+  // once this daemon listens and said so (as CRIU's lazy-pages connects after
+  // its status-fd byte): a restorer started on that byte does not wait for it.
+  checkRemoteOptions(opts);
   // Listen (and say so) before the rest of the daemon is loaded: a restorer
   // starting now finds the socket, and what it sends waits in the socket,
   // unread, until the daemon below can serve it.
   const socketPath = opts.socket ?? join(workDirFor(opts.imagesDir), 'lazy-pages.socket');
-  let socket: import('../../lazy/socket.js').LazySocket;
-  try {
-    await (await import('../../images/dir-check.js')).checkImageDir(opts.imagesDir);
-    socket = new (await import('../../lazy/socket.js')).LazySocket(socketPath);
-  } catch (e) {
-    remote?.destroy();
-    throw e;
-  }
+  await (await import('../../images/dir-check.js')).checkImageDir(opts.imagesDir);
+  const socket = new (await import('../../lazy/socket.js')).LazySocket(socketPath);
   process.stderr.write(`lazy-pages: listening on ${socket.path}\n`);
   if (opts.pidfile !== undefined) {
     try {
       writePidfile(resolveInWorkDir(opts.pidfile, opts.imagesDir), process.pid);
     } catch (e) {
       socket.close();
-      remote?.destroy();
       throw e;
     }
   }
   // --status-fd (a CRIU global option): one NUL byte once listening.
   signalReady();
   mark('lazy-pages ready signalled');
+  let remote: Awaited<ReturnType<typeof openRemoteFromCli>>;
+  try {
+    remote = await openRemoteFromCli(opts);
+  } catch (e) {
+    socket.close();
+    throw e;
+  }
+  if (remote) mark('page server connected');
   const { LazyPagesServer } = await import('../../lazy/server.js');
   const { formatSummary } = await import('../../lazy/summary.js');
   const server = await LazyPagesServer.open({

@@ -63,23 +63,36 @@ export function addRemoteSourceOptions(cmd: Command): Command {
   );
 }
 
-/** Connects the remote page source described by the options, or returns undefined without --page-server. */
-export async function openRemoteFromCli(o: RemoteCliOptions): Promise<import('../../pageserver/remote-source.js').PageServerPageSource | undefined> {
+/** Whether --page-server is given; throws the usage error of a bad --page-server/--address/--port combination. */
+export function checkRemoteOptions(o: RemoteCliOptions): boolean {
   if (!o.pageServer) {
     if (o.address !== undefined || o.port !== undefined) throw new UserError('--address/--port need --page-server', { exitCode: ExitCode.usage });
-    return undefined;
+    return false;
   }
   if (o.address === undefined || o.port === undefined) throw new UserError('--page-server needs --address and --port', { exitCode: ExitCode.usage });
-  const { PageServerPageSource } = await import('../../pageserver/remote-source.js');
-  const { loadTls } = await import('../../pageserver/transport.js');
-  return PageServerPageSource.connect({
-    address: o.address,
-    port: o.port,
-    insecure: o.insecure === true,
-    timeoutMs: (o.remoteTimeout ?? 30) * 1000,
-    singleConnection: o.singleConnection === true,
-    ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
-  });
+  return true;
+}
+
+/**
+ * Connects the remote page source described by the options, or resolves to
+ * undefined without --page-server. Bad option combinations throw at once
+ * (before anything is started); the connection itself is the promise.
+ */
+export function openRemoteFromCli(o: RemoteCliOptions): Promise<import('../../pageserver/remote-source.js').PageServerPageSource | undefined> {
+  if (!checkRemoteOptions(o)) return Promise.resolve(undefined);
+  const { address, port } = o as RemoteCliOptions & { address: string; port: number };
+  return (async () => {
+    const { PageServerPageSource } = await import('../../pageserver/remote-source.js');
+    const { loadTls } = await import('../../pageserver/transport.js');
+    return PageServerPageSource.connect({
+      address,
+      port,
+      insecure: o.insecure === true,
+      timeoutMs: (o.remoteTimeout ?? 30) * 1000,
+      singleConnection: o.singleConnection === true,
+      ...(o.tls ? { tls: loadTls({ cacert: o.tlsCacert, cert: o.tlsCert, key: o.tlsKey }) } : {}),
+    });
+  })();
 }
 
 export function register(program: Command): void {
