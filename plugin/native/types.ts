@@ -703,9 +703,26 @@ export interface RpcNative {
 // native/ns: reads in another process's namespace; mknod
 // ---------------------------------------------------------------------------
 //
+/** One step of nsRun: mount(a, b, c, flags, d); umount2(a, flags); chdir(a); pivot_root(a, b); sethostname(a); setdomainname(a). */
+export interface NsStep {
+  sys: 'mount' | 'umount2' | 'chdir' | 'pivot_root' | 'sethostname' | 'setdomainname';
+  what: string;
+  a?: string;
+  b?: string;
+  c?: string;
+  d?: string;
+  flags?: number;
+}
+
 export interface NsNative {
   /** Each file's contents, read by a thread that joined pid's namespace of that kind (setns), e.g. /proc/sys/kernel/hostname for uts. */
   nsReadFiles(pid: number, kind: 'uts' | 'ipc' | 'net', paths: readonly string[]): string[];
+  /**
+   * Runs the steps in order on a thread that joined pid's namespaces of the
+   * given kinds (its fs struct unshared first, as joining a mount namespace
+   * needs); throws at the first failing step, named by its `what`.
+   */
+  nsRun(pid: number, kinds: readonly ('uts' | 'ipc' | 'net' | 'mnt' | 'cgroup')[], steps: readonly NsStep[]): void;
   /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
   mknod(path: string, mode: number, major: number, minor: number): void;
   /** mount(2) without flags (data "" for none): a cgroup hierarchy the command mounts for itself. */

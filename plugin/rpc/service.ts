@@ -277,7 +277,7 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
     const { emptyNetFromMask, parseExternals } = await import('../dump/container.js');
     const ext = parseExternals(o.external ?? []);
     const base = {
-      pid, imagesDir: dirs.imagesDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
+      pid, imagesDir: dirs.imagesDir, statsDir: dirs.workDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
       container: {
         extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns),
         ...(ext.net ? { externalNet: ext.net } : {}),
@@ -366,7 +366,7 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
+      imagesDir: dirs.imagesDir, statsDir: dirs.workDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
