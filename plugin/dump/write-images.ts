@@ -233,6 +233,19 @@ async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, 
       },
     };
 
+    // The images that do not depend on the memory, written while it is copied.
+    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
+    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
+    const vp = vpid(pid);
+    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
+    writes.push(
+      dir.writeCore(vp, leaderCore),
+      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
+      dir.writeIds(vp, ids),
+      dir.writeMm(vp, mm),
+      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
+    );
+    if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     mark('files, mm, core planned');
     const copied = await (copying ?? startCopy());
     if (copying) copies.delete(copying);
@@ -269,19 +282,7 @@ async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, 
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
     ]);
 
-    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
-    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
-    const vp = vpid(pid);
-    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
-    writes.push(
-      Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)),
-      dir.writeCore(vp, leaderCore),
-      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
-      dir.writeIds(vp, ids),
-      dir.writeMm(vp, mm),
-      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
-    );
-    if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
+    writes.push(Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
   }
   // Shared memory objects: contents once per object, after every process is known.

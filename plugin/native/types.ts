@@ -268,6 +268,10 @@ export interface InjectNative {
    */
   injectSyscallFork(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
     useTrap: boolean, timeoutMs: number): { result: bigint; child: number };
+  /** The syscall-batch routine's code, to copy into a tracee's executable scratch area. */
+  injectBatchBlob(): Buffer;
+  /** Runs the syscall table at tableAddr with the routine at blobAddr in stopped tracee `tid` (one resume, one stop). */
+  injectBatch(tid: number, blobAddr: bigint, tableAddr: bigint, timeoutMs: number): void;
   /** remote: (addr, len) pairs; local gets the bytes back to back. Returns bytes moved. */
   processVmReadv(pid: number, local: Buffer, remote: BigUint64Array): number;
   processVmWritev(pid: number, local: Buffer, remote: BigUint64Array): number;
