@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lr::InitUnix(env, exports);
   lr::InitSysvIpc(env, exports);
   lr::InitNs(env, exports);
+  lr::InitMount(env, exports);
   return exports;
 }
 }  // namespace

@@ -15,4 +15,5 @@ void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targ
 void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
 void InitSysvIpc(Napi::Env env, Napi::Object exports);  // native/ipc: SysV IPC objects of an IPC namespace
 void InitNs(Napi::Env env, Napi::Object exports);      // native/ns: reads in another process's namespace, mknod
+void InitMount(Napi::Env env, Napi::Object exports);   // native/ns: mount(2), umount2(MNT_DETACH)
 }  // namespace lr
