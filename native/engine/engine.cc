@@ -82,6 +82,16 @@ void Engine::Stop() {
   if (stopped_) return;
   stop_ = true;
   StopAllPulls();  // before any uffd closes: a pull may be copying
+  {
+    // VerifyAhead threads read the sources: joined before they are unmapped.
+    std::vector<std::thread> ahead;
+    {
+      std::lock_guard<std::mutex> g(aheadMu_);
+      ahead.swap(ahead_);
+    }
+    for (auto& t : ahead)
+      if (t.joinable()) t.join();
+  }
   for (auto& w : workers_) Poke(w.get());
   for (auto& w : workers_)
     if (w->th.joinable()) w->th.join();

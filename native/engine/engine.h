@@ -205,6 +205,13 @@ class Engine {
   int AddSource(const std::string& path, uint32_t* id, uint64_t* size, const char** what,
                 std::vector<uint32_t>&& sums = {}, uint64_t chunk = 0);
   const Source* GetSource(uint32_t id);
+  // Checks, on a thread of its own, the chunks of `source` that hold the
+  // (offset, length) spans, in this order: data about to be needed (a
+  // recorded working set, before its process is handed over), so serving it
+  // later only copies. A chunk that does not match is left unchecked (the
+  // serving path checks it again and fails that process). Stop() stops and
+  // joins these threads before the sources go. 0 or -errno.
+  int VerifyAhead(uint32_t source, std::vector<std::pair<uint64_t, uint64_t>>&& spans);
   // remotePid > 0: remote faults of this process (and its forked children)
   // are fetched on its worker's native link when one is attached.
   int Adopt(int uffd, int pidfd, std::vector<Piece>&& ranges, uint32_t* handle, const char** what,
@@ -285,6 +292,8 @@ class Engine {
   MmState PendingEvents(Proc* p);
   bool SourceBytes(Proc* p, uint64_t start, const Span& sp, uint64_t at, uint64_t len, const uint8_t** src);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
+  // Chunk i of src: true when it was checked before or matches now (its bit is then set); *got = the CRC computed.
+  static bool CheckChunk(const Source* src, uint64_t i, uint32_t* got);
   void Log(Proc* p, uint64_t start, uint64_t pages, LogKind kind, uint64_t fault) {
     log_.Add(p->handle, start, pages, kind, fault);
   }
@@ -337,6 +346,8 @@ class Engine {
   std::vector<Event> events_;
   void* guard_ = nullptr;  // PROT_NONE page: source of the liveness probe copy
   FaultLog log_;
+  std::mutex aheadMu_;
+  std::vector<std::thread> ahead_;  // VerifyAhead threads, joined by Stop()
   std::mutex pullMu_;
   std::map<uint32_t, std::unique_ptr<Pull>> pulls_;
   uint32_t nextPull_ = 1;

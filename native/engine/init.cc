@@ -30,6 +30,7 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
                         InstanceMethod("supply", &NativeFaultEngine::Supply),
                         InstanceMethod("prefetch", &NativeFaultEngine::Prefetch),
                         InstanceMethod("prefetchFirst", &NativeFaultEngine::PrefetchFirst),
+                        InstanceMethod("verifyAhead", &NativeFaultEngine::VerifyAhead),
                         InstanceMethod("setFaultLog", &NativeFaultEngine::SetFaultLog),
                         InstanceMethod("drainFaultLog", &NativeFaultEngine::DrainFaultLog),
                         InstanceMethod("lazyRanges", &NativeFaultEngine::LazyRanges),
@@ -346,6 +347,24 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     }
     int r = eng.PrefetchFirst(h, v);
     if (r < 0) ThrowProc(env, -r, "prefetchFirst", h);
+    return env.Undefined();
+  }
+
+  // verifyAhead(source, spans: BigUint64Array [offset, length]*): checks those chunks on a thread of its own.
+  Napi::Value VerifyAhead(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine& eng = Eng(env);
+    uint32_t source = static_cast<uint32_t>(ArgU64(info, 0, "source"));
+    if (info.Length() < 2 || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array)
+      throw Napi::TypeError::New(env, "spans must be a BigUint64Array");
+    auto arr = info[1].As<Napi::TypedArrayOf<uint64_t>>();
+    if (arr.ElementLength() % 2 != 0) throw Napi::RangeError::New(env, "spans length must be even");
+    std::vector<std::pair<uint64_t, uint64_t>> v;
+    v.reserve(arr.ElementLength() / 2);
+    for (size_t i = 0; i < arr.ElementLength(); i += 2) v.emplace_back(arr[i], arr[i + 1]);
+    int r = eng.VerifyAhead(source, std::move(v));
+    if (r < 0) ThrowErrno(env, -r, "verifyAhead", "(source " + std::to_string(source) + ")");
     return env.Undefined();
   }
 

@@ -73,12 +73,21 @@ bool PageIsZero(const char* p) {
 
 // CRC32C of each chunkSize bytes of the pages file, computed on the pages as
 // they are written (still in cache) instead of a read pass over the file
-// afterwards: same function as engine::Crc32c, fed page by page.
+// afterwards: same function as engine::Crc32c, fed run by run (whole chunks
+// with its three chains).
 class StreamCrc {
  public:
   explicit StreamCrc(uint64_t chunk) : chunk_(chunk) {}
   void Add(const uint8_t* p, size_t n) {
     while (n > 0) {
+      if (have_ == 0 && n >= chunk_) {
+        // A whole chunk at hand: three interleaved chains (engine::Crc32c),
+        // about three times the speed of the one chain below.
+        sums_.push_back(engine::Crc32c(p, static_cast<size_t>(chunk_)));
+        p += chunk_;
+        n -= static_cast<size_t>(chunk_);
+        continue;
+      }
       size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk_ - have_));
       state_ = Update(state_, p, k);
       have_ += k;
@@ -264,40 +273,44 @@ class Writer {
   bool inline_ = false;
 };
 
-// dumpPages(pid, memFd, pagemapFd, pagesFd, pagesOffset, regions[, checksumChunk])
-// where regions is a BigUint64Array of (start, nPages, mode) triples.
-// Returns { runs: BigUint64Array of (vaddr, nPages, regionIndex), bytes,
-//           scanned, zero[, checksums] }. Pages land in the pages file in run
-// order. With checksumChunk (a multiple of 4096 dividing pagesOffset),
-// checksums is a Uint32Array: CRC32C of each checksumChunk bytes written
-// (the file's chunks when this call writes it from pagesOffset to its end).
-Napi::Value DumpPages(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int32_t pid = ArgI32(info, 0, "pid");
-  int mem_fd = ArgFd(info, 1, "memFd");
-  int pm_fd = ArgFd(info, 2, "pagemapFd");
-  int pages_fd = ArgFd(info, 3, "pagesFd");
-  uint64_t pages_off = ArgU64(info, 4, "pagesOffset");
-  std::vector<uint64_t> regions = ArgRegions(info, 5);
-  uint64_t crc_chunk = 0;
-  if (info.Length() > 6 && !info[6].IsUndefined()) {
-    int64_t c = ArgI64(info, 6, "checksumChunk");
-    if (c <= 0 || c % static_cast<int64_t>(kPage) || pages_off % static_cast<uint64_t>(c))
-      throw Napi::RangeError::New(env, "checksumChunk must be a positive multiple of 4096 that divides pagesOffset");
-    crc_chunk = static_cast<uint64_t>(c);
-  }
-  std::unique_ptr<StreamCrc> crc;
-  if (crc_chunk) crc = std::make_unique<StreamCrc>(crc_chunk);
+// What one dumpPages call is asked to do (checked arguments).
+struct DumpJob {
+  int32_t pid = 0;
+  int mem_fd = -1, pm_fd = -1, pages_fd = -1;
+  uint64_t pages_off = 0;
+  std::vector<uint64_t> regions;
+  uint64_t crc_chunk = 0;  // 0: no checksums
+};
 
+// What it did: runs (vaddr, nPages, regionIndex) in file order, or a failure.
+struct DumpDone {
   std::vector<uint64_t> runs;
-  uint64_t scanned = 0, zero = 0;
-  Failure fail;
+  uint64_t written = 0, scanned = 0, zero = 0;
+  std::vector<uint32_t> sums;
+  bool has_sums = false;
   bool failed = false;
+  Failure fail;
+};
+
+// The copy itself: no JavaScript values, so it runs on the calling thread
+// (dumpPages) or on a worker thread (dumpPagesAsync) alike.
+void RunDump(const DumpJob& job, DumpDone& out) {
+  const int32_t pid = job.pid;
+  const int mem_fd = job.mem_fd, pm_fd = job.pm_fd, pages_fd = job.pages_fd;
+  const uint64_t pages_off = job.pages_off;
+  const std::vector<uint64_t>& regions = job.regions;
+  std::unique_ptr<StreamCrc> crc;
+  if (job.crc_chunk) crc = std::make_unique<StreamCrc>(job.crc_chunk);
+  std::vector<uint64_t>& runs = out.runs;
+  uint64_t& scanned = out.scanned;
+  uint64_t& zero = out.zero;
+  Failure& fail = out.fail;
+  bool& failed = out.failed;
   auto set_fail = [&](int err, const char* sc, std::string detail) {
     failed = true;
     fail = {err, sc, std::move(detail)};
   };
-  uint64_t written;
+  uint64_t& written = out.written;
   {
     Writer w(pages_fd, pages_off);
     std::vector<uint64_t> pm(kChunkPages);
@@ -376,7 +389,6 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
               zero++;
               continue;
             }
-            if (crc) crc->Add(reinterpret_cast<const uint8_t*>(p), kPage);
             if (!job.empty() && static_cast<char*>(job.back().iov_base) + job.back().iov_len == p)
               job.back().iov_len += kPage;
             else
@@ -392,6 +404,9 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
             }
           }
         }
+        // Checksums over the kept runs (contiguous in the buffer), in file order.
+        if (crc)
+          for (const iovec& v : job) crc->Add(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
         w.Submit(std::move(job));
       }
     }
@@ -403,21 +418,94 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
     }
     written = w.Written();
   }
-  if (failed) ThrowErrno(env, fail.err, fail.syscall.c_str(), fail.detail);
-  Napi::BigUint64Array ra = Napi::BigUint64Array::New(env, runs.size());
-  if (!runs.empty()) memcpy(ra.Data(), runs.data(), runs.size() * 8);
+  if (crc) {
+    out.sums = std::move(crc->Finish());
+    out.has_sums = true;
+  }
+}
+
+DumpJob ArgDumpJob(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DumpJob job;
+  job.pid = ArgI32(info, 0, "pid");
+  job.mem_fd = ArgFd(info, 1, "memFd");
+  job.pm_fd = ArgFd(info, 2, "pagemapFd");
+  job.pages_fd = ArgFd(info, 3, "pagesFd");
+  job.pages_off = ArgU64(info, 4, "pagesOffset");
+  job.regions = ArgRegions(info, 5);
+  if (info.Length() > 6 && !info[6].IsUndefined()) {
+    int64_t c = ArgI64(info, 6, "checksumChunk");
+    if (c <= 0 || c % static_cast<int64_t>(kPage) || job.pages_off % static_cast<uint64_t>(c))
+      throw Napi::RangeError::New(env, "checksumChunk must be a positive multiple of 4096 that divides pagesOffset");
+    job.crc_chunk = static_cast<uint64_t>(c);
+  }
+  return job;
+}
+
+Napi::Object DumpResult(Napi::Env env, const DumpDone& d) {
+  Napi::BigUint64Array ra = Napi::BigUint64Array::New(env, d.runs.size());
+  if (!d.runs.empty()) memcpy(ra.Data(), d.runs.data(), d.runs.size() * 8);
   Napi::Object o = Napi::Object::New(env);
   o.Set("runs", ra);
-  o.Set("bytes", Napi::Number::New(env, static_cast<double>(written)));
-  o.Set("scanned", Napi::Number::New(env, static_cast<double>(scanned)));
-  o.Set("zero", Napi::Number::New(env, static_cast<double>(zero)));
-  if (crc) {
-    std::vector<uint32_t>& sums = crc->Finish();
-    Napi::Uint32Array ca = Napi::Uint32Array::New(env, sums.size());
-    if (!sums.empty()) memcpy(ca.Data(), sums.data(), sums.size() * 4);
+  o.Set("bytes", Napi::Number::New(env, static_cast<double>(d.written)));
+  o.Set("scanned", Napi::Number::New(env, static_cast<double>(d.scanned)));
+  o.Set("zero", Napi::Number::New(env, static_cast<double>(d.zero)));
+  if (d.has_sums) {
+    Napi::Uint32Array ca = Napi::Uint32Array::New(env, d.sums.size());
+    if (!d.sums.empty()) memcpy(ca.Data(), d.sums.data(), d.sums.size() * 4);
     o.Set("checksums", ca);
   }
   return o;
+}
+
+// dumpPages(pid, memFd, pagemapFd, pagesFd, pagesOffset, regions[, checksumChunk])
+// where regions is a BigUint64Array of (start, nPages, mode) triples.
+// Returns { runs: BigUint64Array of (vaddr, nPages, regionIndex), bytes,
+//           scanned, zero[, checksums] }. Pages land in the pages file in run
+// order. With checksumChunk (a multiple of 4096 dividing pagesOffset),
+// checksums is a Uint32Array: CRC32C of each checksumChunk bytes written
+// (the file's chunks when this call writes it from pagesOffset to its end).
+Napi::Value DumpPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DumpJob job = ArgDumpJob(info);
+  DumpDone d;
+  RunDump(job, d);
+  if (d.failed) ThrowErrno(env, d.fail.err, d.fail.syscall.c_str(), d.fail.detail);
+  return DumpResult(env, d);
+}
+
+// dumpPages on a worker thread (the libuv pool): the calling thread goes on
+// meanwhile (the dump collects the frozen task's registers and encodes its
+// images while its memory is copied). The caller keeps the fds open and the
+// task frozen, its memory unchanged, until the promise settles.
+class DumpWorker : public Napi::AsyncWorker {
+ public:
+  DumpWorker(Napi::Env env, DumpJob job)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { RunDump(job_, done_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (done_.failed) {
+      deferred_.Reject(ErrnoError(env, done_.fail.err, done_.fail.syscall.c_str(), done_.fail.detail).Value());
+      return;
+    }
+    deferred_.Resolve(DumpResult(env, done_));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  DumpJob job_;
+  DumpDone done_;
+};
+
+// dumpPagesAsync(same arguments as dumpPages) -> Promise of its result.
+Napi::Value DumpPagesAsync(const Napi::CallbackInfo& info) {
+  DumpJob job = ArgDumpJob(info);
+  auto* w = new DumpWorker(info.Env(), std::move(job));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
 }
 
 // The kernel's shared zero page as pagemap reports it (its PFN), or 0 when
@@ -549,6 +637,7 @@ Napi::Value ChecksumFile(const Napi::CallbackInfo& info) {
 
 void InitInjectDumpMem(Napi::Env env, Napi::Object exports) {
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages, "dumpPages"));
+  exports.Set("dumpPagesAsync", Napi::Function::New(env, DumpPagesAsync, "dumpPagesAsync"));
   exports.Set("scanPages", Napi::Function::New(env, ScanPages, "scanPages"));
   exports.Set("checksumFile", Napi::Function::New(env, ChecksumFile, "checksumFile"));
 }

@@ -338,6 +338,34 @@ Napi::Value InjectSyscallFork(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// injectBatchBlob() -> Buffer: the batch routine's code (ptrace_util.h).
+Napi::Value InjectBatchBlob(const Napi::CallbackInfo& info) {
+  size_t len = 0;
+  const uint8_t* b = inject::BatchBlob(&len);
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), b, len);
+}
+
+// injectBatch(tid, blobAddr, tableAddr, timeoutMs): runs the syscall table at
+// tableAddr in the stopped tracee; the results are in the table.
+Napi::Value InjectBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int tid = ArgI32(info, 0, "tid");
+  uint64_t blob = ArgU64(info, 1, "blobAddr");
+  uint64_t table = ArgU64(info, 2, "tableAddr");
+  int timeout = ArgTimeout(info, 3);
+  inject::InjectResult r = inject::InjectBatch(tid, blob, table, timeout);
+  if (r.err != 0) {
+    std::string detail = TidDetail(tid);
+    if (r.unexpected_status != 0) {
+      char b[16];
+      snprintf(b, sizeof b, "%x", r.unexpected_status);
+      detail += std::string(" wait status 0x") + b;
+    }
+    ThrowErrno(env, r.err, r.what, detail);
+  }
+  return env.Undefined();
+}
+
 // One seccomp filter of a stopped tracee (index 0 = the oldest, as the
 // kernel counts), as its struct sock_filter array; null once the index is
 // past the last filter (ENOENT).
@@ -400,6 +428,8 @@ void InitInjectPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList, "getRobustList"));
   exports.Set("injectSyscall", Napi::Function::New(env, InjectSyscall, "injectSyscall"));
   exports.Set("injectSyscallFork", Napi::Function::New(env, InjectSyscallFork, "injectSyscallFork"));
+  exports.Set("injectBatchBlob", Napi::Function::New(env, InjectBatchBlob, "injectBatchBlob"));
+  exports.Set("injectBatch", Napi::Function::New(env, InjectBatch, "injectBatch"));
 }
 
 }  // namespace lr

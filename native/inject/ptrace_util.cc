@@ -155,4 +155,108 @@ InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint6
   return res;
 }
 
+// The batch blob (see ptrace_util.h); assembled here, never run here.
+// rbx: the current entry; r12: its word 0.
+asm(R"(
+  .pushsection .rodata.lr_batch_blob, "a"
+  .globl lr_batch_blob_start
+  .globl lr_batch_blob_end
+lr_batch_blob_start:
+  movq %rdi, %rbx
+1:
+  movq (%rbx), %r12
+  cmpq $-1, %r12
+  je 3f
+  movl %r12d, %eax
+  movq 8(%rbx), %rdi
+  movq 16(%rbx), %rsi
+  movq 24(%rbx), %rdx
+  movq 32(%rbx), %r10
+  movq 40(%rbx), %r8
+  movq 48(%rbx), %r9
+  syscall
+  movq %rax, 56(%rbx)
+  cmpq $-4095, %rax
+  jb 2f
+  btq $32, %r12
+  jnc 3f
+2:
+  addq $64, %rbx
+  jmp 1b
+3:
+  int3
+lr_batch_blob_end:
+  .popsection
+)");
+
+extern "C" const uint8_t lr_batch_blob_start[];
+extern "C" const uint8_t lr_batch_blob_end[];
+
+const uint8_t* BatchBlob(size_t* len) {
+  *len = static_cast<size_t>(lr_batch_blob_end - lr_batch_blob_start);
+  return lr_batch_blob_start;
+}
+
+InjectResult InjectBatch(pid_t tid, uint64_t blob, uint64_t table, int timeout_ms) {
+  InjectResult res;
+  auto fail = [&](const char* what) {
+    res.err = errno;
+    res.what = what;
+    return res;
+  };
+  user_regs_struct saved;
+  if (ptrace(PTRACE_GETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_GETREGS)");
+  uint64_t saved_mask = 0;
+  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0) return fail("ptrace(PTRACE_GETSIGMASK)");
+  uint64_t block = ~(1ULL << (SIGTRAP - 1));
+  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(block), &block) < 0) return fail("ptrace(PTRACE_SETSIGMASK)");
+  auto restore = [&]() {
+    int e = errno;
+    ptrace(PTRACE_SETREGS, tid, nullptr, &saved);
+    ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask);
+    errno = e;
+  };
+  user_regs_struct regs = saved;
+  regs.rip = blob;
+  regs.rdi = table;
+  regs.orig_rax = static_cast<uint64_t>(-1);
+  if (ptrace(PTRACE_SETREGS, tid, nullptr, &regs) < 0) {
+    restore();
+    return fail("ptrace(PTRACE_SETREGS)");
+  }
+  if (ptrace(PTRACE_CONT, tid, nullptr, nullptr) < 0) {
+    restore();
+    return fail("ptrace(PTRACE_CONT)");
+  }
+  WaitResult w = WaitPid(tid, timeout_ms);
+  if (w.err != 0) {
+    if (w.err == ETIMEDOUT) {
+      ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
+      WaitPid(tid, 1000);
+    }
+    errno = w.err;
+    restore();
+    return fail("waitpid (injected syscall batch)");
+  }
+  if (WIFEXITED(w.status) || WIFSIGNALED(w.status)) {
+    errno = ESRCH;
+    res.unexpected_status = w.status;
+    return fail("injected syscall batch: thread exited");
+  }
+  size_t len = 0;
+  BatchBlob(&len);
+  user_regs_struct after;
+  bool trapped = WIFSTOPPED(w.status) && WSTOPSIG(w.status) == SIGTRAP && (w.status >> 16) == 0 &&
+                 ptrace(PTRACE_GETREGS, tid, nullptr, &after) == 0 && after.rip == blob + len;
+  if (!trapped) {
+    res.unexpected_status = w.status;
+    errno = EINTR;
+    restore();
+    return fail("injected syscall batch: unexpected stop");
+  }
+  if (ptrace(PTRACE_SETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_SETREGS)");
+  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0) return fail("ptrace(PTRACE_SETSIGMASK)");
+  return res;
+}
+
 }  // namespace lr::inject

@@ -56,4 +56,19 @@ struct InjectResult {
 InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint64_t gadget,
                            bool use_trap, int timeout_ms);
 
+// Syscall batches: a small position-independent routine (the "batch blob",
+// copied into the tracee's scratch area, which is executable) runs a table of
+// syscalls in the tracee with one resume and one stop instead of one
+// round trip each. Table entries are 64 bytes: word 0 the syscall number
+// (low 32 bits; bit 32 set: the call may fail and the batch goes on), words
+// 1-6 the arguments, word 7 the result (written by the blob); a word 0 of all
+// ones ends the table. The blob stops at the first failing call (-4095..-1)
+// that may not fail, then traps (int3).
+const uint8_t* BatchBlob(size_t* len);
+
+// Runs the batch at `table` (in the tracee) with the blob at `blob`:
+// registers and blocked mask are put back as InjectSyscall does. `result`
+// is unused; results are in the table.
+InjectResult InjectBatch(pid_t tid, uint64_t blob, uint64_t table, int timeout_ms);
+
 }  // namespace lr::inject

@@ -141,6 +141,15 @@ Napi::Value LazySendFinish(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// restoreLazyAskAcks(sock): "LRAQ", our extension: our daemon then acknowledges each pid (restoreLazyReadAck).
+Napi::Value LazyAskAcks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int sock = ArgFd(info, 0, "sock");
+  uint32_t v = 0x5141524c;
+  if (!WriteAll(sock, &v, sizeof(v))) ThrowErrno(env, errno ? errno : EPIPE, "send", "(lazy-pages socket)");
+  return env.Undefined();
+}
+
 // restoreLazyReadAck(sock, timeoutMs) -> { pid, errno } or undefined when
 // nothing came within timeoutMs: reads one 12-byte "LRAK" acknowledgement
 // of our lazy-pages daemon (native/uffd/lazysock.cc). EOF is ECONNRESET, any
@@ -184,6 +193,7 @@ void InitRestoreLazy(Napi::Env env, Napi::Object exports) {
   exports.Set("restoreLazyPeerPid", Napi::Function::New(env, LazyPeerPid, "restoreLazyPeerPid"));
   exports.Set("restoreLazySendFinish", Napi::Function::New(env, LazySendFinish, "restoreLazySendFinish"));
   exports.Set("restoreLazyReadAck", Napi::Function::New(env, LazyReadAck, "restoreLazyReadAck"));
+  exports.Set("restoreLazyAskAcks", Napi::Function::New(env, LazyAskAcks, "restoreLazyAskAcks"));
 }
 
 }  // namespace lr

@@ -3,11 +3,18 @@
 // another process's namespace shows them, without starting nsenter: a
 // short-lived thread joins the namespace with setns (allowed per thread for
 // UTS, IPC and network namespaces), reads the files and exits, so the
-// process's own threads never change namespace. Also mknod(2), which Node's
-// fs lacks, for unpacking a container's tmpfs (device nodes, FIFOs).
+// process's own threads never change namespace. nsRun does the same for
+// a list of mount-namespace steps (mount, umount2, chdir, pivot_root,
+// sethostname, setdomainname): the thread first unshares its fs struct
+// (setns into a mount namespace needs a task that shares it with no one),
+// so a container's mount tree is built without one ptrace round trip per
+// call. Also mknod(2), which Node's fs lacks, for unpacking a container's
+// tmpfs (device nodes, FIFOs).
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -24,7 +31,7 @@ namespace {
 constexpr size_t kMaxFile = 1 << 20;
 
 struct NsKind { const char* name; int flag; };
-constexpr NsKind kKinds[] = {{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET}};
+constexpr NsKind kKinds[] = {{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET}, {"mnt", CLONE_NEWNS}, {"cgroup", CLONE_NEWCGROUP}};
 
 struct ReadResult {
   int err = 0;
@@ -102,11 +109,119 @@ Napi::Value Mknod(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+enum class Sys { Mount, Umount2, Chdir, PivotRoot, SetHostname, SetDomainname };
+
+struct Step {
+  Sys sys;
+  std::string what;
+  std::string a, b, c, d;  // mount: source, target, fstype, data; others: path / name (a), put_old (b)
+  bool hasA = false, hasC = false, hasD = false;
+  unsigned long flags = 0;
+};
+
+struct RunResult {
+  int err = 0;
+  std::string what;
+};
+
+void RunIn(const std::vector<std::pair<int, int>>* ns, const std::vector<Step>* steps, RunResult* out) {
+  if (unshare(CLONE_FS) < 0) { out->err = errno; out->what = "unshare(CLONE_FS)"; return; }
+  for (const auto& [fd, flag] : *ns) {
+    if (setns(fd, flag) < 0) { out->err = errno; out->what = "setns"; return; }
+  }
+  for (const Step& s : *steps) {
+    long r = 0;
+    switch (s.sys) {
+      case Sys::Mount:
+        r = mount(s.hasA ? s.a.c_str() : nullptr, s.b.c_str(), s.hasC ? s.c.c_str() : nullptr, s.flags, s.hasD ? s.d.c_str() : nullptr);
+        break;
+      case Sys::Umount2: r = umount2(s.a.c_str(), static_cast<int>(s.flags)); break;
+      case Sys::Chdir: r = chdir(s.a.c_str()); break;
+      case Sys::PivotRoot: r = syscall(SYS_pivot_root, s.a.c_str(), s.b.c_str()); break;
+      case Sys::SetHostname: r = sethostname(s.a.data(), s.a.size()); break;
+      case Sys::SetDomainname: r = setdomainname(s.a.data(), s.a.size()); break;
+    }
+    if (r < 0) { out->err = errno; out->what = s.what; return; }
+  }
+}
+
+std::string StrField(Napi::Object o, const char* key, bool* has) {
+  Napi::Value v = o.Get(key);
+  if (v.IsString()) { if (has) *has = true; return v.As<Napi::String>().Utf8Value(); }
+  if (has) *has = false;
+  return std::string();
+}
+
+// nsRun(pid, kinds, steps): runs the steps in order on a thread that joined
+// pid's namespaces of those kinds; throws at the first failing step (its
+// `what` in the message) with that step's errno.
+Napi::Value NsRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pid = ArgI32(info, 0, "pid");
+  if (!info[1].IsArray() || !info[2].IsArray()) throw Napi::TypeError::New(env, "kinds and steps must be arrays");
+  Napi::Array kinds = info[1].As<Napi::Array>();
+  Napi::Array arr = info[2].As<Napi::Array>();
+  std::vector<Step> steps;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "each step must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    Step s;
+    std::string sys = StrField(o, "sys", nullptr);
+    if (sys == "mount") s.sys = Sys::Mount;
+    else if (sys == "umount2") s.sys = Sys::Umount2;
+    else if (sys == "chdir") s.sys = Sys::Chdir;
+    else if (sys == "pivot_root") s.sys = Sys::PivotRoot;
+    else if (sys == "sethostname") s.sys = Sys::SetHostname;
+    else if (sys == "setdomainname") s.sys = Sys::SetDomainname;
+    else throw Napi::RangeError::New(env, "unknown step " + sys);
+    s.what = StrField(o, "what", nullptr);
+    s.a = StrField(o, "a", &s.hasA);
+    bool hasB = false;
+    s.b = StrField(o, "b", &hasB);
+    s.c = StrField(o, "c", &s.hasC);
+    s.d = StrField(o, "d", &s.hasD);
+    Napi::Value f = o.Get("flags");
+    if (f.IsNumber()) s.flags = static_cast<unsigned long>(f.As<Napi::Number>().Int64Value());
+    if ((s.sys == Sys::Mount || s.sys == Sys::PivotRoot) && !hasB) throw Napi::TypeError::New(env, s.what + ": b is required");
+    if (s.sys != Sys::Mount && !s.hasA) throw Napi::TypeError::New(env, s.what + ": a is required");
+    steps.push_back(std::move(s));
+  }
+  std::vector<std::pair<int, int>> ns;
+  auto closeAll = [&ns]() { for (auto& p : ns) close(p.first); };
+  // The mount namespace last: the others' files are found through /proc, which stays ours.
+  for (int pass = 0; pass < 2; pass++) {
+    for (uint32_t i = 0; i < kinds.Length(); i++) {
+      std::string k = kinds.Get(i).ToString().Utf8Value();
+      int flag = 0;
+      for (const NsKind& kk : kKinds) if (k == kk.name) flag = kk.flag;
+      if (flag == 0) { closeAll(); throw Napi::RangeError::New(env, "unknown namespace kind " + k); }
+      if ((flag == CLONE_NEWNS) != (pass == 1)) continue;
+      std::string path = "/proc/" + std::to_string(pid) + "/ns/" + k;
+      int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) { int e = errno; closeAll(); ThrowErrno(env, e, "open", path); }
+      ns.emplace_back(fd, flag);
+    }
+  }
+  RunResult res;
+  try {
+    std::thread t(RunIn, &ns, &steps, &res);
+    t.join();
+  } catch (const std::system_error& e) {
+    closeAll();
+    ThrowErrno(env, e.code().value(), "thread");
+  }
+  closeAll();
+  if (res.err) ThrowErrno(env, res.err, res.what.c_str(), "in the namespaces of pid " + std::to_string(pid));
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitNs(Napi::Env env, Napi::Object exports) {
   exports.Set("nsReadFiles", Napi::Function::New(env, NsReadFiles));
   exports.Set("mknod", Napi::Function::New(env, Mknod));
+  exports.Set("nsRun", Napi::Function::New(env, NsRun));
 }
 
 }  // namespace lr

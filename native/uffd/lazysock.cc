@@ -12,10 +12,12 @@
 //
 // After a task is adopted (or refused), JS may acknowledge it (ack(conn, pid,
 // errno)): a 12-byte message "LRAK", pid, errno (0 = adopted) back to that
-// peer. CRIU's protocol has no such message; our restorer waits for it (its
-// daemon then holds the uffd, the watchdog holds its copy and a recorded
-// working set is in) before it lets the tree run. A CRIU restorer never
-// reads it: unread bytes on a socket it closes cost nothing.
+// peer, if the peer asked for acknowledgements first (the word "LRAQ" before
+// any pid). CRIU's protocol has neither; our restorer asks (only a daemon of
+// ours) and waits for each (its daemon then holds the uffd, the watchdog its
+// copy, a recorded working set is in) before it lets the tree run. A peer
+// that did not ask gets nothing: a CRIU restorer closing with unread bytes
+// would make our next read of its connection fail with ECONNRESET.
 //
 // Unlike CRIU's daemon, which accepts exactly one connection, connections are
 // independent and concurrent: a peer that stalls, hangs up mid-message or
@@ -49,6 +51,7 @@ namespace {
 
 constexpr uint32_t kRestoreFinished = 0x52535446;  // "RSTF"
 constexpr uint32_t kAdoptedAck = 0x4b41524c;  // "LRAK" (little-endian), our extension
+constexpr uint32_t kAskAcks = 0x5141524c;     // "LRAQ": the peer wants kAdoptedAck messages
 // Bounds what a crowd of stray peers can hold open.
 constexpr size_t kMaxConns = 64;
 // Room for more fds than a message may carry, so extra ones are seen (and closed).
@@ -81,6 +84,7 @@ struct Conn {
   // peer (our restorer waits until the daemon holds the uffd) keeps its tree
   // as it is until the pid has been looked up.
   bool held = false;
+  bool wantsAcks = false;  // sent kAskAcks
 };
 
 class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
@@ -341,6 +345,9 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
       if (static_cast<uint32_t>(word) == kRestoreFinished) {
         ev->type = "finished";
         PostConn(c, ev);
+      } else if (static_cast<uint32_t>(word) == kAskAcks) {
+        delete ev;
+        c.wantsAcks = true;
       } else if (word < 0 && word != INT32_MIN) {
         ev->type = "zombie";
         ev->pid = -word;
@@ -434,7 +441,7 @@ class LazySocketListener : public Napi::ObjectWrap<LazySocketListener> {
     // is gone (or never reads) is not our concern here: its EOF comes by poll.
     for (const AckMsg& a : acks)
       for (auto& [fd, c] : conns_) {
-        if (c.id != a.conn) continue;
+        if (c.id != a.conn || !c.wantsAcks) continue;
         int32_t msg[3] = {static_cast<int32_t>(kAdoptedAck), a.pid, a.err};
         ssize_t w = send(fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)w;

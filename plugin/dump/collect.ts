@@ -10,19 +10,27 @@ import {
   type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
 } from '../images/index.js';
 import {
-  PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, stackScratch, writeMemory, type InjectOptions, type UserRegs,
+  PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, type InjectOptions, type UserRegs,
 } from '../inject/index.js';
 import { parseLimits, readStat, readStatus, readTimers } from './proc.js';
 
-/** Runs `fn` with one scratch buffer on `tid`'s stack, restoring its bytes afterwards. */
-function withScratch<T>(pid: number, tid: number, size: number, fn: (addr: bigint) => T): T {
-  const addr = stackScratch(tid, size);
-  const saved = readMemory(pid, addr, size);
-  try {
-    return fn(addr);
-  } finally {
-    writeMemory(pid, addr, saved);
-  }
+const PROT_READ_WRITE = 3;
+/** MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE: never merged with the process's own (accounted) anonymous VMAs. */
+const MAP_SCRATCH = 0x02 | 0x20 | 0x4000;
+const SCRATCH_SIZE = 4096;
+
+/**
+ * A page mapped into the frozen process (injected mmap) for the buffers of
+ * the injected calls below, outside every VMA the dump copies: the process's
+ * memory is left untouched, so it can be copied while they run. Unmapped by
+ * unmapScratch (also when collecting fails).
+ */
+export function mapScratch(pid: number, opts: InjectOptions): bigint {
+  return check(injectSyscall(pid, SYS.mmap, [0, SCRATCH_SIZE, PROT_READ_WRITE, MAP_SCRATCH, -1, 0], opts), 'mmap (scratch page)', pid);
+}
+
+export function unmapScratch(pid: number, addr: bigint, opts: InjectOptions): void {
+  check(injectSyscall(pid, SYS.munmap, [addr, SCRATCH_SIZE], opts), 'munmap (scratch page)', pid);
 }
 
 function check(r: bigint, what: string, tid: number): bigint {
@@ -122,8 +130,8 @@ export interface ThreadState {
   core: CoreEntry;
 }
 
-/** Everything per thread. */
-export function collectThread(pid: number, tid: number, opts: InjectOptions): ThreadState {
+/** Everything per thread (`scratch`: mapScratch's page). */
+export function collectThread(pid: number, tid: number, opts: InjectOptions, scratch: bigint): ThreadState {
   const regs = getRegs(tid);
   const xs = getXstate(tid);
   const blk = getSigmask(tid);
@@ -132,18 +140,16 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions): Th
   const status = readStatus(pid, tid);
   const stat = readStat(pid, tid);
 
-  const { tidAddr, sas, pdeath } = withScratch(pid, tid, 64, (a) => {
-    check(injectSyscall(tid, SYS.prctl, [PR.GET_TID_ADDRESS, a, 0, 0, 0], opts), 'prctl(PR_GET_TID_ADDRESS)', tid);
-    check(injectSyscall(tid, SYS.sigaltstack, [0, a + 16n], opts), 'sigaltstack', tid);
-    check(injectSyscall(tid, SYS.prctl, [PR.GET_PDEATHSIG, a + 48n, 0, 0, 0], opts), 'prctl(PR_GET_PDEATHSIG)', tid);
-    const b = readMemory(pid, a, 64);
-    // stack_t: ss_sp (8), ss_flags (int + pad), ss_size (8)
-    return {
-      tidAddr: b.readBigUInt64LE(0),
-      sas: { ss_sp: b.readBigUInt64LE(16), ss_flags: b.readInt32LE(24), ss_size: b.readBigUInt64LE(32) },
-      pdeath: b.readInt32LE(48),
-    };
-  });
+  const a = scratch;
+  check(injectSyscall(tid, SYS.prctl, [PR.GET_TID_ADDRESS, a, 0, 0, 0], opts), 'prctl(PR_GET_TID_ADDRESS)', tid);
+  check(injectSyscall(tid, SYS.sigaltstack, [0, a + 16n], opts), 'sigaltstack', tid);
+  check(injectSyscall(tid, SYS.prctl, [PR.GET_PDEATHSIG, a + 48n, 0, 0, 0], opts), 'prctl(PR_GET_PDEATHSIG)', tid);
+  const b = readMemory(pid, a, 64);
+  // stack_t: ss_sp (8), ss_flags (int + pad), ss_size (8)
+  const tidAddr = b.readBigUInt64LE(0);
+  const sas = { ss_sp: b.readBigUInt64LE(16), ss_flags: b.readInt32LE(24), ss_size: b.readBigUInt64LE(32) };
+  const pdeath = b.readInt32LE(48);
+
   const secbits = Number(check(injectSyscall(tid, SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], opts), 'prctl(PR_GET_SECUREBITS)', tid));
   // The policy as CRIU reads it (sched_getscheduler): /proc/PID/stat leaves
   // out SCHED_RESET_ON_FORK, which restore must set again.
@@ -184,48 +190,51 @@ export interface ProcessState {
   childSubreaper: boolean;
 }
 
-/** Per-process state that needs injection, done in the leader. */
-export function collectProcess(pid: number, opts: InjectOptions): ProcessState {
-  return withScratch(pid, pid, 128, (a) => {
-    const sigactions: SaEntry[] = [];
-    for (const sig of SIGNALS) {
-      check(injectSyscall(pid, SYS.rt_sigaction, [sig, 0, a, 8], opts), `rt_sigaction(${sig})`, pid);
-      const b = readMemory(pid, a, 32);
-      sigactions.push({
-        sigaction: b.readBigUInt64LE(0), flags: b.readBigUInt64LE(8), restorer: b.readBigUInt64LE(16),
-        mask: b.readBigUInt64LE(24), compat_sigaction: false,
-      });
-    }
-    const brk = check(injectSyscall(pid, SYS.brk, [0], opts), 'brk', pid);
-    const timers: ItimerEntry[] = [];
-    for (const which of [0, 1, 2]) {
-      check(injectSyscall(pid, SYS.getitimer, [which, a], opts), 'getitimer', pid);
-      const [isec, iusec, vsec, vusec] = u64s(readMemory(pid, a, 32), 0, 4);
-      timers.push({ isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
-    }
-    const dumpable = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_DUMPABLE)', pid));
-    const thp = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_THP_DISABLE)', pid));
-    check(injectSyscall(pid, SYS.prctl, [PR.GET_CHILD_SUBREAPER, a, 0, 0, 0], opts), 'prctl(PR_GET_CHILD_SUBREAPER)', pid);
-    const subreaper = readMemory(pid, a, 4).readInt32LE(0) !== 0;
-    // POSIX timers: identity from /proc, remaining time and overrun from the
-    // timer itself. The process is frozen, so the list cannot change meanwhile.
-    const posixTimers: PosixTimerEntry[] = [];
-    for (const pt of readTimers(pid)) {
-      check(injectSyscall(pid, SYS.timer_gettime, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
-      const [isec, insec, vsec, vnsec] = u64s(readMemory(pid, a, 32), 0, 4);
-      const overrun = Number(check(injectSyscall(pid, SYS.timer_getoverrun, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
-      const e: PosixTimerEntry = {
-        it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
-        overrun, isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
-      };
-      if (pt.notify & SIGEV_THREAD_ID) e.notify_thread_id = pt.notifyPid;
-      posixTimers.push(e);
-    }
-    return {
-      sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! }, posixTimers,
-      dumpable, thpDisabled: thp !== 0, childSubreaper: subreaper,
-    };
+/** Per-process state that needs injection, done in the leader (`scratch`: mapScratch's page). */
+export function collectProcess(pid: number, opts: InjectOptions, scratch: bigint): ProcessState {
+  const a = scratch;
+  // Each call's output at its own place in the page, read back at once:
+  // 62 kernel sigactions (32 bytes each), 3 itimervals, the subreaper flag.
+  const ITIMERS = 2048;
+  const SUBREAPER = 2176;
+  for (const [i, sig] of SIGNALS.entries()) {
+    check(injectSyscall(pid, SYS.rt_sigaction, [sig, 0, a + BigInt(32 * i), 8], opts), `rt_sigaction(${sig})`, pid);
+  }
+  const brk = check(injectSyscall(pid, SYS.brk, [0], opts), 'brk', pid);
+  for (const which of [0, 1, 2]) {
+    check(injectSyscall(pid, SYS.getitimer, [which, a + BigInt(ITIMERS + 32 * which)], opts), 'getitimer', pid);
+  }
+  const dumpable = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_DUMPABLE)', pid));
+  const thp = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_THP_DISABLE)', pid));
+  check(injectSyscall(pid, SYS.prctl, [PR.GET_CHILD_SUBREAPER, a + BigInt(SUBREAPER), 0, 0, 0], opts), 'prctl(PR_GET_CHILD_SUBREAPER)', pid);
+  const out = readMemory(pid, a, SUBREAPER + 4);
+  const sigactions: SaEntry[] = SIGNALS.map((_, i) => ({
+    sigaction: out.readBigUInt64LE(32 * i), flags: out.readBigUInt64LE(32 * i + 8), restorer: out.readBigUInt64LE(32 * i + 16),
+    mask: out.readBigUInt64LE(32 * i + 24), compat_sigaction: false,
+  }));
+  const timers: ItimerEntry[] = [0, 1, 2].map((which) => {
+    const [isec, iusec, vsec, vusec] = u64s(out, ITIMERS + 32 * which, 4);
+    return { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! };
   });
+  const subreaper = out.readInt32LE(SUBREAPER) !== 0;
+  // POSIX timers: identity from /proc, remaining time and overrun from the
+  // timer itself. The process is frozen, so the list cannot change meanwhile.
+  const posixTimers: PosixTimerEntry[] = [];
+  for (const pt of readTimers(pid)) {
+    check(injectSyscall(pid, SYS.timer_gettime, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
+    const [isec, insec, vsec, vnsec] = u64s(readMemory(pid, a, 32), 0, 4);
+    const overrun = Number(check(injectSyscall(pid, SYS.timer_getoverrun, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
+    const e: PosixTimerEntry = {
+      it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
+      overrun, isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
+    };
+    if (pt.notify & SIGEV_THREAD_ID) e.notify_thread_id = pt.notifyPid;
+    posixTimers.push(e);
+  }
+  return {
+    sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! }, posixTimers,
+    dumpable, thpDisabled: thp !== 0, childSubreaper: subreaper,
+  };
 }
 
 const SIGEV_THREAD_ID = 4;

@@ -26,6 +26,8 @@ export interface DumpOptions {
   /** Root of the tree to dump. */
   pid: number;
   imagesDir: string;
+  /** Where stats-dump goes: CRIU writes it in its work dir (podman exports it from there); default the images dir. */
+  statsDir?: string;
   /** Let the tree run after the dump (default: kill it). */
   leaveRunning?: boolean;
   /** CRIU's --shell-job: the root may be outside its session/group leader, stdio may be a tty. */
@@ -272,6 +274,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
   // copied (native reader/writer threads), so that time is in memdump_time;
   // irmap_resolve is 0: no inotify watch paths are resolved.
   const us = (ms: number): number => Math.min(0xffffffff, Math.round(ms * 1000));
-  await dir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
+  const statsDir = opts.statsDir !== undefined && opts.statsDir !== opts.imagesDir ? await ImageDir.open(opts.statsDir) : dir;
+  await statsDir.writeImage(KIND.stats, 'dump', [{ dump: dumpStatsEntry(stats, us) }]);
   return { pids: tree.processes.map((p) => p.pid), stats };
 }

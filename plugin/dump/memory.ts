@@ -3,7 +3,7 @@
 // copy passes over the process's regions.
 import { closeSync, openSync } from 'node:fs';
 import { PAGE, PAGE_SIZE, PE_LAZY, type PagemapEntry } from '../images/index.js';
-import { Pagemap, ProcMem, dumpPages, scanPages, type DumpRegion } from '../inject/index.js';
+import { Pagemap, ProcMem, dumpPages, dumpPagesAsync, scanPages, type DumpRegion } from '../inject/index.js';
 import { copyDirty, type Incremental } from './incremental.js';
 import type { PlannedVma } from './vmas.js';
 
@@ -56,10 +56,15 @@ interface PassResult {
 interface Pass {
   regions: number[];
   lazyOnly: boolean;
-  copy(regions: DumpRegion[]): PassResult;
+  copy(regions: DumpRegion[]): PassResult | Promise<PassResult>;
 }
 
-/** Copies process `pid`'s memory (the frozen tree's) into the pages file at `pagesPath`. */
+/**
+ * Copies process `pid`'s memory (the frozen tree's) into the pages file at
+ * `pagesPath`. A full copy runs on a worker thread: the caller may go on
+ * (collecting the process's registers and state, never writing its memory)
+ * until the promise settles.
+ */
 export async function copyMemory(pid: number, pagesPath: string, vmas: readonly PlannedVma[], strategy: MemoryStrategy,
   inject: { gadget: bigint; timeoutMs: number }): Promise<CopiedMemory> {
   const regions: DumpRegion[] = [];
@@ -77,7 +82,7 @@ export async function copyMemory(pid: number, pagesPath: string, vmas: readonly 
     const all = regions.map((_, i) => i);
     const passes: Pass[] = [];
     if (strategy.kind === 'full') {
-      passes.push({ regions: all, lazyOnly: false, copy: (g) => dumpPages(mem, pm, pagesFd, 0n, g, strategy.checksumChunk) });
+      passes.push({ regions: all, lazyOnly: false, copy: (g) => dumpPagesAsync(mem, pm, pagesFd, 0n, g, strategy.checksumChunk) });
     } else if (strategy.kind === 'incremental') {
       const mp = await strategy.inc.planMemory(pid, regions, inject);
       out.parent = mp.parent;
@@ -91,7 +96,7 @@ export async function copyMemory(pid: number, pagesPath: string, vmas: readonly 
       passes.push({ regions: all.filter(lazy), lazyOnly: true, copy: (g) => ({ ...scanPages(pid, pm, g), bytes: 0 }) });
     }
     for (const pass of passes) {
-      const r = pass.copy(pass.regions.map((i) => regions[i]!));
+      const r = await pass.copy(pass.regions.map((i) => regions[i]!));
       for (const x of r.runs) out.runs.push({ vaddr: x.vaddr, nPages: x.nPages, region: pass.regions[x.region]!, lazyOnly: pass.lazyOnly });
       out.scanned += r.scanned;
       out.zero += r.zero;

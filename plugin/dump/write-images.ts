@@ -10,12 +10,12 @@ import {
   type TaskKobjIdsEntry, type VmaEntry,
 } from '../images/index.js';
 import { findVdsoGadget, getSigmask, peekSiginfo } from '../inject/index.js';
-import { collectProcess, collectThread, readRlimits, type ThreadState } from './collect.js';
+import { collectProcess, collectThread, mapScratch, readRlimits, unmapScratch, type ProcessState, type ThreadState } from './collect.js';
 import { vtid, type Container } from './container.js';
 import { FileTable, writeFdImages, type DumpFdKind, type DumpFdOptions } from './fds/index.js';
 import { uptimeMicros, type Incremental } from './incremental.js';
 import { FileLockTable } from './locks.js';
-import { copyMemory, type MemoryStrategy } from './memory.js';
+import { copyMemory, type CopiedMemory, type MemoryStrategy } from './memory.js';
 import { PendingWrites } from './pending-writes.js';
 import { SeccompCollector } from './seccomp.js';
 import type { ProcPlan } from './preflight.js';
@@ -89,7 +89,23 @@ export async function clearStaleImages(dir: ImageDir): Promise<void> {
 }
 
 export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number, log: (l: string) => void,
-  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false, cgroups?: CgroupCollector): Promise<DumpStats> {
+  lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false, fileLocks = false,
+  cgroups?: CgroupCollector): Promise<DumpStats> {
+  // Memory copies run on a worker thread while the rest is collected: one
+  // that is still running when something fails is waited for, so the caller
+  // never releases the tree (or closes its files) while it is being read.
+  const copies = new Set<Promise<unknown>>();
+  try {
+    return await collectAndWriteAll(copies, dir, plans, kinds, fdOpts, timeoutMs, log, lazyRanges, inc, ct, extNet, fileLocks, cgroups);
+  } catch (e) {
+    await Promise.allSettled(copies);
+    throw e;
+  }
+}
+
+async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, plans: ProcPlan[], kinds: readonly DumpFdKind[], fdOpts: DumpFdOptions, timeoutMs: number,
+  log: (l: string) => void, lazyRanges?: { pid: number; vaddr: bigint; nrPages: bigint; hostPid?: number }[], inc?: Incremental, ct?: Container, extNet = false,
+  fileLocks = false, cgroups?: CgroupCollector): Promise<DumpStats> {
   const dumpUptime = uptimeMicros();
   const stats: DumpStats = {
     processes: plans.length, threads: 0, pagesScanned: 0, pagesZero: 0, pagesWritten: 0, pagesLazy: 0, pagesSkippedParent: 0,
@@ -135,16 +151,43 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
       continue;
     }
     const opts = { gadget: findVdsoGadget(pid), timeoutMs };
+    // Memory, streamed straight into pages-<id>.img. A full copy runs on a
+    // worker thread while this one collects the process's state below: the
+    // injected calls only write into a page of their own (mapScratch), never
+    // into memory being copied.
+    pagesId++;
+    const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
+    const tm = nowMs();
+    const startCopy = (): Promise<CopiedMemory> => copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
+    const copying = strategy.kind === 'full' ? startCopy() : undefined;
+    if (copying) {
+      copies.add(copying);
+      copying.catch(() => undefined); // awaited below; failing meanwhile is no unhandled rejection
+    }
+    mark(`pid ${pid}: collect`);
+    let threads: ThreadState[];
+    let ps: ProcessState;
     // Registers and signal state first: the injections below restore them
     // exactly, but reading them untouched is the simplest guarantee.
-    mark(`pid ${pid}: collect`);
-    const threads: ThreadState[] = p.tids.map((t) => collectThread(pid, t, opts));
+    const scratch = mapScratch(pid, opts);
+    let collected = false;
+    try {
+      threads = p.tids.map((t) => collectThread(pid, t, opts, scratch));
+      mark('threads collected');
+      ps = collectProcess(pid, opts, scratch);
+      collected = true;
+    } finally {
+      // After a failure the first error is the one reported.
+      try {
+        unmapScratch(pid, scratch, opts);
+      } catch (e) {
+        if (collected) throw e;
+      }
+    }
     seccomp.addProcess(pid, threads.map((t) => ({ tid: t.tid, core: t.core.thread_core! })));
     // cg_set per thread (CRIU writes it in thread_core, the leader's included): plugin/dump/cgroups.ts.
     if (cgroups) for (const t of threads) t.core.thread_core!.cg_set = cgroups.threadSet(pid, t.tid);
     stats.threads += threads.length;
-    mark('threads collected');
-    const ps = collectProcess(pid, opts);
     mark('process collected');
     const sharedPending = peekSiginfo(pid, true).map((siginfo) => ({ siginfo }));
     const status = readStatus(pid);
@@ -190,12 +233,22 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
       },
     };
 
-    // Memory, streamed straight into pages-<id>.img.
-    pagesId++;
+    // The images that do not depend on the memory, written while it is copied.
+    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
+    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
+    const vp = vpid(pid);
+    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
+    writes.push(
+      dir.writeCore(vp, leaderCore),
+      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
+      dir.writeIds(vp, ids),
+      dir.writeMm(vp, mm),
+      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
+    );
+    if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
     mark('files, mm, core planned');
-    const tm = nowMs();
-    const strategy: MemoryStrategy = lazyRanges ? { kind: 'lazy' } : inc ? { kind: 'incremental', inc } : { kind: 'full', checksumChunk: CHECKSUM_CHUNK };
-    const copied = await copyMemory(pid, dir.pagesPath(pagesId), p.vmas, strategy, opts);
+    const copied = await (copying ?? startCopy());
+    if (copying) copies.delete(copying);
     const runs = copied.runs;
     if (lazyRanges) {
       const imagePid = ct ? ct.vpid(pid) : pid;
@@ -229,19 +282,7 @@ export async function collectAndWrite(dir: ImageDir, plans: ProcPlan[], kinds: r
       ...entries.map((e) => ({ payload: encodePagemapEntry(e) })),
     ]);
 
-    const vs = ct ? ct.vsid(pid) : { sid: s.sid, pgid: s.pgid };
-    const vtids = ct ? p.tids.map((t) => vtid(pid, t)) : p.tids;
-    const vp = vpid(pid);
-    pstree.push({ pid: vp, ppid: pid === root.pid ? 0 : vpid(s.ppid), pgid: vs.pgid, sid: vs.sid, threads: vtids });
-    writes.push(
-      Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)),
-      dir.writeCore(vp, leaderCore),
-      ...threads.slice(1).map((t, i) => dir.writeCore(vtids[i + 1]!, t.core)),
-      dir.writeIds(vp, ids),
-      dir.writeMm(vp, mm),
-      dir.writeFs(vp, { cwd_id: cwdId, root_id: rootId, umask: parseInt(status.get('Umask') ?? '22', 8) }),
-    );
-    if (fdinfo.length) writes.push(dir.writeFdinfo(ids.files_id, fdinfo));
+    writes.push(Promise.resolve().then(() => writeFileSync(dir.pathOf(KIND.pagemap, vp), pagemap)));
     log(`pid ${pid}: ${threads.length} threads, ${vmas.length} VMAs, ${fdinfo.length} fds, ${entries.length} pagemap entries`);
   }
   // Shared memory objects: contents once per object, after every process is known.

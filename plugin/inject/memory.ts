@@ -153,15 +153,32 @@ export interface DumpedRun {
  * returns what was written as runs in file order. With `checksumChunk`, also
  * the CRC32C of each checksumChunk bytes written (`checksums`).
  */
-export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[], checksumChunk?: number):
-  { runs: DumpedRun[]; bytes: number; scanned: number; zero: number; checksums?: Uint32Array } {
+export function dumpPages(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[], checksumChunk?: number): DumpedPages {
+  return dumpedPages(addon.dumpPages(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, regionTriples(regions), checksumChunk));
+}
+
+/**
+ * dumpPages on a worker thread: this thread goes on meanwhile. The caller
+ * keeps `mem`, `pagemap` and `pagesFd` open, and the process frozen with its
+ * memory unchanged, until the promise settles.
+ */
+export async function dumpPagesAsync(mem: ProcMem, pagemap: Pagemap, pagesFd: number, pagesOffset: bigint, regions: readonly DumpRegion[], checksumChunk?: number): Promise<DumpedPages> {
+  return dumpedPages(await addon.dumpPagesAsync(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, regionTriples(regions), checksumChunk));
+}
+
+export interface DumpedPages { runs: DumpedRun[]; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }
+
+function regionTriples(regions: readonly DumpRegion[]): BigUint64Array {
   const r = new BigUint64Array(regions.length * 3);
   regions.forEach((g, i) => {
     r[3 * i] = g.start;
     r[3 * i + 1] = BigInt(g.nPages);
     r[3 * i + 2] = BigInt(g.mode);
   });
-  const out = addon.dumpPages(mem.pid, mem.fd, pagemap.fd, pagesFd, pagesOffset, r, checksumChunk);
+  return r;
+}
+
+function dumpedPages(out: { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }): DumpedPages {
   const runs: DumpedRun[] = [];
   for (let i = 0; i < out.runs.length; i += 3) runs.push({ vaddr: out.runs[i]!, nPages: Number(out.runs[i + 1]!), region: Number(out.runs[i + 2]!) });
   return { runs, bytes: out.bytes, scanned: out.scanned, zero: out.zero, ...(out.checksums ? { checksums: out.checksums } : {}) };

@@ -31,6 +31,8 @@ export interface FaultEngineLike {
   lazyBytes(proc: number): bigint;
   /** Working set (optional so policy fakes need not implement it): copied first, in order. */
   prefetchFirst?(proc: number, ranges: readonly { start: bigint; end: bigint }[]): void;
+  /** Checks ahead, natively, the chunks of a source holding these spans (optional, as above). */
+  verifyAhead?(source: number, spans: readonly { offset: bigint; length: bigint }[]): void;
   /** Native fault log (optional, as above). */
   setFaultLog?(capacity: number): void;
   drainFaultLog?(): { entries: FaultLogEntryLike[]; dropped: number };

@@ -258,3 +258,33 @@ export class ParentPagemap {
     return out;
   }
 }
+
+/**
+ * Where in the pages files the data of `wanted` (address ranges, e.g. a
+ * recorded working set, in its order) lies: per source, (offset, length)
+ * spans in the order of `wanted`. Zero, remote and shared pieces have none.
+ */
+export function fileSpansOf(ranges: readonly PlannedRange[], wanted: readonly { start: bigint; end: bigint }[]): Map<number, { offset: bigint; length: bigint }[]> {
+  const out = new Map<number, { offset: bigint; length: bigint }[]>();
+  for (const w of wanted) {
+    // first range whose end > w.start (ranges are sorted and disjoint)
+    let lo = 0;
+    let hi = ranges.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (ranges[mid]!.end <= w.start) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < ranges.length && ranges[i]!.start < w.end; i++) {
+      const r = ranges[i]!;
+      if (r.src.kind !== 'file') continue;
+      const s = w.start > r.start ? w.start : r.start;
+      const e = w.end < r.end ? w.end : r.end;
+      if (s >= e) continue;
+      let spans = out.get(r.src.source);
+      if (!spans) out.set(r.src.source, (spans = []));
+      spans.push({ offset: r.src.offset + (s - r.start), length: e - s });
+    }
+  }
+  return out;
+}

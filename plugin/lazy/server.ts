@@ -24,7 +24,7 @@ import { killPid, type KillOutcome } from './kill.js';
 import {
   DEFAULT_CHUNK, DEFAULT_FAULT_AROUND, DEFAULT_PUSH_IN_FLIGHT, DEFAULT_RECORD_SECONDS, DEFAULT_THREADS, DEFAULT_WS_HOLD_MS, validateOptions,
 } from './options.js';
-import type { Plan } from './plan.js';
+import { fileSpansOf, type Plan } from './plan.js';
 import { Proc } from './proc.js';
 import { identify, isAlive } from './procfs.js';
 import { PushScheduler } from './push-scheduler.js';
@@ -40,6 +40,29 @@ import { loadWorkingSet, WorkingSetRecorder, writeWorkingSet } from './workingse
 
 /** Engine statistics poll and liveness check period. */
 const POLL_MS = 50;
+
+/** The watchdog while it starts: each request waits for it (LazyPagesServer.open awaits the start before anything can be adopted). */
+class StartingWatchdog implements Pick<Watchdog, 'adopt' | 'watch' | 'done' | 'close'> {
+  constructor(private readonly started: Promise<Watchdog>) {}
+  async adopt(pid: number, uffd: number): Promise<void> {
+    await (await this.started).adopt(pid, uffd);
+  }
+  async watch(pid: number): Promise<void> {
+    await (await this.started).watch(pid);
+  }
+  async done(pid: number): Promise<void> {
+    await (await this.started).done(pid);
+  }
+  async close(): Promise<void> {
+    let w: Watchdog;
+    try {
+      w = await this.started;
+    } catch {
+      return; // never started: nothing to close
+    }
+    await w.close();
+  }
+}
 
 /** Internal hooks so tests can run the policy against fakes. */
 export interface LazyPagesServerDeps {
@@ -141,31 +164,50 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
   static async open(options: LazyPagesServerOptions, deps: LazyPagesServerDeps = {}): Promise<LazyPagesServer> {
     validateOptions(options);
     mark('server open');
-    const images = deps.images ?? (await (await import('./images.js')).openImageProvider(options.imagesDir, options.remote !== undefined));
+    // The watchdog process starts while the images are opened and every
+    // process is planned; it must be up before anything is adopted (the
+    // socket is attached, and this returns, only after it answered).
+    const watchdogStart = !deps.watchdog && (options.watchdog ?? !deps.engineFactory)
+      ? Watchdog.start(options.watchdogLogFile !== undefined ? { logFile: options.watchdogLogFile } : {})
+      : undefined;
+    watchdogStart?.catch(() => {}); // awaited below
+    const dropWatchdog = (): void => void watchdogStart?.then((w) => w.close(), () => {}).catch(() => {});
+    let images: LazyImageProvider;
+    let engine: FaultEngineLike;
     // Engine events reach the server through this indirection, wired once the server exists.
     let sink: ((evs: EngineEventLike[]) => void) | undefined;
-    const adapter = deps.engineFactory ? undefined : await import('./engine-adapter.js');
-    const factory = deps.engineFactory ?? adapter!.realEngineFactory;
-    const pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
-    const engine = await factory({
-      threads: options.engineThreads ?? DEFAULT_THREADS,
-      // Recording wants exactly the touched pages: fault-around would hide neighbours.
-      faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
-      onEvents: (evs) => sink?.(evs),
-    });
+    let pidfdOpen: LazyPagesServerDeps['pidfdOpen'];
+    try {
+      images = deps.images ?? (await (await import('./images.js')).openImageProvider(options.imagesDir, options.remote !== undefined));
+      const adapter = deps.engineFactory ? undefined : await import('./engine-adapter.js');
+      const factory = deps.engineFactory ?? adapter!.realEngineFactory;
+      pidfdOpen = deps.pidfdOpen ?? (deps.engineFactory ? undefined : adapter!.pidfdOpenOrUndefined);
+      engine = await factory({
+        threads: options.engineThreads ?? DEFAULT_THREADS,
+        // Recording wants exactly the touched pages: fault-around would hide neighbours.
+        faultAroundPages: options.recordWorkingSet ? 1 : options.faultAroundPages ?? DEFAULT_FAULT_AROUND,
+        onEvents: (evs) => sink?.(evs),
+      });
+    } catch (e) {
+      dropWatchdog();
+      throw e;
+    }
     mark('images + engine');
-    let watchdog = deps.watchdog;
-    if (!watchdog && (options.watchdog ?? !deps.engineFactory)) {
+    const watchdog = deps.watchdog ?? (watchdogStart ? new StartingWatchdog(watchdogStart) : undefined);
+    const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
+    sink = (evs) => server.onEngineEvents(evs);
+    server.planAhead();
+    if (watchdogStart) {
       try {
-        watchdog = await Watchdog.start(options.watchdogLogFile !== undefined ? { logFile: options.watchdogLogFile } : {});
+        await watchdogStart;
       } catch (e) {
+        clearInterval(server.poller);
+        server.closed = true;
         await engine.close();
         throw new UserError(`lazy-pages: cannot start the daemon-death watchdog: ${errText(e)} (--no-watchdog to run without it)`, { cause: e });
       }
     }
     mark('watchdog started');
-    const server = new LazyPagesServer(options, images, engine, { ...deps, ...(pidfdOpen ? { pidfdOpen } : {}), ...(watchdog ? { watchdog } : {}) });
-    sink = (evs) => server.onEngineEvents(evs);
     // A page source lost for good (page server unreachable past its timeout,
     // or broke the protocol): no process that needs it may run on; kill those
     // now, not at their next fault. Processes served only from local images
@@ -197,7 +239,6 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       }
     }
     mark('server listening');
-    server.planAhead();
     return server;
   }
 
@@ -223,11 +264,29 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
         }
         const p = prev.then(() => this.images.plan(pid, (path) => this.addSource(path), this.sharedAdder()));
         p.catch(() => {}); // reported when the pid is adopted
+        const ws = this.plannedWs.get(pid);
+        if (ws) void Promise.all([p, ws]).then(([plan, set]) => this.verifyAhead(plan, set), () => {});
         this.planned.set(pid, p);
         prev = p.catch(() => {});
       }
       return prev.then(() => mark('planned ahead'));
     }).catch(() => { /* pstree unreadable: each adoption says so */ });
+  }
+
+  /**
+   * A recorded working set is copied before its process may run (the
+   * hold): its chunks are checked now, on an engine thread, while the
+   * restorer is still building the process, so the hold only copies.
+   */
+  private verifyAhead(plan: Plan, ws: readonly { start: bigint; end: bigint }[] | undefined): void {
+    if (!ws || ws.length === 0 || !this.engine.verifyAhead || this.closed) return;
+    for (const [source, spans] of fileSpansOf(plan.ranges, ws)) {
+      try {
+        this.engine.verifyAhead(source, spans);
+      } catch (e) {
+        log.debug(`lazy-pages: pid ${plan.pid}: working set not checked ahead: ${errText(e)}`);
+      }
+    }
   }
 
   /** Lets the remote page source give the engine native links (remote faults then skip JS). */

@@ -129,6 +129,8 @@ export interface NativeFaultEngineHandle {
   prefetch(proc: number, start: bigint, len: bigint): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
+  /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */
+  verifyAhead(source: number, spans: BigUint64Array): void;
   /** Fault log ring capacity in entries (0 = off). */
   setFaultLog(capacity: number): void;
   /** entries: [tNs (CLOCK_MONOTONIC), proc, start, pages, kind (0 fault, 1 zero, 2 push), faultAddr]* */
@@ -266,6 +268,10 @@ export interface InjectNative {
    */
   injectSyscallFork(tid: number, nr: number | bigint, args: (bigint | number)[], gadget: bigint,
     useTrap: boolean, timeoutMs: number): { result: bigint; child: number };
+  /** The syscall-batch routine's code, to copy into a tracee's executable scratch area. */
+  injectBatchBlob(): Buffer;
+  /** Runs the syscall table at tableAddr with the routine at blobAddr in stopped tracee `tid` (one resume, one stop). */
+  injectBatch(tid: number, blobAddr: bigint, tableAddr: bigint, timeoutMs: number): void;
   /** remote: (addr, len) pairs; local gets the bytes back to back. Returns bytes moved. */
   processVmReadv(pid: number, local: Buffer, remote: BigUint64Array): number;
   processVmWritev(pid: number, local: Buffer, remote: BigUint64Array): number;
@@ -285,6 +291,9 @@ export interface InjectNative {
    */
   dumpPages(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
     regions: BigUint64Array, checksumChunk?: number): { runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array };
+  /** dumpPages on a worker thread; the fds stay open and the task frozen until it settles. */
+  dumpPagesAsync(pid: number, memFd: number, pagemapFd: number, pagesFd: number, pagesOffset: bigint,
+    regions: BigUint64Array, checksumChunk?: number): Promise<{ runs: BigUint64Array; bytes: number; scanned: number; zero: number; checksums?: Uint32Array }>;
   /**
    * The pages dumpPages would select, from the pagemap alone (nothing read
    * from the process; pages mapping the kernel's zero page left out):
@@ -407,6 +416,8 @@ export interface RestoreNative {
    * ECONNRESET at EOF, EPROTO for anything else.
    */
   restoreLazyReadAck(sock: number, timeoutMs: number): { pid: number; errno: number } | undefined;
+  /** "LRAQ" (our extension, only to our daemon): acknowledge each pid from now on. */
+  restoreLazyAskAcks(sock: number): void;
   RestoreChildWaiter: new (pid: number, onExit: (info: RestoreExitInfo) => void) => RestoreChildWaiterHandle;
   RestoreVerifyJob: new (pagesPath: string, ranges: BigUint64Array, sums: Uint32Array, chunkSize: number, verified: Uint8Array) => RestoreVerifyJobHandle;
 }
@@ -696,11 +707,32 @@ export interface RpcNative {
 // native/ns: reads in another process's namespace; mknod
 // ---------------------------------------------------------------------------
 //
+/** One step of nsRun: mount(a, b, c, flags, d); umount2(a, flags); chdir(a); pivot_root(a, b); sethostname(a); setdomainname(a). */
+export interface NsStep {
+  sys: 'mount' | 'umount2' | 'chdir' | 'pivot_root' | 'sethostname' | 'setdomainname';
+  what: string;
+  a?: string;
+  b?: string;
+  c?: string;
+  d?: string;
+  flags?: number;
+}
+
 export interface NsNative {
   /** Each file's contents, read by a thread that joined pid's namespace of that kind (setns), e.g. /proc/sys/kernel/hostname for uts. */
   nsReadFiles(pid: number, kind: 'uts' | 'ipc' | 'net', paths: readonly string[]): string[];
+  /**
+   * Runs the steps in order on a thread that joined pid's namespaces of the
+   * given kinds (its fs struct unshared first, as joining a mount namespace
+   * needs); throws at the first failing step, named by its `what`.
+   */
+  nsRun(pid: number, kinds: readonly ('uts' | 'ipc' | 'net' | 'mnt' | 'cgroup')[], steps: readonly NsStep[]): void;
   /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
   mknod(path: string, mode: number, major: number, minor: number): void;
+  /** mount(2) without flags (data "" for none): a cgroup hierarchy the command mounts for itself. */
+  mountFs(source: string, target: string, fstype: string, data: string): void;
+  /** umount2(target, MNT_DETACH). */
+  umountDetach(target: string): void;
 }
 
 export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative {}

@@ -5,17 +5,19 @@
 // namespace the root (a ptraced stub, driven by injected syscalls) rebuilds
 // the dumped mounts under the given root directory (CRIU's --root, runc's
 // bind mount of the bundle's rootfs), unpacks each tmpfs from its
-// tmpfs-dev-<mnt id>.tar.gz.img, binds external mounts (ext_mnt) from the
+// tmpfs-dev-<s_dev>.tar.gz.img, binds external mounts (ext_mnt) from the
 // paths the caller maps their keys to, pivots into the root and sets the
 // UTS names. The network namespace is created empty (loopback down), as
 // CRIU does with --empty-ns net, which runc asks for.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { ImageDir, KIND, type InventoryEntry, type TaskKobjIdsEntry } from '../images/index.js';
 import { TarUnsupported, unpackTmpfs as unpackTar } from '../images/tmpfs-tar.js';
 import { addon } from '../native/addon.js';
+import type { NsStep } from '../native/types.js';
+import { nsId } from '../dump/proc.js';
 import { mark } from '../phases.js';
 import type { RemoteTask } from './task.js';
 
@@ -110,6 +112,11 @@ function mountOrder(mounts: MntEntry[]): MntEntry[] {
 /**
  * Rebuilds the mount tree inside the root stub's new mount namespace and
  * pivots into it, then sets the UTS names. `task` is the root, still a stub.
+ * The steps run on a thread of ours that joins the stub's namespaces
+ * (addon nsRun: no ptrace round trip per call); only what must be the
+ * stub's own is injected: joining an external network namespace, mounting
+ * proc (a proc mount shows the pid namespace of its mounter) and its final
+ * chdir into the new root.
  */
 export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: ContainerOptions, log: (l: string) => void): void {
   const call = (what: string, nr: number, ...args: (bigint | number)[]): bigint => task.call(what, nr, ...args);
@@ -132,17 +139,32 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
     call('setns(CLONE_NEWNET)', SYS.setns, fd, CLONE.NEWNET);
     call('close', SYS.close, fd);
   }
+  // The stub's namespaces our thread joins: those it does not share with us.
+  const kinds = (['uts', 'ipc', 'net', 'cgroup', 'mnt'] as const).filter((k) => nsId(task.pid, k) !== nsId('self', k));
+  let steps: NsStep[] = [];
+  const flush = (): void => {
+    if (!steps.length) return;
+    const run = steps;
+    steps = [];
+    try {
+      addon.nsRun(task.pid, kinds, run);
+    } catch (e) {
+      throw new UserError(`pid ${task.pid}: container set-up: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+  };
+  const mount = (what: string, src: string | undefined, target: string, fs: string | undefined, flags: number, data?: string): void => {
+    steps.push({ sys: 'mount', what, ...(src !== undefined ? { a: src } : {}), b: target, ...(fs !== undefined ? { c: fs } : {}), flags, ...(data !== undefined ? { d: data } : {}) });
+  };
   if (plan.nsFlags & CLONE.NEWNS) {
+    if (!kinds.includes('mnt')) throw new Error(`pid ${task.pid}: the root stub has no mount namespace of its own`);
     const root = opts.root;
     if (root === undefined || root === '') throw new UserError('restoring a container\'s mount namespace needs the root directory to restore into (CRIU\'s --root)');
     if (!existsSync(root)) throw new UserError(`root directory ${root} does not exist (ENOENT)`);
     const ext = opts.extMounts ?? new Map<string, string>();
     // Nothing we mount may propagate back to the host.
-    let [a] = str('/');
-    call('mount(/, MS_REC|MS_PRIVATE)', SYS.mount, 0, a!, 0, MS.REC | MS.PRIVATE, 0);
+    mount('mount(/, MS_REC|MS_PRIVATE)', undefined, '/', undefined, MS.REC | MS.PRIVATE);
     // The root must be a mount point of its own for pivot_root.
-    [a] = str(root);
-    call(`mount(${root}, ${root}, MS_BIND|MS_REC)`, SYS.mount, a!, a!, 0, MS.BIND | MS.REC, 0);
+    mount(`mount(${root}, ${root}, MS_BIND|MS_REC)`, root, root, undefined, MS.BIND | MS.REC);
     const done = new Map<number, { entry: MntEntry; target: string }>();
     for (const m of mountOrder(plan.mounts)) {
       const target = m.mountpoint === '/' ? root : join(root, m.mountpoint);
@@ -163,49 +185,59 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
         bind = src.target + m.root;
       }
       if (bind !== undefined) {
-        const [s, t] = str(bind, target);
-        call(`mount(${bind}, ${target}, MS_BIND)`, SYS.mount, s!, t!, 0, MS.BIND | MS.REC, 0);
-        if (mflags) call(`remount(${target})`, SYS.mount, 0, t!, 0, MS.REMOUNT | MS.BIND | mflags, 0);
+        mount(`mount(${bind}, ${target}, MS_BIND)`, bind, target, undefined, MS.BIND | MS.REC);
+        if (mflags) mount(`remount(${target})`, undefined, target, undefined, MS.REMOUNT | MS.BIND | mflags);
       } else {
         if (fs === undefined || fs === 'cgroup' || m.fstype === 0) {
           throw new UserError(`mount ${m.mountpoint}: ${fs ?? `fstype ${m.fstype}`} cannot be recreated: pass it as an external mount`);
         }
         const opt = m.fstype === 6 && !/\bnewinstance\b/.test(m.options) ? [m.options, 'newinstance'].filter(Boolean).join(',') : m.options;
-        const [s, t, f, o] = str(m.source || fs, target, fs, opt || undefined);
         // Writable first: a read-only tmpfs is filled, then made read-only.
         const sb = m.sb_flags ?? 0;
-        call(`mount(${fs} on ${target})`, SYS.mount, s!, t!, f!, (sb & ~MS.RDONLY) | (mflags & ~MS.RDONLY), o ?? 0);
-        if (m.fstype === 5) unpackTmpfs(plan.dir, m, task.pid, target);
+        const flags = (sb & ~MS.RDONLY) | (mflags & ~MS.RDONLY);
+        if (m.fstype === 1) {
+          // proc shows the pid namespace of its mounter: the stub mounts it.
+          flush();
+          const [s, t, f, o] = str(m.source || fs, target, fs, opt || undefined);
+          call(`mount(${fs} on ${target})`, SYS.mount, s!, t!, f!, flags, o ?? 0);
+        } else {
+          mount(`mount(${fs} on ${target})`, m.source || fs, target, fs, flags, opt || undefined);
+        }
+        if (m.fstype === 5) {
+          flush();
+          unpackTmpfs(plan.dir, m, task.pid, target);
+        }
         if (sb & MS.RDONLY) {
-          const [t2, o2] = str(target, opt || undefined);
-          call(`remount(${target}, superblock ro)`, SYS.mount, 0, t2!, 0, MS.REMOUNT | sb | (mflags & ~MS.RDONLY), o2 ?? 0);
+          mount(`remount(${target}, superblock ro)`, undefined, target, undefined, MS.REMOUNT | sb | (mflags & ~MS.RDONLY), opt || undefined);
         } else if (mflags & MS.RDONLY) {
-          const [t2] = str(target);
-          call(`remount(${target}, ro)`, SYS.mount, 0, t2!, 0, MS.REMOUNT | MS.BIND | mflags, 0);
+          mount(`remount(${target}, ro)`, undefined, target, undefined, MS.REMOUNT | MS.BIND | mflags);
         }
       }
       done.set(m.mnt_id, { entry: m, target });
     }
     const top = plan.mounts.find((m) => m.mountpoint === '/' && !plan.mounts.some((p) => p.mnt_id === m.parent_mnt_id));
-    if (top && top.flags & MNT_MASK) {
-      [a] = str(root);
-      call(`remount(${root})`, SYS.mount, 0, a!, 0, MS.REMOUNT | MS.BIND | (top.flags & MNT_MASK), 0);
-    }
-    // pivot_root(".", "."): the old root ends up on top of the new one and is detached.
-    [a] = str(root);
-    call(`chdir(${root})`, SYS.chdir, a!);
-    [a] = str('.');
-    call('pivot_root(., .)', SYS.pivot_root, a!, a!);
-    call('umount2(old root, MNT_DETACH)', SYS.umount2, a!, MNT_DETACH);
-    [a] = str('/');
-    call('chdir(/)', SYS.chdir, a!);
-    log(`container: ${done.size} mounts restored under ${root}, pivoted into it`);
-    mark('container: mounts restored');
+    if (top && top.flags & MNT_MASK) mount(`remount(${root})`, undefined, root, undefined, MS.REMOUNT | MS.BIND | (top.flags & MNT_MASK));
+    // pivot_root(".", "."): the old root ends up on top of the new one and is
+    // detached. The kernel moves the root of every task of the namespace
+    // that had the old one (the stub) to the new one.
+    steps.push({ sys: 'chdir', what: `chdir(${root})`, a: root });
+    steps.push({ sys: 'pivot_root', what: 'pivot_root(., .)', a: '.', b: '.' });
+    steps.push({ sys: 'umount2', what: 'umount2(old root, MNT_DETACH)', a: '.', flags: MNT_DETACH });
   }
   if (plan.uts) {
-    const [n, d] = str(plan.uts.nodename, plan.uts.domainname);
-    call('sethostname', SYS.sethostname, n!, Buffer.byteLength(plan.uts.nodename));
-    call('setdomainname', SYS.setdomainname, d!, Buffer.byteLength(plan.uts.domainname));
+    steps.push({ sys: 'sethostname', what: 'sethostname', a: plan.uts.nodename });
+    steps.push({ sys: 'setdomainname', what: 'setdomainname', a: plan.uts.domainname });
+  }
+  flush();
+  if (plan.nsFlags & CLONE.NEWNS) {
+    const [a] = str('/');
+    call('chdir(/)', SYS.chdir, a!);
+    // The stub's root must now be the container's.
+    const want = statSync(opts.root!);
+    const got = statSync(`/proc/${task.pid}/root`);
+    if (got.dev !== want.dev || got.ino !== want.ino) throw new Error(`pid ${task.pid}: after pivot_root its root is not ${opts.root!}`);
+    log(`container: ${plan.mounts.length} mounts restored under ${opts.root!}, pivoted into it`);
+    mark('container: mounts restored');
   }
 }
 
@@ -214,8 +246,10 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
  * (in-process, plugin/images/tmpfs-tar.ts; tar itself for what that does not handle).
  */
 function unpackTmpfs(dir: ImageDir, m: MntEntry, stubPid: number, target: string): void {
-  const img = dir.pathOf(KIND.tmpfsDev, m.mnt_id);
-  if (!existsSync(img)) return;
+  // CRIU names it by the superblock's device (root_dev); our images before
+  // 2026-12-03 by mount id; CRIU's older format is tmpfs-<mnt id>.tar.gz.img.
+  const img = [dir.pathOf(KIND.tmpfsDev, m.root_dev), dir.pathOf(KIND.tmpfsDev, m.mnt_id), join(dir.dir, `tmpfs-${m.mnt_id}.tar.gz.img`)].find((p) => existsSync(p));
+  if (img === undefined) return;
   const dest = `/proc/${stubPid}/root${target}`;
   try {
     try {

@@ -106,55 +106,85 @@ export function fillInTask(t: RemoteTask, pid: number, remoteUffd: number, file:
   return written;
 }
 
+/** uffdio_copy arguments per batch: 40 bytes each from argAt (the scratch space there is 2 KiB). */
+const COPIES_PER_BATCH = 48;
+
 function copyInTask(t: RemoteTask, pid: number, remoteUffd: number, file: string, size: bigint, triples: bigint[], argAt: bigint): bigint {
   const fd = t.openat(file, O_RDONLY | O_CLOEXEC);
-  let src: bigint;
-  try {
-    src = t.call(`mmap(${file})`, NR.mmap, 0, size, PROT.READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-  } finally {
-    t.raw(NR.close, fd);
-  }
+  const [src] = t.batch([
+    { what: `mmap(${file})`, nr: NR.mmap, args: [0, size, PROT.READ, MAP_PRIVATE | MAP_POPULATE, fd, 0] },
+    { what: `close(${fd})`, nr: NR.close, args: [fd], mayFail: true },
+  ]);
   let written = 0n;
-  const arg = Buffer.alloc(40);
+  const arg = (dst: bigint, from: bigint, len: bigint): Buffer => {
+    const b = Buffer.alloc(40);
+    b.writeBigUInt64LE(dst, 0);
+    b.writeBigUInt64LE(src! + from, 8);
+    b.writeBigUInt64LE(len, 16);
+    return b;
+  };
   try {
-    for (let i = 0; i < triples.length; i += 3) {
-      let dst = triples[i]!;
-      let off = triples[i + 1]!;
-      let len = triples[i + 2]!;
-      while (len > 0n) {
-        arg.writeBigUInt64LE(dst, 0);
-        arg.writeBigUInt64LE(src + off, 8);
-        arg.writeBigUInt64LE(len, 16);
-        arg.writeBigUInt64LE(0n, 24);
-        arg.writeBigInt64LE(0n, 32);
-        t.write(argAt, arg);
-        const r = t.raw(NR.ioctl, remoteUffd, UFFDIO_COPY, argAt);
-        let done = len;
-        if (r !== 0n) {
-          const c = t.read(argAt + 32n, 8).readBigInt64LE(0);
-          done = c > 0n ? c : 0n;
-        }
-        written += done;
-        dst += done;
-        off += done;
-        len -= done;
-        if (r === 0n || len === 0n) break;
-        const errno = Number(-r);
-        if (errno === EAGAIN || errno === EINTR) continue;
-        if (errno === EEXIST) {
-          // Already present (a present page cannot fault into the
-          // userfaultfd): written the other way, then on with the rest.
-          written += addon.restoreWritePages(t.pid, file, BigUint64Array.of(dst, off, PAGE));
-          dst += PAGE;
-          off += PAGE;
-          len -= PAGE;
+    // Every run in one ioctl, many ioctls per round trip; a run the kernel
+    // did not copy whole goes on call by call below.
+    for (let at = 0; at < triples.length; at += 3 * COPIES_PER_BATCH) {
+      const part = triples.slice(at, at + 3 * COPIES_PER_BATCH);
+      const n = part.length / 3;
+      t.write(argAt, Buffer.concat(Array.from({ length: n }, (_, i) => arg(part[3 * i]!, part[3 * i + 1]!, part[3 * i + 2]!))));
+      const got = t.batch(Array.from({ length: n }, (_, i) => ({
+        what: `ioctl(UFFDIO_COPY 0x${part[3 * i]!.toString(16)})`, nr: NR.ioctl, args: [remoteUffd, UFFDIO_COPY, argAt + BigInt(40 * i)], mayFail: true,
+      })));
+      const back = got.some((r) => r !== 0n) ? t.read(argAt, 40 * n) : undefined;
+      for (let i = 0; i < n; i++) {
+        const len = part[3 * i + 2]!;
+        if (got[i] === 0n) {
+          written += len;
           continue;
         }
-        throw new InjectedSyscallError(pid, `ioctl(UFFDIO_COPY 0x${dst.toString(16)})`, errno);
+        const c = back!.readBigInt64LE(40 * i + 32);
+        const done = c > 0n ? c : 0n;
+        written += done + copyRest(t, pid, remoteUffd, file, src!, part[3 * i]! + done, part[3 * i + 1]! + done, len - done, Number(-got[i]!), argAt);
       }
     }
   } finally {
-    t.raw(NR.munmap, src, size);
+    t.raw(NR.munmap, src!, size);
+  }
+  return written;
+}
+
+/** One run's rest after a UFFDIO_COPY stopped with `errno`, call by call. Bytes written. */
+function copyRest(t: RemoteTask, pid: number, remoteUffd: number, file: string, src: bigint, dst: bigint, off: bigint, len: bigint, errno: number, argAt: bigint): bigint {
+  let written = 0n;
+  const arg = Buffer.alloc(40);
+  while (len > 0n) {
+    if (errno === EEXIST) {
+      // Already present (a present page cannot fault into the userfaultfd):
+      // written the other way, then on with the rest.
+      written += addon.restoreWritePages(t.pid, file, BigUint64Array.of(dst, off, PAGE));
+      dst += PAGE;
+      off += PAGE;
+      len -= PAGE;
+    } else if (errno !== EAGAIN && errno !== EINTR) {
+      throw new InjectedSyscallError(pid, `ioctl(UFFDIO_COPY 0x${dst.toString(16)})`, errno);
+    }
+    if (len === 0n) break;
+    arg.writeBigUInt64LE(dst, 0);
+    arg.writeBigUInt64LE(src + off, 8);
+    arg.writeBigUInt64LE(len, 16);
+    arg.writeBigUInt64LE(0n, 24);
+    arg.writeBigInt64LE(0n, 32);
+    t.write(argAt, arg);
+    const r = t.raw(NR.ioctl, remoteUffd, UFFDIO_COPY, argAt);
+    let done = len;
+    if (r !== 0n) {
+      const c = t.read(argAt + 32n, 8).readBigInt64LE(0);
+      done = c > 0n ? c : 0n;
+    }
+    written += done;
+    dst += done;
+    off += done;
+    len -= done;
+    if (r === 0n) break;
+    errno = Number(-r);
   }
   return written;
 }

@@ -5,7 +5,7 @@
 // has no acknowledgement, so before dropping its own copy of a uffd the
 // restorer checks (kcmp) that the daemon really holds it: a uffd lost in
 // flight would otherwise leave its process reading zero pages. Our own
-// daemon acknowledges each pid once adopted ("LRAK", pid, errno; see
+// daemon, asked to ("LRAQ"), acknowledges each pid once adopted ("LRAK", pid, errno; see
 // native/uffd/lazysock.cc): its uffd held there and by the daemon-death
 // watchdog, a recorded working set copied in (within the hold). The tree is
 // released only after every acknowledgement, as the in-process daemon's
@@ -105,6 +105,14 @@ class SocketHandoff implements LazyHandoff {
       throw new UserError(`lazy-pages daemon at ${this.path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
     }
     this.acks = this.daemonPid !== process.pid && (this.ready !== undefined || (this.ours() && runsLazyPages(this.daemonPid)));
+    if (this.acks) {
+      try {
+        addon.restoreLazyAskAcks(this.sock);
+      } catch (e) {
+        this.closeSock();
+        throw new UserError(`lazy-pages daemon at ${this.path}: ${(e as { code?: string }).code ?? String(e)}`, { cause: e });
+      }
+    }
   }
   private async ensure(): Promise<void> {
     if (this.sock >= 0 || this.ready === undefined) return;

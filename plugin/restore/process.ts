@@ -14,8 +14,8 @@ import { addon } from '../native/addon.js';
 import type { FdRestorer } from './fds/index.js';
 import type { FileLockRestorer } from './locks.js';
 import { type PageRun, type ProcessPlan, type VmaPlan } from './plan.js';
-import { NR, PROT, readMaps, RemoteTask } from './task.js';
-import { applyMadvise, mmapFlags } from './vmaflags.js';
+import { type BatchCall, NR, PROT, readMaps, RemoteTask } from './task.js';
+import { madviseCalls, mmapFlags } from './vmaflags.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 import { O_CLOEXEC } from '../inject/constants.js';
 import { fillHere, fillInTask, splitForTask } from './fill.js';
@@ -41,6 +41,9 @@ const SCR_SIGACT = 0x2000n;
 const SCR_CLONE = 0x3000n;
 
 const SPECIAL = ['[vvar]', '[vvar_vclock]', '[vdso]'];
+const AT_FDCWD = -100;
+/** Paths for a batch of opens go into scratch below this offset (the clone3 arguments start there). */
+const PATHS_END = SCR_CLONE;
 
 export interface Interval {
   start: bigint;
@@ -213,18 +216,21 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
   const kept = inherit ? inheritedVmas(p, inherit, lazy) : new Set<VmaPlan>();
   const keptRanges = [...kept].map((v) => ({ start: v.vma.start, end: v.vma.end })).sort((a, b) => (a.start < b.start ? -1 : 1));
   // 1. Drop everything of the stub (or the parent) but the vDSO block, the
-  //    scratch area and the kept VMAs.
+  //    scratch area and the kept VMAs. (Steps 1-3 go in batches: one ptrace
+  //    round trip for many calls, RemoteTask.batch.)
+  const unmaps: BatchCall[] = [];
   for (const m of cur) {
     if (SPECIAL.includes(m.name) || m.name === '[vsyscall]') continue;
     if (m.start >= t.scratch && m.end <= t.scratch + t.scratchSize) continue;
     let a = m.start;
     for (const k of keptRanges) {
       if (k.end <= a || k.start >= m.end) continue;
-      if (k.start > a) t.call(`munmap(inherited ${m.name || 'anon'})`, NR.munmap, a, k.start - a);
+      if (k.start > a) unmaps.push({ what: `munmap(inherited ${m.name || 'anon'})`, nr: NR.munmap, args: [a, k.start - a] });
       a = k.end;
     }
-    if (a < m.end) t.call(`munmap(stub ${m.name || 'anon'})`, NR.munmap, a, m.end - a);
+    if (a < m.end) unmaps.push({ what: `munmap(stub ${m.name || 'anon'})`, nr: NR.munmap, args: [a, m.end - a] });
   }
+  t.batch(unmaps);
   // 2. Move [vvar], [vvar_vclock], [vdso] to their dumped addresses, through a
   //    hole first: MREMAP_FIXED silently replaces whatever is at the target.
   const curSpecial = cur.filter((m) => SPECIAL.includes(m.name));
@@ -235,53 +241,84 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     const hi = curSpecial.reduce((a, m) => (m.end > a ? m.end : a), 0n);
     const busy: Interval[] = [...p.vmas.map((v) => ({ start: v.vma.start, end: v.vma.end })), ...curSpecial, { start: t.scratch, end: t.scratch + t.scratchSize }];
     const temp = findHole(busy, hi - lo);
+    // The syscall gadget moves with the vDSO.
+    const move = (pr: VdsoMove, to: bigint): BatchCall => ({
+      what: `mremap(${pr.name})`, nr: NR.mremap, args: [pr.from, pr.len, pr.len, MREMAP_MAYMOVE | MREMAP_FIXED, to],
+      after: () => { if (pr.name === '[vdso]') t.vdsoMoved(to); },
+    });
+    const moves: BatchCall[] = [];
     for (const pr of pairs) {
       const at = temp + (pr.from - lo);
-      t.call(`mremap(${pr.name})`, NR.mremap, pr.from, pr.len, pr.len, MREMAP_MAYMOVE | MREMAP_FIXED, at);
-      if (pr.name === '[vdso]') t.vdsoMoved(at);
+      moves.push(move(pr, at));
       pr.from = at;
     }
-    for (const pr of pairs) {
-      t.call(`mremap(${pr.name})`, NR.mremap, pr.from, pr.len, pr.len, MREMAP_MAYMOVE | MREMAP_FIXED, pr.to);
-      if (pr.name === '[vdso]') t.vdsoMoved(pr.to);
-    }
+    for (const pr of pairs) moves.push(move(pr, pr.to));
+    t.batch(moves);
   }
   // 3. Every VMA at its exact address; files opened once per path inside the task.
   const fds = new Map<string, number>();
   const lazyVmas: Interval[] = [];
   try {
-    for (const v of p.vmas) {
-      if (isSpecial(v) || kept.has(v)) continue;
+    const modeOf = (v: VmaPlan): number => {
+      const vma = v.vma;
+      // A shared mapping keeps the file's access mode (fdflags, from
+      // map_files): mapped read-only from a writable file, the program may
+      // mprotect it writable later.
+      const shared = (vma.flags & MAP_SHARED) !== 0;
+      const writable = vma.prot & PROT.WRITE || ((vma.fdflags ?? 0) & 3) === O_RDWR;
+      return shared && writable ? O_RDWR : O_RDONLY;
+    };
+    const todo = p.vmas.filter((v) => !isSpecial(v) && !kept.has(v));
+    // The files, opened in batches: their paths side by side in scratch.
+    const opens: { key: string; path: string; mode: number }[] = [];
+    for (const v of todo) {
+      if (v.path === undefined) continue;
+      const mode = modeOf(v);
+      const key = `${mode}:${v.path}`;
+      if (!opens.some((o) => o.key === key)) opens.push({ key, path: v.path, mode });
+    }
+    for (let i = 0; i < opens.length;) {
+      const calls: BatchCall[] = [];
+      const keys: string[] = [];
+      let off = 0n;
+      for (; i < opens.length; i++) {
+        const o = opens[i]!;
+        const b = Buffer.from(`${o.path}\0`, 'utf8');
+        if (off + BigInt(b.length) > PATHS_END) {
+          if (calls.length === 0) throw new Error(`path too long: ${o.path}`);
+          break;
+        }
+        t.write(t.scratch + off, b);
+        calls.push({ what: `open(${o.path})`, nr: NR.openat, args: [AT_FDCWD, t.scratch + off, o.mode | O_CLOEXEC, 0] });
+        keys.push(o.key);
+        off += (BigInt(b.length) + 7n) & ~7n;
+      }
+      const got = t.batch(calls);
+      keys.forEach((k, j) => fds.set(k, Number(got[j]!)));
+    }
+    const maps: BatchCall[] = [];
+    for (const v of todo) {
       const vma = v.vma;
       const len = vma.end - vma.start;
       let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;
       let off = 0n;
       if (v.path !== undefined) {
-        const shared = (vma.flags & MAP_SHARED) !== 0;
-        // A shared mapping keeps the file's access mode (fdflags, from
-        // map_files): mapped read-only from a writable file, the program may
-        // mprotect it writable later.
-        const writable = vma.prot & PROT.WRITE || ((vma.fdflags ?? 0) & 3) === O_RDWR;
-        const mode = shared && writable ? O_RDWR : O_RDONLY;
-        const key = `${mode}:${v.path}`;
-        let f = fds.get(key);
-        if (f === undefined) {
-          f = t.openat(v.path, mode | O_CLOEXEC);
-          fds.set(key, f);
-        }
-        fd = f;
+        fd = fds.get(`${modeOf(v)}:${v.path}`)!;
         off = vma.pgoff;
       } else {
         flags |= MAP_ANONYMOUS;
       }
-      const r = t.call(`mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, NR.mmap, vma.start, len, vma.prot, flags, fd, off);
-      if (r !== vma.start) throw new UserError(`pid ${p.pid}: VMA 0x${vma.start.toString(16)} was mapped at 0x${r.toString(16)}`);
-      applyMadvise(t, vma);
+      maps.push({ what: `mmap(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}${v.path ? ` ${v.path}` : ''})`, nr: NR.mmap, args: [vma.start, len, vma.prot, flags, fd, off] });
+      maps.push(...madviseCalls(vma));
       if (lazy && (v.lazyEligible || v.lazyShared)) lazyVmas.push({ start: vma.start, end: vma.end });
     }
+    const got = t.batch(maps);
+    maps.forEach((c, j) => {
+      if (c.nr === NR.mmap && got[j] !== c.args[0]) throw new UserError(`pid ${p.pid}: VMA 0x${BigInt(c.args[0]!).toString(16)} was mapped at 0x${got[j]!.toString(16)}`);
+    });
   } finally {
-    for (const f of fds.values()) t.raw(NR.close, f);
+    t.batch([...fds.values()].map((f) => ({ what: `close(${f})`, nr: NR.close, args: [f], mayFail: true })));
   }
   // 4. Page data. Lazily restored runs are skipped except the few pages the
   //    kernel touches during the restore itself (rseq areas).

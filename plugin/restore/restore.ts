@@ -40,6 +40,8 @@ import { mark } from '../phases.js';
 export interface RestoreOptions {
   /** The image directory (-D). */
   imagesDir: string;
+  /** Where stats-restore goes: CRIU writes it in its work dir; default the images dir. */
+  statsDir?: string;
   /** --lazy-pages: leave lazy-eligible memory to a lazy-pages daemon. */
   lazy?: boolean;
   /** --lazy-socket: hand userfaultfds to an external daemon on this socket (CRIU protocol) instead of an in-process one. */
@@ -485,7 +487,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     }
     const rootHost = init ? init.pid : live[0]!.task.pid;
     if (opts.pidfile) writePidfile(opts.pidfile, rootHost);
-    await writeRestoreStats(opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
+    await writeRestoreStats(opts.statsDir ?? opts.imagesDir, { forkMs, resumeMs, eagerBytes }, log);
     mark('pidfile, stats written');
     const tree = makeTree(rootHost, plan.processes.map((p) => p.pid), { resumeMs, eagerBytes }, handoff, opts.sibling === true);
     if (!opts.detached) {
@@ -527,7 +529,7 @@ function inheritedCgSet(p: ProcessPlan, byPid: Map<number, { plan: ProcessPlan }
 }
 
 /**
- * stats-restore in the images dir, as CRIU writes it (times in µs):
+ * stats-restore in the images dir (or the work dir given), as CRIU writes it (times in µs):
  * forking_time is the time until every process of the tree existed,
  * restore_time until the tree was released, pages_restored the pages
  * written into the processes before they ran (lazily served pages come

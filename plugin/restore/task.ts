@@ -7,6 +7,7 @@ import { errnoName } from '../errors.js';
 import { SYS } from '../inject/constants.js';
 import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
+import { count, phasesOn } from '../phases.js';
 
 /** Syscall numbers: the one table of plugin/inject. */
 export const NR = SYS;
@@ -37,6 +38,30 @@ export class InjectedSyscallError extends Error {
   }
 }
 
+/** One syscall of a batch (RemoteTask.batch). */
+export interface BatchCall {
+  /** What it is, for the error message (as in call()). */
+  what: string;
+  nr: number;
+  args: (bigint | number)[];
+  /** A failure is returned, not thrown, and the batch goes on. */
+  mayFail?: boolean;
+  /** Runs once the call ran (with its result): right after it when calls go one by one, after the batch otherwise. */
+  after?: (result: bigint) => void;
+}
+
+/** A value no syscall returns (neither a pointer nor -errno): an entry the batch never reached. */
+const NOT_RUN = 0xdead_0000_0000_beefn;
+
+/** Scratch addresses holding the batch routine (executable), across a tree: children inherit the parent's scratch. */
+const batchScratch = new Set<bigint>();
+let blobCode: Buffer | undefined;
+// Scratch layout of the batch: the table (64-byte entries) and the routine.
+const BATCH_TABLE = 0x4000n;
+const BATCH_BLOB = 0x5000n;
+const BATCH_MAX = 63;
+const PROT_EXEC = 4;
+
 export interface MapsLine {
   start: bigint;
   end: bigint;
@@ -61,7 +86,7 @@ export class RemoteTask {
   /** Offset of the gadget inside the vDSO; the gadget moves with the vDSO. */
   private gadgetOff = 0n;
   scratch = 0n;
-  readonly scratchSize = 0x4000n;
+  readonly scratchSize = 0x6000n;
 
   constructor(
     readonly pid: number,
@@ -117,11 +142,72 @@ export class RemoteTask {
     return addon.restoreReadMem(this.pid, addr, len);
   }
 
-  /** Maps a fresh anonymous RW page range at `addr` for syscall arguments. */
+  /**
+   * Maps a fresh anonymous page range at `addr` for syscall arguments, and
+   * the batch routine (batch()): read-write-execute, or read-write only
+   * where executable anonymous memory is refused (batches then run call by
+   * call).
+   */
   mapScratch(addr: bigint): void {
-    const r = this.call('mmap(scratch)', NR.mmap, addr, this.scratchSize, PROT.READ | PROT.WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+    let r = this.raw(NR.mmap, addr, this.scratchSize, PROT.READ | PROT.WRITE | PROT_EXEC, flags, -1, 0);
+    let exec = r === addr;
+    if (r < 0n && r > -4096n) r = this.call('mmap(scratch)', NR.mmap, addr, this.scratchSize, PROT.READ | PROT.WRITE, flags, -1, 0);
     if (r !== addr) throw new Error(`pid ${this.pid}: scratch mapped at 0x${r.toString(16)} instead of 0x${addr.toString(16)}`);
     this.scratch = addr;
+    if (exec && process.env.LR_INJECT_BATCH !== '0') {
+      blobCode ??= addon.injectBatchBlob();
+      this.write(addr + BATCH_BLOB, blobCode);
+    } else {
+      exec = false;
+    }
+    if (exec) batchScratch.add(addr);
+    else batchScratch.delete(addr);
+  }
+
+  /**
+   * Runs `calls` in order inside the task, many per ptrace round trip (the
+   * batch routine in the scratch area), one by one where there is none.
+   * Stops at the first failing call that may not fail and throws its
+   * InjectedSyscallError (the calls before it took effect, the ones after
+   * it did not run); returns every result otherwise.
+   */
+  batch(calls: readonly BatchCall[]): bigint[] {
+    const out: bigint[] = [];
+    if (!batchScratch.has(this.scratch)) {
+      for (const c of calls) {
+        const r = c.mayFail ? this.raw(c.nr, ...c.args) : this.call(c.what, c.nr, ...c.args);
+        c.after?.(r);
+        out.push(r);
+      }
+      return out;
+    }
+    for (let at = 0; at < calls.length; at += BATCH_MAX) {
+      const part = calls.slice(at, at + BATCH_MAX);
+      const table = Buffer.alloc((part.length + 1) * 64);
+      part.forEach((c, i) => {
+        table.writeBigUInt64LE(BigInt(c.nr) | (c.mayFail ? 1n << 32n : 0n), i * 64);
+        c.args.forEach((a, k) => table.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), i * 64 + 8 + k * 8));
+        // A result word that stays as written means the call did not run.
+        table.writeBigUInt64LE(NOT_RUN, i * 64 + 56);
+      });
+      table.writeBigInt64LE(-1n, part.length * 64);
+      const tableAt = this.scratch + BATCH_TABLE;
+      this.write(tableAt, table);
+      const t0 = phasesOn ? performance.now() : 0;
+      addon.injectBatch(this.tid, this.scratch + BATCH_BLOB, tableAt, INJECT_TIMEOUT_MS);
+      if (phasesOn) count(`injected batches (${part.length} calls)`, performance.now() - t0);
+      const back = this.read(tableAt, part.length * 64);
+      for (let i = 0; i < part.length; i++) {
+        const r = back.readBigInt64LE(i * 64 + 56);
+        const c = part[i]!;
+        if (BigInt.asUintN(64, r) === NOT_RUN) throw new Error(`pid ${this.pid}: ${c.what}: not run by the syscall batch`);
+        if (r < 0n && r > -4096n && !c.mayFail) throw new InjectedSyscallError(this.pid, c.what, Number(-r));
+        c.after?.(r);
+        out.push(r);
+      }
+    }
+    return out;
   }
 
   /** Writes a NUL-terminated string to scratch at `off`; returns its address. */

@@ -6,7 +6,7 @@
 // is applied to the whole VMA right after it is mapped.
 import { MAP_DROPPABLE, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED } from '../images/memory.js';
 import type { VmaEntry } from '../images/index.js';
-import { NR, type RemoteTask } from './task.js';
+import { type BatchCall, NR, type RemoteTask } from './task.js';
 
 /** The vma_entry.flags bits passed to mmap (the rest are ours to add: FIXED_NOREPLACE, ANONYMOUS). */
 const KEPT = MAP_SHARED | MAP_PRIVATE | MAP_DROPPABLE | MAP_GROWSDOWN | MAP_NORESERVE | MAP_LOCKED;
@@ -29,7 +29,14 @@ export function madviceList(madv: bigint): number[] {
 
 /** madvise(start, len, advice) for every advice of the VMA; a refusal is an error naming pid, VMA and advice. */
 export function applyMadvise(t: RemoteTask, vma: VmaEntry): void {
-  for (const advice of madviceList(vma.madv ?? 0n)) {
-    t.call(`madvise(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}, ${MADV_NAMES[advice] ?? advice})`, NR.madvise, vma.start, vma.end - vma.start, advice);
-  }
+  t.batch(madviseCalls(vma));
+}
+
+/** The madvise calls of applyMadvise, for a batch (RemoteTask.batch). */
+export function madviseCalls(vma: VmaEntry): BatchCall[] {
+  return madviceList(vma.madv ?? 0n).map((advice) => ({
+    what: `madvise(0x${vma.start.toString(16)}-0x${vma.end.toString(16)}, ${MADV_NAMES[advice] ?? advice})`,
+    nr: NR.madvise,
+    args: [vma.start, vma.end - vma.start, advice],
+  }));
 }

@@ -277,14 +277,18 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
     const { emptyNetFromMask, parseExternals } = await import('../dump/container.js');
     const ext = parseExternals(o.external ?? []);
     const base = {
-      pid, imagesDir: dirs.imagesDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
+      pid, imagesDir: dirs.imagesDir, statsDir: dirs.workDir, shellJob: o.shell_job === true, log: info, warn: (l: string) => log.warn(l),
       container: {
         extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])), emptyNet: emptyNetFromMask(o.empty_ns),
         ...(ext.net ? { externalNet: ext.net } : {}),
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
-      cgroups: { mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o) },
+      cgroups: {
+        mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o),
+        ...(o.cgroup_props || o.cgroup_props_file ? { props: (await import('../cgroup/props.js')).propsTableFrom(o.cgroup_props, o.cgroup_props_file) } : {}),
+        ...(o.cgroup_yard ? { yard: o.cgroup_yard } : {}),
+      },
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
@@ -362,12 +366,12 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
   let rootNetns = false;
   try {
     const tree = await restore({
-      imagesDir: dirs.imagesDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
+      imagesDir: dirs.imagesDir, statsDir: dirs.workDir, lazy, detached: true, shellJob: o.shell_job === true, tcpEstablished: o.tcp_established === true, extUnixSk: o.ext_unix_sk === true, fileLocks: o.file_locks === true,
       ...(lazySocket !== undefined ? { lazySocket } : {}),
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
       inheritFds,
-      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
+      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o), ...(o.cgroup_yard ? { yard: o.cgroup_yard } : {}) },
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
         // runc passes the named network namespace as an fd of this process.

@@ -388,6 +388,21 @@ export class FaultEngine {
     this.n.prefetchFirst(proc, packed);
   }
 
+  /**
+   * Checks ahead, on a native thread, the checksummed chunks of `source`
+   * that hold these spans (a recorded working set before its process is
+   * handed over): serving them later only copies. A chunk that does not
+   * match is not marked: the serving path finds it and fails that process.
+   */
+  verifyAhead(source: number, spans: readonly { offset: bigint; length: bigint }[]): void {
+    const packed = new BigUint64Array(spans.length * 2);
+    spans.forEach((s, i) => {
+      packed[2 * i] = s.offset;
+      packed[2 * i + 1] = s.length;
+    });
+    this.n.verifyAhead(source, packed);
+  }
+
   /** Turns the native fault log on with room for `capacity` entries (0 = off); the oldest are dropped when full. */
   setFaultLog(capacity: number): void {
     if (!Number.isInteger(capacity) || capacity < 0 || capacity > 1 << 24) throw new RangeError('capacity must be 0..16777216');

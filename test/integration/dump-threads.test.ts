@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { dump } from '../../plugin/dump/index.js';
@@ -21,8 +22,11 @@ test('dump: multi-threaded process, registers of every thread', { skip: !isRoot 
   await withRunningDump('lr-dump-thr-', 'workload-threads', [], async (wl, img) => {
     const r = wl.report;
     const tids = { futex: Number(r.tid_futex), sleep: Number(r.tid_sleep), regs: Number(r.tid_regs) };
+    const mapsBefore = readFileSync(`/proc/${wl.pid}/maps`, 'utf8');
     const res = await dump({ pid: wl.pid, imagesDir: img.path, leaveRunning: true });
     assert.equal(res.stats.threads, 4);
+    // The page mapped for the injected calls' buffers is gone again.
+    assert.equal(readFileSync(`/proc/${wl.pid}/maps`, 'utf8'), mapsBefore, 'address space as before the dump');
     for (const t of [wl.pid, ...Object.values(tids)]) assert.ok(critCheckDir(img.path).has(`core-${t}.img`));
 
     const dir = await ImageDir.open(img.path);

@@ -51,7 +51,7 @@ test('dump: a second dump into the same directory leaves no stale images', { ski
     writeFileSync(join(img.path, 'notes.txt'), 'mine');
     await dump({ pid: single.pid, imagesDir: img.path, leaveRunning: true });
     const names = readdirSync(img.path).sort();
-    assert.deepEqual(names, [`core-${single.pid}.img`, `fdinfo-6.img`, 'files.img', `fs-${single.pid}.img`, `ids-${single.pid}.img`, 'inventory.img',
+    assert.deepEqual(names, ['cgroup.img', `core-${single.pid}.img`, `fdinfo-6.img`, 'files.img', `fs-${single.pid}.img`, `ids-${single.pid}.img`, 'inventory.img',
       `mm-${single.pid}.img`, 'lr-checksums-1.img', 'notes.txt', 'pages-1.img', `pagemap-${single.pid}.img`, 'pstree.img', 'seccomp.img', 'stats-dump'].sort());
     critCheckDir(img.path);
     for (const w of [tree, single]) {

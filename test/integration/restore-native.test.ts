@@ -31,7 +31,8 @@ test('stub spawned with an exact pid, syscalls injected, child cloned with its o
     t.findGadget();
     assert.equal(t.raw(NR.getpid), BigInt(pid));
     t.mapScratch(0x20000000n);
-    assert.ok(readFileSync(`/proc/${pid}/maps`, 'utf8').includes('20000000-20004000 rw-p'));
+    // Read-write-execute: it holds the syscall-batch routine too.
+    assert.ok(readFileSync(`/proc/${pid}/maps`, 'utf8').includes('20000000-20006000 rwxp'));
     // Stopped for the restorer (ptrace stop), and only stdio survives into the stub.
     assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /State:\s+t/);
     const stubFds = readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
@@ -50,6 +51,47 @@ test('stub spawned with an exact pid, syscalls injected, child cloned with its o
   }
   assert.equal(existsSync(`/proc/${pid}`), false, 'stub gone');
   assert.equal(existsSync(`/proc/${created[1]?.[0] ?? -1}`), false, 'child gone, not left to init');
+  assert.deepEqual(leakedFds(before), []);
+});
+
+for (const mode of ['batch', 'one by one (LR_INJECT_BATCH=0)']) test(`syscall batches, ${mode}: results in order, a failure stops the batch unless it may fail`, { skip: !isRoot && 'needs root' }, () => {
+  const before = openFds();
+  const pid = freePid();
+  addon.restoreSpawnStub(pid, helperPath('restore-stub'));
+  const saved = process.env.LR_INJECT_BATCH;
+  if (mode !== 'batch') process.env.LR_INJECT_BATCH = '0';
+  try {
+    const t = new RemoteTask(pid);
+    t.findGadget();
+    t.mapScratch(0x20000000n);
+    if (saved === undefined) delete process.env.LR_INJECT_BATCH;
+    else process.env.LR_INJECT_BATCH = saved;
+    const MAP = 0x22; // MAP_PRIVATE | MAP_ANONYMOUS
+    const got = t.batch([
+      { what: 'getpid', nr: NR.getpid, args: [] },
+      { what: 'mmap', nr: NR.mmap, args: [0x30000000n, 0x2000n, 3, MAP | 0x100000, -1, 0] },
+      { what: 'close(999)', nr: NR.close, args: [999], mayFail: true },
+      { what: 'getppid', nr: NR.getppid, args: [] },
+    ]);
+    assert.deepEqual(got, [BigInt(pid), 0x30000000n, -9n, BigInt(process.pid)]);
+    assert.ok(readFileSync(`/proc/${pid}/maps`, 'utf8').includes('30000000-30002000 rw-p'));
+    // A failure that may not fail stops the batch there: named, and nothing after it runs.
+    assert.throws(() => t.batch([
+      { what: 'munmap(0x30000000)', nr: NR.munmap, args: [0x30000000n, 0x1000n] },
+      { what: 'close(998)', nr: NR.close, args: [998] },
+      { what: 'munmap(0x30001000)', nr: NR.munmap, args: [0x30001000n, 0x1000n] },
+    ]), (e: Error) => {
+      assert.equal(e.message, `pid ${pid}: close(998) failed in the restored process: EBADF`);
+      return true;
+    });
+    const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+    assert.ok(!maps.includes('30000000-'), 'the call before the failure ran');
+    assert.ok(maps.includes('30001000-30002000 rw-p'), 'the call after it did not');
+    // The thread is left as it was: single injected calls still work.
+    assert.equal(t.raw(NR.getpid), BigInt(pid));
+  } finally {
+    addon.restoreKillTree([[pid]]);
+  }
   assert.deepEqual(leakedFds(before), []);
 });
 

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ImageError, UserError } from '../../plugin/errors.js';
 import { PE_LAZY, PE_PARENT, PE_PRESENT } from '../../plugin/images/memory.js';
-import { isLazyVma, ParentPagemap, planRanges, type PagemapRun, type PlanContext, type VmaInfo } from '../../plugin/lazy/plan.js';
+import { fileSpansOf, isLazyVma, ParentPagemap, planRanges, type PagemapRun, type PlanContext, type VmaInfo } from '../../plugin/lazy/plan.js';
 
 const P = 4096n;
 const ANON = { flags: 0x22, status: 0x201 }; // MAP_PRIVATE|MAP_ANONYMOUS, REGULAR|ANON_PRIVATE
@@ -94,4 +94,23 @@ test('shared memory spans join a plan sorted; an overlap with a private range is
   assert.equal(out.sharedBytes, 4n * P);
   assert.equal(withSharedSpans(plan, []), plan);
   assert.throws(() => withSharedSpans(plan, [{ ...shared, start: 18n * P, end: 22n * P }]), (e: Error) => e instanceof UserError && /pid 7: shared memory VMA at 0x12000 overlaps/.test(e.message));
+});
+
+test('fileSpansOf: the pages-file spans of wanted address ranges, per source, in the order asked; zero and remote pieces have none', () => {
+  const P = 4096n;
+  const ranges = [
+    { start: 0x10000n, end: 0x10000n + 4n * P, src: { kind: 'file' as const, source: 0, offset: 8192n } },
+    { start: 0x10000n + 4n * P, end: 0x10000n + 6n * P, src: { kind: 'zero' as const } },
+    { start: 0x10000n + 6n * P, end: 0x10000n + 8n * P, src: { kind: 'file' as const, source: 1, offset: 0n } },
+    { start: 0x40000n, end: 0x40000n + P, src: { kind: 'remote' as const, imageAddr: 0x40000n } },
+  ];
+  const spans = fileSpansOf(ranges, [
+    { start: 0x10000n + 7n * P, end: 0x10000n + 8n * P }, // source 1, asked first
+    { start: 0x10000n + 3n * P, end: 0x10000n + 7n * P }, // crosses file 0, zero, file 1
+    { start: 0x40000n, end: 0x40000n + P }, // remote: nothing
+    { start: 0x90000n, end: 0x91000n }, // outside every range
+  ]);
+  assert.deepEqual([...spans.keys()].sort(), [0, 1]);
+  assert.deepEqual(spans.get(0), [{ offset: 8192n + 3n * P, length: P }]);
+  assert.deepEqual(spans.get(1), [{ offset: P, length: P }, { offset: 0n, length: P }]);
 });

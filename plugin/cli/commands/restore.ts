@@ -64,7 +64,6 @@ export function register(program: Command): void {
     .option('--no-prefetch', 'with --lazy-pages (no --lazy-socket): serve faults only, no background push')
     .option('--stats-file <file>', 'with --lazy-pages (no --lazy-socket): write statistics (with fault timelines) as JSON when done')
     .action(async (o: RestoreCliOptions, cmd: Command) => {
-      const { restore } = await import('../../restore/index.js');
       const { resolveInWorkDir, progressLog, workDirFor } = await import('../global.js');
       if (o.restoreSibling && !o.restoreDetached) {
         const { UserError, ExitCode } = await import('../../errors.js');
@@ -99,6 +98,8 @@ export function register(program: Command): void {
           ...(o.statsFile !== undefined ? { statsFile: o.statsFile } : {}),
         })
         : undefined;
+      // (The restore code loads while the detached daemon starts.)
+      const { restore } = await import('../../restore/index.js');
       // In-process daemon opened here so its options (working set, stats) can be set.
       const server = lazy && o.lazySocket === undefined && !detachedDaemon ? await openServer(o) : undefined;
       let tree: Awaited<ReturnType<typeof restore>>;
@@ -114,7 +115,10 @@ export function register(program: Command): void {
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           fileLocks: criuOptions().fileLocks, fileValidation: criuOptions().fileValidation,
-          cgroups: { ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots },
+          cgroups: {
+            ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots,
+            ...(criuOptions().cgroupYard !== undefined ? { yard: criuOptions().cgroupYard! } : {}),
+          },
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
