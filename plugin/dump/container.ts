@@ -4,7 +4,7 @@
 // faithfully, gives the pids as the container sees them (the images hold
 // those, as CRIU's do), and writes the namespace images CRIU writes:
 // mountpoints-<id>.img (one mnt_entry per mount, from mountinfo),
-// tmpfs-dev-<mnt id>.tar.gz.img (each tmpfs's contents, the tar CRIU's
+// tmpfs-dev-<s_dev>.tar.gz.img (each tmpfs's contents, the tar CRIU's
 // tar call makes, written in-process by plugin/images/tmpfs-tar.ts) and utsns-<id>.img. Everything is read from outside:
 // /proc/PID/mountinfo, paths through /proc/PID/root, the files of the UTS
 // and IPC namespaces read by a thread that joins them (addon nsReadFiles).
@@ -262,7 +262,8 @@ async function writeMounts(root: number, dir: ImageDir, mntNs: number, ext: Read
     });
     // A tmpfs carries its files: CRIU's tar of the mount, gzipped.
     if (m.fstype === 'tmpfs' && m.root === '/' && key === undefined && m.mountpoint !== '/') {
-      const out = dir.pathOf(KIND.tmpfsDev, m.mntId);
+      // Named by the superblock's device, as CRIU names them (one per tmpfs; binds of part of it are not packed).
+      const out = dir.pathOf(KIND.tmpfsDev, kdev(m.major, m.minor));
       const from = join(`/proc/${root}/root`, m.mountpoint);
       let packed: Buffer | undefined;
       try {
