@@ -63,10 +63,14 @@ function foreignGroup(pgid: number, inTree: ReadonlySet<number>, shellJob: boole
   return existsSync(`/proc/${pgid}`);
 }
 
-/** Gone, or a zombie, now. */
+/** PF_EXITING in /proc/PID/stat's flags: the task is on its way out (its memory may already be gone). */
+const PF_EXITING = 0x4;
+
+/** Gone, a zombie, or exiting, now. */
 function vanished(pid: number): boolean {
   try {
-    return isZombieState(readStat(pid).state);
+    const st = readStat(pid);
+    return isZombieState(st.state) || (st.flags & PF_EXITING) !== 0;
   } catch {
     return true;
   }
