@@ -5,7 +5,7 @@
 // namespace the root (a ptraced stub, driven by injected syscalls) rebuilds
 // the dumped mounts under the given root directory (CRIU's --root, runc's
 // bind mount of the bundle's rootfs), unpacks each tmpfs from its
-// tmpfs-dev-<mnt id>.tar.gz.img, binds external mounts (ext_mnt) from the
+// tmpfs-dev-<s_dev>.tar.gz.img, binds external mounts (ext_mnt) from the
 // paths the caller maps their keys to, pivots into the root and sets the
 // UTS names. The network namespace is created empty (loopback down), as
 // CRIU does with --empty-ns net, which runc asks for.
@@ -246,8 +246,10 @@ export function setupContainer(task: RemoteTask, plan: ContainerPlan, opts: Cont
  * (in-process, plugin/images/tmpfs-tar.ts; tar itself for what that does not handle).
  */
 function unpackTmpfs(dir: ImageDir, m: MntEntry, stubPid: number, target: string): void {
-  const img = dir.pathOf(KIND.tmpfsDev, m.mnt_id);
-  if (!existsSync(img)) return;
+  // CRIU names it by the superblock's device (root_dev); our images before
+  // 2026-12-03 by mount id; CRIU's older format is tmpfs-<mnt id>.tar.gz.img.
+  const img = [dir.pathOf(KIND.tmpfsDev, m.root_dev), dir.pathOf(KIND.tmpfsDev, m.mnt_id), join(dir.dir, `tmpfs-${m.mnt_id}.tar.gz.img`)].find((p) => existsSync(p));
+  if (img === undefined) return;
   const dest = `/proc/${stubPid}/root${target}`;
   try {
     try {

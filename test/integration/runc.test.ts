@@ -63,6 +63,14 @@ test('runc checkpoint, then restore -d: the container keeps counting from where 
       assert.ok(names.some((n) => re.test(n)), `${re} in the images (${names.join(' ')})`);
     }
     critCheckDir(images);
+    // Each tmpfs's contents are named by its superblock's device, as CRIU names them (tmpfs-dev-<s_dev>).
+    const mnts = critDecode(join(images, names.find((n) => /^mountpoints-\d+\.img$/.test(n))!)).entries as { fstype: number; root: string; root_dev: string | number; mountpoint: string; ext_key?: string }[];
+    const tmpfs = mnts.filter((m) => m.fstype === 5 && m.root === '/' && m.ext_key === undefined);
+    assert.ok(tmpfs.some((m) => m.mountpoint === '/dev'), 'the /dev tmpfs is among the mounts');
+    for (const m of tmpfs) {
+      const [maj, min] = typeof m.root_dev === 'number' ? [0, m.root_dev] : m.root_dev.split(':').map(Number) as [number, number];
+      assert.ok(names.includes(`tmpfs-dev-${maj * 2 ** 20 + min}.tar.gz.img`), `${m.mountpoint} (dev ${m.root_dev}) has tmpfs-dev-<s_dev>: ${names.join(' ')}`);
+    }
     // cgroup.img holds the container's cgroup set (its init's cg_set), as CRIU writes it.
     const cg = critDecode(join(images, 'cgroup.img')).entries[0] as { sets: { ctls: { name: string; path: string }[] }[] } | undefined;
     assert.ok(cg?.sets.some((x) => x.ctls.some((c) => c.name === 'cpu' && c.path === `/${b.id}`)), `cgroup.img names the container's cgroups: ${JSON.stringify(cg?.sets)}`);
