@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lr::InitEvents(env, exports);
   lr::InitUnix(env, exports);
   lr::InitNs(env, exports);
+  lr::InitMount(env, exports);
   return exports;
 }
 }  // namespace

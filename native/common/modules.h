@@ -14,4 +14,5 @@ void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet socke
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
 void InitNs(Napi::Env env, Napi::Object exports);      // native/ns: reads in another process's namespace, mknod
+void InitMount(Napi::Env env, Napi::Object exports);   // native/ns: mount(2), umount2(MNT_DETACH)
 }  // namespace lr

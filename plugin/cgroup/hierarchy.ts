@@ -6,8 +6,8 @@
 // is mounted (the mount in our namespace when one shows the whole
 // hierarchy, else one we mount in a private temporary directory and
 // detach again in close()).
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
+import { addon } from '../native/addon.js';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
@@ -146,11 +146,33 @@ export class Hierarchies {
   private readonly mounted: string[] = [];
   private mounts: CgroupMount[] | undefined;
 
+  /**
+   * CRIU's --cgroup-yard: a directory with each hierarchy mounted in a
+   * subdirectory named after its controllers ("cpu,cpuacct", "systemd" for
+   * name=systemd, "unified" for v2). At dump a missing one is an error; at
+   * restore it is created and mounted there (and left mounted, as CRIU).
+   */
+  constructor(private readonly yard?: { dir: string; mountMissing: boolean }) {}
+
   /** The directory the whole hierarchy of `c` is reachable at. */
   dir(c: Controller): string {
     const key = c.cnames.join(',');
     const known = this.dirs.get(key);
     if (known !== undefined) return known;
+    if (this.yard) {
+      const sub = join(this.yard.dir, c.cnames.map((n) => (n.startsWith(NAME) ? n.slice(NAME.length) : n === '' ? 'unified' : n)).join(','));
+      if (!existsSync(sub)) {
+        if (!this.yard.mountMissing) throw new UserError(`--cgroup-yard: ${sub} does not exist (ENOENT)`);
+        try {
+          mkdirSync(sub, { mode: 0o700 });
+        } catch (e) {
+          throw new UserError(`--cgroup-yard: cannot create ${sub} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+        }
+        this.mountAt(c, sub);
+      }
+      this.dirs.set(key, sub);
+      return sub;
+    }
     this.mounts ??= cgroupMounts();
     const v2 = c.cnames.length === 1 && c.cnames[0] === '';
     const subsys = knownSubsystems();
@@ -163,23 +185,33 @@ export class Hierarchies {
     return dir;
   }
 
-  private mount(c: Controller, v2: boolean): string {
+  private mount(c: Controller, _v2: boolean): string {
     const dir = mkdtempSync(join(tmpdir(), 'lazy-restore-cgyard-'));
-    const named = c.cnames.some((n) => n.startsWith(NAME));
-    const opts = v2 ? [] : ['-o', [...(named ? ['none'] : []), ...c.cnames].join(',')];
-    const r = spawnSync('mount', ['-t', v2 ? 'cgroup2' : 'cgroup', ...opts, 'none', dir], { encoding: 'utf8' });
-    if (r.status !== 0) {
+    try {
+      this.mountAt(c, dir);
+    } catch (e) {
       try { rmdirSync(dir); } catch { /* best effort */ }
-      throw new UserError(`cgroup hierarchy ${controllerLabel(c)}: cannot mount it (${(r.stderr || r.error?.message || `mount exited ${r.status}`).trim()})`);
+      throw e;
     }
     this.mounted.push(dir);
     return dir;
   }
 
+  private mountAt(c: Controller, dir: string): void {
+    const v2 = c.cnames.length === 1 && c.cnames[0] === '';
+    const named = c.cnames.some((n) => n.startsWith(NAME));
+    const data = v2 ? '' : [...(named ? ['none'] : []), ...c.cnames].join(',');
+    try {
+      addon.mountFs('none', dir, v2 ? 'cgroup2' : 'cgroup', data);
+    } catch (e) {
+      throw new UserError(`cgroup hierarchy ${controllerLabel(c)}: cannot mount it on ${dir} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
+  }
+
   /** Detaches and removes the mounts made here. */
   close(): void {
     for (const dir of this.mounted.splice(0)) {
-      spawnSync('umount', ['-l', dir]);
+      try { addon.umountDetach(dir); } catch { /* gone already */ }
       try { rmdirSync(dir); } catch { /* still busy: left for the system */ }
     }
     this.dirs.clear();

@@ -36,6 +36,11 @@ export interface CriuCompatOptions {
   cgroupDumpControllers: string[];
   /** --freeze-cgroup PATH: the freezer cgroup holding the tree (dump: frozen while it is seized). */
   freezeCgroup: string | undefined;
+  /** --cgroup-props TEXT, --cgroup-props-file FILE: CRIU's property lists changed (dump; plugin/cgroup/props.ts). */
+  cgroupProps: string | undefined;
+  cgroupPropsFile: string | undefined;
+  /** --cgroup-yard DIR: the hierarchies are mounted in DIR's subdirectories. */
+  cgroupYard: string | undefined;
   /** --file-validation filesize|buildid: what tells a restore that a file changed since the dump (CRIU's default: buildid). */
   fileValidation: 'filesize' | 'buildid';
   /** --pre-dump-mode splice|read: how CRIU copies memory at pre-dump; ours always reads it with process_vm_readv (no-op). */
@@ -53,7 +58,7 @@ export const CRIU_GHOST_LIMIT_DEFAULT = 1n << 20n;
 function defaults(): CriuCompatOptions {
   return {
     tcpEstablished: false, extUnixSk: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
-    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined, cgroupRoots: [], cgroupDumpControllers: [], freezeCgroup: undefined,
+    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined, cgroupRoots: [], cgroupDumpControllers: [], freezeCgroup: undefined, cgroupProps: undefined, cgroupPropsFile: undefined, cgroupYard: undefined,
     preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [], fileValidation: 'buildid',
   };
 }
@@ -125,6 +130,9 @@ const table: Record<string, CompatOption> = {
   },
   '--cgroup-dump-controller': { arg: 'required', apply: (o, v) => { o.cgroupDumpControllers.push(v!); } },
   '--freeze-cgroup': { arg: 'required', apply: (o, v) => { o.freezeCgroup = v!; } },
+  '--cgroup-props': { arg: 'required', apply: (o, v) => { o.cgroupProps = v!; } },
+  '--cgroup-props-file': { arg: 'required', apply: (o, v) => { o.cgroupPropsFile = v!; } },
+  '--cgroup-yard': { arg: 'required', apply: (o, v) => { o.cgroupYard = v!; } },
   '--file-validation': {
     arg: 'required',
     apply: (o, v) => {

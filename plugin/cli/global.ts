@@ -101,8 +101,7 @@ export function signalReady(): void {
 
 /** CRIU options that lazy-restore deliberately does not implement. */
 const unsupportedCriuOptions = new Set([
-  '--cgroup-props', '--cgroup-props-file',
-  '--cgroup-yard', '--external', '--root',
+  '--external', '--root',
   '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
   '--enable-external-masters', '--force-irmap', '--irmap-scan-path', '--lsm-profile', '--lsm-mount-context', '--orphan-pts-master',
   '--enable-fs', '--weak-sysctls', '--lazy-migrate', '--remote', '--config', '--display-stats', '--mntns-compat-mode',

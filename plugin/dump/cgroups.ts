@@ -17,7 +17,7 @@ import { UserError } from '../errors.js';
 import {
   cgroupContains, controllerLabel, Hierarchies, ownControllers, threadCgroups, type CgMember, type CgroupMode,
 } from '../cgroup/hierarchy.js';
-import { propsToDump } from '../cgroup/props.js';
+import { propsToDump, type PropsTable } from '../cgroup/props.js';
 import type { ImageDir } from '../images/imagedir.js';
 import type { CgroupDirEntry, CgroupEntry, CgroupPerms, CgroupPropEntry } from '../images/types.js';
 
@@ -30,6 +30,10 @@ export interface CgroupDumpOptions {
   roots?: readonly { ctrl: string | undefined; path: string }[];
   /** --freeze-cgroup: the freezer's state before the dump froze it (THAWED or FROZEN). */
   freezerState?: () => string;
+  /** --cgroup-props / --cgroup-props-file applied to CRIU's built-in lists (plugin/cgroup/props.ts propsTableFrom). */
+  props?: PropsTable;
+  /** --cgroup-yard: the hierarchies are mounted there (plugin/cgroup/hierarchy.ts). */
+  yard?: string;
   log?: (line: string) => void;
 }
 
@@ -115,7 +119,7 @@ export class CgroupCollector {
   private readonly skip: (name: string) => boolean;
   private readonly ctls: Ctl[];
   private readonly sets: CgSet[] = [];
-  private readonly hier = new Hierarchies();
+  private readonly hier: Hierarchies;
   private readonly mode: CgroupMode;
   private readonly log: (line: string) => void;
   private nextId = 1;
@@ -127,6 +131,7 @@ export class CgroupCollector {
     const only = opts.dumpControllers ?? [];
     this.skip = (name) => only.length > 0 && !only.includes(name);
     this.mode = opts.mode ?? 'soft';
+    this.hier = new Hierarchies(opts.yard !== undefined ? { dir: opts.yard, mountMissing: false } : undefined);
     this.log = opts.log ?? (() => {});
     this.ctls = ownControllers(this.skip).map((c) => ({ cnames: c.cnames, heads: [], threaded: false }));
     this.dumperSet = this.setOf(threadCgroups('self', undefined, this.skip), false);
@@ -189,7 +194,7 @@ export class CgroupCollector {
     const found = findDir(path, ctl.heads);
     if (found.kind !== 'exact') {
       const dir: Dir = { path, perms: permsOf(st), props: [], children: [] };
-      for (const name of propsToDump(ctl.cnames)) {
+      for (const name of propsToDump(ctl.cnames, this.opts.props)) {
         const file = join(full, name);
         try {
           statSync(file);

@@ -729,6 +729,10 @@ export interface NsNative {
   nsRun(pid: number, kinds: readonly ('uts' | 'ipc' | 'net' | 'mnt' | 'cgroup')[], steps: readonly NsStep[]): void;
   /** mknod(2): mode includes the file type bits (S_IFCHR, S_IFBLK, S_IFIFO). */
   mknod(path: string, mode: number, major: number, minor: number): void;
+  /** mount(2) without flags (data "" for none): a cgroup hierarchy the command mounts for itself. */
+  mountFs(source: string, target: string, fstype: string, data: string): void;
+  /** umount2(target, MNT_DETACH). */
+  umountDetach(target: string): void;
 }
 
 export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative {}

@@ -34,6 +34,8 @@ export interface CgroupRestoreOptions {
   mode?: CgroupMode;
   /** --cgroup-root, in the order given. */
   roots?: readonly CgroupRoot[];
+  /** --cgroup-yard: the hierarchies are (or get) mounted there. */
+  yard?: string;
   log?: (line: string) => void;
 }
 
@@ -96,13 +98,14 @@ interface Ctl {
 }
 
 export class CgroupRestorer {
-  private readonly hier = new Hierarchies();
+  private readonly hier: Hierarchies;
   private readonly ctls: Ctl[] = [];
   private freezer: { prop: CgroupPropEntry; path: string } | undefined;
   private readonly log: (line: string) => void;
 
-  private constructor(private readonly entry: CgroupEntry, private readonly mode: CgroupMode, private readonly rootSet: number, log: (line: string) => void) {
+  private constructor(private readonly entry: CgroupEntry, private readonly mode: CgroupMode, private readonly rootSet: number, log: (line: string) => void, yard: string | undefined) {
     this.log = log;
+    this.hier = new Hierarchies(yard !== undefined ? { dir: yard, mountMissing: true } : undefined);
   }
 
   /**
@@ -118,7 +121,7 @@ export class CgroupRestorer {
     if (!e || e.sets.length === 0) return undefined;
     const inv = await dir.inventory();
     rewriteRoots(e, opts.roots ?? []);
-    const r = new CgroupRestorer(e, mode, inv.root_cg_set ?? 0, opts.log ?? (() => {}));
+    const r = new CgroupRestorer(e, mode, inv.root_cg_set ?? 0, opts.log ?? (() => {}), opts.yard);
     try {
       r.prepare();
     } catch (err) {

@@ -53,6 +53,9 @@ export interface CriuOpts {
   join_ns: JoinNamespace[];
   veths: VethPair[];
   cgroup_dump_controller?: string[];
+  cgroup_props?: string;
+  cgroup_props_file?: string;
+  cgroup_yard?: string;
   freeze_cgroup?: string;
   timeout?: number;
   lazy_pages?: boolean;

@@ -71,13 +71,12 @@ const HANDLED: Record<string, Check> = {
   // The container's freezer cgroup: frozen while its threads are seized (plugin/dump/cgroup-freezer.ts).
   freeze_cgroup: ok,
   // cgroup.img and cg_set (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts):
-  // every CRIU mode, new roots, the hierarchies to dump. Custom property
-  // lists (cgroup_props, cgroup_props_file) and cgroup_yard are refused.
+  // every CRIU mode, new roots, the hierarchies to dump, property lists, a yard.
   manage_cgroups: ok,
   manage_cgroups_mode: (v) => (typeof v === 'number' && !Object.values(CgMode).includes(v as never) ? `manage_cgroups_mode ${v} (unknown mode)` : undefined),
   cg_root: (v) => (Array.isArray(v) && (v as { path?: string }[]).some((r) => typeof r.path !== 'string' || !r.path.startsWith('/'))
     ? 'cg_root with a path that is not absolute' : undefined),
-  cgroup_dump_controller: ok,
+  cgroup_dump_controller: ok, cgroup_props: ok, cgroup_props_file: ok, cgroup_yard: ok,
   // Only meaningful with ttys, which we refuse anyway.
   orphan_pts_master: ok,
   // Device files are reopened by path.

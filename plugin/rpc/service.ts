@@ -284,7 +284,11 @@ async function serveDump(ch: RpcChannel, req: CriuReq, mode: 'dump' | 'pre-dump'
       },
       ...(o.timeout ? { timeoutMs: o.timeout * 1000 } : {}),
       ...(o.freeze_cgroup ? { freezeCgroup: o.freeze_cgroup } : {}),
-      cgroups: { mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o) },
+      cgroups: {
+        mode: cgroupMode(o), dumpControllers: o.cgroup_dump_controller ?? [], roots: cgroupRoots(o),
+        ...(o.cgroup_props || o.cgroup_props_file ? { props: (await import('../cgroup/props.js')).propsTableFrom(o.cgroup_props, o.cgroup_props_file) } : {}),
+        ...(o.cgroup_yard ? { yard: o.cgroup_yard } : {}),
+      },
       ...(o.parent_img ? { prevImagesDir: o.parent_img } : {}),
     };
     if (mode === 'pre-dump') {
@@ -367,7 +371,7 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
       ...(server ? { lazyServer: server } : {}),
       ...(o.rst_sibling === true ? { sibling: true } : {}),
       inheritFds,
-      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o) },
+      cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o), ...(o.cgroup_yard ? { yard: o.cgroup_yard } : {}) },
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
         // runc passes the named network namespace as an fd of this process.

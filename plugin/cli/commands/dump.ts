@@ -30,12 +30,17 @@ function timeoutMs(o: DumpCliOptions): { timeoutMs?: number } {
   return o.timeout !== undefined ? { timeoutMs: o.timeout * 1000 } : {};
 }
 
-/** CRIU's cgroup options at dump time: --freeze-cgroup, --manage-cgroups, --cgroup-dump-controller, --cgroup-root. */
-function cgroupDumpOptions(): Pick<import('../../dump/dump.js').DumpOptions, 'freezeCgroup' | 'cgroups'> {
+/** CRIU's cgroup options at dump time: --freeze-cgroup, --manage-cgroups, --cgroup-dump-controller, --cgroup-root, --cgroup-props(-file), --cgroup-yard. */
+async function cgroupDumpOptions(): Promise<Pick<import('../../dump/dump.js').DumpOptions, 'freezeCgroup' | 'cgroups'>> {
   const c = criuOptions();
+  const custom = c.cgroupProps !== undefined || c.cgroupPropsFile !== undefined;
+  const props = custom ? (await import('../../cgroup/props.js')).propsTableFrom(c.cgroupProps, c.cgroupPropsFile) : undefined;
   return {
     ...(c.freezeCgroup !== undefined ? { freezeCgroup: c.freezeCgroup } : {}),
-    cgroups: { ...(c.manageCgroups ? { mode: c.manageCgroups } : {}), dumpControllers: c.cgroupDumpControllers, roots: c.cgroupRoots },
+    cgroups: {
+      ...(c.manageCgroups ? { mode: c.manageCgroups } : {}), dumpControllers: c.cgroupDumpControllers, roots: c.cgroupRoots,
+      ...(props ? { props } : {}), ...(c.cgroupYard !== undefined ? { yard: c.cgroupYard } : {}),
+    },
   };
 }
 
@@ -94,7 +99,7 @@ export function register(program: Command): void {
         ...(pageServer ? { pageServer } : {}),
         ...timeoutMs(o),
         ...(o.prevImagesDir !== undefined ? { prevImagesDir: o.prevImagesDir } : {}),
-        ...cgroupDumpOptions(),
+        ...(await cgroupDumpOptions()),
         pid, imagesDir: o.imagesDir, leaveRunning: o.leaveRunning === true, shellJob: o.shellJob === true, fileLocks: criuOptions().fileLocks,
         tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk, skipInFlight: criuOptions().skipInFlight, ghostLimit: criuOptions().ghostLimit, linkRemap: criuOptions().linkRemap, fileValidation: criuOptions().fileValidation,
         log: await progressLog(verbose),

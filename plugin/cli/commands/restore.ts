@@ -115,7 +115,10 @@ export function register(program: Command): void {
           inheritFds: parseInheritFds(o.inheritFd ?? []),
           tcpEstablished: criuOptions().tcpEstablished, extUnixSk: criuOptions().extUnixSk,
           fileLocks: criuOptions().fileLocks, fileValidation: criuOptions().fileValidation,
-          cgroups: { ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots },
+          cgroups: {
+            ...(criuOptions().manageCgroups ? { mode: criuOptions().manageCgroups! } : {}), roots: criuOptions().cgroupRoots,
+            ...(criuOptions().cgroupYard !== undefined ? { yard: criuOptions().cgroupYard! } : {}),
+          },
           pidns: o.pidns === true,
           verify: o.verify,
           ...(o.pidfile !== undefined ? { pidfile: resolveInWorkDir(o.pidfile, o.imagesDir) } : {}),
