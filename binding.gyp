@@ -3,7 +3,7 @@
     {
       "target_name": "lazy_restore",
       "sources": [
-        "<!@(ls -1 native/common/*.cc native/uffd/*.cc native/engine/*.cc native/inject/*.cc native/rpc/*.cc native/net/*.cc native/ns/*.cc 2>/dev/null)"
+        "<!@(ls -1 native/common/*.cc native/uffd/*.cc native/engine/*.cc native/inject/*.cc native/rpc/*.cc native/net/*.cc native/ns/*.cc native/ipc/*.cc 2>/dev/null)"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -6,11 +6,12 @@
 // compiled modules (a `tsc` run after the build leaves it stale), else the
 // compiled modules (always with LR_CLI_NO_BUNDLE=1: real file names in stack
 // traces). The bundle is compiled with a V8 code cache, one per
-// command name (dist/plugin/bundle/cache/NAME.v8): a command's first run
-// writes it at exit (or rewrites it when V8 rejects it: another bundle or
-// node), later runs skip compiling what that run compiled (~20 ms CPU of
-// every command). A cache that cannot be written (read-only install) only
-// costs that time.
+// command name (dist/plugin/bundle/cache/NAME.v8): a command's first
+// successful run writes it at exit (or rewrites it when V8 rejects it:
+// another bundle or node), later runs skip compiling what that run compiled
+// (~20 ms CPU of every command). A failed run writes none: it stopped early
+// and its cache would leave the rest of the command to compile every time.
+// A cache that cannot be written (read-only install) only costs that time.
 'use strict';
 const { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } = require('node:fs');
 const { dirname, join } = require('node:path');
@@ -40,7 +41,8 @@ if (useBundle) {
   // Which start-up path ran (LR_PHASES=1 prints it: plugin/phases.ts).
   globalThis.__lrStartup = cachedData === undefined ? 'bundle, no code cache yet' : script.cachedDataRejected ? 'bundle, code cache rejected' : 'bundle, code cache';
   if (cachedData === undefined || script.cachedDataRejected) {
-    process.once('exit', () => {
+    process.once('exit', (code) => {
+      if (code !== 0) return;
       try {
         mkdirSync(cacheDir, { recursive: true });
         const tmp = `${cacheFile}.${process.pid}.tmp`;

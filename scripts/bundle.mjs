@@ -57,7 +57,9 @@ await build({
   // Paths made from import.meta.url (project root, proto/, build/) hold: the
   // bundle sits at the same depth below dist/ as the modules (dist/plugin/X/).
   define: { 'import.meta.url': '__lrImportMetaUrl' },
-  banner: { js: "const __lrImportMetaUrl = require('node:url').pathToFileURL(__filename).href;" },
+  // A plain path's file URL is "file://" + the path (node's pathToFileURL,
+  // for paths that need escaping, costs ~0.5 ms at every start).
+  banner: { js: "const __lrImportMetaUrl = /^[\\w./-]+$/.test(__filename) ? 'file://' + __filename : require('node:url').pathToFileURL(__filename).href;" },
   plugins: [lazyBuiltins],
 });
 

@@ -28,7 +28,9 @@
 # server port zdtm always uses (12345) cannot clash with other runs.
 # zdtm needs Debian's /usr/bin/python3 first on PATH.
 #
-# Modes, as zdtm.py options, each with `-f h` (host flavour):
+# Modes, as zdtm.py options, each with `-f h` (host flavour; a test whose
+# line in scripts/zdtm-tests.txt names another flavour, e.g. `shm ns`, runs
+# in that one):
 #   plain        (none)
 #   lazy         --lazy-pages         (lazy-pages daemon + restore --lazy-pages)
 #   remote-lazy  --remote-lazy-pages  (page-server --lazy-pages + lazy-pages --page-server)
@@ -123,6 +125,14 @@ mode_args() {
   esac
 }
 
+# The flavour a test runs in: the list's second column (e.g. "ns" for tests
+# zdtm runs only in their own namespaces), else h.
+flavor() {
+  local f
+  f="$(awk -v t="$1" '$1 == t { print $2 }' "$here/scripts/zdtm-tests.txt" | head -1)"
+  echo "${f:-h}"
+}
+
 # One zdtm.py run: writes "tool mode test result stage seconds" to its .res file.
 one() {
   local tool="$1" mode="$2" test="$3"
@@ -134,7 +144,7 @@ one() {
   # shellcheck disable=SC2046
   (cd "$run/tree-$tool/test" && PATH=/usr/bin:/bin:/usr/sbin:/sbin:$PATH timeout -k 10 "$tmo" \
     unshare -n bash -c 'ip link set lo up && exec "$@"' zdtm \
-    ./zdtm.py run -t "zdtm/static/$test" -f h --criu-bin "$bin" $(mode_args "$mode")) >"$log" 2>&1
+    ./zdtm.py run -t "zdtm/static/$test" -f "$(flavor "$test")" --criu-bin "$bin" $(mode_args "$mode")) >"$log" 2>&1
   rc=$?
   if grep -q "^Skipping zdtm/\|# SKIP" "$log"; then result=skip
   elif [[ $rc -eq 0 ]] && grep -q "Test zdtm/static/$test PASS" "$log"; then result=pass
@@ -146,8 +156,8 @@ one() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$mode" "$test" "$result" "${stage:--}" "$(($(date +%s) - t0))" >"$res"
   echo "zdtm: $tool $mode $test: $result${stage:+ ($stage)}" >&2
 }
-export -f one mode_args
-export run src tmo
+export -f one mode_args flavor
+export run src tmo here
 
 # Runs: mode by mode, both tools interleaved, $jobs at a time.
 [[ -n "${ZDTM_TABLE_ONLY:-}" ]] && modes=()
@@ -188,7 +198,7 @@ now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'
 lines = []
 lines.append('# CRIU\'s zdtm static tests: lazy-restore vs CRIU 4.2')
 lines.append('')
-lines.append('Written by `scripts/zdtm.sh` (%s, CRIU tree %s): `zdtm.py run -t zdtm/static/NAME -f h` with `--criu-bin` a `criu` symlink to `bin/lazy-restore.js` ("ours") or the tree\'s own `criu/criu` ("CRIU"), each test\'s `.desc` with the `suid` flag added, one network namespace per run. Modes: plain, `--lazy-pages`, `--remote-lazy-pages`, `--pre 2`. A failure names the step zdtm reported (its "FAIL at ..."); logs are kept in the run directory the script prints.' % (now, src))
+lines.append('Written by `scripts/zdtm.sh` (%s, CRIU tree %s): `zdtm.py run -t zdtm/static/NAME -f h` (or `-f ns` for the tests scripts/zdtm-tests.txt marks `ns`, which zdtm runs only in namespaces of their own) with `--criu-bin` a `criu` symlink to `bin/lazy-restore.js` ("ours") or the tree\'s own `criu/criu` ("CRIU"), each test\'s `.desc` with the `suid` flag added, one network namespace per run. Modes: plain, `--lazy-pages`, `--remote-lazy-pages`, `--pre 2`. A failure names the step zdtm reported (its "FAIL at ..."); logs are kept in the run directory the script prints.' % (now, src))
 lines.append('')
 lines.append('## Summary')
 lines.append('')

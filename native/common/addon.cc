@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   lr::InitNet(env, exports);
   lr::InitEvents(env, exports);
   lr::InitUnix(env, exports);
+  lr::InitSysvIpc(env, exports);
   lr::InitNs(env, exports);
   lr::InitMount(env, exports);
   return exports;

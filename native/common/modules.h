@@ -13,6 +13,7 @@ void InitRpc(Napi::Env env, Napi::Object exports);  // native/rpc: CRIU's RPC so
 void InitNet(Napi::Env env, Napi::Object exports);     // native/net: inet sockets, TCP repair
 void InitEvents(Napi::Env env, Napi::Object exports);  // native/net: epoll targets, file handles
 void InitUnix(Napi::Env env, Napi::Object exports);    // native/net: unix socket options and bound files
+void InitSysvIpc(Napi::Env env, Napi::Object exports);  // native/ipc: SysV IPC objects of an IPC namespace
 void InitNs(Napi::Env env, Napi::Object exports);      // native/ns: reads in another process's namespace, mknod
 void InitMount(Napi::Env env, Napi::Object exports);   // native/ns: mount(2), umount2(MNT_DETACH)
 }  // namespace lr

@@ -9,7 +9,8 @@
 // /proc/PID/mountinfo, paths through /proc/PID/root, the files of the UTS
 // and IPC namespaces read by a thread that joins them (addon nsReadFiles).
 // Not supported (refused by name): a user, cgroup or
-// time namespace of its own, SysV IPC objects or POSIX message queues,
+// time namespace of its own, POSIX message queues (SysV IPC objects
+// are dumped with the IPC namespace: plugin/dump/ipc),
 // network interfaces other than lo (unless the caller restores the network
 // namespace empty, CRIU's --empty-ns net), mounts of file systems we cannot
 // recreate unless they are external (ext_mnt), a root that is not the
@@ -168,16 +169,7 @@ export function containerProblems(root: number, opts: ContainerOptions): string[
       if (readdirSync(`/proc/${root}/root/dev/mqueue`).length) problems.push(`${where}: POSIX message queues are not supported`);
     } catch { /* no mqueue mount */ }
   }
-  if (nsId(root, 'ipc') !== nsId('self', 'ipc')) {
-    try {
-      const kinds = ['shm', 'sem', 'msg'];
-      inNs(root, 'ipc', kinds.map((k) => `/proc/sysvipc/${k}`)).forEach((text, i) => {
-        if (text.trim().split('\n').length > 1) problems.push(`${where}: SysV IPC ${kinds[i]!} objects are not supported`);
-      });
-    } catch (e) {
-      problems.push(`${where}: cannot look into its IPC namespace: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
-    }
-  }
+  // Its IPC namespace's SysV objects are dumped with it (plugin/dump/ipc).
   if (opts.externalNet && nsId(root, 'net') !== opts.externalNet.inode) {
     problems.push(`${where}: external network namespace net[${opts.externalNet.inode}] is not the root's (net[${nsId(root, 'net')}])`);
   }

@@ -11,6 +11,7 @@ import { CollectMode } from '../inject/index.js';
 import { DEFAULT_GHOST_LIMIT, deletedPath, ghostProblem, isLinkRemap } from './ghost.js';
 import type { SmapsVma } from './proc.js';
 import { isShmemVma, planShmemVma, type ShmemRef } from './shmem.js';
+import { isSysvShmVma, planSysvShmVma } from './ipc/sysvshm-vma.js';
 
 /** madvise advice bits CRIU keeps in vma_entry.madv, keyed by smaps VmFlags. */
 const MADV_BITS: Record<string, bigint> = {
@@ -96,7 +97,7 @@ export function planVma(pid: number, v: SmapsVma, ghostLimit: bigint = DEFAULT_G
     return anonPrivate(0);
   }
   if (v.path.startsWith('[')) return `${name}: special mapping is not supported`;
-  if (v.path.startsWith('/SYSV')) return `${name}: SysV shared memory is not supported`;
+  if (isSysvShmVma(v)) return planSysvShmVma(pid, v, name, prot, flags, madv);
   const deleted = deletedPath(v.path);
   if (deleted !== undefined && shared && v.path.startsWith('/dev/zero')) return `${name}: shared anonymous memory is not supported`;
   if (!v.path.startsWith('/')) return `${name}: unsupported mapping`;

@@ -20,6 +20,7 @@ import { PendingWrites } from './pending-writes.js';
 import { SeccompCollector } from './seccomp.js';
 import type { ProcPlan } from './preflight.js';
 import { nsId, readAuxv, readStatus } from './proc.js';
+import { dumpIpcNamespace } from './ipc/sysvipc.js';
 import { ShmemTable } from './shmem.js';
 import { zombieCore } from './taskstate.js';
 
@@ -82,7 +83,7 @@ const CHECKSUM_CHUNK = 64 * 1024;
 // from an earlier dump into the same directory would be read as part of
 // this one, so they go before anything is written. Other files (a recorded
 // working set, which is only a prefetch hint, or the user's) stay.
-const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|cgroup\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
+const OWN_IMAGES = /^(inventory\.img|pstree\.img|files\.img|seccomp\.img|tty-info\.img|cgroup\.img|memfd\.img|pipes-data\.img|fifo-data\.img|sk-queues\.img|ipcns-(var|shm|sem|msg)-\d+\.img|filelocks\.img|stats-dump|(core|ids|mm|fs|pagemap|pages|fdinfo|lr-checksums|pagemap-shmem)-\d+\.img|tcp-stream-[0-9a-f]+\.img)$/;
 
 export async function clearStaleImages(dir: ImageDir): Promise<void> {
   for (const name of readdirSync(dir.dir)) if (OWN_IMAGES.test(name)) rmSync(dir.path(name), { force: true });
@@ -125,13 +126,16 @@ async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, 
   };
   // CRIU's root_ids are the dumper's own: a restore creates the namespaces
   // in which the root differs. Outside a container we keep the root's (its
-  // namespaces are the restorer's, as before).
+  // namespaces are the restorer's, as before), but for an IPC namespace of
+  // its own: that one is dumped with its SysV objects (plugin/dump/ipc) and
+  // created again by the restore, as CRIU does.
+  const ownIpc = nsIds.ipc_ns_id !== nsId('self', 'ipc');
   Object.assign(rootIds, ct ? {
     // An external network namespace is not restored: the root keeps "ours".
     pid_ns_id: nsId('self', 'pid'), net_ns_id: extNet ? nsIds.net_ns_id : nsId('self', 'net'), ipc_ns_id: nsId('self', 'ipc'),
     uts_ns_id: nsId('self', 'uts'), mnt_ns_id: nsId('self', 'mnt'), user_ns_id: nsId('self', 'user'),
     cgroup_ns_id: nsId('self', 'cgroup'), time_ns_id: nsId('self', 'time'),
-  } : nsIds);
+  } : { ...nsIds, ...(ownIpc ? { ipc_ns_id: nsId('self', 'ipc') } : {}) });
   // Pids as the tree sees itself (a container's own pid namespace).
   const vpid = (host: number): number => (ct ? ct.vpid(host) : host);
 
@@ -291,6 +295,12 @@ async function collectAndWriteAll(copies: Set<Promise<unknown>>, dir: ImageDir, 
   stats.shpagesScanned = sh.stats.scanned;
   stats.shpagesWritten = sh.stats.written;
   if (shmem.size) log(`${shmem.size} shared memory objects, ${sh.stats.written} pages written`);
+  if (ownIpc) {
+    const ipc = await dumpIpcNamespace(dir, root.pid, nsIds.ipc_ns_id, () => ++pagesId);
+    for (const id of ipc.pagesIds) writes.push(dir.checksumPages(id, CHECKSUM_CHUNK));
+    stats.shpagesWritten += ipc.shmPages;
+    log(`IPC namespace ipc:[${nsIds.ipc_ns_id}]: ${ipc.shm} SysV shm segments (${ipc.shmPages} pages), ${ipc.sem} semaphore sets, ${ipc.msg} message queues`);
+  }
   const inventory: InventoryEntry = {
     img_version: 2, fdinfo_per_id: true, root_ids: rootIds, ns_per_id: true, lsmtype: lsmType(),
     network_lock_method: 0, plugins_entry: { plugins: [] }, dump_uptime: dumpUptime,

@@ -18,10 +18,12 @@ export const SYS = {
   socket: 41, connect: 42, sendto: 44, sendmsg: 46, recvmsg: 47, shutdown: 48, bind: 49, listen: 50,
   getsockname: 51, socketpair: 53, setsockopt: 54, flock: 73, pipe2: 293,
   // unix sockets bound to a path (plugin/restore/fds/unix.ts)
-  unlinkat: 263, fchmodat: 268, fchownat: 260,
+  unlinkat: 263, fchmodat: 268, fchownat: 260, mkdirat: 258, renameat: 264,
   // fd kinds: inet sockets, event objects
   epoll_ctl: 233, inotify_add_watch: 254, timerfd_create: 283, timerfd_settime: 286, signalfd4: 289, eventfd2: 290,
   epoll_create1: 291, inotify_init1: 294, clock_gettime: 228,
+  // SysV IPC (plugin/restore/sysvipc.ts): the root's IPC namespace, shm attaches
+  unshare: 272, shmat: 30,
   sched_getscheduler: 145,
   // seccomp filters (plugin/restore/seccomp.ts)
   seccomp: 317,

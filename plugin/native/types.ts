@@ -704,6 +704,56 @@ export interface RpcNative {
 
 //
 // ---------------------------------------------------------------------------
+// native/ipc: SysV IPC objects of an IPC namespace (sysvipc.cc); each call
+// runs on a thread of its own that joins the namespace of nsFd
+// ---------------------------------------------------------------------------
+//
+/** ipc_perm as CRIU's ipc_desc_entry records it. */
+export interface SysvIpcDesc {
+  id: number; key: number; uid: number; gid: number; cuid: number; cgid: number; mode: number;
+}
+
+export interface SysvShmSegment {
+  desc: SysvIpcDesc;
+  size: bigint;
+  nattch: number;
+  /** Its data pages (page-aligned offsets): pages in its page cache. */
+  runs: { off: bigint; data: Buffer }[];
+}
+
+export interface SysvSemSet {
+  desc: SysvIpcDesc;
+  values: number[];
+}
+
+export interface SysvMsgQueue {
+  desc: SysvIpcDesc;
+  qbytes: number;
+  messages: { mtype: bigint; data: Buffer }[];
+}
+
+export interface SysvIpcState {
+  /** "kernel/msgmax" ... -> the value as /proc/sys shows it (absent files are left out). */
+  sysctls: Record<string, string>;
+  shm: SysvShmSegment[];
+  sem: SysvSemSet[];
+  msg: SysvMsgQueue[];
+}
+
+export interface SysvIpcSpec {
+  /** Written first, in order (EACCES skipped, as CRIU). */
+  sysctls: [string, string][];
+  shm: { desc: SysvIpcDesc; size: bigint; runs: { off: bigint; data: Buffer }[] }[];
+  msg: { desc: SysvIpcDesc; qbytes: number; messages: { mtype: bigint; data: Buffer }[] }[];
+  sem: { desc: SysvIpcDesc; values: number[] }[];
+}
+
+export interface SysvIpcNative {
+  sysvIpcDump(nsFd: number): SysvIpcState;
+  sysvIpcRestore(nsFd: number, spec: SysvIpcSpec): void;
+  sysvShmRemove(nsFd: number, ids: number[]): void;
+}
+
 // native/ns: reads in another process's namespace; mknod
 // ---------------------------------------------------------------------------
 //
@@ -735,4 +785,4 @@ export interface NsNative {
   umountDetach(target: string): void;
 }
 
-export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative {}
+export interface NativeAddon extends UffdNative, EngineNative, InjectNative, RestoreNative, LazySocketNative, IncrementalNative, RpcNative, FdsNative, NetNative, UnixNative, NsNative, SysvIpcNative {}

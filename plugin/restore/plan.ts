@@ -3,7 +3,7 @@
 // fds, missing or changed files, inconsistent pagemaps), so that a bad image
 // fails without leaving anything behind.
 import {
-  PAGE, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, VMA_ANON_PRIVATE, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_SYSVIPC, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+  PAGE, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, VMA_ANON_PRIVATE, VMA_AREA_AIORING, VMA_AREA_GUARD, VMA_AREA_REGULAR, VMA_AREA_SHSTK, VMA_AREA_SOCKET, VMA_AREA_UPROBES, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_EXT_PLUGIN, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 } from '../images/memory.js';
 import { ImageError, UserError } from '../errors.js';
 import type {
@@ -26,6 +26,7 @@ import { FileLockRestorer } from './locks.js';
 import { seccompModeOfCore, threadSeccomp, type ThreadSeccomp } from './seccomp.js';
 import { isShmemVma, markLazyShmem, ShmemPlanner, type ShmemObjectPlan, type ShmemVmaRef } from './shmem.js';
 import { planLazyShmem } from '../lazy/shmem.js';
+import type { SysvAttach } from './sysvipc.js';
 
 const FD_REG = 1;
 const FD_MEMFD = 18;
@@ -50,6 +51,8 @@ export interface VmaPlan {
   shmem?: ShmemVmaRef;
   /** Lazy restore: its object is served by the lazy-pages daemon (plugin/lazy/shmem.ts), so it is registered with userfaultfd. */
   lazyShared?: boolean;
+  /** A SysV shm attach (VMA_AREA_SYSVIPC): set by plugin/restore/sysvipc.ts's planSysvAttaches. */
+  sysv?: SysvAttach;
 }
 
 export interface ThreadPlan {
@@ -105,7 +108,6 @@ export function isLazyEligible(v: VmaEntry): boolean {
 }
 
 const UNSUPPORTED_STATUS: [number, string][] = [
-  [VMA_AREA_SYSVIPC, 'SysV shared memory'],
   [VMA_AREA_SOCKET, 'a packet socket ring'],
   [VMA_AREA_AIORING, 'an AIO ring'],
   [VMA_AREA_SHSTK, 'a shadow stack'],

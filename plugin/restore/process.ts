@@ -15,7 +15,8 @@ import type { FdRestorer } from './fds/index.js';
 import type { FileLockRestorer } from './locks.js';
 import { type PageRun, type ProcessPlan, type VmaPlan } from './plan.js';
 import { type BatchCall, NR, PROT, readMaps, RemoteTask } from './task.js';
-import { madviseCalls, mmapFlags } from './vmaflags.js';
+import { applyMadvise, madviseCalls, mmapFlags } from './vmaflags.js';
+import { attachSysvShm } from './sysvipc.js';
 import { inheritedVmas, restoreInheritedPages } from './cow.js';
 import { O_CLOEXEC } from '../inject/constants.js';
 import { fillHere, fillInTask, splitForTask } from './fill.js';
@@ -299,6 +300,12 @@ export function restoreAddressSpace(t: RemoteTask, p: ProcessPlan, lazy: boolean
     const maps: BatchCall[] = [];
     for (const v of todo) {
       const vma = v.vma;
+      if (v.sysv) {
+        // SysV shared memory: shmat by the process itself (plugin/restore/sysvipc.ts).
+        attachSysvShm(t, p.pid, vma, v.sysv);
+        applyMadvise(t, vma);
+        continue;
+      }
       const len = vma.end - vma.start;
       let flags = MAP_FIXED_NOREPLACE | mmapFlags(vma);
       let fd = -1;

@@ -33,6 +33,7 @@ import { restoreTimers } from './timers.js';
 import { restoreOrphanGroups } from './pgrp.js';
 import { drainSigchld, endZombie, stopSignalOf, waitStopped } from './taskstate.js';
 import { containerPlan, setupContainer, type ContainerOptions } from './container.js';
+import { CLONE_NEWIPC, finishSysvIpc, loadSysvIpc, planSysvAttaches, restoreSysvIpc, type SysvIpcPlan } from './sysvipc.js';
 import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
 import { mark } from '../phases.js';
@@ -262,6 +263,15 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   }
   mark('pids checked');
   const verifier = opts.verify === false ? undefined : new PageVerifier();
+  // An IPC namespace of the root's own, with its SysV objects (plugin/restore/sysvipc.ts).
+  let ipc: SysvIpcPlan | undefined;
+  try {
+    ipc = await loadSysvIpc(opts.imagesDir, verifier, log);
+    planSysvAttaches(plan.processes, ipc);
+  } catch (e) {
+    plan.ghosts.remove();
+    throw e;
+  }
 
   // Cleanup order: parents first (see restoreKillTree).
   const created: { outer: number; tids: number[] }[] = [];
@@ -317,6 +327,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         // Into its cgroup set before its children exist: they inherit it.
         cg?.moveProcess(outer, cgSetOf(p), cg.dumperSet, `pid ${p.pid}`);
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
+        if (ipc) restoreSysvIpc(task, p.pid, ipc, ct !== undefined && (ct.nsFlags & CLONE_NEWIPC) !== 0, log);
       } else {
         const parent = byPid.get(p.ppid)!;
         // Copy-on-write sharing: a live child is cloned from its parent's
@@ -409,6 +420,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('kernel state');
     shmem.seal();
     shmem.close();
+    if (ipc) finishSysvIpc(live[0]!.task, root.pid, ipc);
     // Every fd and mapping of a deleted file is open: unlink the recreated ghosts and link remaps.
     plan.ghosts.remove(true);
     // Timers last, so restoring the rest of the tree does not eat their time.

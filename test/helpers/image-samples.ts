@@ -263,6 +263,8 @@ const ALL_TYPES = [
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
   'mnt_entry', 'utsns_entry',
+  // SysV IPC namespace (ipc-desc, ipc-var, ipc-shm, ipc-sem, ipc-msg)
+  'ipc_desc_entry', 'ipc_var_entry', 'ipc_shm_entry', 'ipc_sem_entry', 'ipc_msg_entry', 'ipc_msg',
   // cgroup.proto (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts)
   'cgroup_perms', 'cgroup_prop_entry', 'cgroup_dir_entry', 'cg_controller_entry', 'cg_member_entry', 'cg_set_entry', 'cgroup_entry',
   // rpc.proto (criu swrk/service, plugin/rpc)

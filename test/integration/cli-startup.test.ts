@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cliPath, lrCriuPath, projectRoot } from '../helpers/cli.js';
 import { isRoot, leakedFds, openFds, tempDir, withTimeout } from '../helpers/env.js';
@@ -69,6 +69,18 @@ test('a code cache V8 rejects (another bundle or node) is ignored and rewritten'
   assert.notDeepEqual(readFileSync(file), Buffer.alloc(4096, 0x5a), 'rewritten at exit');
   const again = await run(cliPath, ['--version']);
   assert.equal(startupOf(again), 'bundle, code cache');
+});
+
+test('only a successful run writes a code cache (a failed one stopped early)', { skip: !bundled && 'no bundle built' }, async () => {
+  const file = join(cacheDir, 'other.v8');
+  rmSync(file, { force: true });
+  const bad = await run(cliPath, ['no-such-command']);
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.equal(startupOf(bad), 'bundle, no code cache yet');
+  assert.ok(!existsSync(file), 'no cache from the failed run');
+  const ok = await run(cliPath, ['--version']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.ok(existsSync(file), 'the successful run wrote it');
 });
 
 for (const [path, env] of [['bundle', {}], ['modules', { LR_CLI_NO_BUNDLE: '1' }]] as const) {

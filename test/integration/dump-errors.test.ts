@@ -1,5 +1,7 @@
 // Dumps that must be refused: a missing pid, a process already traced
-// (EPERM), an unsupported descriptor (socket/pipe), SysV shared memory.
+// (EPERM), an unsupported descriptor (socket/pipe), SysV shared memory of
+// the dumper's own IPC namespace (CRIU dumps SysV objects only with their
+// IPC namespace).
 // Each gives one clear line naming the pid (and fd or VMA), and the target
 // keeps running unharmed: it still verifies all its memory afterwards.
 import { test } from 'node:test';
@@ -74,13 +76,13 @@ test('dump errors: unsupported descriptor (a socket)', { skip: !isRoot && 'needs
   }
 });
 
-test('dump errors: SysV shared memory names the VMA', { skip: !isRoot && 'needs root' }, async () => {
+test('dump errors: SysV shared memory of the dumper\'s own IPC namespace names the VMA', { skip: !isRoot && 'needs root' }, async () => {
   const img = tempDir('lr-dump-err-');
   const wl = await startWorkload('workload-mem', ['2', 'sysv']);
   try {
     const start = BigInt(wl.report.sysv!.split(':')[0]!).toString(16);
     await assert.rejects(dump({ pid: wl.pid, imagesDir: img.path }), (e: unknown) => e instanceof UserError
-      && e.message.includes(`pid ${wl.pid}: VMA ${start}-`) && e.message.includes('SysV shared memory is not supported'));
+      && e.message.includes(`pid ${wl.pid}: VMA ${start}-`) && e.message.includes('SysV shared memory of the dumper\'s own IPC namespace cannot be dumped'));
     await stillFine(wl);
   } finally {
     await wl.dispose();

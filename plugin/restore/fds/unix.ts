@@ -21,6 +21,7 @@ import type { UnixSockOpts } from '../../native/types.js';
 import { unixNameText } from '../../dump/fds/unix.js';
 import { InjectedSyscallError, NR, type RemoteTask } from '../task.js';
 import type { CreateContext, LoadContext, RestoreFdKind } from './types.js';
+import { UnixGhosts } from './unix-ghost.js';
 import { AF_UNIX, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM } from '../../inject/constants.js';
 
 const SCM_RIGHTS = 1;
@@ -40,6 +41,7 @@ const SHUTDOWN_BOTH = 3;
 const SCR_ADDR = 0x1800n;
 const SCR_PAIR = 0x1900n;
 const SCR_PATH = 0x1a00n;
+const SCR_PATH2 = 0x1b00n;
 const SUN_PATH_MAX = 108;
 
 /** The external message CRIU prints when --ext-unix-sk is missing at restore. */
@@ -69,6 +71,8 @@ export function unixKind(): RestoreFdKind {
     return image ?? null;
   };
   let byIno = new Map<number, FileEntry>();
+  // Sockets bound to names unlinked at dump time (plugin/restore/fds/unix-ghost.ts).
+  const ghosts = new UnixGhosts((task, s, slot = 0) => task.putString(s, slot ? SCR_PATH2 : SCR_PATH));
 
   const indexSockets = (ctx: LoadContext): void => {
     byIno = new Map();
@@ -96,8 +100,10 @@ export function unixKind(): RestoreFdKind {
   };
 
   const connectTo = (task: RemoteTask, fd: number, peer: UnixSkEntry, what: string): void => {
-    enterDir(task, peer);
-    const { addr, len } = sockaddr(peer.name);
+    // A peer whose name is unlinked again is reached through the restorer's hold on its file.
+    const ghost = ghosts.connectPath(peer);
+    if (ghost === undefined) enterDir(task, peer);
+    const { addr, len } = sockaddr(ghost !== undefined ? Buffer.from(ghost) : peer.name);
     task.write(task.scratch + SCR_ADDR, addr);
     try {
       task.call(`connect to ${unixNameText(peer.name)}`, NR.connect, fd, task.scratch + SCR_ADDR, len);
@@ -116,6 +122,7 @@ export function unixKind(): RestoreFdKind {
       const r = task.raw(NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
       if (r < 0n && r !== BigInt(-Errno.ENOENT)) throw new UserError(`${what}: cannot unlink ${pathText} before binding to it: ${new InjectedSyscallError(task.pid, 'unlink', Number(-r)).code}`);
     }
+    if (isPath && e.deleted) ghosts.prepare(task, e, pathText, what);
     const { addr, len } = sockaddr(e.name);
     task.write(task.scratch + SCR_ADDR, addr);
     try {
@@ -123,6 +130,7 @@ export function unixKind(): RestoreFdKind {
     } catch (err) {
       throw new UserError(`${what}: cannot bind to ${unixNameText(e.name)}: ${(err as InjectedSyscallError).code ?? String(err)}`, { cause: err });
     }
+    if (isPath && e.deleted) ghosts.keep(task, e, pathText, what);
     if (!isPath || e.deleted) return;
     const p = task.putString(pathText, SCR_PATH);
     if (e.file_perms) {
@@ -132,12 +140,13 @@ export function unixKind(): RestoreFdKind {
   };
 
   /** A name that was unlinked at dump time is unlinked again once the socket is bound (and its queue is back). */
-  const unlinkIfDeleted = (task: RemoteTask, e: UnixSkEntry): void => {
+  const unlinkIfDeleted = (task: RemoteTask, e: UnixSkEntry, what: string, cleanup = true): void => {
     if (!e.deleted || !e.name.length || e.name[0] === 0) return;
     if (e.type !== SOCK_DGRAM && e.state === ESTABLISHED) return;
     enterDir(task, e);
     const pathText = e.name.toString('utf8').replace(/\0+$/, '');
     task.call(`unlink(${pathText})`, NR.unlinkat, AT_FDCWD, task.putString(pathText, SCR_PATH), 0);
+    if (cleanup) ghosts.cleanup(task, e, what);
   };
 
   /**
@@ -241,6 +250,9 @@ export function unixKind(): RestoreFdKind {
     },
     flags: (f) => usk(f).flags,
     fown: (f) => usk(f).fown,
+    finish() {
+      ghosts.close();
+    },
     create(ctx, file, owner) {
       const e = usk(file);
       const what = `pid ${owner.pid}: unix socket ino ${e.ino} (${unixNameText(e.name)})`;
@@ -259,10 +271,14 @@ export function unixKind(): RestoreFdKind {
             addon.restoreCloseFd(hb);
           }
           if (e.type === SOCK_DGRAM) {
+            // An unlinked name goes right after its bind (both ends may have had the same
+            // one); the directories made for them after both (they may share one).
             bindName(owner, a, e, what);
+            unlinkIfDeleted(owner, e, what, false);
             bindName(owner, b, p, what);
-            unlinkIfDeleted(owner, e);
-            unlinkIfDeleted(owner, p);
+            unlinkIfDeleted(owner, p, what, false);
+            ghosts.cleanup(owner, p, what);
+            ghosts.cleanup(owner, e, what);
           }
           finishSocket(ctx, owner, a, e);
           finishSocket(ctx, owner, b, p);
@@ -319,7 +335,7 @@ export function unixKind(): RestoreFdKind {
             owner.raw(NR.close, t);
           }
         }
-        unlinkIfDeleted(owner, e);
+        unlinkIfDeleted(owner, e, what);
         if (e.state === LISTEN) owner.call(`listen(${unixNameText(e.name)})`, NR.listen, fd, e.backlog);
         if (e.peer) {
           const p = byIno.get(e.peer)!;
