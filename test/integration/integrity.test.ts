@@ -47,9 +47,11 @@ test('dump writes a checksums image for every pages file, and it verifies', { sk
   }
 });
 
-test('eager restore: a flipped byte is caught before anything runs (file, offset, pid named)', { skip }, async () => {
+test('eager restore, the process copying its pages itself (LR_EAGER_IN_TASK=1): a flipped byte is caught before anything runs (file, offset, pid named)', { skip }, async () => {
   const fds = openFds();
   const d = tempDir('lr-integ-');
+  const saved = process.env.LR_EAGER_IN_TASK;
+  process.env.LR_EAGER_IN_TASK = '1';
   try {
     const { pid, images, ctl } = await dumpDemo(d.path, 2);
     const { file, offset } = await flipDataByte(images, pid);
@@ -70,6 +72,8 @@ test('eager restore: a flipped byte is caught before anything runs (file, offset
     assert.equal(exit.code, 1);
     assert.match(readFileSync(join(ctl, 'result'), 'utf8'), /^fail 1 wrong words/);
   } finally {
+    if (saved === undefined) delete process.env.LR_EAGER_IN_TASK;
+    else process.env.LR_EAGER_IN_TASK = saved;
     d.dispose();
   }
   assert.deepEqual(leakedFds(fds), []);
