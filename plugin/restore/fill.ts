@@ -15,7 +15,7 @@
 //    checking each chunk right before it is written.
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { ImageError } from '../errors.js';
+import { Errno, ImageError } from '../errors.js';
 import { O_CLOEXEC } from '../inject/constants.js';
 import { type NativeChecks, PageVerifier } from '../integrity/checksums.js';
 import { addon } from '../native/addon.js';
@@ -27,9 +27,6 @@ const MAP_PRIVATE = 0x02;
 const MAP_POPULATE = 0x8000;
 /** _IOWR(0xAA, 3, struct uffdio_copy): dst, src, len, mode, copy (5 x 64 bits). */
 const UFFDIO_COPY = 0xc028aa03n;
-const EINTR = 4;
-const EAGAIN = 11;
-const EEXIST = 17;
 
 /** Runs at least this long are copied by the process itself; shorter ones by the restorer (no round trip each). */
 const IN_TASK_MIN = 256n << 10n;
@@ -166,14 +163,14 @@ function copyRest(t: RemoteTask, pid: number, remoteUffd: number, file: string, 
   let written = 0n;
   const arg = Buffer.alloc(40);
   while (len > 0n) {
-    if (errno === EEXIST) {
+    if (errno === Errno.EEXIST) {
       // Already present (a present page cannot fault into the userfaultfd):
       // written the other way, then on with the rest.
       written += addon.restoreWritePages(t.pid, file, BigUint64Array.of(dst, off, PAGE));
       dst += PAGE;
       off += PAGE;
       len -= PAGE;
-    } else if (errno !== EAGAIN && errno !== EINTR) {
+    } else if (errno !== Errno.EAGAIN && errno !== Errno.EINTR) {
       throw new InjectedSyscallError(pid, `ioctl(UFFDIO_COPY 0x${dst.toString(16)})`, errno);
     }
     if (len === 0n) break;
