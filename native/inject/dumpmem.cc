@@ -1,24 +1,24 @@
 // The dump's memory copier: for each region, pagemap -> selected pages read
 // with process_vm_readv (/proc/PID/mem for pages it cannot reach) -> all-zero
-// pages dropped -> kept pages appended to the pages file. Reading (calling
-// thread) and writing (one helper thread) overlap through a small ring of
-// 4 MiB buffers, so the dump costs about max(read, write) instead of their
-// sum. The helper thread lives only inside one call: started, fed, told to
-// finish through the queue, joined, before returning (also on errors).
+// pages dropped -> kept pages checksummed and appended to the pages file.
+// Reading (calling thread) and writing (one helper thread) overlap through a
+// small ring of ~1 MiB slots, so the dump costs about max(read, write)
+// instead of their sum. The helper thread lives only inside one call:
+// started, fed, told to finish, joined, before returning (also on errors).
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <sched.h>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
@@ -71,81 +71,27 @@ bool PageIsZero(const char* p) {
   return true;
 }
 
-// CRC32C of each chunkSize bytes of the pages file, computed on the pages as
-// they are written (still in cache) instead of a read pass over the file
-// afterwards: same function as engine::Crc32c, fed run by run (whole chunks
-// with its three chains).
-class StreamCrc {
+// CRC32C of each chunk of the pages file, computed on the pages as they are
+// written (still in cache) instead of a read pass over the file afterwards.
+// The copier hands it only runs that start on a chunk boundary and, but for
+// the last, end on one (see RunDump's carry), so every chunk is whole at
+// hand: three chunks at a time in three interleaved chains (engine::Crc32c3),
+// the rest with engine::Crc32c. No chain runs across calls.
+class ChunkCrc {
  public:
-  explicit StreamCrc(uint64_t chunk) : chunk_(chunk) {}
+  explicit ChunkCrc(uint64_t chunk) : chunk_(static_cast<size_t>(chunk)) {}
   void Add(const uint8_t* p, size_t n) {
-    while (n > 0) {
-      if (have_ == 0 && n >= chunk_) {
-        // A whole chunk at hand: three interleaved chains (engine::Crc32c),
-        // about three times the speed of the one chain below.
-        sums_.push_back(engine::Crc32c(p, static_cast<size_t>(chunk_)));
-        p += chunk_;
-        n -= static_cast<size_t>(chunk_);
-        continue;
-      }
-      size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk_ - have_));
-      state_ = Update(state_, p, k);
-      have_ += k;
-      p += k;
-      n -= k;
-      if (have_ == chunk_) Flush();
+    for (; n >= 3 * chunk_; p += 3 * chunk_, n -= 3 * chunk_) {
+      uint32_t out[3];
+      engine::Crc32c3(p, p + chunk_, p + 2 * chunk_, chunk_, out);
+      sums_.insert(sums_.end(), out, out + 3);
     }
+    for (; n > 0; p += std::min(n, chunk_), n -= std::min(n, chunk_)) sums_.push_back(engine::Crc32c(p, std::min(n, chunk_)));
   }
-  // The sums, the last chunk possibly short.
-  std::vector<uint32_t>& Finish() {
-    if (have_ > 0) Flush();
-    return sums_;
-  }
+  std::vector<uint32_t>& Sums() { return sums_; }
 
  private:
-  void Flush() {
-    sums_.push_back(~state_);
-    state_ = ~0u;
-    have_ = 0;
-  }
-  static uint32_t Update(uint32_t c, const uint8_t* p, size_t n) {
-#if defined(__x86_64__)
-    static const bool hw = __builtin_cpu_supports("sse4.2");
-    if (hw) return UpdateHw(c, p, n);
-#endif
-    static const uint32_t* tab = Table();
-    for (size_t i = 0; i < n; i++) c = tab[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c;
-  }
-#if defined(__x86_64__)
-  __attribute__((target("sse4.2"))) static uint32_t UpdateHw(uint32_t c32, const uint8_t* p, size_t n) {
-    uint64_t c = c32;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t v;
-      memcpy(&v, p + i, 8);
-      c = __builtin_ia32_crc32di(c, v);
-    }
-    c32 = static_cast<uint32_t>(c);
-    for (; i < n; i++) c32 = __builtin_ia32_crc32qi(c32, p[i]);
-    return c32;
-  }
-#endif
-  static const uint32_t* Table() {
-    static const std::array<uint32_t, 256> t = [] {
-      std::array<uint32_t, 256> a{};
-      for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        a[i] = c;
-      }
-      return a;
-    }();
-    return t.data();
-  }
-  uint64_t chunk_;
-  uint64_t have_ = 0;
-  uint32_t state_ = ~0u;
+  size_t chunk_;
   std::vector<uint32_t> sums_;
 };
 
@@ -154,53 +100,62 @@ struct Failure {
   std::string syscall, detail;
 };
 
-// Single-producer/single-consumer ring of buffers between the reader (the
-// calling thread) and the writer thread (or, inline, one buffer written by
-// the reader itself). Small buffers that stay in the CPU
-// cache matter more here than syscall counts: with 2 CPUs the dump is bound
-// by memory bandwidth, so the hand-off spins (a condvar wake-up across CPUs
-// costs ~75 µs here, longer than filling a buffer) and yields when the peer
-// is not running.
+long Futex(std::atomic<uint32_t>* addr, int op, uint32_t val, const timespec* ts) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(addr), op, val, ts, nullptr, 0);
+}
+
+// Single-producer/single-consumer ring of slots between the reader (the
+// calling thread: process_vm_readv, zero pages, checksums) and the writer
+// thread (pwrite into the page cache); the two halves cost about the same,
+// so on two CPUs the copy takes about the time of one of them. A side that
+// finds the ring full/empty spins a little (its peer usually finishes a slot
+// within ~100 µs) and then sleeps on a futex (a wake-up across CPUs costs
+// ~75 µs here; spinning longer or sched_yield() burns the CPU the peer
+// needs on a loaded 2-CPU machine). Inline (LR_DUMP_INLINE=1, or one CPU):
+// the reader writes each slot itself.
 class Writer {
  public:
-  Writer(int fd, uint64_t offset) : fd_(fd), offset_(offset) {
-    for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, kChunkPages * kPage)));
-    // On two CPUs or fewer (shared with the frozen tree's neighbours) a
-    // second thread that spins/yields for its turn loses more than the
-    // overlap wins (measured: 512 MiB dump 1.3-2.2 s threaded vs 0.9-1.8 s
-    // inline under load): write inline there. LR_DUMP_INLINE=0/1 overrides.
+  Writer(int fd, uint64_t offset, size_t slot_bytes) : fd_(fd), offset_(offset) {
+    for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, slot_bytes)));
     const char* e = getenv("LR_DUMP_INLINE");
-    inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) <= 2;
+    inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
     if (!inline_) thread_ = std::thread([this] { Run(); });
   }
   ~Writer() { Finish(); }
 
-  // Waits for a free buffer; returns its index, or SIZE_MAX once the writer failed.
+  // Waits for a free slot; returns its index, or SIZE_MAX once the writer failed.
   size_t AcquireSlot() {
     if (inline_) return failed_.load(std::memory_order_acquire) ? SIZE_MAX : 0;
+    const uint32_t h = head_.load(std::memory_order_relaxed);
     for (unsigned spins = 0;; spins++) {
       if (failed_.load(std::memory_order_acquire)) return SIZE_MAX;
-      uint64_t h = head_.load(std::memory_order_relaxed);
-      if (h - tail_.load(std::memory_order_acquire) < kBuffers) return h % kBuffers;
-      Pause(spins);
+      const uint32_t t = tail_.load(std::memory_order_seq_cst);
+      if (h - t < kBuffers) return h % kBuffers;
+      if (spins < kSpins) {
+        __builtin_ia32_pause();
+        continue;
+      }
+      reader_waits_.store(1, std::memory_order_seq_cst);
+      if (tail_.load(std::memory_order_seq_cst) == t && !failed_.load(std::memory_order_acquire)) Futex(&tail_, FUTEX_WAIT_PRIVATE, t, &kNap);
+      reader_waits_.store(0, std::memory_order_relaxed);
     }
   }
-  // Hands the buffer just acquired to the writer (iov may be empty).
-  void Submit(std::vector<iovec> iov) {
+  // Hands `len` bytes of the slot just acquired to the writer (len may be 0).
+  void Submit(size_t len) {
     if (inline_) {
-      if (!failed_.load(std::memory_order_relaxed) && !WriteAll(iov)) {
-        failure_ = {errno, "pwritev", "pages file at offset " + std::to_string(offset_ + written_)};
-        failed_.store(true, std::memory_order_release);
-      }
+      Write(buffers_[0].get(), len);
       return;
     }
-    uint64_t h = head_.load(std::memory_order_relaxed);
-    jobs_[h % kBuffers] = std::move(iov);
-    head_.store(h + 1, std::memory_order_release);
+    const uint32_t h = head_.load(std::memory_order_relaxed);
+    lens_[h % kBuffers] = len;
+    head_.store(h + 1, std::memory_order_seq_cst);
+    WakeWriter();
   }
   void Finish() {
-    done_.store(true, std::memory_order_release);
-    if (thread_.joinable()) thread_.join();
+    if (!thread_.joinable()) return;
+    done_.store(1, std::memory_order_seq_cst);
+    WakeWriter();
+    thread_.join();
   }
   bool Failed(Failure* f) {
     if (failed_.load(std::memory_order_acquire)) *f = failure_;
@@ -210,52 +165,52 @@ class Writer {
   uint64_t Written() const { return written_; }
 
  private:
-  static void Pause(unsigned spins) {
-    if (spins < 2000) __builtin_ia32_pause();
-    else sched_yield();
+  static constexpr unsigned kSpins = 4000;  // ~20-40 µs of pause
+  static constexpr timespec kNap = {0, 50 * 1000 * 1000};  // re-check now and then, whatever happens
+
+  // Every event the writer may sleep through changes writer_seq_ (its futex word).
+  void WakeWriter() {
+    writer_seq_.fetch_add(1, std::memory_order_seq_cst);
+    if (writer_waits_.load(std::memory_order_seq_cst)) Futex(&writer_seq_, FUTEX_WAKE_PRIVATE, 1, nullptr);
   }
 
   void Run() {
     for (unsigned spins = 0;; spins++) {
-      uint64_t t = tail_.load(std::memory_order_relaxed);
-      if (t == head_.load(std::memory_order_acquire)) {
-        if (done_.load(std::memory_order_acquire) && t == head_.load(std::memory_order_acquire)) return;
-        Pause(spins);
+      const uint32_t seq = writer_seq_.load(std::memory_order_seq_cst);
+      const uint32_t t = tail_.load(std::memory_order_relaxed);
+      const uint32_t h = head_.load(std::memory_order_seq_cst);
+      if (t == h) {
+        if (done_.load(std::memory_order_seq_cst) && head_.load(std::memory_order_seq_cst) == t) return;
+        if (spins < kSpins) {
+          __builtin_ia32_pause();
+          continue;
+        }
+        writer_waits_.store(1, std::memory_order_seq_cst);
+        if (writer_seq_.load(std::memory_order_seq_cst) == seq) Futex(&writer_seq_, FUTEX_WAIT_PRIVATE, seq, &kNap);
+        writer_waits_.store(0, std::memory_order_relaxed);
         continue;
       }
       spins = 0;
-      std::vector<iovec>& iov = jobs_[t % kBuffers];
-      if (!failed_.load(std::memory_order_relaxed) && !WriteAll(iov)) {
-        failure_ = {errno, "pwritev", "pages file at offset " + std::to_string(offset_ + written_)};
-        failed_.store(true, std::memory_order_release);
-      }
-      tail_.store(t + 1, std::memory_order_release);
+      Write(buffers_[t % kBuffers].get(), lens_[t % kBuffers]);
+      tail_.store(t + 1, std::memory_order_seq_cst);
+      if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&tail_, FUTEX_WAKE_PRIVATE, 1, nullptr);
     }
   }
 
-  bool WriteAll(std::vector<iovec>& iov) {
-    size_t i = 0;
-    while (i < iov.size()) {
-      int cnt = static_cast<int>(std::min(kIovMax, iov.size() - i));
-      ssize_t n = pwritev(fd_, &iov[i], cnt, static_cast<off_t>(offset_ + written_));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
+  void Write(const char* p, size_t len) {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    while (len > 0) {
+      ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(offset_ + written_));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        failure_ = {n < 0 ? errno : EIO, "pwrite", "pages file at offset " + std::to_string(offset_ + written_)};
+        failed_.store(true, std::memory_order_release);
+        return;
       }
       written_ += static_cast<uint64_t>(n);
-      size_t left = static_cast<size_t>(n);
-      while (left > 0 && i < iov.size()) {
-        if (left >= iov[i].iov_len) {
-          left -= iov[i].iov_len;
-          i++;
-        } else {
-          iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
-          iov[i].iov_len -= left;
-          left = 0;
-        }
-      }
+      p += n;
+      len -= static_cast<size_t>(n);
     }
-    return true;
   }
 
   struct FreeDeleter {
@@ -263,11 +218,11 @@ class Writer {
   };
   int fd_;
   uint64_t offset_;
-  uint64_t written_ = 0;  // writer thread only; read after join
+  uint64_t written_ = 0;  // writer side only; read after Finish
   std::unique_ptr<char, FreeDeleter> buffers_[kBuffers];
-  std::vector<iovec> jobs_[kBuffers];
-  std::atomic<uint64_t> head_{0}, tail_{0};
-  std::atomic<bool> done_{false}, failed_{false};
+  size_t lens_[kBuffers] = {};
+  std::atomic<uint32_t> head_{0}, tail_{0}, done_{0}, writer_seq_{0}, reader_waits_{0}, writer_waits_{0};
+  std::atomic<bool> failed_{false};
   Failure failure_;  // written before failed_ is released
   std::thread thread_;
   bool inline_ = false;
@@ -293,133 +248,147 @@ struct DumpDone {
 };
 
 // The copy itself: no JavaScript values, so it runs on the calling thread
-// (dumpPages) or on a worker thread (dumpPagesAsync) alike.
+// (dumpPages) or on a worker thread (dumpPagesAsync) alike. Each pagemap
+// window's selected pages are read into the current slot, all-zero pages
+// squeezed out in place, and the slot handed to the writer once it holds a
+// window's worth. With checksums, a slot is handed over only up to its last
+// chunk boundary: the pages after it (the carry, less than a chunk) start
+// the next slot, so every chunk is checksummed whole, in one place.
 void RunDump(const DumpJob& job, DumpDone& out) {
   const int32_t pid = job.pid;
   const int mem_fd = job.mem_fd, pm_fd = job.pm_fd, pages_fd = job.pages_fd;
-  const uint64_t pages_off = job.pages_off;
   const std::vector<uint64_t>& regions = job.regions;
-  std::unique_ptr<StreamCrc> crc;
-  if (job.crc_chunk) crc = std::make_unique<StreamCrc>(job.crc_chunk);
+  std::unique_ptr<ChunkCrc> crc;
+  if (job.crc_chunk) crc = std::make_unique<ChunkCrc>(job.crc_chunk);
+  const uint64_t unit = job.crc_chunk ? job.crc_chunk / kPage : 1;                    // pages per chunk
+  const uint64_t threshold = (std::max(kChunkPages, unit) + unit - 1) / unit * unit;  // hand over at this fill
+  const uint64_t capacity = threshold + kChunkPages;                                  // + one window
   std::vector<uint64_t>& runs = out.runs;
-  uint64_t& scanned = out.scanned;
-  uint64_t& zero = out.zero;
   Failure& fail = out.fail;
   bool& failed = out.failed;
   auto set_fail = [&](int err, const char* sc, std::string detail) {
     failed = true;
     fail = {err, sc, std::move(detail)};
   };
-  uint64_t& written = out.written;
-  {
-    Writer w(pages_fd, pages_off);
-    std::vector<uint64_t> pm(kChunkPages);
-    std::vector<iovec> remote;
-    for (size_t r = 0; r < regions.size() && !failed; r += 3) {
-      const uint64_t start = regions[r], npages = regions[r + 1];
-      const int mode = static_cast<int>(regions[r + 2]);
-      for (uint64_t first = 0; first < npages && !failed; first += kChunkPages) {
-        const uint64_t n = std::min(kChunkPages, npages - first);
-        const uint64_t base = start + first * kPage;
-        if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8)) {
-          set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+  Writer w(pages_fd, job.pages_off, capacity * kPage);
+  size_t slot = w.AcquireSlot();
+  char* buf = slot == SIZE_MAX ? nullptr : w.Slot(slot);
+  uint64_t fill = 0;  // pages in the current slot
+  // Hands the slot over (up to its last chunk boundary unless `last`) and
+  // starts the next one with the rest.
+  auto hand_over = [&](bool last) -> bool {
+    const uint64_t keep = last ? fill : fill - fill % unit;
+    if (crc) crc->Add(reinterpret_cast<const uint8_t*>(buf), keep * kPage);
+    w.Submit(keep * kPage);
+    if (last) return true;
+    const uint64_t rest = fill - keep;
+    slot = w.AcquireSlot();
+    if (slot == SIZE_MAX) {
+      buf = nullptr;
+      return false;
+    }
+    char* next = w.Slot(slot);  // the same buffer when inline
+    if (rest) memmove(next, buf + keep * kPage, rest * kPage);
+    buf = next;
+    fill = rest;
+    return true;
+  };
+  std::vector<uint64_t> pm(kChunkPages);
+  std::vector<iovec> remote;
+  for (size_t r = 0; r < regions.size() && !failed && buf; r += 3) {
+    const uint64_t start = regions[r], npages = regions[r + 1];
+    const int mode = static_cast<int>(regions[r + 2]);
+    for (uint64_t first = 0; first < npages && !failed; first += kChunkPages) {
+      const uint64_t n = std::min(kChunkPages, npages - first);
+      const uint64_t base = start + first * kPage;
+      if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8)) {
+        set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+        break;
+      }
+      remote.clear();
+      for (uint64_t i = 0; i < n; i++) {
+        if (!PageTaken(pm[i], mode)) continue;
+        char* a = reinterpret_cast<char*>(base + i * kPage);
+        if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
+          remote.back().iov_len += kPage;
+        else
+          remote.push_back(iovec{a, kPage});
+      }
+      if (remote.empty()) continue;
+      // Read the selected pages packed into the slot after its fill.
+      char* dst = buf + fill * kPage;
+      size_t total = 0;
+      for (const iovec& v : remote) total += v.iov_len;
+      size_t done = 0, k = 0, k_off = 0;
+      while (done < total) {
+        size_t cnt = std::min(kIovMax, remote.size() - k);
+        iovec first_iov = remote[k];
+        first_iov.iov_base = static_cast<char*>(first_iov.iov_base) + k_off;
+        first_iov.iov_len -= k_off;
+        std::swap(remote[k], first_iov);
+        iovec l{dst + done, total - done};
+        ssize_t got;
+        do got = process_vm_readv(pid, &l, 1, &remote[k], cnt, 0);
+        while (got < 0 && errno == EINTR);
+        int rerr = errno;
+        std::swap(remote[k], first_iov);
+        if (got < 0 && rerr != EFAULT) {
+          set_fail(rerr, "process_vm_readv", "pid " + std::to_string(pid) + " at " + Hex(reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off));
           break;
         }
-        remote.clear();
-        for (uint64_t i = 0; i < n; i++) {
-          uint64_t e = pm[i];
-          bool take = PageTaken(e, mode);
-          if (!take) continue;
-          char* a = reinterpret_cast<char*>(base + i * kPage);
-          if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
-            remote.back().iov_len += kPage;
-          else
-            remote.push_back(iovec{a, kPage});
-        }
-        if (remote.empty()) continue;
-        size_t slot = w.AcquireSlot();
-        if (slot == SIZE_MAX) break;  // writer failed; reported below
-        char* buf = w.Slot(slot);
-        // Read the selected pages packed into the slot.
-        size_t total = 0;
-        for (const iovec& v : remote) total += v.iov_len;
-        size_t done = 0, k = 0, k_off = 0;
-        while (done < total) {
-          size_t cnt = std::min(kIovMax, remote.size() - k);
-          iovec first_iov = remote[k];
-          first_iov.iov_base = static_cast<char*>(first_iov.iov_base) + k_off;
-          first_iov.iov_len -= k_off;
-          std::swap(remote[k], first_iov);
-          iovec l{buf + done, total - done};
-          ssize_t got;
-          do got = process_vm_readv(pid, &l, 1, &remote[k], cnt, 0);
-          while (got < 0 && errno == EINTR);
-          int rerr = errno;
-          std::swap(remote[k], first_iov);
-          if (got < 0 && rerr != EFAULT) {
-            set_fail(rerr, "process_vm_readv", "pid " + std::to_string(pid) + " at " + Hex(reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off));
+        size_t g = got < 0 ? 0 : static_cast<size_t>(got);
+        if (g == 0) {
+          // Not reachable this way (PROT_NONE...): one page via /proc/PID/mem (FOLL_FORCE).
+          uint64_t a = reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off;
+          if (!PreadFull(mem_fd, dst + done, kPage, a)) {
+            set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/mem at " + Hex(a));
             break;
           }
-          size_t g = got < 0 ? 0 : static_cast<size_t>(got);
-          if (g == 0) {
-            // Not reachable this way (PROT_NONE...): one page via /proc/PID/mem (FOLL_FORCE).
-            uint64_t a = reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off;
-            if (!PreadFull(mem_fd, buf + done, kPage, a)) {
-              set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/mem at " + Hex(a));
-              break;
-            }
-            g = kPage;
-          }
-          done += g;
-          AdvanceIovCursor(remote, k, k_off, g);
+          g = kPage;
         }
-        if (failed) {
-          w.Submit({});
-          break;
-        }
-        // Keep the non-zero pages (all of them in mode all).
-        std::vector<iovec> job;
-        size_t src = 0;
-        for (const iovec& v : remote) {
-          uint64_t va0 = reinterpret_cast<uint64_t>(v.iov_base);
-          for (size_t off = 0; off < v.iov_len; off += kPage, src += kPage) {
-            scanned++;
-            char* p = buf + src;
-            if (mode != kModeAll && PageIsZero(p)) {
-              zero++;
-              continue;
-            }
-            if (!job.empty() && static_cast<char*>(job.back().iov_base) + job.back().iov_len == p)
-              job.back().iov_len += kPage;
-            else
-              job.push_back(iovec{p, kPage});
-            uint64_t va = va0 + off;
-            size_t m = runs.size();
-            if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
-              runs[m - 2]++;
-            else {
-              runs.push_back(va);
-              runs.push_back(1);
-              runs.push_back(r / 3);
-            }
-          }
-        }
-        // Checksums over the kept runs (contiguous in the buffer), in file order.
-        if (crc)
-          for (const iovec& v : job) crc->Add(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
-        w.Submit(std::move(job));
+        done += g;
+        AdvanceIovCursor(remote, k, k_off, g);
       }
+      if (failed) break;
+      // Keep the non-zero pages (all of them in mode all), squeezed together.
+      char* to = dst;
+      const char* from = dst;
+      for (const iovec& v : remote) {
+        const uint64_t va0 = reinterpret_cast<uint64_t>(v.iov_base);
+        for (size_t off = 0; off < v.iov_len; off += kPage, from += kPage) {
+          out.scanned++;
+          if (mode != kModeAll && PageIsZero(from)) {
+            out.zero++;
+            continue;
+          }
+          if (to != from) memcpy(to, from, kPage);
+          to += kPage;
+          const uint64_t va = va0 + off;
+          size_t m = runs.size();
+          if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
+            runs[m - 2]++;
+          else {
+            runs.push_back(va);
+            runs.push_back(1);
+            runs.push_back(r / 3);
+          }
+        }
+      }
+      fill += static_cast<uint64_t>(to - dst) / kPage;
+      if (fill >= threshold && !hand_over(false)) break;  // writer failed; reported below
     }
-    w.Finish();
-    Failure wf;
-    if (w.Failed(&wf) && !failed) {
-      failed = true;
-      fail = wf;
-    }
-    written = w.Written();
   }
+  if (buf && !failed) hand_over(true);
+  else if (buf) w.Submit(0);
+  w.Finish();
+  Failure wf;
+  if (w.Failed(&wf) && !failed) {
+    failed = true;
+    fail = wf;
+  }
+  out.written = w.Written();
   if (crc) {
-    out.sums = std::move(crc->Finish());
+    out.sums = std::move(crc->Sums());
     out.has_sums = true;
   }
 }
