@@ -20,6 +20,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,7 +37,7 @@
 #define LR_CHUNK_PAGES 128
 #endif
 #ifndef LR_BUFFERS
-#define LR_BUFFERS 4
+#define LR_BUFFERS 6
 #endif
 
 namespace lr {
@@ -71,29 +72,17 @@ bool PageIsZero(const char* p) {
   return true;
 }
 
-// CRC32C of each chunk of the pages file, computed on the pages as they are
-// written (still in cache) instead of a read pass over the file afterwards.
-// The copier hands it only runs that start on a chunk boundary and, but for
-// the last, end on one (see RunDump's carry), so every chunk is whole at
-// hand: three chunks at a time in three interleaved chains (engine::Crc32c3),
-// the rest with engine::Crc32c. No chain runs across calls.
-class ChunkCrc {
- public:
-  explicit ChunkCrc(uint64_t chunk) : chunk_(static_cast<size_t>(chunk)) {}
-  void Add(const uint8_t* p, size_t n) {
-    for (; n >= 3 * chunk_; p += 3 * chunk_, n -= 3 * chunk_) {
-      uint32_t out[3];
-      engine::Crc32c3(p, p + chunk_, p + 2 * chunk_, chunk_, out);
-      sums_.insert(sums_.end(), out, out + 3);
-    }
-    for (; n > 0; p += std::min(n, chunk_), n -= std::min(n, chunk_)) sums_.push_back(engine::Crc32c(p, std::min(n, chunk_)));
+// CRC32C of each chunk of n bytes at p (the last chunk may be short),
+// appended to sums: three chunks at a time in three interleaved chains
+// (engine::Crc32c3), the rest with engine::Crc32c.
+void ChunkSums(const uint8_t* p, size_t n, size_t chunk, std::vector<uint32_t>& sums) {
+  for (; n >= 3 * chunk; p += 3 * chunk, n -= 3 * chunk) {
+    uint32_t out[3];
+    engine::Crc32c3(p, p + chunk, p + 2 * chunk, chunk, out);
+    sums.insert(sums.end(), out, out + 3);
   }
-  std::vector<uint32_t>& Sums() { return sums_; }
-
- private:
-  size_t chunk_;
-  std::vector<uint32_t> sums_;
-};
+  for (; n > 0; p += std::min(n, chunk), n -= std::min(n, chunk)) sums.push_back(engine::Crc32c(p, std::min(n, chunk)));
+}
 
 struct Failure {
   int err = 0;
@@ -104,70 +93,116 @@ long Futex(std::atomic<uint32_t>* addr, int op, uint32_t val, const timespec* ts
   return syscall(SYS_futex, reinterpret_cast<uint32_t*>(addr), op, val, ts, nullptr, 0);
 }
 
-// Single-producer/single-consumer ring of slots between the reader (the
-// calling thread: process_vm_readv, zero pages, checksums) and the writer
-// thread (pwrite into the page cache); the two halves cost about the same,
-// so on two CPUs the copy takes about the time of one of them. A side that
-// finds the ring full/empty spins a little (its peer usually finishes a slot
-// within ~100 µs) and then sleeps on a futex (a wake-up across CPUs costs
-// ~75 µs here; spinning longer or sched_yield() burns the CPU the peer
-// needs on a loaded 2-CPU machine). Inline (LR_DUMP_INLINE=1, or one CPU):
-// the reader writes each slot itself.
+// The slots between the reader (the calling thread: process_vm_readv, zero
+// pages) and the writer thread (pwrite into the page cache, then the
+// slot's checksums while it is still in cache: the reader's
+// process_vm_readv costs as much as the write, so the checksums go to the
+// writer's side). With a CPU each the copy takes about the time of one half.
+// The pages file's checksums (CRC32C of each chunk, for lr-checksums) are
+// computed on the pages as they are written instead of a read pass over the
+// file afterwards: a slot always starts on a chunk boundary and, but for
+// the last, ends on one (RunDump's carry), so its chunks are whole. Each slot is written at its own file offset, so
+// either thread may write it: the reader never waits for the writer. When
+// it finds no free slot it writes the oldest filled one itself; a writer
+// that is not running (a loaded machine: a sleeping thread may wait
+// milliseconds for a CPU after its wake-up) then costs nothing but the
+// overlap, and the copy degrades to the inline one instead of stalling on
+// hand-offs. The writer spins briefly when idle, then sleeps on a futex.
+// Inline (LR_DUMP_INLINE=1, or one CPU): no writer thread.
 class Writer {
  public:
-  Writer(int fd, uint64_t offset, size_t slot_bytes) : fd_(fd), offset_(offset) {
+  // crc_chunk: 0, or the checksum chunk size (bytes).
+  Writer(int fd, uint64_t offset, size_t slot_bytes, uint64_t crc_chunk) : fd_(fd), crc_chunk_(static_cast<size_t>(crc_chunk)), next_off_(offset) {
     for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, slot_bytes)));
     const char* e = getenv("LR_DUMP_INLINE");
-    inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
+    const bool inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
     if (!inline_) thread_ = std::thread([this] { Run(); });
   }
   ~Writer() { Finish(); }
 
-  // Waits for a free slot; returns its index, or SIZE_MAX once the writer failed.
+  // A slot to fill (the reader's until Submit); SIZE_MAX once a write failed.
   size_t AcquireSlot() {
-    if (inline_) return failed_.load(std::memory_order_acquire) ? SIZE_MAX : 0;
-    const uint32_t h = head_.load(std::memory_order_relaxed);
-    for (unsigned spins = 0;; spins++) {
+    for (;;) {
       if (failed_.load(std::memory_order_acquire)) return SIZE_MAX;
-      const uint32_t t = tail_.load(std::memory_order_seq_cst);
-      if (h - t < kBuffers) return h % kBuffers;
-      if (spins < kSpins) {
-        __builtin_ia32_pause();
-        continue;
+      for (size_t i = 0; i < kBuffers; i++) {
+        uint32_t f = kFree;
+        if (state_[i].compare_exchange_strong(f, kFilling, std::memory_order_acq_rel)) return i;
       }
-      reader_waits_.store(1, std::memory_order_seq_cst);
-      if (tail_.load(std::memory_order_seq_cst) == t && !failed_.load(std::memory_order_acquire)) Futex(&tail_, FUTEX_WAIT_PRIVATE, t, &kNap);
-      reader_waits_.store(0, std::memory_order_relaxed);
+      // None free: write the oldest filled one here.
+      size_t i = Oldest();
+      if (i != SIZE_MAX) {
+        Write(i);
+        state_[i].store(kFilling, std::memory_order_release);
+        return i;
+      }
+      WaitFreed();  // every other slot is being written by the writer (not with kBuffers > 2)
     }
   }
-  // Hands `len` bytes of the slot just acquired to the writer (len may be 0).
-  void Submit(size_t len) {
-    if (inline_) {
-      Write(buffers_[0].get(), len);
+  // Hands `len` bytes of the slot `i` (from AcquireSlot) over for writing.
+  void Submit(size_t i, size_t len) {
+    off_[i] = next_off_;
+    len_[i] = len;
+    seq_[i] = next_seq_++;
+    next_off_ += len;
+    if (!thread_.joinable()) {
+      Write(i);
+      state_[i].store(kFree, std::memory_order_release);
       return;
     }
-    const uint32_t h = head_.load(std::memory_order_relaxed);
-    lens_[h % kBuffers] = len;
-    head_.store(h + 1, std::memory_order_seq_cst);
+    state_[i].store(kFilled, std::memory_order_seq_cst);
     WakeWriter();
   }
+  // Every filled slot written (the reader helps), then the writer joined.
   void Finish() {
-    if (!thread_.joinable()) return;
-    done_.store(1, std::memory_order_seq_cst);
-    WakeWriter();
-    thread_.join();
+    if (finished_) return;
+    finished_ = true;
+    for (size_t i; (i = Oldest()) != SIZE_MAX;) {
+      Write(i);
+      state_[i].store(kFree, std::memory_order_release);
+    }
+    if (thread_.joinable()) {
+      done_.store(1, std::memory_order_seq_cst);
+      WakeWriter();
+      thread_.join();
+    }
   }
   bool Failed(Failure* f) {
     if (failed_.load(std::memory_order_acquire)) *f = failure_;
     return failed_.load(std::memory_order_acquire);
   }
   char* Slot(size_t s) { return buffers_[s].get(); }
-  uint64_t Written() const { return written_; }
+  uint64_t Written() const { return written_.load(std::memory_order_acquire); }
+  // The checksums of every slot written, in file order (after Finish).
+  std::vector<uint32_t> Sums() {
+    std::vector<uint32_t> out;
+    for (auto& v : sums_) out.insert(out.end(), v.begin(), v.end());
+    return out;
+  }
 
  private:
-  static constexpr unsigned kSpins = 256;  // ~10-20 µs of pause (~140 cycles each)
+  enum : uint32_t { kFree, kFilling, kFilled, kWriting };
+  static constexpr unsigned kSpins = 256;                  // ~10-20 µs of pause (~140 cycles each)
   static constexpr timespec kNap = {0, 50 * 1000 * 1000};  // re-check now and then, whatever happens
 
+  // Claims the filled slot handed over first (kFilled -> kWriting), or SIZE_MAX.
+  size_t Oldest() {
+    for (;;) {
+      size_t best = SIZE_MAX;
+      for (size_t i = 0; i < kBuffers; i++)
+        if (state_[i].load(std::memory_order_acquire) == kFilled && (best == SIZE_MAX || seq_[i] < seq_[best])) best = i;
+      if (best == SIZE_MAX) return best;
+      uint32_t f = kFilled;
+      if (state_[best].compare_exchange_strong(f, kWriting, std::memory_order_acq_rel)) return best;
+    }
+  }
+  void WaitFreed() {
+    const uint32_t v = freed_.load(std::memory_order_seq_cst);
+    for (size_t i = 0; i < kBuffers; i++)
+      if (state_[i].load(std::memory_order_seq_cst) != kWriting) return;
+    reader_waits_.store(1, std::memory_order_seq_cst);
+    if (freed_.load(std::memory_order_seq_cst) == v) Futex(&freed_, FUTEX_WAIT_PRIVATE, v, &kNap);
+    reader_waits_.store(0, std::memory_order_relaxed);
+  }
   // Every event the writer may sleep through changes writer_seq_ (its futex word).
   void WakeWriter() {
     writer_seq_.fetch_add(1, std::memory_order_seq_cst);
@@ -177,55 +212,75 @@ class Writer {
   void Run() {
     for (unsigned spins = 0;; spins++) {
       const uint32_t seq = writer_seq_.load(std::memory_order_seq_cst);
-      const uint32_t t = tail_.load(std::memory_order_relaxed);
-      const uint32_t h = head_.load(std::memory_order_seq_cst);
-      if (t == h) {
-        if (done_.load(std::memory_order_seq_cst) && head_.load(std::memory_order_seq_cst) == t) return;
-        if (spins < kSpins) {
-          __builtin_ia32_pause();
-          continue;
-        }
-        writer_waits_.store(1, std::memory_order_seq_cst);
-        if (writer_seq_.load(std::memory_order_seq_cst) == seq) Futex(&writer_seq_, FUTEX_WAIT_PRIVATE, seq, &kNap);
-        writer_waits_.store(0, std::memory_order_relaxed);
+      size_t i = Oldest();
+      if (i != SIZE_MAX) {
+        spins = 0;
+        Write(i);
+        state_[i].store(kFree, std::memory_order_seq_cst);
+        freed_.fetch_add(1, std::memory_order_seq_cst);
+        if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&freed_, FUTEX_WAKE_PRIVATE, 1, nullptr);
         continue;
       }
-      spins = 0;
-      Write(buffers_[t % kBuffers].get(), lens_[t % kBuffers]);
-      tail_.store(t + 1, std::memory_order_seq_cst);
-      if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&tail_, FUTEX_WAKE_PRIVATE, 1, nullptr);
+      if (done_.load(std::memory_order_seq_cst)) return;
+      if (spins < kSpins) {
+        __builtin_ia32_pause();
+        continue;
+      }
+      writer_waits_.store(1, std::memory_order_seq_cst);
+      if (writer_seq_.load(std::memory_order_seq_cst) == seq) Futex(&writer_seq_, FUTEX_WAIT_PRIVATE, seq, &kNap);
+      writer_waits_.store(0, std::memory_order_relaxed);
     }
   }
 
-  void Write(const char* p, size_t len) {
-    if (failed_.load(std::memory_order_relaxed)) return;
-    while (len > 0) {
-      ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(offset_ + written_));
+  // Writes slot i (claimed by this thread) at its offset; the first failure is kept.
+  void Write(size_t i) {
+    const char* p = buffers_[i].get();
+    size_t len = len_[i];
+    uint64_t off = off_[i];
+    while (len > 0 && !failed_.load(std::memory_order_relaxed)) {
+      ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        failure_ = {n < 0 ? errno : EIO, "pwrite", "pages file at offset " + std::to_string(offset_ + written_)};
-        failed_.store(true, std::memory_order_release);
+        std::lock_guard<std::mutex> g(fail_mu_);
+        if (!failed_.load(std::memory_order_relaxed)) {
+          failure_ = {n < 0 ? errno : EIO, "pwrite", "pages file at offset " + std::to_string(off)};
+          failed_.store(true, std::memory_order_release);
+        }
         return;
       }
-      written_ += static_cast<uint64_t>(n);
+      written_.fetch_add(static_cast<uint64_t>(n), std::memory_order_acq_rel);
       p += n;
+      off += static_cast<uint64_t>(n);
       len -= static_cast<size_t>(n);
     }
+    if (!crc_chunk_ || failed_.load(std::memory_order_relaxed)) return;
+    std::vector<uint32_t> sums;
+    ChunkSums(reinterpret_cast<const uint8_t*>(buffers_[i].get()), len_[i], crc_chunk_, sums);
+    std::lock_guard<std::mutex> g(sums_mu_);
+    if (sums_.size() <= seq_[i]) sums_.resize(seq_[i] + 1);
+    sums_[seq_[i]] = std::move(sums);
   }
 
   struct FreeDeleter {
     void operator()(char* p) const { free(p); }
   };
   int fd_;
-  uint64_t offset_;
-  uint64_t written_ = 0;  // writer side only; read after Finish
+  size_t crc_chunk_;
+  uint64_t next_off_, next_seq_ = 0;  // reader only
+  std::mutex sums_mu_;
+  std::vector<std::vector<uint32_t>> sums_;  // by slot sequence number
   std::unique_ptr<char, FreeDeleter> buffers_[kBuffers];
-  size_t lens_[kBuffers] = {};
-  std::atomic<uint32_t> head_{0}, tail_{0}, done_{0}, writer_seq_{0}, reader_waits_{0}, writer_waits_{0};
+  // Set by the reader before the slot's kFilled store (release), read after claiming it.
+  uint64_t off_[kBuffers] = {}, seq_[kBuffers] = {};
+  size_t len_[kBuffers] = {};
+  std::atomic<uint32_t> state_[kBuffers] = {};
+  std::atomic<uint32_t> done_{0}, freed_{0}, writer_seq_{0}, reader_waits_{0}, writer_waits_{0};
+  std::atomic<uint64_t> written_{0};
   std::atomic<bool> failed_{false};
+  std::mutex fail_mu_;
   Failure failure_;  // written before failed_ is released
   std::thread thread_;
-  bool inline_ = false;
+  bool finished_ = false;
 };
 
 // What one dumpPages call is asked to do (checked arguments).
@@ -258,8 +313,6 @@ void RunDump(const DumpJob& job, DumpDone& out) {
   const int32_t pid = job.pid;
   const int mem_fd = job.mem_fd, pm_fd = job.pm_fd, pages_fd = job.pages_fd;
   const std::vector<uint64_t>& regions = job.regions;
-  std::unique_ptr<ChunkCrc> crc;
-  if (job.crc_chunk) crc = std::make_unique<ChunkCrc>(job.crc_chunk);
   const uint64_t unit = job.crc_chunk ? job.crc_chunk / kPage : 1;                    // pages per chunk
   const uint64_t threshold = (std::max(kChunkPages, unit) + unit - 1) / unit * unit;  // hand over at this fill
   const uint64_t capacity = threshold + kChunkPages;                                  // + one window
@@ -270,7 +323,7 @@ void RunDump(const DumpJob& job, DumpDone& out) {
     failed = true;
     fail = {err, sc, std::move(detail)};
   };
-  Writer w(pages_fd, job.pages_off, capacity * kPage);
+  Writer w(pages_fd, job.pages_off, capacity * kPage, job.crc_chunk);
   size_t slot = w.AcquireSlot();
   char* buf = slot == SIZE_MAX ? nullptr : w.Slot(slot);
   uint64_t fill = 0;  // pages in the current slot
@@ -278,8 +331,7 @@ void RunDump(const DumpJob& job, DumpDone& out) {
   // starts the next one with the rest.
   auto hand_over = [&](bool last) -> bool {
     const uint64_t keep = last ? fill : fill - fill % unit;
-    if (crc) crc->Add(reinterpret_cast<const uint8_t*>(buf), keep * kPage);
-    w.Submit(keep * kPage);
+    w.Submit(slot, keep * kPage);
     if (last) return true;
     const uint64_t rest = fill - keep;
     slot = w.AcquireSlot();
@@ -379,7 +431,6 @@ void RunDump(const DumpJob& job, DumpDone& out) {
     }
   }
   if (buf && !failed) hand_over(true);
-  else if (buf) w.Submit(0);
   w.Finish();
   Failure wf;
   if (w.Failed(&wf) && !failed) {
@@ -387,8 +438,8 @@ void RunDump(const DumpJob& job, DumpDone& out) {
     fail = wf;
   }
   out.written = w.Written();
-  if (crc) {
-    out.sums = std::move(crc->Sums());
+  if (job.crc_chunk) {
+    out.sums = w.Sums();
     out.has_sums = true;
   }
 }
