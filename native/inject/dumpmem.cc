@@ -94,29 +94,28 @@ long Futex(std::atomic<uint32_t>* addr, int op, uint32_t val, const timespec* ts
 }
 
 // The slots between the reader (the calling thread: process_vm_readv, zero
-// pages) and the writer thread (pwrite into the page cache, then the
-// slot's checksums while it is still in cache: the reader's
-// process_vm_readv costs as much as the write, so the checksums go to the
-// writer's side). With a CPU each the copy takes about the time of one half.
-// The pages file's checksums (CRC32C of each chunk, for lr-checksums) are
-// computed on the pages as they are written instead of a read pass over the
-// file afterwards: a slot always starts on a chunk boundary and, but for
-// the last, ends on one (RunDump's carry), so its chunks are whole. Each slot is written at its own file offset, so
-// either thread may write it: the reader never waits for the writer. When
-// it finds no free slot it writes the oldest filled one itself; a writer
-// that is not running (a loaded machine: a sleeping thread may wait
-// milliseconds for a CPU after its wake-up) then costs nothing but the
-// overlap, and the copy degrades to the inline one instead of stalling on
-// hand-offs. The writer spins briefly when idle, then sleeps on a futex.
-// Inline (LR_DUMP_INLINE=1, or one CPU): no writer thread.
+// pages) and the writer thread. A filled slot has two parts of work: its
+// pwrite into the page cache (at the slot's own file offset) and its
+// checksums (CRC32C of each chunk, for lr-checksums: computed on the pages
+// as they are dumped instead of a read pass over the file afterwards; a
+// slot always starts on a chunk boundary and, but for the last, ends on one
+// (RunDump's carry), so its chunks are whole). Either thread may do either
+// part: the writer thread writes the oldest slot, else checksums one; the
+// reader, finding no free slot, checksums one, else writes one itself. So
+// the reader never waits for the writer: on two idle CPUs the copy takes
+// about the time of its larger half, and on a loaded machine (a sleeping
+// thread may wait milliseconds for a CPU after its wake-up) it degrades to
+// the inline copy instead of stalling on hand-offs. The idle writer spins
+// briefly, then sleeps on a futex. Inline (LR_DUMP_INLINE=1, or one CPU):
+// no writer thread.
 class Writer {
  public:
   // crc_chunk: 0, or the checksum chunk size (bytes).
   Writer(int fd, uint64_t offset, size_t slot_bytes, uint64_t crc_chunk) : fd_(fd), crc_chunk_(static_cast<size_t>(crc_chunk)), next_off_(offset) {
     for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, slot_bytes)));
     const char* e = getenv("LR_DUMP_INLINE");
-    const bool inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
-    if (!inline_) thread_ = std::thread([this] { Run(); });
+    const bool inline_copy = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
+    if (!inline_copy) thread_ = std::thread([this] { Run(); });
   }
   ~Writer() { Finish(); }
 
@@ -128,37 +127,39 @@ class Writer {
         uint32_t f = kFree;
         if (state_[i].compare_exchange_strong(f, kFilling, std::memory_order_acq_rel)) return i;
       }
-      // None free: write the oldest filled one here.
-      size_t i = Oldest();
-      if (i != SIZE_MAX) {
-        Write(i);
-        state_[i].store(kFilling, std::memory_order_release);
-        return i;
-      }
-      WaitFreed();  // every other slot is being written by the writer (not with kBuffers > 2)
+      // None free: help.
+      if (!Help(kSum) && !Help(kWrite)) WaitFreed();
     }
   }
-  // Hands `len` bytes of the slot `i` (from AcquireSlot) over for writing.
+  // Hands `len` bytes of the slot `i` (from AcquireSlot) over.
   void Submit(size_t i, size_t len) {
     off_[i] = next_off_;
     len_[i] = len;
     seq_[i] = next_seq_++;
     next_off_ += len;
+    parts_[i].store(crc_chunk_ ? 2 : 1, std::memory_order_seq_cst);
+    claim_[i][kWrite].store(0, std::memory_order_seq_cst);
+    claim_[i][kSum].store(crc_chunk_ ? 0 : 1, std::memory_order_seq_cst);
     if (!thread_.joinable()) {
-      Write(i);
-      state_[i].store(kFree, std::memory_order_release);
+      state_[i].store(kFilled, std::memory_order_release);
+      while (Help(kWrite) || Help(kSum)) {
+      }
       return;
     }
     state_[i].store(kFilled, std::memory_order_seq_cst);
     WakeWriter();
   }
-  // Every filled slot written (the reader helps), then the writer joined.
+  // Every part of every filled slot done (the reader helps), then the writer joined.
   void Finish() {
     if (finished_) return;
     finished_ = true;
-    for (size_t i; (i = Oldest()) != SIZE_MAX;) {
-      Write(i);
-      state_[i].store(kFree, std::memory_order_release);
+    for (;;) {
+      while (Help(kWrite) || Help(kSum)) {
+      }
+      bool busy = false;
+      for (size_t i = 0; i < kBuffers; i++) busy |= state_[i].load(std::memory_order_seq_cst) == kFilled;
+      if (!busy) break;
+      WaitFreed();  // a part the writer is doing
     }
     if (thread_.joinable()) {
       done_.store(1, std::memory_order_seq_cst);
@@ -172,7 +173,7 @@ class Writer {
   }
   char* Slot(size_t s) { return buffers_[s].get(); }
   uint64_t Written() const { return written_.load(std::memory_order_acquire); }
-  // The checksums of every slot written, in file order (after Finish).
+  // The checksums of every slot, in file order (after Finish).
   std::vector<uint32_t> Sums() {
     std::vector<uint32_t> out;
     for (auto& v : sums_) out.insert(out.end(), v.begin(), v.end());
@@ -180,27 +181,45 @@ class Writer {
   }
 
  private:
-  enum : uint32_t { kFree, kFilling, kFilled, kWriting };
+  enum : uint32_t { kFree, kFilling, kFilled };
+  enum Part : size_t { kWrite, kSum };
   static constexpr unsigned kSpins = 256;                  // ~10-20 µs of pause (~140 cycles each)
   static constexpr timespec kNap = {0, 50 * 1000 * 1000};  // re-check now and then, whatever happens
 
-  // Claims the filled slot handed over first (kFilled -> kWriting), or SIZE_MAX.
-  size_t Oldest() {
+  // Claims part `part` of the oldest filled slot that still needs it, does
+  // it, and frees the slot when it was its last part. False when none.
+  bool Help(Part part) {
     for (;;) {
       size_t best = SIZE_MAX;
       for (size_t i = 0; i < kBuffers; i++)
-        if (state_[i].load(std::memory_order_acquire) == kFilled && (best == SIZE_MAX || seq_[i] < seq_[best])) best = i;
-      if (best == SIZE_MAX) return best;
-      uint32_t f = kFilled;
-      if (state_[best].compare_exchange_strong(f, kWriting, std::memory_order_acq_rel)) return best;
+        if (state_[i].load(std::memory_order_acquire) == kFilled && claim_[i][part].load(std::memory_order_acquire) == 0 &&
+            (best == SIZE_MAX || seq_[i] < seq_[best]))
+          best = i;
+      if (best == SIZE_MAX) return false;
+      uint32_t z = 0;
+      if (!claim_[best][part].compare_exchange_strong(z, 1, std::memory_order_seq_cst)) continue;
+      // A stale look may have claimed a slot being handed over again (its
+      // claims reset, not yet kFilled): give the claim back.
+      if (state_[best].load(std::memory_order_seq_cst) != kFilled) {
+        claim_[best][part].store(0, std::memory_order_seq_cst);
+        continue;
+      }
+      if (part == kWrite) Write(best);
+      else Sum(best);
+      if (parts_[best].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        state_[best].store(kFree, std::memory_order_seq_cst);
+        freed_.fetch_add(1, std::memory_order_seq_cst);
+        if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&freed_, FUTEX_WAKE_PRIVATE, 1, nullptr);
+      }
+      return true;
     }
   }
   void WaitFreed() {
     const uint32_t v = freed_.load(std::memory_order_seq_cst);
-    for (size_t i = 0; i < kBuffers; i++)
-      if (state_[i].load(std::memory_order_seq_cst) != kWriting) return;
     reader_waits_.store(1, std::memory_order_seq_cst);
-    if (freed_.load(std::memory_order_seq_cst) == v) Futex(&freed_, FUTEX_WAIT_PRIVATE, v, &kNap);
+    bool any_free = false;
+    for (size_t i = 0; i < kBuffers; i++) any_free |= state_[i].load(std::memory_order_seq_cst) == kFree;
+    if (!any_free && freed_.load(std::memory_order_seq_cst) == v) Futex(&freed_, FUTEX_WAIT_PRIVATE, v, &kNap);
     reader_waits_.store(0, std::memory_order_relaxed);
   }
   // Every event the writer may sleep through changes writer_seq_ (its futex word).
@@ -212,13 +231,8 @@ class Writer {
   void Run() {
     for (unsigned spins = 0;; spins++) {
       const uint32_t seq = writer_seq_.load(std::memory_order_seq_cst);
-      size_t i = Oldest();
-      if (i != SIZE_MAX) {
+      if (Help(kWrite) || Help(kSum)) {
         spins = 0;
-        Write(i);
-        state_[i].store(kFree, std::memory_order_seq_cst);
-        freed_.fetch_add(1, std::memory_order_seq_cst);
-        if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&freed_, FUTEX_WAKE_PRIVATE, 1, nullptr);
         continue;
       }
       if (done_.load(std::memory_order_seq_cst)) return;
@@ -232,7 +246,7 @@ class Writer {
     }
   }
 
-  // Writes slot i (claimed by this thread) at its offset; the first failure is kept.
+  // Writes slot i at its offset; the first failure is kept, later writes are skipped.
   void Write(size_t i) {
     const char* p = buffers_[i].get();
     size_t len = len_[i];
@@ -241,7 +255,7 @@ class Writer {
       ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        std::lock_guard<std::mutex> g(fail_mu_);
+        std::lock_guard<std::mutex> g(mu_);
         if (!failed_.load(std::memory_order_relaxed)) {
           failure_ = {n < 0 ? errno : EIO, "pwrite", "pages file at offset " + std::to_string(off)};
           failed_.store(true, std::memory_order_release);
@@ -253,10 +267,12 @@ class Writer {
       off += static_cast<uint64_t>(n);
       len -= static_cast<size_t>(n);
     }
-    if (!crc_chunk_ || failed_.load(std::memory_order_relaxed)) return;
+  }
+  void Sum(size_t i) {
+    if (failed_.load(std::memory_order_relaxed)) return;
     std::vector<uint32_t> sums;
     ChunkSums(reinterpret_cast<const uint8_t*>(buffers_[i].get()), len_[i], crc_chunk_, sums);
-    std::lock_guard<std::mutex> g(sums_mu_);
+    std::lock_guard<std::mutex> g(mu_);
     if (sums_.size() <= seq_[i]) sums_.resize(seq_[i] + 1);
     sums_[seq_[i]] = std::move(sums);
   }
@@ -267,18 +283,19 @@ class Writer {
   int fd_;
   size_t crc_chunk_;
   uint64_t next_off_, next_seq_ = 0;  // reader only
-  std::mutex sums_mu_;
-  std::vector<std::vector<uint32_t>> sums_;  // by slot sequence number
   std::unique_ptr<char, FreeDeleter> buffers_[kBuffers];
-  // Set by the reader before the slot's kFilled store (release), read after claiming it.
+  // Set by the reader before the slot's kFilled store (release), read after seeing kFilled.
   uint64_t off_[kBuffers] = {}, seq_[kBuffers] = {};
   size_t len_[kBuffers] = {};
   std::atomic<uint32_t> state_[kBuffers] = {};
+  std::atomic<uint32_t> claim_[kBuffers][2] = {};  // per part: 0 to do, 1 claimed or not needed
+  std::atomic<uint32_t> parts_[kBuffers] = {};     // parts not yet done
   std::atomic<uint32_t> done_{0}, freed_{0}, writer_seq_{0}, reader_waits_{0}, writer_waits_{0};
   std::atomic<uint64_t> written_{0};
   std::atomic<bool> failed_{false};
-  std::mutex fail_mu_;
-  Failure failure_;  // written before failed_ is released
+  std::mutex mu_;
+  std::vector<std::vector<uint32_t>> sums_;  // by slot sequence number (mu_)
+  Failure failure_;                          // written before failed_ is released (mu_)
   std::thread thread_;
   bool finished_ = false;
 };
