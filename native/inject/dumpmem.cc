@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -565,25 +566,54 @@ uint64_t ZeroPagePfn() {
   return pfn;
 }
 
-// scanPages(pid, pagemapFd, regions) -> { runs, scanned, zero }: the pages
-// dumpPages would select (same region triples and modes), from the pagemap
-// alone: nothing is read from the process. For `dump --lazy-pages`, whose
-// lazy memory is served later from the frozen tree: the tree's downtime
-// before the page server listens then does not grow with its memory (reading
-// the pagemap costs 8 bytes per page). Pages that map the kernel's zero page
-// are left out (zero); other all-zero pages are kept (they are sent).
+// PAGEMAP_SCAN (Linux 6.7+; the structures of <linux/fs.h>, which this
+// build's headers may predate): the kernel reports runs of pages by
+// category instead of 8 bytes of pagemap per page.
+struct PmPageRegion {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kPageIsFile = 1 << 2, kPageIsPresent = 1 << 3, kPageIsSwapped = 1 << 4, kPageIsPfnZero = 1 << 5;
+
+// scanPages(pid, pagemapFd, regions, usePagemapScan) -> { runs, scanned, zero }:
+// the pages dumpPages would select (same region triples and modes), from the
+// pagemap alone: nothing is read from the process. For `dump --lazy-pages`,
+// whose lazy memory is served later from the frozen tree: the tree's downtime
+// before the page server listens then does not grow with its memory. Pages
+// that map the kernel's zero page are left out (zero); other all-zero pages
+// are kept (they are sent). With usePagemapScan (when the kernel has it) the
+// kernel hands over runs of present / swapped / zero-page / page-cache pages
+// (~10x faster than reading the pagemap: 2 GiB resident in ~3 ms instead of
+// ~30), as CRIU 4.2 does; swapped runs are read from the pagemap page by page
+// all the same (a pte marker reads as swapped there and is no page). A zero
+// huge page (huge zero PMD) counts as a zero page then, as the kernel
+// reports it; read page by page it is kept (its PFN is not the zero page's).
 Napi::Value ScanPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int32_t pid = ArgI32(info, 0, "pid");
   int pm_fd = ArgFd(info, 1, "pagemapFd");
   std::vector<uint64_t> regions = ArgRegions(info, 2);
+  bool use_scan = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
   const uint64_t zpfn = ZeroPagePfn();
   constexpr uint64_t kScanPages = 8192;  // 64 KiB of pagemap per pread
   std::vector<uint64_t> pm(kScanPages), runs;
   uint64_t scanned = 0, zero = 0;
-  for (size_t r = 0; r < regions.size(); r += 3) {
-    const uint64_t start = regions[r], npages = regions[r + 1];
-    const int mode = static_cast<int>(regions[r + 2]);
+  auto add = [&runs](uint64_t va, uint64_t n, uint64_t region) {
+    size_t m = runs.size();
+    if (m >= 3 && runs[m - 1] == region && runs[m - 3] + runs[m - 2] * kPage == va)
+      runs[m - 2] += n;
+    else {
+      runs.push_back(va);
+      runs.push_back(n);
+      runs.push_back(region);
+    }
+  };
+  // Pages [start, start + npages * 4096) of region `region`, from the pagemap page by page.
+  auto read_pagemap = [&](uint64_t start, uint64_t npages, int mode, uint64_t region) {
     for (uint64_t first = 0; first < npages; first += kScanPages) {
       const uint64_t n = std::min(kScanPages, npages - first);
       const uint64_t base = start + first * kPage;
@@ -591,23 +621,62 @@ Napi::Value ScanPages(const Napi::CallbackInfo& info) {
         ThrowErrno(env, errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
       for (uint64_t i = 0; i < n; i++) {
         const uint64_t e = pm[i];
-        const bool take = PageTaken(e, mode);
-        if (!take) continue;
+        if (!PageTaken(e, mode)) continue;
         scanned++;
         if (mode != kModeAll && zpfn && (e & kPmPresent) && (e & ((1ULL << 55) - 1)) == zpfn) {
           zero++;
           continue;
         }
-        const uint64_t va = base + i * kPage;
-        size_t m = runs.size();
-        if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
-          runs[m - 2]++;
-        else {
-          runs.push_back(va);
-          runs.push_back(1);
-          runs.push_back(r / 3);
-        }
+        add(base + i * kPage, 1, region);
       }
+    }
+  };
+  std::vector<PmPageRegion> vec(use_scan ? 512 : 0);
+  bool scan_works = false;  // one PAGEMAP_SCAN call succeeded
+  for (size_t r = 0; r < regions.size(); r += 3) {
+    const uint64_t start = regions[r], npages = regions[r + 1], region = r / 3;
+    const int mode = static_cast<int>(regions[r + 2]);
+    if (mode == kModeAll || !use_scan) {
+      read_pagemap(start, npages, mode, region);
+      continue;
+    }
+    const uint64_t end = start + npages * kPage;
+    for (uint64_t at = start; at < end;) {
+      PmScanArg a{};
+      a.size = sizeof a;
+      a.start = at;
+      a.end = end;
+      a.vec = reinterpret_cast<uint64_t>(vec.data());
+      a.vec_len = vec.size();
+      a.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+      a.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsPfnZero | (mode == kModeFile ? kPageIsFile : 0);
+      long got = ioctl(pm_fd, kPagemapScan, &a);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && (errno == ENOTTY || errno == EINVAL) && !scan_works) {
+        // No PAGEMAP_SCAN in this kernel: page by page from here on.
+        use_scan = false;
+        read_pagemap(start, npages, mode, region);
+        break;
+      }
+      if (got < 0) ThrowErrno(env, errno, "ioctl(PAGEMAP_SCAN)", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(at));
+      scan_works = true;
+      for (long k = 0; k < got; k++) {
+        const PmPageRegion& g = vec[k];
+        const uint64_t n = (g.end - g.start) / kPage;
+        if (mode == kModeFile && (g.categories & kPageIsFile)) continue;  // page-cache pages: the file has them
+        if (g.categories & kPageIsSwapped) {
+          read_pagemap(g.start, n, mode, region);
+          continue;
+        }
+        scanned += n;
+        if (g.categories & kPageIsPfnZero) {
+          zero += n;
+          continue;
+        }
+        add(g.start, n, region);
+      }
+      if (a.walk_end <= at) ThrowErrno(env, EIO, "ioctl(PAGEMAP_SCAN)", "/proc/" + std::to_string(pid) + "/pagemap: no progress at " + Hex(at));
+      at = a.walk_end;
     }
   }
   Napi::BigUint64Array ra = Napi::BigUint64Array::New(env, runs.size());

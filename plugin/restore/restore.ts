@@ -244,6 +244,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let cg: CgroupRestorer | undefined;
   try {
     validateKernelState(plan);
+    mark('kernel state validated');
     if (!opts.shellJob && root.entry.sid !== root.pid) {
       throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
     }
@@ -411,8 +412,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       // (a podman container has neither); as CRIU's restorer, before the
       // creds. Seccomp is suspended for what is injected after it
       // (plugin/restore/seccomp.ts).
+      mark('seccomp');
       installSeccomp(p.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: p.threads[i]!.seccomp })), log);
       // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
+      mark('creds');
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
