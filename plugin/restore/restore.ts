@@ -37,6 +37,7 @@ import { CLONE_NEWIPC, finishSysvIpc, loadSysvIpc, planSysvAttaches, restoreSysv
 import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
 import { mark } from '../phases.js';
+import { restoreNetns } from './netns.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -328,6 +329,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         // Into its cgroup set before its children exist: they inherit it.
         cg?.moveProcess(outer, cgSetOf(p), cg.dumperSet, `pid ${p.pid}`);
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
+        if (ct?.netId !== undefined && opts.container?.emptyNet !== true) await restoreNetns(outer, ct.dir, ct.netId, log);
         if (ipc) restoreSysvIpc(task, p.pid, ipc, ct !== undefined && (ct.nsFlags & CLONE_NEWIPC) !== 0, log);
       } else {
         const parent = byPid.get(p.ppid)!;
