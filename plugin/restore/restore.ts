@@ -38,6 +38,7 @@ import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
 import { sinceStartMs } from '../log.js';
 import { mark } from '../phases.js';
+import { restoreNetns } from './netns.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -245,6 +246,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let cg: CgroupRestorer | undefined;
   try {
     validateKernelState(plan);
+    mark('kernel state validated');
     if (!opts.shellJob && root.entry.sid !== root.pid) {
       throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
     }
@@ -328,6 +330,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         // Into its cgroup set before its children exist: they inherit it.
         cg?.moveProcess(outer, cgSetOf(p), cg.dumperSet, `pid ${p.pid}`);
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
+        if (ct?.netId !== undefined && opts.container?.emptyNet !== true) await restoreNetns(outer, ct.dir, ct.netId, log);
         if (ipc) restoreSysvIpc(task, p.pid, ipc, ct !== undefined && (ct.nsFlags & CLONE_NEWIPC) !== 0, log);
       } else {
         const parent = byPid.get(p.ppid)!;
@@ -412,8 +415,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       // (a podman container has neither); as CRIU's restorer, before the
       // creds. Seccomp is suspended for what is injected after it
       // (plugin/restore/seccomp.ts).
+      mark('seccomp');
       installSeccomp(p.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: p.threads[i]!.seccomp })), log);
       // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
+      mark('creds');
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
