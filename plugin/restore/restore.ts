@@ -36,6 +36,7 @@ import { containerPlan, setupContainer, type ContainerOptions } from './containe
 import { CLONE_NEWIPC, finishSysvIpc, loadSysvIpc, planSysvAttaches, restoreSysvIpc, type SysvIpcPlan } from './sysvipc.js';
 import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
+import { sinceStartMs } from '../log.js';
 import { mark } from '../phases.js';
 import { restoreNetns } from './netns.js';
 
@@ -220,7 +221,7 @@ interface Live {
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   mark('restore start');
-  const t0 = performance.now();
+  const t0 = sinceStartMs();
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
@@ -382,7 +383,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('tree of stubs');
     plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
 
-    const forkMs = performance.now() - t0;
+    const forkMs = sinceStartMs() - t0;
     mark('fds created');
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
@@ -449,7 +450,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
       adopted = Promise.all(adopting);
       mark('uffds sent to the lazy-pages daemon');
-      log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
+      log(`handed ${adopting.length} userfaultfds over at ${(sinceStartMs() - t0).toFixed(1)} ms`);
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
       mark('uffds handed over');
@@ -466,7 +467,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       restoreRseq(l.task, l.plan.threads[0]!.core);
       l.threads.forEach((t, i) => restoreRseq(t, l.plan.threads[i + 1]!.core));
     }
-    if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(performance.now() - t0).toFixed(1)} ms`);
+    if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(sinceStartMs() - t0).toFixed(1)} ms`);
 
     // Every task is in its cgroups: their properties now (CRIU's prepare_cgroup_properties).
     cg?.restoreProperties();
@@ -495,7 +496,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('released');
     for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
     plan.fds.close();
-    const resumeMs = performance.now() - t0;
+    const resumeMs = sinceStartMs() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {
