@@ -57,25 +57,122 @@ WaitResult WaitPid(pid_t pid, int timeout_ms, int extra_flags) {
   }
 }
 
+namespace {
+
+// The frame every injection runs in: the thread's registers and blocked
+// mask saved, every signal but SIGTRAP blocked, one resume at a time with a
+// bounded wait for the next stop, and everything put back at the end (or on
+// any failure while the thread still exists). InjectSyscall and InjectBatch
+// differ only in the registers they start from and in what stop ends them.
+class InjectionFrame {
+ public:
+  InjectionFrame(pid_t tid, InjectResult* res, const char* what_wait, const char* what_exit)
+      : tid_(tid), res_(res), what_wait_(what_wait), what_exit_(what_exit) {}
+
+  // Saves registers + mask and blocks all but SIGTRAP. False: res_ filled.
+  bool Enter() {
+    if (ptrace(PTRACE_GETREGS, tid_, nullptr, &saved_) < 0) return Fail("ptrace(PTRACE_GETREGS)");
+    if (ptrace(PTRACE_GETSIGMASK, tid_, sizeof(saved_mask_), &saved_mask_) < 0)
+      return Fail("ptrace(PTRACE_GETSIGMASK)");
+    uint64_t block = ~(1ULL << (SIGTRAP - 1));
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(block), &block) < 0) return Fail("ptrace(PTRACE_SETSIGMASK)");
+    entered_ = true;
+    return true;
+  }
+
+  const user_regs_struct& saved() const { return saved_; }
+
+  bool SetRegs(const user_regs_struct& regs) {
+    if (ptrace(PTRACE_SETREGS, tid_, nullptr, &regs) < 0) return FailPutBack("ptrace(PTRACE_SETREGS)");
+    return true;
+  }
+
+  bool GetRegs(user_regs_struct* regs) {
+    if (ptrace(PTRACE_GETREGS, tid_, nullptr, regs) < 0) return FailPutBack("ptrace(PTRACE_GETREGS)");
+    return true;
+  }
+
+  // Resumes the thread (PTRACE_CONT or PTRACE_SINGLESTEP) and waits for its
+  // next stop until `deadline_ns`. On a timeout the thread is interrupted
+  // (it may still be running our code) before the frame is put back; a
+  // thread that exited is reported as ESRCH with its wait status.
+  bool Resume(bool cont, int64_t deadline_ns, WaitResult* w) {
+    if (ptrace(cont ? PTRACE_CONT : PTRACE_SINGLESTEP, tid_, nullptr, nullptr) < 0)
+      return FailPutBack(cont ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SINGLESTEP)");
+    int64_t left_ms = (deadline_ns - NowNs()) / 1000000LL;
+    *w = WaitPid(tid_, left_ms > 0 ? static_cast<int>(left_ms) : 0);
+    if (w->err != 0) {
+      if (w->err == ETIMEDOUT) {
+        ptrace(PTRACE_INTERRUPT, tid_, nullptr, nullptr);
+        WaitPid(tid_, 1000);
+      }
+      errno = w->err;
+      return FailPutBack(what_wait_);
+    }
+    if (WIFEXITED(w->status) || WIFSIGNALED(w->status)) {
+      entered_ = false;  // nothing to put back
+      res_->unexpected_status = w->status;
+      errno = ESRCH;
+      return Fail(what_exit_);
+    }
+    return true;
+  }
+
+  // A stop that is not the one the injection ends with (SIGSTOP, a fault in
+  // the injected code...): put the thread back; the caller reports it.
+  bool UnexpectedStop(int status, const char* what) {
+    res_->unexpected_status = status;
+    errno = EINTR;
+    return FailPutBack(what);
+  }
+
+  // Puts registers + mask back, checked (the injection's normal end).
+  bool Leave() {
+    entered_ = false;
+    if (ptrace(PTRACE_SETREGS, tid_, nullptr, &saved_) < 0) return Fail("ptrace(PTRACE_SETREGS)");
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof(saved_mask_), &saved_mask_) < 0)
+      return Fail("ptrace(PTRACE_SETSIGMASK)");
+    return true;
+  }
+
+  bool Fail(const char* what) {
+    res_->err = errno;
+    res_->what = what;
+    return false;
+  }
+
+  // Fail after the frame was entered: best-effort put-back, errno kept.
+  bool FailPutBack(const char* what) {
+    if (entered_) {
+      int e = errno;
+      ptrace(PTRACE_SETREGS, tid_, nullptr, &saved_);
+      ptrace(PTRACE_SETSIGMASK, tid_, sizeof(saved_mask_), &saved_mask_);
+      entered_ = false;
+      errno = e;
+    }
+    return Fail(what);
+  }
+
+ private:
+  pid_t tid_;
+  InjectResult* res_;
+  const char* what_wait_;
+  const char* what_exit_;
+  user_regs_struct saved_{};
+  uint64_t saved_mask_ = 0;
+  bool entered_ = false;
+};
+
+bool IsTrapStop(int status) { return WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0; }
+
+}  // namespace
+
 InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint64_t gadget,
                            bool use_trap, int timeout_ms) {
   InjectResult res;
-  auto fail = [&](const char* what) {
-    res.err = errno;
-    res.what = what;
-    return res;
-  };
-
-  user_regs_struct saved;
-  if (ptrace(PTRACE_GETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_GETREGS)");
-  uint64_t saved_mask = 0;
-  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0)
-    return fail("ptrace(PTRACE_GETSIGMASK)");
-  uint64_t block = ~(1ULL << (SIGTRAP - 1));
-  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(block), &block) < 0)
-    return fail("ptrace(PTRACE_SETSIGMASK)");
-
-  user_regs_struct regs = saved;
+  InjectionFrame frame(tid, &res, "waitpid (injected syscall)", "injected syscall: thread exited");
+  if (!frame.Enter()) return res;
+  user_regs_struct regs = frame.saved();
   regs.rip = gadget;
   regs.rax = nr;
   regs.orig_rax = static_cast<uint64_t>(-1);
@@ -85,73 +182,30 @@ InjectResult InjectSyscall(pid_t tid, uint64_t nr, const uint64_t args[6], uint6
   regs.r10 = args[3];
   regs.r8 = args[4];
   regs.r9 = args[5];
-
-  // From here on every exit path must try to put regs + mask back.
-  auto restore = [&]() {
-    int e = errno;
-    ptrace(PTRACE_SETREGS, tid, nullptr, &saved);
-    ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask);
-    errno = e;
-  };
-
-  if (ptrace(PTRACE_SETREGS, tid, nullptr, &regs) < 0) {
-    restore();
-    return fail("ptrace(PTRACE_SETREGS)");
-  }
+  if (!frame.SetRegs(regs)) return res;
   // One resume normally; again after each fork/clone event stop.
   const int64_t deadline = NowNs() + static_cast<int64_t>(timeout_ms) * 1000000LL;
   WaitResult w;
   for (;;) {
-    long rc = use_trap ? ptrace(PTRACE_CONT, tid, nullptr, nullptr)
-                       : ptrace(PTRACE_SINGLESTEP, tid, nullptr, nullptr);
-    if (rc < 0) {
-      restore();
-      return fail(use_trap ? "ptrace(PTRACE_CONT)" : "ptrace(PTRACE_SINGLESTEP)");
-    }
-    int64_t left_ms = (deadline - NowNs()) / 1000000LL;
-    w = WaitPid(tid, left_ms > 0 ? static_cast<int>(left_ms) : 0);
-    if (w.err != 0) {
-      // The thread may still be running our syscall: stop it before restoring.
-      if (w.err == ETIMEDOUT) {
-        ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
-        WaitPid(tid, 1000);
-      }
-      errno = w.err;
-      restore();
-      return fail("waitpid (injected syscall)");
-    }
-    if (WIFEXITED(w.status) || WIFSIGNALED(w.status)) {
-      errno = ESRCH;
-      res.unexpected_status = w.status;
-      return fail("injected syscall: thread exited");
-    }
+    if (!frame.Resume(use_trap, deadline, &w)) return res;
     int event = (w.status >> 16) & 0xff;
     bool fork_event = event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE;
     if (!WIFSTOPPED(w.status) || WSTOPSIG(w.status) != SIGTRAP || !fork_event) break;
     unsigned long msg = 0;
     if (ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &msg) < 0) {
-      restore();
-      return fail("ptrace(PTRACE_GETEVENTMSG)");
+      frame.FailPutBack("ptrace(PTRACE_GETEVENTMSG)");
+      return res;
     }
     res.child = static_cast<pid_t>(msg);
   }
-  if (!WIFSTOPPED(w.status) || WSTOPSIG(w.status) != SIGTRAP || (w.status >> 16) != 0) {
-    // A stop for something else (SIGSTOP, an unblockable fault in the
-    // syscall gadget...). Put the thread back; the caller reports it.
-    res.unexpected_status = w.status;
-    errno = EINTR;
-    restore();
-    return fail("injected syscall: unexpected stop");
+  if (!IsTrapStop(w.status)) {
+    frame.UnexpectedStop(w.status, "injected syscall: unexpected stop");
+    return res;
   }
   user_regs_struct after;
-  if (ptrace(PTRACE_GETREGS, tid, nullptr, &after) < 0) {
-    restore();
-    return fail("ptrace(PTRACE_GETREGS)");
-  }
+  if (!frame.GetRegs(&after)) return res;
   res.result = static_cast<int64_t>(after.rax);
-  if (ptrace(PTRACE_SETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_SETREGS)");
-  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0)
-    return fail("ptrace(PTRACE_SETSIGMASK)");
+  frame.Leave();
   return res;
 }
 
@@ -199,63 +253,24 @@ const uint8_t* BatchBlob(size_t* len) {
 
 InjectResult InjectBatch(pid_t tid, uint64_t blob, uint64_t table, int timeout_ms) {
   InjectResult res;
-  auto fail = [&](const char* what) {
-    res.err = errno;
-    res.what = what;
-    return res;
-  };
-  user_regs_struct saved;
-  if (ptrace(PTRACE_GETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_GETREGS)");
-  uint64_t saved_mask = 0;
-  if (ptrace(PTRACE_GETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0) return fail("ptrace(PTRACE_GETSIGMASK)");
-  uint64_t block = ~(1ULL << (SIGTRAP - 1));
-  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(block), &block) < 0) return fail("ptrace(PTRACE_SETSIGMASK)");
-  auto restore = [&]() {
-    int e = errno;
-    ptrace(PTRACE_SETREGS, tid, nullptr, &saved);
-    ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask);
-    errno = e;
-  };
-  user_regs_struct regs = saved;
+  InjectionFrame frame(tid, &res, "waitpid (injected syscall batch)", "injected syscall batch: thread exited");
+  if (!frame.Enter()) return res;
+  user_regs_struct regs = frame.saved();
   regs.rip = blob;
   regs.rdi = table;
   regs.orig_rax = static_cast<uint64_t>(-1);
-  if (ptrace(PTRACE_SETREGS, tid, nullptr, &regs) < 0) {
-    restore();
-    return fail("ptrace(PTRACE_SETREGS)");
-  }
-  if (ptrace(PTRACE_CONT, tid, nullptr, nullptr) < 0) {
-    restore();
-    return fail("ptrace(PTRACE_CONT)");
-  }
-  WaitResult w = WaitPid(tid, timeout_ms);
-  if (w.err != 0) {
-    if (w.err == ETIMEDOUT) {
-      ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr);
-      WaitPid(tid, 1000);
-    }
-    errno = w.err;
-    restore();
-    return fail("waitpid (injected syscall batch)");
-  }
-  if (WIFEXITED(w.status) || WIFSIGNALED(w.status)) {
-    errno = ESRCH;
-    res.unexpected_status = w.status;
-    return fail("injected syscall batch: thread exited");
-  }
+  if (!frame.SetRegs(regs)) return res;
+  WaitResult w;
+  if (!frame.Resume(true, NowNs() + static_cast<int64_t>(timeout_ms) * 1000000LL, &w)) return res;
   size_t len = 0;
   BatchBlob(&len);
   user_regs_struct after;
-  bool trapped = WIFSTOPPED(w.status) && WSTOPSIG(w.status) == SIGTRAP && (w.status >> 16) == 0 &&
-                 ptrace(PTRACE_GETREGS, tid, nullptr, &after) == 0 && after.rip == blob + len;
+  bool trapped = IsTrapStop(w.status) && ptrace(PTRACE_GETREGS, tid, nullptr, &after) == 0 && after.rip == blob + len;
   if (!trapped) {
-    res.unexpected_status = w.status;
-    errno = EINTR;
-    restore();
-    return fail("injected syscall batch: unexpected stop");
+    frame.UnexpectedStop(w.status, "injected syscall batch: unexpected stop");
+    return res;
   }
-  if (ptrace(PTRACE_SETREGS, tid, nullptr, &saved) < 0) return fail("ptrace(PTRACE_SETREGS)");
-  if (ptrace(PTRACE_SETSIGMASK, tid, sizeof(saved_mask), &saved_mask) < 0) return fail("ptrace(PTRACE_SETSIGMASK)");
+  frame.Leave();
   return res;
 }
 

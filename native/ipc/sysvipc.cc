@@ -1,7 +1,8 @@
 // SysV IPC objects of an IPC namespace (shared memory segments, semaphore
 // sets, message queues) and the namespace's IPC sysctls: read for a dump,
 // created again for a restore. Every call runs on a thread of its own that
-// joins the namespace (setns(CLONE_NEWIPC) on an fd of /proc/PID/ns/ipc):
+// joins the namespace (setns(CLONE_NEWIPC) on an fd of /proc/PID/ns/ipc;
+// RunInNamespaces, ns/ns_thread.h):
 // an IPC namespace is a per-thread attribute, so Node's own threads never
 // change namespace, and the joined one is left when the thread ends. The
 // /proc/sys/kernel IPC sysctls and /proc/sys/fs/mqueue are the opening
@@ -22,12 +23,12 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "ns/ns_thread.h"
 
 #ifndef MSG_COPY
 #define MSG_COPY 040000
@@ -46,13 +47,6 @@ union SemUn {
   struct semid_ds* buf;
   unsigned short* array;
   struct seminfo* info;
-};
-
-// A failed step inside the namespace thread, thrown on the Node thread.
-struct Failure {
-  int err = 0;
-  std::string syscall;
-  std::string detail;
 };
 
 struct Desc {
@@ -93,17 +87,8 @@ struct MsgQueue {
 };
 
 // Runs `body` on a thread that first joins the IPC namespace of `nsFd`.
-Failure InNamespace(int nsFd, const std::function<void(Failure&)>& body) {
-  Failure f;
-  std::thread t([&] {
-    if (setns(nsFd, CLONE_NEWIPC) < 0) {
-      f = {errno, "setns", "CLONE_NEWIPC"};
-      return;
-    }
-    body(f);
-  });
-  t.join();
-  return f;
+NsFailure InNamespace(int nsFd, const std::function<void(NsFailure&)>& body) {
+  return RunInNamespaces({{nsFd, CLONE_NEWIPC, "CLONE_NEWIPC"}}, NsFs::Shared, body);
 }
 
 bool ReadSysctl(const std::string& name, std::string& out, int& err) {
@@ -149,7 +134,7 @@ void FillDesc(Desc& d, int id, const struct ipc_perm& p) {
 // The segment's contents: pages in its page cache (mincore on an attach),
 // or, when the namespace has shared memory in swap (mincore cannot see
 // those pages), every page that is not all zeros.
-bool DumpShmPages(ShmSeg& s, bool swapped, Failure& f) {
+bool DumpShmPages(ShmSeg& s, bool swapped, NsFailure& f) {
   void* addr = shmat(s.d.id, nullptr, SHM_RDONLY);
   if (addr == reinterpret_cast<void*>(-1)) {
     f = {errno, "shmat", "SysV shm id " + std::to_string(s.d.id)};
@@ -211,7 +196,7 @@ struct Dumped {
   std::vector<MsgQueue> msg;
 };
 
-void DumpAll(Dumped& out, Failure& f) {
+void DumpAll(Dumped& out, NsFailure& f) {
   for (const char* name : kSysctls) {
     std::string v;
     int err = 0;
@@ -345,8 +330,8 @@ Napi::Value SysvIpcDump(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int nsFd = ArgFd(info, 0, "nsFd");
   Dumped d;
-  Failure f = InNamespace(nsFd, [&](Failure& ff) { DumpAll(d, ff); });
-  if (f.err) ThrowErrno(env, f.err, f.syscall.c_str(), f.detail);
+  NsFailure f = InNamespace(nsFd, [&](NsFailure& ff) { DumpAll(d, ff); });
+  ThrowIfFailed(env, f);
   Napi::Object out = Napi::Object::New(env);
   Napi::Object sc = Napi::Object::New(env);
   for (auto& [k, v] : d.sysctls) sc.Set(k, Napi::String::New(env, v));
@@ -432,7 +417,7 @@ Napi::Array ArrayField(Napi::Env env, Napi::Object o, const char* k) {
 }
 
 // Asks for the next id of a kind (kernel/<kind>_next_id), so the object is created with its dumped id.
-bool NextId(const char* kind, int32_t id, Failure& f) {
+bool NextId(const char* kind, int32_t id, NsFailure& f) {
   int err = 0;
   std::string name = std::string("kernel/") + kind + "_next_id";
   if (!WriteSysctl(name, std::to_string(id), err)) {
@@ -442,14 +427,14 @@ bool NextId(const char* kind, int32_t id, Failure& f) {
   return true;
 }
 
-bool SameId(const char* what, int got, const Desc& d, Failure& f) {
+bool SameId(const char* what, int got, const Desc& d, NsFailure& f) {
   if (got == d.id) return true;
   f = {EEXIST, what, "got id " + std::to_string(got) + " instead of " + std::to_string(d.id)};
   return false;
 }
 
 void RestoreAll(const std::vector<std::pair<std::string, std::string>>& sysctls, const std::vector<ShmSeg>& shm,
-                const std::vector<MsgQueue>& msg, const std::vector<SemSet>& sem, Failure& f) {
+                const std::vector<MsgQueue>& msg, const std::vector<SemSet>& sem, NsFailure& f) {
   // The namespace's limits first (CRIU's order: variables, shm, msg, sem).
   for (auto& [k, v] : sysctls) {
     int err = 0;
@@ -637,8 +622,8 @@ Napi::Value SysvIpcRestore(const Napi::CallbackInfo& info) {
     if (s.values.empty()) throw Napi::RangeError::New(env, "a semaphore set needs at least one semaphore");
     sem.push_back(std::move(s));
   }
-  Failure f = InNamespace(nsFd, [&](Failure& ff) { RestoreAll(sysctls, shm, msg, sem, ff); });
-  if (f.err) ThrowErrno(env, f.err, f.syscall.c_str(), f.detail);
+  NsFailure f = InNamespace(nsFd, [&](NsFailure& ff) { RestoreAll(sysctls, shm, msg, sem, ff); });
+  ThrowIfFailed(env, f);
   return env.Undefined();
 }
 
@@ -651,7 +636,7 @@ Napi::Value SysvShmRemove(const Napi::CallbackInfo& info) {
   std::vector<int> ids;
   Napi::Array a = info[1].As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); i++) ids.push_back(a.Get(i).As<Napi::Number>().Int32Value());
-  Failure f = InNamespace(nsFd, [&](Failure& ff) {
+  NsFailure f = InNamespace(nsFd, [&](NsFailure& ff) {
     for (int id : ids) {
       if (shmctl(id, IPC_RMID, nullptr) < 0) {
         ff = {errno, "shmctl", "IPC_RMID SysV shm id " + std::to_string(id)};
@@ -659,7 +644,7 @@ Napi::Value SysvShmRemove(const Napi::CallbackInfo& info) {
       }
     }
   });
-  if (f.err) ThrowErrno(env, f.err, f.syscall.c_str(), f.detail);
+  ThrowIfFailed(env, f);
   return env.Undefined();
 }
 

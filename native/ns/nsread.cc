@@ -8,8 +8,9 @@
 // sethostname, setdomainname): the thread first unshares its fs struct
 // (setns into a mount namespace needs a task that shares it with no one),
 // so a container's mount tree is built without one ptrace round trip per
-// call. Also mknod(2), which Node's fs lacks, for unpacking a container's
-// tmpfs (device nodes, FIFOs).
+// call. The thread is RunInNamespaces (ns/ns_thread.h). Also mknod(2),
+// which Node's fs lacks, for unpacking a container's tmpfs (device nodes,
+// FIFOs).
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -19,45 +20,34 @@
 #include <unistd.h>
 
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/errors.h"
 #include "common/modules.h"
+#include "ns/ns_thread.h"
 
 namespace lr {
 namespace {
 
 constexpr size_t kMaxFile = 1 << 20;
 
-struct NsKind { const char* name; int flag; };
-constexpr NsKind kKinds[] = {{"uts", CLONE_NEWUTS}, {"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET}, {"mnt", CLONE_NEWNS}, {"cgroup", CLONE_NEWCGROUP}};
-
-struct ReadResult {
-  int err = 0;
-  const char* sys = nullptr;
-  std::string what;
-  std::vector<std::string> texts;
-};
-
-// Runs on its own thread: join the namespace, read each file whole.
-void ReadIn(int nsFd, int flag, const std::vector<std::string>& paths, ReadResult* out) {
-  if (setns(nsFd, flag) < 0) { out->err = errno; out->sys = "setns"; return; }
+// Reads each file whole (on the namespace thread); the first failure is stored in `f`.
+void ReadFiles(const std::vector<std::string>& paths, const std::string& nsPath, std::vector<std::string>& texts, NsFailure& f) {
   for (const std::string& p : paths) {
     int fd = open(p.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) { out->err = errno; out->sys = "open"; out->what = p; return; }
+    if (fd < 0) { f = {errno, "open", p + " in " + nsPath}; return; }
     std::string text;
     char buf[8192];
     for (;;) {
       ssize_t n = read(fd, buf, sizeof(buf));
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) { out->err = errno; out->sys = "read"; out->what = p; close(fd); return; }
+      if (n < 0) { f = {errno, "read", p + " in " + nsPath}; close(fd); return; }
       if (n == 0) break;
       text.append(buf, static_cast<size_t>(n));
-      if (text.size() > kMaxFile) { out->err = EFBIG; out->sys = "read"; out->what = p; close(fd); return; }
+      if (text.size() > kMaxFile) { f = {EFBIG, "read", p + " in " + nsPath}; close(fd); return; }
     }
     close(fd);
-    out->texts.push_back(std::move(text));
+    texts.push_back(std::move(text));
   }
 }
 
@@ -69,9 +59,7 @@ Napi::Value NsReadFiles(const Napi::CallbackInfo& info) {
   if (!info[1].IsString()) throw Napi::TypeError::New(env, "kind must be a string");
   if (!info[2].IsArray()) throw Napi::TypeError::New(env, "paths must be an array of strings");
   std::string kind = info[1].As<Napi::String>().Utf8Value();
-  int flag = 0;
-  for (const NsKind& k : kKinds) if (kind == k.name) flag = k.flag;
-  if (flag == 0) throw Napi::RangeError::New(env, "kind must be uts, ipc or net");
+  if (NsKindFlag(kind) == 0) throw Napi::RangeError::New(env, "kind must be uts, ipc or net");
   Napi::Array arr = info[2].As<Napi::Array>();
   std::vector<std::string> paths;
   for (uint32_t i = 0; i < arr.Length(); i++) {
@@ -79,21 +67,13 @@ Napi::Value NsReadFiles(const Napi::CallbackInfo& info) {
     if (!v.IsString()) throw Napi::TypeError::New(env, "paths must be an array of strings");
     paths.push_back(v.As<Napi::String>().Utf8Value());
   }
-  std::string nsPath = "/proc/" + std::to_string(pid) + "/ns/" + kind;
-  int nsFd = open(nsPath.c_str(), O_RDONLY | O_CLOEXEC);
-  if (nsFd < 0) ThrowErrno(env, errno, "open", nsPath);
-  ReadResult res;
-  try {
-    std::thread t(ReadIn, nsFd, flag, std::cref(paths), &res);
-    t.join();
-  } catch (const std::system_error& e) {
-    close(nsFd);
-    ThrowErrno(env, e.code().value(), "thread", nsPath);
-  }
-  close(nsFd);
-  if (res.err) ThrowErrno(env, res.err, res.sys, res.what.empty() ? nsPath : res.what + " in " + nsPath);
-  Napi::Array out = Napi::Array::New(env, res.texts.size());
-  for (size_t i = 0; i < res.texts.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, res.texts[i]));
+  NsFds ns;
+  ns.Open(env, pid, kind);
+  const std::string& nsPath = ns.joins().front().detail;
+  std::vector<std::string> texts;
+  ThrowIfFailed(env, RunInNamespaces(ns.joins(), NsFs::Shared, [&](NsFailure& f) { ReadFiles(paths, nsPath, texts, f); }));
+  Napi::Array out = Napi::Array::New(env, texts.size());
+  for (size_t i = 0; i < texts.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::String::New(env, texts[i]));
   return out;
 }
 
@@ -119,17 +99,9 @@ struct Step {
   unsigned long flags = 0;
 };
 
-struct RunResult {
-  int err = 0;
-  std::string what;
-};
-
-void RunIn(const std::vector<std::pair<int, int>>* ns, const std::vector<Step>* steps, RunResult* out) {
-  if (unshare(CLONE_FS) < 0) { out->err = errno; out->what = "unshare(CLONE_FS)"; return; }
-  for (const auto& [fd, flag] : *ns) {
-    if (setns(fd, flag) < 0) { out->err = errno; out->what = "setns"; return; }
-  }
-  for (const Step& s : *steps) {
+// Runs the steps in order (on the namespace thread); the first failing one is stored in `f`.
+void RunSteps(const std::vector<Step>& steps, NsFailure& f) {
+  for (const Step& s : steps) {
     long r = 0;
     switch (s.sys) {
       case Sys::Mount:
@@ -141,7 +113,7 @@ void RunIn(const std::vector<std::pair<int, int>>* ns, const std::vector<Step>* 
       case Sys::SetHostname: r = sethostname(s.a.data(), s.a.size()); break;
       case Sys::SetDomainname: r = setdomainname(s.a.data(), s.a.size()); break;
     }
-    if (r < 0) { out->err = errno; out->what = s.what; return; }
+    if (r < 0) { f = {errno, s.what, std::string()}; return; }
   }
 }
 
@@ -187,32 +159,17 @@ Napi::Value NsRun(const Napi::CallbackInfo& info) {
     if (s.sys != Sys::Mount && !s.hasA) throw Napi::TypeError::New(env, s.what + ": a is required");
     steps.push_back(std::move(s));
   }
-  std::vector<std::pair<int, int>> ns;
-  auto closeAll = [&ns]() { for (auto& p : ns) close(p.first); };
+  NsFds ns;
   // The mount namespace last: the others' files are found through /proc, which stays ours.
   for (int pass = 0; pass < 2; pass++) {
     for (uint32_t i = 0; i < kinds.Length(); i++) {
       std::string k = kinds.Get(i).ToString().Utf8Value();
-      int flag = 0;
-      for (const NsKind& kk : kKinds) if (k == kk.name) flag = kk.flag;
-      if (flag == 0) { closeAll(); throw Napi::RangeError::New(env, "unknown namespace kind " + k); }
-      if ((flag == CLONE_NEWNS) != (pass == 1)) continue;
-      std::string path = "/proc/" + std::to_string(pid) + "/ns/" + k;
-      int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) { int e = errno; closeAll(); ThrowErrno(env, e, "open", path); }
-      ns.emplace_back(fd, flag);
+      if ((NsKindFlag(k) == CLONE_NEWNS) != (pass == 1)) continue;
+      ns.Open(env, pid, k);
     }
   }
-  RunResult res;
-  try {
-    std::thread t(RunIn, &ns, &steps, &res);
-    t.join();
-  } catch (const std::system_error& e) {
-    closeAll();
-    ThrowErrno(env, e.code().value(), "thread");
-  }
-  closeAll();
-  if (res.err) ThrowErrno(env, res.err, res.what.c_str(), "in the namespaces of pid " + std::to_string(pid));
+  NsFailure f = RunInNamespaces(ns.joins(), NsFs::Unshared, [&](NsFailure& ff) { RunSteps(steps, ff); });
+  if (f.err) ThrowErrno(env, f.err, f.syscall.c_str(), "in the namespaces of pid " + std::to_string(pid));
   return env.Undefined();
 }
 

@@ -10,32 +10,71 @@ import {
   type ThreadInfoX86, type UserDescT, type UserX86FpregsEntry, type UserX86XsaveEntry,
 } from '../images/index.js';
 import {
-  PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, type InjectOptions, type UserRegs,
+  DEFAULT_TIMEOUT_MS, PR, SYS, getRegs, getRobustList, getRseqConfiguration, getSigmask, getXstate, injectSyscall, peekSiginfo, readMemory, type InjectOptions, type UserRegs,
 } from '../inject/index.js';
+import { BATCH_ENTRY, isSyscallError, runBatch, writeBatchBlob, type BatchArea, type BatchSyscall } from '../inject/batch.js';
 import { parseLimits, readStat, readStatus, readTimers } from './proc.js';
 
 const PROT_READ_WRITE = 3;
+const PROT_EXEC = 4;
 /** MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE: never merged with the process's own (accounted) anonymous VMAs. */
 const MAP_SCRATCH = 0x02 | 0x20 | 0x4000;
-const SCRATCH_SIZE = 4096;
+// Scratch layout: the calls' outputs (0x0000: fixed places per call;
+// 0x1000: POSIX timers, 32 bytes each), the batch table (0x2000, 127 calls)
+// and the batch routine (0x4000).
+const SCRATCH_SIZE = 0x5000;
+const TIMERS_OUT = 0x1000;
+const TIMERS_PER_RUN = 0x1000 / 32;
+const BATCH_TABLE = 0x2000n;
+const BATCH_BLOB = 0x4000n;
 
 /**
- * A page mapped into the frozen process (injected mmap) for the buffers of
- * the injected calls below, outside every VMA the dump copies: the process's
- * memory is left untouched, so it can be copied while they run. Unmapped by
- * unmapScratch (also when collecting fails).
+ * Mapping in the frozen process (injected mmap) for the buffers of the
+ * injected calls below, outside every VMA the dump copies: the process's
+ * memory is left untouched, so it can be copied while they run. Executable
+ * where the process may have such memory, with the batch routine in it
+ * (plugin/inject/batch.ts: the calls of a thread run with one ptrace round
+ * trip); read-write only otherwise (e.g. MDWE) or with LR_INJECT_BATCH=0,
+ * and the calls are injected one by one. Unmapped by unmapScratch (also when
+ * collecting fails).
  */
-export function mapScratch(pid: number, opts: InjectOptions): bigint {
-  return check(injectSyscall(pid, SYS.mmap, [0, SCRATCH_SIZE, PROT_READ_WRITE, MAP_SCRATCH, -1, 0], opts), 'mmap (scratch page)', pid);
+export interface DumpScratch {
+  addr: bigint;
+  batch?: BatchArea;
 }
 
-export function unmapScratch(pid: number, addr: bigint, opts: InjectOptions): void {
-  check(injectSyscall(pid, SYS.munmap, [addr, SCRATCH_SIZE], opts), 'munmap (scratch page)', pid);
+export function mapScratch(pid: number, opts: InjectOptions): DumpScratch {
+  if (process.env.LR_INJECT_BATCH !== '0') {
+    const r = injectSyscall(pid, SYS.mmap, [0, SCRATCH_SIZE, PROT_READ_WRITE | PROT_EXEC, MAP_SCRATCH, -1, 0], opts);
+    if (!isSyscallError(r)) {
+      const scratch: DumpScratch = { addr: r, batch: { blob: r + BATCH_BLOB, table: r + BATCH_TABLE, max: Number(BATCH_BLOB - BATCH_TABLE) / BATCH_ENTRY - 1 } };
+      try {
+        writeBatchBlob(pid, scratch.batch!.blob);
+      } catch (e) {
+        unmapScratch(pid, scratch, opts);
+        throw e;
+      }
+      return scratch;
+    }
+  }
+  return { addr: check(injectSyscall(pid, SYS.mmap, [0, SCRATCH_SIZE, PROT_READ_WRITE, MAP_SCRATCH, -1, 0], opts), 'mmap (scratch page)', pid) };
+}
+
+export function unmapScratch(pid: number, scratch: DumpScratch, opts: InjectOptions): void {
+  check(injectSyscall(pid, SYS.munmap, [scratch.addr, SCRATCH_SIZE], opts), 'munmap (scratch page)', pid);
 }
 
 function check(r: bigint, what: string, tid: number): bigint {
-  if (r < 0n && r >= -4095n) throw sysError(Number(-r), `${what} (injected)`, `tid ${tid}`);
+  if (isSyscallError(r)) throw sysError(Number(-r), `${what} (injected)`, `tid ${tid}`);
   return r;
+}
+
+/** Runs `calls` in thread `tid` of `pid` (one batch where the scratch has the routine); every call must succeed. */
+function inject(pid: number, tid: number, calls: readonly BatchSyscall[], opts: InjectOptions, scratch: DumpScratch): bigint[] {
+  if (!scratch.batch) return calls.map((c) => check(injectSyscall(tid, c.nr, c.args, opts), c.what, tid));
+  const { results, failed } = runBatch(pid, tid, calls, scratch.batch, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  if (failed !== undefined) check(results[failed]!, calls[failed]!.what, tid);
+  return results;
 }
 
 function u32s(buf: Buffer, off: number, n: number): number[] {
@@ -131,7 +170,7 @@ export interface ThreadState {
 }
 
 /** Everything per thread (`scratch`: mapScratch's page). */
-export function collectThread(pid: number, tid: number, opts: InjectOptions, scratch: bigint): ThreadState {
+export function collectThread(pid: number, tid: number, opts: InjectOptions, scratch: DumpScratch): ThreadState {
   const regs = getRegs(tid);
   const xs = getXstate(tid);
   const blk = getSigmask(tid);
@@ -140,20 +179,23 @@ export function collectThread(pid: number, tid: number, opts: InjectOptions, scr
   const status = readStatus(pid, tid);
   const stat = readStat(pid, tid);
 
-  const a = scratch;
-  check(injectSyscall(tid, SYS.prctl, [PR.GET_TID_ADDRESS, a, 0, 0, 0], opts), 'prctl(PR_GET_TID_ADDRESS)', tid);
-  check(injectSyscall(tid, SYS.sigaltstack, [0, a + 16n], opts), 'sigaltstack', tid);
-  check(injectSyscall(tid, SYS.prctl, [PR.GET_PDEATHSIG, a + 48n, 0, 0, 0], opts), 'prctl(PR_GET_PDEATHSIG)', tid);
+  const a = scratch.addr;
+  // The policy as CRIU reads it (sched_getscheduler): /proc/PID/stat leaves
+  // out SCHED_RESET_ON_FORK, which restore must set again.
+  const [, , , secbitsR, policyR] = inject(pid, tid, [
+    { what: 'prctl(PR_GET_TID_ADDRESS)', nr: SYS.prctl, args: [PR.GET_TID_ADDRESS, a, 0, 0, 0] },
+    { what: 'sigaltstack', nr: SYS.sigaltstack, args: [0, a + 16n] },
+    { what: 'prctl(PR_GET_PDEATHSIG)', nr: SYS.prctl, args: [PR.GET_PDEATHSIG, a + 48n, 0, 0, 0] },
+    { what: 'prctl(PR_GET_SECUREBITS)', nr: SYS.prctl, args: [PR.GET_SECUREBITS, 0, 0, 0, 0] },
+    { what: 'sched_getscheduler', nr: SYS.sched_getscheduler, args: [0] },
+  ], opts, scratch);
   const b = readMemory(pid, a, 64);
   // stack_t: ss_sp (8), ss_flags (int + pad), ss_size (8)
   const tidAddr = b.readBigUInt64LE(0);
   const sas = { ss_sp: b.readBigUInt64LE(16), ss_flags: b.readInt32LE(24), ss_size: b.readBigUInt64LE(32) };
   const pdeath = b.readInt32LE(48);
-
-  const secbits = Number(check(injectSyscall(tid, SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], opts), 'prctl(PR_GET_SECUREBITS)', tid));
-  // The policy as CRIU reads it (sched_getscheduler): /proc/PID/stat leaves
-  // out SCHED_RESET_ON_FORK, which restore must set again.
-  const policy = Number(check(injectSyscall(tid, SYS.sched_getscheduler, [0], opts), 'sched_getscheduler', tid));
+  const secbits = Number(secbitsR!);
+  const policy = Number(policyR!);
 
   const pending = peekSiginfo(tid, false).map((siginfo) => ({ siginfo }));
   const tc: ThreadCoreEntry = {
@@ -191,22 +233,22 @@ export interface ProcessState {
 }
 
 /** Per-process state that needs injection, done in the leader (`scratch`: mapScratch's page). */
-export function collectProcess(pid: number, opts: InjectOptions, scratch: bigint): ProcessState {
-  const a = scratch;
-  // Each call's output at its own place in the page, read back at once:
+export function collectProcess(pid: number, opts: InjectOptions, scratch: DumpScratch): ProcessState {
+  const a = scratch.addr;
+  // Each call's output at its own place in the scratch, read back at once:
   // 62 kernel sigactions (32 bytes each), 3 itimervals, the subreaper flag.
   const ITIMERS = 2048;
   const SUBREAPER = 2176;
-  for (const [i, sig] of SIGNALS.entries()) {
-    check(injectSyscall(pid, SYS.rt_sigaction, [sig, 0, a + BigInt(32 * i), 8], opts), `rt_sigaction(${sig})`, pid);
-  }
-  const brk = check(injectSyscall(pid, SYS.brk, [0], opts), 'brk', pid);
-  for (const which of [0, 1, 2]) {
-    check(injectSyscall(pid, SYS.getitimer, [which, a + BigInt(ITIMERS + 32 * which)], opts), 'getitimer', pid);
-  }
-  const dumpable = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_DUMPABLE)', pid));
-  const thp = Number(check(injectSyscall(pid, SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0], opts), 'prctl(PR_GET_THP_DISABLE)', pid));
-  check(injectSyscall(pid, SYS.prctl, [PR.GET_CHILD_SUBREAPER, a + BigInt(SUBREAPER), 0, 0, 0], opts), 'prctl(PR_GET_CHILD_SUBREAPER)', pid);
+  const calls: BatchSyscall[] = SIGNALS.map((sig, i) => ({ what: `rt_sigaction(${sig})`, nr: SYS.rt_sigaction, args: [sig, 0, a + BigInt(32 * i), 8] }));
+  calls.push({ what: 'brk', nr: SYS.brk, args: [0] });
+  for (const which of [0, 1, 2]) calls.push({ what: 'getitimer', nr: SYS.getitimer, args: [which, a + BigInt(ITIMERS + 32 * which)] });
+  calls.push({ what: 'prctl(PR_GET_DUMPABLE)', nr: SYS.prctl, args: [PR.GET_DUMPABLE, 0, 0, 0, 0] });
+  calls.push({ what: 'prctl(PR_GET_THP_DISABLE)', nr: SYS.prctl, args: [PR.GET_THP_DISABLE, 0, 0, 0, 0] });
+  calls.push({ what: 'prctl(PR_GET_CHILD_SUBREAPER)', nr: SYS.prctl, args: [PR.GET_CHILD_SUBREAPER, a + BigInt(SUBREAPER), 0, 0, 0] });
+  const got = inject(pid, pid, calls, opts, scratch);
+  const brk = got[SIGNALS.length]!;
+  const dumpable = Number(got[SIGNALS.length + 4]!);
+  const thp = Number(got[SIGNALS.length + 5]!);
   const out = readMemory(pid, a, SUBREAPER + 4);
   const sigactions: SaEntry[] = SIGNALS.map((_, i) => ({
     sigaction: out.readBigUInt64LE(32 * i), flags: out.readBigUInt64LE(32 * i + 8), restorer: out.readBigUInt64LE(32 * i + 16),
@@ -220,16 +262,23 @@ export function collectProcess(pid: number, opts: InjectOptions, scratch: bigint
   // POSIX timers: identity from /proc, remaining time and overrun from the
   // timer itself. The process is frozen, so the list cannot change meanwhile.
   const posixTimers: PosixTimerEntry[] = [];
-  for (const pt of readTimers(pid)) {
-    check(injectSyscall(pid, SYS.timer_gettime, [pt.id, a], opts), `timer_gettime(${pt.id})`, pid);
-    const [isec, insec, vsec, vnsec] = u64s(readMemory(pid, a, 32), 0, 4);
-    const overrun = Number(check(injectSyscall(pid, SYS.timer_getoverrun, [pt.id], opts), `timer_getoverrun(${pt.id})`, pid));
-    const e: PosixTimerEntry = {
-      it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
-      overrun, isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
-    };
-    if (pt.notify & SIGEV_THREAD_ID) e.notify_thread_id = pt.notifyPid;
-    posixTimers.push(e);
+  const all = readTimers(pid);
+  for (let at = 0; at < all.length; at += TIMERS_PER_RUN) {
+    const part = all.slice(at, at + TIMERS_PER_RUN);
+    const res = inject(pid, pid, part.flatMap((pt, i) => [
+      { what: `timer_gettime(${pt.id})`, nr: SYS.timer_gettime, args: [pt.id, a + BigInt(TIMERS_OUT + 32 * i)] },
+      { what: `timer_getoverrun(${pt.id})`, nr: SYS.timer_getoverrun, args: [pt.id] },
+    ]), opts, scratch);
+    const vals = readMemory(pid, a + BigInt(TIMERS_OUT), 32 * part.length);
+    part.forEach((pt, i) => {
+      const [isec, insec, vsec, vnsec] = u64s(vals, 32 * i, 4);
+      const e: PosixTimerEntry = {
+        it_id: pt.id, clock_id: pt.clockId >>> 0, si_signo: pt.signo, it_sigev_notify: pt.notify, sival_ptr: pt.sival,
+        overrun: Number(res[2 * i + 1]!), isec: isec!, insec: insec!, vsec: vsec!, vnsec: vnsec!,
+      };
+      if (pt.notify & SIGEV_THREAD_ID) e.notify_thread_id = pt.notifyPid;
+      posixTimers.push(e);
+    });
   }
   return {
     sigactions, brk, itimers: { real: timers[0]!, virt: timers[1]!, prof: timers[2]! }, posixTimers,

@@ -187,6 +187,9 @@ function dumpedPages(out: { runs: BigUint64Array; bytes: number; scanned: number
 /**
  * The pages dumpPages would take from `regions`, found from the pagemap only
  * (for memory served later from the frozen process: `dump --lazy-pages`).
+ * The kernel's PAGEMAP_SCAN reports runs of pages where it has it (Linux
+ * 6.7+, as CRIU 4.2 uses it), else the pagemap is read page by page;
+ * `LR_PAGEMAP_SCAN=0` reads page by page always.
  */
 export function scanPages(pid: number, pagemap: Pagemap, regions: readonly DumpRegion[]): { runs: DumpedRun[]; scanned: number; zero: number } {
   const r = new BigUint64Array(regions.length * 3);
@@ -195,7 +198,7 @@ export function scanPages(pid: number, pagemap: Pagemap, regions: readonly DumpR
     r[3 * i + 1] = BigInt(g.nPages);
     r[3 * i + 2] = BigInt(g.mode);
   });
-  const out = addon.scanPages(pid, pagemap.fd, r);
+  const out = addon.scanPages(pid, pagemap.fd, r, process.env.LR_PAGEMAP_SCAN !== '0');
   const runs: DumpedRun[] = [];
   for (let i = 0; i < out.runs.length; i += 3) runs.push({ vaddr: out.runs[i]!, nPages: Number(out.runs[i + 1]!), region: Number(out.runs[i + 2]!) });
   return { runs, scanned: out.scanned, zero: out.zero };

@@ -299,7 +299,7 @@ export interface InjectNative {
    * from the process; pages mapping the kernel's zero page left out):
    * (vaddr, nPages, regionIndex) triples.
    */
-  scanPages(pid: number, pagemapFd: number, regions: BigUint64Array): { runs: BigUint64Array; scanned: number; zero: number };
+  scanPages(pid: number, pagemapFd: number, regions: BigUint64Array, usePagemapScan?: boolean): { runs: BigUint64Array; scanned: number; zero: number };
   /** kcmp(2): 0 equal, 1/2 ordered, 3 different. */
   kcmp(pid1: number, pid2: number, type: number, idx1: bigint | number, idx2: bigint | number): number;
   pidfdOpen(pid: number, flags?: number): number;

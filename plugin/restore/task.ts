@@ -4,10 +4,10 @@
 // wrappers for the handful of calls the restorer makes.
 import { readFileSync } from 'node:fs';
 import { errnoName } from '../errors.js';
+import { BATCH_ENTRY, runBatch, writeBatchBlob, type BatchSyscall } from '../inject/batch.js';
 import { SYS } from '../inject/constants.js';
 import { injectSyscall, injectSyscallFork } from '../inject/ptrace.js';
 import { addon } from '../native/addon.js';
-import { count, phasesOn } from '../phases.js';
 
 /** Syscall numbers: the one table of plugin/inject. */
 export const NR = SYS;
@@ -38,28 +38,18 @@ export class InjectedSyscallError extends Error {
   }
 }
 
-/** One syscall of a batch (RemoteTask.batch). */
-export interface BatchCall {
-  /** What it is, for the error message (as in call()). */
-  what: string;
-  nr: number;
-  args: (bigint | number)[];
-  /** A failure is returned, not thrown, and the batch goes on. */
-  mayFail?: boolean;
+/** One syscall of a batch (RemoteTask.batch); `what` as in call(), a failure of a `mayFail` call is returned, not thrown. */
+export interface BatchCall extends BatchSyscall {
   /** Runs once the call ran (with its result): right after it when calls go one by one, after the batch otherwise. */
   after?: (result: bigint) => void;
 }
 
-/** A value no syscall returns (neither a pointer nor -errno): an entry the batch never reached. */
-const NOT_RUN = 0xdead_0000_0000_beefn;
-
 /** Scratch addresses holding the batch routine (executable), across a tree: children inherit the parent's scratch. */
 const batchScratch = new Set<bigint>();
-let blobCode: Buffer | undefined;
 // Scratch layout of the batch: the table (64-byte entries) and the routine.
 const BATCH_TABLE = 0x4000n;
 const BATCH_BLOB = 0x5000n;
-const BATCH_MAX = 63;
+const BATCH_MAX = 0x1000 / BATCH_ENTRY - 1;
 const PROT_EXEC = 4;
 
 export interface MapsLine {
@@ -156,8 +146,7 @@ export class RemoteTask {
     if (r !== addr) throw new Error(`pid ${this.pid}: scratch mapped at 0x${r.toString(16)} instead of 0x${addr.toString(16)}`);
     this.scratch = addr;
     if (exec && process.env.LR_INJECT_BATCH !== '0') {
-      blobCode ??= addon.injectBatchBlob();
-      this.write(addr + BATCH_BLOB, blobCode);
+      writeBatchBlob(this.pid, addr + BATCH_BLOB);
     } else {
       exec = false;
     }
@@ -182,30 +171,12 @@ export class RemoteTask {
       }
       return out;
     }
-    for (let at = 0; at < calls.length; at += BATCH_MAX) {
-      const part = calls.slice(at, at + BATCH_MAX);
-      const table = Buffer.alloc((part.length + 1) * 64);
-      part.forEach((c, i) => {
-        table.writeBigUInt64LE(BigInt(c.nr) | (c.mayFail ? 1n << 32n : 0n), i * 64);
-        c.args.forEach((a, k) => table.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), i * 64 + 8 + k * 8));
-        // A result word that stays as written means the call did not run.
-        table.writeBigUInt64LE(NOT_RUN, i * 64 + 56);
-      });
-      table.writeBigInt64LE(-1n, part.length * 64);
-      const tableAt = this.scratch + BATCH_TABLE;
-      this.write(tableAt, table);
-      const t0 = phasesOn ? performance.now() : 0;
-      addon.injectBatch(this.tid, this.scratch + BATCH_BLOB, tableAt, INJECT_TIMEOUT_MS);
-      if (phasesOn) count(`injected batches (${part.length} calls)`, performance.now() - t0);
-      const back = this.read(tableAt, part.length * 64);
-      for (let i = 0; i < part.length; i++) {
-        const r = back.readBigInt64LE(i * 64 + 56);
-        const c = part[i]!;
-        if (BigInt.asUintN(64, r) === NOT_RUN) throw new Error(`pid ${this.pid}: ${c.what}: not run by the syscall batch`);
-        if (r < 0n && r > -4096n && !c.mayFail) throw new InjectedSyscallError(this.pid, c.what, Number(-r));
-        c.after?.(r);
-        out.push(r);
-      }
+    const { results, failed } = runBatch(this.pid, this.tid, calls, { blob: this.scratch + BATCH_BLOB, table: this.scratch + BATCH_TABLE, max: BATCH_MAX }, INJECT_TIMEOUT_MS);
+    for (let i = 0; i < results.length; i++) {
+      const c = calls[i]!;
+      if (i === failed) throw new InjectedSyscallError(this.pid, c.what, Number(-results[i]!));
+      c.after?.(results[i]!);
+      out.push(results[i]!);
     }
     return out;
   }
