@@ -53,6 +53,7 @@ await build({
   outfile: out,
   minifyWhitespace: true,
   minifySyntax: true,
+  charset: 'ascii',
   logLevel: 'warning',
   // Paths made from import.meta.url (project root, proto/, build/) hold: the
   // bundle sits at the same depth below dist/ as the modules (dist/plugin/X/).
@@ -68,6 +69,12 @@ text = text.replace(/import\("(node:[a-z_/]+)"\)/g, 'Promise.resolve(require("$1
 const left = text.match(/.{0,60}import\(.{0,40}/);
 if (left) {
   process.stderr.write(`bundle.mjs: ${out} still has a dynamic import(): ${left[0]}\n`);
+  process.exit(1);
+}
+// bin/lazy-restore.js reads the bundle as latin1 (cheaper than utf8): it must be ASCII.
+const wide = text.match(/.{0,40}[^\x00-\x7f].{0,40}/);
+if (wide) {
+  process.stderr.write(`bundle.mjs: ${out} is not ASCII: ${wide[0]}\n`);
   process.exit(1);
 }
 writeFileSync(out, text);

@@ -3,8 +3,8 @@
 // baseline (LR_BENCH_CRIU, default /work/criu-4.2/criu/criu; without it the
 // figures have no baseline). runc gets build/bin/lr-criu (answers runc's
 // VERSION request natively, runs our CLI for the rest). Wall time of the
-// runc commands, medians of 5 alternating runs, ours then CRIU's, each on a
-// container of its own (1 with --quick). Needs runc and busybox-static
+// runc commands, medians of 5 (LR_BENCH_RUNC_ROUNDS) alternating runs,
+// ours then CRIU's, each on a container of its own (1 with --quick). Needs runc and busybox-static
 // (scripts/setup.sh).
 import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -68,7 +68,8 @@ export const suite: BenchSuite = {
     const tools: [string, string][] = [['lazy-restore', join(binDir, 'criu')]];
     // --quick (the CI smoke run) only checks that ours runs.
     if (existsSync(criu42) && !ctx.quick) tools.push(['CRIU 4.2', criu42]);
-    const reps = ctx.quick ? 1 : 5;
+    // LR_BENCH_RUNC_ROUNDS: more alternating rounds when the machine is noisy.
+    const reps = ctx.quick ? 1 : Math.max(1, Number(process.env['LR_BENCH_RUNC_ROUNDS'] ?? 5) || 5);
     const times = new Map<string, { cp: number[]; rs: number[] }>();
     // One container per tool (a container CRIU restored lives in a time
     // namespace of its own, which we do not dump), both running; the tools

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/timerfd.h>
 #include <sys/mman.h>
@@ -39,6 +41,18 @@
 #define PR_SET_MM 35
 #endif
 #define PR_SET_MM_MAP_SIZE 15
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+#ifndef PTRACE_SECCOMP_GET_FILTER
+#define PTRACE_SECCOMP_GET_FILTER 0x420c
+#endif
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+#ifndef SO_BUF_LOCK
+#define SO_BUF_LOCK 72
+#endif
 #define PAGEMAP_SCAN_IOCTL _IOWR('f', 16, struct pm_scan_arg_s)
 
 struct uffdio_api_s {
@@ -118,6 +132,25 @@ static void check_uffd(void) {
   close(fd);
 }
 
+// Probes on a child in a ptrace stop: what dump reads of a thread with ptrace.
+static void check_ptrace_stopped(pid_t child) {
+  // rseq registration (dump records it; a thread inside a critical section is refused).
+  uint64_t rseq[4] = {0};
+  long r = ptrace(PTRACE_GET_RSEQ_CONFIGURATION, child, sizeof(rseq), rseq);
+  report("ptrace-rseq-config", r > 0 ? "ok" : "missing", r > 0 ? "PTRACE_GET_RSEQ_CONFIGURATION works" : "PTRACE_GET_RSEQ_CONFIGURATION: %s",
+         errname(errno));
+  // Seccomp filters are read with PTRACE_SECCOMP_GET_FILTER; a thread without
+  // one answers EINVAL (EIO: the request does not exist in this kernel).
+  r = ptrace(PTRACE_SECCOMP_GET_FILTER, child, 0, NULL);
+  int e = errno;
+  report("ptrace-seccomp-filter", r >= 0 || e == EINVAL || e == ENOENT ? "ok" : "missing",
+         r >= 0 || e == EINVAL || e == ENOENT ? "PTRACE_SECCOMP_GET_FILTER works" : "PTRACE_SECCOMP_GET_FILTER: %s", errname(e));
+  // A thread in seccomp mode is dumped with its seccomp suspended.
+  r = ptrace(PTRACE_SETOPTIONS, child, 0, PTRACE_O_SUSPEND_SECCOMP);
+  report("ptrace-suspend-seccomp", r == 0 ? "ok" : "missing", r == 0 ? "PTRACE_O_SUSPEND_SECCOMP works" : "PTRACE_O_SUSPEND_SECCOMP: %s",
+         errname(errno));
+}
+
 static void check_ptrace(void) {
   pid_t child = fork();
   if (child == 0) {
@@ -129,10 +162,12 @@ static void check_ptrace(void) {
     report("ptrace", "missing", "PTRACE_INTERRUPT: %s", errname(errno));
   } else {
     int st;
-    if (waitpid(child, &st, __WALL) == child && WIFSTOPPED(st))
+    if (waitpid(child, &st, __WALL) == child && WIFSTOPPED(st)) {
       report("ptrace", "ok", "seize + interrupt of a child works");
-    else
+      check_ptrace_stopped(child);
+    } else {
       report("ptrace", "missing", "no ptrace stop");
+    }
   }
   kill(child, SIGKILL);
   waitpid(child, NULL, __WALL);
@@ -265,6 +300,52 @@ static void check_kcmp_epoll(void) {
   report("kcmp-epoll-tfd", r == 0 ? "ok" : "missing", r == 0 ? "kcmp(KCMP_EPOLL_TFD) works" : "kcmp(KCMP_EPOLL_TFD): %s", errname(e));
 }
 
+// /proc/PID/status names a task's pids in every pid namespace (NSpid): dump reads them.
+static void check_ns_pid(void) {
+  FILE* f = fopen("/proc/self/status", "r");
+  if (!f) { report("ns-pid", "missing", "open /proc/self/status: %s", errname(errno)); return; }
+  char line[256];
+  int found = 0;
+  while (fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "NSpid:", 6) == 0) found = 1;
+  }
+  fclose(f);
+  report("ns-pid", found ? "ok" : "missing", found ? "/proc/PID/status has NSpid" : "/proc/PID/status has no NSpid");
+}
+
+// File locks are read from the "lock:" lines of /proc/PID/fdinfo/FD.
+static void check_fdinfo_lock(void) {
+  char path[] = "/tmp/lr-check-lock.XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) { report("fdinfo-lock", "missing", "mkstemp: %s", errname(errno)); return; }
+  unlink(path);
+  int found = 0;
+  if (flock(fd, LOCK_SH) == 0) {
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/self/fdinfo/%d", fd);
+    FILE* f = fopen(p, "r");
+    char line[256];
+    while (f && fgets(line, sizeof(line), f)) {
+      if (strncmp(line, "lock:", 5) == 0) found = 1;
+    }
+    if (f) fclose(f);
+  }
+  close(fd);
+  report("fdinfo-lock", found ? "ok" : "missing", found ? "/proc/PID/fdinfo lists file locks" : "no lock: line in /proc/PID/fdinfo");
+}
+
+// SO_BUF_LOCK is read and set on inet sockets.
+static void check_so_buf_lock(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) { report("so-buf-lock", "missing", "socket: %s", errname(errno)); return; }
+  int v = 0;
+  socklen_t len = sizeof(v);
+  int r = getsockopt(s, SOL_SOCKET, SO_BUF_LOCK, &v, &len);
+  int e = errno;
+  close(s);
+  report("so-buf-lock", r == 0 ? "ok" : "missing", r == 0 ? "getsockopt(SO_BUF_LOCK) works" : "getsockopt(SO_BUF_LOCK): %s", errname(e));
+}
+
 static void check_caps(void) {
   FILE* f = fopen("/proc/self/status", "r");
   char line[256];
@@ -289,5 +370,8 @@ int main(void) {
   check_pagemap_scan();
   check_timerfd();
   check_kcmp_epoll();
+  check_ns_pid();
+  check_fdinfo_lock();
+  check_so_buf_lock();
   return 0;
 }

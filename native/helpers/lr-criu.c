@@ -59,8 +59,18 @@ static int find_node(char *out, size_t size) {
 // the script's env line: one exec less), without NODE_EXTRA_CA_CERTS: node
 // parses that bundle of certificates at start-up (~40 ms of CPU here) and
 // the CLI never uses the default CA store (its TLS takes explicit --tls-*
-// files; RPC page servers are plain TCP).
+// files; RPC page servers are plain TCP). V8 gets a larger interrupt
+// budget (15x its default): a swrk request is a short process that runs
+// the image decoder hot enough for V8 to optimise it on a background
+// thread (~20 ms of CPU per runc restore, measured with --trace-opt), work
+// that only pays off in long commands; with this budget a long loop (a big
+// container's images) is still optimised, after a little longer. V8 keys
+// its code cache by such flags, so only swrk gets it: the swrk command's
+// cache (dist/plugin/bundle/cache/swrk.v8) is made and used with it, other
+// commands keep the caches the CLI makes without it.
+#define LR_CRIU_V8_FLAGS "--interrupt-budget=1000000"
 static void exec_cli(char **argv) {
+  int swrk = argv[1] && strcmp(argv[1], "swrk") == 0;
   if (cli_path[0] == '\0') {
     fprintf(stderr, "lr-criu: cannot find bin/lazy-restore.js from /proc/self/exe\n");
     exit(1);
@@ -70,11 +80,13 @@ static void exec_cli(char **argv) {
   if (find_node(node, sizeof(node)) == 0) {
     int argc = 0;
     while (argv[argc]) argc++;
-    char **args = calloc((size_t)argc + 2, sizeof(char *));
+    char **args = calloc((size_t)argc + 3, sizeof(char *));
     if (args) {
       args[0] = node;
-      args[1] = cli_path;
-      for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
+      int n = 1;
+      if (swrk) args[n++] = LR_CRIU_V8_FLAGS;
+      args[n++] = cli_path;
+      for (int i = 1; i < argc; i++) args[n++] = argv[i];
       execv(node, args);
       free(args);
     }

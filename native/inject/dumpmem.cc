@@ -1,26 +1,27 @@
 // The dump's memory copier: for each region, pagemap -> selected pages read
 // with process_vm_readv (/proc/PID/mem for pages it cannot reach) -> all-zero
-// pages dropped -> kept pages appended to the pages file. Reading (calling
-// thread) and writing (one helper thread) overlap through a small ring of
-// 4 MiB buffers, so the dump costs about max(read, write) instead of their
-// sum. The helper thread lives only inside one call: started, fed, told to
-// finish through the queue, joined, before returning (also on errors).
+// pages dropped -> kept pages checksummed and appended to the pages file.
+// Reading (calling thread) and writing (one helper thread) overlap through a
+// small ring of ~1 MiB slots, so the dump costs about max(read, write)
+// instead of their sum. The helper thread lives only inside one call:
+// started, fed, told to finish, joined, before returning (also on errors).
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <sched.h>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
+#include <ctime>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,7 +38,7 @@
 #define LR_CHUNK_PAGES 128
 #endif
 #ifndef LR_BUFFERS
-#define LR_BUFFERS 4
+#define LR_BUFFERS 6
 #endif
 
 namespace lr {
@@ -72,206 +73,232 @@ bool PageIsZero(const char* p) {
   return true;
 }
 
-// CRC32C of each chunkSize bytes of the pages file, computed on the pages as
-// they are written (still in cache) instead of a read pass over the file
-// afterwards: same function as engine::Crc32c, fed run by run (whole chunks
-// with its three chains).
-class StreamCrc {
- public:
-  explicit StreamCrc(uint64_t chunk) : chunk_(chunk) {}
-  void Add(const uint8_t* p, size_t n) {
-    while (n > 0) {
-      if (have_ == 0 && n >= chunk_) {
-        // A whole chunk at hand: three interleaved chains (engine::Crc32c),
-        // about three times the speed of the one chain below.
-        sums_.push_back(engine::Crc32c(p, static_cast<size_t>(chunk_)));
-        p += chunk_;
-        n -= static_cast<size_t>(chunk_);
-        continue;
-      }
-      size_t k = static_cast<size_t>(std::min<uint64_t>(n, chunk_ - have_));
-      state_ = Update(state_, p, k);
-      have_ += k;
-      p += k;
-      n -= k;
-      if (have_ == chunk_) Flush();
-    }
+// CRC32C of each chunk of n bytes at p (the last chunk may be short),
+// appended to sums: three chunks at a time in three interleaved chains
+// (engine::Crc32c3), the rest with engine::Crc32c.
+void ChunkSums(const uint8_t* p, size_t n, size_t chunk, std::vector<uint32_t>& sums) {
+  for (; n >= 3 * chunk; p += 3 * chunk, n -= 3 * chunk) {
+    uint32_t out[3];
+    engine::Crc32c3(p, p + chunk, p + 2 * chunk, chunk, out);
+    sums.insert(sums.end(), out, out + 3);
   }
-  // The sums, the last chunk possibly short.
-  std::vector<uint32_t>& Finish() {
-    if (have_ > 0) Flush();
-    return sums_;
-  }
-
- private:
-  void Flush() {
-    sums_.push_back(~state_);
-    state_ = ~0u;
-    have_ = 0;
-  }
-  static uint32_t Update(uint32_t c, const uint8_t* p, size_t n) {
-#if defined(__x86_64__)
-    static const bool hw = __builtin_cpu_supports("sse4.2");
-    if (hw) return UpdateHw(c, p, n);
-#endif
-    static const uint32_t* tab = Table();
-    for (size_t i = 0; i < n; i++) c = tab[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c;
-  }
-#if defined(__x86_64__)
-  __attribute__((target("sse4.2"))) static uint32_t UpdateHw(uint32_t c32, const uint8_t* p, size_t n) {
-    uint64_t c = c32;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t v;
-      memcpy(&v, p + i, 8);
-      c = __builtin_ia32_crc32di(c, v);
-    }
-    c32 = static_cast<uint32_t>(c);
-    for (; i < n; i++) c32 = __builtin_ia32_crc32qi(c32, p[i]);
-    return c32;
-  }
-#endif
-  static const uint32_t* Table() {
-    static const std::array<uint32_t, 256> t = [] {
-      std::array<uint32_t, 256> a{};
-      for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        a[i] = c;
-      }
-      return a;
-    }();
-    return t.data();
-  }
-  uint64_t chunk_;
-  uint64_t have_ = 0;
-  uint32_t state_ = ~0u;
-  std::vector<uint32_t> sums_;
-};
+  for (; n > 0; p += std::min(n, chunk), n -= std::min(n, chunk)) sums.push_back(engine::Crc32c(p, std::min(n, chunk)));
+}
 
 struct Failure {
   int err = 0;
   std::string syscall, detail;
 };
 
-// Single-producer/single-consumer ring of buffers between the reader (the
-// calling thread) and the writer thread (or, inline, one buffer written by
-// the reader itself). Small buffers that stay in the CPU
-// cache matter more here than syscall counts: with 2 CPUs the dump is bound
-// by memory bandwidth, so the hand-off spins (a condvar wake-up across CPUs
-// costs ~75 µs here, longer than filling a buffer) and yields when the peer
-// is not running.
+long Futex(std::atomic<uint32_t>* addr, int op, uint32_t val, const timespec* ts) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(addr), op, val, ts, nullptr, 0);
+}
+
+// The slots between the reader (the calling thread: process_vm_readv, zero
+// pages) and the writer thread. A filled slot has two parts of work: its
+// pwrite into the page cache (at the slot's own file offset) and its
+// checksums (CRC32C of each chunk, for lr-checksums: computed on the pages
+// as they are dumped instead of a read pass over the file afterwards; a
+// slot always starts on a chunk boundary and, but for the last, ends on one
+// (RunDump's carry), so its chunks are whole). Either thread may do either
+// part: the writer thread writes the oldest slot, else checksums one; the
+// reader, finding no free slot, checksums one, else writes one itself. So
+// the reader never waits for the writer: on two idle CPUs the copy takes
+// about the time of its larger half, and on a loaded machine (a sleeping
+// thread may wait milliseconds for a CPU after its wake-up) it degrades to
+// the inline copy instead of stalling on hand-offs. The idle writer spins
+// briefly, then sleeps on a futex. Inline (LR_DUMP_INLINE=1, or one CPU):
+// no writer thread.
 class Writer {
  public:
-  Writer(int fd, uint64_t offset) : fd_(fd), offset_(offset) {
-    for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, kChunkPages * kPage)));
-    // On two CPUs or fewer (shared with the frozen tree's neighbours) a
-    // second thread that spins/yields for its turn loses more than the
-    // overlap wins (measured: 512 MiB dump 1.3-2.2 s threaded vs 0.9-1.8 s
-    // inline under load): write inline there. LR_DUMP_INLINE=0/1 overrides.
+  // crc_chunk: 0, or the checksum chunk size (bytes).
+  Writer(int fd, uint64_t offset, size_t slot_bytes, uint64_t crc_chunk) : fd_(fd), crc_chunk_(static_cast<size_t>(crc_chunk)), next_off_(offset) {
+    for (auto& b : buffers_) b.reset(static_cast<char*>(aligned_alloc(kPage, slot_bytes)));
     const char* e = getenv("LR_DUMP_INLINE");
-    inline_ = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) <= 2;
-    if (!inline_) thread_ = std::thread([this] { Run(); });
+    const bool inline_copy = e && *e ? *e == '1' : sysconf(_SC_NPROCESSORS_ONLN) < 2;
+    if (!inline_copy) thread_ = std::thread([this] { Run(); });
   }
   ~Writer() { Finish(); }
 
-  // Waits for a free buffer; returns its index, or SIZE_MAX once the writer failed.
+  // A slot to fill (the reader's until Submit); SIZE_MAX once a write failed.
   size_t AcquireSlot() {
-    if (inline_) return failed_.load(std::memory_order_acquire) ? SIZE_MAX : 0;
-    for (unsigned spins = 0;; spins++) {
+    for (;;) {
       if (failed_.load(std::memory_order_acquire)) return SIZE_MAX;
-      uint64_t h = head_.load(std::memory_order_relaxed);
-      if (h - tail_.load(std::memory_order_acquire) < kBuffers) return h % kBuffers;
-      Pause(spins);
+      for (size_t i = 0; i < kBuffers; i++) {
+        uint32_t f = kFree;
+        if (state_[i].compare_exchange_strong(f, kFilling, std::memory_order_acq_rel)) return i;
+      }
+      // None free: help.
+      if (!Help(kSum) && !Help(kWrite)) WaitFreed();
     }
   }
-  // Hands the buffer just acquired to the writer (iov may be empty).
-  void Submit(std::vector<iovec> iov) {
-    if (inline_) {
-      if (!failed_.load(std::memory_order_relaxed) && !WriteAll(iov)) {
-        failure_ = {errno, "pwritev", "pages file at offset " + std::to_string(offset_ + written_)};
-        failed_.store(true, std::memory_order_release);
+  // Hands `len` bytes of the slot `i` (from AcquireSlot) over.
+  void Submit(size_t i, size_t len) {
+    off_[i] = next_off_;
+    len_[i] = len;
+    seq_[i] = next_seq_++;
+    next_off_ += len;
+    parts_[i].store(crc_chunk_ ? 2 : 1, std::memory_order_seq_cst);
+    claim_[i][kWrite].store(0, std::memory_order_seq_cst);
+    claim_[i][kSum].store(crc_chunk_ ? 0 : 1, std::memory_order_seq_cst);
+    if (!thread_.joinable()) {
+      state_[i].store(kFilled, std::memory_order_release);
+      while (Help(kWrite) || Help(kSum)) {
       }
       return;
     }
-    uint64_t h = head_.load(std::memory_order_relaxed);
-    jobs_[h % kBuffers] = std::move(iov);
-    head_.store(h + 1, std::memory_order_release);
+    state_[i].store(kFilled, std::memory_order_seq_cst);
+    WakeWriter();
   }
+  // Every part of every filled slot done (the reader helps), then the writer joined.
   void Finish() {
-    done_.store(true, std::memory_order_release);
-    if (thread_.joinable()) thread_.join();
+    if (finished_) return;
+    finished_ = true;
+    for (;;) {
+      while (Help(kWrite) || Help(kSum)) {
+      }
+      bool busy = false;
+      for (size_t i = 0; i < kBuffers; i++) busy |= state_[i].load(std::memory_order_seq_cst) == kFilled;
+      if (!busy) break;
+      WaitFreed();  // a part the writer is doing
+    }
+    if (thread_.joinable()) {
+      done_.store(1, std::memory_order_seq_cst);
+      WakeWriter();
+      thread_.join();
+    }
   }
   bool Failed(Failure* f) {
     if (failed_.load(std::memory_order_acquire)) *f = failure_;
     return failed_.load(std::memory_order_acquire);
   }
   char* Slot(size_t s) { return buffers_[s].get(); }
-  uint64_t Written() const { return written_; }
+  uint64_t Written() const { return written_.load(std::memory_order_acquire); }
+  // The checksums of every slot, in file order (after Finish).
+  std::vector<uint32_t> Sums() {
+    std::vector<uint32_t> out;
+    for (auto& v : sums_) out.insert(out.end(), v.begin(), v.end());
+    return out;
+  }
 
  private:
-  static void Pause(unsigned spins) {
-    if (spins < 2000) __builtin_ia32_pause();
-    else sched_yield();
+  enum : uint32_t { kFree, kFilling, kFilled };
+  enum Part : size_t { kWrite, kSum };
+  static constexpr unsigned kSpins = 256;                  // ~10-20 µs of pause (~140 cycles each)
+  static constexpr timespec kNap = {0, 50 * 1000 * 1000};  // re-check now and then, whatever happens
+
+  // Claims part `part` of the oldest filled slot that still needs it, does
+  // it, and frees the slot when it was its last part. False when none.
+  bool Help(Part part) {
+    for (;;) {
+      size_t best = SIZE_MAX;
+      for (size_t i = 0; i < kBuffers; i++)
+        if (state_[i].load(std::memory_order_acquire) == kFilled && claim_[i][part].load(std::memory_order_acquire) == 0 &&
+            (best == SIZE_MAX || seq_[i] < seq_[best]))
+          best = i;
+      if (best == SIZE_MAX) return false;
+      uint32_t z = 0;
+      if (!claim_[best][part].compare_exchange_strong(z, 1, std::memory_order_seq_cst)) continue;
+      // A stale look may have claimed a slot being handed over again (its
+      // claims reset, not yet kFilled): give the claim back.
+      if (state_[best].load(std::memory_order_seq_cst) != kFilled) {
+        claim_[best][part].store(0, std::memory_order_seq_cst);
+        continue;
+      }
+      if (part == kWrite) Write(best);
+      else Sum(best);
+      if (parts_[best].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        state_[best].store(kFree, std::memory_order_seq_cst);
+        freed_.fetch_add(1, std::memory_order_seq_cst);
+        if (reader_waits_.load(std::memory_order_seq_cst)) Futex(&freed_, FUTEX_WAKE_PRIVATE, 1, nullptr);
+      }
+      return true;
+    }
+  }
+  void WaitFreed() {
+    const uint32_t v = freed_.load(std::memory_order_seq_cst);
+    reader_waits_.store(1, std::memory_order_seq_cst);
+    bool any_free = false;
+    for (size_t i = 0; i < kBuffers; i++) any_free |= state_[i].load(std::memory_order_seq_cst) == kFree;
+    if (!any_free && freed_.load(std::memory_order_seq_cst) == v) Futex(&freed_, FUTEX_WAIT_PRIVATE, v, &kNap);
+    reader_waits_.store(0, std::memory_order_relaxed);
+  }
+  // Every event the writer may sleep through changes writer_seq_ (its futex word).
+  void WakeWriter() {
+    writer_seq_.fetch_add(1, std::memory_order_seq_cst);
+    if (writer_waits_.load(std::memory_order_seq_cst)) Futex(&writer_seq_, FUTEX_WAKE_PRIVATE, 1, nullptr);
   }
 
   void Run() {
     for (unsigned spins = 0;; spins++) {
-      uint64_t t = tail_.load(std::memory_order_relaxed);
-      if (t == head_.load(std::memory_order_acquire)) {
-        if (done_.load(std::memory_order_acquire) && t == head_.load(std::memory_order_acquire)) return;
-        Pause(spins);
+      const uint32_t seq = writer_seq_.load(std::memory_order_seq_cst);
+      if (Help(kWrite) || Help(kSum)) {
+        spins = 0;
         continue;
       }
-      spins = 0;
-      std::vector<iovec>& iov = jobs_[t % kBuffers];
-      if (!failed_.load(std::memory_order_relaxed) && !WriteAll(iov)) {
-        failure_ = {errno, "pwritev", "pages file at offset " + std::to_string(offset_ + written_)};
-        failed_.store(true, std::memory_order_release);
+      if (done_.load(std::memory_order_seq_cst)) return;
+      if (spins < kSpins) {
+        __builtin_ia32_pause();
+        continue;
       }
-      tail_.store(t + 1, std::memory_order_release);
+      writer_waits_.store(1, std::memory_order_seq_cst);
+      if (writer_seq_.load(std::memory_order_seq_cst) == seq) Futex(&writer_seq_, FUTEX_WAIT_PRIVATE, seq, &kNap);
+      writer_waits_.store(0, std::memory_order_relaxed);
     }
   }
 
-  bool WriteAll(std::vector<iovec>& iov) {
-    size_t i = 0;
-    while (i < iov.size()) {
-      int cnt = static_cast<int>(std::min(kIovMax, iov.size() - i));
-      ssize_t n = pwritev(fd_, &iov[i], cnt, static_cast<off_t>(offset_ + written_));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return false;
-      }
-      written_ += static_cast<uint64_t>(n);
-      size_t left = static_cast<size_t>(n);
-      while (left > 0 && i < iov.size()) {
-        if (left >= iov[i].iov_len) {
-          left -= iov[i].iov_len;
-          i++;
-        } else {
-          iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + left;
-          iov[i].iov_len -= left;
-          left = 0;
+  // Writes slot i at its offset; the first failure is kept, later writes are skipped.
+  void Write(size_t i) {
+    const char* p = buffers_[i].get();
+    size_t len = len_[i];
+    uint64_t off = off_[i];
+    while (len > 0 && !failed_.load(std::memory_order_relaxed)) {
+      ssize_t n = pwrite(fd_, p, len, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        std::lock_guard<std::mutex> g(mu_);
+        if (!failed_.load(std::memory_order_relaxed)) {
+          failure_ = {n < 0 ? errno : EIO, "pwrite", "pages file at offset " + std::to_string(off)};
+          failed_.store(true, std::memory_order_release);
         }
+        return;
       }
+      written_.fetch_add(static_cast<uint64_t>(n), std::memory_order_acq_rel);
+      p += n;
+      off += static_cast<uint64_t>(n);
+      len -= static_cast<size_t>(n);
     }
-    return true;
+  }
+  void Sum(size_t i) {
+    if (failed_.load(std::memory_order_relaxed)) return;
+    std::vector<uint32_t> sums;
+    ChunkSums(reinterpret_cast<const uint8_t*>(buffers_[i].get()), len_[i], crc_chunk_, sums);
+    std::lock_guard<std::mutex> g(mu_);
+    if (sums_.size() <= seq_[i]) sums_.resize(seq_[i] + 1);
+    sums_[seq_[i]] = std::move(sums);
   }
 
   struct FreeDeleter {
     void operator()(char* p) const { free(p); }
   };
   int fd_;
-  uint64_t offset_;
-  uint64_t written_ = 0;  // writer thread only; read after join
+  size_t crc_chunk_;
+  uint64_t next_off_, next_seq_ = 0;  // reader only
   std::unique_ptr<char, FreeDeleter> buffers_[kBuffers];
-  std::vector<iovec> jobs_[kBuffers];
-  std::atomic<uint64_t> head_{0}, tail_{0};
-  std::atomic<bool> done_{false}, failed_{false};
-  Failure failure_;  // written before failed_ is released
+  // Set by the reader before the slot's kFilled store (release), read after seeing kFilled.
+  uint64_t off_[kBuffers] = {}, seq_[kBuffers] = {};
+  size_t len_[kBuffers] = {};
+  std::atomic<uint32_t> state_[kBuffers] = {};
+  std::atomic<uint32_t> claim_[kBuffers][2] = {};  // per part: 0 to do, 1 claimed or not needed
+  std::atomic<uint32_t> parts_[kBuffers] = {};     // parts not yet done
+  std::atomic<uint32_t> done_{0}, freed_{0}, writer_seq_{0}, reader_waits_{0}, writer_waits_{0};
+  std::atomic<uint64_t> written_{0};
+  std::atomic<bool> failed_{false};
+  std::mutex mu_;
+  std::vector<std::vector<uint32_t>> sums_;  // by slot sequence number (mu_)
+  Failure failure_;                          // written before failed_ is released (mu_)
   std::thread thread_;
-  bool inline_ = false;
+  bool finished_ = false;
 };
 
 // What one dumpPages call is asked to do (checked arguments).
@@ -294,133 +321,143 @@ struct DumpDone {
 };
 
 // The copy itself: no JavaScript values, so it runs on the calling thread
-// (dumpPages) or on a worker thread (dumpPagesAsync) alike.
+// (dumpPages) or on a worker thread (dumpPagesAsync) alike. Each pagemap
+// window's selected pages are read into the current slot, all-zero pages
+// squeezed out in place, and the slot handed to the writer once it holds a
+// window's worth. With checksums, a slot is handed over only up to its last
+// chunk boundary: the pages after it (the carry, less than a chunk) start
+// the next slot, so every chunk is checksummed whole, in one place.
 void RunDump(const DumpJob& job, DumpDone& out) {
   const int32_t pid = job.pid;
   const int mem_fd = job.mem_fd, pm_fd = job.pm_fd, pages_fd = job.pages_fd;
-  const uint64_t pages_off = job.pages_off;
   const std::vector<uint64_t>& regions = job.regions;
-  std::unique_ptr<StreamCrc> crc;
-  if (job.crc_chunk) crc = std::make_unique<StreamCrc>(job.crc_chunk);
+  const uint64_t unit = job.crc_chunk ? job.crc_chunk / kPage : 1;                    // pages per chunk
+  const uint64_t threshold = (std::max(kChunkPages, unit) + unit - 1) / unit * unit;  // hand over at this fill
+  const uint64_t capacity = threshold + kChunkPages;                                  // + one window
   std::vector<uint64_t>& runs = out.runs;
-  uint64_t& scanned = out.scanned;
-  uint64_t& zero = out.zero;
   Failure& fail = out.fail;
   bool& failed = out.failed;
   auto set_fail = [&](int err, const char* sc, std::string detail) {
     failed = true;
     fail = {err, sc, std::move(detail)};
   };
-  uint64_t& written = out.written;
-  {
-    Writer w(pages_fd, pages_off);
-    std::vector<uint64_t> pm(kChunkPages);
-    std::vector<iovec> remote;
-    for (size_t r = 0; r < regions.size() && !failed; r += 3) {
-      const uint64_t start = regions[r], npages = regions[r + 1];
-      const int mode = static_cast<int>(regions[r + 2]);
-      for (uint64_t first = 0; first < npages && !failed; first += kChunkPages) {
-        const uint64_t n = std::min(kChunkPages, npages - first);
-        const uint64_t base = start + first * kPage;
-        if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8)) {
-          set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+  Writer w(pages_fd, job.pages_off, capacity * kPage, job.crc_chunk);
+  size_t slot = w.AcquireSlot();
+  char* buf = slot == SIZE_MAX ? nullptr : w.Slot(slot);
+  uint64_t fill = 0;  // pages in the current slot
+  // Hands the slot over (up to its last chunk boundary unless `last`) and
+  // starts the next one with the rest.
+  auto hand_over = [&](bool last) -> bool {
+    const uint64_t keep = last ? fill : fill - fill % unit;
+    w.Submit(slot, keep * kPage);
+    if (last) return true;
+    const uint64_t rest = fill - keep;
+    slot = w.AcquireSlot();
+    if (slot == SIZE_MAX) {
+      buf = nullptr;
+      return false;
+    }
+    char* next = w.Slot(slot);  // the same buffer when inline
+    if (rest) memmove(next, buf + keep * kPage, rest * kPage);
+    buf = next;
+    fill = rest;
+    return true;
+  };
+  std::vector<uint64_t> pm(kChunkPages);
+  std::vector<iovec> remote;
+  for (size_t r = 0; r < regions.size() && !failed && buf; r += 3) {
+    const uint64_t start = regions[r], npages = regions[r + 1];
+    const int mode = static_cast<int>(regions[r + 2]);
+    for (uint64_t first = 0; first < npages && !failed; first += kChunkPages) {
+      const uint64_t n = std::min(kChunkPages, npages - first);
+      const uint64_t base = start + first * kPage;
+      if (!PreadFull(pm_fd, pm.data(), n * 8, base / kPage * 8)) {
+        set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/pagemap at " + Hex(base));
+        break;
+      }
+      remote.clear();
+      for (uint64_t i = 0; i < n; i++) {
+        if (!PageTaken(pm[i], mode)) continue;
+        char* a = reinterpret_cast<char*>(base + i * kPage);
+        if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
+          remote.back().iov_len += kPage;
+        else
+          remote.push_back(iovec{a, kPage});
+      }
+      if (remote.empty()) continue;
+      // Read the selected pages packed into the slot after its fill.
+      char* dst = buf + fill * kPage;
+      size_t total = 0;
+      for (const iovec& v : remote) total += v.iov_len;
+      size_t done = 0, k = 0, k_off = 0;
+      while (done < total) {
+        size_t cnt = std::min(kIovMax, remote.size() - k);
+        iovec first_iov = remote[k];
+        first_iov.iov_base = static_cast<char*>(first_iov.iov_base) + k_off;
+        first_iov.iov_len -= k_off;
+        std::swap(remote[k], first_iov);
+        iovec l{dst + done, total - done};
+        ssize_t got;
+        do got = process_vm_readv(pid, &l, 1, &remote[k], cnt, 0);
+        while (got < 0 && errno == EINTR);
+        int rerr = errno;
+        std::swap(remote[k], first_iov);
+        if (got < 0 && rerr != EFAULT) {
+          set_fail(rerr, "process_vm_readv", "pid " + std::to_string(pid) + " at " + Hex(reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off));
           break;
         }
-        remote.clear();
-        for (uint64_t i = 0; i < n; i++) {
-          uint64_t e = pm[i];
-          bool take = PageTaken(e, mode);
-          if (!take) continue;
-          char* a = reinterpret_cast<char*>(base + i * kPage);
-          if (!remote.empty() && static_cast<char*>(remote.back().iov_base) + remote.back().iov_len == a)
-            remote.back().iov_len += kPage;
-          else
-            remote.push_back(iovec{a, kPage});
-        }
-        if (remote.empty()) continue;
-        size_t slot = w.AcquireSlot();
-        if (slot == SIZE_MAX) break;  // writer failed; reported below
-        char* buf = w.Slot(slot);
-        // Read the selected pages packed into the slot.
-        size_t total = 0;
-        for (const iovec& v : remote) total += v.iov_len;
-        size_t done = 0, k = 0, k_off = 0;
-        while (done < total) {
-          size_t cnt = std::min(kIovMax, remote.size() - k);
-          iovec first_iov = remote[k];
-          first_iov.iov_base = static_cast<char*>(first_iov.iov_base) + k_off;
-          first_iov.iov_len -= k_off;
-          std::swap(remote[k], first_iov);
-          iovec l{buf + done, total - done};
-          ssize_t got;
-          do got = process_vm_readv(pid, &l, 1, &remote[k], cnt, 0);
-          while (got < 0 && errno == EINTR);
-          int rerr = errno;
-          std::swap(remote[k], first_iov);
-          if (got < 0 && rerr != EFAULT) {
-            set_fail(rerr, "process_vm_readv", "pid " + std::to_string(pid) + " at " + Hex(reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off));
+        size_t g = got < 0 ? 0 : static_cast<size_t>(got);
+        if (g == 0) {
+          // Not reachable this way (PROT_NONE...): one page via /proc/PID/mem (FOLL_FORCE).
+          uint64_t a = reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off;
+          if (!PreadFull(mem_fd, dst + done, kPage, a)) {
+            set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/mem at " + Hex(a));
             break;
           }
-          size_t g = got < 0 ? 0 : static_cast<size_t>(got);
-          if (g == 0) {
-            // Not reachable this way (PROT_NONE...): one page via /proc/PID/mem (FOLL_FORCE).
-            uint64_t a = reinterpret_cast<uint64_t>(remote[k].iov_base) + k_off;
-            if (!PreadFull(mem_fd, buf + done, kPage, a)) {
-              set_fail(errno, "pread", "/proc/" + std::to_string(pid) + "/mem at " + Hex(a));
-              break;
-            }
-            g = kPage;
-          }
-          done += g;
-          AdvanceIovCursor(remote, k, k_off, g);
+          g = kPage;
         }
-        if (failed) {
-          w.Submit({});
-          break;
-        }
-        // Keep the non-zero pages (all of them in mode all).
-        std::vector<iovec> job;
-        size_t src = 0;
-        for (const iovec& v : remote) {
-          uint64_t va0 = reinterpret_cast<uint64_t>(v.iov_base);
-          for (size_t off = 0; off < v.iov_len; off += kPage, src += kPage) {
-            scanned++;
-            char* p = buf + src;
-            if (mode != kModeAll && PageIsZero(p)) {
-              zero++;
-              continue;
-            }
-            if (!job.empty() && static_cast<char*>(job.back().iov_base) + job.back().iov_len == p)
-              job.back().iov_len += kPage;
-            else
-              job.push_back(iovec{p, kPage});
-            uint64_t va = va0 + off;
-            size_t m = runs.size();
-            if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
-              runs[m - 2]++;
-            else {
-              runs.push_back(va);
-              runs.push_back(1);
-              runs.push_back(r / 3);
-            }
-          }
-        }
-        // Checksums over the kept runs (contiguous in the buffer), in file order.
-        if (crc)
-          for (const iovec& v : job) crc->Add(static_cast<const uint8_t*>(v.iov_base), v.iov_len);
-        w.Submit(std::move(job));
+        done += g;
+        AdvanceIovCursor(remote, k, k_off, g);
       }
+      if (failed) break;
+      // Keep the non-zero pages (all of them in mode all), squeezed together.
+      char* to = dst;
+      const char* from = dst;
+      for (const iovec& v : remote) {
+        const uint64_t va0 = reinterpret_cast<uint64_t>(v.iov_base);
+        for (size_t off = 0; off < v.iov_len; off += kPage, from += kPage) {
+          out.scanned++;
+          if (mode != kModeAll && PageIsZero(from)) {
+            out.zero++;
+            continue;
+          }
+          if (to != from) memcpy(to, from, kPage);
+          to += kPage;
+          const uint64_t va = va0 + off;
+          size_t m = runs.size();
+          if (m >= 3 && runs[m - 1] == r / 3 && runs[m - 3] + runs[m - 2] * kPage == va)
+            runs[m - 2]++;
+          else {
+            runs.push_back(va);
+            runs.push_back(1);
+            runs.push_back(r / 3);
+          }
+        }
+      }
+      fill += static_cast<uint64_t>(to - dst) / kPage;
+      if (fill >= threshold && !hand_over(false)) break;  // writer failed; reported below
     }
-    w.Finish();
-    Failure wf;
-    if (w.Failed(&wf) && !failed) {
-      failed = true;
-      fail = wf;
-    }
-    written = w.Written();
   }
-  if (crc) {
-    out.sums = std::move(crc->Finish());
+  if (buf && !failed) hand_over(true);
+  w.Finish();
+  Failure wf;
+  if (w.Failed(&wf) && !failed) {
+    failed = true;
+    fail = wf;
+  }
+  out.written = w.Written();
+  if (job.crc_chunk) {
+    out.sums = w.Sums();
     out.has_sums = true;
   }
 }

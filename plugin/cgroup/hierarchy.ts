@@ -145,6 +145,7 @@ export class Hierarchies {
   private readonly dirs = new Map<string, string>();
   private readonly mounted: string[] = [];
   private mounts: CgroupMount[] | undefined;
+  private subsys: Set<string> | undefined;
 
   /**
    * CRIU's --cgroup-yard: a directory with each hierarchy mounted in a
@@ -175,7 +176,7 @@ export class Hierarchies {
     }
     this.mounts ??= cgroupMounts();
     const v2 = c.cnames.length === 1 && c.cnames[0] === '';
-    const subsys = knownSubsystems();
+    const subsys = (this.subsys ??= knownSubsystems());
     // A v1 mount is this hierarchy when its controller options are exactly these.
     const ctls = (m: CgroupMount): string[] => m.options.filter((o) => o.startsWith(NAME) || subsys.has(o));
     const found = this.mounts.find((m) => m.root === '/' && (v2 ? m.fstype === 'cgroup2'

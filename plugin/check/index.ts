@@ -48,6 +48,12 @@ const meanings: Record<string, Meaning> = {
   'soft-dirty': { impact: 'none: incremental dumps use userfaultfd write-protect', required: false },
   timerfd: { impact: 'timerfds cannot be restored with their expiration count (TFD_IOC_SET_TICKS): a tree holding one is refused', required: false },
   'kcmp-epoll-tfd': { impact: 'epoll watches cannot be matched to the files they watch: a tree holding an epoll fd is refused', required: false },
+  'ptrace-rseq-config': { impact: 'rseq registrations cannot be read: a tree using rseq (glibc registers it for every thread) cannot be dumped', required: false },
+  'ptrace-seccomp-filter': { impact: 'seccomp filters cannot be read: a tree with seccomp filters is refused at dump', required: false },
+  'ptrace-suspend-seccomp': { impact: 'a thread in seccomp mode cannot be dumped (its injected syscalls would be filtered)', required: false },
+  'ns-pid': { impact: 'pids inside a pid namespace cannot be read: trees in their own pid namespace cannot be dumped', required: false },
+  'fdinfo-lock': { impact: 'file locks are not visible: --file-locks cannot dump them', required: false },
+  'so-buf-lock': { impact: 'SO_BUF_LOCK of inet sockets is neither read nor restored', required: false },
   crit: { impact: 'images cannot be cross-checked with Debian crit (optional; apt-get install criu)', required: false },
 };
 

@@ -28,6 +28,8 @@ export interface CriuCompatOptions {
   autoDedup: boolean;
   /** --ghost-limit SIZE (bytes): largest deleted-but-open file a dump carries. CRIU's default is 1 MiB. */
   ghostLimit: bigint;
+  /** --ghost-fiemap / --no-ghost-fiemap: how CRIU finds the data of a sparse ghost file (FIEMAP or SEEK_DATA); ours always uses SEEK_DATA/SEEK_HOLE (no-op). */
+  ghostFiemap: boolean | undefined;
   /** --manage-cgroups[=MODE]: none, props, soft (default), full, strict or ignore (plugin/restore/cgroups.ts). */
   manageCgroups: CgroupMode | undefined;
   /** --cgroup-root [CONTROLLER:]/PATH, in order: restore (and walk, at dump) the cgroups under a new root. */
@@ -58,7 +60,7 @@ export const CRIU_GHOST_LIMIT_DEFAULT = 1n << 20n;
 function defaults(): CriuCompatOptions {
   return {
     tcpEstablished: false, extUnixSk: false, tcpClose: false, skipInFlight: false, fileLocks: false, linkRemap: false,
-    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, manageCgroups: undefined, cgroupRoots: [], cgroupDumpControllers: [], freezeCgroup: undefined, cgroupProps: undefined, cgroupPropsFile: undefined, cgroupYard: undefined,
+    evasiveDevices: false, autoDedup: false, ghostLimit: CRIU_GHOST_LIMIT_DEFAULT, ghostFiemap: undefined, manageCgroups: undefined, cgroupRoots: [], cgroupDumpControllers: [], freezeCgroup: undefined, cgroupProps: undefined, cgroupPropsFile: undefined, cgroupYard: undefined,
     preDumpMode: undefined, cpuCap: undefined, extMountMap: [], emptyNs: [], fileValidation: 'buildid',
   };
 }
@@ -107,6 +109,7 @@ const table: Record<string, CompatOption> = {
   '--link-remap': { arg: 'none', bool: true, apply: (o, _v, n) => { o.linkRemap = !n; } },
   '--evasive-devices': { arg: 'none', bool: true, apply: (o, _v, n) => { o.evasiveDevices = !n; } },
   '--auto-dedup': { arg: 'none', bool: true, apply: (o, _v, n) => { o.autoDedup = !n; } },
+  '--ghost-fiemap': { arg: 'none', bool: true, apply: (o, _v, n) => { o.ghostFiemap = !n; } },
   '--ghost-limit': { arg: 'required', apply: (o, v) => { o.ghostLimit = parseCriuSize('--ghost-limit', v!); } },
   '--manage-cgroups': {
     arg: 'optional',

@@ -105,7 +105,7 @@ const unsupportedCriuOptions = new Set([
   '--network-lock', '--action-script', '--exec-cmd', '--enable-external-sharing',
   '--enable-external-masters', '--force-irmap', '--irmap-scan-path', '--lsm-profile', '--lsm-mount-context', '--orphan-pts-master',
   '--enable-fs', '--weak-sysctls', '--lazy-migrate', '--remote', '--config', '--display-stats', '--mntns-compat-mode',
-  '--skip-mnt', '--ghost-fiemap', '--no-ghost-fiemap', '--allow-uprobes', '--unprivileged', '--veth-pair', '--join-ns',
+  '--skip-mnt', '--allow-uprobes', '--unprivileged', '--veth-pair', '--join-ns',
   '--ps-socket', '--leave-stopped', '--log-pid', '--libdir', '--join-ns', '--close', '--stream', '--check-only', '--tls-no-cn-verify',
   '--tls-cacrl', '--shell-job-pgid', '--deprecated', '--no-seccomp', '--criu-pidfd', '--no-mntns-compat-mode',
 ]);

@@ -11,10 +11,14 @@ import { writeSync } from 'node:fs';
 /** Set once an fd's stream took over (EAGAIN): later lines queue behind it. */
 const viaStream = { 1: false, 2: false };
 
+/** The fd's node stream: built only when a write must go through it (EAGAIN). */
+function streamOf(fd: 1 | 2): NodeJS.WriteStream {
+  return fd === 1 ? process.stdout : process.stderr;
+}
+
 function writeFd(fd: 1 | 2, text: string): void {
-  const stream = fd === 1 ? process.stdout : process.stderr;
   if (viaStream[fd]) {
-    stream.write(text);
+    streamOf(fd).write(text);
     return;
   }
   let buf = Buffer.from(text);
@@ -25,7 +29,7 @@ function writeFd(fd: 1 | 2, text: string): void {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EAGAIN') {
         viaStream[fd] = true;
-        stream.write(buf);
+        streamOf(fd).write(buf);
         return;
       }
       if (code === 'EPIPE' || code === 'EBADF') return;

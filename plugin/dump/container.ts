@@ -5,7 +5,9 @@
 // those, as CRIU's do), and writes the namespace images CRIU writes:
 // mountpoints-<id>.img (one mnt_entry per mount, from mountinfo),
 // tmpfs-dev-<s_dev>.tar.gz.img (each tmpfs's contents, the tar CRIU's
-// tar call makes, written in-process by plugin/images/tmpfs-tar.ts) and utsns-<id>.img. Everything is read from outside:
+// tar call makes, written in-process by plugin/images/tmpfs-tar.ts),
+// utsns-<id>.img, and the network namespace's (lo) images unless it is
+// restored empty (plugin/dump/netns.ts). Everything is read from outside:
 // /proc/PID/mountinfo, paths through /proc/PID/root, the files of the UTS
 // and IPC namespaces read by a thread that joins them (addon nsReadFiles).
 // Not supported (refused by name): a user, cgroup or
@@ -22,6 +24,7 @@ import { KIND, type ImageDir } from '../images/index.js';
 import { packTmpfs, TarUnsupported } from '../images/tmpfs-tar.js';
 import { addon } from '../native/addon.js';
 import { mark } from '../phases.js';
+import { writeNetns } from './netns.js';
 import { nsId } from './proc.js';
 
 /** fstype numbers of CRIU's mnt.proto. */
@@ -125,7 +128,7 @@ export interface Container {
   /** Session and group of a process as the container sees them. */
   vsid(host: number): { sid: number; pgid: number };
   /** Writes the namespace images for the root's namespace ids. */
-  write(dir: ImageDir, ids: { mnt: number; uts: number }): Promise<void>;
+  write(dir: ImageDir, ids: { mnt: number; uts: number; net: number }): Promise<void>;
 }
 
 /** True when the root is in another pid or mount namespace than we are. */
@@ -200,6 +203,7 @@ export function openContainer(root: number, opts: ContainerOptions): Container {
   };
   const ownMnt = nsId(root, 'mnt') !== nsId('self', 'mnt');
   const ownUts = nsId(root, 'uts') !== nsId('self', 'uts');
+  const ownNet = nsId(root, 'net') !== nsId('self', 'net');
   return {
     vpid: (host) => {
       // Threads: NSpid of the task.
@@ -222,6 +226,8 @@ export function openContainer(root: number, opts: ContainerOptions): Container {
         await dir.writeImage(KIND.utsns, ids.uts, [{ nodename, domainname }]);
       }
       if (ownMnt) await writeMounts(root, dir, ids.mnt, opts.extMounts ?? new Map());
+      // Its network namespace unless the caller restores it empty or it is an external one (plugin/dump/netns.ts).
+      if (ownNet && !(opts.emptyNet ?? false) && !opts.externalNet) await writeNetns(root, dir, ids.net);
     },
   };
 }

@@ -18,9 +18,10 @@
 import { chmodSync, chownSync, closeSync, constants as fsConstants, mkdirSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { cgroupContains, controllerLabel, coveredMask, Hierarchies, type CgroupMode } from '../cgroup/hierarchy.js';
+import { cgroupContains, controllerLabel, coveredMask, Hierarchies, threadCgroups, type CgroupMode } from '../cgroup/hierarchy.js';
 import { isMembershipFile, isSpecialProp } from '../cgroup/props.js';
 import { ImageDir } from '../images/imagedir.js';
+import { mark } from '../phases.js';
 import type { CgControllerEntry, CgroupDirEntry, CgroupEntry, CgroupPerms, CgroupPropEntry, CgSetEntry } from '../images/types.js';
 
 export interface CgroupRoot {
@@ -121,9 +122,11 @@ export class CgroupRestorer {
     if (!e || e.sets.length === 0) return undefined;
     const inv = await dir.inventory();
     rewriteRoots(e, opts.roots ?? []);
+    mark('cgroups: image read');
     const r = new CgroupRestorer(e, mode, inv.root_cg_set ?? 0, opts.log ?? (() => {}), opts.yard);
     try {
       r.prepare();
+      mark('cgroups: prepared');
     } catch (err) {
       r.close();
       throw err;
@@ -276,7 +279,14 @@ export class CgroupRestorer {
    */
   moveProcess(pid: number, id: number | undefined, inherited: number, what: string): void {
     if (!id || id === inherited) return;
+    // Hierarchies it is in already are left alone: a write to cgroup.procs
+    // takes the kernel's threadgroup lock even when nothing moves, which
+    // costs an RCU grace period (10-15 ms here) on the first write. (runc
+    // puts the restorer into the container's cgroups, so a runc restore
+    // has nothing to move.)
+    const now = new Map(threadCgroups(pid, undefined).map((m) => [m.name, m.path]));
     for (const m of this.set(id, what).ctls) {
+      if (now.get(m.name) === m.path) continue;
       const c = this.ctlOf(m.name, what);
       const file = join(c.base, m.path, 'cgroup.procs');
       try {

@@ -8,7 +8,8 @@
 // tmpfs-dev-<s_dev>.tar.gz.img, binds external mounts (ext_mnt) from the
 // paths the caller maps their keys to, pivots into the root and sets the
 // UTS names. The network namespace is created empty (loopback down), as
-// CRIU does with --empty-ns net, which runc asks for.
+// CRIU does with --empty-ns net, which runc asks for; a dump without it
+// brings lo's state, addresses and routes (plugin/restore/netns.ts).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -41,6 +42,8 @@ export interface ContainerPlan {
   mounts: MntEntry[];
   uts: { nodename: string; domainname: string } | undefined;
   dir: ImageDir;
+  /** The network namespace's id in the images, when the root has one of its own. */
+  netId: number | undefined;
 }
 
 export interface ContainerOptions {
@@ -50,6 +53,8 @@ export interface ContainerOptions {
   extMounts?: ReadonlyMap<string, string>;
   /** A network namespace file to join (an external one, runc's extRootNetNS), reachable from here. */
   joinNet?: string;
+  /** Leave the new network namespace empty even when the images describe it (CRIU's empty_ns with CLONE_NEWNET). */
+  emptyNet?: boolean;
 }
 
 /**
@@ -82,7 +87,7 @@ export async function containerPlan(imagesDir: string): Promise<ContainerPlan | 
     const e = await dir.readEntries<{ nodename: string; domainname: string }>(KIND.utsns, ids.uts_ns_id!);
     uts = e[0];
   }
-  return { nsFlags, mounts, uts, dir };
+  return { nsFlags, mounts, uts, dir, netId: nsFlags & CLONE.NEWNET ? ids.net_ns_id : undefined };
 }
 
 /** Parents before children; the namespace's root mount first. */

@@ -36,7 +36,9 @@ import { containerPlan, setupContainer, type ContainerOptions } from './containe
 import { CLONE_NEWIPC, finishSysvIpc, loadSysvIpc, planSysvAttaches, restoreSysvIpc, type SysvIpcPlan } from './sysvipc.js';
 import { keepShmemEager, ShmemObjects } from './shmem.js';
 import { CgroupRestorer, type CgroupRestoreOptions } from './cgroups.js';
+import { sinceStartMs } from '../log.js';
 import { mark } from '../phases.js';
+import { restoreNetns } from './netns.js';
 
 export interface RestoreOptions {
   /** The image directory (-D). */
@@ -219,7 +221,7 @@ interface Live {
 
 export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   mark('restore start');
-  const t0 = performance.now();
+  const t0 = sinceStartMs();
   const lazy = opts.lazy === true || opts.lazySocket !== undefined;
   const log = opts.log ?? (() => {});
   // An external daemon (--lazy-socket) may have a page server for PE_LAZY-only
@@ -244,6 +246,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
   let cg: CgroupRestorer | undefined;
   try {
     validateKernelState(plan);
+    mark('kernel state validated');
     if (!opts.shellJob && root.entry.sid !== root.pid) {
       throw new UserError(`pid ${root.pid}: the root is not a session leader (sid ${root.entry.sid}): restore it with --shell-job`);
     }
@@ -327,6 +330,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
         // Into its cgroup set before its children exist: they inherit it.
         cg?.moveProcess(outer, cgSetOf(p), cg.dumperSet, `pid ${p.pid}`);
         if (ct) setupContainer(task, ct, opts.container ?? {}, log);
+        if (ct?.netId !== undefined && opts.container?.emptyNet !== true) await restoreNetns(outer, ct.dir, ct.netId, log);
         if (ipc) restoreSysvIpc(task, p.pid, ipc, ct !== undefined && (ct.nsFlags & CLONE_NEWIPC) !== 0, log);
       } else {
         const parent = byPid.get(p.ppid)!;
@@ -379,7 +383,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('tree of stubs');
     plan.fds.createAll(new Map(live.filter((l) => l.plan.state !== 2).map((l) => [l.plan.pid, l.task])));
 
-    const forkMs = performance.now() - t0;
+    const forkMs = sinceStartMs() - t0;
     mark('fds created');
     // --- 2. every process -----------------------------------------------------
     let eagerBytes = 0n;
@@ -411,8 +415,10 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       // (a podman container has neither); as CRIU's restorer, before the
       // creds. Seccomp is suspended for what is injected after it
       // (plugin/restore/seccomp.ts).
+      mark('seccomp');
       installSeccomp(p.pid, [l.task, ...l.threads].map((task, i) => ({ task, sc: p.threads[i]!.seccomp })), log);
       // Pending signals, rlimits, creds (plugin/restore/creds.ts); only the timers come later.
+      mark('creds');
       restoreKernelState(p, [l.task, ...l.threads].map((task, i) => ({ task, tid: p.threads[i]!.tid, core: p.threads[i]!.core })), log);
       log(`pid ${p.pid}: address space and state restored (${mm.bytesWritten} bytes eager, ${mm.lazyVmas.length} lazy VMAs)`);
     }
@@ -444,7 +450,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       for (const l of live) if (l.plan.state === 2) adopting.push(handoff.zombie(l.plan.pid));
       adopted = Promise.all(adopting);
       mark('uffds sent to the lazy-pages daemon');
-      log(`handed ${adopting.length} userfaultfds over at ${(performance.now() - t0).toFixed(1)} ms`);
+      log(`handed ${adopting.length} userfaultfds over at ${(sinceStartMs() - t0).toFixed(1)} ms`);
       adopted.catch(() => {}); // awaited below; the in-process daemon kills what it cannot serve
       if (!handoff.overlapsRelease) await adopted;
       mark('uffds handed over');
@@ -461,7 +467,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
       restoreRseq(l.task, l.plan.threads[0]!.core);
       l.threads.forEach((t, i) => restoreRseq(t, l.plan.threads[i + 1]!.core));
     }
-    if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(performance.now() - t0).toFixed(1)} ms`);
+    if (live.some((l) => (l.mm?.rseqLazyPages.length ?? 0) > 0)) log(`rseq areas in lazy memory registered at ${(sinceStartMs() - t0).toFixed(1)} ms`);
 
     // Every task is in its cgroups: their properties now (CRIU's prepare_cgroup_properties).
     cg?.restoreProperties();
@@ -490,7 +496,7 @@ export async function restore(opts: RestoreOptions): Promise<RestoredTree> {
     mark('released');
     for (const l of live) if (l.plan.state === 3) waitStopped(l.task.pid);
     plan.fds.close();
-    const resumeMs = performance.now() - t0;
+    const resumeMs = sinceStartMs() - t0;
     log(`released at ${resumeMs.toFixed(1)} ms`);
     await hooks.postResume?.().catch((e: unknown) => log(`post-resume: ${e instanceof Error ? e.message : String(e)}`));
     if (handoff) {

@@ -374,6 +374,8 @@ async function serveRestore(ch: RpcChannel, o: CriuOpts, sopts: ServeOptions): P
       cgroups: { mode: cgroupMode(o), roots: cgroupRoots(o), ...(o.cgroup_yard ? { yard: o.cgroup_yard } : {}) },
       container: {
         ...(o.root ? { root: o.root } : {}), extMounts: new Map((o.ext_mnt ?? []).map((e) => [e.key, e.val])),
+        // empty_ns net (runc always sends it): the namespace stays empty even when the images describe it, as CRIU.
+        ...(((o.empty_ns ?? 0) & 0x40000000 /* CLONE_NEWNET */) !== 0 ? { emptyNet: true } : {}),
         // runc passes the named network namespace as an fd of this process.
         ...((o.inherit_fd ?? []).some((f) => f.key === 'extRootNetNS')
           ? { joinNet: `/proc/${process.pid}/fd/${(o.inherit_fd ?? []).find((f) => f.key === 'extRootNetNS')!.fd}` } : {}),

@@ -263,6 +263,8 @@ const ALL_TYPES = [
   'timespec', 'timens_entry', 'dump_stats_entry', 'restore_stats_entry', 'stats_entry',
   'working_set_head', 'working_set_range', 'page_checksums_entry',
   'mnt_entry', 'utsns_entry',
+  // network namespace (netdev.proto, sysctl.proto: plugin/dump/netns.ts, plugin/restore/netns.ts)
+  'sysctl_entry', 'tun_link_entry', 'macvlan_link_entry', 'sit_entry', 'net_device_entry', 'netns_id', 'netns_entry',
   // SysV IPC namespace (ipc-desc, ipc-var, ipc-shm, ipc-sem, ipc-msg)
   'ipc_desc_entry', 'ipc_var_entry', 'ipc_shm_entry', 'ipc_sem_entry', 'ipc_msg_entry', 'ipc_msg',
   // cgroup.proto (plugin/dump/cgroups.ts, plugin/restore/cgroups.ts)

@@ -219,7 +219,17 @@ test('lr-criu (the criu runc gets): VERSION answered natively with the CLI\'s by
     // request still queued.
     a.send({ type: ReqType.FEATURE_CHECK, features: { lazy_pages: true } });
     // Seen while node starts (tens of ms): once it has answered it may be gone.
-    await until(() => exeOf(a.child.pid!) === realpathSync(process.execPath), 20_000, 'the CLI (node) to answer FEATURE_CHECK');
+    let cmdline: string[] = [];
+    await until(() => {
+      if (exeOf(a.child.pid!) !== realpathSync(process.execPath)) return false;
+      try {
+        cmdline = readFileSync(`/proc/${a.child.pid!}/cmdline`, 'utf8').split('\0');
+      } catch { /* gone already */ }
+      return true;
+    }, 20_000, 'the CLI (node) to answer FEATURE_CHECK');
+    // swrk's node runs with V8's larger interrupt budget (lr-criu.c).
+    assert.equal(cmdline[1], '--interrupt-budget=1000000', cmdline.join(' '));
+    assert.match(cmdline[2] ?? '', /bin\/lazy-restore\.js$/);
     const f = await a.recv();
     assert.deepEqual([f.type, f.success, f.features?.lazy_pages], [ReqType.FEATURE_CHECK, true, true]);
     assert.equal((await finish(a)).code, 0);

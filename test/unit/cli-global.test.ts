@@ -68,7 +68,7 @@ test('CRIU options with CRIU\'s meaning or as documented no-ops are parsed with 
   const rest = extractGlobalOptions([
     'dump', '-t', '1', '--tcp-established', '--skip-in-flight', '--file-locks', '--link-remap', '--evasive-devices',
     '--auto-dedup', '--ghost-limit', '8M', '--manage-cgroups', '--cpu-cap=^fpu,ins', '--ext-mount-map', 'auto', '-M', 'a:b',
-    '--empty-ns', 'net', '--tcp-close',
+    '--empty-ns', 'net', '--tcp-close', '--ghost-fiemap',
   ]);
   assert.deepEqual(rest, ['dump', '-t', '1']);
   const o = criuOptions();
@@ -84,12 +84,15 @@ test('CRIU options with CRIU\'s meaning or as documented no-ops are parsed with 
   assert.equal(o.cpuCap, '^fpu,ins');
   assert.deepEqual(o.extMountMap, ['auto', 'a:b']);
   assert.deepEqual(o.emptyNs, ['net']);
+  assert.equal(o.ghostFiemap, true);
   // BOOL_OPT negations, optional arguments only with "=", -l.
   extractGlobalOptions(['dump', '-l', '--no-file-locks', '--manage-cgroups=full', '--ghost-limit=1G', '--cpu-cap']);
   assert.equal(criuOptions().fileLocks, false);
   assert.equal(criuOptions().manageCgroups, 'full');
   assert.equal(criuOptions().ghostLimit, 1n << 30n);
   assert.equal(criuOptions().cpuCap, 'fpu');
+  extractGlobalOptions(['dump', '--no-ghost-fiemap']);
+  assert.equal(criuOptions().ghostFiemap, false);
   extractGlobalOptions(['dump']);
   assert.equal(criuOptions().ghostLimit, CRIU_GHOST_LIMIT_DEFAULT);
   // A value-taking option's value is never the command.

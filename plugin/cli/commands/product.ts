@@ -16,15 +16,22 @@ const criuFeatures: Record<string, readonly string[]> = {
   // fd kinds we dump and restore, with the kernel support CRIU checks for them.
   timerfd: ['timerfd'],
   kcmp_epoll: ['kcmp-epoll-tfd'],
+  // State dump reads with ptrace or from /proc, and restores (plugin/dump/seccomp.ts, locks.ts, fds/inet.ts).
+  get_rseq_conf: ['ptrace-rseq-config'],
+  seccomp_filters: ['ptrace-seccomp-filter'],
+  seccomp_suspend: ['ptrace-suspend-seccomp'],
+  ns_pid: ['ns-pid'],
+  fdinfo_lock: ['fdinfo-lock'],
+  sockopt_buf_lock: ['so-buf-lock'],
 };
 
 /** The rest of CRIU's feature names: valid there, not something lazy-restore does. */
 const criuOnlyFeatures = new Set([
-  'mnt_id', 'aio_remap', 'tun', 'tun_ns', 'userns', 'fdinfo_lock', 'seccomp_suspend', 'seccomp_filters',
+  'mnt_id', 'aio_remap', 'tun', 'tun_ns', 'userns',
   'loginuid', 'cgroupns', 'autofs', 'tcp_half_closed', 'compat_cr', 'sk_ns', 'sk_unix_file', 'net_diag_raw', 'nsid',
-  'link_nsid', 'timens', 'external_net_ns', 'newifindex', 'nftables', 'has_ipt_legacy', 'ns_pid',
-  'apparmor_stacking', 'network_lock_nftables', 'sockopt_buf_lock', 'memfd_hugetlb', 'move_mount_set_group', 'openat2',
-  'get_rseq_conf',
+  'link_nsid', 'timens', 'external_net_ns', 'newifindex', 'nftables', 'has_ipt_legacy',
+  'apparmor_stacking', 'network_lock_nftables', 'memfd_hugetlb', 'move_mount_set_group', 'openat2',
+  'ipv6_freebind', 'pagemap_scan_guard_pages',
 ]);
 
 /** Our check names for a --feature argument (ours, CRIU's, or the lazy-pages group). */
@@ -40,7 +47,7 @@ export function register(program: Command): void {
     .command('check')
     .description('check that this kernel supports everything lazy-restore uses (like criu check)')
     .option('--json', 'print the results as JSON')
-    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (ours, e.g. uffd:EVENT_FORK or lazy-pages, or CRIU\'s: uffd, uffd-noncoop, mem_dirty_track, clone3_set_tid, pidfd_store, can_map_vdso, timerfd, kcmp_epoll)')
+    .option('--feature <name>', 'check one feature only; exit 1 if it is missing (ours, e.g. uffd:EVENT_FORK or lazy-pages, or CRIU\'s: uffd, uffd-noncoop, mem_dirty_track, clone3_set_tid, pidfd_store, can_map_vdso, timerfd, kcmp_epoll, get_rseq_conf, seccomp_filters, seccomp_suspend, ns_pid, fdinfo_lock, sockopt_buf_lock)')
     .option('--extra', 'accepted for CRIU compatibility (every check always runs)')
     .option('--experimental', 'accepted for CRIU compatibility (every check always runs)')
     .option('--all', 'accepted for CRIU compatibility (every check always runs)')
