@@ -115,6 +115,14 @@ struct Fault {
 
 struct PrefetchReq {
   uint64_t start, end, cur, copied;
+  // A window that follows faults (Engine::Prefetch with follow): a served
+  // fault inside it moves `cur` to the end of the fault's window (the push
+  // goes on ahead of a program reading in order), and at its end the window
+  // starts over from `start` while the pass before copied anything (pages
+  // skipped by a jump are taken then), so it ends only when nothing local is
+  // lazy in it or a whole pass copied nothing.
+  bool follow = false;
+  uint64_t passCopied = 0;
 };
 
 // Which path placed pages (ProcStats counters they add to).
@@ -243,7 +251,8 @@ class Engine {
   int StopPull(uint32_t id);
   // {pages copied, GETs sent} of a running or ended pull; false if unknown.
   bool PullStats(uint32_t id, uint64_t* pages, uint64_t* gets);
-  int Prefetch(uint32_t handle, uint64_t start, uint64_t len);
+  // follow: see PrefetchReq (one window over a whole process, no round trip per piece).
+  int Prefetch(uint32_t handle, uint64_t start, uint64_t len, bool follow = false);
   // Queues [start, end) pairs ahead of every prefetch, kept in this order.
   int PrefetchFirst(uint32_t handle, const std::vector<std::pair<uint64_t, uint64_t>>& ranges);
   // Fault log: a bounded ring (capacity 0 = off). When full the oldest entry
@@ -290,6 +299,8 @@ class Engine {
   FillResult Fill(Proc* p, uint64_t start, uint64_t end, Kind kind, const uint8_t* src, CopyPath path,
                   uint64_t* copied, std::vector<std::pair<uint64_t, uint64_t>>* present = nullptr);
   MmState PendingEvents(Proc* p);
+  // A fault's window [ws, we) was placed: a following push window goes on from there.
+  static void FollowFault(Proc* p, uint64_t ws, uint64_t we);
   bool SourceBytes(Proc* p, uint64_t start, const Span& sp, uint64_t at, uint64_t len, const uint8_t** src);
   bool Verify(Proc* p, uint32_t source, uint64_t off, uint64_t len);
   // Chunk i of src: true when it was checked before or matches now (its bit is then set); *got = the CRC computed.

@@ -124,6 +124,7 @@ Engine::ServeResult Engine::ServeFault(Proc* p, const Fault& f) {
     if (copied > 0) Log(p, ws, copied / kPage, logKind, page);
     if (r == kFillDead) return ServeResult::kGone;
     if (r == kFillDone || page < ws + copied) {
+      if (copied > 0 && logKind == kLogFault) FollowFault(p, ws, ws + copied);
       uint64_t ns = NowNs() - f.t0;
       p->st.hist[HistBucket(ns)]++;
       p->st.served++;

@@ -324,7 +324,8 @@ class NativeFaultEngine : public Napi::ObjectWrap<NativeFaultEngine> {
     Engine& eng = Eng(env);
     uint32_t h = Handle(info, 0);
     uint64_t start = ArgU64(info, 1, "start"), len = ArgU64(info, 2, "len");
-    int r = eng.Prefetch(h, start, len);
+    const bool follow = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+    int r = eng.Prefetch(h, start, len, follow);
     if (r < 0) ThrowProc(env, -r, "prefetch", h);
     return env.Undefined();
   }

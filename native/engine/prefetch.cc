@@ -10,12 +10,14 @@
 
 namespace lr::engine {
 
-int Engine::Prefetch(uint32_t handle, uint64_t start, uint64_t len) {
+int Engine::Prefetch(uint32_t handle, uint64_t start, uint64_t len, bool follow) {
   std::shared_ptr<Proc> p = Find(handle);
   if (!p) return -ENOENT;
   std::lock_guard<std::mutex> g(p->mu);
   if (p->state != Proc::kLive) return 0;
-  p->prefetch.push_back({start, start + len, start, 0});
+  PrefetchReq req{start, start + len, start, 0};
+  req.follow = follow;
+  p->prefetch.push_back(req);
   p->UpdateHasWork();
   Poke(p->worker);
   return 0;
@@ -67,9 +69,15 @@ bool Engine::DoPrefetch(Worker* w, bool* waited) {
     PrefetchReq& req = p->prefetch.front();
     Piece pc;
     bool found = false;
-    while (p->lazy.FirstIn(req.cur, req.end, &pc)) {
-      if (pc.span.kind != kRemote) { found = true; break; }
-      req.cur = pc.span.end;  // remote pages come only through supply()
+    for (;;) {
+      while (p->lazy.FirstIn(req.cur, req.end, &pc)) {
+        if (pc.span.kind != kRemote) { found = true; break; }
+        req.cur = pc.span.end;  // remote pages come only through supply()
+      }
+      // A following window starts over while its last pass placed anything.
+      if (found || !req.follow || req.passCopied == 0) break;
+      req.cur = req.start;
+      req.passCopied = 0;
     }
     if (!found) {
       Event e{kEvPrefetched, p->handle};
@@ -95,6 +103,7 @@ bool Engine::DoPrefetch(Worker* w, bool* waited) {
     if (copied > 0) Log(p, pc.start, copied / kPage, kLogPush, 0);
     if (p->state == Proc::kLive && !p->prefetch.empty()) {
       p->prefetch.front().copied += copied;
+      p->prefetch.front().passCopied += copied;
       if (r == kFillDone) p->prefetch.front().cur = end;
       else if (r == kFillRetry) ReadMessages(p);
     }
@@ -105,6 +114,15 @@ bool Engine::DoPrefetch(Worker* w, bool* waited) {
     return true;
   }
   return false;
+}
+
+void Engine::FollowFault(Proc* p, uint64_t ws, uint64_t we) {
+  if (p->prefetch.empty()) return;
+  PrefetchReq& req = p->prefetch.front();
+  if (!req.follow || ws < req.start || ws >= req.end) return;
+  req.cur = std::min(we, req.end);
+  // Whatever the jump skipped is taken by the next pass.
+  req.passCopied += we - ws;
 }
 
 // Copies the head of the working-set queue: up to kPrefetchChunk bytes or

@@ -25,7 +25,8 @@ export interface FaultEngineLike {
   adopt(uffd: number, ranges: readonly PlannedRange[], opts?: { pidfd?: number; remotePid?: number }): number;
   /** Copies remote pages dumped at imageAddr to wherever they live now; returns bytes copied. */
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
-  prefetch(proc: number, start: bigint, len: bigint): void;
+  /** followFaults: one window that goes on from each fault inside it (plugin/uffd/engine.ts). */
+  prefetch(proc: number, start: bigint, len: bigint, opts?: { followFaults?: boolean }): void;
   /** Remaining (lazy or in flight) ranges, sorted; zero ranges included. */
   lazyRanges(proc: number): { start: bigint; end: bigint }[];
   lazyBytes(proc: number): bigint;

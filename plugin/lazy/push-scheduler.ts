@@ -37,12 +37,24 @@ export class PushScheduler {
   /** Native bulk pulls of remote ranges (no bandwidth cap only). */
   private readonly pulls: RemotePulls | undefined;
 
+  /**
+   * Local pushes are one window per process that the engine walks itself
+   * (address order, going on from each fault it serves in it): no
+   * JavaScript round trip per window, so the push never idles between
+   * windows. Windows of `chunk` bytes chosen here (near fault holes, then
+   * address order) when a bandwidth cap meters them or a chunk size was
+   * asked for.
+   */
+  private readonly follow: boolean;
+
   constructor(
     private readonly host: PushHost,
     private readonly chunk: bigint,
     private readonly maxInFlight: number,
     bandwidthBytesPerSec: number | undefined,
+    wholeProcessWindows = false,
   ) {
+    this.follow = wholeProcessWindows && !bandwidthBytesPerSec && !host.remote;
     this.bucket = new TokenBucket(bandwidthBytesPerSec, () => this.pump());
     if (!bandwidthBytesPerSec) {
       this.pulls = new RemotePulls({
@@ -93,7 +105,7 @@ export class PushScheduler {
           progress = true;
           continue;
         }
-        const next = this.nextChunk(p);
+        const next = this.follow ? this.wholeWindow(p) : this.nextChunk(p);
         if (!next) {
           this.bucket.refund(Number(this.chunk));
           continue;
@@ -101,7 +113,8 @@ export class PushScheduler {
         p.pushInFlight++;
         this.inFlight++;
         try {
-          this.host.engine.prefetch(p.engineProc, next.start, next.len);
+          if (this.follow) this.host.engine.prefetch(p.engineProc, next.start, next.len, { followFaults: true });
+          else this.host.engine.prefetch(p.engineProc, next.start, next.len);
           progress = true;
         } catch (e) {
           p.pushInFlight--;
@@ -120,6 +133,9 @@ export class PushScheduler {
       this.inFlight--;
     }
     this.count(p, copied);
+    // A whole-process window that placed nothing: what is left cannot be
+    // copied yet; wait for the next fault instead of spinning.
+    if (this.follow && copied === 0n) p.push.paused = true;
     if (p.completePending && p.pushInFlight === 0) this.host.finish(p, 'complete');
   }
 
@@ -171,6 +187,14 @@ export class PushScheduler {
   }
 
   // ---- local background push -------------------------------------------------
+
+  /** One window over every range of p still lazy (the engine walks it), or undefined when none is left. */
+  private wholeWindow(p: Proc): { start: bigint; len: bigint } | undefined {
+    const ranges = this.rangesOf(p);
+    if (ranges === undefined || ranges.length === 0) return undefined;
+    const start = ranges[0]!.start;
+    return { start, len: ranges[ranges.length - 1]!.end - start };
+  }
 
   /** Next window of process p: near recent faults first, then address order. */
   private nextChunk(p: Proc): { start: bigint; len: bigint } | undefined {

@@ -134,7 +134,7 @@ export class LazyPagesServer extends TypedEmitter<LazyEventMap> {
       pushAllowed: () => this.restoreFinished && !this.closed && this.options.prefetch !== false && !this.recording,
       finish: (p, state) => this.finish(p, state),
       fail: (p, why, error) => this.failProcess(p, why, error),
-    }, BigInt(options.pushChunkBytes ?? Number(DEFAULT_CHUNK)), options.pushInFlight ?? DEFAULT_PUSH_IN_FLIGHT, options.bandwidthBytesPerSec);
+    }, BigInt(options.pushChunkBytes ?? Number(DEFAULT_CHUNK)), options.pushInFlight ?? DEFAULT_PUSH_IN_FLIGHT, options.bandwidthBytesPerSec, options.pushChunkBytes === undefined);
     this.children = new ChildTracker({
       engine,
       watchdog: deps.watchdog,

@@ -81,7 +81,12 @@ export interface LazyPagesServerOptions {
   statsFile?: string;
   /** Serves 'remote' ranges (PE_LAZY without PE_PRESENT). Without it such images are refused. */
   remote?: RemotePageSource;
-  /** Background chunk size in bytes (default 2 MiB). */
+  /**
+   * Background window size in bytes. Unset (and no bandwidth cap, no remote
+   * source): one window per process that the engine walks itself, going on
+   * from each fault it serves; set: windows of this size chosen here (2 MiB
+   * with a bandwidth cap or a remote source).
+   */
   pushChunkBytes?: number;
   /** Background chunks in flight at once, over all processes (default 2). */
   pushInFlight?: number;

@@ -126,7 +126,7 @@ export interface NativeFaultEngineHandle {
   addSharedObject(name: string, size: bigint, data: BigUint64Array): number;
   sharedStats(): RawSharedStats[];
   supply(proc: number, imageAddr: bigint, data: Buffer): bigint;
-  prefetch(proc: number, start: bigint, len: bigint): void;
+  prefetch(proc: number, start: bigint, len: bigint, follow?: boolean): void;
   /** Working set: [start, end]* copied in this order before any prefetch (faults first); one 'warmed' event when done. */
   prefetchFirst(proc: number, ranges: BigUint64Array): void;
   /** Checks the chunks of `source` holding each [offset, length] on a native thread of its own (data needed soon); a mismatch is left for the serving path. */

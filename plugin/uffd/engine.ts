@@ -365,11 +365,16 @@ export class FaultEngine {
     return this.n.supply(proc, imageAddr, data);
   }
 
-  /** Background copy of the still-lazy pages in [start, start+len); faults always go first. */
-  prefetch(proc: number, start: bigint, len: bigint): void {
+  /**
+   * Background copy of the still-lazy pages in [start, start+len); faults
+   * always go first. With followFaults the window goes on from each fault
+   * served inside it and starts over from `start` until a pass copies
+   * nothing (one window can push a whole process, no call per piece).
+   */
+  prefetch(proc: number, start: bigint, len: bigint, opts?: { followFaults?: boolean }): void {
     checkProc(proc);
     checkRange(start, len, 'prefetch');
-    this.n.prefetch(proc, start, len);
+    this.n.prefetch(proc, start, len, opts?.followFaults === true);
   }
 
   /**

@@ -5,12 +5,14 @@
 // test reads it from outside), runc commands with bounded time, and a
 // bounded wait for the counter.
 import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, watch, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lrCriuPath } from './cli.js';
+import { BUSYBOX, COUNT_LOOP, ECHO_COUNT_LOOP, makeBusyboxRootfs, readCount, waitForCountFile } from './counting-rootfs.js';
+
+export { BUSYBOX };
 
 export const RUNC = '/usr/sbin/runc';
-export const BUSYBOX = '/bin/busybox';
 
 /** Why runc tests cannot run here, or undefined. */
 export function runcUnavailable(): string | undefined {
@@ -22,9 +24,10 @@ export function runcUnavailable(): string | undefined {
 
 export interface RunResult { code: number; stdout: string; stderr: string }
 
-export function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+/** `cmd args` bounded by `timeoutMs`, with `env` (default: ours); its exit code and output. */
+export function run(cmd: string, args: string[], timeoutMs = 60_000, env?: NodeJS.ProcessEnv): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20, env }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 255) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -69,10 +72,6 @@ export interface Bundle {
   destroy(): Promise<void>;
 }
 
-const LOOP = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done';
-/** The same loop also writing each count to its stdout. */
-const ECHO_LOOP = 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; echo $i; sleep 0.1; done';
-
 export interface BundleOptions {
   /** The loop also echoes each count to stdout. */
   echo?: boolean;
@@ -83,16 +82,13 @@ export interface BundleOptions {
 /** A bundle under `dir` running (not yet started) the counting loop. */
 export async function makeBundle(dir: string, id: string, opts: BundleOptions = {}): Promise<Bundle> {
   const rootfs = join(dir, 'rootfs');
-  mkdirSync(join(rootfs, 'bin'), { recursive: true });
-  mkdirSync(join(rootfs, 'tmp'));
-  copyFileSync(BUSYBOX, join(rootfs, 'bin', 'busybox'));
-  for (const x of ['sh', 'sleep', 'cat', 'ps', 'hostname', 'ls']) symlinkSync('busybox', join(rootfs, 'bin', x));
+  makeBusyboxRootfs(rootfs, ['sh', 'sleep', 'cat', 'ps', 'hostname', 'ls']);
   const spec = await run(RUNC, ['spec', '--bundle', dir]);
   if (spec.code !== 0) throw new Error(`runc spec: ${spec.stderr}`);
   const cfgPath = join(dir, 'config.json');
   const cfg = JSON.parse(readFileSync(cfgPath, 'utf8')) as { process: { terminal: boolean; args: string[] }; root: { readonly: boolean }; hostname?: string };
   cfg.process.terminal = false;
-  cfg.process.args = ['/bin/sh', '-c', opts.echo ? ECHO_LOOP : LOOP];
+  cfg.process.args = ['/bin/sh', '-c', opts.echo ? ECHO_COUNT_LOOP : COUNT_LOOP];
   // CRIU needs a writable root too (it makes a temporary directory in it).
   cfg.root.readonly = false;
   cfg.hostname = 'lr-runc';
@@ -108,13 +104,7 @@ export async function makeBundle(dir: string, id: string, opts: BundleOptions = 
     runc: (args, t) => run(RUNC, args, t),
     quiet: (args, o = {}) => runQuiet([...(o.criu ? ['--criu', criu] : []), ...args], join(dir, '..', `runc-${id}.log`), o.timeoutMs),
     withCriu: (args, t) => run(RUNC, ['--criu', criu, ...args], t),
-    count: () => {
-      try {
-        return Number(readFileSync(countFile, 'utf8').trim()) || 0;
-      } catch {
-        return 0;
-      }
-    },
+    count: () => readCount(countFile),
     pid: async () => {
       const r = await run(RUNC, ['state', id]);
       if (r.code !== 0) return 0;
@@ -132,30 +122,8 @@ export async function makeBundle(dir: string, id: string, opts: BundleOptions = 
   return b;
 }
 
-/** Resolves once the counter reaches at least `min` (inotify on /tmp,
- *  bounded); every non-zero count read on the way is pushed to `seen`. */
+/** Resolves once the bundle's counter reaches at least `min` (bounded);
+ *  every non-zero count read on the way is pushed to `seen`. */
 export function waitForCount(b: Bundle, min: number, timeoutMs: number, seen?: number[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const dir = join(b.countFile, '..');
-    let done = false;
-    const check = (): void => {
-      if (done) return;
-      const c = b.count();
-      if (c > 0) seen?.push(c);
-      if (c >= min) {
-        done = true;
-        clearTimeout(timer);
-        w.close();
-        resolve(c);
-      }
-    };
-    const w = watch(dir, () => check());
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      w.close();
-      reject(new Error(`counter stayed at ${b.count()} (< ${min}) for ${timeoutMs} ms`));
-    }, timeoutMs);
-    check();
-  });
+  return waitForCountFile(b.countFile, min, timeoutMs, seen);
 }

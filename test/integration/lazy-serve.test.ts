@@ -33,7 +33,7 @@ const scenarios: Scenario[] = [
   { name: '16 threads', regions: [N * 4], actions: ['threads', '16', '0', '0', `${N * 4}`] },
 ];
 
-async function runScenario(sc: Scenario, prefetch: boolean): Promise<void> {
+async function runScenario(sc: Scenario, prefetch: boolean, windows = true): Promise<void> {
   const d = tempDir();
   const before = openFds();
   let server: LazyPagesServer | undefined;
@@ -41,7 +41,8 @@ async function runScenario(sc: Scenario, prefetch: boolean): Promise<void> {
   try {
     let imgDir: string;
     ({ h, imgDir } = await startImagedHarness(d.path, { regions: sc.regions, actions: sc.actions, zeroEvery: 5 }));
-    server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch, pushChunkBytes: 64 * 1024 });
+    // windows: 64 KiB windows chosen in TypeScript; otherwise one window per process that the engine walks, following faults.
+    server = await LazyPagesServer.open({ imagesDir: imgDir, prefetch, ...(windows ? { pushChunkBytes: 64 * 1024 } : {}) });
     const errors: LazyErrorEvent[] = [];
     server.on('error', (e) => errors.push(e));
     await server.adopt(h.pid, h.uffd);
@@ -65,6 +66,35 @@ for (const prefetch of [true, false]) {
     test(`${sc.name} is byte-exact (${prefetch ? 'with' : 'without'} background push)`, { skip }, () => runScenario(sc, prefetch));
   }
 }
+for (const sc of scenarios) {
+  test(`${sc.name} is byte-exact (whole-process push following faults)`, { skip }, () => runScenario(sc, true, false));
+}
+
+test('whole-process push: one window completes a process, pages skipped by a fault jump included', { skip }, async () => {
+  const d = tempDir();
+  let h: Harness | undefined;
+  let server: LazyPagesServer | undefined;
+  try {
+    let imgDir: string;
+    // The program reads near the end first (the window jumps there), then waits: the pages below must still be pushed.
+    ({ h, imgDir } = await startImagedHarness(d.path, { regions: [1024], actions: ['read', '0', '1000', '8', 'wait', 'read', '0', '0', '1024'], zeroEvery: 4 }));
+    server = await LazyPagesServer.open({ imagesDir: imgDir });
+    const completed = new Promise<void>((resolve) => server!.on('complete', () => resolve()));
+    await server.adopt(h.pid, h.uffd);
+    h.go();
+    await h.waitLine((l) => l === 'wait');
+    await withTimeout(completed, 10_000, 'complete');
+    const st = server.processes()[0]!;
+    assert.equal(st.state, 'complete');
+    assert.ok(Number(st.pushedBytes) > 900 * PAGE, `pushed ${st.pushedBytes}`);
+    h.go();
+    const exit = await h.finish();
+    assert.equal(exit.code, 0, exit.stdout);
+  } finally {
+    await stopHarnessCase(h, server);
+    d.dispose();
+  }
+});
 
 test('push completes a process that touches nothing; complete carries its statistics', { skip }, async () => {
   const d = tempDir();

@@ -10,12 +10,13 @@
 // --keep) must be ours.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, watch } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../helpers/env.js';
 import { lrCriuPath } from '../helpers/cli.js';
-import { BUSYBOX, RUNC } from '../helpers/runc.js';
+import { BUSYBOX, COUNT_LOOP, makeBusyboxRootfs, readCount, waitForCountFile } from '../helpers/counting-rootfs.js';
+import { RUNC, run, type RunResult } from '../helpers/runc.js';
 
 const PODMAN = '/usr/bin/podman';
 
@@ -24,18 +25,13 @@ function unavailable(): string | undefined {
   return undefined;
 }
 
-interface Result { code: number; stdout: string; stderr: string }
-
 /** podman with our criu first on PATH, bounded. */
-function podman(binDir: string, args: string[], timeoutMs = 120_000): Promise<Result> {
-  return new Promise((resolve) => {
-    execFile(PODMAN, args, { timeout: timeoutMs, maxBuffer: 16 << 20, env: { ...process.env, PATH: `${binDir}:${process.env['PATH'] ?? '/usr/bin:/bin'}` } },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 255) : 0, stdout, stderr }));
-  });
+function podman(binDir: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {
+  return run(PODMAN, args, timeoutMs, { ...process.env, PATH: `${binDir}:${process.env['PATH'] ?? '/usr/bin:/bin'}` });
 }
 
 /** `podman import -` of a tar stream of `dir`. */
-function importRootfs(binDir: string, dir: string, image: string): Promise<Result> {
+function importRootfs(binDir: string, dir: string, image: string): Promise<RunResult> {
   return new Promise((resolve) => {
     const tar = spawn('tar', ['-C', dir, '-c', '.'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const p = spawn(PODMAN, ['import', '-', image], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: `${binDir}:${process.env['PATH'] ?? ''}` } });
@@ -50,40 +46,6 @@ function importRootfs(binDir: string, dir: string, image: string): Promise<Resul
   });
 }
 
-function readCount(file: string): number {
-  try {
-    return Number(readFileSync(file, 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Resolves once the counter in `file` reaches `min` (inotify on its directory, bounded); non-zero reads go to `seen`. */
-function waitForCount(file: string, min: number, timeoutMs: number, seen?: number[]): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let done = false;
-    const check = (): void => {
-      if (done) return;
-      const c = readCount(file);
-      if (c > 0) seen?.push(c);
-      if (c >= min) {
-        done = true;
-        clearTimeout(timer);
-        w.close();
-        resolve(c);
-      }
-    };
-    const w = watch(join(file, '..'), () => check());
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      w.close();
-      reject(new Error(`counter ${file} stayed at ${readCount(file)} (< ${min}) for ${timeoutMs} ms`));
-    }, timeoutMs);
-    check();
-  });
-}
-
 test('podman container checkpoint / restore and --export / --import with our criu', { skip: unavailable() ?? false }, async () => {
   assert.ok(existsSync(PODMAN) && existsSync(RUNC) && existsSync(BUSYBOX), 'podman, runc and busybox-static are needed: run scripts/setup.sh');
   const t = tempDir('lr-podman-');
@@ -93,10 +55,7 @@ test('podman container checkpoint / restore and --export / --import with our cri
   mkdirSync(binDir);
   symlinkSync(lrCriuPath, join(binDir, 'criu'));
   const rootfs = join(t.path, 'rootfs');
-  mkdirSync(join(rootfs, 'bin'), { recursive: true });
-  mkdirSync(join(rootfs, 'tmp'));
-  copyFileSync(BUSYBOX, join(rootfs, 'bin', 'busybox'));
-  for (const x of ['sh', 'sleep', 'cat']) symlinkSync('busybox', join(rootfs, 'bin', x));
+  makeBusyboxRootfs(rootfs, ['sh', 'sleep', 'cat']);
   const inspect = async (fmt: string): Promise<string> => {
     const r = await podman(binDir, ['inspect', '--format', fmt, name]);
     assert.equal(r.code, 0, `podman inspect: ${r.stderr}`);
@@ -116,11 +75,11 @@ test('podman container checkpoint / restore and --export / --import with our cri
     // CAP_SYS_RESOURCE here, so limits no higher than ours.
     const runArgs = ['--runtime', RUNC, 'run', '-d', '--name', name, '--network', 'none',
       '--ulimit', 'nofile=20000:20000', '--ulimit', 'nproc=4096:4096', image,
-      '/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done'];
+      '/bin/sh', '-c', COUNT_LOOP];
     const r = await podman(binDir, runArgs);
     assert.equal(r.code, 0, `podman run: ${r.stderr}`);
     let file = await countFile();
-    const before = await waitForCount(file, 3, 30_000);
+    const before = await waitForCountFile(file, 3, 30_000);
 
     const cp = await podman(binDir, ['container', 'checkpoint', '--keep', name]);
     assert.equal(cp.code, 0, `checkpoint: ${cp.stderr}`);
@@ -134,7 +93,7 @@ test('podman container checkpoint / restore and --export / --import with our cri
     await ourLog('restore.log');
     file = await countFile();
     const seen: number[] = [];
-    await waitForCount(file, atCheckpoint + 3, 30_000, seen);
+    await waitForCountFile(file, atCheckpoint + 3, 30_000, seen);
     assert.ok(Math.min(...seen) >= before, `the restored shell counts on from ${before}: ${seen.join(' ')}`);
 
     // Export to a tarball, remove the container, import it again.
@@ -150,7 +109,7 @@ test('podman container checkpoint / restore and --export / --import with our cri
     assert.equal(await inspect('{{.State.Status}}'), 'running');
     file = await countFile();
     const seen2: number[] = [];
-    await waitForCount(file, atExport + 3, 30_000, seen2);
+    await waitForCountFile(file, atExport + 3, 30_000, seen2);
     assert.ok(Math.min(...seen2) >= atCheckpoint, `the imported container counts on from ${atExport}: ${seen2.join(' ')}`);
   } finally {
     await podman(binDir, ['rm', '-f', '-t', '0', name]);
