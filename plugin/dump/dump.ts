@@ -240,6 +240,7 @@ export async function dump(opts: DumpOptions): Promise<DumpResult> {
       });
       log(`serving ${lazyRanges.reduce((n, r) => n + r.nrPages, 0n)} lazy pages on ${src.server.address}:${src.server.port}`);
       l.onListening?.(src.server.address, src.server.port);
+      mark('page server listening');
       const abort = (): void => void src.server.close();
       if (l.signal?.aborted) abort();
       l.signal?.addEventListener('abort', abort);
